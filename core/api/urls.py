@@ -1,0 +1,34 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core.api import views
+
+urlpatterns = [
+    path(
+        "schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"
+    ),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="api-docs",
+    ),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="api-redoc",
+    ),
+    path("organisation/", views.OrganisationView.as_view(), name="api-organisation"),
+    path("members/", views.MemberListView.as_view(), name="api-members"),
+    path("members/<int:member_id>/", views.MemberDetailView.as_view(), name="api-member"),
+    path("invitations/", views.InvitationListView.as_view(), name="api-invitations"),
+    path("invitations/<int:invitation_id>/", views.InvitationDetailView.as_view(), name="api-invitation"),
+    path("keys/", views.ApiKeyListView.as_view(), name="api-keys"),
+    path("keys/<int:key_id>/", views.ApiKeyDetailView.as_view(), name="api-key"),
+    path("usage/", views.UsageView.as_view(), name="api-usage"),
+    path("usage/events/", views.UsageEventListView.as_view(), name="api-usage-events"),
+    path("plans/", views.PlanListView.as_view(), name="api-plans"),
+    path("subscription/", views.SubscriptionView.as_view(), name="api-subscription"),
+    path("jobs/", views.JobListView.as_view(), name="api-jobs"),
+    path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job"),
+    path("jobs/<int:job_id>/cancel/", views.JobCancelView.as_view(), name="api-job-cancel"),
+]

@@ -1,0 +1,36 @@
+"""Job kinds owned by billing: export a month of the usage ledger as CSV (for finance teams)."""
+
+import csv
+import re
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from core.billing.selectors import usage_event_list
+from core.billing.services import period_bounds
+from core.errors import InvalidInput
+
+PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def usage_export(job, reporter) -> dict:
+    period = job.params.get("period") or period_bounds()[2]
+    match = PERIOD.match(str(period))
+    if not match:
+        raise InvalidInput(f"Invalid period '{period}': use YYYY-MM, e.g. 2026-11.")
+    start, end, _ = period_bounds(datetime(int(match[1]), int(match[2]), 15, tzinfo=UTC))
+    events = usage_event_list(organisation=job.organisation).filter(created_at__gte=start, created_at__lt=end)
+    total = events.count()
+    folder = settings.VAR_DIR / "exports" / str(job.organisation_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"usage-{period}-job{job.pk}.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "meter", "quantity", "api_key", "detail"])
+        for n, event in enumerate(events.order_by("created_at", "id").iterator(), start=1):
+            key = event.api_key.prefix if event.api_key else ""
+            writer.writerow([event.created_at.isoformat(), event.meter, event.quantity, key, event.metadata])
+            if n % 500 == 0:
+                reporter.progress(n / total, f"{n} of {total} rows")
+    reporter.progress(1.0, f"{total} rows", force=True)
+    return {"rows": total, "file": path.name, "period": period}

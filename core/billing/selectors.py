@@ -1,0 +1,76 @@
+"""Reads for billing: the usage page and the API's usage endpoint share ``usage_summary``."""
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from core.billing.meters import stock_count
+from core.billing.models import FLOW_METERS, Meter, Plan, UsageEvent
+from core.billing.services import flow_used, period_bounds, subscription_for
+
+
+@dataclass(frozen=True)
+class MeterUsage:
+    meter: str
+    label: str
+    used: float
+    limit: int
+    kind: str  # "monthly" or "current"
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.used / self.limit)) if self.limit else 100
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    period: str
+    period_start: str
+    period_end: str
+    plan_code: str
+    plan_name: str
+    status: str
+    trial_ends_at: str | None
+    requests_per_minute: int
+    meters: list[MeterUsage]
+
+
+def usage_summary(*, organisation) -> UsageSummary:
+    subscription = subscription_for(organisation=organisation)
+    plan = subscription.plan
+    start, end, period = period_bounds()
+    meters = []
+    for meter in Meter:
+        if meter in FLOW_METERS:
+            used, kind = float(flow_used(organisation=organisation, meter=meter, since=start)), "monthly"
+        else:
+            used, kind = float(stock_count(organisation=organisation, meter=meter)), "current"
+        meters.append(MeterUsage(meter.value, meter.label, used, plan.limit_for(meter), kind))
+    return UsageSummary(
+        period=period,
+        period_start=start.isoformat(),
+        period_end=end.isoformat(),
+        plan_code=plan.code,
+        plan_name=plan.name,
+        status=subscription.status,
+        trial_ends_at=subscription.trial_ends_at.isoformat() if subscription.trial_ends_at else None,
+        requests_per_minute=plan.requests_per_minute,
+        meters=meters,
+    )
+
+
+def usage_events_recent(*, organisation, limit: int = 50) -> QuerySet[UsageEvent]:
+    return (
+        UsageEvent.objects.for_org(organisation)
+        .select_related("api_key")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def usage_event_list(*, organisation, meter: str | None = None) -> QuerySet[UsageEvent]:
+    qs = UsageEvent.objects.for_org(organisation).select_related("api_key").order_by("-created_at", "-id")
+    return qs.filter(meter=meter) if meter else qs
+
+
+def plan_list() -> QuerySet[Plan]:
+    return Plan.objects.filter(is_public=True).order_by("price_cents")

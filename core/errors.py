@@ -1,0 +1,53 @@
+"""One error vocabulary for the whole platform.
+
+Services raise these; the DRF exception handler, the consumers and the tasks translate them into
+a stable JSON shape (``{"error": {"code", "message", "details"}}``), an error frame, or a failed job.
+"""
+
+from typing import Any
+
+
+class TrellisError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInput(TrellisError):
+    code = "invalid"
+    status = 400
+
+
+class NotFound(TrellisError):
+    code = "not_found"
+    status = 404
+
+
+class Forbidden(TrellisError):
+    code = "forbidden"
+    status = 403
+
+
+class Conflict(TrellisError):
+    code = "conflict"
+    status = 409
+
+
+class QuotaExceeded(TrellisError):
+    """Over the plan's allowance for a meter this period (HTTP 402)."""
+
+    code = "quota_exceeded"
+    status = 402
+
+    def __init__(self, *, meter: str, limit: int, used: float, period: str, reason: str = "") -> None:
+        message = reason or f"The {meter} quota of your plan ({limit} per month) is used up for {period}."
+        super().__init__(message, details={"meter": meter, "limit": limit, "used": used, "period": period})
+        self.meter, self.limit, self.used, self.period = meter, limit, used, period
+
+
+class TenantScopeError(RuntimeError):
+    """A tenant-owned table was queried without an organisation: a programming error, never a 4xx."""

@@ -1,0 +1,24 @@
+from django.apps import AppConfig
+
+
+class RegistryConfig(AppConfig):
+    name = "core.registry"
+    label = "registry"
+    verbose_name = "Model registry"
+
+    def ready(self) -> None:
+        from django.db.models import Sum
+
+        from core.billing.meters import register_stock_counter
+        from core.billing.models import Meter
+        from core.registry.models import Dataset, ModelVersion, VersionStatus
+
+        def models_count(organisation) -> int:
+            live = (VersionStatus.READY, VersionStatus.ACTIVE, VersionStatus.TRAINING)
+            return ModelVersion.objects.for_org(organisation).filter(status__in=live).count()
+
+        def dataset_rows(organisation) -> int:
+            return Dataset.objects.for_org(organisation).aggregate(n=Sum("row_count"))["n"] or 0
+
+        register_stock_counter(Meter.MODELS, "model versions", models_count)
+        register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)

@@ -1,0 +1,243 @@
+"""Writes for tenancy: sign-up, members, invitations and API keys.
+
+Every function takes the organisation explicitly, validates, and owns its transaction. Role
+checks about *who may call* live at the edge; rules about *what may happen* (last owner, seat
+limits, expiry) live here.
+"""
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from core.billing import services as billing
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.tenancy.models import ApiKey, Invitation, Membership, Organisation, Role, User
+from core.tenancy.roles import SCOPES, role_outranks
+
+INVITATION_TTL = timedelta(days=7)
+KEY_PREFIX = "trl_"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "org"
+    slug, n = base, 1
+    while Organisation.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def organisation_sign_up(*, organisation_name: str, email: str, password: str) -> tuple[Organisation, User]:
+    """Create an organisation, its owner and a trial subscription."""
+    email = email.strip().lower()
+    organisation_name = organisation_name.strip()
+    if not organisation_name:
+        raise InvalidInput("An organisation name is required.", details={"field": "organisation_name"})
+    if User.objects.filter(email=email).exists():
+        raise Conflict("An account with this e-mail already exists.", details={"field": "email"})
+    user = User(username=email, email=email)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), details={"field": "password"})
+    user.set_password(password)
+    user.save()
+    organisation = Organisation.objects.create(name=organisation_name, slug=_unique_slug(organisation_name))
+    Membership.all_tenants.create(organisation=organisation, user=user, role=Role.OWNER)
+    billing.subscription_start_trial(organisation=organisation)
+    return organisation, user
+
+
+def _owner_count(organisation: Organisation) -> int:
+    return Membership.objects.for_org(organisation).filter(role=Role.OWNER).count()
+
+
+@transaction.atomic
+def membership_change_role(
+    *, organisation: Organisation, actor_role: str, membership_id: int, role: str
+) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'. Choose one of: {', '.join(Role.values)}.")
+    membership = Membership.objects.for_org(organisation).select_for_update().filter(pk=membership_id).first()
+    if membership is None:
+        raise NotFound("No such member.")
+    if not role_outranks(actor_role, membership.role) or not role_outranks(actor_role, role):
+        raise Forbidden("Only an owner can grant or change the owner role.")
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(organisation) == 1:
+        raise Conflict("An organisation must keep at least one owner.")
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, organisation: Organisation, actor_role: str, membership_id: int) -> None:
+    membership = Membership.objects.for_org(organisation).select_for_update().filter(pk=membership_id).first()
+    if membership is None:
+        raise NotFound("No such member.")
+    if not role_outranks(actor_role, membership.role):
+        raise Forbidden("Only an owner can remove an owner.")
+    if membership.role == Role.OWNER and _owner_count(organisation) == 1:
+        raise Conflict("An organisation must keep at least one owner.")
+    membership.delete()
+
+
+@transaction.atomic
+def invitation_create(
+    *, organisation: Organisation, actor: User, actor_role: str, email: str, role: str
+) -> tuple[Invitation, str]:
+    """Invite someone by e-mail. Returns the invitation and its one-time token (for the link)."""
+    email = email.strip().lower()
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'. Choose one of: {', '.join(Role.values)}.")
+    if not role_outranks(actor_role, role):
+        raise Forbidden("Only an owner can invite another owner.")
+    if Membership.objects.for_org(organisation).filter(user__email=email).exists():
+        raise Conflict(f"{email} is already a member.")
+    billing.seats_check(organisation=organisation, adding=1)
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.all_tenants.create(
+        organisation=organisation,
+        email=email,
+        role=role,
+        token_hash=_hash(token),
+        invited_by=actor,
+        expires_at=timezone.now() + INVITATION_TTL,
+    )
+    return invitation, token
+
+
+def invitation_send(*, invitation: Invitation, token: str, accept_url: str) -> None:
+    from django.core.mail import send_mail
+
+    send_mail(
+        subject=f"You are invited to {invitation.organisation.name} on Trellis",
+        message=f"You have been invited as {invitation.role}. Accept within 7 days: {accept_url}",
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+def invitation_by_token(*, token: str) -> Invitation:
+    invitation = Invitation.all_tenants.select_related("organisation").filter(token_hash=_hash(token)).first()
+    if invitation is None or invitation.revoked_at or invitation.accepted_at:
+        raise NotFound("This invitation is not valid (unknown, used or revoked).")
+    if invitation.expires_at <= timezone.now():
+        raise InvalidInput("This invitation has expired; ask for a new one.")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User) -> Membership:
+    invitation = invitation_by_token(token=token)
+    if user.email.lower() != invitation.email:
+        raise Forbidden(f"This invitation is for {invitation.email}; sign in with that address.")
+    organisation = invitation.organisation
+    if Membership.objects.for_org(organisation).filter(user=user).exists():
+        raise Conflict("You are already a member of this organisation.")
+    billing.seats_check(organisation=organisation, adding=1, pending_invitation=True)
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at", "updated_at"])
+    return Membership.all_tenants.create(organisation=organisation, user=user, role=invitation.role)
+
+
+@transaction.atomic
+def invitation_accept_new_user(*, token: str, password: str) -> tuple[Membership, User]:
+    invitation = invitation_by_token(token=token)
+    if User.objects.filter(email=invitation.email).exists():
+        raise Conflict("An account with this e-mail exists: sign in to accept.")
+    user = User(username=invitation.email, email=invitation.email)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), details={"field": "password"})
+    user.set_password(password)
+    user.save()
+    return invitation_accept(token=token, user=user), user
+
+
+def invitation_revoke(*, organisation: Organisation, invitation_id: int) -> None:
+    updated = (
+        Invitation.objects.for_org(organisation)
+        .filter(pk=invitation_id, accepted_at__isnull=True, revoked_at__isnull=True)
+        .update(revoked_at=timezone.now())
+    )
+    if not updated:
+        raise NotFound("No such pending invitation.")
+
+
+def api_key_create(
+    *,
+    organisation: Organisation,
+    created_by: User | None,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key. The full secret is returned once and never stored."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("A key needs a name.", details={"field": "name"})
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"Unknown or missing scopes {unknown}; choose from {', '.join(SCOPES)}.",
+            details={"field": "scopes"},
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("The expiry must be in the future.", details={"field": "expires_at"})
+    for _ in range(5):
+        prefix = KEY_PREFIX + secrets.token_hex(4)
+        secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+        try:
+            with transaction.atomic():
+                key = ApiKey.all_tenants.create(
+                    organisation=organisation,
+                    name=name,
+                    prefix=prefix,
+                    secret_hash=_hash(secret),
+                    scopes=sorted(set(scopes)),
+                    created_by=created_by,
+                    expires_at=expires_at,
+                )
+            return key, secret
+        except IntegrityError:
+            continue
+    raise Conflict("Could not allocate a unique key prefix; try again.")
+
+
+def api_key_revoke(*, organisation: Organisation, key_id: int) -> ApiKey:
+    key = ApiKey.objects.for_org(organisation).filter(pk=key_id).first()
+    if key is None:
+        raise NotFound("No such API key.")
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at", "updated_at"])
+    return key
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey:
+    """Resolve a presented secret to a live key, or raise Forbidden-style errors with the reason."""
+    key = ApiKey.all_tenants.select_related("organisation").filter(secret_hash=_hash(secret)).first()
+    if key is None:
+        raise InvalidInput("Invalid API key.")
+    if key.revoked_at is not None:
+        raise InvalidInput("This API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        raise InvalidInput("This API key has expired.")
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 30:
+        ApiKey.all_tenants.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key

@@ -1,0 +1,284 @@
+"""Server-rendered pages of the platform. Each view: check role, call a service/selector, render."""
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponseForbidden, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from core.billing import selectors as billing_selectors
+from core.billing import services as billing
+from core.errors import TrellisError
+from core.jobs import selectors as job_selectors
+from core.jobs import services as jobs
+from core.jobs.handlers import job_kinds
+from core.tenancy import selectors as tenancy_selectors
+from core.tenancy import services as tenancy
+from core.tenancy.middleware import current_membership
+from core.tenancy.roles import ROLE_DESCRIPTIONS, role_can
+from core.web import forms
+
+
+def member_required(permission: str = "org.view"):
+    """Signed in, a member of an organisation, and a role that has ``permission``."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapper(request, *args, **kwargs):
+            membership = current_membership(request)
+            if membership is None:
+                return render(request, "web/no_organisation.html", status=403)
+            if not role_can(membership.role, permission):
+                return HttpResponseForbidden(f"Your role ({membership.role}) does not allow this page.")
+            request.organisation, request.role = membership.organisation, membership.role
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def home(request):
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    return render(request, "web/home.html")
+
+
+def signup(request):
+    form = forms.SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            organisation, user = tenancy.organisation_sign_up(**form.cleaned_data)
+        except TrellisError as exc:
+            form.add_error(exc.details.get("field"), exc.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session["org_id"] = organisation.pk
+            messages.success(request, f"Welcome to Trellis. {organisation.name} is on a 14-day free trial.")
+            return redirect("dashboard")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def invitation_accept(request, token: str):
+    try:
+        invitation = tenancy.invitation_by_token(token=token)
+    except TrellisError as exc:
+        return render(request, "web/message.html", {"title": "Invitation", "text": exc.message}, status=400)
+    form = forms.AcceptInvitationForm(request.POST or None)
+    if request.method == "POST":
+        try:
+            if request.user.is_authenticated:
+                membership = tenancy.invitation_accept(token=token, user=request.user)
+            elif form.is_valid():
+                membership, user = tenancy.invitation_accept_new_user(token=token, **form.cleaned_data)
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            else:
+                membership = None
+        except TrellisError as exc:
+            form.add_error(None, exc.message)
+        else:
+            if membership is not None:
+                request.session["org_id"] = membership.organisation_id
+                return redirect("dashboard")
+    return render(request, "web/invitation.html", {"invitation": invitation, "form": form})
+
+
+@login_required
+@require_POST
+def switch_organisation(request):
+    org_id = int(request.POST.get("org_id", 0))
+    if any(m.organisation_id == org_id for m in tenancy_selectors.memberships_for_user(user=request.user)):
+        request.session["org_id"] = org_id
+    return redirect("dashboard")
+
+
+@member_required()
+def dashboard(request):
+    summary = billing_selectors.usage_summary(organisation=request.organisation)
+    recent_jobs = job_selectors.job_list(organisation=request.organisation)[:5]
+    memberships = tenancy_selectors.memberships_for_user(user=request.user)
+    return render(
+        request, "web/dashboard.html", {"summary": summary, "jobs": recent_jobs, "memberships": memberships}
+    )
+
+
+@member_required()
+def members(request):
+    can_manage = role_can(request.role, "members.manage")
+    invite_form = forms.InviteForm(request.POST or None)
+    if request.method == "POST":
+        if not can_manage:
+            return HttpResponseForbidden("Your role does not allow inviting members.")
+        if invite_form.is_valid():
+            try:
+                invitation, token = tenancy.invitation_create(
+                    organisation=request.organisation,
+                    actor=request.user,
+                    actor_role=request.role,
+                    **invite_form.cleaned_data,
+                )
+            except TrellisError as exc:
+                invite_form.add_error(None, exc.message)
+            else:
+                url = request.build_absolute_uri(f"/invitations/{token}/")
+                tenancy.invitation_send(invitation=invitation, token=token, accept_url=url)
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+                return redirect("members")
+    context = {
+        "members": tenancy_selectors.member_list(organisation=request.organisation),
+        "invitations": tenancy_selectors.invitation_list_pending(organisation=request.organisation),
+        "invite_form": invite_form,
+        "can_manage": can_manage,
+        "roles": ROLE_DESCRIPTIONS,
+    }
+    return render(request, "web/members.html", context)
+
+
+def _run(request, action, success: str):
+    try:
+        action()
+    except TrellisError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success)
+
+
+@member_required("members.manage")
+@require_POST
+def member_change(request, member_id: int):
+    if tenancy_selectors.member_get(organisation=request.organisation, membership_id=member_id) is None:
+        raise Http404
+    if request.POST.get("action") == "remove":
+        _run(
+            request,
+            lambda: tenancy.membership_remove(
+                organisation=request.organisation, actor_role=request.role, membership_id=member_id
+            ),
+            "Member removed.",
+        )
+    else:
+        form = forms.RoleForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose a valid role.")
+        else:
+            _run(
+                request,
+                lambda: tenancy.membership_change_role(
+                    organisation=request.organisation,
+                    actor_role=request.role,
+                    membership_id=member_id,
+                    role=form.cleaned_data["role"],
+                ),
+                "Role changed.",
+            )
+    return redirect("members")
+
+
+@member_required("members.manage")
+@require_POST
+def invitation_revoke(request, invitation_id: int):
+    _run(
+        request,
+        lambda: tenancy.invitation_revoke(organisation=request.organisation, invitation_id=invitation_id),
+        "Invitation revoked.",
+    )
+    return redirect("members")
+
+
+@member_required("keys.manage")
+def api_keys(request):
+    form = forms.ApiKeyForm(request.POST or None)
+    new_secret = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            key, new_secret = tenancy.api_key_create(
+                organisation=request.organisation, created_by=request.user, **form.cleaned_data
+            )
+        except TrellisError as exc:
+            form.add_error(None, exc.message)
+        else:
+            form = forms.ApiKeyForm()
+    keys = tenancy_selectors.api_key_list(organisation=request.organisation)
+    return render(request, "web/api_keys.html", {"form": form, "keys": keys, "new_secret": new_secret})
+
+
+@member_required("keys.manage")
+@require_POST
+def api_key_revoke(request, key_id: int):
+    if tenancy_selectors.api_key_get(organisation=request.organisation, key_id=key_id) is None:
+        raise Http404
+    _run(
+        request,
+        lambda: tenancy.api_key_revoke(organisation=request.organisation, key_id=key_id),
+        "Key revoked.",
+    )
+    return redirect("api-keys")
+
+
+@member_required()
+def usage(request):
+    context = {
+        "summary": billing_selectors.usage_summary(organisation=request.organisation),
+        "events": billing_selectors.usage_events_recent(organisation=request.organisation),
+    }
+    return render(request, "web/usage.html", context)
+
+
+@member_required()
+def billing_page(request):
+    if request.method == "POST":
+        if not role_can(request.role, "billing.manage"):
+            return HttpResponseForbidden("Only an owner can change the plan.")
+        form = forms.PlanForm(request.POST)
+        if form.is_valid():
+            _run(
+                request,
+                lambda: billing.subscription_change_plan(
+                    organisation=request.organisation, plan_code=form.cleaned_data["plan"]
+                ),
+                "Plan changed.",
+            )
+        return redirect("billing")
+    context = {
+        "summary": billing_selectors.usage_summary(organisation=request.organisation),
+        "plans": billing_selectors.plan_list(),
+        "can_manage": role_can(request.role, "billing.manage"),
+    }
+    return render(request, "web/billing.html", context)
+
+
+@member_required()
+def jobs_page(request):
+    context = {
+        "jobs": job_selectors.job_list(organisation=request.organisation)[:100],
+        "kinds": job_kinds(),
+        "can_cancel": role_can(request.role, "jobs.cancel"),
+    }
+    return render(request, "web/jobs.html", context)
+
+
+@member_required()
+def jobs_status(request):
+    """JSON for the jobs page's poller: the rows are the truth."""
+    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()][:200]
+    rows = job_selectors.job_list(organisation=request.organisation).filter(pk__in=ids)
+    return JsonResponse({"jobs": [jobs.job_payload(job) for job in rows]})
+
+
+@member_required("jobs.cancel")
+@require_POST
+def job_cancel(request, job_id: int):
+    _run(request, lambda: jobs.job_cancel(organisation=request.organisation, job_id=job_id), "Job cancelled.")
+    return redirect("jobs")
+
+
+@member_required()
+def job_detail(request, job_id: int):
+    job = job_selectors.job_get(organisation=request.organisation, job_id=job_id)
+    if job is None:
+        raise Http404
+    return render(request, "web/job_detail.html", {"job": job})

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class CustomerServiceConfig(AppConfig):
+    name = "customer_service"

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class FinanceMonitorConfig(AppConfig):
+    name = "finance_monitor"
