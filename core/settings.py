@@ -21,6 +21,7 @@ MODEL_STORE = Path(env.str("MODEL_STORE", default=str(VAR_DIR / "models")))
 DATASET_STORE = Path(env.str("DATASET_STORE", default=str(VAR_DIR / "datasets")))
 MEDIA_ROOT = VAR_DIR / "media"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 
 
 def _embedded_secret_key() -> str:

@@ -3,8 +3,10 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+import core.api.schema  # noqa: F401  (registers the API-key scheme with drf-spectacular)
 from core.api import serializers as s
 from core.billing import selectors as billing_selectors
 from core.billing import services as billing
@@ -17,7 +19,7 @@ from core.tenancy.models import User
 
 
 def paginate(view: APIView, request, queryset, serializer_class) -> Response:
-    paginator = view.pagination_class()
+    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -77,6 +79,7 @@ class MemberDetailView(APIView):
         member = tenancy_selectors.member_get(organisation=request.organisation, membership_id=member_id)
         return Response(s.MemberOut(member).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, member_id: int):
         tenancy.membership_remove(
             organisation=request.organisation, actor_role=self._role(request), membership_id=member_id
@@ -115,6 +118,7 @@ class InvitationListView(APIView):
 class InvitationDetailView(APIView):
     permissions = {"DELETE": "members.manage"}
 
+    @extend_schema(responses={204: None})
     def delete(self, request, invitation_id: int):
         tenancy.invitation_revoke(organisation=request.organisation, invitation_id=invitation_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,84 @@
+"""Shared fixtures: organisations with owners, API keys, clients, and a real Celery worker."""
+
+import itertools
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from core.tenancy import services as tenancy  # noqa: E402
+from core.tenancy.models import Role  # noqa: E402
+
+_counter = itertools.count(1)
+PASSWORD = "correct-horse-battery-9"
+
+
+@pytest.fixture
+def make_org(db):
+    """make_org(name=None) -> (organisation, owner)."""
+
+    def make(name: str | None = None):
+        n = next(_counter)
+        return tenancy.organisation_sign_up(
+            organisation_name=name or f"Org {n}", email=f"owner{n}@example.com", password=PASSWORD
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_member(db):
+    def make(organisation, role: str = Role.VIEWER):
+        from core.tenancy.models import Membership, User
+
+        n = next(_counter)
+        user = User.objects.create_user(
+            username=f"m{n}@example.com", email=f"m{n}@example.com", password=PASSWORD
+        )
+        Membership.all_tenants.create(organisation=organisation, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_key(db):
+    def make(organisation, scopes=("read",), **kwargs):
+        key, secret = tenancy.api_key_create(
+            organisation=organisation,
+            created_by=None,
+            name=f"key {next(_counter)}",
+            scopes=list(scopes),
+            **kwargs,
+        )
+        return key, secret
+
+    return make
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def key_client():
+    def make(secret: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def user_client():
+    def make(user) -> APIClient:
+        client = APIClient()
+        client.force_login(user)
+        return client
+
+    return make

@@ -1,0 +1,108 @@
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from core.billing import services as billing
+from core.billing.models import Plan, Subscription, UsageEvent
+from core.billing.selectors import usage_summary
+from core.errors import InvalidInput, QuotaExceeded
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seeded_plans_have_concrete_limits():
+    plans = {p.code: p for p in Plan.objects.all()}
+    assert set(plans) == {"trial", "pro", "enterprise"}
+    assert plans["trial"].trial_days == 14 and plans["trial"].price_cents == 0
+    for field in (
+        "predictions_per_month",
+        "training_jobs_per_month",
+        "gpu_minutes_per_month",
+        "max_models",
+        "max_seats",
+        "max_stored_records",
+        "requests_per_minute",
+    ):
+        assert (
+            0
+            < getattr(plans["trial"], field)
+            < getattr(plans["pro"], field)
+            < getattr(plans["enterprise"], field)
+        )
+
+
+def test_usage_is_enforced_and_refusal_records_nothing(make_org):
+    org, _ = make_org()
+    limit = Plan.objects.get(code="trial").predictions_per_month
+    billing.usage_record(organisation=org, meter="predictions", quantity=limit - 1)
+    billing.usage_record(organisation=org, meter="predictions", quantity=1)
+    before = UsageEvent.objects.for_org(org).count()
+    with pytest.raises(QuotaExceeded) as exc:
+        billing.usage_record(organisation=org, meter="predictions", quantity=1)
+    assert exc.value.details == {
+        "meter": "predictions",
+        "limit": limit,
+        "used": float(limit),
+        "period": timezone.now().strftime("%Y-%m"),
+    }
+    assert UsageEvent.objects.for_org(org).count() == before
+
+
+def test_idempotency_key_charges_once(make_org):
+    org, _ = make_org()
+    a = billing.usage_record(organisation=org, meter="predictions", quantity=5, idempotency_key="req-1")
+    b = billing.usage_record(organisation=org, meter="predictions", quantity=5, idempotency_key="req-1")
+    assert a.pk == b.pk
+    assert billing.flow_used(organisation=org, meter="predictions", since=billing.period_bounds()[0]) == 5
+
+
+def test_ledger_is_append_only(make_org):
+    org, _ = make_org()
+    event = billing.usage_record(organisation=org, meter="predictions")
+    with pytest.raises(RuntimeError):
+        event.save()
+    with pytest.raises(RuntimeError):
+        event.delete()
+    with pytest.raises(RuntimeError):
+        UsageEvent.ledger.filter(pk=event.pk).update(quantity=0)
+    if connection.vendor == "postgresql":
+        from django.db import DatabaseError, transaction
+
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            UsageEvent.all_tenants.filter(pk=event.pk).update(quantity=0)
+
+
+def test_expired_trial_refuses_with_reason(make_org):
+    org, _ = make_org()
+    Subscription.objects.filter(organisation=org).update(trial_ends_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(QuotaExceeded, match="trial ended"):
+        billing.usage_record(organisation=org, meter="predictions")
+    billing.subscription_change_plan(organisation=org, plan_code="pro")
+    assert billing.usage_record(organisation=org, meter="predictions").pk
+
+
+def test_plan_changes_validate(make_org, make_member):
+    org, _ = make_org()
+    with pytest.raises(InvalidInput, match="Unknown plan"):
+        billing.subscription_change_plan(organisation=org, plan_code="platinum")
+    with pytest.raises(InvalidInput, match="already on"):
+        billing.subscription_change_plan(organisation=org, plan_code="trial")
+    billing.subscription_change_plan(organisation=org, plan_code="enterprise")
+    with pytest.raises(InvalidInput, match="cannot be restarted"):
+        billing.subscription_change_plan(organisation=org, plan_code="trial")
+    for _ in range(20):
+        make_member(org)
+    with pytest.raises(InvalidInput, match="seats"):
+        billing.subscription_change_plan(organisation=org, plan_code="pro")
+    assert billing.subscription_for(organisation=org).plan.code == "enterprise"
+
+
+def test_usage_summary_counts_flow_and_stock(make_org, make_member):
+    org, _ = make_org()
+    make_member(org)
+    billing.usage_record(organisation=org, meter="predictions", quantity=7)
+    meters = {m.meter: m for m in usage_summary(organisation=org).meters}
+    assert meters["predictions"].used == 7 and meters["seats"].used == 2
+    assert meters["predictions"].limit == Plan.objects.get(code="trial").predictions_per_month

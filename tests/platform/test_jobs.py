@@ -1,0 +1,117 @@
+import pytest
+
+from core.billing.models import Plan, UsageEvent
+from core.errors import Conflict, InvalidInput, QuotaExceeded
+from core.jobs import services as jobs
+from core.jobs.handlers import register_job_kind
+from core.jobs.models import JobStatus, TrainingJob
+from tests.worker import celery_worker, wait_for
+
+
+def _job(org, job_id):
+    return TrainingJob.objects.for_org(org).get(pk=job_id)
+
+
+@pytest.mark.django_db
+def test_job_state_machine_and_cancel(make_org):
+    org, owner = make_org()
+    job = jobs.job_create(organisation=org, kind="usage.export", created_by=owner)
+    assert job.status == JobStatus.QUEUED and job.queue == "default"
+    jobs.job_cancel(organisation=org, job_id=job.pk)
+    assert _job(org, job.pk).status == JobStatus.CANCELLED
+    assert jobs.job_start(job_id=job.pk) is None  # a cancelled job never starts
+    with pytest.raises(Conflict, match="already cancelled"):
+        jobs.job_cancel(organisation=org, job_id=job.pk)
+    with pytest.raises(InvalidInput, match="Unknown job kind"):
+        jobs.job_create(organisation=org, kind="nope")
+
+
+@pytest.mark.django_db
+def test_running_job_cancel_stops_handler_at_next_report(make_org):
+    org, _ = make_org()
+    seen = []
+
+    def handler(job, reporter):
+        reporter.progress(0.2, "first", force=True)
+        jobs.job_cancel(organisation=job.organisation, job_id=job.pk)  # as if from the web
+        try:
+            reporter.progress(0.5, "second", force=True)
+        finally:
+            seen.append("stopped")
+        return {"never": True}
+
+    register_job_kind("test.cancel", queue="default", handler=handler, metered=False)
+    job = TrainingJob.all_tenants.create(organisation=org, kind="test.cancel", queue="default")
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert seen == ["stopped"] and job.status == JobStatus.CANCELLED and job.progress == pytest.approx(0.2)
+    assert job.result == {}
+
+
+@pytest.mark.django_db
+def test_handler_exception_fails_job_with_reason(make_org):
+    org, _ = make_org()
+
+    def handler(job, reporter):
+        raise ValueError("the GPU caught fire")
+
+    register_job_kind("test.boom", queue="default", handler=handler, metered=False)
+    job = TrainingJob.all_tenants.create(organisation=org, kind="test.boom", queue="default")
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.error == "ValueError: the GPU caught fire"
+
+
+@pytest.mark.django_db
+def test_metered_job_quota_refusal_creates_nothing(make_org):
+    org, _ = make_org()
+    register_job_kind("test.train", queue="train", handler=lambda job, reporter: {}, metered=True)
+    limit = Plan.objects.get(code="trial").training_jobs_per_month
+    for _ in range(limit):
+        jobs.job_create(organisation=org, kind="test.train")
+    with pytest.raises(QuotaExceeded):
+        jobs.job_create(organisation=org, kind="test.train")
+    assert TrainingJob.objects.for_org(org).count() == limit
+    assert UsageEvent.objects.for_org(org).filter(meter="training_jobs").count() == limit
+
+
+@pytest.mark.django_db
+def test_reaper_fails_silent_running_jobs(make_org):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    org, _ = make_org()
+    old = timezone.now() - timedelta(minutes=10)
+    stale = TrainingJob.all_tenants.create(
+        organisation=org, kind="usage.export", status=JobStatus.RUNNING, heartbeat_at=old
+    )
+    fresh = TrainingJob.all_tenants.create(
+        organisation=org, kind="usage.export", status=JobStatus.RUNNING, heartbeat_at=timezone.now()
+    )
+    assert jobs.job_reap_stale(timeout=timedelta(minutes=5)) == 1
+    assert _job(org, stale.pk).status == JobStatus.FAILED and "killed or crashed" in _job(org, stale.pk).error
+    assert _job(org, fresh.pk).status == JobStatus.RUNNING
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_runs_job_and_fails_bad_one(make_org, user_client):
+    org, owner = make_org()
+    from core.billing.services import usage_record
+
+    usage_record(organisation=org, meter="predictions", quantity=3)
+    client = user_client(owner)
+    with celery_worker() as proc:
+        ok = client.post("/api/jobs/", {"kind": "usage.export", "params": {}}, format="json").json()
+        bad = client.post(
+            "/api/jobs/", {"kind": "usage.export", "params": {"period": "2026-13"}}, format="json"
+        )
+        bad = bad.json()
+        wait_for(lambda: _job(org, ok["id"]).status == JobStatus.SUCCEEDED, proc=proc)
+        wait_for(lambda: _job(org, bad["id"]).status == JobStatus.FAILED, proc=proc)
+    done = _job(org, ok["id"])
+    assert done.result["rows"] == 1 and done.progress == 1.0 and done.worker
+    assert "Invalid period '2026-13'" in _job(org, bad["id"]).error
+    detail = client.get(f"/api/jobs/{bad['id']}/").json()
+    assert detail["status"] == "failed" and "YYYY-MM" in detail["error"]

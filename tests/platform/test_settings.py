@@ -1,0 +1,67 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args, env_extra, tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY")
+    }
+    env.update({"TRELLIS_VAR_DIR": str(tmp_path), **env_extra})
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    result = _run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        {
+            "TRELLIS_SECURE": "1",
+            "SECRET_KEY": "x" * 30 + "-Very-long-and-random-secret-value-9f3k2",
+            "ALLOWED_HOSTS": "trellis.example.com",
+            "DATABASE_URL": "postgres://u@db.example.com/trellis",
+            "REDIS_URL": "redis://cache.example.com:6379/0",
+        },
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_insecure_defaults_are_flagged_by_check_deploy(tmp_path):
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], {}, tmp_path)
+    assert result.returncode != 0 and "security.W" in result.stderr + result.stdout
+
+
+def test_embedded_default_needs_no_services(tmp_path):
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','core.settings'); django.setup();"
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.CHANNEL_LAYERS['default']['BACKEND'],"
+        " s.CACHES['default']['BACKEND'], s.MODEL_STORE)"
+    )
+    out = _run(["-c", code], {}, tmp_path).stdout.split()
+    assert out[:4] == [
+        "django.db.backends.sqlite3",
+        "filesystem://",
+        "channels.layers.InMemoryChannelLayer",
+        "django.core.cache.backends.locmem.LocMemCache",
+    ]
+    assert out[4] == str(tmp_path / "models")
+
+
+def test_services_from_environment(tmp_path):
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','core.settings'); django.setup();"
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.CHANNEL_LAYERS['default']['BACKEND'])"
+    )
+    out = _run(["-c", code], {"DATABASE_URL": "postgres://u@h/db", "REDIS_URL": "redis://h:6379/1"}, tmp_path)
+    assert out.stdout.split() == [
+        "django.db.backends.postgresql",
+        "redis://h:6379/1",
+        "channels_redis.core.RedisChannelLayer",
+    ]
