@@ -16,9 +16,19 @@ _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"
 
 
+def _ensure_plans() -> None:
+    """Transactional tests truncate tables, seeded plans included: put them back."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("core.billing.migrations.0003_seed_plans").seed(apps, None)
+
+
 @pytest.fixture
 def make_org(db):
     """make_org(name=None) -> (organisation, owner)."""
+    _ensure_plans()
 
     def make(name: str | None = None):
         n = next(_counter)

@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import views
+from core.registry import api as registry
 
 urlpatterns = [
     path(
@@ -31,4 +32,16 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", views.JobCancelView.as_view(), name="api-job-cancel"),
+    path("datasets/", registry.DatasetListView.as_view(), name="api-datasets"),
+    path("datasets/<int:dataset_id>/", registry.DatasetDetailView.as_view(), name="api-dataset"),
+    path(
+        "datasets/<int:dataset_id>/report/", registry.DatasetReportView.as_view(), name="api-dataset-report"
+    ),
+    path("models/", registry.ModelListView.as_view(), name="api-models"),
+    path("models/train/", registry.TrainView.as_view(), name="api-models-train"),
+    path("models/rollback/", registry.RollbackView.as_view(), name="api-models-rollback"),
+    path("models/<int:version_id>/", registry.ModelDetailView.as_view(), name="api-model"),
+    path("models/<int:version_id>/predict", registry.PredictView.as_view(), name="api-model-predict"),
+    path("models/<int:version_id>/promote/", registry.PromoteView.as_view(), name="api-model-promote"),
+    path("models/<int:version_id>/archive/", registry.ArchiveView.as_view(), name="api-model-archive"),
 ]

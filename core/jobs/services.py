@@ -181,6 +181,11 @@ def job_fail(*, job_id: int, error: str) -> bool:
     return _finish(job_id, JobStatus.FAILED, error=error[:5000], message="Failed")
 
 
+def job_set_device(*, job: TrainingJob, device: str) -> None:
+    TrainingJob.all_tenants.filter(pk=job.pk).update(device=device)
+    job.device = device
+
+
 def job_add_gpu_seconds(*, job: TrainingJob, seconds: float) -> None:
     """Record GPU time on the job and in the ledger (GPU minutes), without enforcing mid-run."""
     if seconds <= 0:

@@ -20,5 +20,10 @@ class RegistryConfig(AppConfig):
         def dataset_rows(organisation) -> int:
             return Dataset.objects.for_org(organisation).aggregate(n=Sum("row_count"))["n"] or 0
 
+        from core.jobs.handlers import register_job_kind
+        from core.jobs.queues import Queue
+        from core.registry.services import train_job_handler
+
+        register_job_kind("ml.train", queue=Queue.TRAIN, handler=train_job_handler, metered=True)
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)

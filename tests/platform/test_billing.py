@@ -12,7 +12,7 @@ from core.errors import InvalidInput, QuotaExceeded
 pytestmark = pytest.mark.django_db
 
 
-def test_seeded_plans_have_concrete_limits():
+def test_seeded_plans_have_concrete_limits(make_org):
     plans = {p.code: p for p in Plan.objects.all()}
     assert set(plans) == {"trial", "pro", "enterprise"}
     assert plans["trial"].trial_days == 14 and plans["trial"].price_cents == 0

@@ -1,0 +1,211 @@
+"""Datasets, model versions and predictions over the API. Validate -> one service -> serialize."""
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.serializers import JobOut, StrictSerializer
+from core.api.views import paginate
+from core.errors import InvalidInput, NotFound
+from core.registry import selectors, services
+
+
+class DatasetOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    task = serializers.CharField()
+    version = serializers.IntegerField()
+    fingerprint = serializers.CharField()
+    row_count = serializers.IntegerField()
+    rejected_count = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField())
+    split_counts = serializers.DictField()
+    source_filename = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class DatasetIn(StrictSerializer):
+    name = serializers.CharField(max_length=120)
+    task = serializers.ChoiceField(choices=["classification", "pairs"])
+    file = serializers.FileField()
+
+
+class ModelOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    app = serializers.CharField()
+    task = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    method = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField())
+    metrics = serializers.DictField()
+    quantized = serializers.BooleanField()
+    quantization = serializers.DictField()
+    data_fingerprint = serializers.CharField()
+    promotion_note = serializers.CharField()
+    promoted_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class TrainIn(StrictSerializer):
+    dataset = serializers.IntegerField()
+    app = serializers.ChoiceField(choices=["customer_service", "finance_monitor", "recommender", "core"])
+    task = serializers.SlugField(max_length=64)
+    config = serializers.DictField(required=False, default=dict)
+
+
+class PredictIn(StrictSerializer):
+    texts = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        allow_empty=False,
+        max_length=services.MAX_PREDICT_TEXTS,
+    )
+
+
+class PromoteIn(StrictSerializer):
+    force = serializers.BooleanField(default=False)
+
+
+class RollbackIn(StrictSerializer):
+    app = serializers.CharField(max_length=32)
+    task = serializers.CharField(max_length=64)
+
+
+class DatasetListView(APIView):
+    permissions = {"GET": "org.view", "POST": "models.train"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(responses=DatasetOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.dataset_list(organisation=request.organisation), DatasetOut)
+
+    @extend_schema(request=DatasetIn, responses={201: DatasetOut})
+    def post(self, request):
+        data = DatasetIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        dataset = services.dataset_upload(
+            organisation=request.organisation,
+            name=data.validated_data["name"],
+            task=data.validated_data["task"],
+            data=upload.read(),
+            filename=upload.name,
+        )
+        return Response(DatasetOut(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    @extend_schema(responses=DatasetOut)
+    def get(self, request, dataset_id: int):
+        dataset = selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id)
+        if dataset is None:
+            raise NotFound("No such dataset.")
+        return Response(DatasetOut(dataset).data)
+
+
+class DatasetReportView(APIView):
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request, dataset_id: int):
+        dataset = selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id)
+        if dataset is None:
+            raise NotFound("No such dataset.")
+        return FileResponse(
+            open(dataset.report_path, "rb"),
+            as_attachment=True,  # noqa: SIM115
+            filename=f"{dataset.name}-v{dataset.version}-report.csv",
+            content_type="text/csv",
+        )
+
+
+class ModelListView(APIView):
+    @extend_schema(responses=ModelOut(many=True))
+    def get(self, request):
+        qs = selectors.model_list(
+            organisation=request.organisation, app=request.GET.get("app"), task=request.GET.get("task")
+        )
+        return paginate(self, request, qs, ModelOut)
+
+
+class ModelDetailView(APIView):
+    @extend_schema(responses=ModelOut)
+    def get(self, request, version_id: int):
+        version = selectors.model_get(organisation=request.organisation, version_id=version_id)
+        if version is None:
+            raise NotFound("No such model version.")
+        return Response(ModelOut(version).data)
+
+
+class TrainView(APIView):
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=TrainIn, responses={201: JobOut})
+    def post(self, request):
+        data = TrainIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        job = services.model_train_start(
+            organisation=request.organisation,
+            dataset_id=v["dataset"],
+            app=v["app"],
+            task=v["task"],
+            config=v["config"],
+            created_by=request.user if request.user.pk else None,
+        )
+        return Response(JobOut(job).data, status=status.HTTP_201_CREATED)
+
+
+class PredictView(APIView):
+    permissions = {"POST": "models.predict"}
+
+    @extend_schema(request=PredictIn, responses=dict)
+    def post(self, request, version_id: int):
+        data = PredictIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.model_predict(
+            organisation=request.organisation,
+            version_id=version_id,
+            texts=data.validated_data["texts"],
+            api_key=request.auth if request.user.pk is None else None,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        return Response(result)
+
+
+class PromoteView(APIView):
+    permissions = {"POST": "models.promote"}
+
+    @extend_schema(request=PromoteIn, responses=ModelOut)
+    def post(self, request, version_id: int):
+        data = PromoteIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.model_promote(
+            organisation=request.organisation, version_id=version_id, force=data.validated_data["force"]
+        )
+        return Response(ModelOut(version).data)
+
+
+class RollbackView(APIView):
+    permissions = {"POST": "models.promote"}
+
+    @extend_schema(request=RollbackIn, responses=ModelOut)
+    def post(self, request):
+        data = RollbackIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(
+            ModelOut(services.model_rollback(organisation=request.organisation, **data.validated_data)).data
+        )
+
+
+class ArchiveView(APIView):
+    permissions = {"POST": "models.promote"}
+
+    @extend_schema(request=None, responses=ModelOut)
+    def post(self, request, version_id: int):
+        if not version_id:
+            raise InvalidInput("A version id is required.")
+        return Response(
+            ModelOut(services.model_archive(organisation=request.organisation, version_id=version_id)).data
+        )
