@@ -1,0 +1,190 @@
+"""Model artifacts on disk: the format, the atomic writer and the verified reader.
+
+A version is one folder: ``model.safetensors`` (the merged encoder and head, or the head alone for method
+"head", whose encoder is the base model, checked by hash), the encoder ``config.json`` and tokenizer files,
+and ``manifest.json`` (base model identity and hash, task, label map, hyper-parameters, training stats, per-
+file sha256, library versions, plus whatever the caller adds, e.g. metrics and a data fingerprint). Writes
+go to a temp sibling that is fsynced and then renamed into place, so a crash never leaves a half-written
+version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.ml.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from core.ml.modeling import TextClassifier
+    from core.ml.runtime import Runtime
+    from core.ml.train import TrainedClassifier
+
+FORMAT = "trellis.text-classifier"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "safetensors", "numpy")
+RESERVED_KEYS = frozenset(
+    {"format", "format_version", "task", "weights", "files", "base_model", "labels", "label_map"}
+    | {"hyperparameters", "training", "libraries", "created_at"}
+)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), **{name: package_version(name) for name in LIBRARIES}}
+
+
+def _write_weights(model: TrainedClassifier, folder: Path) -> str:
+    from safetensors.torch import save_file
+
+    state = model.model.state_dict()
+    kind = "head" if model.config.method == "head" else "full"
+    if kind == "head":
+        state = {k: v for k, v in state.items() if k.startswith("head.")}
+    else:
+        model.model.encoder.config.save_pretrained(str(folder))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
+    model.tokenizer.save_pretrained(str(folder))
+    return kind
+
+
+def build_manifest(model: TrainedClassifier, kind: str, files: dict[str, str], extra: dict[str, Any]) -> dict:
+    """The manifest dict; ``extra`` keys go at the top level and may not shadow the reserved ones."""
+    clash = sorted(RESERVED_KEYS & set(extra))
+    if clash:
+        raise ArtifactError(f"extra_manifest may not set reserved keys: {', '.join(clash)}.")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": "text-classification",
+        "weights": kind,
+        "files": files,
+        "base_model": model.base_model,
+        "labels": list(model.labels),
+        "label_map": {label: i for i, label in enumerate(model.labels)},
+        "hyperparameters": model.config.to_dict(),
+        "training": model.stats.to_dict(),
+        "libraries": library_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    try:
+        json.dumps(manifest, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"The manifest is not JSON-serialisable: {exc}.")
+    return manifest
+
+
+def _write_manifest(manifest: dict, folder: Path) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
+    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def _write_all(model: TrainedClassifier, folder: Path, extra: dict[str, Any]) -> dict:
+    kind = _write_weights(model, folder)
+    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    manifest = build_manifest(model, kind, files, extra)
+    _write_manifest(manifest, folder)
+    for path in folder.iterdir():
+        _fsync(path)
+    _fsync(folder)
+    return manifest
+
+
+def save_artifact(*, model: TrainedClassifier, directory: Path, extra_manifest: dict[str, Any]) -> dict:
+    """Write ``model`` atomically as the new folder ``directory`` (must not exist); returns the manifest."""
+    directory = Path(directory)
+    if directory.exists():
+        raise ArtifactError(f"Artifact folder {directory.name} already exists; versions are immutable.")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        manifest = _write_all(model, temp, extra_manifest)
+        try:
+            os.rename(temp, directory)  # atomic on one filesystem; fails if directory became non-empty
+        except OSError as exc:
+            raise ArtifactError(f"Could not publish artifact {directory.name}: {exc.strerror}.")
+        _fsync(directory.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    """Load and sanity-check ``manifest.json``; raises ``ArtifactError`` when missing or not ours."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"Cannot read the artifact manifest in {Path(directory).name}: {exc}.")
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError("Unsupported artifact format.")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Check every file listed in the manifest against its sha256."""
+    for name, expected in manifest["files"].items():
+        path = Path(directory) / name
+        if not path.is_file() or _sha256(path) != expected:
+            raise ArtifactError(f"Artifact file {name} is missing or corrupted.")
+
+
+def _encoder_for(directory: Path, manifest: dict, runtime: Runtime) -> Any:
+    from core.ml.runtime import base_model_identity, base_model_path, encoder_from_config, load_encoder
+
+    if manifest["weights"] == "full":
+        return encoder_from_config(Path(directory))
+    identity = base_model_identity(runtime.base_model_path)
+    if identity["sha256"] != manifest["base_model"]["sha256"]:
+        raise ArtifactError(
+            "This artifact needs a different base model than the one configured (hash mismatch)."
+        )
+    return load_encoder(base_model_path(runtime.base_model_path))
+
+
+def load_model(*, directory: Path, runtime: Runtime) -> tuple[TextClassifier, PreTrainedTokenizerBase, dict]:
+    """Rebuild the model and tokenizer of a saved version on CPU, verified against its manifest."""
+    from safetensors.torch import load_file
+
+    from core.ml.modeling import TextClassifier
+    from core.ml.runtime import load_tokenizer
+
+    manifest = read_manifest(directory)
+    verify_files(directory, manifest)
+    model = TextClassifier(_encoder_for(directory, manifest, runtime), len(manifest["labels"]))
+    state = load_file(str(Path(directory) / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (manifest["weights"] == "full" and missing):
+        raise ArtifactError("Artifact weights do not match the model architecture.")
+    model.requires_grad_(False)
+    model.eval()
+    return model, load_tokenizer(Path(directory)), manifest

@@ -1,0 +1,108 @@
+"""Held-out evaluation: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and calibration
+(ECE).
+
+Pure functions over labels and confidences (:func:`compute_metrics`) plus :func:`evaluate_classifier`, which
+runs any object with ``predict(texts)`` (a trained model or a loaded predictor) over labelled rows. No torch
+import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.ml.errors import MLError, UnknownLabelError
+from core.ml.predictions import SupportsPredict
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Classification metrics. ``confusion[i][j]`` counts gold ``labels[i]`` predicted as ``labels[j]``."""
+
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    labels: list[str]
+    ece: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _confusion(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, predicted, strict=True):
+        matrix[index[g]][index[p]] += 1
+    return matrix
+
+
+def _per_class(matrix: list[list[int]], labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, label in enumerate(labels):
+        tp = matrix[i][i]
+        support = sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[label] = {"precision": precision, "recall": recall, "f1": f1, "support": float(support)}
+    return out
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |bin| / n * |accuracy - mean confidence|."""
+    n = len(confidences)
+    totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum confidence, sum correct
+    for conf, ok in zip(confidences, correct, strict=True):
+        b = min(bins - 1, max(0, int(conf * bins - 1e-12)))  # (k/bins, (k+1)/bins]
+        totals[b][0] += 1
+        totals[b][1] += conf
+        totals[b][2] += float(ok)
+    return sum(abs(s_ok - s_conf) / n for count, s_conf, s_ok in totals if count)
+
+
+def compute_metrics(
+    *, gold: Sequence[str], predicted: Sequence[str], confidences: Sequence[float], labels: Sequence[str]
+) -> Metrics:
+    """Metrics over the model's ``labels``; macro-F1 averages labels seen in gold or predictions."""
+    if not gold:
+        raise MLError("Cannot evaluate on zero rows.")
+    unknown = sorted(set(gold) - set(labels))
+    if unknown:
+        raise UnknownLabelError(f"Labels not known to the model: {', '.join(unknown[:10])}.")
+    matrix = _confusion(gold, predicted, labels)
+    per_class = _per_class(matrix, labels)
+    seen = set(gold) | set(predicted)
+    f1s = [per_class[label]["f1"] for label in labels if label in seen]
+    correct = [g == p for g, p in zip(gold, predicted, strict=True)]
+    return Metrics(
+        accuracy=sum(correct) / len(gold),
+        macro_f1=sum(f1s) / len(f1s),
+        per_class=per_class,
+        confusion=matrix,
+        labels=list(labels),
+        ece=expected_calibration_error(confidences, correct),
+        n=len(gold),
+    )
+
+
+def evaluate_classifier(*, model_or_predictor: SupportsPredict, rows: Sequence[tuple[str, str]]) -> Metrics:
+    """Predict every ``(text, label)`` row and score the predictions against the labels."""
+    predictions = model_or_predictor.predict([text for text, _ in rows])
+    if not predictions:
+        raise MLError("Cannot evaluate on zero rows.")
+    labels = list(predictions[0].probabilities)
+    return compute_metrics(
+        gold=[label for _, label in rows],
+        predicted=[p.label for p in predictions],
+        confidences=[p.probabilities[p.label] for p in predictions],
+        labels=labels,
+    )

@@ -1,0 +1,95 @@
+"""The classifier model family, in one readable file.
+
+``TextClassifier`` = a transformer encoder, attention-masked mean pooling, L2 normalisation and one linear
+head. The same module serves all three training methods ("head", "lora", "full") and is what serving loads,
+so a trained model and a reloaded artifact run the exact same forward pass. Tokenisation helpers live here
+too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average token states over real tokens: hidden (B, T, H), mask (B, T) -> (B, H)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    summed = (hidden * weights).sum(dim=1)
+    return summed / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class TextClassifier(nn.Module):
+    """Encoder -> mean pool -> L2 normalise -> linear head producing (B, n_labels) logits."""
+
+    def __init__(self, encoder: PreTrainedModel, n_labels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        self.head = nn.Linear(hidden, n_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings (B, H), unit length."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        return nn.functional.normalize(pooled.float(), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Index batches of similar length (less padding), in ascending length order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_length: int, device: str
+) -> dict[str, torch.Tensor]:
+    """Tokenise a batch with dynamic padding; returns input_ids and attention_mask on ``device``."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: TextClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    device: str,
+) -> torch.Tensor:
+    """Unit-length embeddings (N, H) in input order, computed in length-sorted batches."""
+    out = torch.empty((len(texts), model.head.in_features), dtype=torch.float32)
+    for idx in length_sorted_batches(texts, batch_size):
+        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
+        out[idx] = model.embed(**batch).float().cpu()
+    return out
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: TextClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    device: str,
+) -> torch.Tensor:
+    """Class probabilities (N, n_labels) in input order."""
+    out = torch.empty((len(texts), model.head.out_features), dtype=torch.float32)
+    for idx in length_sorted_batches(texts, batch_size):
+        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
+        out[idx] = torch.softmax(model(**batch).float(), dim=-1).cpu()
+    return out

