@@ -10,5 +10,6 @@ urlpatterns = [
     path("customer-service/", include("customer_service.urls")),
     path("finance-monitor/", include("finance_monitor.urls")),
     path("recommender/", include("recommender.urls")),
+    path("", include("core.registry.urls")),
     path("", include("core.web.urls")),
 ]

@@ -61,7 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  Log in at http://localhost:8000/accounts/login/ as {DEMO_EMAIL} / {password}")
 
     def _intent_model(self, user) -> None:
-        """Give the demo a working intent model at once: a head on frozen embeddings (about a minute on CPU)."""
+        """Give the demo a working intent model at once: a head on frozen embeddings (a minute on CPU)."""
         organisation = Membership.all_tenants.select_related("organisation").get(user=user).organisation
         if ModelVersion.objects.for_org(organisation).filter(app="customer_service", task="intent").exists():
             return

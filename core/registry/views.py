@@ -1,0 +1,120 @@
+"""Pages for datasets and model versions: upload, report download, metrics, promotion and rollback."""
+
+from django.contrib import messages
+from django.http import FileResponse, Http404, HttpResponseForbidden
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from core.errors import InvalidInput, TrellisError
+from core.registry import selectors, services
+from core.tenancy.roles import role_can
+from core.web.views import member_required
+
+
+@member_required()
+def datasets_page(request):
+    if request.method == "POST":
+        if not role_can(request.role, "models.train"):
+            return HttpResponseForbidden("Your role does not allow uploading datasets.")
+        upload = request.FILES.get("file")
+        try:
+            if upload is None:
+                raise InvalidInput("Choose a CSV or JSONL file.")
+            dataset = services.dataset_upload(
+                organisation=request.organisation,
+                name=request.POST.get("name", ""),
+                task=request.POST.get("task", "classification"),
+                data=upload.read(),
+                filename=upload.name,
+            )
+        except TrellisError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                f"{dataset.name} v{dataset.version}: {dataset.row_count} rows accepted, "
+                f"{dataset.rejected_count} rejected.",
+            )
+        return redirect("datasets")
+    datasets = selectors.dataset_list(organisation=request.organisation)
+    return render(request, "registry/datasets.html", {"datasets": datasets})
+
+
+@member_required()
+def dataset_report(request, dataset_id: int):
+    dataset = selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id)
+    if dataset is None:
+        raise Http404
+    return FileResponse(
+        open(dataset.report_path, "rb"),
+        as_attachment=True,  # noqa: SIM115
+        filename=f"{dataset.name}-v{dataset.version}-report.csv",
+        content_type="text/csv",
+    )
+
+
+@member_required("models.train")
+@require_POST
+def dataset_train(request, dataset_id: int):
+    try:
+        job = services.model_train_start(
+            organisation=request.organisation,
+            dataset_id=dataset_id,
+            app=request.POST.get("app", "customer_service"),
+            task=request.POST.get("task", "intent"),
+            config={"method": request.POST.get("method", "lora")},
+            created_by=request.user,
+        )
+    except TrellisError as exc:
+        messages.error(request, exc.message)
+        return redirect("datasets")
+    return redirect("job-detail", job_id=job.pk)
+
+
+@member_required()
+def models_page(request):
+    return render(
+        request, "registry/models.html", {"versions": selectors.model_list(organisation=request.organisation)}
+    )
+
+
+@member_required()
+def model_detail(request, version_id: int):
+    version = selectors.model_get(organisation=request.organisation, version_id=version_id)
+    if version is None:
+        raise Http404
+    labels = version.metrics.get("labels", [])
+    matrix = version.metrics.get("confusion", [])
+    peak = max((max(row) for row in matrix), default=1) or 1
+    rows = [(labels[i], [(n, f"{n / peak:.2f}") for n in row]) for i, row in enumerate(matrix)]
+    context = {
+        "version": version,
+        "matrix": rows,
+        "labels": labels,
+        "per_class": sorted(version.metrics.get("per_class", {}).items()),
+        "can_promote": role_can(request.role, "models.promote"),
+    }
+    return render(request, "registry/model_detail.html", context)
+
+
+@member_required("models.promote")
+@require_POST
+def model_action(request, version_id: int):
+    version = selectors.model_get(organisation=request.organisation, version_id=version_id)
+    if version is None:
+        raise Http404
+    action = request.POST.get("action")
+    try:
+        if action == "promote":
+            services.model_promote(organisation=request.organisation, version_id=version_id, force=True)
+        elif action == "rollback":
+            services.model_rollback(organisation=request.organisation, app=version.app, task=version.task)
+        elif action == "archive":
+            services.model_archive(organisation=request.organisation, version_id=version_id)
+        else:
+            raise InvalidInput("Unknown action.")
+    except TrellisError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Done: {action}.")
+    return redirect("model-detail", version_id=version_id)
