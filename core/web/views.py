@@ -181,6 +181,10 @@ def member_change(request, member_id: int):
 @member_required("members.manage")
 @require_POST
 def invitation_revoke(request, invitation_id: int):
+    if not tenancy_selectors.invitation_list_pending(organisation=request.organisation).filter(
+        pk=invitation_id
+    ):
+        raise Http404
     _run(
         request,
         lambda: tenancy.invitation_revoke(organisation=request.organisation, invitation_id=invitation_id),
@@ -272,6 +276,8 @@ def jobs_status(request):
 @member_required("jobs.cancel")
 @require_POST
 def job_cancel(request, job_id: int):
+    if job_selectors.job_get(organisation=request.organisation, job_id=job_id) is None:
+        raise Http404
     _run(request, lambda: jobs.job_cancel(organisation=request.organisation, job_id=job_id), "Job cancelled.")
     return redirect("jobs")
 
