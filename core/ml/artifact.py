@@ -26,6 +26,7 @@ from core.ml.errors import ArtifactError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from core.ml.lexical import LexicalModel
     from core.ml.modeling import TextClassifier
     from core.ml.runtime import Runtime
     from core.ml.train import TrainedClassifier
@@ -37,7 +38,7 @@ WEIGHTS = "model.safetensors"
 LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "safetensors", "numpy")
 RESERVED_KEYS = frozenset(
     {"format", "format_version", "task", "weights", "files", "base_model", "labels", "label_map"}
-    | {"hyperparameters", "training", "libraries", "created_at"}
+    | {"hyperparameters", "training", "libraries", "created_at", "lexical"}
 )
 
 
@@ -72,6 +73,8 @@ def _write_weights(model: TrainedClassifier, folder: Path) -> str:
         model.model.encoder.config.save_pretrained(str(folder))
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
     model.tokenizer.save_pretrained(str(folder))
+    if model.lexical is not None:
+        model.lexical.save(folder)
     return kind
 
 
@@ -93,6 +96,7 @@ def build_manifest(model: TrainedClassifier, kind: str, files: dict[str, str], e
         "training": model.stats.to_dict(),
         "libraries": library_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lexical": None if model.lexical is None else {"blend_weight": model.blend_weight},
         **extra,
     }
     try:
@@ -188,3 +192,12 @@ def load_model(*, directory: Path, runtime: Runtime) -> tuple[TextClassifier, Pr
     model.requires_grad_(False)
     model.eval()
     return model, load_tokenizer(Path(directory)), manifest
+
+
+def load_lexical(*, directory: Path, manifest: dict) -> tuple[LexicalModel | None, float]:
+    """The lexical member and the neural model's blend weight (None, 1.0 when the version has none)."""
+    if not manifest.get("lexical"):
+        return None, 1.0
+    from core.ml.lexical import LexicalModel
+
+    return LexicalModel.load(Path(directory)), float(manifest["lexical"]["blend_weight"])

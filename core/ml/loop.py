@@ -12,11 +12,13 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from core.ml.evaluate import compute_metrics
 from core.ml.head import class_weights, select_and_fit_head
+from core.ml.lexical import LexicalModel, choose_blend_weight, fit_lexical
 from core.ml.modeling import TextClassifier, embed_texts, predict_proba, tokenize
 from core.ml.runtime import (
     Runtime,
@@ -304,6 +306,30 @@ def finetune(model: TextClassifier, job: Job) -> tuple[Best, Meter, str]:
     return best, meter, reason
 
 
+def fit_lexical_member(model: TextClassifier, job: Job) -> tuple[LexicalModel, float]:
+    """Fit the TF-IDF member on the training rows; choose its blend weight on validation (0.5 without)."""
+    check_cancel(job.should_stop)
+    job.progress(Progress(0, 0, 0.0, None, None, None, "Fitting the lexical (TF-IDF) model"))
+    lexical = fit_lexical(
+        texts=job.train_texts,
+        targets=job.train_targets.tolist(),
+        n_labels=len(job.labels),
+        c=job.config.lexical_c,
+    )
+    if not job.val_texts:
+        return lexical, 0.5
+    neural = predict_proba(
+        model,
+        job.tokenizer,
+        job.val_texts,  # type: ignore[arg-type]
+        max_length=job.config.max_length,
+        batch_size=job.config.eval_batch_size,
+        device=job.device,
+    ).numpy()
+    targets = np.array([job.labels.index(g) for g in job.val_gold])
+    return lexical, choose_blend_weight(neural, lexical.predict_proba(job.val_texts), targets)
+
+
 def _merge(model: TextClassifier, config: TrainConfig) -> None:
     if config.method == "lora":
         model.encoder = model.encoder.merge_and_unload()  # type: ignore[operator]
@@ -353,6 +379,7 @@ def run_training(
         best, meter, reason = finetune(model, job)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _merge(model, config)
+    lexical, weight = fit_lexical_member(model, job) if config.lexical else (None, 1.0)
     stats = TrainStats(
         method=config.method,
         train_rows=len(train),
@@ -369,4 +396,14 @@ def run_training(
         history=tuple(job.history),
     )
     identity = base_model_identity(runtime.base_model_path)
-    return TrainedClassifier(labels, model, job.tokenizer, config, stats, identity, device)  # type: ignore[arg-type]
+    return TrainedClassifier(
+        labels,
+        model,
+        job.tokenizer,
+        config,
+        stats,
+        identity,
+        device,
+        lexical,
+        weight,  # type: ignore[arg-type]
+    )

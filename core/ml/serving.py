@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
+    from core.ml.lexical import LexicalModel
     from core.ml.modeling import TextClassifier
 
 __all__ = [
@@ -53,16 +54,20 @@ class Predictor:
         max_length: int,
         batch_size: int = 32,
         quantized: bool = False,
+        lexical: LexicalModel | None = None,
+        blend_weight: float = 1.0,
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
         self.max_length, self.batch_size = max_length, batch_size
+        self.lexical, self.blend_weight = lexical, blend_weight
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, n_labels) probabilities in input order."""
         import torch
 
+        from core.ml.lexical import blend
         from core.ml.modeling import length_sorted_batches
 
         out = torch.empty((len(texts), len(self.labels)), dtype=torch.float32)
@@ -70,7 +75,7 @@ class Predictor:
             for idx in length_sorted_batches(texts, self.batch_size):
                 batch = self._tokenize([texts[i] for i in idx])
                 out[idx] = torch.softmax(self.model(**batch).float(), dim=-1).cpu()
-        return out
+        return blend(out, self.lexical, self.blend_weight, texts)
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         from core.ml.modeling import tokenize
@@ -98,13 +103,14 @@ def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
 
 def load_predictor(*, directory: Path, version: str, runtime: Runtime, quantized: bool = False) -> Predictor:
     """Load a saved version for serving; ``quantized`` applies dynamic int8 (CPU only)."""
-    from core.ml.artifact import load_model
+    from core.ml.artifact import load_lexical, load_model
     from core.ml.runtime import apply_threads, resolve_device
 
     apply_threads(runtime)
     model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
     device = "cpu" if quantized else resolve_device(runtime)
     model = quantize_dynamic_int8(model) if quantized else model.to(device)
+    lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     return Predictor(
         model=model,
         tokenizer=tokenizer,
@@ -113,6 +119,8 @@ def load_predictor(*, directory: Path, version: str, runtime: Runtime, quantized
         device=device,
         max_length=int(manifest["hyperparameters"]["max_length"]),
         quantized=quantized,
+        lexical=lexical,
+        blend_weight=blend_weight,
     )
 
 
@@ -202,6 +210,8 @@ def quantization_gate(
         device="cpu",
         max_length=float_predictor.max_length,
         quantized=True,
+        lexical=float_predictor.lexical,
+        blend_weight=float_predictor.blend_weight,
     )
     started = time.perf_counter()
     float_acc, float_f1, float_labels = _accuracy_and_f1(float_predictor, rows)

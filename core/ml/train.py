@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
+    from core.ml.lexical import LexicalModel
     from core.ml.modeling import TextClassifier
     from core.ml.predictions import Prediction
 
@@ -58,6 +59,8 @@ class TrainConfig:
     evals_per_epoch: int = 1
     eval_batch_size: int = 64
     progress_every: int = 10  # steps between progress reports
+    lexical: bool = False  # blend in a TF-IDF + logistic-regression model (weight chosen on validation)
+    lexical_c: float = 10.0
 
     @property
     def effective_learning_rate(self) -> float:
@@ -137,13 +140,17 @@ class TrainedClassifier:
     stats: TrainStats
     base_model: dict[str, str]
     device: str
+    lexical: LexicalModel | None = None
+    blend_weight: float = 1.0  # weight of the neural model when ``lexical`` is set
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        from core.ml.lexical import blend
         from core.ml.modeling import predict_proba
 
         self.model.eval()
         kwargs = {"max_length": self.config.max_length, "batch_size": self.config.eval_batch_size}
-        return predict_proba(self.model, self.tokenizer, texts, device=self.device, **kwargs)
+        neural = predict_proba(self.model, self.tokenizer, texts, device=self.device, **kwargs)
+        return blend(neural, self.lexical, self.blend_weight, texts)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         from core.ml.predictions import to_predictions

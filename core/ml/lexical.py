@@ -1,0 +1,116 @@
+"""An optional lexical member: TF-IDF word and character n-grams with a logistic regression.
+
+Frozen sentence embeddings miss exact wording (product names, "top up" vs "transfer"); a TF-IDF model
+catches it. Blending the two models' probabilities (weight chosen on validation) added about a point on
+BANKING77 (see BENCHMARKS.md). Stored without pickle: vocabularies in JSON, idf and weights in safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VOCAB_FILE = "lexical.json"
+WEIGHTS_FILE = "lexical.safetensors"
+VECTORIZERS: dict[str, dict[str, Any]] = {
+    "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1},
+    "char": {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "min_df": 2},
+}
+BLEND_GRID = tuple(i / 20 for i in range(21))
+
+
+def _vectorizer(name: str) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(dtype=np.float32, **VECTORIZERS[name])
+
+
+@dataclass
+class LexicalModel:
+    """Fitted vectorizers plus a linear layer over their concatenated features."""
+
+    vectorizers: dict[str, Any]
+    coef: np.ndarray  # (n_labels, n_features)
+    intercept: np.ndarray  # (n_labels,)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, n_labels) probabilities, columns in the model's label order."""
+        from scipy.sparse import hstack
+
+        features = hstack([v.transform(list(texts)) for v in self.vectorizers.values()]).tocsr()
+        logits = features @ self.coef.T + self.intercept
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def save(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        vocab = {name: {k: int(i) for k, i in v.vocabulary_.items()} for name, v in self.vectorizers.items()}
+        (folder / VOCAB_FILE).write_text(json.dumps(vocab, sort_keys=True), encoding="utf-8")
+        tensors = {f"idf.{name}": v.idf_.astype(np.float32) for name, v in self.vectorizers.items()}
+        tensors |= {"coef": self.coef.astype(np.float32), "intercept": self.intercept.astype(np.float32)}
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalModel:
+        from safetensors.numpy import load_file
+
+        vocab = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+        vectorizers = {}
+        for name in VECTORIZERS:
+            vectorizer = _vectorizer(name)
+            vectorizer.vocabulary_ = vocab[name]
+            vectorizer.idf_ = tensors[f"idf.{name}"]
+            vectorizers[name] = vectorizer
+        return cls(vectorizers, tensors["coef"], tensors["intercept"])
+
+
+def fit_lexical(
+    *, texts: Sequence[str], targets: Sequence[int], n_labels: int, c: float = 10.0
+) -> LexicalModel:
+    """Fit the TF-IDF vectorizers and a multinomial logistic regression (every label must occur)."""
+    from scipy.sparse import hstack
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizers = {name: _vectorizer(name) for name in VECTORIZERS}
+    features = hstack([v.fit_transform(list(texts)) for v in vectorizers.values()]).tocsr()
+    classifier = LogisticRegression(C=c, max_iter=2000).fit(features, np.asarray(targets))
+    coef = np.zeros((n_labels, features.shape[1]), dtype=np.float32)
+    intercept = np.full(n_labels, -1e4, dtype=np.float32)  # a label absent from training is never predicted
+    if (
+        len(classifier.classes_) == 2
+    ):  # sklearn keeps one row for binary problems: softmax([0, z]) == sigmoid(z)
+        coef[classifier.classes_[0]], intercept[classifier.classes_[0]] = 0.0, 0.0
+        coef[classifier.classes_[1]], intercept[classifier.classes_[1]] = (
+            classifier.coef_[0],
+            classifier.intercept_[0],
+        )
+    else:
+        coef[classifier.classes_] = classifier.coef_
+        intercept[classifier.classes_] = classifier.intercept_
+    return LexicalModel(vectorizers, coef, intercept)
+
+
+def choose_blend_weight(neural: np.ndarray, lexical: np.ndarray, targets: np.ndarray) -> float:
+    """Weight w of the neural model in w * neural + (1 - w) * lexical that maximises validation accuracy."""
+    scores = [float(((w * neural + (1 - w) * lexical).argmax(1) == targets).mean()) for w in BLEND_GRID]
+    best = max(scores)
+    # among ties, the weight closest to an even blend
+    return min((w for w, s in zip(BLEND_GRID, scores, strict=True) if s == best), key=lambda w: abs(w - 0.5))
+
+
+def blend(neural: Any, lexical: LexicalModel | None, weight: float, texts: Sequence[str]) -> Any:
+    """``weight * neural + (1 - weight) * lexical`` on (N, n_labels) torch probabilities."""
+    if lexical is None or not len(texts):
+        return neural
+    import torch
+
+    lex = torch.from_numpy(lexical.predict_proba(texts).astype(np.float32))
+    return weight * neural + (1.0 - weight) * lex

@@ -1,0 +1,58 @@
+"""The optional TF-IDF member: fitted, blended with the encoder, saved without pickle and reloaded exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ml_helpers import small_split
+
+from core.ml.artifact import read_manifest, save_artifact
+from core.ml.evaluate import evaluate_classifier
+from core.ml.lexical import LexicalModel, choose_blend_weight, fit_lexical
+from core.ml.serving import load_predictor
+from core.ml.train import TrainConfig, train_classifier
+
+
+def test_head_with_lexical_member_round_trips(runtime, train_rows, test_rows, tmp_path):
+    config = TrainConfig(method="head", lexical=True)
+    model = train_classifier(
+        config=config, train=train_rows, validation=small_split(test_rows, 3), runtime=runtime
+    )
+    assert model.lexical is not None and 0.0 <= model.blend_weight <= 1.0
+    assert evaluate_classifier(model_or_predictor=model, rows=test_rows).accuracy >= 0.9
+    manifest = save_artifact(model=model, directory=tmp_path / "v1", extra_manifest={})
+    assert manifest["lexical"] == {"blend_weight": model.blend_weight}
+    assert {"lexical.json", "lexical.safetensors"} <= read_manifest(tmp_path / "v1")["files"].keys()
+    predictor = load_predictor(directory=tmp_path / "v1", version="v1", runtime=runtime)
+    texts = [t for t, _ in test_rows]
+    assert torch.allclose(predictor.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
+
+
+def test_binary_problem_and_absent_label(tmp_path):
+    texts = [
+        "good profit rise",
+        "strong growth",
+        "loss widened",
+        "sales fell sharply",
+        "profit up",
+        "costs rose",
+    ]
+    targets = [0, 0, 2, 2, 0, 2]  # label 1 never occurs in training
+    model = fit_lexical(texts=texts, targets=targets, n_labels=3)
+    probs = model.predict_proba(["profit rise", "sales fell"])
+    assert probs.shape == (2, 3)
+    assert np.allclose(probs.sum(axis=1), 1.0) and probs[:, 1].max() < 1e-6
+    assert list(probs.argmax(axis=1)) == [0, 2]
+    model.save(tmp_path)
+    again = LexicalModel.load(tmp_path)
+    assert np.allclose(again.predict_proba(["profit rise", "sales fell"]), probs, atol=1e-6)
+
+
+def test_blend_weight_prefers_the_better_model():
+    targets = np.array([0, 1, 0, 1])
+    right = np.eye(2)[targets] * 0.9 + 0.05
+    wrong = np.eye(2)[1 - targets] * 0.9 + 0.05
+    assert choose_blend_weight(right, wrong, targets) > 0.5
+    assert choose_blend_weight(wrong, right, targets) < 0.5
+    assert choose_blend_weight(right, right, targets) == pytest.approx(0.5)
