@@ -114,14 +114,20 @@ def systems(directory: Path, threads: int) -> dict[str, Callable[[list[str]], li
     from core.ml.serving import load_predictor
 
     runtime = Runtime(device="cpu", threads=threads)
-    ours = load_predictor(directory=directory, version="bench", runtime=runtime)
-    ours_q = load_predictor(directory=directory, version="bench", runtime=runtime, quantized=True)
     pipe = hf_pipeline(directory)
-    return {
-        "transformers pipeline (peer)": lambda t: [r["label"] for r in pipe(t, batch_size=len(t))],
-        "core.ml Predictor, float32": lambda t: [p.label for p in ours.predict(t)],
-        "core.ml Predictor, dynamic int8": lambda t: [p.label for p in ours_q.predict(t)],
+    out: dict[str, Callable[[list[str]], list[str]]] = {
+        "transformers pipeline (peer)": lambda t: [r["label"] for r in pipe(t, batch_size=len(t))]
     }
+    for quantized in (False, True):
+        for trace in (False, True):
+            p = load_predictor(
+                directory=directory, version="b", runtime=runtime, quantized=quantized, trace=trace
+            )
+            name = (
+                f"core.ml Predictor, {'int8' if quantized else 'float32'}, {'traced' if trace else 'eager'}"
+            )
+            out[name] = lambda t, p=p: [x.label for x in p.predict(t)]
+    return out
 
 
 def main() -> None:

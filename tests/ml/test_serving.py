@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from core.ml.errors import MLError
 from core.ml.predictions import Prediction
@@ -143,3 +144,11 @@ def test_quantization_gate_follows_the_half_point_rule(lora_artifact, runtime, t
     assert strict["use_quantized"] is False  # would need int8 to beat float by 50 points
     lenient = quantization_gate(directory=lora_artifact, rows=test_rows[:16], runtime=runtime, tolerance=1.0)
     assert lenient["use_quantized"] is True
+
+
+def test_traced_predictor_matches_the_eager_module(lora_artifact, runtime, predictor, test_rows):
+    eager = load_predictor(directory=lora_artifact, version="v7", runtime=runtime, trace=False)
+    assert predictor.traced is not None and eager.traced is None
+    texts = [t for t, _ in test_rows]  # mixed lengths: padded batches and a final short batch
+    assert torch.allclose(predictor.predict_proba(texts), eager.predict_proba(texts), atol=1e-5)
+    assert torch.allclose(predictor.predict_proba(texts[:1]), eager.predict_proba(texts[:1]), atol=1e-5)
