@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core.ml.errors import MLError
+
 VOCAB_FILE = "lexical.json"
 WEIGHTS_FILE = "lexical.safetensors"
 VECTORIZERS: dict[str, dict[str, Any]] = {
@@ -24,10 +26,16 @@ VECTORIZERS: dict[str, dict[str, Any]] = {
 BLEND_GRID = tuple(i / 20 for i in range(21))
 
 
-def _vectorizer(name: str) -> Any:
+SMALL_DATA_ROWS = 100  # below this, keep character n-grams seen once (min_df=1)
+
+
+def _vectorizer(name: str, rows: int | None = None) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(dtype=np.float32, **VECTORIZERS[name])
+    params = dict(VECTORIZERS[name])
+    if rows is not None and rows < SMALL_DATA_ROWS:
+        params["min_df"] = 1
+    return TfidfVectorizer(dtype=np.float32, **params)
 
 
 @dataclass
@@ -79,8 +87,11 @@ def fit_lexical(
     from scipy.sparse import hstack
     from sklearn.linear_model import LogisticRegression
 
-    vectorizers = {name: _vectorizer(name) for name in VECTORIZERS}
-    features = hstack([v.fit_transform(list(texts)) for v in vectorizers.values()]).tocsr()
+    vectorizers = {name: _vectorizer(name, len(texts)) for name in VECTORIZERS}
+    try:
+        features = hstack([v.fit_transform(list(texts)) for v in vectorizers.values()]).tocsr()
+    except ValueError as exc:  # e.g. texts with no word characters at all
+        raise MLError(f"Cannot fit the lexical model on these texts: {exc}.")
     classifier = LogisticRegression(C=c, max_iter=2000).fit(features, np.asarray(targets))
     coef = np.zeros((n_labels, features.shape[1]), dtype=np.float32)
     intercept = np.full(n_labels, -1e4, dtype=np.float32)  # a label absent from training is never predicted

@@ -56,3 +56,10 @@ def test_blend_weight_prefers_the_better_model():
     assert choose_blend_weight(right, wrong, targets) > 0.5
     assert choose_blend_weight(wrong, right, targets) < 0.5
     assert choose_blend_weight(right, right, targets) == pytest.approx(0.5)
+
+
+def test_unusable_texts_raise_a_user_facing_error():
+    from core.ml.errors import MLError
+
+    with pytest.raises(MLError, match="lexical"):
+        fit_lexical(texts=["!!", "??", "..."], targets=[0, 1, 0], n_labels=2)
