@@ -63,27 +63,28 @@ def main() -> None:
             "peer: TF-IDF + LogisticRegression (all training rows)", *score(gold, peer.predict(texts)), peer_s
         )
     ]
-    head = train_classifier(
-        config=TrainConfig(method="head", max_length=64, lexical=True),
-        train=fit,
-        validation=val,
-        runtime=runtime,
-    )
-    rows += member_rows(head, "method=head", texts, gold)
-    print_table("BANKING77 so far", rows)
+    if not args.skip_head:
+        head_config = TrainConfig(method="head", max_length=64, lexical=True)
+        head = train_classifier(config=head_config, train=fit, validation=val, runtime=runtime)
+        rows += member_rows(head, "method=head", texts, gold)
+        print_table("BANKING77 so far", rows)
     if args.finetune != "none":
         config = TrainConfig(
             method=args.finetune,
             epochs=args.epochs,
             learning_rate=args.lr,
             max_length=64,
-            label_smoothing=0.1,
+            label_smoothing=args.label_smoothing,
+            head_warm_start=not args.no_warm_start,
             lexical=True,
             time_budget_s=args.budget_min * 60,
             progress_every=50,
         )
         ft = train_classifier(config=config, train=fit, validation=val, runtime=runtime, progress=report)
-        note = f", {ft.stats.epochs_completed:.2f} epochs ({ft.stats.stopped_reason}), lr {args.lr}"
+        note = (
+            f", {ft.stats.epochs_completed:.2f} epochs ({ft.stats.stopped_reason}), lr {args.lr}, "
+            f"warm start {not args.no_warm_start}, smoothing {args.label_smoothing}"
+        )
         rows += [
             Row(r.name, r.accuracy, r.macro_f1, r.train_s, r.note + note)
             for r in member_rows(ft, f"method={args.finetune}", texts, gold)[1:]
