@@ -33,7 +33,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--finetune", default="none", choices=["none", "lora", "full"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--no-warm-start", action="store_true", help="fine-tune from a zero head")
+    parser.add_argument(
+        "--no-warm-start", action="store_true", help="fine-tune from a randomly initialised head"
+    )
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--skip-head", action="store_true", help="only the peer and the fine-tuning rows")
     parser.add_argument("--budget-min", type=float, default=10.0, help="time budget of the fine-tuning run")
