@@ -47,6 +47,17 @@ class Job:
             return None
         return class_weights(self.train_targets, len(self.labels))
 
+    def validation_proba(self, model: TextClassifier) -> torch.Tensor:
+        """Class probabilities (N_val, n_labels) of ``model`` on the validation texts."""
+        return predict_proba(
+            model,
+            self.tokenizer,  # type: ignore[arg-type]
+            self.val_texts,
+            max_length=self.config.max_length,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
+        )
+
 
 def autocast(device: str) -> contextlib.AbstractContextManager[object]:
     if device == "cuda":
@@ -60,14 +71,7 @@ def validation_score(model: TextClassifier, job: Job) -> float | None:
         return None
     model.eval()
     with autocast(job.device):
-        probs = predict_proba(
-            model,
-            job.tokenizer,
-            job.val_texts,  # type: ignore[arg-type]
-            max_length=job.config.max_length,
-            batch_size=job.config.eval_batch_size,
-            device=job.device,
-        )
+        probs = job.validation_proba(model)
     predicted = [job.labels[i] for i in probs.argmax(dim=-1).tolist()]
     confidences = probs.max(dim=-1).values.tolist()
     metrics = compute_metrics(

@@ -16,7 +16,7 @@ from core.ml.finetune import Best, Meter, finetune
 from core.ml.head import select_and_fit_head
 from core.ml.job import Job, autocast, validation_score
 from core.ml.lexical import LexicalModel, choose_blend_weight, fit_lexical
-from core.ml.modeling import TextClassifier, embed_texts, predict_proba
+from core.ml.modeling import TextClassifier, embed_texts
 from core.ml.runtime import (
     Runtime,
     apply_threads,
@@ -89,14 +89,7 @@ def fit_lexical_member(model: TextClassifier, job: Job) -> tuple[LexicalModel, f
     )
     if not job.val_texts:
         return lexical, 0.5
-    neural = predict_proba(
-        model,
-        job.tokenizer,
-        job.val_texts,  # type: ignore[arg-type]
-        max_length=job.config.max_length,
-        batch_size=job.config.eval_batch_size,
-        device=job.device,
-    ).numpy()
+    neural = job.validation_proba(model).numpy()
     targets = np.array([job.labels.index(g) for g in job.val_gold])
     return lexical, choose_blend_weight(neural, lexical.predict_proba(job.val_texts), targets)
 

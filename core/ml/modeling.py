@@ -8,7 +8,7 @@ too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,6 +59,24 @@ def tokenize(
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
+def _batched(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    compute: Callable[..., torch.Tensor],
+    width: int,
+    *,
+    max_length: int,
+    batch_size: int,
+    device: str,
+) -> torch.Tensor:
+    """Run ``compute(**tokens)`` over length-sorted batches; rows (N, width) come back in input order."""
+    out = torch.empty((len(texts), width), dtype=torch.float32)
+    for idx in length_sorted_batches(texts, batch_size):
+        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
+        out[idx] = compute(**batch).float().cpu()
+    return out
+
+
 @torch.inference_mode()
 def embed_texts(
     model: TextClassifier,
@@ -70,11 +88,15 @@ def embed_texts(
     device: str,
 ) -> torch.Tensor:
     """Unit-length embeddings (N, H) in input order, computed in length-sorted batches."""
-    out = torch.empty((len(texts), model.head.in_features), dtype=torch.float32)
-    for idx in length_sorted_batches(texts, batch_size):
-        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
-        out[idx] = model.embed(**batch).float().cpu()
-    return out
+    return _batched(
+        tokenizer,
+        texts,
+        model.embed,
+        model.head.in_features,
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+    )
 
 
 @torch.inference_mode()
@@ -88,8 +110,16 @@ def predict_proba(
     device: str,
 ) -> torch.Tensor:
     """Class probabilities (N, n_labels) in input order."""
-    out = torch.empty((len(texts), model.head.out_features), dtype=torch.float32)
-    for idx in length_sorted_batches(texts, batch_size):
-        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
-        out[idx] = torch.softmax(model(**batch).float(), dim=-1).cpu()
-    return out
+
+    def probabilities(**batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(**batch).float(), dim=-1)
+
+    return _batched(
+        tokenizer,
+        texts,
+        probabilities,
+        model.head.out_features,
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+    )
