@@ -1,6 +1,5 @@
 """Datasets, model versions and predictions over the API. Validate -> one service -> serialize."""
 
-from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -11,6 +10,7 @@ from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from core.registry import selectors, services
+from core.registry.files import dataset_report_response
 
 
 class DatasetOut(serializers.Serializer):
@@ -112,12 +112,7 @@ class DatasetReportView(APIView):
         dataset = selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id)
         if dataset is None:
             raise NotFound("No such dataset.")
-        return FileResponse(
-            open(dataset.report_path, "rb"),
-            as_attachment=True,  # noqa: SIM115
-            filename=f"{dataset.name}-v{dataset.version}-report.csv",
-            content_type="text/csv",
-        )
+        return dataset_report_response(dataset)
 
 
 class ModelListView(APIView):

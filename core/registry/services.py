@@ -38,6 +38,10 @@ def runtime(*, threads: int | None = None):
     )
 
 
+def _next_version(queryset) -> int:
+    return (queryset.aggregate(v=Max("version"))["v"] or 0) + 1
+
+
 # --- Datasets ----------------------------------------------------------------------------------
 def _dataset_dir(organisation_id: int, dataset_id: int) -> Path:
     return Path(settings.DATASET_STORE) / str(organisation_id) / str(dataset_id)
@@ -63,9 +67,7 @@ def dataset_upload(
         raise InvalidInput(str(exc), details={"rejected": [r.__dict__ for r in exc.rejected[:20]]})
     billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(parsed.rows))
     with transaction.atomic():
-        version = (
-            Dataset.objects.for_org(organisation).filter(name=name).aggregate(v=Max("version"))["v"] or 0
-        ) + 1
+        version = _next_version(Dataset.objects.for_org(organisation).filter(name=name))
         dataset = Dataset.all_tenants.create(
             organisation=organisation,
             name=name,
@@ -220,13 +222,9 @@ def _register_version(
 
     org, app, task = job.organisation, job.params["app"], job.params["task"]
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.for_org(org)
-            .filter(app=app, task=task)
-            .select_for_update()
-            .aggregate(v=Max("version"))["v"]
-            or 0
-        ) + 1
+        version = _next_version(
+            ModelVersion.objects.for_org(org).filter(app=app, task=task).select_for_update()
+        )
         directory = _store_dir(org.pk, app, task, version)
         if directory.exists():  # left by a version row that never committed
             shutil.rmtree(directory)

@@ -1,12 +1,13 @@
 """Pages for datasets and model versions: upload, report download, metrics, promotion and rollback."""
 
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpResponseForbidden
+from django.http import Http404, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import InvalidInput, TrellisError
 from core.registry import selectors, services
+from core.registry.files import dataset_report_response
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 
@@ -45,12 +46,7 @@ def dataset_report(request, dataset_id: int):
     dataset = selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id)
     if dataset is None:
         raise Http404
-    return FileResponse(
-        open(dataset.report_path, "rb"),
-        as_attachment=True,  # noqa: SIM115
-        filename=f"{dataset.name}-v{dataset.version}-report.csv",
-        content_type="text/csv",
-    )
+    return dataset_report_response(dataset)
 
 
 @member_required("models.train")

@@ -2,10 +2,10 @@
 
 import csv
 import io
-import os
 import secrets
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -38,7 +38,7 @@ class Command(BaseCommand):
     help = "Create the demo organisation and user, and print the credentials."
 
     def handle(self, *args, **options):
-        password_file = os.path.join("var", "demo_password")
+        password_file = settings.VAR_DIR / "demo_password"
         with transaction.atomic():
             user = User.objects.filter(email=DEMO_EMAIL).first()
             if user is None:
