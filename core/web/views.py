@@ -196,16 +196,18 @@ def invitation_revoke(request, invitation_id: int):
 @member_required("keys.manage")
 def api_keys(request):
     form = forms.ApiKeyForm(request.POST or None)
-    new_secret = None
     if request.method == "POST" and form.is_valid():
         try:
-            key, new_secret = tenancy.api_key_create(
+            _key, secret = tenancy.api_key_create(
                 organisation=request.organisation, created_by=request.user, **form.cleaned_data
             )
         except TrellisError as exc:
             form.add_error(None, exc.message)
         else:
-            form = forms.ApiKeyForm()
+            # Post/redirect/get: a reload must not create a second key. The secret is shown once.
+            request.session["new_key_secret"] = secret
+            return redirect("api-keys")
+    new_secret = request.session.pop("new_key_secret", None) if request.method == "GET" else None
     keys = tenancy_selectors.api_key_list(organisation=request.organisation)
     return render(request, "web/api_keys.html", {"form": form, "keys": keys, "new_secret": new_secret})
 

@@ -76,6 +76,8 @@ def test_key_page_shows_secret_once(client, make_org):
     org, owner = make_org()
     client.force_login(owner)
     response = client.post("/keys/", {"name": "ci", "scopes": ["read"]})
+    assert response.status_code == 302  # a reload of the result page cannot create a second key
+    response = client.get(response["Location"])
     secret = re.search(rb'id="new-secret">([^<]+)<', response.content).group(1).decode()
     key = ApiKey.objects.for_org(org).get()
     assert secret.startswith(key.prefix)
