@@ -54,7 +54,9 @@ class TrainIn(StrictSerializer):
     dataset = serializers.IntegerField()
     app = serializers.ChoiceField(choices=["customer_service", "finance_monitor", "recommender", "core"])
     task = serializers.SlugField(max_length=64)
-    config = serializers.DictField(required=False, default=dict)
+    config = serializers.DictField(required=False, allow_null=True, default=None)
+    search = serializers.DictField(required=False, allow_null=True, default=None)
+    follow_up = serializers.DictField(required=False, allow_null=True, default=None)
 
 
 class PredictIn(StrictSerializer):
@@ -147,6 +149,8 @@ class TrainView(APIView):
             app=v["app"],
             task=v["task"],
             config=v["config"],
+            search=v["search"],
+            follow_up=v["follow_up"],
             created_by=request.user if request.user.pk else None,
         )
         return Response(JobOut(job).data, status=status.HTTP_201_CREATED)

@@ -52,13 +52,19 @@ def dataset_report(request, dataset_id: int):
 @member_required("models.train")
 @require_POST
 def dataset_train(request, dataset_id: int):
+    preset = services.TRAINING_PRESETS.get(request.POST.get("method", "auto"))
     try:
+        if preset is None:
+            raise InvalidInput("Choose a training method from the list.")
+        config, search, follow_up = preset
         job = services.model_train_start(
             organisation=request.organisation,
             dataset_id=dataset_id,
             app=request.POST.get("app", "customer_service"),
             task=request.POST.get("task", "intent"),
-            config={"method": request.POST.get("method", "lora")},
+            config=config,
+            search=search,
+            follow_up=follow_up,
             created_by=request.user,
         )
     except TrellisError as exc:

@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from core.billing.models import UsageEvent
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
+from core.registry import services
 from core.registry.models import ModelVersion, VersionStatus
 from tests.worker import celery_worker, wait_for
 
@@ -217,3 +218,75 @@ def test_killed_worker_leaves_failed_job_and_active_version_untouched(make_org, 
     active.refresh_from_db()
     assert active.status == VersionStatus.ACTIVE
     assert list(ModelVersion.objects.for_org(org).values_list("version", flat=True)) == [1]
+
+
+@pytest.mark.django_db
+def test_default_is_the_fast_model_and_follow_up_queues_the_fine_tune(make_org, user_client):
+    org, owner = make_org()
+    client = user_client(owner)
+    dataset = _upload(client, _csv(_slice("train_slice.csv") + _slice("test_slice.csv"))).json()
+    created = client.post(
+        "/api/models/train/",
+        {
+            "dataset": dataset["id"],
+            "app": "customer_service",
+            "task": "intent",
+            "follow_up": {"method": "lora"},
+        },
+        format="json",
+    ).json()
+    assert created["params"]["config"] == {"method": "head", "lexical": True}
+    jobs.job_execute(job_id=created["id"])
+    first = TrainingJob.objects.for_org(org).get(pk=created["id"])
+    assert first.status == JobStatus.SUCCEEDED, first.error
+    follow = TrainingJob.objects.for_org(org).get(pk=first.result["follow_up"]["job"])
+    assert follow.status == JobStatus.QUEUED and follow.params["config"] == {"method": "lora"}
+    assert follow.params["follow_up"] is None
+    page = client.get(f"/jobs/{first.pk}/")
+    assert f"job #{follow.pk}".encode() in page.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ({"n_trials": 0}, "n_trials must be 1 to 50"),
+        ({"n_trials": 2, "time_budget_s": -1}, "positive"),
+        ({"trials": 2}, "Unknown search settings: trials"),
+    ],
+)
+def test_bad_search_settings_are_refused(make_org, user_client, search, message):
+    org, owner = make_org()
+    client = user_client(owner)
+    dataset = _upload(client, _csv(_slice("train_slice.csv"))).json()
+    response = client.post(
+        "/api/models/train/",
+        {"dataset": dataset["id"], "app": "customer_service", "task": "intent", "search": search},
+        format="json",
+    )
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+    assert TrainingJob.objects.for_org(org).count() == 0
+
+
+@pytest.mark.django_db
+def test_search_job_lists_every_trial_and_keeps_the_best(make_org, user_client):
+    org, owner = make_org()
+    client = user_client(owner)
+    dataset = _upload(client, _csv(_slice("train_slice.csv") + _slice("test_slice.csv"))).json()
+    job = services.model_train_start(
+        organisation=org,
+        dataset_id=dataset["id"],
+        app="customer_service",
+        task="intent",
+        config={"method": "lora", "max_length": 32},
+        search={"n_trials": 2},
+    )
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    trials = job.result["trials"]
+    assert [t["number"] for t in trials] == [0, 1] and all(t["state"] == "COMPLETE" for t in trials)
+    best = max(trials, key=lambda t: t["value"])
+    assert job.result["best_config"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="trials"' in page and page.count("<td>COMPLETE</td>") == 2

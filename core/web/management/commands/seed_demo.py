@@ -43,7 +43,9 @@ class Command(BaseCommand):
             user = User.objects.filter(email=DEMO_EMAIL).first()
             if user is None:
                 password = secrets.token_urlsafe(9)
-                tenancy.organisation_sign_up(organisation_name=DEMO_ORG, email=DEMO_EMAIL, password=password)
+                _org, user = tenancy.organisation_sign_up(
+                    organisation_name=DEMO_ORG, email=DEMO_EMAIL, password=password
+                )
                 with open(password_file, "w") as handle:
                     handle.write(password)
             else:
@@ -80,7 +82,8 @@ class Command(BaseCommand):
             dataset_id=dataset.pk,
             app="customer_service",
             task="intent",
-            config={"method": "head"},
+            config=None,  # the fast default: seconds on CPU
+            follow_up={"method": "lora", "time_budget_s": 900},  # the worker fine-tunes it next
         )
         jobs.job_execute(job_id=job.pk)
         job.refresh_from_db()
