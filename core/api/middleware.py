@@ -9,7 +9,7 @@ from core.billing import services as billing
 from core.billing.models import Meter
 
 log = logging.getLogger(__name__)
-UPLOAD_PATHS = ("/api/datasets/",)
+UPLOAD_PATHS = ("/api/datasets/", "/api/batch-predictions/")
 
 
 class ApiBodyLimitMiddleware:

@@ -32,6 +32,8 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", views.JobCancelView.as_view(), name="api-job-cancel"),
+    path("jobs/<int:job_id>/download/", views.JobDownloadView.as_view(), name="api-job-download"),
+    path("batch-predictions/", registry.BatchPredictView.as_view(), name="api-batch-predictions"),
     path("datasets/", registry.DatasetListView.as_view(), name="api-datasets"),
     path("datasets/<int:dataset_id>/", registry.DatasetDetailView.as_view(), name="api-dataset"),
     path(

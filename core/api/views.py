@@ -1,5 +1,6 @@
 """Platform API views: one operation per method, validate -> one service/selector -> serialize."""
 
+from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -233,3 +234,12 @@ class JobCancelView(APIView):
     @extend_schema(request=None, responses=s.JobOut)
     def post(self, request, job_id: int):
         return Response(s.JobOut(jobs.job_cancel(organisation=request.organisation, job_id=job_id)).data)
+
+
+class JobDownloadView(APIView):
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request, job_id: int):
+        path = job_selectors.job_result_file(organisation=request.organisation, job_id=job_id)
+        if path is None:
+            raise NotFound("This job has no file to download (unknown, unfinished or without output).")
+        return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="text/csv")

@@ -1,5 +1,8 @@
 """Tenant-scoped reads for jobs."""
 
+from pathlib import Path
+
+from django.conf import settings
 from django.db.models import QuerySet
 
 from core.jobs.models import TrainingJob
@@ -16,3 +19,13 @@ def job_list(*, organisation, status: str | None = None, kind: str | None = None
 
 def job_get(*, organisation, job_id: int) -> TrainingJob | None:
     return TrainingJob.objects.for_org(organisation).filter(pk=job_id).first()
+
+
+def job_result_file(*, organisation, job_id: int) -> Path | None:
+    """The file a finished job wrote for download (exports of its own organisation only), if any."""
+    job = job_get(organisation=organisation, job_id=job_id)
+    name = (job.result or {}).get("file") if job is not None and job.status == "succeeded" else None
+    if not name or "/" in name or name.startswith("."):
+        return None
+    path = Path(settings.VAR_DIR) / "exports" / str(organisation.pk) / name
+    return path if path.is_file() else None

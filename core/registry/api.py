@@ -10,6 +10,7 @@ from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from core.registry import selectors, services
+from core.registry.batch import batch_predict_start
 from core.registry.files import dataset_report_response
 
 
@@ -208,3 +209,31 @@ class ArchiveView(APIView):
         return Response(
             ModelOut(services.model_archive(organisation=request.organisation, version_id=version_id)).data
         )
+
+
+class BatchPredictIn(StrictSerializer):
+    file = serializers.FileField()
+    model = serializers.IntegerField(required=False, help_text="a model version id (default: the active one)")
+    app = serializers.CharField(required=False, default="", max_length=32)
+    task = serializers.CharField(required=False, default="", max_length=64)
+
+
+class BatchPredictView(APIView):
+    permissions = {"POST": "models.predict"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=BatchPredictIn, responses={201: JobOut})
+    def post(self, request):
+        data = BatchPredictIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        job = batch_predict_start(
+            organisation=request.organisation,
+            data=v["file"].read(),
+            filename=v["file"].name,
+            version_id=v.get("model"),
+            app=v["app"],
+            task=v["task"],
+            created_by=request.user if request.user.pk else None,
+        )
+        return Response(JobOut(job).data, status=status.HTTP_201_CREATED)

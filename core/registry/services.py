@@ -485,6 +485,17 @@ def predictor_for(*, version: ModelVersion):
     )
 
 
+def servable_version(*, organisation, version_id: int | None, app: str = "", task: str = "") -> ModelVersion:
+    """The version to predict with (by id, or the active one for app/task); refuses one that cannot serve."""
+    qs = ModelVersion.objects.for_org(organisation)
+    version = qs.filter(pk=version_id).first() if version_id else _active(organisation, app, task)
+    if version is None:
+        raise NotFound("No such model version." if version_id else f"No active model for {app}/{task}.")
+    if version.status not in SERVABLE:
+        raise Conflict(f"This version is {version.status} and cannot serve predictions.")
+    return version
+
+
 def model_predict(
     *,
     organisation,
@@ -500,12 +511,7 @@ def model_predict(
         raise InvalidInput(f"Send between 1 and {MAX_PREDICT_TEXTS} texts.", details={"field": "texts"})
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         raise InvalidInput("Every text must be a non-empty string.", details={"field": "texts"})
-    qs = ModelVersion.objects.for_org(organisation)
-    version = qs.filter(pk=version_id).first() if version_id else _active(organisation, app, task)
-    if version is None:
-        raise NotFound("No such model version." if version_id else f"No active model for {app}/{task}.")
-    if version.status not in SERVABLE:
-        raise Conflict(f"This version is {version.status} and cannot serve predictions.")
+    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
     billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
     predictions = predictor_for(version=version).predict(texts)
     billing.usage_record(

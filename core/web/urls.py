@@ -21,4 +21,5 @@ urlpatterns = [
     path("jobs/status/", views.jobs_status, name="jobs-status"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/download/", views.job_download, name="job-download"),
 ]

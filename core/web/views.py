@@ -5,7 +5,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponseForbidden, JsonResponse
+from django.http import FileResponse, Http404, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -290,3 +290,11 @@ def job_detail(request, job_id: int):
     if job is None:
         raise Http404
     return render(request, "web/job_detail.html", {"job": job})
+
+
+@member_required()
+def job_download(request, job_id: int):
+    path = job_selectors.job_result_file(organisation=request.organisation, job_id=job_id)
+    if path is None:
+        raise Http404
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="text/csv")

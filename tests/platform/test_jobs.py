@@ -115,3 +115,18 @@ def test_real_worker_runs_job_and_fails_bad_one(make_org, user_client):
     assert "Invalid period '2026-13'" in _job(org, bad["id"]).error
     detail = client.get(f"/api/jobs/{bad['id']}/").json()
     assert detail["status"] == "failed" and "YYYY-MM" in detail["error"]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_only_takes_jobs_from_its_own_queue(make_org):
+    import time
+
+    org, owner = make_org()
+    with celery_worker(queues="train") as proc:
+        job = jobs.job_create(organisation=org, kind="usage.export", created_by=owner)  # a default-queue job
+        time.sleep(4)
+        assert proc.poll() is None and _job(org, job.pk).status == JobStatus.QUEUED
+    with celery_worker(queues="default") as proc:
+        again = jobs.job_create(organisation=org, kind="usage.export", created_by=owner)
+        wait_for(lambda: _job(org, again.pk).status == JobStatus.SUCCEEDED, proc=proc)
