@@ -105,3 +105,18 @@ def test_billing_page_changes_plan(client, make_org):
     assert b"You are on <strong>Pro</strong>" in client.get("/billing/").content
     response = client.post("/billing/", {"plan": "trial"}, follow=True)
     assert b"cannot be restarted" in response.content
+
+
+def test_django_admin_is_for_staff_only(client, make_org):
+    org, owner = make_org()
+    client.force_login(owner)
+    assert client.get("/admin/").status_code == 302  # not staff: sent to the admin login
+    owner.is_staff = owner.is_superuser = True
+    owner.save()
+    for path in (
+        "/admin/",
+        "/admin/billing/usageevent/",
+        "/admin/jobs/trainingjob/",
+        "/admin/registry/modelversion/",
+    ):
+        assert client.get(path).status_code == 200, path
