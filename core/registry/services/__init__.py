@@ -1,0 +1,43 @@
+"""Writes for datasets and model versions: upload, train (as a job), promote, roll back, predict.
+
+The ML work itself is ``core.ml`` (plain Python); these modules decide *what* is stored where, who
+pays, and which version serves. Callers import from here; the topic modules are:
+``datasets``, ``training``, ``promotion``, ``serving`` (and ``common``).
+"""
+
+from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime
+from core.registry.services.datasets import dataset_rows, dataset_upload
+from core.registry.services.promotion import (
+    model_archive,
+    model_promote,
+    model_promote_if_better,
+    model_rollback,
+)
+from core.registry.services.serving import model_predict, predictor_for, servable_version
+from core.registry.services.training import (
+    DEFAULT_TRAIN_CONFIG,
+    FINE_TUNE_CONFIG,
+    TRAINING_PRESETS,
+    model_train_start,
+    train_job_handler,
+)
+
+__all__ = [
+    "DEFAULT_TRAIN_CONFIG",
+    "FINE_TUNE_CONFIG",
+    "MAX_PREDICT_TEXTS",
+    "SERVABLE",
+    "TRAINING_PRESETS",
+    "dataset_rows",
+    "dataset_upload",
+    "model_archive",
+    "model_predict",
+    "model_promote",
+    "model_promote_if_better",
+    "model_rollback",
+    "model_train_start",
+    "predictor_for",
+    "runtime",
+    "servable_version",
+    "train_job_handler",
+]

@@ -1,0 +1,99 @@
+"""Which version serves: promotion only when a challenger beats the active version on the same
+held-out rows (or an admin forces it), one-action rollback, and archiving."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import Conflict, InvalidInput, NotFound
+from core.registry.models import ModelVersion, VersionStatus
+from core.registry.services.common import SERVABLE, active_version
+from core.registry.services.serving import predictor_for
+
+
+def _activate(challenger: ModelVersion, note: str) -> None:
+    ModelVersion.objects.for_org(challenger.organisation).filter(
+        app=challenger.app, task=challenger.task, status=VersionStatus.ACTIVE
+    ).update(status=VersionStatus.READY)
+    challenger.status, challenger.promoted_at, challenger.promotion_note = (
+        VersionStatus.ACTIVE,
+        timezone.now(),
+        note,
+    )
+    challenger.save(update_fields=["status", "promoted_at", "promotion_note", "updated_at"])
+
+
+def model_promote_if_better(*, organisation, version_id: int, held_out) -> tuple[bool, str]:
+    """Activate the challenger only if it beats the active version's accuracy on the same held-out rows."""
+    from core.ml.evaluate import evaluate_classifier
+
+    challenger = ModelVersion.objects.for_org(organisation).get(pk=version_id)
+    active = active_version(organisation, challenger.app, challenger.task)
+    if active is None:
+        note = "first version: activated"
+    else:
+        incumbent = evaluate_classifier(
+            model_or_predictor=predictor_for(version=active), rows=held_out
+        ).accuracy
+        mine = evaluate_classifier(
+            model_or_predictor=predictor_for(version=challenger), rows=held_out
+        ).accuracy
+        if mine <= incumbent:
+            note = f"kept v{active.version}: {incumbent:.4f} >= {mine:.4f} accuracy on the same held-out rows"
+            ModelVersion.all_tenants.filter(pk=challenger.pk).update(promotion_note=note)
+            return False, note
+        note = f"beat v{active.version}: {mine:.4f} > {incumbent:.4f} accuracy on the same held-out rows"
+    with transaction.atomic():
+        _activate(ModelVersion.objects.for_org(organisation).select_for_update().get(pk=version_id), note)
+    return True, note
+
+
+@transaction.atomic
+def model_promote(*, organisation, version_id: int, force: bool = False) -> ModelVersion:
+    version = ModelVersion.objects.for_org(organisation).select_for_update().filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("No such model version.")
+    if version.status not in SERVABLE:
+        raise Conflict(f"A {version.status} version cannot be promoted.")
+    if version.status == VersionStatus.ACTIVE:
+        raise Conflict("This version is already active.")
+    if not force:
+        raise InvalidInput(
+            "Promotion by hand must be forced (force=true); automatic promotion compares accuracy."
+        )
+    _activate(version, "forced by an admin")
+    return version
+
+
+@transaction.atomic
+def model_rollback(*, organisation, app: str, task: str) -> ModelVersion:
+    """Re-activate the most recently promoted version before the active one."""
+    active = active_version(organisation, app, task)
+    if active is None:
+        raise Conflict("Nothing is active to roll back.")
+    previous = (
+        ModelVersion.objects.for_org(organisation)
+        .filter(app=app, task=task, status=VersionStatus.READY, promoted_at__isnull=False)
+        .exclude(pk=active.pk)
+        .order_by("-promoted_at")
+        .first()
+    )
+    if previous is None:
+        raise Conflict("There is no earlier promoted version to roll back to.")
+    active.status = VersionStatus.READY
+    active.promoted_at = None
+    active.save(update_fields=["status", "promoted_at", "updated_at"])
+    previous.status, previous.promotion_note = VersionStatus.ACTIVE, f"rolled back from v{active.version}"
+    previous.save(update_fields=["status", "promotion_note", "updated_at"])
+    return previous
+
+
+@transaction.atomic
+def model_archive(*, organisation, version_id: int) -> ModelVersion:
+    version = ModelVersion.objects.for_org(organisation).select_for_update().filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("No such model version.")
+    if version.status == VersionStatus.ACTIVE:
+        raise Conflict("The active version cannot be archived; promote or roll back first.")
+    version.status = VersionStatus.ARCHIVED
+    version.save(update_fields=["status", "updated_at"])
+    return version

@@ -1,0 +1,79 @@
+"""Predictions: a per-process LRU of loaded versions, metered per text."""
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from core.billing import services as billing
+from core.billing.models import Meter
+from core.errors import Conflict, InvalidInput, NotFound
+from core.registry.models import ModelVersion
+from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, active_version, runtime
+
+_cache_lock = threading.Lock()
+_cache = None
+
+
+def predictor_for(*, version: ModelVersion):
+    global _cache
+    from core.ml.serving import PredictorCache
+
+    with _cache_lock:
+        if _cache is None:
+            _cache = PredictorCache(max_size=settings.ML_PREDICTOR_CACHE_SIZE)
+    return _cache.get(
+        version=f"{version.organisation_id}:{version.pk}",
+        directory=Path(version.artifact_path),
+        runtime=runtime(threads=settings.ML_SERVE_THREADS),
+        quantized=version.quantized,
+    )
+
+
+def servable_version(*, organisation, version_id: int | None, app: str = "", task: str = "") -> ModelVersion:
+    """The version to predict with (by id, or the active one for app/task); refuses one that cannot serve."""
+    qs = ModelVersion.objects.for_org(organisation)
+    version = qs.filter(pk=version_id).first() if version_id else active_version(organisation, app, task)
+    if version is None:
+        raise NotFound("No such model version." if version_id else f"No active model for {app}/{task}.")
+    if version.status not in SERVABLE:
+        raise Conflict(f"This version is {version.status} and cannot serve predictions.")
+    return version
+
+
+def model_predict(
+    *,
+    organisation,
+    version_id: int | None = None,
+    app: str = "",
+    task: str = "",
+    texts: list[str],
+    api_key=None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Predict with a version (or the active one for app/task), metered per text."""
+    if not texts or len(texts) > MAX_PREDICT_TEXTS:
+        raise InvalidInput(f"Send between 1 and {MAX_PREDICT_TEXTS} texts.", details={"field": "texts"})
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise InvalidInput("Every text must be a non-empty string.", details={"field": "texts"})
+    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
+    predictions = predictor_for(version=version).predict(texts)
+    billing.usage_record(
+        organisation=organisation,
+        meter=Meter.PREDICTIONS,
+        quantity=len(texts),
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        enforce=False,
+        metadata={"model_version": version.pk},
+    )
+    return {
+        "model_version": version.pk,
+        "version": version.version,
+        "predictions": [
+            {"label": p.label, "probabilities": p.probabilities, "version": version.version}
+            for p in predictions
+        ],
+    }
