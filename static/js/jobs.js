@@ -3,6 +3,13 @@
   const script = document.currentScript;
   const statusUrl = script.dataset.statusUrl;
   const rows = () => Array.from(document.querySelectorAll("tr[data-job]"));
+  function describe(m) {
+    const parts = [`step ${m.step}/${m.total_steps}`];
+    if (m.loss != null) parts.push(`loss ${m.loss.toFixed(4)}`);
+    if (m.val_metric != null) parts.push(`validation ${m.val_metric.toFixed(4)}`);
+    if (m.eta_s != null) parts.push(`ETA ${Math.round(m.eta_s)} s`);
+    return parts.join(" · ");
+  }
   function render(job) {
     const row = document.querySelector(`tr[data-job="${job.id}"]`);
     if (!row) return;
@@ -11,6 +18,8 @@
     status.className = "status " + job.status;
     row.querySelector(".bar > span").style.width = Math.round(job.progress * 100) + "%";
     row.querySelector(".message").textContent = job.error || job.message;
+    const metrics = document.querySelector(`[data-metrics-for="${job.id}"]`);
+    if (metrics && job.metrics && job.metrics.step !== undefined) metrics.textContent = describe(job.metrics);
     const device = row.querySelector(".device");
     if (device) device.textContent = job.device;
     const active = job.status === "queued" || job.status === "running";

@@ -114,3 +114,25 @@ def test_jobs_page_follows_progress_without_reload(live_server, page):
     expect(row).to_have_attribute("data-active", "0")
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert navigations == [], navigations
+
+
+def test_job_page_shows_step_loss_and_eta_live(live_server, page):
+    base = live_server.url
+    org, owner = tenancy.organisation_sign_up(
+        organisation_name="Train Org", email="train.owner@example.com", password=PASSWORD
+    )
+    metrics = {"step": 10, "total_steps": 120, "loss": 1.5, "val_metric": None, "eta_s": 300.0}
+    job = TrainingJob.all_tenants.create(
+        organisation=org, kind="ml.train", status="running", progress=0.08, queue="train", metrics=metrics
+    )
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", owner.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base}/dashboard/")
+    page.goto(f"{base}/jobs/{job.pk}/")
+    cell = page.locator(f'[data-metrics-for="{job.pk}"]')
+    expect(cell).to_have_text("step 10/120 · loss 1.5000 · ETA 300 s")
+    later = {"step": 30, "total_steps": 120, "loss": 0.41, "val_metric": 0.9, "eta_s": 42.4}
+    TrainingJob.all_tenants.filter(pk=job.pk).update(progress=0.25, metrics=later)
+    expect(cell).to_have_text("step 30/120 · loss 0.4100 · validation 0.9000 · ETA 42 s", timeout=15_000)
