@@ -52,6 +52,8 @@ def dataset_report(request, dataset_id: int):
 @member_required("models.train")
 @require_POST
 def dataset_train(request, dataset_id: int):
+    if selectors.dataset_get(organisation=request.organisation, dataset_id=dataset_id) is None:
+        raise Http404
     preset = services.TRAINING_PRESETS.get(request.POST.get("method", "auto"))
     try:
         if preset is None:
