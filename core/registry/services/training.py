@@ -127,6 +127,25 @@ def _store_dir(organisation_id: int, app: str, task: str, version: int) -> Path:
     return Path(settings.MODEL_STORE) / str(organisation_id) / app / task / f"v{version}"
 
 
+def progress_callback(reporter):
+    """Turn ``core.ml`` progress reports into job progress (the last 10% is evaluation and storage)."""
+
+    def progress(p) -> None:
+        metrics = {
+            "step": p.step,
+            "total_steps": p.total_steps,
+            "epoch": p.epoch,
+            "loss": p.loss,
+            "val_metric": p.val_metric,
+            "eta_s": p.eta_s,
+        }
+        reporter.progress(
+            0.9 * p.step / max(1, p.total_steps), p.message or f"step {p.step}/{p.total_steps}", metrics
+        )
+
+    return progress
+
+
 def train_job_handler(job, reporter) -> dict[str, Any]:
     """The ``ml.train`` job: train, evaluate on the held-out split, store, gate quantisation, promote."""
     from core.ml.artifact import save_artifact
@@ -144,19 +163,7 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     device = resolve_device(rt)
     jobs.job_set_device(job=job, device=device)
 
-    def progress(p) -> None:
-        metrics = {
-            "step": p.step,
-            "total_steps": p.total_steps,
-            "epoch": p.epoch,
-            "loss": p.loss,
-            "val_metric": p.val_metric,
-            "eta_s": p.eta_s,
-        }
-        reporter.progress(
-            0.9 * p.step / max(1, p.total_steps), p.message or f"step {p.step}/{p.total_steps}", metrics
-        )
-
+    progress = progress_callback(reporter)
     started = timezone.now()
     validation = rows["validation"] or rows["train"]
     trials: list[dict[str, Any]] = []
@@ -230,11 +237,8 @@ def _start_follow_up(job) -> dict[str, Any]:
     return {"job": follow.pk}
 
 
-def _register_version(
-    *, job, dataset, model, metrics, held_out, save, cfg, device, reporter
-) -> dict[str, Any]:
-    from core.ml.serving import quantization_gate
-
+def store_version(*, job, dataset, save, model, metrics, method: str, labels: list[str], device: str):
+    """Write the artifact completely into the store, then create the (ready) version row pointing at it."""
     org, app, task = job.organisation, job.params["app"], job.params["task"]
     with transaction.atomic():
         version = next_version(
@@ -256,21 +260,39 @@ def _register_version(
                 "device": device,
             },
         )
-        mv = ModelVersion.all_tenants.create(
+        return ModelVersion.all_tenants.create(
             organisation=org,
             app=app,
             task=task,
             version=version,
             status=VersionStatus.READY,
-            method=cfg.method,
+            method=method,
             metrics=metrics,
             manifest=manifest,
             artifact_path=str(directory),
-            labels=list(model.labels),
+            labels=labels,
             data_fingerprint=dataset.fingerprint,
             dataset=dataset,
             training_job=job,
         )
+
+
+def _register_version(
+    *, job, dataset, model, metrics, held_out, save, cfg, device, reporter
+) -> dict[str, Any]:
+    from core.ml.serving import quantization_gate
+
+    mv = store_version(
+        job=job,
+        dataset=dataset,
+        save=save,
+        model=model,
+        metrics=metrics,
+        method=cfg.method,
+        labels=list(model.labels),
+        device=device,
+    )
+    directory, org, version = Path(mv.artifact_path), job.organisation, mv.version
     reporter.progress(0.96, "Measuring the quantised path", force=True)
     gate = quantization_gate(
         directory=directory, rows=held_out, runtime=runtime(threads=settings.ML_TRAIN_THREADS)
