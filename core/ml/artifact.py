@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -107,30 +108,47 @@ def build_manifest(model: TrainedClassifier, kind: str, files: dict[str, str], e
 
 
 def _write_manifest(manifest: dict, folder: Path) -> None:
-    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
-    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
+    write_manifest(manifest, folder)
 
 
 def _write_all(model: TrainedClassifier, folder: Path, extra: dict[str, Any]) -> dict:
     kind = _write_weights(model, folder)
-    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
-    manifest = build_manifest(model, kind, files, extra)
+    manifest = build_manifest(model, kind, file_hashes(folder), extra)
     _write_manifest(manifest, folder)
-    for path in folder.iterdir():
-        _fsync(path)
-    _fsync(folder)
+    sync_folder(folder)
     return manifest
 
 
-def save_artifact(*, model: TrainedClassifier, directory: Path, extra_manifest: dict[str, Any]) -> dict:
-    """Write ``model`` atomically as the new folder ``directory`` (must not exist); returns the manifest."""
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every plain file directly in ``folder``, by name."""
+    return {p.name: _sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def write_manifest(manifest: dict, folder: Path) -> None:
+    """Write ``manifest.json`` (sorted keys, no NaN) into ``folder``."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
+    (Path(folder) / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync every file in ``folder`` and then the folder itself."""
+    for path in Path(folder).iterdir():
+        _fsync(path)
+    _fsync(Path(folder))
+
+
+def publish_folder(directory: Path, write: Callable[[Path], dict]) -> dict:
+    """Run ``write(temp)`` on a temp sibling of ``directory`` and rename it into place; returns its result.
+
+    ``directory`` must not exist (versions are immutable); on any failure the temp folder is removed.
+    """
     directory = Path(directory)
     if directory.exists():
         raise ArtifactError(f"Artifact folder {directory.name} already exists; versions are immutable.")
     directory.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        manifest = _write_all(model, temp, extra_manifest)
+        result = write(temp)
         try:
             os.rename(temp, directory)  # atomic on one filesystem; fails if directory became non-empty
         except OSError as exc:
@@ -139,17 +157,22 @@ def save_artifact(*, model: TrainedClassifier, directory: Path, extra_manifest: 
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return manifest
+    return result
 
 
-def read_manifest(directory: Path) -> dict:
+def save_artifact(*, model: TrainedClassifier, directory: Path, extra_manifest: dict[str, Any]) -> dict:
+    """Write ``model`` atomically as the new folder ``directory`` (must not exist); returns the manifest."""
+    return publish_folder(Path(directory), lambda temp: _write_all(model, temp, extra_manifest))
+
+
+def read_manifest(directory: Path, *, expected_format: str = FORMAT) -> dict:
     """Load and sanity-check ``manifest.json``; raises ``ArtifactError`` when missing or not ours."""
     path = Path(directory) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"Cannot read the artifact manifest in {Path(directory).name}: {exc}.")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") != expected_format or manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError("Unsupported artifact format.")
     return manifest
 
