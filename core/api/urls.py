@@ -44,6 +44,7 @@ urlpatterns = [
     path("models/rollback/", registry.RollbackView.as_view(), name="api-models-rollback"),
     path("models/<int:version_id>/", registry.ModelDetailView.as_view(), name="api-model"),
     path("models/<int:version_id>/predict", registry.PredictView.as_view(), name="api-model-predict"),
+    path("models/<int:version_id>/embed", registry.EmbedView.as_view(), name="api-model-embed"),
     path("models/<int:version_id>/promote/", registry.PromoteView.as_view(), name="api-model-promote"),
     path("models/<int:version_id>/archive/", registry.ArchiveView.as_view(), name="api-model-archive"),
 ]

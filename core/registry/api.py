@@ -237,3 +237,20 @@ class BatchPredictView(APIView):
             created_by=request.user if request.user.pk else None,
         )
         return Response(JobOut(job).data, status=status.HTTP_201_CREATED)
+
+
+class EmbedView(APIView):
+    permissions = {"POST": "models.predict"}
+
+    @extend_schema(request=PredictIn, responses=dict)
+    def post(self, request, version_id: int):
+        data = PredictIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.model_embed(
+            organisation=request.organisation,
+            version_id=version_id,
+            texts=data.validated_data["texts"],
+            api_key=request.auth if request.user.pk is None else None,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        return Response(result)

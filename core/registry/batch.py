@@ -18,7 +18,7 @@ from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput
 from core.jobs import services as jobs
-from core.registry.services import predictor_for, servable_version
+from core.registry.services import classifier_version, predictor_for
 
 MAX_ROWS = 100_000
 MAX_TEXT_CHARS = 10_000
@@ -90,7 +90,7 @@ def batch_predict_start(
     task: str = "",
     created_by=None,
 ):
-    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     records = _validate(_records(_decode(data), filename.lower()), version.labels)
     billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(records))
     folder = Path(settings.DATASET_STORE) / str(organisation.pk) / "batch"
@@ -109,7 +109,7 @@ def batch_predict_start(
 
 def batch_predict_handler(job, reporter) -> dict[str, Any]:
     org = job.organisation
-    version = servable_version(organisation=org, version_id=job.params["model_version"])
+    version = classifier_version(organisation=org, version_id=job.params["model_version"])
     source = Path(settings.DATASET_STORE) / str(org.pk) / "batch" / job.params["input"]
     records = json.loads(source.read_text())
     predictor = predictor_for(version=version)

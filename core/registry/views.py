@@ -97,6 +97,7 @@ def model_detail(request, version_id: int):
         "labels": labels,
         "per_class": sorted(version.metrics.get("per_class", {}).items()),
         "can_promote": role_can(request.role, "models.promote"),
+        "retrieval": [(k, v) for k, v in version.metrics.items() if k.startswith("recall@")],
     }
     return render(request, "registry/model_detail.html", context)
 

@@ -7,13 +7,14 @@ pays, and which version serves. Callers import from here; the topic modules are:
 
 from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime
 from core.registry.services.datasets import dataset_rows, dataset_upload
+from core.registry.services.embedding import model_embed
 from core.registry.services.promotion import (
     model_archive,
     model_promote,
     model_promote_if_better,
     model_rollback,
 )
-from core.registry.services.serving import model_predict, predictor_for, servable_version
+from core.registry.services.serving import classifier_version, model_predict, predictor_for, servable_version
 from core.registry.services.training import (
     DEFAULT_TRAIN_CONFIG,
     FINE_TUNE_CONFIG,
@@ -28,9 +29,11 @@ __all__ = [
     "MAX_PREDICT_TEXTS",
     "SERVABLE",
     "TRAINING_PRESETS",
+    "classifier_version",
     "dataset_rows",
     "dataset_upload",
     "model_archive",
+    "model_embed",
     "model_predict",
     "model_promote",
     "model_promote_if_better",

@@ -22,26 +22,42 @@ def _activate(challenger: ModelVersion, note: str) -> None:
     challenger.save(update_fields=["status", "promoted_at", "promotion_note", "updated_at"])
 
 
-def model_promote_if_better(*, organisation, version_id: int, held_out) -> tuple[bool, str]:
-    """Activate the challenger only if it beats the active version's accuracy on the same held-out rows."""
+def _held_out_score(version: ModelVersion, held_out) -> tuple[float, str]:
+    """The promotion metric of a version on held-out rows: accuracy for classifiers, MRR for embedders."""
     from core.ml.evaluate import evaluate_classifier
+    from core.ml.retrieval import evaluate_retrieval
+    from core.registry.services.embedding import embedder_for, is_embedding
+
+    if is_embedding(version):
+        return evaluate_retrieval(embedder=embedder_for(version=version), pairs=held_out)["mrr"], "MRR"
+    predictor = predictor_for(version=version)
+    return evaluate_classifier(model_or_predictor=predictor, rows=held_out).accuracy, "accuracy"
+
+
+def _keep(challenger: ModelVersion, note: str) -> tuple[bool, str]:
+    ModelVersion.all_tenants.filter(pk=challenger.pk).update(promotion_note=note)
+    return False, note
+
+
+def model_promote_if_better(*, organisation, version_id: int, held_out) -> tuple[bool, str]:
+    """Activate the challenger only if it beats the active version on the same held-out rows."""
+    from core.registry.services.embedding import is_embedding
 
     challenger = ModelVersion.objects.for_org(organisation).get(pk=version_id)
     active = active_version(organisation, challenger.app, challenger.task)
     if active is None:
         note = "first version: activated"
+    elif is_embedding(active) != is_embedding(challenger):
+        return _keep(challenger, f"kept v{active.version}: it is a different kind of model; promote by hand")
     else:
-        incumbent = evaluate_classifier(
-            model_or_predictor=predictor_for(version=active), rows=held_out
-        ).accuracy
-        mine = evaluate_classifier(
-            model_or_predictor=predictor_for(version=challenger), rows=held_out
-        ).accuracy
+        incumbent, metric = _held_out_score(active, held_out)
+        mine, _ = _held_out_score(challenger, held_out)
         if mine <= incumbent:
-            note = f"kept v{active.version}: {incumbent:.4f} >= {mine:.4f} accuracy on the same held-out rows"
-            ModelVersion.all_tenants.filter(pk=challenger.pk).update(promotion_note=note)
-            return False, note
-        note = f"beat v{active.version}: {mine:.4f} > {incumbent:.4f} accuracy on the same held-out rows"
+            return _keep(
+                challenger,
+                f"kept v{active.version}: {incumbent:.4f} >= {mine:.4f} {metric} on the same held-out rows",
+            )
+        note = f"beat v{active.version}: {mine:.4f} > {incumbent:.4f} {metric} on the same held-out rows"
     with transaction.atomic():
         _activate(ModelVersion.objects.for_org(organisation).select_for_update().get(pk=version_id), note)
     return True, note

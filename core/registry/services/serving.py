@@ -42,6 +42,24 @@ def servable_version(*, organisation, version_id: int | None, app: str = "", tas
     return version
 
 
+def classifier_version(
+    *, organisation, version_id: int | None, app: str = "", task: str = ""
+) -> ModelVersion:
+    from core.registry.services.embedding import is_embedding
+
+    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    if is_embedding(version):
+        raise Conflict("This is an embedding model: it returns vectors through /embed, not labels.")
+    return version
+
+
+def check_texts(texts: list[str]) -> None:
+    if not texts or len(texts) > MAX_PREDICT_TEXTS:
+        raise InvalidInput(f"Send between 1 and {MAX_PREDICT_TEXTS} texts.", details={"field": "texts"})
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise InvalidInput("Every text must be a non-empty string.", details={"field": "texts"})
+
+
 def model_predict(
     *,
     organisation,
@@ -53,11 +71,8 @@ def model_predict(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Predict with a version (or the active one for app/task), metered per text."""
-    if not texts or len(texts) > MAX_PREDICT_TEXTS:
-        raise InvalidInput(f"Send between 1 and {MAX_PREDICT_TEXTS} texts.", details={"field": "texts"})
-    if any(not isinstance(t, str) or not t.strip() for t in texts):
-        raise InvalidInput("Every text must be a non-empty string.", details={"field": "texts"})
-    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    check_texts(texts)
+    version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
     predictions = predictor_for(version=version).predict(texts)
     billing.usage_record(

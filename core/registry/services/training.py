@@ -20,6 +20,7 @@ from core.ml.errors import MLError
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.registry.services.common import next_version, runtime
 from core.registry.services.datasets import dataset_rows
+from core.registry.services.embedding import DEFAULT_EMBED_CONFIG, embed_config, train_embedding
 from core.registry.services.promotion import model_promote_if_better
 
 TRAIN_KEYS = {
@@ -70,12 +71,17 @@ def model_train_start(
     dataset = Dataset.objects.for_org(organisation).filter(pk=dataset_id).first()
     if dataset is None:
         raise NotFound("No such dataset.")
-    if dataset.task != "classification":
-        raise InvalidInput("Only classification datasets can train a classifier.")
-    config = dict(DEFAULT_TRAIN_CONFIG) if config is None else config
+    if dataset.task == "pairs":
+        config = dict(DEFAULT_EMBED_CONFIG) if config is None else config
+        if search is not None:
+            raise InvalidInput("Hyper-parameter search is for classifiers; pairs train one embedding model.")
+        check: Any = embed_config
+    else:
+        config = dict(DEFAULT_TRAIN_CONFIG) if config is None else config
+        check = _check_config
     for settings_ in (config, follow_up):
         if settings_ is not None:
-            _check_config(settings_)
+            check(settings_)
     if search is not None:
         _check_search(search)
     billing.quota_check(organisation=organisation, meter=Meter.MODELS)
@@ -158,13 +164,18 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     if dataset is None:
         raise InvalidInput("The dataset was deleted before training started.")
     rows = dataset_rows(dataset=dataset)
-    cfg = _train_config(params.get("config") or {})
     rt = runtime()
     device = resolve_device(rt)
     jobs.job_set_device(job=job, device=device)
-
     progress = progress_callback(reporter)
     started = timezone.now()
+    if dataset.task == "pairs":
+        result = train_embedding(
+            job=job, dataset=dataset, rows=rows, reporter=reporter, progress=progress, device=device
+        )
+        _record_gpu_time(job, device, started)
+        return _with_follow_up(job, result)
+    cfg = _train_config(params.get("config") or {})
     validation = rows["validation"] or rows["train"]
     trials: list[dict[str, Any]] = []
     if job.params.get("search"):
@@ -180,8 +191,7 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
             progress=progress,
             should_stop=reporter.cancelled,
         )
-    if device == "cuda":
-        jobs.job_add_gpu_seconds(job=job, seconds=(timezone.now() - started).total_seconds())
+    _record_gpu_time(job, device, started)
     held_out = rows["test"] or rows["validation"]
     metrics = evaluate_classifier(model_or_predictor=model, rows=held_out).to_dict()
     reporter.progress(0.93, "Evaluated on the held-out split", force=True)
@@ -198,6 +208,15 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     )
     if trials:
         result["trials"], result["best_config"] = trials, cfg.to_dict()
+    return _with_follow_up(job, result)
+
+
+def _record_gpu_time(job, device: str, started) -> None:
+    if device == "cuda":
+        jobs.job_add_gpu_seconds(job=job, seconds=(timezone.now() - started).total_seconds())
+
+
+def _with_follow_up(job, result: dict[str, Any]) -> dict[str, Any]:
     if job.params.get("follow_up"):
         result["follow_up"] = _start_follow_up(job)
     return result

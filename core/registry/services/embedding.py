@@ -1,0 +1,151 @@
+"""The second task: embedding models fine-tuned on (query, positive) pairs, for retrieval.
+
+Trained by the same ``ml.train`` job when the dataset is a pairs dataset; scored on held-out pairs
+(recall@k, MRR); promoted by the same rule, on MRR; served as vectors through ``model_embed``.
+"""
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from core.billing import services as billing
+from core.billing.models import Meter
+from core.errors import Conflict, InvalidInput
+from core.ml.errors import MLError
+from core.registry.models import ModelVersion
+from core.registry.services.common import runtime
+
+EMBED_KEYS = {
+    "method",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "lora_r",
+    "lora_alpha",
+    "max_length",
+    "seed",
+    "temperature",
+    "time_budget_s",
+    "patience",
+}
+DEFAULT_EMBED_CONFIG: dict[str, Any] = {"method": "lora"}
+EMBEDDING = "embedding"
+
+
+def is_embedding(version: ModelVersion) -> bool:
+    return version.manifest.get("task") == EMBEDDING
+
+
+def embed_config(config: dict[str, Any]):
+    from core.ml.retrieval import EmbedConfig
+
+    unknown = sorted(set(config) - EMBED_KEYS)
+    if unknown:
+        raise InvalidInput(f"Unknown training settings: {', '.join(unknown)}.", details={"field": "config"})
+    try:
+        cfg = EmbedConfig(**config)
+        cfg.validate()
+    except (TypeError, MLError) as exc:
+        raise InvalidInput(str(exc), details={"field": "config"})
+    return cfg
+
+
+def train_embedding(*, job, dataset, rows, reporter, progress, device: str) -> dict[str, Any]:
+    from core.ml.retrieval import evaluate_retrieval, save_embedder, train_embedder
+    from core.registry.services.promotion import model_promote_if_better
+    from core.registry.services.training import store_version
+
+    cfg = embed_config(job.params.get("config") or {})
+    model = train_embedder(
+        config=cfg,
+        train=rows["train"],
+        validation=rows["validation"],
+        runtime=runtime(),
+        progress=progress,
+        should_stop=reporter.cancelled,
+    )
+    held_out = rows["test"] or rows["validation"]
+    metrics = evaluate_retrieval(embedder=model, pairs=held_out)
+    reporter.progress(0.93, "Evaluated on the held-out pairs", force=True)
+    mv = store_version(
+        job=job,
+        dataset=dataset,
+        save=save_embedder,
+        model=model,
+        metrics=metrics,
+        method=cfg.method,
+        labels=[],
+        device=device,
+    )
+    promoted, reason = model_promote_if_better(
+        organisation=job.organisation, version_id=mv.pk, held_out=held_out
+    )
+    return {
+        "model_version": mv.pk,
+        "version": mv.version,
+        "mrr": metrics["mrr"],
+        "recall@1": metrics["recall@1"],
+        "promoted": promoted,
+        "promotion": reason,
+    }
+
+
+_lock = threading.Lock()
+_cache: "OrderedDict[int, Any]" = OrderedDict()
+
+
+def embedder_for(*, version: ModelVersion):
+    """Loaded embedders, least recently used evicted first (one LRU per process)."""
+    from core.ml.retrieval import load_embedder
+
+    with _lock:
+        if version.pk in _cache:
+            _cache.move_to_end(version.pk)
+            return _cache[version.pk]
+    loaded = load_embedder(
+        directory=Path(version.artifact_path), runtime=runtime(threads=settings.ML_SERVE_THREADS)
+    )
+    with _lock:
+        _cache[version.pk] = loaded
+        while len(_cache) > settings.ML_PREDICTOR_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return loaded
+
+
+def model_embed(
+    *,
+    organisation,
+    version_id: int | None,
+    texts: list[str],
+    app: str = "",
+    task: str = "",
+    api_key=None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Unit-length vectors for ``texts`` from an embedding version, metered per text like predictions."""
+    from core.registry.services.serving import check_texts, servable_version
+
+    check_texts(texts)
+    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    if not is_embedding(version):
+        raise Conflict("This is a classification model: use /predict.")
+    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
+    vectors = embedder_for(version=version).embed(texts)
+    billing.usage_record(
+        organisation=organisation,
+        meter=Meter.PREDICTIONS,
+        quantity=len(texts),
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        enforce=False,
+        metadata={"model_version": version.pk},
+    )
+    return {
+        "model_version": version.pk,
+        "version": version.version,
+        "dim": int(vectors.shape[1]),
+        "embeddings": vectors.round(6).tolist(),
+    }
