@@ -105,3 +105,21 @@ class UsageEvent(TenantModel):
 
     def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003
         raise RuntimeError("the usage ledger is append-only")
+
+
+class UsageCounter(TenantModel):
+    """The running total of one flow meter for one billing period, kept in step with the ledger.
+
+    ``usage_record`` adds to it in the same transaction as the ledger line, through a conditional UPDATE that
+    is also the quota check, so enforcing a limit reads one row instead of summing the month's ledger and
+    concurrent callers queue on this row only (not on the whole organisation).
+    """
+
+    meter = models.CharField(max_length=32, choices=Meter.choices)
+    period = models.CharField(max_length=7)  # "YYYY-MM", UTC calendar month
+    used = models.DecimalField(max_digits=18, decimal_places=3, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "meter", "period"], name="uniq_usage_counter"),
+        ]

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from core.billing.meters import stock_count
 from core.billing.models import FLOW_METERS, Meter, Plan, UsageEvent
-from core.billing.services import flow_used, period_bounds, subscription_for
+from core.billing.services import period_bounds, period_used, subscription_for
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def usage_summary(*, organisation) -> UsageSummary:
     meters = []
     for meter in Meter:
         if meter in FLOW_METERS:
-            used, kind = float(flow_used(organisation=organisation, meter=meter, since=start)), "monthly"
+            used, kind = float(period_used(organisation=organisation, meter=meter, period=period)), "monthly"
         else:
             used, kind = float(stock_count(organisation=organisation, meter=meter)), "current"
         meters.append(MeterUsage(meter.value, meter.label, used, plan.limit_for(meter), kind))

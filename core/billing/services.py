@@ -1,19 +1,28 @@
 """Writes for billing: subscriptions, plan changes and the usage ledger with quota enforcement.
 
-``usage_record`` is the one door into the ledger: it checks the plan's limit under a lock on the
-subscription row, so two concurrent requests cannot both take the last unit, and a refused
-request writes nothing. Idempotency keys make retries free.
+``usage_record`` is the one door into the ledger: in one transaction it appends the line and adds it
+to the period's ``UsageCounter`` through a conditional UPDATE that is also the quota check, so two
+concurrent requests cannot both take the last unit, a refused request writes nothing, and a check reads
+one row however long the ledger grows. Idempotency keys make retries free.
 """
 
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from core.billing.meters import stock_count
-from core.billing.models import FLOW_METERS, Meter, Plan, Subscription, SubscriptionStatus, UsageEvent
+from core.billing.models import (
+    FLOW_METERS,
+    Meter,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+    UsageCounter,
+    UsageEvent,
+)
 from core.errors import InvalidInput, NotFound, QuotaExceeded
 
 TRIAL_PLAN = "trial"
@@ -40,9 +49,18 @@ def subscription_start_trial(*, organisation) -> Subscription:
 
 
 def subscription_for(*, organisation) -> Subscription:
+    """The organisation's subscription and plan, remembered on this organisation instance.
+
+    A request reads it for the rate limit, the quota check and the metering; the instance lives for one
+    request (or one job), so a plan change is seen by the next one. ``subscription_change_plan`` refreshes it.
+    """
+    cached = getattr(organisation, "_subscription", None)
+    if cached is not None:
+        return cached
     subscription = Subscription.objects.select_related("plan").filter(organisation=organisation).first()
     if subscription is None:
         subscription = subscription_start_trial(organisation=organisation)
+    organisation._subscription = subscription
     return subscription
 
 
@@ -73,6 +91,7 @@ def subscription_change_plan(*, organisation, plan_code: str) -> Subscription:
         SubscriptionStatus.TRIALING if plan.code == TRIAL_PLAN else SubscriptionStatus.ACTIVE
     )
     subscription.save(update_fields=["plan", "status", "updated_at"])
+    organisation._subscription = subscription
     return subscription
 
 
@@ -93,12 +112,25 @@ def _trial_guard(subscription: Subscription, meter: str, period: str) -> None:
 
 
 def flow_used(*, organisation, meter: str, since: datetime) -> Decimal:
+    """The ledger's sum since a moment (audits and exports; quota checks read the period counter)."""
     total = (
         UsageEvent.objects.for_org(organisation)
         .filter(meter=meter, created_at__gte=since)
         .aggregate(total=Sum("quantity"))["total"]
     )
     return total or Decimal(0)
+
+
+def period_used(*, organisation, meter: str, period: str | None = None) -> Decimal:
+    """How much of a flow meter the organisation used in a billing period (default: the current one)."""
+    period = period or period_bounds()[2]
+    used = (
+        UsageCounter.objects.for_org(organisation)
+        .filter(meter=meter, period=period)
+        .values_list("used", flat=True)
+        .first()
+    )
+    return used if used is not None else Decimal(0)
 
 
 def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscription:
@@ -108,7 +140,7 @@ def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscriptio
     _trial_guard(subscription, meter, period)
     limit = subscription.plan.limit_for(meter)
     if meter in FLOW_METERS:
-        used: float = float(flow_used(organisation=organisation, meter=meter, since=start))
+        used: float = float(period_used(organisation=organisation, meter=meter, period=period))
     else:
         used = stock_count(organisation=organisation, meter=meter)
     if used + float(quantity) > limit:
@@ -138,25 +170,54 @@ def usage_record(
         existing = UsageEvent.objects.for_org(organisation).filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing
+    amount = Decimal(str(quantity))
     try:
         with transaction.atomic():
-            # The row lock serialises concurrent consumers of one organisation's quota.
-            Subscription.objects.select_for_update().filter(organisation=organisation).first()
-            if enforce:
-                quota_check(organisation=organisation, meter=meter, quantity=quantity)
-            return UsageEvent.all_tenants.create(
+            event = UsageEvent.all_tenants.create(
                 organisation=organisation,
                 meter=meter,
-                quantity=Decimal(str(quantity)),
+                quantity=amount,
                 idempotency_key=idempotency_key or None,
                 api_key=api_key,
                 metadata=metadata or {},
             )
+            _add_to_counter(organisation, meter, amount, event.created_at, enforce=enforce)
+            return event
     except IntegrityError:
         existing = UsageEvent.objects.for_org(organisation).filter(idempotency_key=idempotency_key).first()
         if existing is None:
             raise
         return existing
+
+
+def _add_to_counter(organisation, meter: str, amount: Decimal, when: datetime, *, enforce: bool) -> None:
+    """Add ``amount`` to the period's counter; with ``enforce``, only while the plan's limit allows it.
+
+    The conditional UPDATE holds the counter row until commit, and PostgreSQL re-checks its WHERE against the
+    committed value for a waiting caller, so the last unit cannot be taken twice.
+    """
+    period = period_bounds(when)[2]
+    counter = UsageCounter.objects.for_org(organisation).filter(meter=meter, period=period)
+    limit = None
+    if enforce:
+        subscription = subscription_for(organisation=organisation)
+        _trial_guard(subscription, meter, period)
+        limit = subscription.plan.limit_for(meter)
+    for _attempt in range(5):
+        target = counter if limit is None else counter.filter(used__lte=Decimal(limit) - amount)
+        if target.update(used=F("used") + amount):
+            return
+        used = counter.values_list("used", flat=True).first()
+        if used is None:  # the period's first event: create the row (or meet a concurrent caller's), then add
+            try:
+                with transaction.atomic():
+                    UsageCounter.all_tenants.create(organisation=organisation, meter=meter, period=period)
+            except IntegrityError:
+                pass
+        elif limit is not None and used > Decimal(limit) - amount:
+            raise QuotaExceeded(meter=meter, limit=limit, used=float(used), period=period)
+        # else another caller committed the row between our UPDATE and SELECT: try again
+    raise RuntimeError(f"could not update the {meter} counter for {period}")
 
 
 def plan_get(*, code: str) -> Plan:

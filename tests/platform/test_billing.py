@@ -106,3 +106,90 @@ def test_usage_summary_counts_flow_and_stock(make_org, make_member):
     meters = {m.meter: m for m in usage_summary(organisation=org).meters}
     assert meters["predictions"].used == 7 and meters["seats"].used == 2
     assert meters["predictions"].limit == Plan.objects.get(code="trial").predictions_per_month
+
+
+def _ledger_total(org, meter="predictions"):
+    return billing.flow_used(organisation=org, meter=meter, since=billing.period_bounds()[0])
+
+
+def _race(count, fn):
+    """Run ``fn`` in ``count`` threads (own database connections) released together; their outcomes."""
+    import threading
+
+    from django.db import connections
+
+    outcomes, barrier = [], threading.Barrier(count)
+
+    def run():
+        try:
+            barrier.wait()
+            fn()
+            outcomes.append("ok")
+        except QuotaExceeded:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(outcomes)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_events_of_a_period_all_count(make_org):
+    """The period's counter row does not exist yet: racing callers create it once and every event counts."""
+    org, _ = make_org()
+    outcomes = _race(
+        8, lambda: billing.usage_record(organisation=org, meter="api_calls", quantity=1, enforce=False)
+    )
+    assert outcomes == ["ok"] * 8
+    assert billing.period_used(organisation=org, meter="api_calls") == 8
+    outcomes = _race(8, lambda: billing.usage_record(organisation=org, meter="predictions", quantity=1))
+    assert outcomes == ["ok"] * 8
+    assert billing.period_used(organisation=org, meter="predictions") == _ledger_total(org) == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_callers_cannot_take_the_last_units_twice(make_org):
+    """Eight threads (eight database connections) race for the last three predictions of the month."""
+    org, _ = make_org()
+    limit = Plan.objects.get(code="trial").predictions_per_month
+    billing.usage_record(organisation=org, meter="predictions", quantity=limit - 3)
+    outcomes = _race(8, lambda: billing.usage_record(organisation=org, meter="predictions", quantity=1))
+    assert outcomes == ["ok"] * 3 + ["refused"] * 5
+    assert _ledger_total(org) == limit
+    assert billing.period_used(organisation=org, meter="predictions") == limit
+
+
+def test_period_counter_follows_the_ledger(make_org):
+    org, _ = make_org()
+    billing.usage_record(organisation=org, meter="predictions", quantity=7, idempotency_key="a")
+    billing.usage_record(organisation=org, meter="predictions", quantity=7, idempotency_key="a")  # retry
+    billing.usage_record(organisation=org, meter="predictions", quantity=2.5, enforce=False)
+    billing.usage_record(organisation=org, meter="predictions", quantity=-1)  # a correction line
+    billing.usage_record(organisation=org, meter="api_calls", quantity=1, enforce=False)
+    assert billing.period_used(organisation=org, meter="predictions") == _ledger_total(org) == 8.5
+    assert billing.period_used(organisation=org, meter="api_calls") == 1
+    assert billing.period_used(organisation=org, meter="predictions", period="1999-01") == 0
+
+
+def test_counter_backfill_rebuilds_totals_from_the_ledger(make_org):
+    import importlib
+
+    from django.apps import apps
+
+    from core.billing.models import UsageCounter
+
+    org, _ = make_org()
+    billing.usage_record(organisation=org, meter="predictions", quantity=4)
+    billing.usage_record(organisation=org, meter="training_jobs", quantity=1)
+    UsageCounter.all_tenants.filter(organisation=org).delete()
+    importlib.import_module("core.billing.migrations.0005_usage_counter").backfill(apps, None)
+    period = billing.period_bounds()[2]
+    assert {(c.meter, c.period, c.used) for c in UsageCounter.objects.for_org(org)} == {
+        ("predictions", period, 4),
+        ("training_jobs", period, 1),
+    }
