@@ -144,14 +144,24 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap-stale": {"task": "jobs.reap_stale", "schedule": 60.0, "options": {"queue": "default"}},
+    "registry-sweep-store": {
+        "task": "registry.sweep_store",
+        "schedule": 3600.0,
+        "options": {"queue": "default"},
+    },
 }
 
 # --- ML runtime --------------------------------------------------------------------------------
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
 ML_TRAIN_THREADS = env.int("ML_TRAIN_THREADS", default=2)
 ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
-ML_BASE_MODEL_PATH = env.str("ML_BASE_MODEL_PATH", default="") or None
+# None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.
+ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)
+# Online predictions: concurrent requests for one version are merged into forward passes of up to
+# ML_MICROBATCH_MAX texts, waiting at most ML_MICROBATCH_WAIT_MS for company (1 turns batching off).
+ML_MICROBATCH_MAX = env.int("ML_MICROBATCH_MAX", default=64)
+ML_MICROBATCH_WAIT_MS = env.float("ML_MICROBATCH_WAIT_MS", default=2.0)
 
 # --- API ---------------------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)

@@ -175,13 +175,18 @@ PredictorLoader = Callable[..., Predictor]
 
 
 class PredictorCache:
-    """Thread-safe LRU of loaded predictors keyed by (version, quantized); loads each key once."""
+    """Thread-safe LRU of loaded predictors keyed by (version, quantized); loads each key once.
+
+    :meth:`batcher` gives the key's :class:`MicroBatcher` (one per loaded predictor), so concurrent requests
+    for the same version share forward passes; evicting a version closes its batcher.
+    """
 
     def __init__(self, *, max_size: int = 4, loader: PredictorLoader = load_predictor) -> None:
         if max_size < 1:
             raise MLError("PredictorCache max_size must be at least 1.")
         self.max_size, self._loader = max_size, loader
         self._items: OrderedDict[tuple[str, bool], Predictor] = OrderedDict()
+        self._batchers: dict[tuple[str, bool], MicroBatcher] = {}
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, bool], threading.Lock] = {}
 
@@ -203,13 +208,41 @@ class PredictorCache:
             self._insert(key, predictor)
             return predictor
 
+    def batcher(
+        self,
+        *,
+        version: str,
+        directory: Path,
+        runtime: Runtime,
+        quantized: bool = False,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+    ) -> MicroBatcher:
+        """The micro-batcher in front of this version's predictor (created with the first request)."""
+        predictor = self.get(version=version, directory=directory, runtime=runtime, quantized=quantized)
+        key = (version, quantized)
+        stale = None
+        with self._lock:
+            current = self._batchers.get(key)
+            if current is None or current.predictor is not predictor:
+                stale = current
+                current = MicroBatcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
+                self._batchers[key] = current
+        if stale is not None:
+            stale.close()
+        return current
+
     def _insert(self, key: tuple[str, bool], predictor: Predictor) -> None:
         with self._lock:
             self._items[key] = predictor
             self._items.move_to_end(key)
+            evicted = []
             while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
+                evicted.append(self._items.popitem(last=False)[0])
             self._loading.pop(key, None)
+            closing = [self._batchers.pop(k) for k in evicted if k in self._batchers]
+        for batcher in closing:  # outside the lock: close() waits for the batcher's queued requests
+            batcher.close()
 
     def keys(self) -> list[tuple[str, bool]]:
         """Cached keys, least recently used first."""
@@ -218,8 +251,12 @@ class PredictorCache:
 
     def evict(self, version: str) -> None:
         with self._lock:
-            for key in [k for k in self._items if k[0] == version]:
+            doomed = [k for k in self._items if k[0] == version]
+            for key in doomed:
                 del self._items[key]
+            closing = [self._batchers.pop(k) for k in doomed if k in self._batchers]
+        for batcher in closing:
+            batcher.close()
 
 
 def _accuracy_and_f1(

@@ -88,6 +88,27 @@ def test_cache_loads_a_version_once_under_concurrency(runtime, tmp_path):
     assert all(r is results[0] for r in results)
 
 
+def test_cache_batcher_follows_the_loaded_predictor(runtime, tmp_path):
+    """One batcher per loaded version; evicting the version closes it, reloading makes a new one."""
+
+    def loader(*, directory, version, runtime, quantized):
+        return _RecordingPredictor()
+
+    cache = PredictorCache(max_size=1, loader=loader)
+    batcher = lambda v: cache.batcher(version=v, directory=tmp_path, runtime=runtime)  # noqa: E731
+    first = batcher("a")
+    assert batcher("a") is first
+    assert [p.label for p in first.predict(["x", "y"])] == ["x", "y"]
+    batcher("b")  # evicts "a": its batcher is closed
+    with pytest.raises(MLError, match="closed"):
+        first.predict(["x"])
+    again = batcher("a")
+    assert again is not first and again.predict(["z"])[0].label == "z"
+    cache.evict("a")
+    with pytest.raises(MLError, match="closed"):
+        again.predict(["x"])
+
+
 class _RecordingPredictor:
     """Echoes each text as its label and records the batch sizes it was called with."""
 

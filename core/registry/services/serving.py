@@ -16,18 +16,39 @@ _cache_lock = threading.Lock()
 _cache = None
 
 
-def predictor_for(*, version: ModelVersion):
+def _predictor_cache():
     global _cache
     from core.ml.serving import PredictorCache
 
     with _cache_lock:
         if _cache is None:
             _cache = PredictorCache(max_size=settings.ML_PREDICTOR_CACHE_SIZE)
-    return _cache.get(
-        version=f"{version.organisation_id}:{version.pk}",
-        directory=Path(version.artifact_path),
-        runtime=runtime(threads=settings.ML_SERVE_THREADS),
-        quantized=version.quantized,
+    return _cache
+
+
+def _cache_key(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "version": f"{version.organisation_id}:{version.pk}",
+        "directory": Path(version.artifact_path),
+        "runtime": runtime(threads=settings.ML_SERVE_THREADS),
+        "quantized": version.quantized,
+    }
+
+
+def predictor_for(*, version: ModelVersion):
+    """The loaded predictor of a version (whole files and evaluations: they batch by themselves)."""
+    return _predictor_cache().get(**_cache_key(version))
+
+
+def online_predictor_for(*, version: ModelVersion):
+    """What online requests call: the version's micro-batcher, so concurrent requests share forward passes
+    (the request threads of the ASGI server block on it), or the bare predictor when batching is off."""
+    if settings.ML_MICROBATCH_MAX <= 1:
+        return predictor_for(version=version)
+    return _predictor_cache().batcher(
+        **_cache_key(version),
+        max_batch=settings.ML_MICROBATCH_MAX,
+        max_wait_ms=settings.ML_MICROBATCH_WAIT_MS,
     )
 
 
@@ -74,7 +95,7 @@ def model_predict(
     check_texts(texts)
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
-    predictions = predictor_for(version=version).predict(texts)
+    predictions = online_predictor_for(version=version).predict(texts)
     billing.usage_record(
         organisation=organisation,
         meter=Meter.PREDICTIONS,
