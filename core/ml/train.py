@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 METHODS = ("head", "lora", "full")
 METRICS = ("macro_f1", "accuracy")
 DEFAULT_LEARNING_RATE = {"head": 0.0, "lora": 5e-4, "full": 5e-5}
-LORA_TARGETS = ("query", "key", "value", "dense")
+LORA_TARGETS = ("query", "key", "value", "q", "k", "v", "o", "dense")  # BERT and MPNet names
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,23 @@ def test_loaded_predictor_matches_in_memory_model(lora_artifact, lora_model, run
     texts = [t for t, _ in test_rows]
     predictor = load_predictor(directory=lora_artifact, version="v1", runtime=runtime)
     assert torch.allclose(predictor.predict_proba(texts), lora_model.predict_proba(texts), atol=1e-6)
+
+
+def test_sweep_removes_only_stale_unpublished_folders(tmp_path):
+    import time
+
+    from core.ml.artifact import sweep_temp_folders
+
+    task = tmp_path / "7" / "customer_service" / "intent"
+    published = task / "v1"
+    stale = task / ".v2.tmp-abc123"
+    fresh = task / ".v3.tmp-def456"  # a save in progress
+    for folder in (published, stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "weights.safetensors").write_bytes(b"x")
+    old = time.time() - 3 * 3600
+    for path in (stale, stale / "weights.safetensors", published, published / "weights.safetensors"):
+        os.utime(path, (old, old))
+    assert sweep_temp_folders(tmp_path, older_than_s=3600) == [stale]
+    assert not stale.exists() and fresh.exists() and published.exists()
+    assert sweep_temp_folders(tmp_path / "missing", older_than_s=3600) == []

@@ -290,3 +290,20 @@ def test_search_job_lists_every_trial_and_keeps_the_best(make_org, user_client):
     assert job.result["best_config"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="trials"' in page and page.count("<td>COMPLETE</td>") == 2
+
+
+def test_store_sweep_clears_a_killed_save(settings, tmp_path):
+    import os
+    import time
+
+    from core.registry.services import store_sweep
+
+    settings.MODEL_STORE = tmp_path
+    left = tmp_path / "3" / "finance_monitor" / "sentiment" / ".v4.tmp-x1"
+    left.mkdir(parents=True)
+    (left / "manifest.json").write_text("{}")
+    old = time.time() - 8 * 3600
+    os.utime(left / "manifest.json", (old, old))
+    os.utime(left, (old, old))
+    assert store_sweep() == [str(left)]
+    assert not left.exists()

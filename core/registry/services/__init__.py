@@ -5,7 +5,7 @@ pays, and which version serves. Callers import from here; the topic modules are:
 ``datasets``, ``training``, ``promotion``, ``serving`` (and ``common``).
 """
 
-from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime
+from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime, store_sweep
 from core.registry.services.datasets import dataset_rows, dataset_upload
 from core.registry.services.embedding import model_embed
 from core.registry.services.promotion import (
@@ -42,5 +42,6 @@ __all__ = [
     "predictor_for",
     "runtime",
     "servable_version",
+    "store_sweep",
     "train_job_handler",
 ]

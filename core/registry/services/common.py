@@ -13,7 +13,7 @@ def runtime(*, threads: int | None = None):
     from core.ml.runtime import Runtime
 
     return Runtime(
-        base_model_path=settings.ML_BASE_MODEL_PATH,
+        base_model_path=settings.ML_BASE_MODEL,
         device=settings.ML_DEVICE,
         threads=threads or settings.ML_TRAIN_THREADS,
     )
@@ -29,3 +29,16 @@ def active_version(organisation, app: str, task: str) -> ModelVersion | None:
         .filter(app=app, task=task, status=VersionStatus.ACTIVE)
         .first()
     )
+
+
+# Longer than the longest job (jobs.run's 6 h time limit), so a save in progress is never swept.
+STALE_TEMP_AFTER_S = 7 * 3600
+
+
+def store_sweep(*, older_than_s: float = STALE_TEMP_AFTER_S) -> list[str]:
+    """Remove half-written artifact folders that a killed worker left in the model store."""
+    from pathlib import Path
+
+    from core.ml.artifact import sweep_temp_folders
+
+    return [str(p) for p in sweep_temp_folders(Path(settings.MODEL_STORE), older_than_s=older_than_s)]
