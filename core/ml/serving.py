@@ -62,7 +62,10 @@ class Predictor:
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
-        self.max_length, self.batch_size = max_length, batch_size
+        # Dynamic int8 scales activations per forward pass (over every text and padding position in it), so a
+        # text's answer would depend on which texts share its batch. A quantized predictor runs each text alone:
+        # its answers do not depend on micro-batching or file order, and the gate measures exactly what serves.
+        self.max_length, self.batch_size = max_length, 1 if quantized else batch_size
         self.lexical, self.blend_weight = lexical, blend_weight
         self.traced = traced  # a TorchScript trace of ``model`` (CPU), or None to run the eager module
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
