@@ -1,8 +1,10 @@
 """HTTP serving benchmark: /api/models/{id}/predict under concurrent clients, micro-batched vs not.
 
-Starts the real ASGI app (uvicorn, one process) twice on the same database and model version: once with
-micro-batching (ML_MICROBATCH_MAX=64, ML_MICROBATCH_WAIT_MS=2) and once with it off (ML_MICROBATCH_MAX=1, the
-peer: each request runs its own forward pass). Each request is authenticated, rate-limited, quota-checked and
+Starts the real ASGI app (uvicorn, one process) once per configuration on the same database and model
+version: the version served in float32 without micro-batching (the peer: each request runs its own forward
+pass), in float32 micro-batched (ML_MICROBATCH_MAX=64) with no wait (requests that arrive while a forward pass
+runs join the next one) and with a 2 ms wait, and in int8 (what a version that passes the gate serves: each
+text alone, no batcher). Each request is authenticated, rate-limited, quota-checked and
 metered, as in production. Clients are threads with keep-alive connections, each sending single-text requests
 back to back; reports texts/s, p50/p99 latency and the accuracy of the returned labels for each concurrency.
 
@@ -40,7 +42,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--serve-threads", type=int, default=1)
-    parser.add_argument("--wait-ms", type=float, default=2.0)
     return parser.parse_args()
 
 
@@ -182,14 +183,22 @@ def main() -> None:
         "TRELLIS_VAR_DIR": store,
         "HF_HUB_OFFLINE": "1",
         "ML_SERVE_THREADS": str(args.serve_threads),
-        "ML_MICROBATCH_WAIT_MS": str(args.wait_ms),
     }
     version_id, secret = prepare(env)
     rows = read_rows("test_slice.csv")
     results = []
-    for name, max_batch in (("peer: no micro-batching", "1"), ("micro-batched", "64")):
+    from core.registry.models import ModelVersion
+
+    configs = [
+        ("peer: float32, no micro-batching", False, "1", "0"),
+        ("float32, micro-batched, no wait", False, "64", "0"),
+        ("float32, micro-batched, 2 ms wait", False, "64", "2"),
+        ("int8 (each text alone)", True, "64", "0"),
+    ]
+    for name, quantized, max_batch, wait_ms in configs:
+        ModelVersion.all_tenants.filter(pk=version_id).update(quantized=quantized)
         port = free_port()
-        server = start_server({**env, "ML_MICROBATCH_MAX": max_batch}, port)
+        server = start_server({**env, "ML_MICROBATCH_MAX": max_batch, "ML_MICROBATCH_WAIT_MS": wait_ms}, port)
         try:
             for concurrency in args.concurrency:
                 stats = load(port, secret, version_id, rows, concurrency, args.requests)

@@ -159,9 +159,10 @@ ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
 ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)
 # Online predictions: concurrent requests for one version are merged into forward passes of up to
-# ML_MICROBATCH_MAX texts, waiting at most ML_MICROBATCH_WAIT_MS for company (1 turns batching off).
+# ML_MICROBATCH_MAX texts (1 turns batching off); with no wait (the default) requests that arrive while a
+# forward pass runs join the next one, and ML_MICROBATCH_WAIT_MS > 0 holds a lone request back for company.
 ML_MICROBATCH_MAX = env.int("ML_MICROBATCH_MAX", default=64)
-ML_MICROBATCH_WAIT_MS = env.float("ML_MICROBATCH_WAIT_MS", default=2.0)
+ML_MICROBATCH_WAIT_MS = env.float("ML_MICROBATCH_WAIT_MS", default=0.0)
 
 # --- API ---------------------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)

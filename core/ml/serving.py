@@ -62,9 +62,10 @@ class Predictor:
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
-        # Dynamic int8 scales activations per forward pass (over every text and padding position in it), so a
-        # text's answer would depend on which texts share its batch. A quantized predictor runs each text alone:
-        # its answers do not depend on micro-batching or file order, and the gate measures exactly what serves.
+        # Dynamic int8 scales activations per forward pass (over every text and padding position in it),
+        # so a text's answer would depend on which texts share its batch. A quantized predictor runs each
+        # text alone: its answers do not depend on micro-batching or file order, and the gate measures
+        # exactly what serves.
         self.max_length, self.batch_size = max_length, 1 if quantized else batch_size
         self.lexical, self.blend_weight = lexical, blend_weight
         self.traced = traced  # a TorchScript trace of ``model`` (CPU), or None to run the eager module
@@ -219,7 +220,7 @@ class PredictorCache:
         runtime: Runtime,
         quantized: bool = False,
         max_batch: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
     ) -> MicroBatcher:
         """The micro-batcher in front of this version's predictor (created with the first request)."""
         predictor = self.get(version=version, directory=directory, runtime=runtime, quantized=quantized)

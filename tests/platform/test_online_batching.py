@@ -60,6 +60,8 @@ async def _predict(version_id: int, secret: str, text: str) -> tuple[int, dict]:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_are_micro_batched_and_metered_each(version, settings):
     model, secret = version
+    ModelVersion.all_tenants.filter(pk=model.pk).update(quantized=False)  # float: served micro-batched
+    model.refresh_from_db()
     settings.ML_MICROBATCH_MAX = 64
     settings.ML_MICROBATCH_WAIT_MS = 200  # generous, so the test does not depend on the machine's speed
     alone = serving.predictor_for(version=model).predict(TEXTS)  # the unbatched answer, same loaded model
@@ -81,7 +83,13 @@ def test_concurrent_requests_are_micro_batched_and_metered_each(version, setting
 
 
 @pytest.mark.django_db
-def test_batching_off_serves_with_the_bare_predictor(version, settings):
+def test_int8_versions_and_batching_off_serve_with_the_bare_predictor(version, settings):
     model, _ = version
+    settings.ML_MICROBATCH_MAX = 64
+    assert model.quantized  # the head model passed the int8 gate; int8 runs each text alone anyway
+    assert serving.online_predictor_for(version=model) is serving.predictor_for(version=model)
+    ModelVersion.all_tenants.filter(pk=model.pk).update(quantized=False)
+    model.refresh_from_db()
+    assert serving.online_predictor_for(version=model) is not serving.predictor_for(version=model)
     settings.ML_MICROBATCH_MAX = 1
     assert serving.online_predictor_for(version=model) is serving.predictor_for(version=model)

@@ -42,8 +42,12 @@ def predictor_for(*, version: ModelVersion):
 
 def online_predictor_for(*, version: ModelVersion):
     """What online requests call: the version's micro-batcher, so concurrent requests share forward passes
-    (the request threads of the ASGI server block on it), or the bare predictor when batching is off."""
-    if settings.ML_MICROBATCH_MAX <= 1:
+    (the request threads of the ASGI server block on it), or the bare predictor when batching is off.
+
+    Float versions (GPU hosts, or versions that failed the int8 gate) batch; int8 versions run each text
+    alone anyway (see ``Predictor``), so they skip the batcher and its wait.
+    """
+    if settings.ML_MICROBATCH_MAX <= 1 or version.quantized:
         return predictor_for(version=version)
     return _predictor_cache().batcher(
         **_cache_key(version),
