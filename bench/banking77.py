@@ -30,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/banking77"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--base-model", default=None, help="packaged name or folder; default MiniLM-L6")
     parser.add_argument("--finetune", default="none", choices=["none", "lora", "full"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -52,7 +54,7 @@ def main() -> None:
     from core.ml.train import TrainConfig, train_classifier
 
     torch.set_num_threads(args.threads)
-    runtime = Runtime(device="auto", threads=args.threads)
+    runtime = Runtime(base_model_path=args.base_model, device=args.device, threads=args.threads)
     train_all, test = read_rows(args.data / "train.csv"), read_rows(args.data / "test.csv")
     if args.limit:
         train_all, test = train_all[:: args.limit], test[:: args.limit]
