@@ -39,6 +39,8 @@ def parse_args() -> argparse.Namespace:
         "--base-model", default=None, help="packaged name (all-mpnet-base-v2) or folder; default MiniLM-L6"
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy"])
+    parser.add_argument("--no-class-weights", action="store_true", help="plain cross-entropy")
     parser.add_argument("--sets", nargs="+", default=["50Agree", "AllAgree"])
     return parser.parse_args()
 
@@ -70,13 +72,18 @@ def run_set(name: str, rows: list[tuple[str, str]], args: argparse.Namespace, bu
             epochs=args.epochs,
             learning_rate=args.lr,
             batch_size=args.batch_size,
+            metric=args.metric,
+            class_weights=not args.no_class_weights,
             label_smoothing=0.1,
             lexical=True,
             time_budget_s=budget_min * 60,
             progress_every=1000,
         )
         ft = train_classifier(config=config, train=fit, validation=val, runtime=runtime)
-        note = f", {ft.stats.epochs_completed:.2f} epochs ({ft.stats.stopped_reason}), lr {args.lr}"
+        note = (
+            f", {ft.stats.epochs_completed:.2f} epochs ({ft.stats.stopped_reason}), lr {args.lr}, "
+            f"metric {args.metric}, class weights {not args.no_class_weights}"
+        )
         out += [
             Row(r.name, r.accuracy, r.macro_f1, r.train_s, r.note + note)
             for r in member_rows(ft, f"{name} method={args.finetune}", texts, gold)[1:]
