@@ -64,14 +64,16 @@ class Migration(migrations.Migration):
 
 
 def backfill(apps, schema_editor):
-    """Counters for every (organisation, meter, month) already in the ledger."""
+    """Counters for every (organisation, meter, UTC month) already in the ledger."""
+    from datetime import UTC
+
     from django.db.models import Sum
     from django.db.models.functions import TruncMonth
 
     UsageEvent = apps.get_model("billing", "UsageEvent")
     UsageCounter = apps.get_model("billing", "UsageCounter")
     rows = (
-        UsageEvent._default_manager.annotate(month=TruncMonth("created_at"))
+        UsageEvent._default_manager.annotate(month=TruncMonth("created_at", tzinfo=UTC))
         .values("organisation_id", "meter", "month")
         .annotate(total=Sum("quantity"))
     )
