@@ -65,6 +65,13 @@ def _part_file(distribution: str, member: str, extra: str) -> Path:
     raise MLError(f"Distribution {distribution} has no {member}.")
 
 
+def check_available(name: str) -> None:
+    """Raise ``MLError`` unless every part of the packaged model ``name`` is installed (reads no weights)."""
+    model = SPLIT_MODELS[name]
+    for dist, member in model.parts:
+        _part_file(dist, member, model.extra)
+
+
 def _versions(model: SplitZipModel) -> str:
     return ",".join(f"{dist}=={metadata.version(dist)}" for dist, _ in model.parts)
 

