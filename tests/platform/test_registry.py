@@ -103,7 +103,31 @@ def test_training_settings_are_validated_before_queueing(make_org, user_client):
         format="json",
     )
     assert bad.status_code == 400 and "epochz" in bad.json()["error"]["message"]
+    bad = client.post(
+        "/api/models/train/",
+        {
+            "dataset": dataset["id"],
+            "app": "customer_service",
+            "task": "intent",
+            "config": {"method": "full", "metric": "recall", "class_weights": False},
+        },
+        format="json",
+    )
+    assert bad.status_code == 400 and "metric must be one of" in bad.json()["error"]["message"]
     assert TrainingJob.objects.for_org(org).count() == 0
+    # Training for accuracy (BENCHMARKS.md, PhraseBank) is a setting a tenant can choose.
+    good = client.post(
+        "/api/models/train/",
+        {
+            "dataset": dataset["id"],
+            "app": "customer_service",
+            "task": "intent",
+            "config": {"method": "full", "metric": "accuracy", "class_weights": False, "label_smoothing": 0},
+        },
+        format="json",
+    )
+    assert good.status_code == 201, good.content
+    assert TrainingJob.objects.for_org(org).get().params["config"]["metric"] == "accuracy"
 
 
 @pytest.mark.worker

@@ -34,6 +34,8 @@ TRAIN_KEYS = {
     "seed",
     "patience",
     "class_weights",
+    "metric",
+    "label_smoothing",
     "time_budget_s",
     "lexical",
 }
