@@ -41,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy"])
     parser.add_argument("--no-class-weights", action="store_true", help="plain cross-entropy")
+    parser.add_argument("--seed", type=int, default=13, help="training seed (the splits always use 0)")
     parser.add_argument("--sets", nargs="+", default=["50Agree", "AllAgree"])
     return parser.parse_args()
 
@@ -73,6 +74,7 @@ def run_set(name: str, rows: list[tuple[str, str]], args: argparse.Namespace, bu
             learning_rate=args.lr,
             batch_size=args.batch_size,
             metric=args.metric,
+            seed=args.seed,
             class_weights=not args.no_class_weights,
             label_smoothing=0.1,
             lexical=True,
