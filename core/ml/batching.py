@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from core.ml.errors import MLError
+from core.ml.errors import BatcherClosed, MLError
 from core.ml.predictions import Prediction, SupportsPredict
 
 
@@ -34,17 +34,19 @@ class MicroBatcher:
         self.batches_run = 0  # forward passes made, for metrics and tests
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
+        self._state = threading.Lock()  # no request can be queued behind the stop sentinel
         self._worker = threading.Thread(target=self._run, name="ml-microbatcher", daemon=True)
         self._worker.start()
 
     def predict(self, texts: Sequence[str], timeout: float | None = None) -> list[Prediction]:
         """Predictions for ``texts``, computed together with whatever other threads asked for meanwhile."""
-        if self._closed:
-            raise MLError("The micro-batcher is closed.")
         if not texts:
             return []
         request = _Request(list(texts))
-        self._queue.put(request)
+        with self._state:
+            if self._closed:
+                raise BatcherClosed("The micro-batcher is closed.")
+            self._queue.put(request)
         return request.future.result(timeout=timeout)
 
     def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
@@ -86,11 +88,13 @@ class MicroBatcher:
             start += len(request.texts)
 
     def close(self) -> None:
-        """Finish queued requests, then stop the worker."""
-        if not self._closed:
+        """Finish queued requests, then stop the worker; later calls raise :class:`BatcherClosed`."""
+        with self._state:
+            if self._closed:
+                return
             self._closed = True
             self._queue.put(None)
-            self._worker.join()
+        self._worker.join()
 
     def __enter__(self) -> MicroBatcher:
         return self

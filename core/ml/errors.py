@@ -21,3 +21,7 @@ class ArtifactError(MLError):
 
 class UnknownLabelError(MLError):
     """A label was given that the model was not trained on."""
+
+
+class BatcherClosed(MLError):
+    """A micro-batcher was asked for predictions after ``close()`` (its version was evicted)."""

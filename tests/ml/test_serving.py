@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -138,6 +139,39 @@ def test_microbatcher_returns_each_caller_its_own_results():
     assert sum(inner.batch_sizes) == 32
     assert len(inner.batch_sizes) < 16  # requests were actually merged
     assert batcher.batches_run == len(inner.batch_sizes)
+
+
+def test_microbatcher_close_never_strands_a_caller(monkeypatch):
+    """A caller that passed the closed-check while close() runs is still answered (or refused), never lost.
+
+    Its queue put is slowed down so that close() happens in between: a request queued behind the stop
+    sentinel would wait forever.
+    """
+    import queue
+    import types
+
+    import core.ml.batching as batching
+    from core.ml.errors import BatcherClosed
+
+    entered = threading.Event()
+
+    class SlowQueue(queue.Queue):
+        def put(self, item, *args, **kwargs):
+            if item is not None:
+                entered.set()
+                time.sleep(0.3)
+            super().put(item, *args, **kwargs)
+
+    monkeypatch.setattr(batching, "queue", types.SimpleNamespace(Queue=SlowQueue, Empty=queue.Empty))
+    inner = _RecordingPredictor()
+    batcher = MicroBatcher(inner, max_batch=4, max_wait_ms=1)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(batcher.predict, ["t"], 5)
+        assert entered.wait(5)
+        batcher.close()  # while the caller is inside put()
+        assert [p.label for p in pending.result(timeout=10)] == ["t"]  # a stranded request times out instead
+    with pytest.raises(BatcherClosed):
+        batcher.predict(["late"])
 
 
 def test_microbatcher_with_a_real_predictor_and_errors(predictor, test_rows):

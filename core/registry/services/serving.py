@@ -9,6 +9,7 @@ from django.conf import settings
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ml.errors import BatcherClosed
 from core.registry.models import ModelVersion
 from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, active_version, runtime
 
@@ -99,7 +100,10 @@ def model_predict(
     check_texts(texts)
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
-    predictions = online_predictor_for(version=version).predict(texts)
+    try:
+        predictions = online_predictor_for(version=version).predict(texts)
+    except BatcherClosed:  # the version was evicted from this process between lookup and call
+        predictions = predictor_for(version=version).predict(texts)
     billing.usage_record(
         organisation=organisation,
         meter=Meter.PREDICTIONS,
