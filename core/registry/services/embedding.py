@@ -11,8 +11,6 @@ from typing import Any
 
 from django.conf import settings
 
-from core.billing import services as billing
-from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput
 from core.ml.errors import MLError
 from core.registry.models import ModelVersion
@@ -126,22 +124,19 @@ def model_embed(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Unit-length vectors for ``texts`` from an embedding version, metered per text like predictions."""
-    from core.registry.services.serving import check_texts, servable_version
+    from core.registry.services.serving import check_texts, metered_inference, servable_version
 
     check_texts(texts)
     version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
     if not is_embedding(version):
         raise Conflict("This is a classification model: use /predict.")
-    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
-    vectors = embedder_for(version=version).embed(texts)
-    billing.usage_record(
+    vectors = metered_inference(
         organisation=organisation,
-        meter=Meter.PREDICTIONS,
-        quantity=len(texts),
+        version=version,
+        texts=texts,
+        run=lambda texts: embedder_for(version=version).embed(texts),  # loaded only once the quota allows
         api_key=api_key,
         idempotency_key=idempotency_key,
-        enforce=False,
-        metadata={"model_version": version.pk},
     )
     return {
         "model_version": version.pk,

@@ -86,6 +86,24 @@ def check_texts(texts: list[str]) -> None:
         raise InvalidInput("Every text must be a non-empty string.", details={"field": "texts"})
 
 
+def metered_inference(
+    *, organisation, version: ModelVersion, texts: list[str], run, api_key, idempotency_key
+):
+    """``run(texts)`` under the predictions quota, then one ledger line per call (quantity: the texts)."""
+    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
+    result = run(texts)
+    billing.usage_record(
+        organisation=organisation,
+        meter=Meter.PREDICTIONS,
+        quantity=len(texts),
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        enforce=False,
+        metadata={"model_version": version.pk},
+    )
+    return result
+
+
 def model_predict(
     *,
     organisation,
@@ -99,19 +117,20 @@ def model_predict(
     """Predict with a version (or the active one for app/task), metered per text."""
     check_texts(texts)
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
-    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
-    try:
-        predictions = online_predictor_for(version=version).predict(texts)
-    except BatcherClosed:  # the version was evicted from this process between lookup and call
-        predictions = predictor_for(version=version).predict(texts)
-    billing.usage_record(
+
+    def run(texts: list[str]):
+        try:
+            return online_predictor_for(version=version).predict(texts)
+        except BatcherClosed:  # the version was evicted from this process between lookup and call
+            return predictor_for(version=version).predict(texts)
+
+    predictions = metered_inference(
         organisation=organisation,
-        meter=Meter.PREDICTIONS,
-        quantity=len(texts),
+        version=version,
+        texts=texts,
+        run=run,
         api_key=api_key,
         idempotency_key=idempotency_key,
-        enforce=False,
-        metadata={"model_version": version.pk},
     )
     return {
         "model_version": version.pk,
