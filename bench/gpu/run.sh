@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the device machine (after bench/gpu/prepare.sh here; carry [".gpu"]): BANKING77 training on the GPU, the
-# default fast model (head + TF-IDF) and a 2-epoch full fine-tune, each beside the TF-IDF peer. Results in $OUT.
+# default fast model (head + TF-IDF), a 2-epoch and a 4-epoch full fine-tune, each beside the TF-IDF peer. Results in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}
@@ -29,3 +29,5 @@ PYEOF
   --out "$OUT/head.json" 2>&1 | tee "$OUT/head.log"
 "$PY" bench/banking77.py --device "$DEVICE" --threads 8 --data .gpu/banking77 --base-model /tmp/minilm $EXTRA \
   --skip-head --finetune full --epochs 2 --lr 1e-4 --budget-min 6 --out "$OUT/full.json" 2>&1 | tee "$OUT/full.log"
+"$PY" bench/banking77.py --device "$DEVICE" --threads 8 --data .gpu/banking77 --base-model /tmp/minilm $EXTRA \
+  --skip-head --finetune full --epochs 4 --lr 1e-4 --budget-min 4 --out "$OUT/full4.json" 2>&1 | tee "$OUT/full4.log"
