@@ -177,6 +177,49 @@ class LoadedEmbedder:
         return _embed_all(self.encoder, self.tokenizer, list(texts), max_length, self.device)
 
 
+@dataclass
+class BaseEmbedder:
+    """The base encoder itself, untrained: mean-pooled, unit-norm sentence vectors.
+
+    What retrieval uses before a tenant has trained an embedding model (all-MiniLM-L6-v2 was trained for
+    exactly this). ``identity`` names the encoder and its weight hash, so stored vectors can tell when
+    they were made by another model.
+    """
+
+    encoder: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    identity: dict[str, str]
+    device: str
+    max_length: int = 256
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return _embed_all(self.encoder, self.tokenizer, list(texts), self.max_length, self.device)
+
+
+def load_base_embedder(*, runtime: Runtime, max_length: int = 256) -> BaseEmbedder:
+    from core.ml.runtime import (
+        apply_threads,
+        base_model_identity,
+        base_model_path,
+        load_encoder,
+        load_tokenizer,
+        resolve_device,
+    )
+
+    apply_threads(runtime)
+    folder = base_model_path(runtime.base_model_path)
+    encoder = load_encoder(folder)
+    device = resolve_device(runtime)
+    encoder.requires_grad_(False)
+    encoder.to(device).eval()
+    identity = base_model_identity(runtime.base_model_path)
+    return BaseEmbedder(encoder, load_tokenizer(folder), identity, device, max_length)
+
+
 class SupportsEmbed(Protocol):
     """Anything with ``embed(texts) -> (N, dim)`` unit-norm rows (trained or loaded embedders)."""
 

@@ -7,7 +7,7 @@ pays, and which version serves. Callers import from here; the topic modules are:
 
 from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime, store_sweep
 from core.registry.services.datasets import dataset_rows, dataset_upload
-from core.registry.services.embedding import model_embed
+from core.registry.services.embedding import model_embed, text_embedder
 from core.registry.services.promotion import (
     model_archive,
     model_promote,
@@ -34,6 +34,7 @@ __all__ = [
     "dataset_upload",
     "model_archive",
     "model_embed",
+    "text_embedder",
     "model_predict",
     "model_promote",
     "model_promote_if_better",

@@ -144,3 +144,33 @@ def model_embed(
         "dim": int(vectors.shape[1]),
         "embeddings": vectors.round(6).tolist(),
     }
+
+
+_base_lock = threading.Lock()
+_base: dict[str, Any] = {}
+
+
+def base_embedder():
+    """The base encoder as an embedder, loaded once per process (serving threads)."""
+    from core.ml.retrieval import load_base_embedder
+
+    with _base_lock:
+        if "embedder" not in _base:
+            _base["embedder"] = load_base_embedder(runtime=runtime(threads=settings.ML_SERVE_THREADS))
+        return _base["embedder"]
+
+
+def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
+    """The embedder an app's retrieval uses, and a reference naming it (stored beside vectors).
+
+    The organisation's active embedding version for ``app``/``task`` when it has one (fine-tuned on its
+    pairs), else the base encoder. Vectors made under another reference are stale and must be rebuilt.
+    Not metered: callers meter the user-facing action (an answer, a stored document).
+    """
+    from core.registry.services.common import active_version
+
+    version = active_version(organisation, app, task)
+    if version is not None and is_embedding(version):
+        return embedder_for(version=version), f"version:{version.pk}"
+    embedder = base_embedder()
+    return embedder, f"base:{embedder.identity['sha256'][:16]}"

@@ -1,0 +1,50 @@
+"""Tenant-scoped reads for the support chatbot."""
+
+from django.db.models import QuerySet
+
+from customer_service.models import AnswerTemplate, Article, Conversation, ConversationStatus, Message
+
+OPEN_STATUSES = (ConversationStatus.BOT, ConversationStatus.WAITING, ConversationStatus.OPERATOR)
+
+
+def template_list(*, organisation) -> QuerySet[AnswerTemplate]:
+    return AnswerTemplate.objects.for_org(organisation).order_by("intent")
+
+
+def template_get(*, organisation, template_id: int) -> AnswerTemplate | None:
+    return AnswerTemplate.objects.for_org(organisation).filter(pk=template_id).first()
+
+
+def article_list(*, organisation) -> QuerySet[Article]:
+    return Article.objects.for_org(organisation).order_by("title")
+
+
+def article_get(*, organisation, article_id: int) -> Article | None:
+    return Article.objects.for_org(organisation).filter(pk=article_id).first()
+
+
+def conversation_list(*, organisation, status: str | None = None) -> QuerySet[Conversation]:
+    qs = Conversation.objects.for_org(organisation).select_related("assigned_to")
+    if status == "open":
+        return qs.filter(status__in=OPEN_STATUSES)
+    if status:
+        return qs.filter(status=status)
+    return qs
+
+
+def conversation_get(*, organisation, conversation_id: int) -> Conversation | None:
+    return (
+        Conversation.objects.for_org(organisation)
+        .select_related("assigned_to")
+        .filter(pk=conversation_id)
+        .first()
+    )
+
+
+def message_list(*, conversation: Conversation) -> QuerySet[Message]:
+    return (
+        Message.objects.for_org(conversation.organisation)
+        .filter(conversation=conversation)
+        .select_related("author", "conversation")
+        .order_by("created_at", "id")
+    )

@@ -1,0 +1,635 @@
+"""The support chatbot's writes and rules: settings, templates, knowledge base, conversations, answers.
+
+How the bot answers a visitor's message (``bot_answer``):
+1. an explicit request for a person, or an intent listed in ``handoff_intents`` -> hand-off;
+2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction
+   (>= ``intent_threshold``) of an intent with an active answer template -> that template;
+3. otherwise the knowledge base: the closest article passage by cosine (>= ``retrieval_threshold``);
+4. otherwise hand-off to an operator (the conversation waits in the live inbox).
+Each answered visitor message is one metered prediction; over the quota, the bot hands off instead of
+answering, and the visitor's message is kept either way.
+"""
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from core.billing import services as billing
+from core.billing.models import Meter
+from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from core.realtime import broadcast, org_group
+from core.registry import services as registry
+from core.registry.services.common import active_version
+from customer_service.models import (
+    AnswerSource,
+    AnswerTemplate,
+    Article,
+    ArticleChunk,
+    BotSettings,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Sender,
+)
+
+APP = "customer_service"
+INTENT_TASK = "intent"
+RETRIEVAL_TASK = "retrieval"
+MAX_MESSAGE_CHARS = 2000
+MAX_TEMPLATE_CHARS = 4000
+MAX_ARTICLE_CHARS = 100_000
+CHUNK_WORDS = 120
+HUMAN_REQUEST = re.compile(
+    r"\b(?:human|real person|live (?:agent|person)|representative"
+    r"|(?:talk|speak|chat) (?:to|with) (?:a |an )?(?:person|human|agent|operator|someone|somebody))\b",
+    re.IGNORECASE,
+)
+DEFAULT_HANDOFF_INTENTS = ["contact_human_agent"]
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+def bot_settings_for(*, organisation) -> BotSettings:
+    bot = BotSettings.objects.for_org(organisation).first()
+    if bot is None:
+        bot, _ = BotSettings.all_tenants.get_or_create(organisation=organisation)
+    return bot
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise InvalidInput(
+            f"'{value}' is not an origin: give scheme and host, e.g. https://shop.example.com.",
+            details={"field": "allowed_origins"},
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def bot_settings_update(*, organisation, **fields: Any) -> BotSettings:
+    bot = bot_settings_for(organisation=organisation)
+    for name in ("intent_threshold", "retrieval_threshold"):
+        if name in fields:
+            value = fields[name]
+            if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+                raise InvalidInput(f"{name} must be a number between 0 and 1.", details={"field": name})
+            setattr(bot, name, float(value))
+    for name, limit in (("greeting", 500), ("handoff_message", 500), ("bot_name", 60)):
+        if name in fields:
+            value = str(fields[name]).strip()
+            if not value or len(value) > limit:
+                raise InvalidInput(f"{name} must be 1 to {limit} characters.", details={"field": name})
+            setattr(bot, name, value)
+    if "allowed_origins" in fields:
+        origins = fields["allowed_origins"]
+        if not isinstance(origins, list):
+            raise InvalidInput(
+                "allowed_origins must be a list of origins.", details={"field": "allowed_origins"}
+            )
+        bot.allowed_origins = sorted({_origin(str(o)) for o in origins})
+    bot.save()
+    return bot
+
+
+def widget_key_rotate(*, organisation) -> BotSettings:
+    from customer_service.models import new_widget_key
+
+    bot = bot_settings_for(organisation=organisation)
+    bot.widget_key = new_widget_key()
+    bot.save(update_fields=["widget_key", "updated_at"])
+    return bot
+
+
+def bot_for_widget(*, widget_key: str, origin: str | None) -> BotSettings:
+    """The bot a widget key names, if the page's origin may use it."""
+    bot = BotSettings.all_tenants.select_related("organisation").filter(widget_key=widget_key).first()
+    if bot is None:
+        raise NotFound("Unknown widget key.")
+    if bot.allowed_origins:
+        try:
+            allowed = origin is not None and _origin(origin) in bot.allowed_origins
+        except InvalidInput:
+            allowed = False
+        if not allowed:
+            raise InvalidInput("This site may not use this chat widget.", details={"origin": origin})
+    return bot
+
+
+# --- answer templates -------------------------------------------------------------------------------
+
+
+def _intent_name(intent: str) -> str:
+    intent = (intent or "").strip()
+    if not intent or len(intent) > 100:
+        raise InvalidInput("The intent must be 1 to 100 characters.", details={"field": "intent"})
+    return intent
+
+
+def template_save(*, organisation, intent: str, body: str, active: bool = True) -> AnswerTemplate:
+    """Create or replace the answer for an intent."""
+    intent = _intent_name(intent)
+    body = (body or "").strip()
+    if not body or len(body) > MAX_TEMPLATE_CHARS:
+        raise InvalidInput(
+            f"The answer must be 1 to {MAX_TEMPLATE_CHARS} characters.", details={"field": "body"}
+        )
+    template, _ = AnswerTemplate.all_tenants.update_or_create(
+        organisation=organisation, intent=intent, defaults={"body": body, "active": bool(active)}
+    )
+    return template
+
+
+def template_delete(*, organisation, template_id: int) -> None:
+    deleted, _ = AnswerTemplate.objects.for_org(organisation).filter(pk=template_id).delete()
+    if not deleted:
+        raise NotFound("No such answer template.")
+
+
+# --- knowledge base ---------------------------------------------------------------------------------
+
+
+def chunk_text(text: str, *, words: int = CHUNK_WORDS) -> list[str]:
+    """Passages of about ``words`` words: whole paragraphs where they fit, long ones split on sentences."""
+    pieces: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        paragraph = " ".join(paragraph.split())
+        if not paragraph:
+            continue
+        if len(paragraph.split()) <= words:
+            pieces.append(paragraph)
+            continue
+        current: list[str] = []
+        for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+            if current and len(" ".join(current + [sentence]).split()) > words:
+                pieces.append(" ".join(current))
+                current = []
+            current.append(sentence)
+        if current:
+            pieces.append(" ".join(current))
+    chunks: list[str] = []
+    for piece in pieces:  # merge short neighbours so a passage carries enough context
+        if chunks and len((chunks[-1] + " " + piece).split()) <= words:
+            chunks[-1] = chunks[-1] + "\n\n" + piece
+        else:
+            chunks.append(piece)
+    return chunks
+
+
+def _embed(organisation, texts: list[str]) -> tuple[np.ndarray, str]:
+    embedder, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
+    return np.asarray(embedder.embed(texts), dtype=np.float32), reference
+
+
+def _index_article(article: Article) -> None:
+    ArticleChunk.all_tenants.filter(article=article).delete()
+    passages = chunk_text(f"{article.title}\n\n{article.body}")
+    vectors, reference = _embed(article.organisation, passages)
+    ArticleChunk.all_tenants.bulk_create(
+        ArticleChunk(
+            organisation=article.organisation,
+            article=article,
+            position=i,
+            text=passage,
+            vector=vector.tobytes(),
+            embedder=reference,
+        )
+        for i, (passage, vector) in enumerate(zip(passages, vectors, strict=True))
+    )
+
+
+def article_save(
+    *,
+    organisation,
+    title: str,
+    body: str,
+    url: str = "",
+    published: bool = True,
+    article_id: int | None = None,
+) -> Article:
+    """Create or update an article and (re)index its passages, all or nothing."""
+    title, body = (title or "").strip(), (body or "").strip()
+    if not title or len(title) > 200:
+        raise InvalidInput("The title must be 1 to 200 characters.", details={"field": "title"})
+    if not body or len(body) > MAX_ARTICLE_CHARS:
+        raise InvalidInput(
+            f"The body must be 1 to {MAX_ARTICLE_CHARS} characters.", details={"field": "body"}
+        )
+    if article_id is None:
+        billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=1)
+    with transaction.atomic():
+        if article_id is None:
+            article = Article.all_tenants.create(
+                organisation=organisation, title=title, body=body, url=url, published=published
+            )
+        else:
+            article = Article.objects.for_org(organisation).select_for_update().filter(pk=article_id).first()
+            if article is None:
+                raise NotFound("No such article.")
+            article.title, article.body, article.url, article.published = title, body, url, published
+            article.save()
+        _index_article(article)
+    return article
+
+
+def article_delete(*, organisation, article_id: int) -> None:
+    deleted, _ = Article.objects.for_org(organisation).filter(pk=article_id).delete()
+    if not deleted:
+        raise NotFound("No such article.")
+
+
+def kb_reindex(*, organisation) -> int:
+    """Re-embed every article whose passages were made by another model; returns how many."""
+    _, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
+    stale = (
+        Article.objects.for_org(organisation)
+        .filter(chunks__isnull=False)
+        .exclude(chunks__embedder=reference)
+        .distinct()
+    )
+    count = 0
+    for article in stale:
+        with transaction.atomic():
+            _index_article(article)
+        count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Hit:
+    article_id: int
+    title: str
+    url: str
+    passage: str
+    score: float
+
+
+def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
+    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
+    query_vector, reference = _embed(organisation, [query])
+    rows = list(
+        ArticleChunk.objects.for_org(organisation)
+        .filter(article__published=True)
+        .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
+    )
+    if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
+        kb_reindex(organisation=organisation)
+        return kb_search(organisation=organisation, query=query, k=k)
+    if not rows:
+        return []
+    matrix = np.stack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
+    scores = matrix @ query_vector[0]
+    hits: list[Hit] = []
+    seen: set[int] = set()
+    for index in np.argsort(-scores):
+        article_id, text, _v, _e, title, url = rows[int(index)]
+        if article_id in seen:
+            continue
+        seen.add(article_id)
+        hits.append(Hit(article_id, title, url, text, float(scores[int(index)])))
+        if len(hits) == k:
+            break
+    return hits
+
+
+# --- conversations ----------------------------------------------------------------------------------
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "conversation": str(message.conversation.public_id),
+        "sender": message.sender,
+        "author": (message.author.get_full_name() or message.author.email) if message.author else "",
+        "text": message.text,
+        "source": message.source,
+        "intent": message.intent,
+        "confidence": message.confidence,
+        "article": message.article_id,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def conversation_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.pk,
+        "public_id": str(conversation.public_id),
+        "status": conversation.status,
+        "assigned_to": conversation.assigned_to.email if conversation.assigned_to else None,
+        "handoff_reason": conversation.handoff_reason,
+        "rating": conversation.rating,
+        "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
+    }
+
+
+def conversation_group(conversation: Conversation) -> str:
+    return f"cs-conversation-{conversation.public_id}"
+
+
+def _announce(conversation: Conversation, message: Message | None = None) -> None:
+    """Push to the operators' inbox and to the visitor's widget (after commit; the rows are the truth)."""
+    inbox = org_group(conversation.organisation_id, "inbox")
+    broadcast(group=inbox, event_type="cs.conversation", payload=conversation_payload(conversation))
+    if message is not None:
+        payload = message_payload(message)
+        broadcast(group=inbox, event_type="cs.message", payload=payload)
+        broadcast(group=conversation_group(conversation), event_type="cs.message", payload=payload)
+    else:
+        broadcast(
+            group=conversation_group(conversation),
+            event_type="cs.status",
+            payload={"status": conversation.status},
+        )
+
+
+def _add_message(conversation: Conversation, **fields: Any) -> Message:
+    message = Message.all_tenants.create(
+        organisation_id=conversation.organisation_id, conversation=conversation, **fields
+    )
+    conversation.last_message_at = message.created_at
+    conversation.save(update_fields=["last_message_at", "updated_at"])
+    return message
+
+
+def conversation_start(*, bot: BotSettings, origin: str = "") -> tuple[Conversation, str, Message]:
+    """A new chat for the widget: returns it, the visitor's resume token (shown once) and the greeting."""
+    token = secrets.token_urlsafe(24)
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.create(
+            organisation=bot.organisation, token_hash=_hash(token), origin=(origin or "")[:200]
+        )
+        greeting = _add_message(
+            conversation, sender=Sender.BOT, text=bot.greeting, source=AnswerSource.GREETING
+        )
+    return conversation, token, greeting
+
+
+def conversation_resume(*, bot: BotSettings, public_id: str, token: str) -> Conversation:
+    conversation = (
+        Conversation.objects.for_org(bot.organisation).filter(public_id=public_id).first()
+        if _is_uuid(public_id)
+        else None
+    )
+    if conversation is None or not secrets.compare_digest(conversation.token_hash, _hash(token or "")):
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("The message is empty.", details={"field": "text"})
+    text = text.strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"The message is too long (at most {MAX_MESSAGE_CHARS} characters).", details={"field": "text"}
+        )
+    return text
+
+
+def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
+    """Store the visitor's message; the bot answers it while the conversation is the bot's."""
+    text = _clean_text(text)
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed. Start a new one.")
+        message = _add_message(conversation, sender=Sender.VISITOR, text=text)
+        _announce(conversation, message)
+    if conversation.status != ConversationStatus.BOT:
+        return [message]  # a person has it (or is about to): the bot stays quiet
+    return [message, *bot_answer(conversation=conversation, message=message)]
+
+
+@dataclass(frozen=True)
+class Decision:
+    source: str
+    text: str
+    reason: str = ""
+    intent: str = ""
+    confidence: float | None = None
+    article_id: int | None = None
+    model_version_id: int | None = None
+
+
+def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
+    """What the bot would answer to ``text`` (no writes, not metered): the rule in the module docstring."""
+    if HUMAN_REQUEST.search(text):
+        return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason="The visitor asked for a person.")
+    intent, confidence, version_id = "", None, None
+    version = active_version(organisation, APP, INTENT_TASK)
+    if version is not None and version.labels:
+        prediction = registry.predictor_for(version=version).predict([text])[0]
+        intent, confidence, version_id = (
+            prediction.label,
+            float(prediction.probabilities[prediction.label]),
+            version.pk,
+        )
+        if intent in DEFAULT_HANDOFF_INTENTS and confidence >= bot.intent_threshold:
+            return Decision(
+                AnswerSource.HANDOFF,
+                bot.handoff_message,
+                "The visitor asked for a person.",
+                intent,
+                confidence,
+                model_version_id=version_id,
+            )
+        template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
+        if template is not None and confidence >= bot.intent_threshold:
+            return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
+    hits = kb_search(organisation=organisation, query=text, k=1)
+    if hits and hits[0].score >= bot.retrieval_threshold:
+        hit = hits[0]
+        answer = f"{hit.passage}\n\n(From: {hit.title}{' - ' + hit.url if hit.url else ''})"
+        return Decision(AnswerSource.ARTICLE, answer, "", intent, confidence, hit.article_id, version_id)
+    if version is None:
+        reason = "No intent model is active and no article matches."
+    elif confidence is not None and confidence < bot.intent_threshold:
+        reason = f"Not sure: '{intent}' at {confidence:.2f} (threshold {bot.intent_threshold:.2f})."
+    else:
+        reason = f"No answer template for '{intent}' and no article matches."
+    return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason, intent, confidence, None, version_id)
+
+
+def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]:
+    """Answer one visitor message (metered as one prediction) or hand the conversation to a person."""
+    organisation = conversation.organisation
+    bot = bot_settings_for(organisation=organisation)
+    try:
+        billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=1)
+    except QuotaExceeded:
+        decision = Decision(
+            AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
+        )
+    else:
+        decision = decide(organisation=organisation, bot=bot, text=message.text)
+        billing.usage_record(
+            organisation=organisation,
+            meter=Meter.PREDICTIONS,
+            quantity=1,
+            enforce=False,
+            metadata={"app": APP, "conversation": conversation.pk, "source": decision.source},
+        )
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if decision.intent:
+            Message.all_tenants.filter(pk=message.pk).update(
+                intent=decision.intent, confidence=decision.confidence
+            )
+        if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
+            return []
+        reply = _add_message(
+            conversation,
+            sender=Sender.BOT if decision.source != AnswerSource.HANDOFF else Sender.SYSTEM,
+            text=decision.text,
+            source=decision.source,
+            intent=decision.intent,
+            confidence=decision.confidence,
+            article_id=decision.article_id,
+            model_version_id=decision.model_version_id,
+        )
+        if decision.source == AnswerSource.HANDOFF:
+            conversation.status = ConversationStatus.WAITING
+            conversation.handoff_reason = decision.reason[:200]
+            conversation.save(update_fields=["status", "handoff_reason", "updated_at"])
+        _announce(conversation, reply)
+    return [reply]
+
+
+def _operated(organisation, conversation_id: int) -> Conversation:
+    conversation = (
+        Conversation.objects.for_org(organisation).select_for_update().filter(pk=conversation_id).first()
+    )
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def conversation_take_over(*, organisation, conversation_id: int, user) -> Conversation:
+    """An operator takes the conversation: the bot stops answering. Refused if another operator has it."""
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed.")
+        if conversation.status == ConversationStatus.OPERATOR and conversation.assigned_to_id not in (
+            None,
+            user.pk,
+        ):
+            raise Conflict(f"{conversation.assigned_to.email} is already handling this conversation.")
+        conversation.status, conversation.assigned_to = ConversationStatus.OPERATOR, user
+        conversation.save(update_fields=["status", "assigned_to", "updated_at"])
+        name = user.get_full_name() or user.email
+        message = _add_message(conversation, sender=Sender.SYSTEM, text=f"{name} joined the conversation.")
+        _announce(conversation, message)
+    return conversation
+
+
+def operator_message(*, organisation, conversation_id: int, user, text: Any) -> Message:
+    text = _clean_text(text)
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed.")
+        if conversation.status != ConversationStatus.OPERATOR or conversation.assigned_to_id != user.pk:
+            raise Conflict("Take the conversation over before replying.")
+        message = _add_message(
+            conversation, sender=Sender.OPERATOR, author=user, text=text, source=AnswerSource.OPERATOR
+        )
+        _announce(conversation, message)
+    return message
+
+
+def conversation_hand_back(*, organisation, conversation_id: int, user) -> Conversation:
+    """Give the conversation back to the bot."""
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed.")
+        conversation.status, conversation.assigned_to, conversation.handoff_reason = (
+            ConversationStatus.BOT,
+            None,
+            "",
+        )
+        conversation.save(update_fields=["status", "assigned_to", "handoff_reason", "updated_at"])
+        message = _add_message(conversation, sender=Sender.SYSTEM, text="The assistant is back with you.")
+        _announce(conversation, message)
+    return conversation
+
+
+def conversation_close(*, conversation: Conversation, by: str) -> Conversation:
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if conversation.status == ConversationStatus.CLOSED:
+            return conversation
+        conversation.status, conversation.closed_at = ConversationStatus.CLOSED, timezone.now()
+        conversation.save(update_fields=["status", "closed_at", "updated_at"])
+        message = _add_message(
+            conversation, sender=Sender.SYSTEM, text=f"The conversation was closed by {by}."
+        )
+        _announce(conversation, message)
+    return conversation
+
+
+def conversation_close_by_operator(*, organisation, conversation_id: int, user) -> Conversation:
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+    return conversation_close(conversation=conversation, by=user.get_full_name() or user.email)
+
+
+def conversation_rate(*, conversation: Conversation, rating: Any) -> Conversation:
+    if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+        raise InvalidInput("The rating must be a whole number from 1 to 5.", details={"field": "rating"})
+    Conversation.all_tenants.filter(pk=conversation.pk).update(rating=rating, updated_at=timezone.now())
+    conversation.rating = rating
+    return conversation
+
+
+def message_correct_intent(*, organisation, message_id: int, intent: str) -> Message:
+    """An operator's correction of the intent of a visitor message: kept as training data."""
+    intent = _intent_name(intent)
+    message = Message.objects.for_org(organisation).filter(pk=message_id, sender=Sender.VISITOR).first()
+    if message is None:
+        raise NotFound("No such visitor message.")
+    version = active_version(organisation, APP, INTENT_TASK)
+    if version is not None and version.labels and intent not in version.labels:
+        raise InvalidInput(f"'{intent}' is not an intent of the active model.", details={"field": "intent"})
+    message.corrected_intent = intent
+    message.save(update_fields=["corrected_intent", "updated_at"])
+    return message
+
+
+def corrections_csv(*, organisation) -> bytes:
+    """Operator-corrected visitor messages as a ``text,label`` dataset, ready to upload for training."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    for text, label in (
+        Message.objects.for_org(organisation)
+        .exclude(corrected_intent="")
+        .values_list("text", "corrected_intent")
+    ):
+        writer.writerow([text, label])
+    return out.getvalue().encode()

@@ -1,0 +1,294 @@
+"""The chatbot's answer rule, hand-off and operator takeover, on a real intent model and the base encoder."""
+
+import pytest
+
+from core.billing.models import Meter, UsageEvent
+from core.errors import Conflict, InvalidInput, NotFound
+from core.tenancy.models import Role
+from customer_service import services
+from customer_service.models import (
+    AnswerSource,
+    ArticleChunk,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Sender,
+)
+from tests.customer_service.conftest import banking_rows
+
+PIN_ANSWER = "You can change your PIN at any of our ATMs: insert your card and choose 'Change PIN'."
+HOURS = (
+    "Our branches are open Monday to Friday from 9am to 5pm, and on Saturday mornings from 9am to noon. "
+    "They are closed on Sundays and public holidays."
+)
+PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
+
+
+def _prediction_lines(organisation) -> int:
+    return UsageEvent.objects.for_org(organisation).filter(meter=Meter.PREDICTIONS).count()
+
+
+def _start(organisation):
+    bot = services.bot_settings_for(organisation=organisation)
+    conversation, token, greeting = services.conversation_start(bot=bot, origin="https://shop.example.com")
+    return bot, conversation, token, greeting
+
+
+@pytest.mark.django_db
+def test_template_article_and_handoff_in_one_conversation(bot_org, make_member):
+    organisation, _owner, version_id = bot_org
+    services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
+    hours = services.article_save(organisation=organisation, title="Opening hours", body=HOURS)
+    services.article_save(organisation=organisation, title="Parking", body=PARKING)
+    bot, conversation, token, greeting = _start(organisation)
+    assert greeting.source == AnswerSource.GREETING and greeting.text == bot.greeting
+
+    # 1. a confident, templated intent -> the template
+    question = next(t for t, label in banking_rows("test_slice.csv") if label == "change_pin")
+    visitor, reply = services.visitor_message(conversation=conversation, text=question)
+    assert reply.source == AnswerSource.TEMPLATE and reply.text == PIN_ANSWER
+    assert reply.intent == "change_pin" and reply.confidence >= bot.intent_threshold
+    assert reply.model_version_id == version_id
+    visitor.refresh_from_db()
+    assert visitor.intent == "change_pin"  # the visitor's message carries the prediction (for corrections)
+    assert _prediction_lines(organisation) == 1
+
+    # 2. no template covers it, the knowledge base does -> the closest article passage
+    _visitor, reply = services.visitor_message(
+        conversation=conversation, text="What time do your branches open on Saturday?"
+    )
+    assert reply.source == AnswerSource.ARTICLE and reply.article_id == hours.pk
+    assert "Saturday mornings" in reply.text and "Opening hours" in reply.text
+    assert _prediction_lines(organisation) == 2
+
+    # 3. asks for a person -> hand-off; the bot then stays quiet
+    _visitor, reply = services.visitor_message(conversation=conversation, text="Can I talk to a human please")
+    conversation.refresh_from_db()
+    assert reply.source == AnswerSource.HANDOFF and reply.sender == Sender.SYSTEM
+    assert (
+        conversation.status == ConversationStatus.WAITING
+        and "asked for a person" in conversation.handoff_reason
+    )
+    assert services.visitor_message(conversation=conversation, text="hello?")[0].sender == Sender.VISITOR
+    assert len(services.visitor_message(conversation=conversation, text="anyone?")) == 1
+
+    # operators: one takes over, a second is refused, the first replies and hands back
+    first, second = make_member(organisation, Role.OPERATOR), make_member(organisation, Role.OPERATOR)
+    services.conversation_take_over(organisation=organisation, conversation_id=conversation.pk, user=first)
+    with pytest.raises(Conflict, match="already handling"):
+        services.conversation_take_over(
+            organisation=organisation, conversation_id=conversation.pk, user=second
+        )
+    with pytest.raises(Conflict, match="Take the conversation over"):
+        services.operator_message(
+            organisation=organisation, conversation_id=conversation.pk, user=second, text="hi"
+        )
+    answer = services.operator_message(
+        organisation=organisation, conversation_id=conversation.pk, user=first, text="Hi, I'm here to help."
+    )
+    assert answer.sender == Sender.OPERATOR and answer.author == first
+    services.conversation_hand_back(organisation=organisation, conversation_id=conversation.pk, user=first)
+    _visitor, reply = services.visitor_message(conversation=conversation, text=question)
+    assert reply.source == AnswerSource.TEMPLATE
+
+    # closing: later messages are refused and nothing is stored
+    services.conversation_close(conversation=conversation, by="the visitor")
+    before = Message.objects.for_org(organisation).count()
+    with pytest.raises(Conflict, match="closed"):
+        services.visitor_message(conversation=conversation, text="one more thing")
+    assert Message.objects.for_org(organisation).count() == before
+    assert services.conversation_rate(conversation=conversation, rating=5).rating == 5
+
+    # the widget resumes with its token only
+    assert (
+        services.conversation_resume(bot=bot, public_id=str(conversation.public_id), token=token)
+        == conversation
+    )
+    with pytest.raises(NotFound):
+        services.conversation_resume(bot=bot, public_id=str(conversation.public_id), token="guess")
+
+
+@pytest.mark.django_db
+def test_unsure_or_uncovered_questions_go_to_a_person(bot_org):
+    organisation, _owner, _version = bot_org
+    bot = services.bot_settings_update(organisation=organisation, intent_threshold=1.0)
+    _bot, conversation, _token, _greeting = _start(organisation)
+    question = next(t for t, label in banking_rows("test_slice.csv") if label == "change_pin")
+    services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
+    _visitor, reply = services.visitor_message(conversation=conversation, text=question)
+    conversation.refresh_from_db()
+    assert reply.source == AnswerSource.HANDOFF and reply.text == bot.handoff_message
+    assert conversation.status == ConversationStatus.WAITING
+    assert "Not sure: 'change_pin'" in conversation.handoff_reason
+
+
+@pytest.mark.django_db
+def test_over_quota_the_bot_hands_off_and_keeps_the_message(bot_org):
+    from core.billing.models import UsageCounter
+    from core.billing.services import period_bounds
+
+    organisation, _owner, _version = bot_org
+    services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
+    _bot, conversation, _token, _greeting = _start(organisation)
+    limit = services.billing.subscription_for(organisation=organisation).plan.limit_for(Meter.PREDICTIONS)
+    services.billing.usage_record(
+        organisation=organisation, meter=Meter.PREDICTIONS, quantity=limit, enforce=False
+    )
+    lines = _prediction_lines(organisation)
+    visitor, reply = services.visitor_message(conversation=conversation, text="How do I change my PIN?")
+    assert (
+        Message.objects.for_org(organisation).filter(pk=visitor.pk, text="How do I change my PIN?").exists()
+    )
+    assert reply.source == AnswerSource.HANDOFF
+    conversation.refresh_from_db()
+    assert conversation.handoff_reason == "The plan's prediction quota is used up."
+    assert _prediction_lines(organisation) == lines
+    counter = UsageCounter.objects.for_org(organisation).get(
+        meter=Meter.PREDICTIONS, period=period_bounds()[2]
+    )
+    assert counter.used == limit
+
+
+@pytest.mark.django_db
+def test_without_an_intent_model_the_knowledge_base_still_answers(make_org):
+    organisation, _owner = make_org()
+    article = services.article_save(organisation=organisation, title="Parking", body=PARKING)
+    _bot, conversation, _token, _greeting = _start(organisation)
+    _visitor, reply = services.visitor_message(conversation=conversation, text="Is there parking for my car?")
+    assert reply.source == AnswerSource.ARTICLE and reply.article_id == article.pk and reply.intent == ""
+    _visitor, reply = services.visitor_message(conversation=conversation, text="My parcel never arrived")
+    assert reply.source == AnswerSource.HANDOFF
+    conversation.refresh_from_db()
+    assert conversation.handoff_reason == "No intent model is active and no article matches."
+
+
+@pytest.mark.django_db
+def test_vectors_from_another_model_are_rebuilt_before_search(make_org):
+    organisation, _owner = make_org()
+    article = services.article_save(organisation=organisation, title="Opening hours", body=HOURS)
+    current = ArticleChunk.objects.for_org(organisation).get(article=article).embedder
+    assert current.startswith("base:")
+    ArticleChunk.objects.for_org(organisation).update(embedder="version:999", vector=b"\0" * 1536)
+    hits = services.kb_search(organisation=organisation, query="When are you open on Saturday?")
+    assert hits and hits[0].article_id == article.pk and hits[0].score > 0.5
+    assert set(ArticleChunk.objects.for_org(organisation).values_list("embedder", flat=True)) == {current}
+
+
+def test_articles_are_cut_into_passages():
+    long_paragraph = " ".join(f"Sentence number {i} is here." for i in range(60))  # 300 words
+    chunks = services.chunk_text(f"Title\n\nShort one.\n\n{long_paragraph}", words=120)
+    assert chunks[0] == "Title\n\nShort one."
+    assert all(len(c.split()) <= 120 for c in chunks) and len(chunks) == 4
+    assert " ".join(" ".join(chunks[1:]).split()) == long_paragraph
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda org: services.template_save(organisation=org, intent="x", body="  "), "answer must be"),
+        (lambda org: services.template_save(organisation=org, intent="", body="Hi"), "intent must be"),
+        (lambda org: services.article_save(organisation=org, title="", body="b"), "title must be"),
+        (lambda org: services.article_save(organisation=org, title="t", body="x" * 100_001), "body must be"),
+        (lambda org: services.bot_settings_update(organisation=org, intent_threshold=1.5), "between 0 and 1"),
+        (
+            lambda org: services.bot_settings_update(organisation=org, retrieval_threshold="high"),
+            "between 0 and 1",
+        ),
+        (lambda org: services.bot_settings_update(organisation=org, greeting=""), "greeting must be"),
+        (
+            lambda org: services.bot_settings_update(organisation=org, allowed_origins=["shop.com"]),
+            "not an origin",
+        ),
+        (
+            lambda org: services.bot_settings_update(
+                organisation=org, allowed_origins=["https://a.com/page"]
+            ),
+            "not an origin",
+        ),
+    ],
+)
+def test_bad_settings_and_content_are_refused(make_org, call, message):
+    organisation, _owner = make_org()
+    before = services.bot_settings_for(organisation=organisation)
+    with pytest.raises(InvalidInput, match=message):
+        call(organisation)
+    after = services.bot_settings_for(organisation=organisation)
+    assert (after.intent_threshold, after.greeting, after.allowed_origins) == (
+        before.intent_threshold,
+        before.greeting,
+        before.allowed_origins,
+    )
+
+
+@pytest.mark.django_db
+def test_messages_widget_keys_and_origins(make_org):
+    organisation, _owner = make_org()
+    bot = services.bot_settings_update(
+        organisation=organisation, allowed_origins=["https://shop.example.com", "HTTP://localhost:8000/"]
+    )
+    assert bot.allowed_origins == ["http://localhost:8000", "https://shop.example.com"]
+    assert services.bot_for_widget(widget_key=bot.widget_key, origin="https://shop.example.com") == bot
+    with pytest.raises(InvalidInput, match="may not use"):
+        services.bot_for_widget(widget_key=bot.widget_key, origin="https://evil.example.net")
+    with pytest.raises(InvalidInput, match="may not use"):
+        services.bot_for_widget(widget_key=bot.widget_key, origin=None)
+    with pytest.raises(NotFound, match="Unknown widget key"):
+        services.bot_for_widget(widget_key="wk_nope", origin="https://shop.example.com")
+    old_key = bot.widget_key
+    rotated = services.widget_key_rotate(organisation=organisation)
+    assert rotated.widget_key != old_key
+    with pytest.raises(NotFound):
+        services.bot_for_widget(widget_key=old_key, origin="https://shop.example.com")
+
+    _bot, conversation, _token, _greeting = _start(organisation)
+    before = Message.objects.for_org(organisation).count()
+    for text, message in [("   ", "empty"), (None, "empty"), ("x" * 2001, "too long")]:
+        with pytest.raises(InvalidInput, match=message):
+            services.visitor_message(conversation=conversation, text=text)
+    assert Message.objects.for_org(organisation).count() == before
+    with pytest.raises(InvalidInput, match="1 to 5"):
+        services.conversation_rate(conversation=conversation, rating=6)
+
+
+@pytest.mark.django_db
+def test_one_tenant_cannot_operate_another_tenants_conversation(make_org, make_member):
+    organisation, _owner = make_org()
+    other, other_owner = make_org()
+    _bot, conversation, _token, _greeting = _start(organisation)
+    for call in (
+        lambda: services.conversation_take_over(
+            organisation=other, conversation_id=conversation.pk, user=other_owner
+        ),
+        lambda: services.operator_message(
+            organisation=other, conversation_id=conversation.pk, user=other_owner, text="hi"
+        ),
+        lambda: services.conversation_hand_back(
+            organisation=other, conversation_id=conversation.pk, user=other_owner
+        ),
+    ):
+        with pytest.raises(NotFound):
+            call()
+    other_bot = services.bot_settings_for(organisation=other)
+    with pytest.raises(NotFound):
+        services.conversation_resume(bot=other_bot, public_id=str(conversation.public_id), token="x")
+    assert Conversation.objects.for_org(organisation).get().status == ConversationStatus.BOT
+
+
+@pytest.mark.django_db
+def test_operator_corrections_become_a_training_set(bot_org):
+    organisation, _owner, _version = bot_org
+    _bot, conversation, _token, _greeting = _start(organisation)
+    visitor, _reply = services.visitor_message(conversation=conversation, text="my card has not come yet")
+    services.message_correct_intent(organisation=organisation, message_id=visitor.pk, intent="card_arrival")
+    with pytest.raises(InvalidInput, match="not an intent of the active model"):
+        services.message_correct_intent(organisation=organisation, message_id=visitor.pk, intent="weather")
+    bot_message = Message.objects.for_org(organisation).filter(sender=Sender.BOT).first()
+    with pytest.raises(NotFound):
+        services.message_correct_intent(
+            organisation=organisation, message_id=bot_message.pk, intent="card_arrival"
+        )
+    assert services.corrections_csv(organisation=organisation).decode().splitlines() == [
+        "text,label",
+        "my card has not come yet,card_arrival",
+    ]
