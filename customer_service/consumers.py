@@ -1,0 +1,185 @@
+"""Websockets of the support chatbot: the visitor's chat widget and the operators' live inbox.
+
+Thin: authenticate, call a service, forward events. The widget socket is public (a tenant's web page on
+any site opens it with the organisation's widget key; the bot's ``allowed_origins`` decide which sites
+may); the inbox socket is for signed-in members whose role may operate the inbox.
+"""
+
+import time
+from collections import deque
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from core.errors import TrellisError
+from core.realtime import org_group
+from core.tenancy.roles import role_can
+from core.tenancy.selectors import memberships_for_user
+from customer_service import selectors, services
+
+VISITOR_FIELDS = ("id", "conversation", "sender", "author", "text", "source", "article", "created_at")
+MESSAGES_PER_MINUTE = 20
+
+
+def visitor_view(payload: dict) -> dict:
+    """What a visitor may see of a message: not the bot's intent guesses or confidences."""
+    return {key: payload[key] for key in VISITOR_FIELDS}
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/chat/<widget_key>/``. Frames in: start, resume, message, rate, close. Out: conversation,
+    message, status, error."""
+
+    async def connect(self):
+        self.bot, self.conversation, self.group = None, None, None
+        self.sent: set[int] = set()
+        self.recent: deque[float] = deque()
+        try:
+            self.bot = await database_sync_to_async(services.bot_for_widget)(
+                widget_key=self.scope["url_route"]["kwargs"]["widget_key"],
+                origin=_header(self.scope, b"origin"),
+            )
+        except TrellisError as exc:
+            await self.close(code=4404 if exc.status == 404 else 4403)
+            return
+        await self.accept()
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        handler = {
+            "start": self._start,
+            "resume": self._resume,
+            "message": self._message,
+            "rate": self._rate,
+            "close": self._close,
+        }.get(kind)
+        if handler is None:
+            await self._error("invalid", "Unknown frame type: send start, resume, message, rate or close.")
+            return
+        if kind not in ("start", "resume") and self.conversation is None:
+            await self._error("conflict", "Start or resume a conversation first.")
+            return
+        try:
+            await handler(content)
+        except TrellisError as exc:
+            await self._error(exc.code, exc.message)
+
+    async def _join(self, conversation, token: str | None = None) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        self.conversation = conversation
+        self.group = services.conversation_group(conversation)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        data = {
+            "id": str(conversation.public_id),
+            "status": conversation.status,
+            "bot_name": self.bot.bot_name,
+        }
+        if token:
+            data["token"] = token
+        await self.send_json({"type": "conversation", "data": data})
+        history = await database_sync_to_async(
+            lambda: [services.message_payload(m) for m in selectors.message_list(conversation=conversation)]
+        )()
+        for payload in history:
+            await self._send_message(payload)
+
+    async def _start(self, content):
+        conversation, token, _greeting = await database_sync_to_async(services.conversation_start)(
+            bot=self.bot, origin=_header(self.scope, b"origin") or ""
+        )
+        await self._join(conversation, token)
+
+    async def _resume(self, content):
+        conversation = await database_sync_to_async(services.conversation_resume)(
+            bot=self.bot, public_id=str(content.get("conversation", "")), token=str(content.get("token", ""))
+        )
+        await self._join(conversation)
+
+    async def _message(self, content):
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] > 60:
+            self.recent.popleft()
+        if len(self.recent) >= MESSAGES_PER_MINUTE:
+            await self._error("rate_limited", "You are sending messages too quickly. Please wait a moment.")
+            return
+        self.recent.append(now)
+        messages = await database_sync_to_async(
+            lambda: [
+                services.message_payload(m)
+                for m in services.visitor_message(conversation=self.conversation, text=content.get("text"))
+            ]
+        )()
+        for payload in messages:
+            await self._send_message(payload)
+
+    async def _rate(self, content):
+        await database_sync_to_async(services.conversation_rate)(
+            conversation=self.conversation, rating=content.get("rating")
+        )
+        await self.send_json({"type": "rated", "data": {"rating": content.get("rating")}})
+
+    async def _close(self, content):
+        await database_sync_to_async(services.conversation_close)(
+            conversation=self.conversation, by="the visitor"
+        )
+
+    async def _send_message(self, payload: dict) -> None:
+        if payload["id"] in self.sent:
+            return
+        self.sent.add(payload["id"])
+        await self.send_json({"type": "message", "data": visitor_view(payload)})
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+
+    async def event_forward(self, message):
+        if message["event"] == "cs.message":
+            await self._send_message(message["data"])
+        elif message["event"] == "cs.status":
+            await self.send_json({"type": "status", "data": message["data"]})
+
+
+@database_sync_to_async
+def _inbox_organisation_id(user, wanted):
+    memberships = [m for m in memberships_for_user(user=user) if role_can(m.role, "inbox.operate")]
+    for membership in memberships:
+        if membership.organisation_id == wanted:
+            return wanted
+    return memberships[0].organisation_id if memberships else None
+
+
+class InboxConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/inbox/``: conversation and message events of the member's organisation, for operators."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        session = self.scope.get("session") or {}
+        org_id = await _inbox_organisation_id(user, session.get("org_id"))
+        if org_id is None:
+            await self.close(code=4403)
+            return
+        self.group = org_group(org_id, "inbox")
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def event_forward(self, message):
+        await self.send_json({"type": message["event"], "data": message["data"]})

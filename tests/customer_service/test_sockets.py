@@ -1,0 +1,170 @@
+"""The chat widget's and the operators' inbox websockets, through the real ASGI application."""
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from core.asgi import application
+from core.tenancy.models import Role
+from customer_service import services
+from customer_service.models import Conversation, ConversationStatus, Message
+from tests.conftest import PASSWORD
+
+SITE = b"https://shop.example.com"
+PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
+
+
+def _member_headers(user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    assert client.login(username=user.email, password=PASSWORD)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    return [(b"cookie", cookie.encode()), (b"origin", b"http://localhost")]
+
+
+async def _receive_until(socket, wanted_type: str, timeout: float = 10):
+    while True:
+        frame = await socket.receive_json_from(timeout=timeout)
+        if frame["type"] == wanted_type:
+            return frame
+
+
+@pytest.mark.django_db(transaction=True)
+def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
+    organisation, _owner = make_org()
+    other, other_owner = make_org()
+    bot = services.bot_settings_update(organisation=organisation, allowed_origins=[SITE.decode()])
+    services.article_save(organisation=organisation, title="Parking", body=PARKING)
+    operator = make_member(organisation, Role.OPERATOR)
+    viewer = make_member(organisation, Role.VIEWER)
+
+    async def scenario():
+        inbox = WebsocketCommunicator(
+            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+        )
+        assert (await inbox.connect())[0]
+        strangers = WebsocketCommunicator(
+            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(other_owner)
+        )
+        assert (await strangers.connect())[0]
+
+        widget = WebsocketCommunicator(
+            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
+        )
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "message", "text": "hi"})
+        assert (await widget.receive_json_from())["error"][
+            "message"
+        ] == "Start or resume a conversation first."
+        await widget.send_json_to({"type": "start"})
+        started = await widget.receive_json_from()
+        assert started["type"] == "conversation" and started["data"]["token"]
+        greeting = await widget.receive_json_from()
+        assert greeting["type"] == "message" and greeting["data"]["text"] == bot.greeting
+
+        await widget.send_json_to({"type": "message", "text": "Can I park my car at the branch?"})
+        mine = await widget.receive_json_from()
+        answer = await widget.receive_json_from()
+        assert mine["data"]["sender"] == "visitor"
+        assert answer["data"]["source"] == "article" and "free customer parking" in answer["data"]["text"]
+        assert "intent" not in answer["data"] and "confidence" not in answer["data"]  # internal to operators
+        seen = await _receive_until(inbox, "cs.message")
+        assert seen["data"]["text"] == "Can I park my car at the branch?"
+
+        await widget.send_json_to({"type": "message", "text": "I want to speak to a person"})
+        handoff = await _receive_until(widget, "message")
+        handoff = (
+            handoff if handoff["data"]["source"] == "handoff" else await _receive_until(widget, "message")
+        )
+        assert handoff["data"]["source"] == "handoff"
+        waiting = await _receive_until(inbox, "cs.conversation")
+        while waiting["data"]["status"] != "waiting":
+            waiting = await _receive_until(inbox, "cs.conversation")
+        conversation_id = waiting["data"]["id"]
+
+        await sync_to_async(services.conversation_take_over)(
+            organisation=organisation, conversation_id=conversation_id, user=operator
+        )
+        await sync_to_async(services.operator_message)(
+            organisation=organisation, conversation_id=conversation_id, user=operator, text="Hello, Sam here."
+        )
+        texts = []
+        while "Hello, Sam here." not in texts:
+            texts.append((await _receive_until(widget, "message"))["data"]["text"])
+        assert any("joined the conversation" in t for t in texts)
+
+        # the visitor leaves and comes back with the token: the history is replayed once
+        await widget.disconnect()
+        again = WebsocketCommunicator(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+        assert (await again.connect())[0]
+        await again.send_json_to(
+            {"type": "resume", "conversation": started["data"]["id"], "token": started["data"]["token"]}
+        )
+        resumed = await again.receive_json_from()
+        assert resumed["data"]["status"] == "operator" and "token" not in resumed["data"]
+        history = [(await again.receive_json_from())["data"]["text"] for _ in range(7)]
+        assert history[0] == bot.greeting and history[-1] == "Hello, Sam here."
+        await again.send_json_to({"type": "rate", "rating": 9})
+        assert "1 to 5" in (await again.receive_json_from())["error"]["message"]
+        await again.send_json_to({"type": "resume", "conversation": started["data"]["id"], "token": "wrong"})
+        assert (await again.receive_json_from())["error"]["code"] == "not_found"
+        await again.disconnect()
+
+        assert await strangers.receive_nothing(timeout=0.5)  # another tenant's inbox heard nothing
+        await strangers.disconnect()
+        await inbox.disconnect()
+
+        # refused: a site not in allowed_origins, an unknown key, a viewer's or anonymous inbox
+        evil = WebsocketCommunicator(
+            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", b"https://evil.example.net")]
+        )
+        assert await evil.connect() == (False, 4403)
+        unknown = WebsocketCommunicator(application, "/ws/chat/wk_nope/", headers=[(b"origin", SITE)])
+        assert await unknown.connect() == (False, 4404)
+        watcher = WebsocketCommunicator(
+            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(viewer)
+        )
+        assert await watcher.connect() == (False, 4403)
+        anonymous = WebsocketCommunicator(
+            application, "/ws/inbox/", headers=[(b"origin", b"http://localhost")]
+        )
+        assert await anonymous.connect() == (False, 4401)
+
+    async_to_sync(scenario)()
+    conversation = Conversation.objects.for_org(organisation).get()
+    assert conversation.status == ConversationStatus.OPERATOR
+    assert Message.objects.for_org(organisation).filter(conversation=conversation).count() == 7
+    assert not Conversation.objects.for_org(other).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_widget_rate_limit_and_bad_frames(make_org, monkeypatch):
+    from customer_service import consumers
+
+    monkeypatch.setattr(consumers, "MESSAGES_PER_MINUTE", 2)
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)  # no allowed origins: any site
+
+    async def scenario():
+        widget = WebsocketCommunicator(
+            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
+        )
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "dance"})
+        assert "Unknown frame type" in (await widget.receive_json_from())["error"]["message"]
+        await widget.send_json_to({"type": "start"})
+        await _receive_until(widget, "message")  # greeting
+        await widget.send_json_to({"type": "message", "text": "   "})
+        assert (await widget.receive_json_from())["error"]["message"] == "The message is empty."
+        await widget.send_json_to({"type": "message", "text": "Talk to a human"})
+        await _receive_until(widget, "message")
+        await widget.send_json_to({"type": "message", "text": "third"})
+        frame = await _receive_until(widget, "error")
+        assert frame["error"]["code"] == "rate_limited"
+        await widget.disconnect()
+
+    async_to_sync(scenario)()
+    texts = list(
+        Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
+    )
+    assert texts == ["Talk to a human"]
