@@ -633,3 +633,21 @@ def corrections_csv(*, organisation) -> bytes:
     ):
         writer.writerow([text, label])
     return out.getvalue().encode()
+
+
+def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:
+    """What the bot would answer, without a conversation (the API's ``answer``): metered like an answer."""
+    text = _clean_text(text)
+    bot = bot_settings_for(organisation=organisation)
+    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=1)
+    decision = decide(organisation=organisation, bot=bot, text=text)
+    billing.usage_record(
+        organisation=organisation,
+        meter=Meter.PREDICTIONS,
+        quantity=1,
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        enforce=False,
+        metadata={"app": APP, "source": decision.source},
+    )
+    return decision

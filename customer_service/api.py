@@ -1,0 +1,286 @@
+"""The support chatbot over the REST API (``/api/customer-service/``): validate, one service, serialize."""
+
+from dataclasses import asdict
+
+from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.serializers import StrictSerializer
+from core.api.views import paginate
+from core.errors import InvalidInput, NotFound
+from customer_service import selectors, services
+
+
+class SettingsOut(serializers.Serializer):
+    widget_key = serializers.CharField()
+    allowed_origins = serializers.ListField(child=serializers.CharField())
+    intent_threshold = serializers.FloatField()
+    retrieval_threshold = serializers.FloatField()
+    greeting = serializers.CharField()
+    handoff_message = serializers.CharField()
+    bot_name = serializers.CharField()
+
+
+class SettingsIn(StrictSerializer):
+    allowed_origins = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
+    intent_threshold = serializers.FloatField(required=False)
+    retrieval_threshold = serializers.FloatField(required=False)
+    greeting = serializers.CharField(required=False, allow_blank=True)
+    handoff_message = serializers.CharField(required=False, allow_blank=True)
+    bot_name = serializers.CharField(required=False, allow_blank=True)
+
+
+class TemplateOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    intent = serializers.CharField()
+    body = serializers.CharField()
+    active = serializers.BooleanField()
+    updated_at = serializers.DateTimeField()
+
+
+class TemplateIn(StrictSerializer):
+    intent = serializers.CharField(max_length=100, allow_blank=True)
+    body = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    active = serializers.BooleanField(default=True)
+
+
+class ArticleOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    body = serializers.CharField()
+    url = serializers.CharField()
+    published = serializers.BooleanField()
+    updated_at = serializers.DateTimeField()
+
+
+class ArticleIn(StrictSerializer):
+    title = serializers.CharField(allow_blank=True)
+    body = serializers.CharField(allow_blank=True)
+    url = serializers.URLField(required=False, allow_blank=True, default="")
+    published = serializers.BooleanField(default=True)
+
+
+class AnswerIn(StrictSerializer):
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class ConversationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    public_id = serializers.UUIDField()
+    status = serializers.CharField()
+    assigned_to = serializers.EmailField(source="assigned_to.email", allow_null=True, default=None)
+    handoff_reason = serializers.CharField()
+    origin = serializers.CharField()
+    rating = serializers.IntegerField(allow_null=True)
+    last_message_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class MessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    sender = serializers.CharField()
+    author = serializers.EmailField(source="author.email", allow_null=True, default=None)
+    text = serializers.CharField()
+    source = serializers.CharField()
+    intent = serializers.CharField()
+    confidence = serializers.FloatField(allow_null=True)
+    corrected_intent = serializers.CharField()
+    article = serializers.IntegerField(source="article_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReplyIn(StrictSerializer):
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class CorrectIn(StrictSerializer):
+    intent = serializers.CharField(max_length=100, allow_blank=True)
+
+
+def _valid(serializer_class, request, **kwargs):
+    data = serializer_class(data=request.data, **kwargs)
+    data.is_valid(raise_exception=True)
+    return data.validated_data
+
+
+class SettingsView(APIView):
+    permissions = {"GET": "org.view", "PATCH": "org.manage"}
+
+    @extend_schema(responses=SettingsOut)
+    def get(self, request):
+        return Response(SettingsOut(services.bot_settings_for(organisation=request.organisation)).data)
+
+    @extend_schema(request=SettingsIn, responses=SettingsOut)
+    def patch(self, request):
+        bot = services.bot_settings_update(organisation=request.organisation, **_valid(SettingsIn, request))
+        return Response(SettingsOut(bot).data)
+
+
+class RotateKeyView(APIView):
+    permissions = {"POST": "org.manage"}
+
+    @extend_schema(request=None, responses=SettingsOut)
+    def post(self, request):
+        return Response(SettingsOut(services.widget_key_rotate(organisation=request.organisation)).data)
+
+
+class TemplateListView(APIView):
+    permissions = {"GET": "org.view", "POST": "org.manage"}
+
+    @extend_schema(responses=TemplateOut(many=True))
+    def get(self, request):
+        return paginate(
+            self, request, selectors.template_list(organisation=request.organisation), TemplateOut
+        )
+
+    @extend_schema(request=TemplateIn, responses=TemplateOut)
+    def post(self, request):
+        template = services.template_save(organisation=request.organisation, **_valid(TemplateIn, request))
+        return Response(TemplateOut(template).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateDetailView(APIView):
+    permissions = {"DELETE": "org.manage"}
+
+    @extend_schema(responses=None)
+    def delete(self, request, template_id: int):
+        services.template_delete(organisation=request.organisation, template_id=template_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ArticleListView(APIView):
+    permissions = {"GET": "org.view", "POST": "org.manage"}
+
+    @extend_schema(responses=ArticleOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.article_list(organisation=request.organisation), ArticleOut)
+
+    @extend_schema(request=ArticleIn, responses=ArticleOut)
+    def post(self, request):
+        article = services.article_save(organisation=request.organisation, **_valid(ArticleIn, request))
+        return Response(ArticleOut(article).data, status=status.HTTP_201_CREATED)
+
+
+class ArticleDetailView(APIView):
+    permissions = {"GET": "org.view", "PUT": "org.manage", "DELETE": "org.manage"}
+
+    @extend_schema(responses=ArticleOut)
+    def get(self, request, article_id: int):
+        article = selectors.article_get(organisation=request.organisation, article_id=article_id)
+        if article is None:
+            raise NotFound("No such article.")
+        return Response(ArticleOut(article).data)
+
+    @extend_schema(request=ArticleIn, responses=ArticleOut)
+    def put(self, request, article_id: int):
+        article = services.article_save(
+            organisation=request.organisation, article_id=article_id, **_valid(ArticleIn, request)
+        )
+        return Response(ArticleOut(article).data)
+
+    @extend_schema(responses=None)
+    def delete(self, request, article_id: int):
+        services.article_delete(organisation=request.organisation, article_id=article_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AnswerView(APIView):
+    """What the bot answers to a text, without a conversation (metered as one prediction)."""
+
+    permissions = {"POST": "models.predict"}
+
+    @extend_schema(request=AnswerIn, responses=dict)
+    def post(self, request):
+        decision = services.answer_preview(
+            organisation=request.organisation,
+            text=_valid(AnswerIn, request)["text"],
+            api_key=request.auth if request.user.pk is None else None,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        return Response({**asdict(decision), "handoff": decision.source == "handoff"})
+
+
+class ConversationListView(APIView):
+    permissions = {"GET": "inbox.operate"}
+
+    @extend_schema(responses=ConversationOut(many=True))
+    def get(self, request):
+        wanted = request.query_params.get("status") or None
+        if wanted not in (None, "open", "bot", "waiting", "operator", "closed"):
+            raise InvalidInput(
+                "status must be open, bot, waiting, operator or closed.", details={"field": "status"}
+            )
+        qs = selectors.conversation_list(organisation=request.organisation, status=wanted)
+        return paginate(self, request, qs, ConversationOut)
+
+
+class ConversationDetailView(APIView):
+    permissions = {"GET": "inbox.operate"}
+
+    @extend_schema(responses=dict)
+    def get(self, request, conversation_id: int):
+        conversation = selectors.conversation_get(
+            organisation=request.organisation, conversation_id=conversation_id
+        )
+        if conversation is None:
+            raise NotFound("No such conversation.")
+        messages = selectors.message_list(conversation=conversation)
+        return Response(
+            {**ConversationOut(conversation).data, "messages": MessageOut(messages, many=True).data}
+        )
+
+
+class ConversationActionView(APIView):
+    permissions = {"POST": "inbox.operate"}
+    verb = ""
+
+    @extend_schema(request=ReplyIn, responses=dict)
+    def post(self, request, conversation_id: int):
+        org, user = request.organisation, request.user
+        if user.pk is None:
+            raise InvalidInput(
+                "Operators act in the inbox as themselves: sign in rather than use an API key."
+            )
+        if self.verb == "reply":
+            text = _valid(ReplyIn, request)["text"]
+            services.operator_message(organisation=org, conversation_id=conversation_id, user=user, text=text)
+        elif self.verb == "take-over":
+            services.conversation_take_over(organisation=org, conversation_id=conversation_id, user=user)
+        elif self.verb == "hand-back":
+            services.conversation_hand_back(organisation=org, conversation_id=conversation_id, user=user)
+        else:
+            services.conversation_close_by_operator(
+                organisation=org, conversation_id=conversation_id, user=user
+            )
+        conversation = selectors.conversation_get(organisation=org, conversation_id=conversation_id)
+        return Response(ConversationOut(conversation).data)
+
+
+class CorrectView(APIView):
+    permissions = {"POST": "inbox.operate"}
+
+    @extend_schema(request=CorrectIn, responses=MessageOut)
+    def post(self, request, message_id: int):
+        message = services.message_correct_intent(
+            organisation=request.organisation,
+            message_id=message_id,
+            intent=_valid(CorrectIn, request)["intent"],
+        )
+        return Response(MessageOut(message).data)
+
+
+class CorrectionsView(APIView):
+    """Operator-corrected messages as a ``text,label`` CSV: upload it as a dataset to retrain."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request):
+        response = HttpResponse(
+            services.corrections_csv(organisation=request.organisation), content_type="text/csv"
+        )
+        response["Content-Disposition"] = 'attachment; filename="corrections.csv"'
+        return response
