@@ -47,6 +47,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 origin=_header(self.scope, b"origin"),
             )
         except TrellisError as exc:
+            # Accept, explain, then close: a browser sees a refused handshake only as code 1006 and retries.
+            await self.accept()
+            await self._error(exc.code, exc.message)
             await self.close(code=4404 if exc.status == 404 else 4403)
             return
         await self.accept()
@@ -115,14 +118,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._error("rate_limited", "You are sending messages too quickly. Please wait a moment.")
             return
         self.recent.append(now)
-        messages = await database_sync_to_async(
-            lambda: [
-                services.message_payload(m)
-                for m in services.visitor_message(conversation=self.conversation, text=content.get("text"))
-            ]
-        )()
-        for payload in messages:
-            await self._send_message(payload)
+        message, bot_has_it = await database_sync_to_async(services.visitor_message_store)(
+            conversation=self.conversation, text=content.get("text")
+        )
+        await self._send_message(await database_sync_to_async(services.message_payload)(message))
+        if bot_has_it:  # the visitor sees their message at once; the answer follows
+            answers = await database_sync_to_async(
+                lambda: [
+                    services.message_payload(m)
+                    for m in services.bot_answer(conversation=self.conversation, message=message)
+                ]
+            )()
+            for payload in answers:
+                await self._send_message(payload)
 
     async def _rate(self, content):
         await database_sync_to_async(services.conversation_rate)(

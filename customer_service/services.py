@@ -407,8 +407,8 @@ def _clean_text(text: Any) -> str:
     return text
 
 
-def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
-    """Store the visitor's message; the bot answers it while the conversation is the bot's."""
+def visitor_message_store(*, conversation: Conversation, text: Any) -> tuple[Message, bool]:
+    """Store the visitor's message; returns it and whether the bot should answer (the bot has the chat)."""
     text = _clean_text(text)
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
@@ -416,7 +416,13 @@ def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
             raise Conflict("This conversation is closed. Start a new one.")
         message = _add_message(conversation, sender=Sender.VISITOR, text=text)
         _announce(conversation, message)
-    if conversation.status != ConversationStatus.BOT:
+    return message, conversation.status == ConversationStatus.BOT
+
+
+def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
+    """Store the visitor's message; the bot answers it while the conversation is the bot's."""
+    message, bot_has_it = visitor_message_store(conversation=conversation, text=text)
+    if not bot_has_it:
         return [message]  # a person has it (or is about to): the bot stays quiet
     return [message, *bot_answer(conversation=conversation, message=message)]
 

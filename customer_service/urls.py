@@ -3,4 +3,11 @@ from django.urls import path
 from customer_service import views
 
 app_name = "customer_service"
-urlpatterns = [path("", views.index, name="index")]
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("inbox/", views.inbox, name="inbox"),
+    path("widget.js", views.widget_script, name="widget-script"),
+    path("rotate-key/", views.rotate_key, name="rotate-key"),
+    path("templates/<int:template_id>/delete/", views.template_delete, name="template-delete"),
+    path("articles/<int:article_id>/delete/", views.article_delete, name="article-delete"),
+]

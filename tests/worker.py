@@ -85,3 +85,58 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, proc=None):
         os.killpg(proc.pid, signal.SIGTERM)
         tail = proc.communicate(timeout=20)[0][-4000:]
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate}\n{tail}")
+
+
+@contextmanager
+def asgi_server(extra_env: dict | None = None):
+    """The real ASGI application (HTTP and websockets) under uvicorn, on the test database; yields its URL."""
+    import socket
+    import tempfile
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": _database_url(), "ML_SERVE_THREADS": "1", **(extra_env or {})}
+    log = tempfile.NamedTemporaryFile("w+", prefix="uvicorn-", suffix=".log")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "core.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise AssertionError(f"uvicorn exited early:\n{log.read()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + "/accounts/login/", timeout=2):  # noqa: S310 - local http
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, interval=0.3)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

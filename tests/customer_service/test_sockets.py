@@ -118,9 +118,15 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
         evil = WebsocketCommunicator(
             application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", b"https://evil.example.net")]
         )
-        assert await evil.connect() == (False, 4403)
+        assert (await evil.connect())[0]
+        assert (await evil.receive_json_from())["error"][
+            "message"
+        ] == "This site may not use this chat widget."
+        assert await evil.receive_output() == {"type": "websocket.close", "code": 4403}
         unknown = WebsocketCommunicator(application, "/ws/chat/wk_nope/", headers=[(b"origin", SITE)])
-        assert await unknown.connect() == (False, 4404)
+        assert (await unknown.connect())[0]
+        assert (await unknown.receive_json_from())["error"]["code"] == "not_found"
+        assert await unknown.receive_output() == {"type": "websocket.close", "code": 4404}
         watcher = WebsocketCommunicator(
             application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(viewer)
         )

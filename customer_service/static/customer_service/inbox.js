@@ -1,0 +1,91 @@
+// The operators' live inbox. The database is the truth: the list and the open conversation are polled through
+// the REST API; the /ws/inbox/ socket only makes new messages show up sooner.
+(function () {
+  const api = document.currentScript.dataset.api;
+  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const $ = (id) => document.getElementById(id);
+  const order = { waiting: 0, operator: 1, bot: 2 };
+  let current = null;
+
+  async function call(method, path, body) {
+    const res = await fetch(api + path, {
+      method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const data = res.status === 204 ? null : await res.json();
+    if (!res.ok) throw new Error((data && data.error && data.error.message) || res.statusText);
+    return data;
+  }
+  function showError(message) { const el = $("inbox-error"); el.textContent = message; el.hidden = !message; }
+
+  async function loadList() {
+    const data = await call("GET", "/conversations/?status=open");
+    const rows = data.results.sort((a, b) => order[a.status] - order[b.status]);
+    const table = $("conversations");
+    table.querySelectorAll("tr[data-id]").forEach((r) => r.remove());
+    rows.forEach((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = c.id;
+      tr.className = "conversation " + c.status;
+      tr.innerHTML = "<td><a href='#'></a></td><td class='status'></td><td class='when'></td>";
+      tr.querySelector("a").textContent = "#" + c.id + (c.assigned_to ? " · " + c.assigned_to : "");
+      tr.querySelector(".status").textContent = c.status;
+      tr.querySelector(".when").textContent = c.last_message_at ? new Date(c.last_message_at).toLocaleTimeString() : "";
+      tr.querySelector("a").onclick = (e) => { e.preventDefault(); open(c.id); };
+      table.appendChild(tr);
+    });
+    $("no-conversations").hidden = rows.length > 0;
+  }
+
+  async function open(id) {
+    current = id;
+    const c = await call("GET", "/conversations/" + id + "/");
+    if (current !== id) return;
+    $("conversation").hidden = false;
+    $("conversation-title").textContent = "Conversation #" + c.id + " · " + c.status;
+    $("conversation").dataset.status = c.status;
+    $("conversation-reason").textContent = c.handoff_reason ? "Handed off: " + c.handoff_reason : "";
+    const box = $("messages");
+    box.innerHTML = "";
+    c.messages.forEach((m) => {
+      const p = document.createElement("p");
+      p.className = "message " + m.sender;
+      const who = m.sender === "operator" ? m.author : m.sender;
+      const extra = m.intent ? " [" + m.intent + (m.confidence != null ? " " + m.confidence.toFixed(2) : "") + "]" : "";
+      p.textContent = who + ": " + m.text + extra;
+      box.appendChild(p);
+    });
+    box.scrollTop = box.scrollHeight;
+    $("take-over").hidden = c.status === "operator";
+    $("hand-back").hidden = c.status !== "operator";
+    $("reply-form").hidden = c.status !== "operator";
+  }
+
+  async function act(path, body) {
+    if (current === null) return;
+    try { showError(""); await call("POST", "/conversations/" + current + "/" + path + "/", body); }
+    catch (e) { showError(e.message); }
+    await refresh();
+  }
+  $("take-over").onclick = () => act("take-over");
+  $("hand-back").onclick = () => act("hand-back");
+  $("close").onclick = () => act("close");
+  $("reply-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const input = $("reply");
+    const text = input.value;
+    await act("reply", { text });
+    if (!$("inbox-error").textContent) input.value = "";
+  };
+
+  async function refresh() {
+    try { await loadList(); if (current !== null) await open(current); } catch (e) { /* next tick */ }
+  }
+  function poll() { refresh().finally(() => setTimeout(poll, 3000)); }
+  try {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/inbox/");
+    ws.onmessage = () => refresh();
+  } catch (e) { /* polling covers it */ }
+  poll();
+})();
