@@ -14,3 +14,8 @@ class CustomerServiceConfig(AppConfig):
             return Article.objects.for_org(organisation).count()
 
         register_stock_counter(Meter.STORED_RECORDS, "knowledge-base articles", articles)
+
+        from core.web.demo import register_demo_seeder
+        from customer_service import demo
+
+        register_demo_seeder("customer service", demo.seed)

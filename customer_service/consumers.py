@@ -45,6 +45,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.bot = await database_sync_to_async(services.bot_for_widget)(
                 widget_key=self.scope["url_route"]["kwargs"]["widget_key"],
                 origin=_header(self.scope, b"origin"),
+                host=_header(self.scope, b"host"),
             )
         except TrellisError as exc:
             # Accept, explain, then close: a browser sees a refused handshake only as code 1006 and retries.

@@ -19,7 +19,7 @@ class BotSettings(TenantModel):
 
     widget_key = models.CharField(max_length=40, unique=True, default=new_widget_key)
     allowed_origins = models.JSONField(default=list, blank=True)  # empty: any origin
-    intent_threshold = models.FloatField(default=0.6)  # answer from a template at or above this confidence
+    intent_threshold = models.FloatField(default=0.5)  # answer from a template at or above (bench/handoff.py)
     retrieval_threshold = models.FloatField(default=0.5)  # answer from an article at or above this cosine
     greeting = models.CharField(max_length=500, default="Hello! How can I help you today?")
     handoff_message = models.CharField(

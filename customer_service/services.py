@@ -108,17 +108,20 @@ def widget_key_rotate(*, organisation) -> BotSettings:
     return bot
 
 
-def bot_for_widget(*, widget_key: str, origin: str | None) -> BotSettings:
-    """The bot a widget key names, if the page's origin may use it."""
+def bot_for_widget(*, widget_key: str, origin: str | None, host: str | None = None) -> BotSettings:
+    """The bot a widget key names, if the page's origin may use it: one of ``allowed_origins`` (any site
+    when the list is empty), or Trellis itself (the origin's host is the host serving the socket: the
+    try-it page)."""
     bot = BotSettings.all_tenants.select_related("organisation").filter(widget_key=widget_key).first()
     if bot is None:
         raise NotFound("Unknown widget key.")
     if bot.allowed_origins:
         try:
-            allowed = origin is not None and _origin(origin) in bot.allowed_origins
+            page = _origin(origin) if origin else None
         except InvalidInput:
-            allowed = False
-        if not allowed:
+            page = None
+        same_site = page is not None and host is not None and urlsplit(page).netloc == host.lower()
+        if page not in bot.allowed_origins and not same_site:
             raise InvalidInput("This site may not use this chat widget.", details={"origin": origin})
     return bot
 
@@ -271,7 +274,7 @@ class Hit:
     score: float
 
 
-def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
+def kb_search(*, organisation, query: str, k: int = 3, _reindexed: bool = False) -> list[Hit]:
     """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
     query_vector, reference = _embed(organisation, [query])
     rows = list(
@@ -280,8 +283,11 @@ def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
         .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
     )
     if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
-        kb_reindex(organisation=organisation)
-        return kb_search(organisation=organisation, query=query, k=k)
+        if _reindexed:
+            rows = [row for row in rows if row[3] == reference]
+        else:
+            kb_reindex(organisation=organisation)
+            return kb_search(organisation=organisation, query=query, k=k, _reindexed=True)
     if not rows:
         return []
     matrix = np.stack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])

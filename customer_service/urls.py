@@ -6,6 +6,7 @@ app_name = "customer_service"
 urlpatterns = [
     path("", views.index, name="index"),
     path("inbox/", views.inbox, name="inbox"),
+    path("try/", views.try_widget, name="try"),
     path("widget.js", views.widget_script, name="widget-script"),
     path("rotate-key/", views.rotate_key, name="rotate-key"),
     path("templates/<int:template_id>/delete/", views.template_delete, name="template-delete"),

@@ -133,6 +133,13 @@ def rotate_key(request):
     return redirect("customer_service:index")
 
 
+@member_required()
+def try_widget(request):
+    """The widget on a Trellis page, to try the bot before embedding it."""
+    bot = services.bot_settings_for(organisation=request.organisation)
+    return render(request, "customer_service/try.html", {"bot": bot})
+
+
 @member_required("inbox.operate")
 def inbox(request):
     return render(request, "customer_service/inbox.html", {"api": "/api/customer-service"})

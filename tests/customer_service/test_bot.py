@@ -233,6 +233,14 @@ def test_messages_widget_keys_and_origins(make_org):
         services.bot_for_widget(widget_key=bot.widget_key, origin="https://evil.example.net")
     with pytest.raises(InvalidInput, match="may not use"):
         services.bot_for_widget(widget_key=bot.widget_key, origin=None)
+    # Trellis's own try-it page: the page's host is the host serving the socket
+    assert services.bot_for_widget(
+        widget_key=bot.widget_key, origin="http://trellis.local:8000", host="trellis.local:8000"
+    )
+    with pytest.raises(InvalidInput, match="may not use"):
+        services.bot_for_widget(
+            widget_key=bot.widget_key, origin="https://evil.example.net", host="trellis.local"
+        )
     with pytest.raises(NotFound, match="Unknown widget key"):
         services.bot_for_widget(widget_key="wk_nope", origin="https://shop.example.com")
     old_key = bot.widget_key

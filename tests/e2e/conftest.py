@@ -31,16 +31,14 @@ def _orm_beside_playwright(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _plans_back_after_flush(django_db_blocker):
-    """Live-server tests flush the database when they end, seeded plans included; put them back
-    so tests that run after this module still find the trial plan."""
-    yield
-    seed = import_module("core.billing.migrations.0003_seed_plans").seed
+@pytest.fixture(autouse=True)
+def _plans(transactional_db):
+    """Browser tests are transactional: an earlier transactional test's flush may have removed the seeded
+    plans (sign-up needs the trial plan), so seed them before each test; their own flush removes them again,
+    and the tests after them seed what they need (``make_org``)."""
     from django.apps import apps
 
-    with django_db_blocker.unblock():
-        seed(apps, None)
+    import_module("core.billing.migrations.0003_seed_plans").seed(apps, None)
 
 
 @pytest.fixture

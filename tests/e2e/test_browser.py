@@ -12,7 +12,7 @@ from core.jobs.models import TrainingJob
 from core.tenancy import services as tenancy
 from core.tenancy.models import ApiKey, Organisation
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "e2e-Trellis-pass-42"
 SCREENSHOT = "/tmp/e2e_usage.png"

@@ -14,7 +14,7 @@ from customer_service import services
 from customer_service.models import Conversation, ConversationStatus, Message
 from tests.worker import asgi_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "e2e-Trellis-pass-42"
 PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."

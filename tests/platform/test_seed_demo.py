@@ -21,8 +21,23 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     follow = TrainingJob.objects.for_org(org).get(status="queued")
     assert follow.params["config"] == {"method": "lora", "time_budget_s": 900}
     assert client.login(username=email, password=password)
+    # the chatbot answers at once: the demo's templates through its intent model, and its articles
+    from customer_service import services as chatbot
+    from customer_service.models import AnswerTemplate, Article
+
+    # 25 of the 27 intents: complaints and requests for a person go to an operator
+    assert AnswerTemplate.objects.for_org(org).count() == 25 and Article.objects.for_org(org).count() == 3
+    bot = chatbot.bot_settings_for(organisation=org)
+    conversation, _token, _greeting = chatbot.conversation_start(bot=bot)
+    _mine, reply = chatbot.visitor_message(
+        conversation=conversation, text="where is my package, I want to track it"
+    )
+    assert (reply.source, reply.intent) == ("template", "track_order")
+    _mine, reply = chatbot.visitor_message(conversation=conversation, text="Are your stores open on Sunday?")
+    assert reply.source == "article" and "Sunday from 11am" in reply.text
     # Running it again changes nothing and prints the same credentials.
     again = StringIO()
     call_command("seed_demo", stdout=again, stderr=StringIO())
     assert f"{email} / {password}" in again.getvalue()
     assert ModelVersion.objects.for_org(org).count() == 1
+    assert AnswerTemplate.objects.for_org(org).count() == 25

@@ -14,6 +14,7 @@ from core.registry import services as registry
 from core.registry.models import ModelVersion
 from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, User
+from core.web.demo import demo_seeders
 
 DEMO_EMAIL = "demo@trellis.localhost"
 DEMO_ORG = "Demo Retail"
@@ -59,6 +60,11 @@ class Command(BaseCommand):
                     with open(password_file, "w") as handle:
                         handle.write(password)
         self._intent_model(user)
+        organisation = Membership.all_tenants.select_related("organisation").get(user=user).organisation
+        for name, seeder in demo_seeders().items():
+            added = seeder(organisation)
+            if added:
+                self.stdout.write(f"  {name}: {added}")
         self.stdout.write(self.style.SUCCESS("Demo organisation ready: " + DEMO_ORG))
         self.stdout.write(f"  Log in at http://localhost:8000/accounts/login/ as {DEMO_EMAIL} / {password}")
 

@@ -1,0 +1,115 @@
+"""The demo organisation's chatbot: answers for the Bitext intents the demo model knows, and a small
+knowledge base, so the widget answers at once after ``make run``."""
+
+from customer_service import services
+from customer_service.models import AnswerTemplate, Article
+
+ANSWERS = {
+    "cancel_order": (
+        "You can cancel an order that has not shipped yet from Your orders > Cancel. If "
+        "it has shipped, refuse the delivery or start a return instead."
+    ),
+    "change_order": (
+        "Orders can be changed within one hour of purchase from Your orders > Edit. After"
+        " that, cancel it and place a new one."
+    ),
+    "change_shipping_address": (
+        "Go to Your orders, open the order and choose Change address. This is possible "
+        "until the parcel is handed to the carrier."
+    ),
+    "check_cancellation_fee": (
+        "Cancelling is free until the order ships. After that, return shipping costs apply."
+    ),
+    "check_invoice": (
+        "All your invoices are under Account > Invoices, where you can view and download them."
+    ),
+    "check_payment_methods": ("We accept Visa, Mastercard, American Express, PayPal and bank transfer."),
+    "check_refund_policy": (
+        "You can return any item within 30 days for a full refund, as long as it is unused."
+    ),
+    "contact_customer_service": (
+        "Our team is available Monday to Friday, 8am to 8pm, by chat, phone (0800 123 "
+        "456) or e-mail (help@demo-retail.example)."
+    ),
+    "create_account": (
+        "Choose Sign up at the top of any page and follow the steps. It takes about a minute."
+    ),
+    "delete_account": (
+        "You can close your account under Account > Privacy > Delete account. Open orders"
+        " must be completed first."
+    ),
+    "delivery_options": (
+        "We offer standard (3-5 days, free over 50), express (next day) and click-and-collect."
+    ),
+    "delivery_period": (
+        "Standard delivery takes 3 to 5 working days, express delivery arrives the next working day."
+    ),
+    "edit_account": ("You can change your name, e-mail and preferences under Account > Profile."),
+    "get_invoice": ("Open the order under Your orders and choose Download invoice."),
+    "get_refund": (
+        "Start a refund from Your orders > Return or refund. The money is back on your "
+        "card within 5 working days of our receiving the item."
+    ),
+    "newsletter_subscription": (
+        "Subscribe or unsubscribe under Account > Communication preferences, or use the "
+        "link at the bottom of any newsletter."
+    ),
+    "payment_issue": (
+        "Sorry about that. Please check the card details and your bank's approval, then "
+        "try again. If it still fails, try another payment method."
+    ),
+    "place_order": ("Add the items to your basket, then choose Checkout and follow the steps."),
+    "recover_password": ("Choose Forgot password on the login page and we will e-mail you a reset link."),
+    "registration_problems": (
+        "Please check that your e-mail address is not already registered and that the "
+        "password has at least 8 characters. If it still fails, we can help here."
+    ),
+    "review": ("Thank you! You can review any item you bought from Your orders > Write a review."),
+    "set_up_shipping_address": ("Add a delivery address under Account > Addresses > Add address."),
+    "switch_account": ("Log out from the menu at the top right, then log in with the other account."),
+    "track_order": ("Open Your orders and choose Track parcel to follow your delivery."),
+    "track_refund": (
+        "Refunds show under Your orders > Returns with their status; they reach your card"
+        " within 5 working days."
+    ),
+}
+
+ARTICLES = [
+    (
+        "Store opening hours",
+        (
+            "Our stores are open Monday to Saturday from 9am to 7pm and on Sunday from 11am "
+            "to 5pm. On public holidays most stores open from 10am to 4pm."
+        ),
+    ),
+    (
+        "Gift cards",
+        (
+            "Gift cards are sold in every store and online, from 10 to 500. They are valid "
+            "for two years and can be used for several purchases until the balance is spent. "
+            "Check the balance under Account > Gift cards."
+        ),
+    ),
+    (
+        "Warranty and repairs",
+        (
+            "Every product has a two-year warranty. If an item breaks, bring it to any store "
+            "or start a repair request online; we repair it, replace it or refund it."
+        ),
+    ),
+]
+
+
+def seed(organisation) -> str:
+    """Idempotent: adds nothing when the organisation already has answers or articles."""
+    if (
+        AnswerTemplate.objects.for_org(organisation).exists()
+        or Article.objects.for_org(organisation).exists()
+    ):
+        return ""
+    for intent, body in ANSWERS.items():
+        services.template_save(organisation=organisation, intent=intent, body=body)
+    for title, body in ARTICLES:
+        services.article_save(organisation=organisation, title=title, body=body)
+    services.bot_settings_update(organisation=organisation, bot_name="Demo Retail assistant")
+    return f"{len(ANSWERS)} answer templates and {len(ARTICLES)} knowledge-base articles"
