@@ -11,10 +11,8 @@ from collections import deque
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from core.consumers import OrganisationFeedConsumer
 from core.errors import TrellisError
-from core.realtime import org_group
-from core.tenancy.roles import role_can
-from core.tenancy.selectors import memberships_for_user
 from customer_service import selectors, services
 
 VISITOR_FIELDS = ("id", "conversation", "sender", "author", "text", "source", "article", "created_at")
@@ -160,35 +158,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "status", "data": message["data"]})
 
 
-@database_sync_to_async
-def _inbox_organisation_id(user, wanted):
-    memberships = [m for m in memberships_for_user(user=user) if role_can(m.role, "inbox.operate")]
-    for membership in memberships:
-        if membership.organisation_id == wanted:
-            return wanted
-    return memberships[0].organisation_id if memberships else None
-
-
-class InboxConsumer(AsyncJsonWebsocketConsumer):
+class InboxConsumer(OrganisationFeedConsumer):
     """``/ws/inbox/``: conversation and message events of the member's organisation, for operators."""
 
-    async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        session = self.scope.get("session") or {}
-        org_id = await _inbox_organisation_id(user, session.get("org_id"))
-        if org_id is None:
-            await self.close(code=4403)
-            return
-        self.group = org_group(org_id, "inbox")
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, code):
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def event_forward(self, message):
-        await self.send_json({"type": message["event"], "data": message["data"]})
+    topic = "inbox"
+    permission = "inbox.operate"

@@ -23,6 +23,17 @@ def _database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{s['NAME']}"
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it if it has not gone in 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @contextmanager
 def celery_worker(queues: str = "train,infer,default", extra_env: dict | None = None):
     from core.celery import app
@@ -62,13 +73,7 @@ def celery_worker(queues: str = "train,infer,default", extra_env: dict | None = 
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2, proc=None):
@@ -132,11 +137,5 @@ def asgi_server(extra_env: dict | None = None):
         wait_for(up, timeout=60, interval=0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
         log.close()

@@ -1,0 +1,49 @@
+"""Base websocket consumer for members' live feeds: authenticate, pick the organisation, join its group.
+
+A subclass names its ``topic`` (the group is ``org_group(organisation, topic)``) and the ``permission`` a
+member's role needs; events broadcast with ``core.realtime.broadcast`` arrive as ``{"type", "data"}``
+frames. Close codes: 4401 not signed in, 4403 no organisation where the role has the permission.
+"""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from core.realtime import org_group
+from core.tenancy.roles import role_can
+from core.tenancy.selectors import memberships_for_user
+
+
+@database_sync_to_async
+def _organisation_id(user, wanted, permission: str):
+    """The session's organisation if the member may use the feed there, else their first such one."""
+    memberships = [m for m in memberships_for_user(user=user) if role_can(m.role, permission)]
+    for membership in memberships:
+        if membership.organisation_id == wanted:
+            return wanted
+    return memberships[0].organisation_id if memberships else None
+
+
+class OrganisationFeedConsumer(AsyncJsonWebsocketConsumer):
+    topic = ""
+    permission = "org.view"
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        session = self.scope.get("session") or {}
+        org_id = await _organisation_id(user, session.get("org_id"), self.permission)
+        if org_id is None:
+            await self.close(code=4403)
+            return
+        self.group = org_group(org_id, self.topic)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def event_forward(self, message):
+        await self.send_json({"type": message["event"], "data": message["data"]})
