@@ -37,6 +37,13 @@ class Conflict(TrellisError):
     status = 409
 
 
+class RateLimited(TrellisError):
+    """Too many requests in a short time (HTTP 429)."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class QuotaExceeded(TrellisError):
     """Over the plan's allowance for a meter this period (HTTP 402)."""
 

@@ -273,9 +273,10 @@ class CorrectView(APIView):
 
 
 class CorrectionsView(APIView):
-    """Operator-corrected messages as a ``text,label`` CSV: upload it as a dataset to retrain."""
+    """Operator-corrected messages as a ``text,label`` CSV: upload it as a dataset to retrain. Visitor texts:
+    for those who may read conversations."""
 
-    permissions = {"GET": "org.view"}
+    permissions = {"GET": "inbox.operate"}
 
     @extend_schema(responses={(200, "text/csv"): bytes})
     def get(self, request):

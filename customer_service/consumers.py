@@ -5,9 +5,6 @@ any site opens it with the organisation's widget key; the bot's ``allowed_origin
 may); the inbox socket is for signed-in members whose role may operate the inbox.
 """
 
-import time
-from collections import deque
-
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -16,7 +13,6 @@ from core.errors import TrellisError
 from customer_service import selectors, services
 
 VISITOR_FIELDS = ("id", "conversation", "sender", "author", "text", "source", "article", "created_at")
-MESSAGES_PER_MINUTE = 20
 
 
 def visitor_view(payload: dict) -> dict:
@@ -38,26 +34,43 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.bot, self.conversation, self.group = None, None, None
         self.sent: set[int] = set()
-        self.recent: deque[float] = deque()
+        self.widget_key = self.scope["url_route"]["kwargs"]["widget_key"]
+        client = self.scope.get("client") or ("unknown", 0)
+        self.client = str(client[0])
+        await self.accept()
+        await self._check_bot()
+
+    async def _check_bot(self) -> bool:
+        """(Re)load the bot for the key and origin; a rotated key or a refused site closes the socket.
+        Accepted first, then explained and closed: browsers see a refused handshake only as code 1006."""
         try:
             self.bot = await database_sync_to_async(services.bot_for_widget)(
-                widget_key=self.scope["url_route"]["kwargs"]["widget_key"],
+                widget_key=self.widget_key,
                 origin=_header(self.scope, b"origin"),
                 host=_header(self.scope, b"host"),
             )
         except TrellisError as exc:
-            # Accept, explain, then close: a browser sees a refused handshake only as code 1006 and retries.
-            await self.accept()
+            self.bot = None
             await self._error(exc.code, exc.message)
             await self.close(code=4404 if exc.status == 404 else 4403)
+            return False
+        return True
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = await self.decode_json(text_data) if text_data is not None else None
+        except ValueError:
+            await self._error("invalid", "Frames are JSON objects.")
             return
-        await self.accept()
+        await self.receive_json(content)
 
     async def disconnect(self, code):
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
+        if self.bot is None:  # refused at connect: the socket is closing
+            return
         kind = content.get("type") if isinstance(content, dict) else None
         handler = {
             "start": self._start,
@@ -98,6 +111,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._send_message(payload)
 
     async def _start(self, content):
+        if not await self._check_bot():
+            return
+        await database_sync_to_async(services.widget_throttle)(
+            widget_key=self.widget_key, client=self.client, kind="start"
+        )
         conversation, token, _greeting = await database_sync_to_async(services.conversation_start)(
             bot=self.bot, origin=_header(self.scope, b"origin") or ""
         )
@@ -110,23 +128,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._join(conversation)
 
     async def _message(self, content):
-        now = time.monotonic()
-        while self.recent and now - self.recent[0] > 60:
-            self.recent.popleft()
-        if len(self.recent) >= MESSAGES_PER_MINUTE:
-            await self._error("rate_limited", "You are sending messages too quickly. Please wait a moment.")
+        if not await self._check_bot():
             return
-        self.recent.append(now)
+        await database_sync_to_async(services.widget_throttle)(
+            widget_key=self.widget_key, client=self.client, kind="message"
+        )
         message, bot_has_it = await database_sync_to_async(services.visitor_message_store)(
             conversation=self.conversation, text=content.get("text")
         )
         await self._send_message(await database_sync_to_async(services.message_payload)(message))
         if bot_has_it:  # the visitor sees their message at once; the answer follows
+            # Off the shared database thread: one slow answer must not stall every other socket.
             answers = await database_sync_to_async(
                 lambda: [
                     services.message_payload(m)
                     for m in services.bot_answer(conversation=self.conversation, message=message)
-                ]
+                ],
+                thread_sensitive=False,
             )()
             for payload in answers:
                 await self._send_message(payload)

@@ -1,6 +1,6 @@
 """Tenant-scoped reads for the support chatbot."""
 
-from django.db.models import QuerySet
+from django.db.models import Case, F, QuerySet, Value, When
 
 from customer_service.models import AnswerTemplate, Article, Conversation, ConversationStatus, Message
 
@@ -25,8 +25,17 @@ def article_get(*, organisation, article_id: int) -> Article | None:
 
 def conversation_list(*, organisation, status: str | None = None) -> QuerySet[Conversation]:
     qs = Conversation.objects.for_org(organisation).select_related("assigned_to")
-    if status == "open":
-        return qs.filter(status__in=OPEN_STATUSES)
+    if status == "open":  # what needs a person first: waiting, then with an operator, then with the bot
+        priority = Case(
+            When(status=ConversationStatus.WAITING, then=Value(0)),
+            When(status=ConversationStatus.OPERATOR, then=Value(1)),
+            default=Value(2),
+        )
+        return (
+            qs.filter(status__in=OPEN_STATUSES)
+            .annotate(priority=priority)
+            .order_by("priority", F("last_message_at").desc(nulls_last=True), "-id")
+        )
     if status:
         return qs.filter(status=status)
     return qs

@@ -11,6 +11,7 @@ answering, and the visitor's message is kept either way.
 """
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from core.billing import services as billing
 from core.billing.models import Meter
-from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
 from core.realtime import broadcast, org_group
 from core.registry import services as registry
 from core.registry.services.common import active_version
@@ -38,6 +39,8 @@ from customer_service.models import (
     Message,
     Sender,
 )
+
+log = logging.getLogger(__name__)
 
 APP = "customer_service"
 INTENT_TASK = "intent"
@@ -124,6 +127,29 @@ def bot_for_widget(*, widget_key: str, origin: str | None, host: str | None = No
         if page not in bot.allowed_origins and not same_site:
             raise InvalidInput("This site may not use this chat widget.", details={"origin": origin})
     return bot
+
+
+# Per visitor address and widget key, per minute: the widget key is public, so these bound what one
+# client can cost a tenant (conversations stored, predictions metered).
+WIDGET_LIMITS = {"start": 10, "message": 30}
+
+
+def widget_throttle(*, widget_key: str, client: str, kind: str) -> None:
+    """Count one ``kind`` action of a widget visitor; RateLimited past the minute's allowance."""
+    import time
+
+    from django.core.cache import cache
+
+    key = f"cs-throttle:{kind}:{widget_key}:{client}:{int(time.time() // 60)}"
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=120)
+        count = 1
+    if count > WIDGET_LIMITS[kind]:
+        what = "new conversations" if kind == "start" else "messages"
+        raise RateLimited(f"Too many {what} from you just now. Please wait a minute.")
 
 
 # --- answer templates -------------------------------------------------------------------------------
@@ -258,10 +284,14 @@ def kb_reindex(*, organisation) -> int:
         .distinct()
     )
     count = 0
-    for article in stale:
-        with transaction.atomic():
-            _index_article(article)
-        count += 1
+    for article_id in list(stale.values_list("pk", flat=True)):
+        with (
+            transaction.atomic()
+        ):  # one article at a time, locked: concurrent searches do not both rebuild it
+            article = Article.all_tenants.select_for_update().get(pk=article_id)
+            if ArticleChunk.all_tenants.filter(article=article).exclude(embedder=reference).exists():
+                _index_article(article)
+                count += 1
     return count
 
 
@@ -312,12 +342,17 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def public_name(user) -> str:
+    """How visitors see an operator: the first name, never the e-mail address."""
+    return (user.first_name or "").strip() or "Our support team"
+
+
 def message_payload(message: Message) -> dict[str, Any]:
     return {
         "id": message.pk,
         "conversation": str(message.conversation.public_id),
         "sender": message.sender,
-        "author": (message.author.get_full_name() or message.author.email) if message.author else "",
+        "author": public_name(message.author) if message.author else "",
         "text": message.text,
         "source": message.source,
         "intent": message.intent,
@@ -351,12 +386,11 @@ def _announce(conversation: Conversation, message: Message | None = None) -> Non
         payload = message_payload(message)
         broadcast(group=inbox, event_type="cs.message", payload=payload)
         broadcast(group=conversation_group(conversation), event_type="cs.message", payload=payload)
-    else:
-        broadcast(
-            group=conversation_group(conversation),
-            event_type="cs.status",
-            payload={"status": conversation.status},
-        )
+    broadcast(
+        group=conversation_group(conversation),
+        event_type="cs.status",
+        payload={"status": conversation.status},
+    )
 
 
 def _add_message(conversation: Conversation, **fields: Any) -> Message:
@@ -494,14 +528,12 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
             AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
         )
     else:
-        decision = decide(organisation=organisation, bot=bot, text=message.text)
-        billing.usage_record(
-            organisation=organisation,
-            meter=Meter.PREDICTIONS,
-            quantity=1,
-            enforce=False,
-            metadata={"app": APP, "conversation": conversation.pk, "source": decision.source},
-        )
+        try:
+            decision = decide(organisation=organisation, bot=bot, text=message.text)
+        except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
+            log.exception("the bot could not answer message %s", message.pk)
+            decision = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
+    charged = decision.reason not in ("The plan's prediction quota is used up.", "The bot failed to answer.")
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
         if decision.intent:
@@ -510,6 +542,14 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
             )
         if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
+        if charged:  # one prediction per answered message, only when the answer is given
+            billing.usage_record(
+                organisation=organisation,
+                meter=Meter.PREDICTIONS,
+                quantity=1,
+                enforce=False,
+                metadata={"app": APP, "conversation": conversation.pk, "source": decision.source},
+            )
         reply = _add_message(
             conversation,
             sender=Sender.BOT if decision.source != AnswerSource.HANDOFF else Sender.SYSTEM,
@@ -528,6 +568,14 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
     return [reply]
 
 
+def _check_assignee(conversation: Conversation, user) -> None:
+    if conversation.status == ConversationStatus.OPERATOR and conversation.assigned_to_id not in (
+        None,
+        user.pk,
+    ):
+        raise Conflict(f"{conversation.assigned_to.email} is handling this conversation.")
+
+
 def _operated(organisation, conversation_id: int) -> Conversation:
     conversation = (
         Conversation.objects.for_org(organisation).select_for_update().filter(pk=conversation_id).first()
@@ -543,14 +591,10 @@ def conversation_take_over(*, organisation, conversation_id: int, user) -> Conve
         conversation = _operated(organisation, conversation_id)
         if conversation.status == ConversationStatus.CLOSED:
             raise Conflict("This conversation is closed.")
-        if conversation.status == ConversationStatus.OPERATOR and conversation.assigned_to_id not in (
-            None,
-            user.pk,
-        ):
-            raise Conflict(f"{conversation.assigned_to.email} is already handling this conversation.")
+        _check_assignee(conversation, user)
         conversation.status, conversation.assigned_to = ConversationStatus.OPERATOR, user
         conversation.save(update_fields=["status", "assigned_to", "updated_at"])
-        name = user.get_full_name() or user.email
+        name = public_name(user)
         message = _add_message(conversation, sender=Sender.SYSTEM, text=f"{name} joined the conversation.")
         _announce(conversation, message)
     return conversation
@@ -577,6 +621,7 @@ def conversation_hand_back(*, organisation, conversation_id: int, user) -> Conve
         conversation = _operated(organisation, conversation_id)
         if conversation.status == ConversationStatus.CLOSED:
             raise Conflict("This conversation is closed.")
+        _check_assignee(conversation, user)
         conversation.status, conversation.assigned_to, conversation.handoff_reason = (
             ConversationStatus.BOT,
             None,
@@ -605,7 +650,8 @@ def conversation_close(*, conversation: Conversation, by: str) -> Conversation:
 def conversation_close_by_operator(*, organisation, conversation_id: int, user) -> Conversation:
     with transaction.atomic():
         conversation = _operated(organisation, conversation_id)
-    return conversation_close(conversation=conversation, by=user.get_full_name() or user.email)
+        _check_assignee(conversation, user)
+        return conversation_close(conversation=conversation, by=public_name(user))
 
 
 def conversation_rate(*, conversation: Conversation, rating: Any) -> Conversation:

@@ -35,7 +35,7 @@ def _start(organisation):
 
 
 @pytest.mark.django_db
-def test_template_article_and_handoff_in_one_conversation(bot_org, make_member):
+def test_template_article_and_handoff_in_one_conversation(bot_org, make_member, make_org):
     organisation, _owner, version_id = bot_org
     services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
     hours = services.article_save(organisation=organisation, title="Opening hours", body=HOURS)
@@ -75,13 +75,21 @@ def test_template_article_and_handoff_in_one_conversation(bot_org, make_member):
     # operators: one takes over, a second is refused, the first replies and hands back
     first, second = make_member(organisation, Role.OPERATOR), make_member(organisation, Role.OPERATOR)
     services.conversation_take_over(organisation=organisation, conversation_id=conversation.pk, user=first)
-    with pytest.raises(Conflict, match="already handling"):
+    with pytest.raises(Conflict, match="is handling"):
         services.conversation_take_over(
             organisation=organisation, conversation_id=conversation.pk, user=second
         )
     with pytest.raises(Conflict, match="Take the conversation over"):
         services.operator_message(
             organisation=organisation, conversation_id=conversation.pk, user=second, text="hi"
+        )
+    with pytest.raises(Conflict, match="is handling"):  # only the operator who has it hands back or closes
+        services.conversation_hand_back(
+            organisation=organisation, conversation_id=conversation.pk, user=second
+        )
+    with pytest.raises(Conflict, match="is handling"):
+        services.conversation_close_by_operator(
+            organisation=organisation, conversation_id=conversation.pk, user=second
         )
     answer = services.operator_message(
         organisation=organisation, conversation_id=conversation.pk, user=first, text="Hi, I'm here to help."
@@ -106,6 +114,10 @@ def test_template_article_and_handoff_in_one_conversation(bot_org, make_member):
     )
     with pytest.raises(NotFound):
         services.conversation_resume(bot=bot, public_id=str(conversation.public_id), token="guess")
+    other, _other_owner = make_org()
+    other_bot = services.bot_settings_for(organisation=other)  # the right token, another tenant's widget
+    with pytest.raises(NotFound):
+        services.conversation_resume(bot=other_bot, public_id=str(conversation.public_id), token=token)
 
 
 @pytest.mark.django_db
@@ -300,3 +312,45 @@ def test_operator_corrections_become_a_training_set(bot_org):
         "text,label",
         "my card has not come yet,card_arrival",
     ]
+
+
+@pytest.mark.django_db
+def test_an_answer_that_comes_after_a_takeover_is_dropped_and_not_charged(bot_org, make_member):
+    organisation, _owner, _version = bot_org
+    services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
+    _bot, conversation, _token, _greeting = _start(organisation)
+    message, bot_has_it = services.visitor_message_store(
+        conversation=conversation, text="How do I change my PIN?"
+    )
+    assert bot_has_it
+    operator = make_member(organisation, Role.OPERATOR)
+    services.conversation_take_over(organisation=organisation, conversation_id=conversation.pk, user=operator)
+    assert services.bot_answer(conversation=conversation, message=message) == []  # the bot finished too late
+    assert _prediction_lines(organisation) == 0
+    assert not Message.objects.for_org(organisation).filter(source=AnswerSource.TEMPLATE).exists()
+
+
+@pytest.mark.django_db
+def test_a_failing_model_hands_off_without_charging(bot_org, monkeypatch):
+    organisation, _owner, _version = bot_org
+    _bot, conversation, _token, _greeting = _start(organisation)
+
+    def broken(**kwargs):
+        raise RuntimeError("weights missing")
+
+    monkeypatch.setattr(services, "decide", broken)
+    visitor, reply = services.visitor_message(conversation=conversation, text="How do I change my PIN?")
+    conversation.refresh_from_db()
+    assert reply.source == AnswerSource.HANDOFF and conversation.status == ConversationStatus.WAITING
+    assert conversation.handoff_reason == "The bot failed to answer."
+    assert Message.objects.for_org(organisation).filter(pk=visitor.pk).exists()
+    assert _prediction_lines(organisation) == 0
+
+
+def test_visitors_see_operators_by_first_name_only():
+    class Person:
+        first_name, email = "", "sam@example.com"
+
+    assert services.public_name(Person()) == "Our support team"
+    Person.first_name = "Sam"
+    assert services.public_name(Person()) == "Sam"

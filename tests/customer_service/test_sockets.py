@@ -88,10 +88,12 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
         await sync_to_async(services.operator_message)(
             organisation=organisation, conversation_id=conversation_id, user=operator, text="Hello, Sam here."
         )
-        texts = []
-        while "Hello, Sam here." not in texts:
-            texts.append((await _receive_until(widget, "message"))["data"]["text"])
-        assert any("joined the conversation" in t for t in texts)
+        frames = []
+        while "Hello, Sam here." not in [f["data"]["text"] for f in frames]:
+            frames.append(await _receive_until(widget, "message"))
+        assert any("Our support team joined the conversation" in f["data"]["text"] for f in frames)
+        assert operator.email not in str(frames)  # visitors never see an operator's e-mail address
+        assert frames[-1]["data"]["author"] == "Our support team"
 
         # the visitor leaves and comes back with the token: the history is replayed once
         await widget.disconnect()
@@ -145,9 +147,7 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
 
 @pytest.mark.django_db(transaction=True)
 def test_widget_rate_limit_and_bad_frames(make_org, monkeypatch):
-    from customer_service import consumers
-
-    monkeypatch.setattr(consumers, "MESSAGES_PER_MINUTE", 2)
+    monkeypatch.setitem(services.WIDGET_LIMITS, "message", 2)
     organisation, _owner = make_org()
     bot = services.bot_settings_for(organisation=organisation)  # no allowed origins: any site
 
@@ -156,6 +156,8 @@ def test_widget_rate_limit_and_bad_frames(make_org, monkeypatch):
             application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
         )
         assert (await widget.connect())[0]
+        await widget.send_to(text_data="{not json")
+        assert (await widget.receive_json_from())["error"]["message"] == "Frames are JSON objects."
         await widget.send_json_to({"type": "dance"})
         assert "Unknown frame type" in (await widget.receive_json_from())["error"]["message"]
         await widget.send_json_to({"type": "start"})
@@ -167,7 +169,11 @@ def test_widget_rate_limit_and_bad_frames(make_org, monkeypatch):
         await widget.send_json_to({"type": "message", "text": "third"})
         frame = await _receive_until(widget, "error")
         assert frame["error"]["code"] == "rate_limited"
-        await widget.disconnect()
+        # a new widget key (the old one leaked, say) cuts off the sockets that use the old one
+        await sync_to_async(services.widget_key_rotate)(organisation=organisation)
+        await widget.send_json_to({"type": "start"})
+        assert (await _receive_until(widget, "error"))["error"]["message"] == "Unknown widget key."
+        assert await widget.receive_output() == {"type": "websocket.close", "code": 4404}
 
     async_to_sync(scenario)()
     texts = list(

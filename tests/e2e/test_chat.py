@@ -120,7 +120,8 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
         visitor.click("#end")
         expect(visitor.locator("#rate")).to_be_visible()
         visitor.click('button[data-rating="4"]')
-        expect(visitor.locator("#rate")).to_have_text("Thank you!")
+        expect(visitor.locator("#thanks")).to_be_visible()
+        expect(visitor.locator("#again")).to_be_visible()
 
         # a site the bot does not allow gets no chat
         stranger_context = browser.new_context()

@@ -4,7 +4,6 @@
   const api = document.currentScript.dataset.api;
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
   const $ = (id) => document.getElementById(id);
-  const order = { waiting: 0, operator: 1, bot: 2 };
   let current = null;
 
   async function call(method, path, body) {
@@ -21,7 +20,7 @@
 
   async function loadList() {
     const data = await call("GET", "/conversations/?status=open");
-    const rows = data.results.sort((a, b) => order[a.status] - order[b.status]);
+    const rows = data.results;  // the server lists waiting conversations first
     const table = $("conversations");
     table.querySelectorAll("tr[data-id]").forEach((r) => r.remove());
     rows.forEach((c) => {
@@ -47,6 +46,8 @@
     $("conversation").dataset.status = c.status;
     $("conversation-reason").textContent = c.handoff_reason ? "Handed off: " + c.handoff_reason : "";
     const box = $("messages");
+    const grew = box.childElementCount !== c.messages.length || box.dataset.conversation !== String(id);
+    box.dataset.conversation = String(id);
     box.innerHTML = "";
     c.messages.forEach((m) => {
       const p = document.createElement("p");
@@ -56,7 +57,7 @@
       p.textContent = who + ": " + m.text + extra;
       box.appendChild(p);
     });
-    box.scrollTop = box.scrollHeight;
+    if (grew) box.scrollTop = box.scrollHeight;  // keep the operator's place when nothing new came
     $("take-over").hidden = c.status === "operator";
     $("hand-back").hidden = c.status !== "operator";
     $("reply-form").hidden = c.status !== "operator";

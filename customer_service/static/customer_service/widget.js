@@ -45,12 +45,13 @@
       <header><span id="title">Chat</span><button id="end" type="button" title="End the conversation">End chat</button></header>
       <div class="log" id="log" aria-live="polite"></div>
       <div class="note" id="note" hidden></div>
-      <div class="rate" id="rate" hidden>How did we do? <span id="stars"></span></div>
+      <div class="rate" id="rate" hidden><span id="stars">How did we do? </span><span id="thanks" hidden>Thank you!</span>
+        <button type="button" id="again">New conversation</button></div>
       <form id="form"><input id="input" type="text" maxlength="2000" placeholder="Type your message" autocomplete="off" aria-label="Message"><button id="send" type="submit">Send</button></form>
     </div>`;
   const $ = (id) => root.getElementById(id);
   const shown = new Set();
-  let socket = null, ready = false, wanted = false, retry = 0, queue = [], stopped = false;
+  let socket = null, ready = false, wanted = false, retry = 0, queue = [], stopped = false, closed = false;
 
   function saved() { try { return JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { return null; } }
   function save(value) { try { value ? localStorage.setItem(storeKey, JSON.stringify(value)) : localStorage.removeItem(storeKey); } catch (e) {} }
@@ -71,8 +72,9 @@
   }
 
   function send(frame) {
-    if (ready) socket.send(JSON.stringify(frame)); else queue.push(frame);
+    if (ready && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame)); else queue.push(frame);
   }
+  function start() { closed = false; socket.send(JSON.stringify({ type: "start" })); }
 
   function connect() {
     socket = new WebSocket(socketUrl);
@@ -80,7 +82,7 @@
       retry = 0;
       const previous = saved();
       if (previous) socket.send(JSON.stringify({ type: "resume", conversation: previous.id, token: previous.token }));
-      else if (wanted) socket.send(JSON.stringify({ type: "start" }));
+      else if (wanted && !closed) start();  // after the visitor ended a chat, only they start a new one
     };
     socket.onmessage = (event) => {
       const frame = JSON.parse(event.data);
@@ -92,11 +94,10 @@
         closedState(frame.data.status === "closed");
       } else if (frame.type === "message") {
         render(frame.data);
-        if (frame.data.sender === "system" && /closed/.test(frame.data.text)) closedState(true);
       } else if (frame.type === "status") {
         closedState(frame.data.status === "closed");
       } else if (frame.type === "error") {
-        if (frame.error.code === "not_found" && !ready) { save(null); if (wanted) socket.send(JSON.stringify({ type: "start" })); }
+        if (frame.error.code === "not_found" && !ready && saved()) { save(null); if (wanted) start(); }
         else note(frame.error.message);
       }
     };
@@ -107,25 +108,29 @@
     };
   }
 
-  function closedState(closed) {
-    if (closed) save(null);  // the next visit starts a new conversation
-    $("form").hidden = closed;
-    $("end").hidden = closed;
-    $("rate").hidden = !closed;
+  function closedState(isClosed) {
+    if (isClosed) { save(null); closed = true; }  // the next visit starts a new conversation
+    $("form").hidden = isClosed;
+    $("end").hidden = isClosed;
+    $("rate").hidden = !isClosed;
   }
   for (let n = 1; n <= 5; n++) {
     const b = document.createElement("button");
     b.type = "button"; b.textContent = String(n); b.dataset.rating = String(n);
-    b.onclick = () => { send({ type: "rate", rating: n }); $("rate").textContent = "Thank you!"; };
+    b.onclick = () => { send({ type: "rate", rating: n }); $("thanks").hidden = false; $("stars").hidden = true; };
     $("stars").appendChild(b);
   }
+  $("again").onclick = () => {  // a new conversation, on the visitor's word only
+    $("log").innerHTML = ""; shown.clear(); $("thanks").hidden = true; $("stars").hidden = false;
+    ready = false; closedState(false); if (socket.readyState === WebSocket.OPEN) start();
+  };
 
   $("launcher").onclick = () => {
     const panel = $("panel");
     panel.hidden = !panel.hidden;
     if (!panel.hidden) {
       $("input").focus();
-      if (!wanted) { wanted = true; if (socket && socket.readyState === 1 && !ready && !saved()) socket.send(JSON.stringify({ type: "start" })); }
+      if (!wanted) { wanted = true; if (socket && socket.readyState === WebSocket.OPEN && !ready && !saved()) start(); }
     }
   };
   $("end").onclick = () => { if (ready) send({ type: "close" }); };
