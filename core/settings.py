@@ -152,7 +152,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "default"},
     },
+    "customer-service-close-idle": {
+        "task": "customer_service.close_idle",
+        "schedule": 900.0,
+        "options": {"queue": "default"},
+    },
 }
+# Chats with the bot that nobody has written in for this long are closed (waiting ones stay for a person).
+CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
 
 # --- ML runtime --------------------------------------------------------------------------------
 ML_DEVICE = env.str("ML_DEVICE", default="auto")

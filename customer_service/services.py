@@ -633,17 +633,18 @@ def conversation_hand_back(*, organisation, conversation_id: int, user) -> Conve
     return conversation
 
 
+def _close_locked(conversation: Conversation, by: str) -> None:
+    conversation.status, conversation.closed_at = ConversationStatus.CLOSED, timezone.now()
+    conversation.save(update_fields=["status", "closed_at", "updated_at"])
+    message = _add_message(conversation, sender=Sender.SYSTEM, text=f"The conversation was closed by {by}.")
+    _announce(conversation, message)
+
+
 def conversation_close(*, conversation: Conversation, by: str) -> Conversation:
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
-        if conversation.status == ConversationStatus.CLOSED:
-            return conversation
-        conversation.status, conversation.closed_at = ConversationStatus.CLOSED, timezone.now()
-        conversation.save(update_fields=["status", "closed_at", "updated_at"])
-        message = _add_message(
-            conversation, sender=Sender.SYSTEM, text=f"The conversation was closed by {by}."
-        )
-        _announce(conversation, message)
+        if conversation.status != ConversationStatus.CLOSED:
+            _close_locked(conversation, by)
     return conversation
 
 
@@ -652,6 +653,22 @@ def conversation_close_by_operator(*, organisation, conversation_id: int, user) 
         conversation = _operated(organisation, conversation_id)
         _check_assignee(conversation, user)
         return conversation_close(conversation=conversation, by=public_name(user))
+
+
+def conversations_close_idle(*, older_than_hours: float) -> int:
+    """Close conversations left with the bot and idle that long (waiting ones stay for a person)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    idle = Conversation.all_tenants.filter(status=ConversationStatus.BOT, last_message_at__lt=cutoff)
+    count = 0
+    for pk in list(idle.values_list("pk", flat=True)):
+        with transaction.atomic():  # re-checked under the lock: the visitor may have just written
+            conversation = Conversation.all_tenants.select_for_update().get(pk=pk)
+            if conversation.status == ConversationStatus.BOT and conversation.last_message_at < cutoff:
+                _close_locked(conversation, "the assistant after a quiet while")
+                count += 1
+    return count
 
 
 def conversation_rate(*, conversation: Conversation, rating: Any) -> Conversation:

@@ -354,3 +354,28 @@ def test_visitors_see_operators_by_first_name_only():
     assert services.public_name(Person()) == "Our support team"
     Person.first_name = "Sam"
     assert services.public_name(Person()) == "Sam"
+
+
+@pytest.mark.django_db
+def test_idle_bot_conversations_are_closed_and_waiting_ones_kept(make_org):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    organisation, _owner = make_org()
+    _bot, idle, _t, _g = _start(organisation)
+    _bot, waiting, _t, _g = _start(organisation)
+    _bot, recent, _t, _g = _start(organisation)
+    services.visitor_message(conversation=waiting, text="I want to talk to a human")
+    long_ago = timezone.now() - timedelta(hours=30)
+    Conversation.objects.for_org(organisation).filter(pk__in=[idle.pk, waiting.pk]).update(
+        last_message_at=long_ago
+    )
+    assert services.conversations_close_idle(older_than_hours=24) == 1
+    statuses = dict(Conversation.objects.for_org(organisation).values_list("pk", "status"))
+    assert statuses == {
+        idle.pk: ConversationStatus.CLOSED,
+        waiting.pk: ConversationStatus.WAITING,
+        recent.pk: ConversationStatus.BOT,
+    }
+    assert services.conversations_close_idle(older_than_hours=24) == 0

@@ -1,0 +1,11 @@
+"""Celery shells for the support chatbot: one service call each."""
+
+from celery import shared_task
+from django.conf import settings
+
+from customer_service import services
+
+
+@shared_task(name="customer_service.close_idle", time_limit=600)
+def close_idle() -> int:
+    return services.conversations_close_idle(older_than_hours=settings.CS_IDLE_CLOSE_HOURS)
