@@ -306,12 +306,14 @@ class Hit:
 
 def kb_search(*, organisation, query: str, k: int = 3, _reindexed: bool = False) -> list[Hit]:
     """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
-    query_vector, reference = _embed(organisation, [query])
     rows = list(
         ArticleChunk.objects.for_org(organisation)
         .filter(article__published=True)
         .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
     )
+    if not rows:  # no knowledge base: nothing to embed the question for
+        return []
+    query_vector, reference = _embed(organisation, [query])
     if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
         if _reindexed:
             rows = [row for row in rows if row[3] == reference]
