@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import secrets
 from pathlib import Path
 
@@ -66,7 +67,8 @@ class Command(BaseCommand):
             if added:
                 self.stdout.write(f"  {name}: {added}")
         self.stdout.write(self.style.SUCCESS("Demo organisation ready: " + DEMO_ORG))
-        self.stdout.write(f"  Log in at http://localhost:8000/accounts/login/ as {DEMO_EMAIL} / {password}")
+        port = os.environ.get("PORT", "8000")  # bin/run-all serves on $PORT
+        self.stdout.write(f"  Log in at http://localhost:{port}/accounts/login/ as {DEMO_EMAIL} / {password}")
 
     def _intent_model(self, user) -> None:
         """Give the demo a working intent model at once: a head on frozen embeddings (a minute on CPU)."""
