@@ -8,7 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api.serializers import StrictSerializer
+from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from customer_service import selectors, services
@@ -229,7 +229,11 @@ class ConversationDetailView(APIView):
             raise NotFound("No such conversation.")
         messages = selectors.message_list(conversation=conversation)
         return Response(
-            {**ConversationOut(conversation).data, "messages": MessageOut(messages, many=True).data}
+            {
+                **ConversationOut(conversation).data,
+                "messages": MessageOut(messages, many=True).data,
+                "intents": selectors.intent_labels(organisation=request.organisation),
+            }
         )
 
 
@@ -270,6 +274,19 @@ class CorrectView(APIView):
             intent=_valid(CorrectIn, request)["intent"],
         )
         return Response(MessageOut(message).data)
+
+
+class RetrainView(APIView):
+    """Retrain the intent model with the operators' corrections (a new dataset version and a job)."""
+
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=None, responses=JobOut)
+    def post(self, request):
+        job = services.retrain_with_corrections(
+            organisation=request.organisation, created_by=request.user if request.user.pk else None
+        )
+        return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class CorrectionsView(APIView):

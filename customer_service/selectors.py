@@ -57,3 +57,15 @@ def message_list(*, conversation: Conversation) -> QuerySet[Message]:
         .select_related("author", "conversation")
         .order_by("created_at", "id")
     )
+
+
+def correction_count(*, organisation) -> int:
+    return Message.objects.for_org(organisation).exclude(corrected_intent="").count()
+
+
+def intent_labels(*, organisation) -> list[str]:
+    """The intents of the active intent model (what an operator may correct a message to)."""
+    from core.registry.services.common import active_version
+
+    version = active_version(organisation, "customer_service", "intent")
+    return list(version.labels) if version is not None else []

@@ -728,3 +728,51 @@ def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: st
         metadata={"app": APP, "source": decision.source},
     )
     return decision
+
+
+def retrain_with_corrections(*, organisation, created_by=None):
+    """Feed operators' corrections back: a new version of the active intent model's dataset, its rows with
+    the corrected visitor messages added (a correction wins over the same text's old label), and a training
+    job on it. The new model replaces the active one only through the registry's promotion rule."""
+    import csv
+    import io
+
+    from core.registry.models import Dataset
+
+    version = active_version(organisation, APP, INTENT_TASK)
+    if version is None or version.dataset_id is None:
+        raise Conflict("There is no active intent model trained on a dataset to improve.")
+    corrections = dict(
+        Message.objects.for_org(organisation)
+        .exclude(corrected_intent="")
+        .order_by("updated_at")
+        .values_list("text", "corrected_intent")
+    )
+    if not corrections:
+        raise Conflict(
+            "No operator corrections yet: correct the intent of visitor messages in the inbox first."
+        )
+    dataset = Dataset.objects.for_org(organisation).filter(pk=version.dataset_id).first()
+    if dataset is None:
+        raise Conflict("The active model's dataset no longer exists.")
+    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    writer.writerows((text, label) for text, label in rows if text not in corrections)
+    writer.writerows(corrections.items())
+    new = registry.dataset_upload(
+        organisation=organisation,
+        name=dataset.name,
+        task=dataset.task,
+        data=out.getvalue().encode(),
+        filename="with-corrections.csv",
+    )
+    return registry.model_train_start(
+        organisation=organisation,
+        dataset_id=new.pk,
+        app=APP,
+        task=INTENT_TASK,
+        config=None,  # the fast model (seconds); a fine-tune can follow from the models page
+        created_by=created_by,
+    )

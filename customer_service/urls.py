@@ -9,6 +9,7 @@ urlpatterns = [
     path("try/", views.try_widget, name="try"),
     path("widget.js", views.widget_script, name="widget-script"),
     path("rotate-key/", views.rotate_key, name="rotate-key"),
+    path("retrain/", views.retrain, name="retrain"),
     path("templates/<int:template_id>/delete/", views.template_delete, name="template-delete"),
     path("articles/<int:article_id>/delete/", views.article_delete, name="article-delete"),
 ]

@@ -96,6 +96,8 @@ def index(request):
             "articles": selectors.article_list(organisation=organisation),
             "model": version,
             "uncovered": [i for i in intents if i not in covered],
+            "corrections": selectors.correction_count(organisation=organisation),
+            "can_train": role_can(request.role, "models.train"),
             "snippet": f'<script src="{script_url}" data-key="{bot.widget_key}" async></script>',
         },
     )
@@ -121,6 +123,20 @@ def article_delete(request, article_id: int):
     except TrellisError as exc:
         _fail(request, exc)
     return redirect("customer_service:index")
+
+
+@require_POST
+@member_required("models.train")
+def retrain(request):
+    try:
+        job = services.retrain_with_corrections(organisation=request.organisation, created_by=request.user)
+    except TrellisError as exc:
+        _fail(request, exc)
+        return redirect("customer_service:index")
+    messages.success(
+        request, "Training on the corrected data: the new model replaces the active one if it scores better."
+    )
+    return redirect("job-detail", job.pk)
 
 
 @require_POST

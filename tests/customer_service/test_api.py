@@ -93,6 +93,7 @@ def test_inbox_actions_roles_and_tenants(make_org, make_member, user_client):
     assert operator.post(f"{url}/reply/", {"text": ""}, format="json").status_code == 400
     assert operator.post(f"{url}/reply/", {"text": "Hello!"}, format="json").status_code == 200
     detail = operator.get(f"{url}/").json()
+    assert detail["intents"] == []  # no intent model yet: nothing to correct to
     assert [m["sender"] for m in detail["messages"]] == ["bot", "visitor", "system", "system", "operator"]
     visitor_message = detail["messages"][1]["id"]
     corrected = operator.post(
@@ -104,6 +105,11 @@ def test_inbox_actions_roles_and_tenants(make_org, make_member, user_client):
         csv["Content-Type"] == "text/csv"
         and b"Please let me speak to a person,contact_human_agent" in csv.content
     )
+    assert viewer.get(f"{BASE}/corrections.csv").status_code == 403  # visitor texts: operators only
+    assert viewer.post(f"{BASE}/retrain").status_code == 403
+    owner = user_client(_owner)
+    no_model = owner.post(f"{BASE}/retrain")
+    assert no_model.status_code == 409 and "no active intent model" in no_model.json()["error"]["message"]
     assert operator.post(f"{url}/close/").json()["status"] == ConversationStatus.CLOSED
     assert operator.post(f"{url}/take-over/").status_code == 409
 

@@ -379,3 +379,29 @@ def test_idle_bot_conversations_are_closed_and_waiting_ones_kept(make_org):
         recent.pk: ConversationStatus.BOT,
     }
     assert services.conversations_close_idle(older_than_hours=24) == 0
+
+
+@pytest.mark.django_db
+def test_corrections_retrain_the_intent_model(bot_org):
+    from core.jobs import services as jobs
+    from core.jobs.models import JobStatus, TrainingJob
+    from core.registry.models import Dataset
+
+    organisation, _owner, version_id = bot_org
+    with pytest.raises(Conflict, match="No operator corrections yet"):
+        services.retrain_with_corrections(organisation=organisation)
+    _bot, conversation, _token, _greeting = _start(organisation)
+    visitor, _reply = services.visitor_message(
+        conversation=conversation, text="the atm kept my card, what now"
+    )
+    services.message_correct_intent(organisation=organisation, message_id=visitor.pk, intent="atm_support")
+    job = services.retrain_with_corrections(organisation=organisation)
+    jobs.job_execute(job_id=job.pk)
+    job = TrainingJob.objects.for_org(organisation).get(pk=job.pk)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    newest = Dataset.objects.for_org(organisation).order_by("-version").first()
+    assert newest.version == 2 and newest.source_filename == "with-corrections.csv"
+    rows = [row for split in services.registry.dataset_rows(dataset=newest).values() for row in split]
+    assert ("the atm kept my card, what now", "atm_support") in rows
+    assert len(rows) == newest.row_count and newest.row_count >= 150  # the original rows are all there
+    assert job.result["model_version"] != version_id

@@ -12,6 +12,7 @@ from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, Role, User
 from customer_service import services
 from customer_service.models import Conversation, ConversationStatus, Message
+from tests.customer_service.conftest import train_intent_model
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -64,6 +65,7 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
     )
     Membership.all_tenants.create(organisation=organisation, user=operator, role=Role.OPERATOR)
     services.article_save(organisation=organisation, title="Parking", body=PARKING)
+    train_intent_model(organisation)  # 8 BANKING77 intents, no templates: questions reach the knowledge base
     widget = {}
 
     def page_html():
@@ -101,6 +103,9 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
         waiting.locator("a").click()
         expect(inbox.locator("#conversation-reason")).to_contain_text("asked for a person")
         expect(inbox.locator("#messages")).to_contain_text("Is there parking at the branch?")
+        first = inbox.locator(".message.visitor", has_text="Is there parking at the branch?")
+        first.locator("select.correct").select_option("atm_support")  # the operator's correction
+        expect(first).to_have_class("message visitor corrected")
         inbox.click("#take-over")
         expect(inbox.locator("#conversation-title")).to_contain_text("operator")
         inbox.fill("#reply", "Hi, this is Sam. How can I help?")
@@ -135,6 +140,8 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
     conversation = Conversation.objects.for_org(organisation).get()
     assert conversation.status == ConversationStatus.CLOSED and conversation.rating == 4
     assert conversation.origin == shop and conversation.assigned_to == operator
+    corrected = Message.objects.for_org(organisation).get(text="Is there parking at the branch?")
+    assert corrected.corrected_intent == "atm_support" and corrected.intent  # the model's guess is kept too
     texts = list(
         Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
     )

@@ -46,7 +46,11 @@
     $("conversation").dataset.status = c.status;
     $("conversation-reason").textContent = c.handoff_reason ? "Handed off: " + c.handoff_reason : "";
     const box = $("messages");
+    // Rebuild only when something changed, so a poll never closes a menu the operator has open.
+    const sig = JSON.stringify([id, c.intents, c.messages.map((m) => [m.id, m.corrected_intent])]);
+    if (box.dataset.sig === sig) return showActions(c.status);
     const grew = box.childElementCount !== c.messages.length || box.dataset.conversation !== String(id);
+    box.dataset.sig = sig;
     box.dataset.conversation = String(id);
     box.innerHTML = "";
     c.messages.forEach((m) => {
@@ -55,12 +59,30 @@
       const who = m.sender === "operator" ? m.author : m.sender;
       const extra = m.intent ? " [" + m.intent + (m.confidence != null ? " " + m.confidence.toFixed(2) : "") + "]" : "";
       p.textContent = who + ": " + m.text + extra;
+      if (m.sender === "visitor" && c.intents.length) {  // the operator's correction: training data
+        const pick = document.createElement("select");
+        pick.className = "correct";
+        pick.dataset.message = m.id;
+        pick.innerHTML = "<option value=''>correct the intent…</option>";
+        c.intents.forEach((i) => { const o = document.createElement("option"); o.value = i; o.textContent = i; pick.appendChild(o); });
+        if (m.corrected_intent) { pick.value = m.corrected_intent; p.classList.add("corrected"); }
+        pick.onchange = async () => {
+          if (!pick.value) return;
+          try { showError(""); await call("POST", "/messages/" + m.id + "/correct/", { intent: pick.value }); p.classList.add("corrected"); }
+          catch (e) { showError(e.message); }
+        };
+        p.appendChild(document.createTextNode(" "));
+        p.appendChild(pick);
+      }
       box.appendChild(p);
     });
     if (grew) box.scrollTop = box.scrollHeight;  // keep the operator's place when nothing new came
-    $("take-over").hidden = c.status === "operator";
-    $("hand-back").hidden = c.status !== "operator";
-    $("reply-form").hidden = c.status !== "operator";
+    showActions(c.status);
+  }
+  function showActions(status) {
+    $("take-over").hidden = status === "operator";
+    $("hand-back").hidden = status !== "operator";
+    $("reply-form").hidden = status !== "operator";
   }
 
   async function act(path, body) {
