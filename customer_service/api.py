@@ -5,6 +5,7 @@ from dataclasses import asdict
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -140,6 +141,23 @@ class TemplateListView(APIView):
     def post(self, request):
         template = services.template_save(organisation=request.organisation, **_valid(TemplateIn, request))
         return Response(TemplateOut(template).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateImportIn(StrictSerializer):
+    file = serializers.FileField()
+
+
+class TemplateImportView(APIView):
+    """Many answers at once: a CSV with ``intent,answer`` columns; rejected lines come back with reasons."""
+
+    permissions = {"POST": "org.manage"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=TemplateImportIn, responses=dict)
+    def post(self, request):
+        upload = _valid(TemplateImportIn, request)["file"]
+        result = services.templates_import(organisation=request.organisation, data=upload.read())
+        return Response(result, status=status.HTTP_201_CREATED)
 
 
 class TemplateDetailView(APIView):

@@ -6,6 +6,7 @@ urlpatterns = [
     path("settings/", api.SettingsView.as_view(), name="api-cs-settings"),
     path("settings/rotate-key/", api.RotateKeyView.as_view(), name="api-cs-rotate-key"),
     path("templates/", api.TemplateListView.as_view(), name="api-cs-templates"),
+    path("templates/import", api.TemplateImportView.as_view(), name="api-cs-templates-import"),
     path("templates/<int:template_id>/", api.TemplateDetailView.as_view(), name="api-cs-template"),
     path("articles/", api.ArticleListView.as_view(), name="api-cs-articles"),
     path("articles/<int:article_id>/", api.ArticleDetailView.as_view(), name="api-cs-article"),

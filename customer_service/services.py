@@ -776,3 +776,58 @@ def retrain_with_corrections(*, organisation, created_by=None):
         config=None,  # the fast model (seconds); a fine-tune can follow from the models page
         created_by=created_by,
     )
+
+
+MAX_TEMPLATE_FILE_BYTES = 5 * 1024 * 1024
+
+
+def templates_import(*, organisation, data: bytes) -> dict[str, Any]:
+    """Create or replace answer templates from a CSV with ``intent`` and ``answer`` columns (a header row).
+
+    Rows with an empty or over-long intent or answer, or an intent already given earlier in the file, are
+    rejected with their line and reason; the others are saved together, or none if the file is unusable.
+    """
+    import csv
+    import io
+
+    if not data:
+        raise InvalidInput("The file is empty.", details={"field": "file"})
+    if len(data) > MAX_TEMPLATE_FILE_BYTES:
+        raise InvalidInput("The file is larger than 5 MB.", details={"field": "file"})
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"The file is not UTF-8 (byte {exc.start} cannot be read).", details={"field": "file"}
+        ) from exc
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    if sorted(columns) != ["answer", "intent"]:
+        raise InvalidInput(
+            f"The header must be exactly intent,answer (found: {','.join(columns) or 'nothing'}).",
+            details={"field": "file"},
+        )
+    reader.fieldnames = columns
+    accepted: dict[str, str] = {}
+    rejected: list[dict[str, Any]] = []
+    for line, row in enumerate(reader, start=2):
+        if None in row:
+            rejected.append({"line": line, "reason": "More fields than the header."})
+            continue
+        intent, body = (row.get("intent") or "").strip(), (row.get("answer") or "").strip()
+        if not intent or len(intent) > 100:
+            reason = "The intent must be 1 to 100 characters."
+        elif not body or len(body) > MAX_TEMPLATE_CHARS:
+            reason = f"The answer must be 1 to {MAX_TEMPLATE_CHARS} characters."
+        elif intent in accepted:
+            reason = f"'{intent}' was already given on an earlier line."
+        else:
+            accepted[intent] = body
+            continue
+        rejected.append({"line": line, "reason": reason})
+    if not accepted:
+        raise InvalidInput("No usable rows in the file.", details={"rejected": rejected[:50]})
+    with transaction.atomic():
+        for intent, body in accepted.items():
+            template_save(organisation=organisation, intent=intent, body=body)
+    return {"saved": len(accepted), "rejected": rejected}

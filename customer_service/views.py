@@ -59,7 +59,20 @@ def index(request):
                     services.template_save(organisation=organisation, **template_form.cleaned_data)
                     messages.success(request, f"Answer for '{template_form.cleaned_data['intent']}' saved.")
                     return redirect("customer_service:index")
-            elif which == "article":
+            elif which == "templates_file":
+                upload = request.FILES.get("file")
+                if upload is None:
+                    messages.error(request, "Choose a CSV file with intent,answer columns.")
+                    return redirect("customer_service:index")
+                result = services.templates_import(organisation=organisation, data=upload.read())
+                messages.success(request, f"{result['saved']} answers saved.")
+                for row in result["rejected"][:10]:
+                    messages.error(request, f"Line {row['line']}: {row['reason']}")
+                return redirect("customer_service:index")
+            elif which != "article":
+                messages.error(request, "Unknown form.")
+                return redirect("customer_service:index")
+            else:
                 article_form = forms.ArticleForm(request.POST)
                 if article_form.is_valid():
                     services.article_save(organisation=organisation, **article_form.cleaned_data)
@@ -71,7 +84,7 @@ def index(request):
             _fail(
                 request,
                 exc,
-                {"settings": settings_form, "template": template_form, "article": article_form}[which],
+                {"settings": settings_form, "template": template_form, "article": article_form}.get(which),
             )
     script_url = request.build_absolute_uri("/customer-service/widget.js")
     intents = []

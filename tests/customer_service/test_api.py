@@ -124,3 +124,50 @@ def test_inbox_actions_roles_and_tenants(make_org, make_member, user_client):
     )
     assert stranger.get(f"{BASE}/conversations/").json()["results"] == []
     assert services.bot_settings_for(organisation=other).widget_key != bot.widget_key
+
+
+@pytest.mark.django_db
+def test_answer_templates_from_a_csv_file(make_org, user_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from customer_service.models import AnswerTemplate
+
+    organisation, owner = make_org()
+    client = user_client(owner)
+    services.template_save(organisation=organisation, intent="card_arrival", body="Old answer.")
+
+    def upload(data: bytes):
+        return client.post(
+            f"{BASE}/templates/import", {"file": SimpleUploadedFile("answers.csv", data)}, format="multipart"
+        )
+
+    good = (
+        b"intent,answer\n"
+        b"card_arrival,Cards take 3 days.\n"
+        b'change_pin,"At any ATM, choose ""Change PIN""."\n'
+        b",No intent here\n"
+        b"lost_card,\n"
+        b"card_arrival,A second answer for the same intent\n"
+        b"extra,too,many\n"
+    )
+    result = upload(good)
+    assert result.status_code == 201, result.content
+    assert result.json()["saved"] == 2
+    assert [(r["line"], r["reason"][:20]) for r in result.json()["rejected"]] == [
+        (4, "The intent must be 1"),
+        (5, "The answer must be 1"),
+        (6, "'card_arrival' was a"),
+        (7, "More fields than the"),
+    ]
+    answers = dict(AnswerTemplate.objects.for_org(organisation).values_list("intent", "body"))
+    assert answers == {"card_arrival": "Cards take 3 days.", "change_pin": 'At any ATM, choose "Change PIN".'}
+
+    for data, message in [
+        (b"", "The submitted file is empty."),  # refused by the API before the service
+        (b"intent,text\nx,y\n", "The header must be exactly intent,answer"),
+        ("intent,answer\nx,caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+        (b"intent,answer\n,\n", "No usable rows"),
+    ]:
+        refused = upload(data)
+        assert refused.status_code == 400 and message in refused.json()["error"]["message"], refused.content
+    assert dict(AnswerTemplate.objects.for_org(organisation).values_list("intent", "body")) == answers

@@ -57,6 +57,24 @@ def test_setup_page_saves_content_and_shows_form_errors(make_org, make_member):
     too_high = client.post("/customer-service/", {**settings, "intent_threshold": "1.5"})
     assert too_high.status_code == 200 and b"less than or equal to 1" in too_high.content
 
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    uploaded = client.post(
+        "/customer-service/",
+        {
+            "form": "templates_file",
+            "file": SimpleUploadedFile("a.csv", b"intent,answer\nchange_pin,At an ATM.\n,x\n"),
+        },
+        follow=True,
+    )
+    assert b"1 answers saved." in uploaded.content and b"Line 3: The intent must be" in uploaded.content
+    assert AnswerTemplate.objects.for_org(organisation).get(intent="change_pin").body == "At an ATM."
+    bad = client.post(
+        "/customer-service/", {"form": "templates_file", "file": SimpleUploadedFile("a.csv", b"\xff\xfe")}
+    )
+    assert bad.status_code == 200 and b"not UTF-8" in bad.content
+    assert client.post("/customer-service/", {"form": "nonsense"}, follow=True).status_code == 200
+
     viewer = _login(make_member(organisation, Role.VIEWER))
     assert viewer.get("/customer-service/").status_code == 200
     assert (
