@@ -160,6 +160,30 @@ class TemplateImportView(APIView):
         return Response(result, status=status.HTTP_201_CREATED)
 
 
+class QaImportIn(StrictSerializer):
+    file = serializers.FileField()
+    train = serializers.BooleanField(default=True)
+
+
+class QaImportView(APIView):
+    """Historical questions and answers (``question,answer`` CSV) into the knowledge base, and a job that
+    fine-tunes the retrieval model on them (50 pairs or more)."""
+
+    permissions = {"POST": "models.train"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=QaImportIn, responses=dict)
+    def post(self, request):
+        data = _valid(QaImportIn, request)
+        result = services.qa_import(
+            organisation=request.organisation,
+            data=data["file"].read(),
+            train=data["train"],
+            created_by=request.user if request.user.pk else None,
+        )
+        return Response(result, status=status.HTTP_201_CREATED)
+
+
 class TemplateDetailView(APIView):
     permissions = {"DELETE": "org.manage"}
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("templates/import", api.TemplateImportView.as_view(), name="api-cs-templates-import"),
     path("templates/<int:template_id>/", api.TemplateDetailView.as_view(), name="api-cs-template"),
     path("articles/", api.ArticleListView.as_view(), name="api-cs-articles"),
+    path("qa/import", api.QaImportView.as_view(), name="api-cs-qa-import"),
     path("articles/<int:article_id>/", api.ArticleDetailView.as_view(), name="api-cs-article"),
     path("answer", api.AnswerView.as_view(), name="api-cs-answer"),
     path("conversations/", api.ConversationListView.as_view(), name="api-cs-conversations"),

@@ -778,21 +778,22 @@ def retrain_with_corrections(*, organisation, created_by=None):
     )
 
 
-MAX_TEMPLATE_FILE_BYTES = 5 * 1024 * 1024
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_QA_ROWS = 5000
+MIN_QA_PAIRS_TO_TRAIN = 50
 
 
-def templates_import(*, organisation, data: bytes) -> dict[str, Any]:
-    """Create or replace answer templates from a CSV with ``intent`` and ``answer`` columns (a header row).
-
-    Rows with an empty or over-long intent or answer, or an intent already given earlier in the file, are
-    rejected with their line and reason; the others are saved together, or none if the file is unusable.
-    """
+def _read_pairs_csv(
+    data: bytes, *, columns: tuple[str, str], limits: tuple[int, int]
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Rows of a two-column CSV with a header: ``{first: second}`` for the usable ones (the first column
+    unique), and the rejected ones with their line and reason. Refuses an unusable file as a whole."""
     import csv
     import io
 
     if not data:
         raise InvalidInput("The file is empty.", details={"field": "file"})
-    if len(data) > MAX_TEMPLATE_FILE_BYTES:
+    if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInput("The file is larger than 5 MB.", details={"field": "file"})
     try:
         text = data.decode("utf-8-sig")
@@ -801,33 +802,88 @@ def templates_import(*, organisation, data: bytes) -> dict[str, Any]:
             f"The file is not UTF-8 (byte {exc.start} cannot be read).", details={"field": "file"}
         ) from exc
     reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    if sorted(columns) != ["answer", "intent"]:
+    found = [c.strip().lower() for c in (reader.fieldnames or [])]
+    if sorted(found) != sorted(columns):
         raise InvalidInput(
-            f"The header must be exactly intent,answer (found: {','.join(columns) or 'nothing'}).",
+            f"The header must be exactly {','.join(columns)} (found: {','.join(found) or 'nothing'}).",
             details={"field": "file"},
         )
-    reader.fieldnames = columns
+    reader.fieldnames = found
+    key, value = columns
     accepted: dict[str, str] = {}
     rejected: list[dict[str, Any]] = []
     for line, row in enumerate(reader, start=2):
         if None in row:
             rejected.append({"line": line, "reason": "More fields than the header."})
             continue
-        intent, body = (row.get("intent") or "").strip(), (row.get("answer") or "").strip()
-        if not intent or len(intent) > 100:
-            reason = "The intent must be 1 to 100 characters."
-        elif not body or len(body) > MAX_TEMPLATE_CHARS:
-            reason = f"The answer must be 1 to {MAX_TEMPLATE_CHARS} characters."
-        elif intent in accepted:
-            reason = f"'{intent}' was already given on an earlier line."
+        first, second = (row.get(key) or "").strip(), (row.get(value) or "").strip()
+        if not first or len(first) > limits[0]:
+            reason = f"The {key} must be 1 to {limits[0]} characters."
+        elif not second or len(second) > limits[1]:
+            reason = f"The {value} must be 1 to {limits[1]} characters."
+        elif first in accepted:
+            reason = f"'{first[:60]}' was already given on an earlier line."
         else:
-            accepted[intent] = body
+            accepted[first] = second
             continue
         rejected.append({"line": line, "reason": reason})
     if not accepted:
         raise InvalidInput("No usable rows in the file.", details={"rejected": rejected[:50]})
+    return accepted, rejected
+
+
+def templates_import(*, organisation, data: bytes) -> dict[str, Any]:
+    """Create or replace answer templates from a CSV with ``intent`` and ``answer`` columns (a header row).
+
+    Rows with an empty or over-long intent or answer, or an intent already given earlier in the file, are
+    rejected with their line and reason; the others are saved together, or none if the file is unusable.
+    """
+    accepted, rejected = _read_pairs_csv(data, columns=("intent", "answer"), limits=(100, MAX_TEMPLATE_CHARS))
     with transaction.atomic():
         for intent, body in accepted.items():
             template_save(organisation=organisation, intent=intent, body=body)
     return {"saved": len(accepted), "rejected": rejected}
+
+
+def qa_import(*, organisation, data: bytes, train: bool = True, created_by=None) -> dict[str, Any]:
+    """Historical questions and answers (a CSV with ``question`` and ``answer`` columns) into the bot.
+
+    Each pair becomes a knowledge-base article (the question as its title, so similar new questions find it).
+    With ``train`` and at least 50 pairs, the pairs also become a ``pairs`` dataset and a job fine-tunes the
+    retrieval model (``customer_service``/``retrieval``) on them; once promoted, the knowledge base is
+    re-embedded with it on the next search. All articles are saved, or none.
+    """
+    import csv
+    import io
+
+    accepted, rejected = _read_pairs_csv(
+        data, columns=("question", "answer"), limits=(200, MAX_ARTICLE_CHARS)
+    )
+    if len(accepted) > MAX_QA_ROWS:
+        raise InvalidInput(f"At most {MAX_QA_ROWS} pairs per file; split it.", details={"field": "file"})
+    billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(accepted))
+    with transaction.atomic():
+        for question, answer in accepted.items():
+            article = Article.all_tenants.create(organisation=organisation, title=question, body=answer)
+            _index_article(article)
+    job = None
+    if train and len(accepted) >= MIN_QA_PAIRS_TO_TRAIN:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["query", "positive"])
+        writer.writerows(accepted.items())
+        dataset = registry.dataset_upload(
+            organisation=organisation,
+            name="historical-qa",
+            task="pairs",
+            data=out.getvalue().encode(),
+            filename="historical-qa.csv",
+        )
+        job = registry.model_train_start(
+            organisation=organisation,
+            dataset_id=dataset.pk,
+            app=APP,
+            task=RETRIEVAL_TASK,
+            created_by=created_by,
+        )
+    return {"articles": len(accepted), "rejected": rejected, "job": job.pk if job is not None else None}

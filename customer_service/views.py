@@ -69,6 +69,19 @@ def index(request):
                 for row in result["rejected"][:10]:
                     messages.error(request, f"Line {row['line']}: {row['reason']}")
                 return redirect("customer_service:index")
+            elif which == "qa_file":
+                upload = request.FILES.get("file")
+                if upload is None or not role_can(request.role, "models.train"):
+                    messages.error(request, "Choose a CSV file with question,answer columns.")
+                    return redirect("customer_service:index")
+                result = services.qa_import(
+                    organisation=organisation, data=upload.read(), created_by=request.user
+                )
+                note = " A job is training the retrieval model on them." if result["job"] else ""
+                messages.success(request, f"{result['articles']} questions and answers added.{note}")
+                for row in result["rejected"][:10]:
+                    messages.error(request, f"Line {row['line']}: {row['reason']}")
+                return redirect("customer_service:index")
             elif which != "article":
                 messages.error(request, "Unknown form.")
                 return redirect("customer_service:index")

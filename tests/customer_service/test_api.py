@@ -171,3 +171,33 @@ def test_answer_templates_from_a_csv_file(make_org, user_client):
         refused = upload(data)
         assert refused.status_code == 400 and message in refused.json()["error"]["message"], refused.content
     assert dict(AnswerTemplate.objects.for_org(organisation).values_list("intent", "body")) == answers
+
+
+@pytest.mark.django_db
+def test_historical_qa_upload_over_the_api(make_org, make_member, user_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    organisation, owner = make_org()
+    client = user_client(owner)
+
+    def upload(who, data: bytes, **extra):
+        return who.post(
+            f"{BASE}/qa/import", {"file": SimpleUploadedFile("qa.csv", data), **extra}, format="multipart"
+        )
+
+    data = b'question,answer\nDo you ship abroad?,"Yes, to 30 countries."\nDo you ship abroad?,Twice\n'
+    operator = user_client(make_member(organisation, Role.OPERATOR))
+    assert upload(operator, data).status_code == 403
+    done = upload(client, data, train="false")
+    assert done.status_code == 201, done.content
+    assert done.json() == {
+        "articles": 1,
+        "rejected": [{"line": 3, "reason": "'Do you ship abroad?' was already given on an earlier line."}],
+        "job": None,
+    }
+    assert Article.objects.for_org(organisation).get().title == "Do you ship abroad?"
+    bad = upload(client, b"question;answer\nx;y\n")
+    assert (
+        bad.status_code == 400 and "header must be exactly question,answer" in bad.json()["error"]["message"]
+    )
+    assert Article.objects.for_org(organisation).count() == 1

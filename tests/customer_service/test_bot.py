@@ -405,3 +405,59 @@ def test_corrections_retrain_the_intent_model(bot_org):
     assert ("the atm kept my card, what now", "atm_support") in rows
     assert len(rows) == newest.row_count and newest.row_count >= 150  # the original rows are all there
     assert job.result["model_version"] != version_id
+
+
+def _bitext_pairs(n: int) -> list[tuple[str, str]]:
+    """Historical questions and answers: the shipped Bitext set (CDLA-Sharing-1.0), one pair per question."""
+    import csv
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "data" / "bitext_customer_support"
+    pairs: dict[str, str] = {}
+    with (source / "Bitext_Sample_Customer_Support_Training_Dataset.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            pairs.setdefault(row["instruction"].strip(), row["response"].strip())
+            if len(pairs) == n:
+                break
+    return list(pairs.items())
+
+
+@pytest.mark.django_db
+def test_historical_qa_becomes_the_knowledge_base_and_trains_its_retrieval_model(make_org):
+    import csv
+    import io
+
+    from core.jobs import services as jobs
+    from core.jobs.models import JobStatus, TrainingJob
+    from core.registry.models import ModelVersion
+
+    organisation, _owner = make_org()
+    pairs = _bitext_pairs(60)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["question", "answer"])
+    writer.writerows(pairs)
+    writer.writerow(["", "an answer without its question"])
+    result = services.qa_import(organisation=organisation, data=out.getvalue().encode())
+    assert result["articles"] == 60 and [r["line"] for r in result["rejected"]] == [62]
+    question, answer = pairs[7]
+    hits = services.kb_search(organisation=organisation, query=question, k=1)
+    assert hits[0].title == question and hits[0].score > 0.8
+
+    jobs.job_execute(job_id=result["job"])
+    job = TrainingJob.objects.for_org(organisation).get(pk=result["job"])
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    version = ModelVersion.objects.for_org(organisation).get(app="customer_service", task="retrieval")
+    assert version.status == "active" and version.manifest["task"] == "embedding"
+    hits = services.kb_search(
+        organisation=organisation, query=question, k=1
+    )  # re-embedded with the new model
+    assert hits[0].title == question
+    assert set(ArticleChunk.objects.for_org(organisation).values_list("embedder", flat=True)) == {
+        f"version:{version.pk}"
+    }
+
+    small = services.qa_import(organisation=organisation, data=b"question,answer\nWhere is it?,Here.\n")
+    assert small == {"articles": 1, "rejected": [], "job": None}  # too few pairs to train on
+    with pytest.raises(InvalidInput, match="header must be exactly question,answer"):
+        services.qa_import(organisation=organisation, data=b"q,a\nx,y\n")
