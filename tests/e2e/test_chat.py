@@ -100,6 +100,7 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
         inbox.click("#open-inbox")
         waiting = inbox.locator("tr.conversation.waiting")
         expect(waiting).to_have_count(1)
+        expect(inbox).to_have_title("(1 waiting) Live inbox · Trellis")
         waiting.locator("a").click()
         expect(inbox.locator("#conversation-reason")).to_contain_text("asked for a person")
         expect(inbox.locator("#messages")).to_contain_text("Is there parking at the branch?")
@@ -108,6 +109,7 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
         expect(first).to_have_class("message visitor corrected")
         inbox.click("#take-over")
         expect(inbox.locator("#conversation-title")).to_contain_text("operator")
+        expect(inbox).to_have_title("Live inbox · Trellis")  # nobody waits any more
         inbox.fill("#reply", "Hi, this is Sam. How can I help?")
         inbox.click("#send")
 

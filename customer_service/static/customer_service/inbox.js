@@ -5,6 +5,7 @@
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
   const $ = (id) => document.getElementById(id);
   let current = null;
+  const baseTitle = document.title;
 
   async function call(method, path, body) {
     const res = await fetch(api + path, {
@@ -35,6 +36,9 @@
       table.appendChild(tr);
     });
     $("no-conversations").hidden = rows.length > 0;
+    // Waiting visitors show in the tab's title, so an operator on another tab sees them.
+    const waiting = rows.filter((c) => c.status === "waiting").length;
+    document.title = (waiting ? "(" + waiting + " waiting) " : "") + baseTitle;
   }
 
   async function open(id) {
