@@ -56,6 +56,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return False
         return True
 
+    async def _admit(self, kind: str) -> bool:
+        """The key still valid (else the socket closes) and this visitor within the minute's allowance."""
+        if not await self._check_bot():
+            return False
+        await database_sync_to_async(services.widget_throttle)(
+            widget_key=self.widget_key, client=self.client, kind=kind
+        )
+        return True
+
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
             content = await self.decode_json(text_data) if text_data is not None else None
@@ -111,11 +120,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._send_message(payload)
 
     async def _start(self, content):
-        if not await self._check_bot():
+        if not await self._admit("start"):
             return
-        await database_sync_to_async(services.widget_throttle)(
-            widget_key=self.widget_key, client=self.client, kind="start"
-        )
         conversation, token, _greeting = await database_sync_to_async(services.conversation_start)(
             bot=self.bot, origin=_header(self.scope, b"origin") or ""
         )
@@ -128,11 +134,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._join(conversation)
 
     async def _message(self, content):
-        if not await self._check_bot():
+        if not await self._admit("message"):
             return
-        await database_sync_to_async(services.widget_throttle)(
-            widget_key=self.widget_key, client=self.client, kind="message"
-        )
         message, bot_has_it = await database_sync_to_async(services.visitor_message_store)(
             conversation=self.conversation, text=content.get("text")
         )

@@ -63,9 +63,14 @@ def correction_count(*, organisation) -> int:
     return Message.objects.for_org(organisation).exclude(corrected_intent="").count()
 
 
-def intent_labels(*, organisation) -> list[str]:
-    """The intents of the active intent model (what an operator may correct a message to)."""
+def intent_model(*, organisation):
+    """The organisation's active intent model version, or None."""
     from core.registry.services.common import active_version
 
-    version = active_version(organisation, "customer_service", "intent")
+    return active_version(organisation, "customer_service", "intent")
+
+
+def intent_labels(*, organisation) -> list[str]:
+    """The intents of the active intent model (what an operator may correct a message to)."""
+    version = intent_model(organisation=organisation)
     return list(version.labels) if version is not None else []

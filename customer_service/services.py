@@ -1,7 +1,7 @@
 """The support chatbot's writes and rules: settings, templates, knowledge base, conversations, answers.
 
 How the bot answers a visitor's message (``bot_answer``):
-1. an explicit request for a person, or an intent listed in ``handoff_intents`` -> hand-off;
+1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off;
 2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction
    (>= ``intent_threshold``) of an intent with an active answer template -> that template;
 3. otherwise the knowledge base: the closest article passage by cosine (>= ``retrieval_threshold``);
@@ -54,7 +54,7 @@ HUMAN_REQUEST = re.compile(
     r"|(?:talk|speak|chat) (?:to|with) (?:a |an )?(?:person|human|agent|operator|someone|somebody))\b",
     re.IGNORECASE,
 )
-DEFAULT_HANDOFF_INTENTS = ["contact_human_agent"]
+HANDOFF_INTENTS = ("contact_human_agent",)
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -217,20 +217,25 @@ def _embed(organisation, texts: list[str]) -> tuple[np.ndarray, str]:
     return np.asarray(embedder.embed(texts), dtype=np.float32), reference
 
 
-def _index_article(article: Article) -> None:
-    ArticleChunk.all_tenants.filter(article=article).delete()
-    passages = chunk_text(f"{article.title}\n\n{article.body}")
-    vectors, reference = _embed(article.organisation, passages)
+def _index_articles(organisation, articles: list[Article]) -> None:
+    """(Re)build the passages of ``articles`` with one embedding pass over all of them."""
+    ArticleChunk.all_tenants.filter(article__in=articles).delete()
+    passages = [
+        (article, i, passage)
+        for article in articles
+        for i, passage in enumerate(chunk_text(f"{article.title}\n\n{article.body}"))
+    ]
+    vectors, reference = _embed(organisation, [passage for _a, _i, passage in passages])
     ArticleChunk.all_tenants.bulk_create(
         ArticleChunk(
-            organisation=article.organisation,
+            organisation=organisation,
             article=article,
             position=i,
             text=passage,
             vector=vector.tobytes(),
             embedder=reference,
         )
-        for i, (passage, vector) in enumerate(zip(passages, vectors, strict=True))
+        for (article, i, passage), vector in zip(passages, vectors, strict=True)
     )
 
 
@@ -264,7 +269,7 @@ def article_save(
                 raise NotFound("No such article.")
             article.title, article.body, article.url, article.published = title, body, url, published
             article.save()
-        _index_article(article)
+        _index_articles(organisation, [article])
     return article
 
 
@@ -285,12 +290,11 @@ def kb_reindex(*, organisation) -> int:
     )
     count = 0
     for article_id in list(stale.values_list("pk", flat=True)):
-        with (
-            transaction.atomic()
-        ):  # one article at a time, locked: concurrent searches do not both rebuild it
+        # One article at a time, locked: concurrent searches do not both rebuild it.
+        with transaction.atomic():
             article = Article.all_tenants.select_for_update().get(pk=article_id)
             if ArticleChunk.all_tenants.filter(article=article).exclude(embedder=reference).exists():
-                _index_article(article)
+                _index_articles(organisation, [article])
                 count += 1
     return count
 
@@ -304,22 +308,23 @@ class Hit:
     score: float
 
 
-def kb_search(*, organisation, query: str, k: int = 3, _reindexed: bool = False) -> list[Hit]:
-    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
-    rows = list(
+def _passages(organisation) -> list[tuple]:
+    return list(
         ArticleChunk.objects.for_org(organisation)
         .filter(article__published=True)
         .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
     )
+
+
+def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
+    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
+    rows = _passages(organisation)
     if not rows:  # no knowledge base: nothing to embed the question for
         return []
     query_vector, reference = _embed(organisation, [query])
     if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
-        if _reindexed:
-            rows = [row for row in rows if row[3] == reference]
-        else:
-            kb_reindex(organisation=organisation)
-            return kb_search(organisation=organisation, query=query, k=k, _reindexed=True)
+        kb_reindex(organisation=organisation)
+        rows = [row for row in _passages(organisation) if row[3] == reference]
     if not rows:
         return []
     matrix = np.stack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
@@ -338,6 +343,17 @@ def kb_search(*, organisation, query: str, k: int = 3, _reindexed: bool = False)
 
 
 # --- conversations ----------------------------------------------------------------------------------
+
+
+def _csv_bytes(header: tuple[str, str], rows) -> bytes:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def _hash(token: str) -> str:
@@ -493,7 +509,7 @@ def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
             float(prediction.probabilities[prediction.label]),
             version.pk,
         )
-        if intent in DEFAULT_HANDOFF_INTENTS and confidence >= bot.intent_threshold:
+        if intent in HANDOFF_INTENTS and confidence >= bot.intent_threshold:
             return Decision(
                 AnswerSource.HANDOFF,
                 bot.handoff_message,
@@ -523,6 +539,7 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
     """Answer one visitor message (metered as one prediction) or hand the conversation to a person."""
     organisation = conversation.organisation
     bot = bot_settings_for(organisation=organisation)
+    charged = False  # only an answer the bot actually worked out is charged
     try:
         billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=1)
     except QuotaExceeded:
@@ -532,10 +549,10 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
     else:
         try:
             decision = decide(organisation=organisation, bot=bot, text=message.text)
+            charged = True
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
             decision = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
-    charged = decision.reason not in ("The plan's prediction quota is used up.", "The bot failed to answer.")
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
         if decision.intent:
@@ -578,12 +595,15 @@ def _check_assignee(conversation: Conversation, user) -> None:
         raise Conflict(f"{conversation.assigned_to.email} is handling this conversation.")
 
 
-def _operated(organisation, conversation_id: int) -> Conversation:
+def _operated(organisation, conversation_id: int, *, open_only: bool = True) -> Conversation:
+    """The organisation's conversation, locked; Conflict if it is closed (unless ``open_only`` is off)."""
     conversation = (
         Conversation.objects.for_org(organisation).select_for_update().filter(pk=conversation_id).first()
     )
     if conversation is None:
         raise NotFound("No such conversation.")
+    if open_only and conversation.status == ConversationStatus.CLOSED:
+        raise Conflict("This conversation is closed.")
     return conversation
 
 
@@ -591,8 +611,6 @@ def conversation_take_over(*, organisation, conversation_id: int, user) -> Conve
     """An operator takes the conversation: the bot stops answering. Refused if another operator has it."""
     with transaction.atomic():
         conversation = _operated(organisation, conversation_id)
-        if conversation.status == ConversationStatus.CLOSED:
-            raise Conflict("This conversation is closed.")
         _check_assignee(conversation, user)
         conversation.status, conversation.assigned_to = ConversationStatus.OPERATOR, user
         conversation.save(update_fields=["status", "assigned_to", "updated_at"])
@@ -606,8 +624,6 @@ def operator_message(*, organisation, conversation_id: int, user, text: Any) -> 
     text = _clean_text(text)
     with transaction.atomic():
         conversation = _operated(organisation, conversation_id)
-        if conversation.status == ConversationStatus.CLOSED:
-            raise Conflict("This conversation is closed.")
         if conversation.status != ConversationStatus.OPERATOR or conversation.assigned_to_id != user.pk:
             raise Conflict("Take the conversation over before replying.")
         message = _add_message(
@@ -621,8 +637,6 @@ def conversation_hand_back(*, organisation, conversation_id: int, user) -> Conve
     """Give the conversation back to the bot."""
     with transaction.atomic():
         conversation = _operated(organisation, conversation_id)
-        if conversation.status == ConversationStatus.CLOSED:
-            raise Conflict("This conversation is closed.")
         _check_assignee(conversation, user)
         conversation.status, conversation.assigned_to, conversation.handoff_reason = (
             ConversationStatus.BOT,
@@ -652,9 +666,11 @@ def conversation_close(*, conversation: Conversation, by: str) -> Conversation:
 
 def conversation_close_by_operator(*, organisation, conversation_id: int, user) -> Conversation:
     with transaction.atomic():
-        conversation = _operated(organisation, conversation_id)
+        conversation = _operated(organisation, conversation_id, open_only=False)
         _check_assignee(conversation, user)
-        return conversation_close(conversation=conversation, by=public_name(user))
+        if conversation.status != ConversationStatus.CLOSED:
+            _close_locked(conversation, public_name(user))
+    return conversation
 
 
 def conversations_close_idle(*, older_than_hours: float) -> int:
@@ -697,19 +713,8 @@ def message_correct_intent(*, organisation, message_id: int, intent: str) -> Mes
 
 def corrections_csv(*, organisation) -> bytes:
     """Operator-corrected visitor messages as a ``text,label`` dataset, ready to upload for training."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
-    for text, label in (
-        Message.objects.for_org(organisation)
-        .exclude(corrected_intent="")
-        .values_list("text", "corrected_intent")
-    ):
-        writer.writerow([text, label])
-    return out.getvalue().encode()
+    corrected = Message.objects.for_org(organisation).exclude(corrected_intent="")
+    return _csv_bytes(("text", "label"), corrected.values_list("text", "corrected_intent"))
 
 
 def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:
@@ -734,9 +739,6 @@ def retrain_with_corrections(*, organisation, created_by=None):
     """Feed operators' corrections back: a new version of the active intent model's dataset, its rows with
     the corrected visitor messages added (a correction wins over the same text's old label), and a training
     job on it. The new model replaces the active one only through the registry's promotion rule."""
-    import csv
-    import io
-
     from core.registry.models import Dataset
 
     version = active_version(organisation, APP, INTENT_TASK)
@@ -756,16 +758,12 @@ def retrain_with_corrections(*, organisation, created_by=None):
     if dataset is None:
         raise Conflict("The active model's dataset no longer exists.")
     rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
-    writer.writerows((text, label) for text, label in rows if text not in corrections)
-    writer.writerows(corrections.items())
+    kept = [(text, label) for text, label in rows if text not in corrections]
     new = registry.dataset_upload(
         organisation=organisation,
         name=dataset.name,
         task=dataset.task,
-        data=out.getvalue().encode(),
+        data=_csv_bytes(("text", "label"), [*kept, *corrections.items()]),
         filename="with-corrections.csv",
     )
     return registry.model_train_start(
@@ -853,9 +851,6 @@ def qa_import(*, organisation, data: bytes, train: bool = True, created_by=None)
     retrieval model (``customer_service``/``retrieval``) on them; once promoted, the knowledge base is
     re-embedded with it on the next search. All articles are saved, or none.
     """
-    import csv
-    import io
-
     accepted, rejected = _read_pairs_csv(
         data, columns=("question", "answer"), limits=(200, MAX_ARTICLE_CHARS)
     )
@@ -863,20 +858,18 @@ def qa_import(*, organisation, data: bytes, train: bool = True, created_by=None)
         raise InvalidInput(f"At most {MAX_QA_ROWS} pairs per file; split it.", details={"field": "file"})
     billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(accepted))
     with transaction.atomic():
-        for question, answer in accepted.items():
-            article = Article.all_tenants.create(organisation=organisation, title=question, body=answer)
-            _index_article(article)
+        articles = Article.all_tenants.bulk_create(
+            Article(organisation=organisation, title=question, body=answer)
+            for question, answer in accepted.items()
+        )
+        _index_articles(organisation, articles)
     job = None
     if train and len(accepted) >= MIN_QA_PAIRS_TO_TRAIN:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["query", "positive"])
-        writer.writerows(accepted.items())
         dataset = registry.dataset_upload(
             organisation=organisation,
             name="historical-qa",
             task="pairs",
-            data=out.getvalue().encode(),
+            data=_csv_bytes(("query", "positive"), accepted.items()),
             filename="historical-qa.csv",
         )
         job = registry.model_train_start(

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.errors import TrellisError
@@ -99,13 +100,9 @@ def index(request):
                 exc,
                 {"settings": settings_form, "template": template_form, "article": article_form}.get(which),
             )
-    script_url = request.build_absolute_uri("/customer-service/widget.js")
-    intents = []
-    from core.registry.services.common import active_version
-
-    version = active_version(organisation, services.APP, services.INTENT_TASK)
-    if version is not None:
-        intents = version.labels
+    script_url = request.build_absolute_uri(reverse("customer_service:widget-script"))
+    version = selectors.intent_model(organisation=organisation)
+    intents = version.labels if version is not None else []
     templates = list(selectors.template_list(organisation=organisation))
     covered = {t.intent for t in templates}
     return render(
