@@ -331,3 +331,14 @@ def test_store_sweep_clears_a_killed_save(settings, tmp_path):
     os.utime(left, (old, old))
     assert store_sweep() == [str(left)]
     assert not left.exists()
+
+
+def test_cached_models_are_told_apart_by_their_files_not_only_their_ids():
+    """SQLite gives a rolled-back or deleted row's id out again, and artifact folders are named after ids:
+    a new model under an old model's id must not be served from the old model's cache entry."""
+    from core.registry.services.common import artifact_key
+
+    old = ModelVersion(pk=5, organisation_id=1, manifest={"files": {"model.safetensors": "aa"}})
+    new = ModelVersion(pk=5, organisation_id=1, manifest={"files": {"model.safetensors": "bb"}})
+    same = ModelVersion(pk=5, organisation_id=1, manifest={"files": {"model.safetensors": "aa"}})
+    assert artifact_key(old) != artifact_key(new) and artifact_key(old) == artifact_key(same)

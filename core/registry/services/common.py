@@ -19,6 +19,17 @@ def runtime(*, threads: int | None = None):
     )
 
 
+def artifact_key(version: ModelVersion) -> str:
+    """Names a version's loaded model in per-process caches. Ids alone are not enough: SQLite hands a
+    rolled-back or deleted row's id out again, and the artifact folder is named after the ids, so a new
+    model can arrive under an old model's id and path; the hashes of its files tell them apart."""
+    import hashlib
+    import json
+
+    files = json.dumps(version.manifest.get("files", {}), sort_keys=True)
+    return f"{version.organisation_id}:{version.pk}:{hashlib.sha256(files.encode()).hexdigest()[:16]}"
+
+
 def next_version(queryset) -> int:
     return (queryset.aggregate(v=Max("version"))["v"] or 0) + 1
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from core.errors import Conflict, InvalidInput
 from core.ml.errors import MLError
 from core.registry.models import ModelVersion
-from core.registry.services.common import runtime
+from core.registry.services.common import artifact_key, runtime
 
 EMBED_KEYS = {
     "method",
@@ -92,22 +92,23 @@ def train_embedding(*, job, dataset, rows, reporter, progress, device: str) -> d
 
 
 _lock = threading.Lock()
-_cache: "OrderedDict[int, Any]" = OrderedDict()
+_cache: "OrderedDict[str, Any]" = OrderedDict()
 
 
 def embedder_for(*, version: ModelVersion):
     """Loaded embedders, least recently used evicted first (one LRU per process)."""
     from core.ml.retrieval import load_embedder
 
+    key = artifact_key(version)
     with _lock:
-        if version.pk in _cache:
-            _cache.move_to_end(version.pk)
-            return _cache[version.pk]
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
     loaded = load_embedder(
         directory=Path(version.artifact_path), runtime=runtime(threads=settings.ML_SERVE_THREADS)
     )
     with _lock:
-        _cache[version.pk] = loaded
+        _cache[key] = loaded
         while len(_cache) > settings.ML_PREDICTOR_CACHE_SIZE:
             _cache.popitem(last=False)
     return loaded

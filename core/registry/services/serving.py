@@ -11,7 +11,13 @@ from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ml.errors import BatcherClosed
 from core.registry.models import ModelVersion
-from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, active_version, runtime
+from core.registry.services.common import (
+    MAX_PREDICT_TEXTS,
+    SERVABLE,
+    active_version,
+    artifact_key,
+    runtime,
+)
 
 _cache_lock = threading.Lock()
 _cache = None
@@ -29,7 +35,7 @@ def _predictor_cache():
 
 def _cache_key(version: ModelVersion) -> dict[str, Any]:
     return {
-        "version": f"{version.organisation_id}:{version.pk}",
+        "version": artifact_key(version),
         "directory": Path(version.artifact_path),
         "runtime": runtime(threads=settings.ML_SERVE_THREADS),
         "quantized": version.quantized,
