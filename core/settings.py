@@ -160,6 +160,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Chats with the bot that nobody has written in for this long are closed (waiting ones stay for a person).
 CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
+# What one visitor of a (public) widget key may do in any 60 s, counted in the shared cache (core.ratelimit).
+CS_WIDGET_MESSAGES_PER_MINUTE = env.int("CS_WIDGET_MESSAGES_PER_MINUTE", default=20)
+CS_WIDGET_STARTS_PER_MINUTE = env.int("CS_WIDGET_STARTS_PER_MINUTE", default=10)
 
 # --- ML runtime --------------------------------------------------------------------------------
 ML_DEVICE = env.str("ML_DEVICE", default="auto")

@@ -12,6 +12,7 @@ answering, and the visitor's message is kept either way.
 
 import hashlib
 import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from django.utils import timezone
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
+from core.ratelimit import rate_limit_hit
 from core.realtime import broadcast, org_group
 from core.registry import services as registry
 from core.registry.services.common import active_version
@@ -129,27 +131,27 @@ def bot_for_widget(*, widget_key: str, origin: str | None, host: str | None = No
     return bot
 
 
-# Per visitor address and widget key, per minute: the widget key is public, so these bound what one
-# client can cost a tenant (conversations stored, predictions metered).
-WIDGET_LIMITS = {"start": 10, "message": 30}
+# Per visitor address and widget key, in any 60 s: the widget key is public, so these bound what one
+# client can cost a tenant (conversations stored, predictions metered). The limits are settings.
+WIDGET_LIMITS = {"start": "CS_WIDGET_STARTS_PER_MINUTE", "message": "CS_WIDGET_MESSAGES_PER_MINUTE"}
 
 
-def widget_throttle(*, widget_key: str, client: str, kind: str) -> None:
-    """Count one ``kind`` action of a widget visitor; RateLimited past the minute's allowance."""
-    import time
+def widget_throttle(*, widget_key: str, client: str, kind: str, now: float | None = None) -> None:
+    """Count one ``kind`` action of a widget visitor; RateLimited past the allowance of the last minute."""
+    from django.conf import settings
 
-    from django.core.cache import cache
-
-    key = f"cs-throttle:{kind}:{widget_key}:{client}:{int(time.time() // 60)}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=120)
-        count = 1
-    if count > WIDGET_LIMITS[kind]:
+    hit = rate_limit_hit(
+        key=f"cs-widget:{kind}:{widget_key}:{client}",
+        limit=getattr(settings, WIDGET_LIMITS[kind]),
+        window=60,
+        now=now,
+    )
+    if not hit.allowed:
         what = "new conversations" if kind == "start" else "messages"
-        raise RateLimited(f"Too many {what} from you just now. Please wait a minute.")
+        raise RateLimited(
+            f"Too many {what} from you just now. Please wait {math.ceil(hit.retry_after)} s.",
+            details={"retry_after": math.ceil(hit.retry_after)},
+        )
 
 
 # --- answer templates -------------------------------------------------------------------------------

@@ -146,8 +146,8 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_widget_rate_limit_and_bad_frames(make_org, monkeypatch):
-    monkeypatch.setitem(services.WIDGET_LIMITS, "message", 2)
+def test_widget_rate_limit_and_bad_frames(make_org, settings):
+    settings.CS_WIDGET_MESSAGES_PER_MINUTE = 2
     organisation, _owner = make_org()
     bot = services.bot_settings_for(organisation=organisation)  # no allowed origins: any site
 
