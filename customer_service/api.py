@@ -13,6 +13,7 @@ from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from customer_service import selectors, services
+from customer_service.models import ConversationStatus
 
 
 class SettingsOut(serializers.Serializer):
@@ -77,6 +78,8 @@ class ConversationOut(serializers.Serializer):
     origin = serializers.CharField()
     rating = serializers.IntegerField(allow_null=True)
     last_message_at = serializers.DateTimeField(allow_null=True)
+    closed_at = serializers.DateTimeField(allow_null=True)
+    preview = serializers.CharField(default="", allow_null=True)  # the visitor's first message (lists)
     created_at = serializers.DateTimeField()
 
 
@@ -245,17 +248,36 @@ class AnswerView(APIView):
         return Response({**asdict(decision), "handoff": decision.source == "handoff"})
 
 
+class ConversationFilter(serializers.Serializer):
+    """The inbox's list: ``status`` (``open``: all but closed; ``closed``: the history) and a search ``q``."""
+
+    status = serializers.ChoiceField(
+        choices=["open", *ConversationStatus.values], required=False, allow_blank=True
+    )
+    q = serializers.CharField(
+        max_length=selectors.MAX_SEARCH_CHARS, required=False, allow_blank=True, default=""
+    )
+
+
 class ConversationListView(APIView):
     permissions = {"GET": "inbox.operate"}
 
-    @extend_schema(responses=ConversationOut(many=True))
+    @extend_schema(parameters=[ConversationFilter], responses=ConversationOut(many=True))
     def get(self, request):
-        wanted = request.query_params.get("status") or None
-        if wanted not in (None, "open", "bot", "waiting", "operator", "closed"):
-            raise InvalidInput(
-                "status must be open, bot, waiting, operator or closed.", details={"field": "status"}
+        wanted = ConversationFilter(data=request.query_params)
+        if not wanted.is_valid():
+            field, problems = next(iter(wanted.errors.items()))
+            message = (
+                "status must be open, bot, waiting, operator or closed."
+                if field == "status"
+                else f"{field}: {problems[0]}"
             )
-        qs = selectors.conversation_list(organisation=request.organisation, status=wanted)
+            raise InvalidInput(message, details={"field": field})
+        qs = selectors.conversation_list(
+            organisation=request.organisation,
+            status=wanted.validated_data.get("status") or None,
+            query=wanted.validated_data["q"],
+        )
         return paginate(self, request, qs, ConversationOut)
 
 

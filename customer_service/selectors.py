@@ -1,10 +1,20 @@
 """Tenant-scoped reads for the support chatbot."""
 
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Substr
 
-from customer_service.models import AnswerTemplate, Article, Conversation, ConversationStatus, Message
+from core.errors import InvalidInput
+from customer_service.models import (
+    AnswerTemplate,
+    Article,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Sender,
+)
 
 OPEN_STATUSES = (ConversationStatus.BOT, ConversationStatus.WAITING, ConversationStatus.OPERATOR)
+PREVIEW_CHARS = 120
 
 
 def template_list(*, organisation) -> QuerySet[AnswerTemplate]:
@@ -23,8 +33,42 @@ def article_get(*, organisation, article_id: int) -> Article | None:
     return Article.objects.for_org(organisation).filter(pk=article_id).first()
 
 
-def conversation_list(*, organisation, status: str | None = None) -> QuerySet[Conversation]:
-    qs = Conversation.objects.for_org(organisation).select_related("assigned_to")
+MAX_SEARCH_CHARS = 100
+
+
+def _search(qs: QuerySet[Conversation], *, organisation, query: str) -> QuerySet[Conversation]:
+    """Conversations whose messages (what the visitor wrote: names, e-mails, questions), site, operator's
+    e-mail or number contain ``query``, case-insensitively (LIKE on SQLite, ILIKE-alike on PostgreSQL)."""
+    query = query.strip()
+    if len(query) > MAX_SEARCH_CHARS:
+        raise InvalidInput(f"Search for at most {MAX_SEARCH_CHARS} characters.", details={"field": "q"})
+    if "\x00" in query:
+        raise InvalidInput("The search contains a NUL character.", details={"field": "q"})
+    if not query:
+        return qs
+    matching = Message.objects.for_org(organisation).filter(text__icontains=query).values("conversation_id")
+    found = Q(pk__in=matching) | Q(origin__icontains=query) | Q(assigned_to__email__icontains=query)
+    number = query.removeprefix("#")
+    if number.isdigit() and len(number) < 18:
+        found |= Q(pk=int(number))
+    return qs.filter(found)
+
+
+def conversation_list(*, organisation, status: str | None = None, query: str = "") -> QuerySet[Conversation]:
+    """Conversations by status ("open": all but closed, what needs a person first; "closed": the history,
+    latest closed first), optionally searched (``query``), each with its first visitor message as preview."""
+    first_question = (
+        Message.objects.for_org(organisation)
+        .filter(conversation=OuterRef("pk"), sender=Sender.VISITOR)
+        .order_by("created_at", "id")
+        .values("text")[:1]
+    )
+    qs = (
+        Conversation.objects.for_org(organisation)
+        .select_related("assigned_to")
+        .annotate(preview=Substr(Subquery(first_question), 1, PREVIEW_CHARS))
+    )
+    qs = _search(qs, organisation=organisation, query=query)
     if status == "open":  # what needs a person first: waiting, then with an operator, then with the bot
         priority = Case(
             When(status=ConversationStatus.WAITING, then=Value(0)),
@@ -35,6 +79,10 @@ def conversation_list(*, organisation, status: str | None = None) -> QuerySet[Co
             qs.filter(status__in=OPEN_STATUSES)
             .annotate(priority=priority)
             .order_by("priority", F("last_message_at").desc(nulls_last=True), "-id")
+        )
+    if status == ConversationStatus.CLOSED:
+        return qs.filter(status=status).order_by(
+            F("closed_at").desc(nulls_last=True), F("last_message_at").desc(nulls_last=True), "-id"
         )
     if status:
         return qs.filter(status=status)
