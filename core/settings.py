@@ -112,10 +112,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Every idle websocket waits for its next event in a blocking read (channels_redis: BZPOPMIN with a 5 s
+# timeout, ``RedisChannelLayer.brpop_timeout``). redis-py 8 gives each read a 5 s socket timeout by default,
+# the same 5 s: the read raced the server's empty answer and lost, raising TimeoutError, which closed every
+# idle socket after about 5 s. The socket timeout must outlast the blocking read; connecting stays bounded.
+# (The cache sends only quick commands, and Celery's broker, kombu, sets no socket timeout of its own and
+# blocks for 1 s: redis-py's default is harmless there.)
+CHANNEL_REDIS_SOCKET_TIMEOUT_S = env.float("CHANNEL_REDIS_SOCKET_TIMEOUT_S", default=30.0)
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": 5.0,
+                    }
+                ]
+            },
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
