@@ -186,6 +186,13 @@ ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
 # None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.
 ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)
+# Models load before the first visitor needs them (core.registry.services.warmup): a promoted version in
+# the promoting process once the promotion commits; in each web and worker process at start, the
+# ML_WARMUP_VERSIONS most recently activated versions (at most the cache size), then every
+# ML_WARMUP_INTERVAL_S the versions activated elsewhere since (0: only at start).
+ML_WARMUP = env.bool("ML_WARMUP", default=True)
+ML_WARMUP_VERSIONS = env.int("ML_WARMUP_VERSIONS", default=ML_PREDICTOR_CACHE_SIZE)
+ML_WARMUP_INTERVAL_S = env.float("ML_WARMUP_INTERVAL_S", default=30.0)
 # Online predictions: concurrent requests for one version are merged into forward passes of up to
 # ML_MICROBATCH_MAX texts (1 turns batching off); with no wait (the default) requests that arrive while a
 # forward pass runs join the next one, and ML_MICROBATCH_WAIT_MS > 0 holds a lone request back for company.
