@@ -12,7 +12,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from core.registry.services.warmup import warmup_at_start  # noqa: E402
 from core.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+warmup_at_start()  # this web process loads the active models in the background, before visitors ask
 
 application = ProtocolTypeRouter(
     {

@@ -112,10 +112,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Every idle websocket waits for its next event in a blocking read (channels_redis: BZPOPMIN with a 5 s
+# timeout, ``RedisChannelLayer.brpop_timeout``). redis-py 8 gives each read a 5 s socket timeout by default,
+# the same 5 s: the read raced the server's empty answer and lost, raising TimeoutError, which closed every
+# idle socket after about 5 s. The socket timeout must outlast the blocking read; connecting stays bounded.
+# (The cache sends only quick commands, and Celery's broker, kombu, sets no socket timeout of its own and
+# blocks for 1 s: redis-py's default is harmless there.)
+CHANNEL_REDIS_SOCKET_TIMEOUT_S = env.float("CHANNEL_REDIS_SOCKET_TIMEOUT_S", default=30.0)
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": 5.0,
+                    }
+                ]
+            },
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -171,6 +189,13 @@ ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
 # None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.
 ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)
+# Models load before the first visitor needs them (core.registry.services.warmup): a promoted version in
+# the promoting process once the promotion commits; in each web and worker process at start, the
+# ML_WARMUP_VERSIONS most recently activated versions (at most the cache size), then every
+# ML_WARMUP_INTERVAL_S the versions activated elsewhere since (0: only at start).
+ML_WARMUP = env.bool("ML_WARMUP", default=True)
+ML_WARMUP_VERSIONS = env.int("ML_WARMUP_VERSIONS", default=ML_PREDICTOR_CACHE_SIZE)
+ML_WARMUP_INTERVAL_S = env.float("ML_WARMUP_INTERVAL_S", default=30.0)
 # Online predictions: concurrent requests for one version are merged into forward passes of up to
 # ML_MICROBATCH_MAX texts (1 turns batching off); with no wait (the default) requests that arrive while a
 # forward pass runs join the next one, and ML_MICROBATCH_WAIT_MS > 0 holds a lone request back for company.

@@ -3,7 +3,19 @@
 Thin: authenticate, call a service, forward events. The widget socket is public (a tenant's web page on
 any site opens it with the organisation's widget key; the bot's ``allowed_origins`` decide which sites
 may); the inbox socket is for signed-in members whose role may operate the inbox.
+
+Accepting a visitor's message is separate from answering it. Channels hands a consumer one frame at a
+time, so a frame handler that awaited the bot's answer (seconds; a minute while a model loads) held back
+every later frame of the socket: messages typed meanwhile were neither stored nor shown. A ``message``
+frame is stored, echoed and broadcast to the inbox at once; answering runs as one background task per
+socket that answers the queued messages one by one, in the order they came. The task outlives a
+disconnect (the visitor moving to another page): the answers are stored and reach the visitor's next
+socket through the conversation's group; it only stops sending on the closed one.
 """
+
+import asyncio
+import logging
+from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -11,6 +23,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from core.consumers import OrganisationFeedConsumer
 from core.errors import TrellisError
 from customer_service import selectors, services
+
+log = logging.getLogger(__name__)
+
+# Answering tasks of all sockets in this process: a strong reference (asyncio keeps only weak ones), so a
+# task whose socket has gone still finishes; also what a shutdown or a test waits on.
+ANSWERING: set[asyncio.Task] = set()
 
 VISITOR_FIELDS = ("id", "conversation", "sender", "author", "text", "source", "article", "created_at")
 
@@ -34,6 +52,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.bot, self.conversation, self.group = None, None, None
         self.sent: set[int] = set()
+        self.unanswered: deque = deque()  # (conversation, message) stored, for the bot to answer in order
+        self.answering: asyncio.Task | None = None
+        self.gone = False
         self.widget_key = self.scope["url_route"]["kwargs"]["widget_key"]
         client = self.scope.get("client") or ("unknown", 0)
         self.client = str(client[0])
@@ -74,6 +95,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def disconnect(self, code):
+        self.gone = True  # queued answers are still worked out and stored; only sending here stops
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -140,16 +162,34 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             conversation=self.conversation, text=content.get("text")
         )
         await self._send_message(await database_sync_to_async(services.message_payload)(message))
-        if bot_has_it:  # the visitor sees their message at once; the answer follows
-            # Off the shared database thread: one slow answer must not stall every other socket.
-            answers = await database_sync_to_async(
-                lambda: [
-                    services.message_payload(m)
-                    for m in services.bot_answer(conversation=self.conversation, message=message)
-                ],
-                thread_sensitive=False,
-            )()
-            for payload in answers:
+        if bot_has_it:  # stored and shown: the answer follows, without holding back the next frames
+            self.unanswered.append((self.conversation, message))
+            if self.answering is None or self.answering.done():
+                self.answering = asyncio.get_running_loop().create_task(self._answer_queued())
+                ANSWERING.add(self.answering)
+                self.answering.add_done_callback(ANSWERING.discard)
+
+    async def _answer_queued(self) -> None:
+        """Answer the stored visitor messages one at a time, oldest first (each sees the previous answer:
+        a hand-off or a takeover meanwhile silences the bot for the rest)."""
+        while self.unanswered:
+            conversation, message = self.unanswered.popleft()
+            try:
+                # Off the shared database thread: one slow answer must not stall every other socket.
+                answers = await database_sync_to_async(
+                    lambda c=conversation, m=message: [
+                        services.message_payload(a)
+                        for a in services.visitor_message_answer(conversation=c, message=m)
+                    ],
+                    thread_sensitive=False,
+                )()
+            except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
+                log.exception("answering visitor message %s failed", message.pk)
+                continue
+            showing = (
+                not self.gone and self.conversation is not None and self.conversation.pk == conversation.pk
+            )
+            for payload in answers if showing else []:  # else stored; the visitor's next socket shows it
                 await self._send_message(payload)
 
     async def _rate(self, content):

@@ -487,6 +487,16 @@ def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
     return [message, *bot_answer(conversation=conversation, message=message)]
 
 
+def visitor_message_answer(*, conversation: Conversation, message: Message) -> list[Message]:
+    """The bot's answer to a visitor message stored earlier (``visitor_message_store``), worked out apart
+    from accepting it; nothing if a person has the conversation by now (an operator took over, or the
+    answer to an earlier message handed off, or it was closed): the message waits for them in the inbox."""
+    status = Conversation.all_tenants.filter(pk=conversation.pk).values_list("status", flat=True).first()
+    if status != ConversationStatus.BOT:
+        return []
+    return bot_answer(conversation=conversation, message=message)
+
+
 @dataclass(frozen=True)
 class Decision:
     source: str

@@ -5,12 +5,18 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Models load on demand in the tests and in the servers and workers they start (a test turns warm-up on).
+os.environ.setdefault("ML_WARMUP", "0")
 
+import environ  # noqa: E402
 import pytest  # noqa: E402
+from django.conf import settings  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from core.tenancy import services as tenancy  # noqa: E402
 from core.tenancy.models import Role  # noqa: E402
+
+settings.ML_WARMUP = environ.Env().bool("ML_WARMUP")  # pytest-django read the settings before this file
 
 _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"

@@ -114,6 +114,12 @@ def embedder_for(*, version: ModelVersion):
     return loaded
 
 
+def embedder_is_loaded(*, version: ModelVersion) -> bool:
+    """Whether this process has the version's embedder loaded (cache state only; loads nothing)."""
+    with _lock:
+        return artifact_key(version) in _cache
+
+
 def model_embed(
     *,
     organisation,

@@ -8,6 +8,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.common import SERVABLE, active_version
 from core.registry.services.serving import predictor_for
+from core.registry.services.warmup import version_warm_on_commit
 
 
 def _activate(challenger: ModelVersion, note: str) -> None:
@@ -20,6 +21,7 @@ def _activate(challenger: ModelVersion, note: str) -> None:
         note,
     )
     challenger.save(update_fields=["status", "promoted_at", "promotion_note", "updated_at"])
+    version_warm_on_commit(version_id=challenger.pk)  # loaded here before its first request
 
 
 def _held_out_score(version: ModelVersion, held_out) -> tuple[float, str]:
@@ -100,6 +102,7 @@ def model_rollback(*, organisation, app: str, task: str) -> ModelVersion:
     active.save(update_fields=["status", "promoted_at", "updated_at"])
     previous.status, previous.promotion_note = VersionStatus.ACTIVE, f"rolled back from v{active.version}"
     previous.save(update_fields=["status", "promotion_note", "updated_at"])
+    version_warm_on_commit(version_id=previous.pk)
     return previous
 
 

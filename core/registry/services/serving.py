@@ -47,6 +47,12 @@ def predictor_for(*, version: ModelVersion):
     return _predictor_cache().get(**_cache_key(version))
 
 
+def predictor_is_loaded(*, version: ModelVersion) -> bool:
+    """Whether this process has the version's predictor loaded (cache state only; loads nothing)."""
+    key, loaded = _cache_key(version), _predictor_cache().keys()  # a list, least recently used first
+    return (key["version"], key["quantized"]) in loaded
+
+
 def online_predictor_for(*, version: ModelVersion):
     """What online requests call: the version's micro-batcher, so concurrent requests share forward passes
     (the request threads of the ASGI server block on it), or the bare predictor when batching is off.

@@ -1,0 +1,183 @@
+"""A visitor's messages are stored and shown the moment they arrive, whatever the bot is doing.
+
+The bot is made slow the way it was in production: its model loads on the first message. Model loads in
+this process wait on a gate the test opens (a real ``PredictorCache`` whose loader is the real
+``load_predictor`` behind a ``threading.Event``), so "while the answer is slow" is a state, not a timing.
+Through the real ASGI application's websockets, on the in-memory and on the Redis channel layer.
+"""
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from core.asgi import application
+from core.ml.serving import PredictorCache, load_predictor
+from core.registry.services import serving
+from core.tenancy.models import Role
+from customer_service import consumers, services
+from customer_service.models import AnswerSource, Conversation, ConversationStatus, Message, Sender
+from tests.customer_service.conftest import banking_rows
+from tests.customer_service.test_sockets import SITE, _member_headers, _receive_until
+
+INTENTS = ("change_pin", "card_arrival", "exchange_rate", "atm_support", "terminate_account")
+MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+REDIS = "channels_redis.core.RedisChannelLayer"
+
+
+class ModelLoadGate:
+    """Model loads in this process block until ``open()``; ``loading`` is set once one has begun."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.close()
+
+    def close(self) -> None:
+        """A fresh, empty cache (as in a new process): the next answer loads the model, at the gate."""
+        self.gate, self.loading = threading.Event(), threading.Event()
+        gate, loading = self.gate, self.loading
+
+        def load(**kwargs):
+            loading.set()
+            assert gate.wait(timeout=120), "the test never opened the gate"
+            return load_predictor(**kwargs)
+
+        self.monkeypatch.setattr(serving, "_cache", PredictorCache(max_size=4, loader=load))
+
+    def open(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def model_load_gate(monkeypatch):
+    gate = ModelLoadGate(monkeypatch)
+    yield gate
+    gate.open()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel_layer(request, settings):
+    """The in-memory layer, and the production configuration of the Redis one (with REDIS_URL set)."""
+    if request.param == "redis":
+        if settings.CHANNEL_LAYERS["default"]["BACKEND"] != REDIS:
+            pytest.skip("needs Redis (REDIS_URL)")
+    else:
+        settings.CHANNEL_LAYERS = MEMORY  # channels resets its layers on the change
+    return request.param
+
+
+def _texts() -> dict[str, str]:
+    rows = banking_rows("train_slice.csv")
+    return {intent: next(t for t, label in rows if label == intent) for intent in INTENTS}
+
+
+async def _answers_settled() -> None:
+    """Wait for every answering task of this process (no timing: they end once their answers are stored)."""
+    while consumers.ANSWERING:
+        await asyncio.wait(set(consumers.ANSWERING), timeout=120)
+
+
+def _visitor_then_answer(conversation_id: int) -> list[tuple[str, str, str]]:
+    messages = Message.all_tenants.filter(conversation_id=conversation_id).order_by("created_at", "pk")
+    return [(m.sender, m.text, m.intent) for m in messages if m.source != AnswerSource.GREETING]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_order(
+    bot_org, make_member, model_load_gate, channel_layer
+):
+    organisation, _owner, _version_id = bot_org
+    services.bot_settings_update(
+        organisation=organisation, allowed_origins=[SITE.decode()], intent_threshold=0.0
+    )
+    for intent in {label for _text, label in banking_rows("train_slice.csv")}:  # a template for each
+        services.template_save(organisation=organisation, intent=intent, body=f"answer: {intent}")
+    operator = make_member(organisation, Role.OPERATOR)
+    texts = _texts()
+    model_load_gate.close()
+
+    async def scenario():
+        inbox = WebsocketCommunicator(
+            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+        )
+        assert (await inbox.connect())[0]
+        widget = WebsocketCommunicator(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "start"})
+        started = await _receive_until(widget, "conversation")
+        await _receive_until(widget, "message")  # the greeting
+        conversation = await sync_to_async(Conversation.all_tenants.get)(public_id=started["data"]["id"])
+
+        # 1. the first message's answer waits for the model to load; two more typed meanwhile
+        first, second, third = texts["change_pin"], texts["card_arrival"], texts["exchange_rate"]
+        await widget.send_json_to({"type": "message", "text": first})
+        echo = await _receive_until(widget, "message")
+        assert echo["data"]["text"] == first and echo["data"]["id"]
+        assert await sync_to_async(model_load_gate.loading.wait)(timeout=60)  # the answer is under way
+        for text in (second, third):
+            await widget.send_json_to({"type": "message", "text": text})
+            echo = await _receive_until(widget, "message", timeout=10)  # no wait for the slow answer
+            assert echo["data"] == {**echo["data"], "sender": "visitor", "text": text}
+        stored = await sync_to_async(_visitor_then_answer)(conversation.pk)
+        assert [(sender, text) for sender, text, _ in stored] == [
+            (Sender.VISITOR, t) for t in (first, second, third)
+        ]
+        in_inbox = []
+        while len(in_inbox) < 3:
+            in_inbox.append((await _receive_until(inbox, "cs.message"))["data"]["text"])
+        assert in_inbox == [first, second, third]  # the operators see them too, before any answer
+
+        # 2. the model loads: each message is answered, in the order they came
+        model_load_gate.open()
+        answers = [(await _receive_until(widget, "message", timeout=60))["data"] for _ in range(3)]
+        assert [a["sender"] for a in answers] == ["bot"] * 3
+        await _answers_settled()
+        stored = await sync_to_async(_visitor_then_answer)(conversation.pk)
+        assert [sender for sender, _t, _i in stored] == [Sender.VISITOR] * 3 + [Sender.BOT] * 3
+        asked = [intent for _s, _t, intent in stored[:3]]
+        assert [text for _s, text, _i in stored[3:]] == [f"answer: {intent}" for intent in asked]
+        assert [a["text"] for a in answers] == [f"answer: {intent}" for intent in asked]
+
+        # 3. the visitor leaves mid-answer (another page): the answer is still worked out and stored,
+        # and their next socket shows it
+        model_load_gate.close()
+        await widget.send_json_to({"type": "message", "text": texts["atm_support"]})
+        await _receive_until(widget, "message")
+        assert await sync_to_async(model_load_gate.loading.wait)(timeout=60)
+        await widget.disconnect()
+        model_load_gate.open()
+        await _answers_settled()
+        again = WebsocketCommunicator(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+        assert (await again.connect())[0]
+        await again.send_json_to(
+            {"type": "resume", "conversation": started["data"]["id"], "token": started["data"]["token"]}
+        )
+        await _receive_until(again, "conversation")
+        history = [(await again.receive_json_from())["data"] for _ in range(9)]
+        assert history[-2]["text"] == texts["atm_support"] and history[-1]["sender"] == "bot"
+
+        # 4. an operator takes over while the bot works out an answer: the bot answers none of the
+        # messages queued meanwhile
+        model_load_gate.close()
+        await again.send_json_to({"type": "message", "text": texts["terminate_account"]})
+        await _receive_until(again, "message")
+        assert await sync_to_async(model_load_gate.loading.wait)(timeout=60)
+        await again.send_json_to({"type": "message", "text": texts["change_pin"]})
+        await _receive_until(again, "message")
+        await sync_to_async(services.conversation_take_over)(
+            organisation=organisation, conversation_id=conversation.pk, user=operator
+        )
+        model_load_gate.open()
+        await _answers_settled()
+        await again.disconnect()
+        await inbox.disconnect()
+
+    bot_key = services.bot_settings_for(organisation=organisation).widget_key
+    async_to_sync(scenario)()
+    conversation = Conversation.objects.for_org(organisation).get()
+    assert conversation.status == ConversationStatus.OPERATOR
+    stored = _visitor_then_answer(conversation.pk)
+    assert [sender for sender, _t, _i in stored[-3:]] == [Sender.VISITOR, Sender.VISITOR, Sender.SYSTEM]
+    assert Message.objects.for_org(organisation).filter(sender=Sender.BOT).count() == 4 + 1  # greeting too
