@@ -25,6 +25,11 @@ from core.realtime import broadcast, org_group
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TIMEOUT = timedelta(seconds=getattr(settings, "JOB_HEARTBEAT_TIMEOUT_S", 300))
+# What a job's owner sees when its handler fails unexpectedly: exception texts name server paths and
+# internals, so they go to the worker's log only. Domain errors (TrellisError) keep their own message.
+INTERNAL_FAILURE = (
+    "The job failed on the worker because of an internal error (job {job_id}); it has been logged."
+)
 
 
 class JobCancelled(Exception):
@@ -158,9 +163,9 @@ def job_execute(*, job_id: int) -> None:
     except TrellisError as exc:
         job_fail(job_id=job_id, error=exc.message)
         return
-    except Exception as exc:  # noqa: BLE001 - any failure becomes a failed job with its reason
+    except Exception:  # noqa: BLE001 - any failure becomes a failed job; the detail stays in the log
         log.exception("job %s failed", job_id)
-        job_fail(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        job_fail(job_id=job_id, error=INTERNAL_FAILURE.format(job_id=job_id))
         return
     job_succeed(job_id=job_id, result=result or {})
 
