@@ -243,7 +243,7 @@ def test_batch_job_reads_only_its_own_generated_file(victim_and_attacker, tmp_pa
     a_pending = batch_file(organisation_id=w["a"].pk, name=f"{uuid.uuid4().hex}.json")
     a_pending.parent.mkdir(parents=True, exist_ok=True)
     a_pending.write_text('[{"text": "A\'s customers"}]')
-    a_before = org_files(w["a"].pk)
+    a_before, b_before = org_files(w["a"].pk), org_files(b.pk)
     missing = f"{uuid.uuid4().hex}.json"
     for name in (str(outside), f"../../{w['a'].pk}/batch/{a_pending.name}", f"../{outside.name}", missing):
         job = jobs.job_create(
@@ -258,7 +258,7 @@ def test_batch_job_reads_only_its_own_generated_file(victim_and_attacker, tmp_pa
     assert outside.read_text() == '[{"text": "top secret"}]'
     assert org_files(w["a"].pk) == a_before
     assert not UsageEvent.objects.for_org(b).filter(meter="predictions").exists()
-    assert not list((Path(settings.VAR_DIR) / "exports" / str(b.pk)).glob("predictions-*"))
+    assert org_files(b.pk) == b_before  # no output written either
 
 
 def _batch(client, lines: int, version):
