@@ -73,10 +73,6 @@ def dataset_dir(*, organisation_id: int, dataset_id: int) -> Path:
     return org_path(settings.DATASET_STORE, organisation_id, str(validate_id(dataset_id, "dataset")))
 
 
-def batch_dir(*, organisation_id: int) -> Path:
-    return org_path(settings.DATASET_STORE, organisation_id, "batch")
-
-
 def batch_file(*, organisation_id: int, name: object) -> Path:
     """A batch input the start service wrote: a uuid hex ``.json`` name inside the organisation's folder."""
     if not isinstance(name, str) or not _BATCH_NAME.match(name):
