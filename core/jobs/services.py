@@ -159,15 +159,30 @@ def job_execute(*, job_id: int) -> None:
     try:
         result = spec.handler(job, reporter)
     except JobCancelled:
+        _release(job)
         return
     except TrellisError as exc:
         job_fail(job_id=job_id, error=exc.message)
+        _release(job)
         return
     except Exception:  # noqa: BLE001 - any failure becomes a failed job; the detail stays in the log
         log.exception("job %s failed", job_id)
         job_fail(job_id=job_id, error=INTERNAL_FAILURE.format(job_id=job_id))
+        _release(job)
         return
-    job_succeed(job_id=job_id, result=result or {})
+    if not job_succeed(job_id=job_id, result=result or {}):
+        _release(job)  # cancelled while its last step ran: nothing was delivered
+
+
+def _release(job: TrainingJob) -> None:
+    """Give back what the job's kind took at its start (idempotent: it may be called more than once)."""
+    spec = job_kind(job.kind)
+    if spec is None or spec.release is None:
+        return
+    try:
+        spec.release(job)
+    except Exception:  # noqa: BLE001 - the job's state is settled; a failed refund is logged, not raised
+        log.exception("could not release what job %s took", job.pk)
 
 
 def _finish(job_id: int, status: str, **fields: Any) -> bool:
@@ -223,6 +238,7 @@ def job_cancel(*, organisation, job_id: int) -> TrainingJob:
         raise Conflict(f"The job is already {job.status}.")
     job.refresh_from_db()
     _broadcast(job)
+    _release(job)
     return job
 
 
@@ -236,9 +252,12 @@ def job_reap_stale(*, timeout: timedelta = HEARTBEAT_TIMEOUT) -> int:
     )
     reaped = 0
     for job_id in stale:
-        reaped += job_fail(
+        failed = job_fail(
             job_id=job_id,
             error=f"The worker stopped reporting for over {int(timeout.total_seconds())} s "
             "(killed or crashed); nothing it was writing was kept.",
         )
+        if failed:
+            _release(TrainingJob.all_tenants.select_related("organisation").get(pk=job_id))
+        reaped += failed
     return reaped

@@ -102,7 +102,7 @@ def batch_predict_start(
 
     The predictions are recorded when the job is created, in the same transaction (the counter's conditional
     UPDATE is the quota check), so two batches cannot both pass on the last of the quota and a batch never
-    runs past it; a job that fails or is cancelled gives them back (``_refund``).
+    runs past it; a job that fails or is cancelled gives them back (``batch_predict_release``).
     """
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     records = _validate(_records(_decode(data), filename.lower()), version.labels)
@@ -157,8 +157,8 @@ def _charge_key(job) -> str:
     return f"batch:{job.pk}"
 
 
-def _refund(job) -> None:
-    """Give back the predictions a failed or cancelled batch was charged at its start."""
+def batch_predict_release(job) -> None:
+    """Give back the predictions a batch was charged at its start, once it ended without succeeding."""
     charge = UsageEvent.objects.for_org(job.organisation).filter(idempotency_key=_charge_key(job)).first()
     if charge is None or charge.quantity <= 0:
         return
@@ -186,18 +186,13 @@ def _load_input(job, name: object) -> tuple[Path, list[dict[str, str]]]:
 
 
 def batch_predict_handler(job, reporter) -> dict[str, Any]:
-    source = None
+    params = job.params if isinstance(job.params, dict) else {}
+    version_id = validate_id(params.get("model_version"), "model_version")
+    source, records = _load_input(job, params.get("input"))
     try:
-        params = job.params if isinstance(job.params, dict) else {}
-        version_id = validate_id(params.get("model_version"), "model_version")
-        source, records = _load_input(job, params.get("input"))
         return _predict_file(job, reporter, version_id, records)
-    except BaseException:
-        _refund(job)
-        raise
-    finally:
-        if source is not None:  # the checked input, and only it: done with either way
-            source.unlink(missing_ok=True)
+    finally:  # the checked input, and only it: done with either way (a failed job gives its rows back)
+        source.unlink(missing_ok=True)
 
 
 def _predict_file(job, reporter, version_id: int, records: list[dict[str, str]]) -> dict[str, Any]:

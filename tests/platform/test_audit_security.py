@@ -11,6 +11,7 @@
 import hashlib
 import io
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.handlers.asgi import ASGIRequest
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from core.billing import services as billing
 from core.billing.models import Plan, UsageEvent
@@ -312,6 +314,17 @@ def test_batch_charges_once_when_it_runs(make_org, user_client, tmp_path):
     assert UsageEvent.objects.for_org(org).filter(meter="predictions").count() == 1
     assert not batch_file(organisation_id=org.pk, name=job.params["input"]).exists()  # its input is gone
     assert user_client(owner).get(f"/api/jobs/{job.pk}/download/").status_code == 200
+    # A batch cancelled before a worker took it gives its rows back as well.
+    queued = _batch(user_client(owner), 2, version)
+    assert queued.status_code == 201 and _predictions_used(org) == 6
+    assert user_client(owner).post(f"/api/jobs/{queued.json()['id']}/cancel/").status_code == 200
+    assert _predictions_used(org) == 4
+    # And so does one whose worker died (the reaper fails it).
+    lost = _batch(user_client(owner), 1, version).json()["id"]
+    stale = timezone.now() - timedelta(hours=1)
+    TrainingJob.objects.for_org(org).filter(pk=lost).update(status=JobStatus.RUNNING, heartbeat_at=stale)
+    assert _predictions_used(org) == 5 and jobs.job_reap_stale() == 1
+    assert _predictions_used(org) == 4
 
 
 # --- 5. one upload limit, before the body is read ----------------------------------------------------------
