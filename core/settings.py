@@ -67,13 +67,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "core.api.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "core.tenancy.middleware.OrganisationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "core.web.middleware.BodyLimitMiddleware",  # before anything reads a body; after auth for its 413 page
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.api.middleware.ApiUsageMiddleware",
 ]
@@ -204,6 +204,7 @@ ML_MICROBATCH_WAIT_MS = env.float("ML_MICROBATCH_WAIT_MS", default=0.0)
 
 # --- API ---------------------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
+# Every upload (any multipart body, pages and API alike) is refused over UPLOAD_MAX_BYTES before it is read.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1_048_576

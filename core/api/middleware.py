@@ -1,39 +1,11 @@
-"""HTTP-level guards for /api/: body size before anything reads it, and metering of API calls."""
+"""HTTP-level guards for /api/: metering of API calls (body sizes: ``core.web.middleware``)."""
 
 import logging
 
-from django.conf import settings
-
-from core.api.errors import json_error
 from core.billing import services as billing
 from core.billing.models import Meter
 
 log = logging.getLogger(__name__)
-UPLOAD_PATHS = ("/api/datasets/", "/api/batch-predictions/")
-
-
-class ApiBodyLimitMiddleware:
-    """Refuse oversized API bodies with 413 before they are read (uploads have their own limit)."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        if request.path.startswith("/api/"):
-            limit = (
-                settings.UPLOAD_MAX_BYTES
-                if request.path.startswith(UPLOAD_PATHS)
-                else settings.API_MAX_BODY_BYTES
-            )
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                return json_error("invalid", "Invalid Content-Length header.", 400)
-            if length > limit:
-                return json_error(
-                    "too_large", f"The request body is {length} bytes; the limit is {limit}.", 413
-                )
-        return self.get_response(request)
 
 
 class ApiUsageMiddleware:

@@ -142,6 +142,7 @@ class JobOut(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
-class JobIn(StrictSerializer):
-    kind = serializers.CharField(max_length=64)
-    params = serializers.DictField(required=False, default=dict)
+class UsageExportIn(StrictSerializer):
+    period = serializers.RegexField(
+        r"^\d{4}-(0[1-9]|1[0-2])$", required=False, help_text="YYYY-MM (default: the current month)"
+    )

@@ -27,6 +27,7 @@ urlpatterns = [
     path("keys/<int:key_id>/", views.ApiKeyDetailView.as_view(), name="api-key"),
     path("usage/", views.UsageView.as_view(), name="api-usage"),
     path("usage/events/", views.UsageEventListView.as_view(), name="api-usage-events"),
+    path("usage/exports/", views.UsageExportView.as_view(), name="api-usage-exports"),
     path("plans/", views.PlanListView.as_view(), name="api-plans"),
     path("subscription/", views.SubscriptionView.as_view(), name="api-subscription"),
     path("jobs/", views.JobListView.as_view(), name="api-jobs"),

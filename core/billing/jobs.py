@@ -1,16 +1,34 @@
-"""Job kinds owned by billing: export a month of the usage ledger as CSV (for finance teams)."""
+"""Job kinds owned by billing: export a month of the usage ledger as CSV (for finance teams).
+
+``usage_export_start`` is how a client starts one (``POST /api/usage/exports/``): the period is checked
+before a job exists; the handler checks it again for rows made any other way.
+"""
 
 import csv
 import re
 from datetime import UTC, datetime
 
-from django.conf import settings
-
 from core.billing.selectors import usage_event_list
 from core.billing.services import period_bounds
 from core.errors import InvalidInput
+from core.jobs import services as jobs
+from core.storage import export_path
 
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def usage_export_start(*, organisation, period: str | None = None, created_by=None):
+    """Queue an export of one month of the ledger (default: the current month)."""
+    if period is not None and not PERIOD.match(period):
+        raise InvalidInput(
+            f"Invalid period '{period}': use YYYY-MM, e.g. 2026-11.", details={"field": "period"}
+        )
+    return jobs.job_create(
+        organisation=organisation,
+        kind="usage.export",
+        params={"period": period} if period else {},
+        created_by=created_by,
+    )
 
 
 def usage_export(job, reporter) -> dict:
@@ -21,9 +39,8 @@ def usage_export(job, reporter) -> dict:
     start, end, _ = period_bounds(datetime(int(match[1]), int(match[2]), 15, tzinfo=UTC))
     events = usage_event_list(organisation=job.organisation).filter(created_at__gte=start, created_at__lt=end)
     total = events.count()
-    folder = settings.VAR_DIR / "exports" / str(job.organisation_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"usage-{period}-job{job.pk}.csv"
+    path = export_path(job.organisation_id, f"usage-{period}-job{job.pk}.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["time", "meter", "quantity", "api_key", "detail"])

@@ -2,6 +2,8 @@
 
 A handler is ``fn(job, reporter) -> dict`` (the result stored on the job). It reports progress
 through ``reporter.progress(...)`` which also raises ``JobCancelled`` once the job was cancelled.
+A kind that takes something when it is started (a batch's predictions) registers ``release(job)``: it is
+called once the job ends without succeeding (failed, cancelled, queued or running, or reaped) to give it back.
 """
 
 from collections.abc import Callable
@@ -15,15 +17,21 @@ class JobKind:
     queue: str  # one of core.jobs.queues.Queue
     handler: Callable[..., dict[str, Any]]
     metered: bool  # counts against the plan's training jobs
+    release: Callable[[Any], None] | None = None
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
 def register_job_kind(
-    name: str, *, queue: str, handler: Callable[..., dict[str, Any]], metered: bool
+    name: str,
+    *,
+    queue: str,
+    handler: Callable[..., dict[str, Any]],
+    metered: bool,
+    release: Callable[[Any], None] | None = None,
 ) -> None:
-    _KINDS[name] = JobKind(name=name, queue=queue, handler=handler, metered=metered)
+    _KINDS[name] = JobKind(name=name, queue=queue, handler=handler, metered=metered, release=release)
 
 
 def job_kind(name: str) -> JobKind | None:

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from django.conf import settings
 from django.db.models import QuerySet
 
 from core.jobs.models import TrainingJob
+from core.storage import UnsafePath, export_path
 
 
 def job_list(*, organisation, status: str | None = None, kind: str | None = None) -> QuerySet[TrainingJob]:
@@ -25,7 +25,10 @@ def job_result_file(*, organisation, job_id: int) -> Path | None:
     """The file a finished job wrote for download (exports of its own organisation only), if any."""
     job = job_get(organisation=organisation, job_id=job_id)
     name = (job.result or {}).get("file") if job is not None and job.status == "succeeded" else None
-    if not name or "/" in name or name.startswith("."):
+    if not name:
         return None
-    path = Path(settings.VAR_DIR) / "exports" / str(organisation.pk) / name
+    try:
+        path = export_path(organisation.pk, name)
+    except UnsafePath:
+        return None
     return path if path.is_file() else None

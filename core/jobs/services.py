@@ -25,6 +25,11 @@ from core.realtime import broadcast, org_group
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TIMEOUT = timedelta(seconds=getattr(settings, "JOB_HEARTBEAT_TIMEOUT_S", 300))
+# What a job's owner sees when its handler fails unexpectedly: exception texts name server paths and
+# internals, so they go to the worker's log only. Domain errors (TrellisError) keep their own message.
+INTERNAL_FAILURE = (
+    "The job failed on the worker because of an internal error (job {job_id}); it has been logged."
+)
 
 
 class JobCancelled(Exception):
@@ -154,15 +159,30 @@ def job_execute(*, job_id: int) -> None:
     try:
         result = spec.handler(job, reporter)
     except JobCancelled:
+        _release(job)
         return
     except TrellisError as exc:
         job_fail(job_id=job_id, error=exc.message)
+        _release(job)
         return
-    except Exception as exc:  # noqa: BLE001 - any failure becomes a failed job with its reason
+    except Exception:  # noqa: BLE001 - any failure becomes a failed job; the detail stays in the log
         log.exception("job %s failed", job_id)
-        job_fail(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        job_fail(job_id=job_id, error=INTERNAL_FAILURE.format(job_id=job_id))
+        _release(job)
         return
-    job_succeed(job_id=job_id, result=result or {})
+    if not job_succeed(job_id=job_id, result=result or {}):
+        _release(job)  # cancelled while its last step ran: nothing was delivered
+
+
+def _release(job: TrainingJob) -> None:
+    """Give back what the job's kind took at its start (idempotent: it may be called more than once)."""
+    spec = job_kind(job.kind)
+    if spec is None or spec.release is None:
+        return
+    try:
+        spec.release(job)
+    except Exception:  # noqa: BLE001 - the job's state is settled; a failed refund is logged, not raised
+        log.exception("could not release what job %s took", job.pk)
 
 
 def _finish(job_id: int, status: str, **fields: Any) -> bool:
@@ -218,6 +238,7 @@ def job_cancel(*, organisation, job_id: int) -> TrainingJob:
         raise Conflict(f"The job is already {job.status}.")
     job.refresh_from_db()
     _broadcast(job)
+    _release(job)
     return job
 
 
@@ -231,9 +252,12 @@ def job_reap_stale(*, timeout: timedelta = HEARTBEAT_TIMEOUT) -> int:
     )
     reaped = 0
     for job_id in stale:
-        reaped += job_fail(
+        failed = job_fail(
             job_id=job_id,
             error=f"The worker stopped reporting for over {int(timeout.total_seconds())} s "
             "(killed or crashed); nothing it was writing was kept.",
         )
+        if failed:
+            _release(TrainingJob.all_tenants.select_related("organisation").get(pk=job_id))
+        reaped += failed
     return reaped

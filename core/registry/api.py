@@ -12,6 +12,7 @@ from core.errors import InvalidInput, NotFound
 from core.registry import selectors, services
 from core.registry.batch import batch_predict_start
 from core.registry.files import dataset_report_response
+from core.registry.paths import TASK_PATTERN, model_apps
 
 
 class DatasetOut(serializers.Serializer):
@@ -52,12 +53,16 @@ class ModelOut(serializers.Serializer):
 
 
 class TrainIn(StrictSerializer):
-    dataset = serializers.IntegerField()
-    app = serializers.ChoiceField(choices=["customer_service", "finance_monitor", "recommender", "core"])
-    task = serializers.SlugField(max_length=64)
+    dataset = serializers.IntegerField(min_value=1)
+    app = serializers.ChoiceField(choices=[], help_text="an installed product")
+    task = serializers.RegexField(TASK_PATTERN, max_length=50, help_text="a slug, e.g. intent")
     config = serializers.DictField(required=False, allow_null=True, default=None)
     search = serializers.DictField(required=False, allow_null=True, default=None)
     follow_up = serializers.DictField(required=False, allow_null=True, default=None)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["app"].choices = model_apps()  # from the app registry, read once it is ready
 
 
 class PredictIn(StrictSerializer):

@@ -23,10 +23,16 @@ class RegistryConfig(AppConfig):
 
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue
-        from core.registry.batch import batch_predict_handler
+        from core.registry.batch import batch_predict_handler, batch_predict_release
         from core.registry.services import train_job_handler
 
         register_job_kind("ml.train", queue=Queue.TRAIN, handler=train_job_handler, metered=True)
-        register_job_kind("ml.batch_predict", queue=Queue.INFER, handler=batch_predict_handler, metered=False)
+        register_job_kind(
+            "ml.batch_predict",
+            queue=Queue.INFER,
+            handler=batch_predict_handler,
+            metered=False,
+            release=batch_predict_release,
+        )
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)

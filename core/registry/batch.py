@@ -1,24 +1,32 @@
 """Batch prediction of a whole file as an ``infer`` job, with a downloadable CSV result.
 
 Input: CSV with a ``text`` column (and optionally ``label`` to score the model, and ``id``), JSONL
-objects with the same keys, or plain text with one text per line. The file is checked and the quota
-reserved before the job is queued; the worker writes the result next to the usage exports.
+objects with the same keys, or plain text with one text per line. The file is checked and its predictions
+charged before the job is queued (given back if it fails); the worker reads only the input file the start
+wrote (a generated name in the organisation's batch folder, never a path from the job's parameters) and
+writes the result next to the usage exports.
 """
 
 import csv
 import io
 import json
+import logging
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
+from django.db import transaction
 
 from core.billing import services as billing
-from core.billing.models import Meter
-from core.errors import InvalidInput
+from core.billing.models import Meter, UsageEvent
+from core.errors import InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
+from core.registry.paths import batch_file, validate_id
 from core.registry.services import classifier_version, predictor_for
+from core.storage import export_path
+
+log = logging.getLogger(__name__)
 
 MAX_ROWS = 100_000
 MAX_TEXT_CHARS = 10_000
@@ -90,34 +98,112 @@ def batch_predict_start(
     task: str = "",
     created_by=None,
 ):
+    """Check the file, take its predictions from the quota and queue the job, all or nothing.
+
+    The predictions are recorded when the job is created, in the same transaction (the counter's conditional
+    UPDATE is the quota check), so two batches cannot both pass on the last of the quota and a batch never
+    runs past it; a job that fails or is cancelled gives them back (``batch_predict_release``).
+    """
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     records = _validate(_records(_decode(data), filename.lower()), version.labels)
-    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(records))
-    folder = Path(settings.DATASET_STORE) / str(organisation.pk) / "batch"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}.json"
-    path.write_text(json.dumps(records))
+    with _batch_quota_message(len(records)):
+        billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(records))
+    path = batch_file(organisation_id=organisation.pk, name=f"{uuid.uuid4().hex}.json")
     params = {"model_version": version.pk, "input": path.name, "rows": len(records)}
-    return jobs.job_create(
-        organisation=organisation,
-        kind="ml.batch_predict",
-        params=params,
-        created_by=created_by,
-        app=version.app,
+    try:
+        with transaction.atomic(), _batch_quota_message(len(records)):
+            job = jobs.job_create(
+                organisation=organisation,
+                kind="ml.batch_predict",
+                params=params,
+                created_by=created_by,
+                app=version.app,
+            )
+            billing.usage_record(
+                organisation=organisation,
+                meter=Meter.PREDICTIONS,
+                quantity=len(records),
+                idempotency_key=_charge_key(job),
+                metadata={"job": job.pk, "model_version": version.pk},
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(records))  # before commit: the worker starts after it
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return job
+
+
+@contextmanager
+def _batch_quota_message(rows: int):
+    """Say how many rows the batch has and how many predictions remain, rather than "used up"."""
+    try:
+        yield
+    except QuotaExceeded as exc:
+        if exc.limit <= 0:  # a cancelled subscription or an ended trial: its own reason stands
+            raise
+        remaining = max(0, int(exc.limit - exc.used))
+        raise QuotaExceeded(
+            meter=exc.meter,
+            limit=exc.limit,
+            used=exc.used,
+            period=exc.period,
+            reason=f"This batch has {rows} rows but only {remaining} of your plan's {exc.limit} predictions "
+            f"remain for {exc.period}; send a smaller file or upgrade the plan.",
+        ) from None
+
+
+def _charge_key(job) -> str:
+    return f"batch:{job.pk}"
+
+
+def batch_predict_release(job) -> None:
+    """Give back the predictions a batch was charged at its start, once it ended without succeeding."""
+    charge = UsageEvent.objects.for_org(job.organisation).filter(idempotency_key=_charge_key(job)).first()
+    if charge is None or charge.quantity <= 0:
+        return
+    billing.usage_record(
+        organisation=job.organisation,
+        meter=Meter.PREDICTIONS,
+        quantity=-charge.quantity,
+        idempotency_key=f"batch-refund:{job.pk}",
+        enforce=False,
+        metadata={"job": job.pk, "refund": True},
     )
 
 
+def _load_input(job, name: object) -> tuple[Path, list[dict[str, str]]]:
+    """Only the file ``batch_predict_start`` wrote: a generated name in the organisation's batch folder."""
+    source = batch_file(organisation_id=job.organisation_id, name=name)
+    try:
+        records = json.loads(source.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        log.warning("batch job %s: input %s is missing or unreadable", job.pk, source)
+        raise InvalidInput("The batch's input file is gone; start the batch again.") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "text" in r for r in records):
+        raise InvalidInput("The batch's input file is damaged; start the batch again.")
+    return source, records
+
+
 def batch_predict_handler(job, reporter) -> dict[str, Any]:
+    params = job.params if isinstance(job.params, dict) else {}
+    version_id = validate_id(params.get("model_version"), "model_version")
+    source, records = _load_input(job, params.get("input"))
+    try:
+        return _predict_file(job, reporter, version_id, records)
+    finally:  # the checked input, and only it: done with either way (a failed job gives its rows back)
+        source.unlink(missing_ok=True)
+
+
+def _predict_file(job, reporter, version_id: int, records: list[dict[str, str]]) -> dict[str, Any]:
     org = job.organisation
-    version = classifier_version(organisation=org, version_id=job.params["model_version"])
-    source = Path(settings.DATASET_STORE) / str(org.pk) / "batch" / job.params["input"]
-    records = json.loads(source.read_text())
+    version = classifier_version(organisation=org, version_id=version_id)
     predictor = predictor_for(version=version)
-    out_dir = Path(settings.VAR_DIR) / "exports" / str(org.pk)
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = f"predictions-job{job.pk}.csv"
+    out = export_path(org.pk, name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     correct = scored = 0
-    with (out_dir / name).open("w", newline="") as handle:
+    with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "label", "confidence", "gold", "probabilities"])
         for start in range(0, len(records), CHUNK):
@@ -136,15 +222,14 @@ def batch_predict_handler(job, reporter) -> dict[str, Any]:
                     ]
                 )
             reporter.progress(min(start + CHUNK, len(records)) / len(records), f"{start + len(chunk)} rows")
-    billing.usage_record(
+    billing.usage_record(  # charged at the start; this only covers a job queued before that was so
         organisation=org,
         meter=Meter.PREDICTIONS,
         quantity=len(records),
-        idempotency_key=f"batch:{job.pk}",
+        idempotency_key=_charge_key(job),
         enforce=False,
         metadata={"job": job.pk},
     )
-    source.unlink(missing_ok=True)
     result: dict[str, Any] = {"rows": len(records), "file": name, "model_version": version.pk}
     if scored:
         result["accuracy"] = correct / scored

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from core.errors import InvalidInput, TrellisError
 from core.registry import selectors, services
 from core.registry.files import dataset_report_response
+from core.registry.paths import PLATFORM_APP, model_apps
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 
@@ -37,8 +38,15 @@ def datasets_page(request):
                 f"{dataset.rejected_count} rejected.",
             )
         return redirect("datasets")
-    datasets = selectors.dataset_list(organisation=request.organisation)
-    return render(request, "registry/datasets.html", {"datasets": datasets})
+    return _datasets(request)
+
+
+def _datasets(request, status: int = 200):
+    context = {
+        "datasets": selectors.dataset_list(organisation=request.organisation),
+        "model_apps": [app for app in model_apps() if app != PLATFORM_APP],
+    }
+    return render(request, "registry/datasets.html", context, status=status)
 
 
 @member_required()
@@ -62,16 +70,16 @@ def dataset_train(request, dataset_id: int):
         job = services.model_train_start(
             organisation=request.organisation,
             dataset_id=dataset_id,
-            app=request.POST.get("app", "customer_service"),
-            task=request.POST.get("task", "intent"),
+            app=request.POST.get("app", ""),
+            task=request.POST.get("task", "").strip(),
             config=config,
             search=search,
             follow_up=follow_up,
             created_by=request.user,
         )
-    except TrellisError as exc:
+    except TrellisError as exc:  # answered with its status (400 for a bad product or task), nothing started
         messages.error(request, exc.message)
-        return redirect("datasets")
+        return _datasets(request, status=exc.status)
     return redirect("job-detail", job_id=job.pk)
 
 

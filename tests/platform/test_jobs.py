@@ -59,7 +59,9 @@ def test_handler_exception_fails_job_with_reason(make_org):
     job = TrainingJob.all_tenants.create(organisation=org, kind="test.boom", queue="default")
     jobs.job_execute(job_id=job.pk)
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and job.error == "ValueError: the GPU caught fire"
+    # The exception's text (it may name server paths) stays in the worker's log, not on the job.
+    assert job.status == JobStatus.FAILED and "internal error" in job.error
+    assert "GPU" not in job.error and "ValueError" not in job.error
 
 
 @pytest.mark.django_db
@@ -102,18 +104,18 @@ def test_real_worker_runs_job_and_fails_bad_one(make_org, user_client):
 
     usage_record(organisation=org, meter="predictions", quantity=3)
     client = user_client(owner)
+    refused = client.post("/api/usage/exports/", {"period": "2026-13"}, format="json")
+    assert refused.status_code == 400 and not TrainingJob.objects.for_org(org).exists()
     with celery_worker() as proc:
-        ok = client.post("/api/jobs/", {"kind": "usage.export", "params": {}}, format="json").json()
-        bad = client.post(
-            "/api/jobs/", {"kind": "usage.export", "params": {"period": "2026-13"}}, format="json"
-        )
-        bad = bad.json()
+        ok = client.post("/api/usage/exports/", {}, format="json").json()
+        # A bad row made some other way than the endpoint still fails with its reason on the worker.
+        bad = jobs.job_create(organisation=org, kind="usage.export", params={"period": "2026-13"})
         wait_for(lambda: _job(org, ok["id"]).status == JobStatus.SUCCEEDED, proc=proc)
-        wait_for(lambda: _job(org, bad["id"]).status == JobStatus.FAILED, proc=proc)
+        wait_for(lambda: _job(org, bad.pk).status == JobStatus.FAILED, proc=proc)
     done = _job(org, ok["id"])
     assert done.result["rows"] == 1 and done.progress == 1.0 and done.worker
-    assert "Invalid period '2026-13'" in _job(org, bad["id"]).error
-    detail = client.get(f"/api/jobs/{bad['id']}/").json()
+    assert "Invalid period '2026-13'" in _job(org, bad.pk).error
+    detail = client.get(f"/api/jobs/{bad.pk}/").json()
     assert detail["status"] == "failed" and "YYYY-MM" in detail["error"]
 
 

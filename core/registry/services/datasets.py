@@ -1,20 +1,15 @@
 """Dataset uploads: validated, scrubbed, split and stored as a new version of a named dataset."""
 
 import json
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput
 from core.registry.models import Dataset
+from core.registry.paths import dataset_dir
 from core.registry.services.common import next_version
-
-
-def _dataset_dir(organisation_id: int, dataset_id: int) -> Path:
-    return Path(settings.DATASET_STORE) / str(organisation_id) / str(dataset_id)
 
 
 def dataset_upload(
@@ -56,7 +51,7 @@ def dataset_upload(
             path="",
             source_filename=(filename or "")[:255],
         )
-        folder = _dataset_dir(organisation.pk, dataset.pk)
+        folder = dataset_dir(organisation_id=organisation.pk, dataset_id=dataset.pk)
         folder.mkdir(parents=True, exist_ok=True)
         rows = {"train": split.train, "validation": split.validation, "test": split.test}
         (folder / "rows.json").write_text(json.dumps({k: [list(r) for r in v] for k, v in rows.items()}))
@@ -67,5 +62,7 @@ def dataset_upload(
 
 
 def dataset_rows(*, dataset: Dataset) -> dict[str, list[tuple[str, str]]]:
-    payload = json.loads(Path(dataset.path).read_text())
+    """The stored split, read from the dataset's own folder (built from its ids, not from a stored string)."""
+    folder = dataset_dir(organisation_id=dataset.organisation_id, dataset_id=dataset.pk)
+    payload = json.loads((folder / "rows.json").read_text())
     return {split: [(a, b) for a, b in rows] for split, rows in payload.items()}

@@ -18,6 +18,7 @@ from core.errors import InvalidInput, NotFound, TrellisError
 from core.jobs import services as jobs
 from core.ml.errors import MLError
 from core.registry.models import Dataset, ModelVersion, VersionStatus
+from core.registry.paths import model_dir, validate_app, validate_id, validate_task
 from core.registry.services.common import next_version, runtime
 from core.registry.services.datasets import dataset_rows
 from core.registry.services.embedding import DEFAULT_EMBED_CONFIG, embed_config, train_embedding
@@ -68,9 +69,11 @@ def model_train_start(
     """Queue an ``ml.train`` job.
 
     ``config=None`` means the fast default; ``search`` runs an Optuna search (``n_trials``,
-    ``time_budget_s``) from ``config``; ``follow_up`` is a config trained next, as its own job.
+    ``time_budget_s``) from ``config``; ``follow_up`` is a config trained next, as its own job. ``app`` and
+    ``task`` become parts of the model's folder: they are checked before anything is created or counted.
     """
-    dataset = Dataset.objects.for_org(organisation).filter(pk=dataset_id).first()
+    app, task = validate_app(app), validate_task(task)
+    dataset = Dataset.objects.for_org(organisation).filter(pk=validate_id(dataset_id, "dataset")).first()
     if dataset is None:
         raise NotFound("No such dataset.")
     if dataset.task == "pairs":
@@ -131,10 +134,6 @@ def _train_config(config: dict[str, Any]):
     return cfg
 
 
-def _store_dir(organisation_id: int, app: str, task: str, version: int) -> Path:
-    return Path(settings.MODEL_STORE) / str(organisation_id) / app / task / f"v{version}"
-
-
 def progress_callback(reporter):
     """Turn ``core.ml`` progress reports into job progress (the last 10% is evaluation and storage)."""
 
@@ -161,7 +160,7 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     from core.ml.runtime import resolve_device
     from core.ml.train import train_classifier
 
-    params = job.params
+    params = _checked_params(job.params)
     dataset = Dataset.objects.for_org(job.organisation).filter(pk=params["dataset_id"]).first()
     if dataset is None:
         raise InvalidInput("The dataset was deleted before training started.")
@@ -213,6 +212,17 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     return _with_follow_up(job, result)
 
 
+def _checked_params(params: object) -> dict[str, Any]:
+    """Defence in depth: a job row reaches the handler only through ``model_train_start``, but its params
+    name a folder, so they are checked again here (a bad row fails the job; nothing is written)."""
+    if not isinstance(params, dict):
+        raise InvalidInput("The training job has no parameters.")
+    validate_id(params.get("dataset_id"), "dataset_id")
+    validate_app(params.get("app"))
+    validate_task(params.get("task"))
+    return params
+
+
 def _record_gpu_time(job, device: str, started) -> None:
     if device == "cuda":
         jobs.job_add_gpu_seconds(job=job, seconds=(timezone.now() - started).total_seconds())
@@ -260,12 +270,13 @@ def _start_follow_up(job) -> dict[str, Any]:
 
 def store_version(*, job, dataset, save, model, metrics, method: str, labels: list[str], device: str):
     """Write the artifact completely into the store, then create the (ready) version row pointing at it."""
-    org, app, task = job.organisation, job.params["app"], job.params["task"]
+    params = _checked_params(job.params)
+    org, app, task = job.organisation, params["app"], params["task"]
     with transaction.atomic():
         version = next_version(
             ModelVersion.objects.for_org(org).filter(app=app, task=task).select_for_update()
         )
-        directory = _store_dir(org.pk, app, task, version)
+        directory = model_dir(organisation_id=org.pk, app=app, task=task, version=version)
         if directory.exists():  # left by a version row that never committed
             shutil.rmtree(directory)
         manifest = save(

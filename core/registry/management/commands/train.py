@@ -13,6 +13,7 @@ from core.errors import TrellisError
 from core.jobs import services as jobs
 from core.jobs.models import TrainingJob
 from core.registry import services
+from core.registry.paths import validate_app, validate_task
 from core.tenancy.models import Organisation
 
 
@@ -37,6 +38,8 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {opts['file']}")
         config = {"method": opts["method"]} | ({"epochs": opts["epochs"]} if opts["epochs"] else {})
         try:
+            validate_app(opts["app"])  # checked before a dataset is stored for nothing
+            validate_task(opts["task"])
             dataset = services.dataset_upload(
                 organisation=organisation,
                 name=opts["name"] or opts["file"].stem,
