@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core.api.request_checks.ApiRequestCheckMiddleware",
     "core.api.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -149,6 +150,11 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-reap-stale": {"task": "jobs.reap_stale", "schedule": 60.0, "options": {"queue": "default"}},
     "registry-sweep-store": {
         "task": "registry.sweep_store",
+        "schedule": 3600.0,
+        "options": {"queue": "default"},
+    },
+    "billing-sweep-idempotency": {
+        "task": "billing.sweep_idempotency",
         "schedule": 3600.0,
         "options": {"queue": "default"},
     },

@@ -9,6 +9,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
@@ -234,13 +235,13 @@ class AnswerView(APIView):
 
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=AnswerIn, responses=dict)
+    @extend_schema(request=AnswerIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request):
         decision = services.answer_preview(
             organisation=request.organisation,
             text=_valid(AnswerIn, request)["text"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response({**asdict(decision), "handoff": decision.source == "handoff"})
 

@@ -6,6 +6,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
@@ -160,7 +161,8 @@ class TrainView(APIView):
 class PredictView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict)
+    @extend_schema(request=PredictIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -169,7 +171,6 @@ class PredictView(APIView):
             version_id=version_id,
             texts=data.validated_data["texts"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(result)
 
@@ -242,7 +243,8 @@ class BatchPredictView(APIView):
 class EmbedView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict)
+    @extend_schema(request=PredictIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -251,6 +253,5 @@ class EmbedView(APIView):
             version_id=version_id,
             texts=data.validated_data["texts"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(result)
