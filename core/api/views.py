@@ -9,11 +9,14 @@ from rest_framework.views import APIView
 
 import core.api.schema  # noqa: F401  (registers the API-key scheme with drf-spectacular)
 from core.api import serializers as s
+from core.api.request_checks import query_choice
 from core.billing import selectors as billing_selectors
 from core.billing import services as billing
+from core.billing.models import Meter
 from core.errors import NotFound
 from core.jobs import selectors as job_selectors
 from core.jobs import services as jobs
+from core.jobs.models import JobStatus
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
 from core.tenancy.models import User
@@ -171,7 +174,7 @@ class UsageEventListView(APIView):
     @extend_schema(responses=s.UsageEventOut(many=True))
     def get(self, request):
         qs = billing_selectors.usage_event_list(
-            organisation=request.organisation, meter=request.GET.get("meter")
+            organisation=request.organisation, meter=query_choice(request, "meter", Meter.values)
         )
         return paginate(self, request, qs, s.UsageEventOut)
 
@@ -205,7 +208,9 @@ class JobListView(APIView):
     @extend_schema(responses=s.JobOut(many=True))
     def get(self, request):
         qs = job_selectors.job_list(
-            organisation=request.organisation, status=request.GET.get("status"), kind=request.GET.get("kind")
+            organisation=request.organisation,
+            status=query_choice(request, "status", JobStatus.values),
+            kind=request.GET.get("kind"),
         )
         return paginate(self, request, qs, s.JobOut)
 
