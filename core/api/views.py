@@ -4,11 +4,11 @@ from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 import core.api.schema  # noqa: F401  (registers the API-key scheme with drf-spectacular)
 from core.api import serializers as s
+from core.api.pagination import Pagination
 from core.api.request_checks import query_choice
 from core.billing import selectors as billing_selectors
 from core.billing import services as billing
@@ -23,7 +23,8 @@ from core.tenancy.models import User
 
 
 def paginate(view: APIView, request, queryset, serializer_class) -> Response:
-    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    """A page of ``queryset``; the view declares ``pagination_class``, which the OpenAPI schema reads too."""
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -50,6 +51,8 @@ class OrganisationView(APIView):
 
 
 class MemberListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=s.MemberOut(many=True))
     def get(self, request):
         return paginate(
@@ -92,6 +95,7 @@ class MemberDetailView(APIView):
 
 
 class InvitationListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "members.manage", "POST": "members.manage"}
 
     @extend_schema(responses=s.InvitationOut(many=True))
@@ -129,6 +133,7 @@ class InvitationDetailView(APIView):
 
 
 class ApiKeyListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "keys.manage", "POST": "keys.manage"}
 
     @extend_schema(responses=s.ApiKeyOut(many=True))
@@ -171,6 +176,8 @@ class UsageView(APIView):
 
 
 class UsageEventListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=s.UsageEventOut(many=True))
     def get(self, request):
         qs = billing_selectors.usage_event_list(
@@ -203,6 +210,7 @@ class SubscriptionView(APIView):
 
 
 class JobListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "models.train"}
 
     @extend_schema(responses=s.JobOut(many=True))

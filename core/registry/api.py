@@ -6,7 +6,9 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.fields import NOT_BLANK, text_field
 from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from core.api.pagination import Pagination
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
@@ -30,7 +32,7 @@ class DatasetOut(serializers.Serializer):
 
 
 class DatasetIn(StrictSerializer):
-    name = serializers.CharField(max_length=120)
+    name = text_field(max_length=120)
     task = serializers.ChoiceField(choices=["classification", "pairs"])
     file = serializers.FileField()
 
@@ -63,7 +65,7 @@ class TrainIn(StrictSerializer):
 
 class PredictIn(StrictSerializer):
     texts = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        child=serializers.CharField(trim_whitespace=False, validators=[NOT_BLANK]),
         allow_empty=False,
         max_length=services.MAX_PREDICT_TEXTS,
     )
@@ -79,6 +81,7 @@ class RollbackIn(StrictSerializer):
 
 
 class DatasetListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "models.train"}
     parser_classes = [MultiPartParser]
 
@@ -120,6 +123,8 @@ class DatasetReportView(APIView):
 
 
 class ModelListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=ModelOut(many=True))
     def get(self, request):
         qs = selectors.model_list(
