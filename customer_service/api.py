@@ -105,6 +105,38 @@ class MessageOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class AnswerOut(serializers.Serializer):
+    source = serializers.CharField(help_text="what answered: a template, an article, or a hand-off")
+    text = serializers.CharField()
+    reason = serializers.CharField()
+    intent = serializers.CharField()
+    confidence = serializers.FloatField(allow_null=True)
+    article_id = serializers.IntegerField(allow_null=True)
+    model_version_id = serializers.IntegerField(allow_null=True)
+    handoff = serializers.BooleanField()
+
+
+class ConversationDetailOut(ConversationOut):
+    messages = MessageOut(many=True)
+    intents = serializers.ListField(child=serializers.CharField(), help_text="labels an operator may pick")
+
+
+class RejectedLineOut(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class TemplateImportOut(serializers.Serializer):
+    saved = serializers.IntegerField()
+    rejected = RejectedLineOut(many=True)
+
+
+class QaImportOut(serializers.Serializer):
+    articles = serializers.IntegerField()
+    rejected = RejectedLineOut(many=True)
+    job = serializers.IntegerField(allow_null=True, help_text="the fine-tuning job, from 50 pairs")
+
+
 class ReplyIn(StrictSerializer):
     text = text_field(max_length=services.MAX_MESSAGE_CHARS, trim_whitespace=False)
 
@@ -166,7 +198,7 @@ class TemplateImportView(APIView):
     permissions = {"POST": "org.manage"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=TemplateImportIn, responses={201: dict})
+    @extend_schema(request=TemplateImportIn, responses={201: TemplateImportOut})
     def post(self, request):
         upload = _valid(TemplateImportIn, request)["file"]
         result = services.templates_import(organisation=request.organisation, data=upload.read())
@@ -185,7 +217,7 @@ class QaImportView(APIView):
     permissions = {"POST": "models.train"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=QaImportIn, responses={201: dict})
+    @extend_schema(request=QaImportIn, responses={201: QaImportOut})
     def post(self, request):
         data = _valid(QaImportIn, request)
         result = services.qa_import(
@@ -248,7 +280,7 @@ class AnswerView(APIView):
 
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=AnswerIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @extend_schema(request=AnswerIn, responses=AnswerOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @idempotent
     def post(self, request):
         decision = services.answer_preview(
@@ -277,7 +309,7 @@ class ConversationListView(APIView):
 class ConversationDetailView(APIView):
     permissions = {"GET": "inbox.operate"}
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ConversationDetailOut)
     def get(self, request, conversation_id: int):
         conversation = selectors.conversation_get(
             organisation=request.organisation, conversation_id=conversation_id
@@ -298,7 +330,7 @@ class ConversationActionView(APIView):
     permissions = {"POST": "inbox.operate"}
     verb = ""
 
-    @extend_schema(request=ReplyIn, responses=dict)
+    @extend_schema(request=ReplyIn, responses=ConversationOut)
     def post(self, request, conversation_id: int):
         org, user = request.organisation, request.user
         if user.pk is None:

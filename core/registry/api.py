@@ -71,6 +71,27 @@ class PredictIn(StrictSerializer):
     )
 
 
+class PredictionOut(serializers.Serializer):
+    label = serializers.CharField()
+    probabilities = serializers.DictField(child=serializers.FloatField(), help_text="per label, summing to 1")
+    version = serializers.IntegerField()
+
+
+class PredictOut(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="the model version's id")
+    version = serializers.IntegerField(help_text="its number within app/task")
+    predictions = PredictionOut(many=True, help_text="one per text, in order")
+
+
+class EmbedOut(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="the model version's id")
+    version = serializers.IntegerField(help_text="its number within app/task")
+    dim = serializers.IntegerField()
+    embeddings = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()), help_text="one unit vector per text"
+    )
+
+
 class PromoteIn(StrictSerializer):
     force = serializers.BooleanField(default=False)
 
@@ -166,7 +187,7 @@ class TrainView(APIView):
 class PredictView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @extend_schema(request=PredictIn, responses=PredictOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
@@ -248,7 +269,7 @@ class BatchPredictView(APIView):
 class EmbedView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @extend_schema(request=PredictIn, responses=EmbedOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
