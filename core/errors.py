@@ -45,14 +45,30 @@ class RateLimited(TrellisError):
 
 
 class QuotaExceeded(TrellisError):
-    """Over the plan's allowance for a meter this period (HTTP 402)."""
+    """Over the plan's allowance for a meter (HTTP 402): a monthly flow or a stock such as seats.
+
+    ``period`` is the billing month for monthly meters and None for stock meters, which are not reset;
+    ``requested`` is how much the refused request would have added.
+    """
 
     code = "quota_exceeded"
     status = 402
 
-    def __init__(self, *, meter: str, limit: int, used: float, period: str, reason: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        meter: str,
+        limit: int,
+        used: float,
+        period: str | None,
+        reason: str = "",
+        requested: float | None = None,
+    ) -> None:
         message = reason or f"The {meter} quota of your plan ({limit} per month) is used up for {period}."
-        super().__init__(message, details={"meter": meter, "limit": limit, "used": used, "period": period})
+        details = {"meter": meter, "limit": limit, "used": used, "period": period}
+        if requested is not None:
+            details.update(requested=requested, remaining=max(float(limit) - float(used), 0.0))
+        super().__init__(message, details=details)
         self.meter, self.limit, self.used, self.period = meter, limit, used, period
 
 

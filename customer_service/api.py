@@ -9,6 +9,9 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.fields import text_field
+from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from core.api.pagination import Pagination
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
@@ -26,13 +29,22 @@ class SettingsOut(serializers.Serializer):
     bot_name = serializers.CharField()
 
 
+def _between(name: str) -> dict[str, str]:
+    message = f"{name} must be a number between 0 and 1."
+    return {"min_value": message, "max_value": message}
+
+
 class SettingsIn(StrictSerializer):
     allowed_origins = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
-    intent_threshold = serializers.FloatField(required=False)
-    retrieval_threshold = serializers.FloatField(required=False)
-    greeting = serializers.CharField(required=False, allow_blank=True)
-    handoff_message = serializers.CharField(required=False, allow_blank=True)
-    bot_name = serializers.CharField(required=False, allow_blank=True)
+    intent_threshold = serializers.FloatField(
+        required=False, min_value=0, max_value=1, error_messages=_between("intent_threshold")
+    )
+    retrieval_threshold = serializers.FloatField(
+        required=False, min_value=0, max_value=1, error_messages=_between("retrieval_threshold")
+    )
+    greeting = text_field(max_length=500, required=False)
+    handoff_message = text_field(max_length=500, required=False)
+    bot_name = text_field(max_length=60, required=False)
 
 
 class TemplateOut(serializers.Serializer):
@@ -44,8 +56,8 @@ class TemplateOut(serializers.Serializer):
 
 
 class TemplateIn(StrictSerializer):
-    intent = serializers.CharField(max_length=100, allow_blank=True)
-    body = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    intent = text_field(max_length=100)
+    body = text_field(max_length=services.MAX_TEMPLATE_CHARS, trim_whitespace=False)
     active = serializers.BooleanField(default=True)
 
 
@@ -59,14 +71,14 @@ class ArticleOut(serializers.Serializer):
 
 
 class ArticleIn(StrictSerializer):
-    title = serializers.CharField(allow_blank=True)
-    body = serializers.CharField(allow_blank=True)
+    title = text_field(max_length=200)
+    body = text_field(max_length=services.MAX_ARTICLE_CHARS)
     url = serializers.URLField(required=False, allow_blank=True, default="")
     published = serializers.BooleanField(default=True)
 
 
 class AnswerIn(StrictSerializer):
-    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    text = text_field(max_length=services.MAX_MESSAGE_CHARS, trim_whitespace=False)
 
 
 class ConversationOut(serializers.Serializer):
@@ -96,12 +108,44 @@ class MessageOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class AnswerOut(serializers.Serializer):
+    source = serializers.CharField(help_text="what answered: a template, an article, or a hand-off")
+    text = serializers.CharField()
+    reason = serializers.CharField()
+    intent = serializers.CharField()
+    confidence = serializers.FloatField(allow_null=True)
+    article_id = serializers.IntegerField(allow_null=True)
+    model_version_id = serializers.IntegerField(allow_null=True)
+    handoff = serializers.BooleanField()
+
+
+class ConversationDetailOut(ConversationOut):
+    messages = MessageOut(many=True)
+    intents = serializers.ListField(child=serializers.CharField(), help_text="labels an operator may pick")
+
+
+class RejectedLineOut(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class TemplateImportOut(serializers.Serializer):
+    saved = serializers.IntegerField()
+    rejected = RejectedLineOut(many=True)
+
+
+class QaImportOut(serializers.Serializer):
+    articles = serializers.IntegerField()
+    rejected = RejectedLineOut(many=True)
+    job = serializers.IntegerField(allow_null=True, help_text="the fine-tuning job, from 50 pairs")
+
+
 class ReplyIn(StrictSerializer):
-    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    text = text_field(max_length=services.MAX_MESSAGE_CHARS, trim_whitespace=False)
 
 
 class CorrectIn(StrictSerializer):
-    intent = serializers.CharField(max_length=100, allow_blank=True)
+    intent = text_field(max_length=100)
 
 
 def _valid(serializer_class, request, **kwargs):
@@ -132,6 +176,7 @@ class RotateKeyView(APIView):
 
 
 class TemplateListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "org.manage"}
 
     @extend_schema(responses=TemplateOut(many=True))
@@ -140,7 +185,7 @@ class TemplateListView(APIView):
             self, request, selectors.template_list(organisation=request.organisation), TemplateOut
         )
 
-    @extend_schema(request=TemplateIn, responses=TemplateOut)
+    @extend_schema(request=TemplateIn, responses={201: TemplateOut})
     def post(self, request):
         template = services.template_save(organisation=request.organisation, **_valid(TemplateIn, request))
         return Response(TemplateOut(template).data, status=status.HTTP_201_CREATED)
@@ -156,7 +201,7 @@ class TemplateImportView(APIView):
     permissions = {"POST": "org.manage"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=TemplateImportIn, responses=dict)
+    @extend_schema(request=TemplateImportIn, responses={201: TemplateImportOut})
     def post(self, request):
         upload = _valid(TemplateImportIn, request)["file"]
         result = services.templates_import(organisation=request.organisation, data=upload.read())
@@ -175,7 +220,7 @@ class QaImportView(APIView):
     permissions = {"POST": "models.train"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=QaImportIn, responses=dict)
+    @extend_schema(request=QaImportIn, responses={201: QaImportOut})
     def post(self, request):
         data = _valid(QaImportIn, request)
         result = services.qa_import(
@@ -197,13 +242,14 @@ class TemplateDetailView(APIView):
 
 
 class ArticleListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "org.manage"}
 
     @extend_schema(responses=ArticleOut(many=True))
     def get(self, request):
         return paginate(self, request, selectors.article_list(organisation=request.organisation), ArticleOut)
 
-    @extend_schema(request=ArticleIn, responses=ArticleOut)
+    @extend_schema(request=ArticleIn, responses={201: ArticleOut})
     def post(self, request):
         article = services.article_save(organisation=request.organisation, **_valid(ArticleIn, request))
         return Response(ArticleOut(article).data, status=status.HTTP_201_CREATED)
@@ -237,13 +283,13 @@ class AnswerView(APIView):
 
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=AnswerIn, responses=dict)
+    @extend_schema(request=AnswerIn, responses=AnswerOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request):
         decision = services.answer_preview(
             organisation=request.organisation,
             text=_valid(AnswerIn, request)["text"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response({**asdict(decision), "handoff": decision.source == "handoff"})
 
@@ -260,6 +306,7 @@ class ConversationFilter(serializers.Serializer):
 
 
 class ConversationListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "inbox.operate"}
 
     @extend_schema(parameters=[ConversationFilter], responses=ConversationOut(many=True))
@@ -284,7 +331,7 @@ class ConversationListView(APIView):
 class ConversationDetailView(APIView):
     permissions = {"GET": "inbox.operate"}
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ConversationDetailOut)
     def get(self, request, conversation_id: int):
         conversation = selectors.conversation_get(
             organisation=request.organisation, conversation_id=conversation_id
@@ -305,7 +352,7 @@ class ConversationActionView(APIView):
     permissions = {"POST": "inbox.operate"}
     verb = ""
 
-    @extend_schema(request=ReplyIn, responses=dict)
+    @extend_schema(request=ReplyIn, responses=ConversationOut)
     def post(self, request, conversation_id: int):
         org, user = request.organisation, request.user
         if user.pk is None:
@@ -345,7 +392,7 @@ class RetrainView(APIView):
 
     permissions = {"POST": "models.train"}
 
-    @extend_schema(request=None, responses=JobOut)
+    @extend_schema(request=None, responses={202: JobOut})
     def post(self, request):
         job = services.retrain_with_corrections(
             organisation=request.organisation, created_by=request.user if request.user.pk else None

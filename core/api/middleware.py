@@ -9,7 +9,8 @@ log = logging.getLogger(__name__)
 
 
 class ApiUsageMiddleware:
-    """Record each accepted API-key call in the usage ledger. Refused calls (4xx, 5xx) record nothing."""
+    """Record each accepted API-key call in the usage ledger. Refused calls (4xx, 5xx) and idempotent
+    replays record nothing."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -17,7 +18,8 @@ class ApiUsageMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         key = getattr(request, "api_key", None)
-        if key is not None and response.status_code < 400:
+        replayed = response.has_header("Idempotent-Replayed")  # a retry answered from the stored answer
+        if key is not None and response.status_code < 400 and not replayed:
             try:
                 billing.usage_record(
                     organisation=key.organisation,

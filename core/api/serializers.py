@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from core.api.fields import text_field
 from core.tenancy.models import Role
 from core.tenancy.roles import SCOPES
 
@@ -26,7 +27,7 @@ class OrganisationOut(serializers.Serializer):
 
 
 class OrganisationIn(StrictSerializer):
-    name = serializers.CharField(max_length=120)
+    name = text_field(max_length=120)
 
 
 class MemberOut(serializers.Serializer):
@@ -69,7 +70,7 @@ class ApiKeyCreatedOut(ApiKeyOut):
 
 
 class ApiKeyIn(StrictSerializer):
-    name = serializers.CharField(max_length=80)
+    name = text_field(max_length=80)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=list(SCOPES)), allow_empty=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 

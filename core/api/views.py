@@ -4,24 +4,28 @@ from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 import core.api.schema  # noqa: F401  (registers the API-key scheme with drf-spectacular)
 from core.api import serializers as s
+from core.api.pagination import Pagination
+from core.api.request_checks import query_choice
 from core.billing import selectors as billing_selectors
 from core.billing import services as billing
 from core.billing.jobs import usage_export_start
+from core.billing.models import Meter
 from core.errors import NotFound
 from core.jobs import selectors as job_selectors
 from core.jobs import services as jobs
+from core.jobs.models import JobStatus
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
 from core.tenancy.models import User
 
 
 def paginate(view: APIView, request, queryset, serializer_class) -> Response:
-    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    """A page of ``queryset``; the view declares ``pagination_class``, which the OpenAPI schema reads too."""
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -48,6 +52,8 @@ class OrganisationView(APIView):
 
 
 class MemberListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=s.MemberOut(many=True))
     def get(self, request):
         return paginate(
@@ -90,6 +96,7 @@ class MemberDetailView(APIView):
 
 
 class InvitationListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "members.manage", "POST": "members.manage"}
 
     @extend_schema(responses=s.InvitationOut(many=True))
@@ -127,6 +134,7 @@ class InvitationDetailView(APIView):
 
 
 class ApiKeyListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "keys.manage", "POST": "keys.manage"}
 
     @extend_schema(responses=s.ApiKeyOut(many=True))
@@ -169,10 +177,12 @@ class UsageView(APIView):
 
 
 class UsageEventListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=s.UsageEventOut(many=True))
     def get(self, request):
         qs = billing_selectors.usage_event_list(
-            organisation=request.organisation, meter=request.GET.get("meter")
+            organisation=request.organisation, meter=query_choice(request, "meter", Meter.values)
         )
         return paginate(self, request, qs, s.UsageEventOut)
 
@@ -205,10 +215,15 @@ class JobListView(APIView):
     ``usage/exports/``), each validating its input: a generic create would take internal parameters
     (paths, ids) from the client, so POST here answers 405."""
 
+    pagination_class = Pagination
+    permissions = {"GET": "org.view"}
+
     @extend_schema(responses=s.JobOut(many=True))
     def get(self, request):
         qs = job_selectors.job_list(
-            organisation=request.organisation, status=request.GET.get("status"), kind=request.GET.get("kind")
+            organisation=request.organisation,
+            status=query_choice(request, "status", JobStatus.values),
+            kind=request.GET.get("kind"),
         )
         return paginate(self, request, qs, s.JobOut)
 

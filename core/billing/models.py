@@ -1,5 +1,6 @@
 """Plans, subscriptions and the append-only usage ledger."""
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from core.base_models import TenantModel, TimeStampedModel
@@ -122,4 +123,24 @@ class UsageCounter(TenantModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["organisation", "meter", "period"], name="uniq_usage_counter"),
+        ]
+
+
+class IdempotencyRecord(TenantModel):
+    """One ``Idempotency-Key`` of an organisation: the request it was first sent with, and the answer.
+
+    While the first request runs, ``status_code`` is null (a duplicate that arrives then gets 409); once it
+    has answered, a retry with the same request gets the stored answer back and runs nothing, and the same
+    key with a different request is refused. Rows expire after a day (``idempotency_sweep``).
+    """
+
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # sha256 of method, path, caller and body
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "key"], name="uniq_idempotency_key"),
         ]

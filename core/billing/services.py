@@ -95,7 +95,44 @@ def subscription_change_plan(*, organisation, plan_code: str) -> Subscription:
     return subscription
 
 
-def _trial_guard(subscription: Subscription, meter: str, period: str) -> None:
+def _amount(value: float | Decimal) -> str:
+    value = float(value)
+    return str(int(value)) if value == int(value) else f"{value:.3f}".rstrip("0")
+
+
+def _noun(meter: str) -> str:
+    label = str(Meter(meter).label)
+    return label if label[:2].isupper() else label[0].lower() + label[1:]
+
+
+def quota_refusal(
+    *, meter: str, limit: int, used: float, period: str | None, quantity: float
+) -> QuotaExceeded:
+    """The 402 for ``quantity`` more of ``meter``: monthly meters name their month, stock meters (seats,
+    models, stored records) the plan's total; a request larger than what is left says how much it adds."""
+    noun, monthly = _noun(meter), meter in FLOW_METERS
+    allowance = f"{_amount(limit)} {noun} per month" if monthly else f"{_amount(limit)} {noun} on your plan"
+    remaining = max(float(limit) - float(used), 0.0)
+    if remaining <= 0:
+        reason = (
+            f"Your plan's {allowance} are used up for {period}."
+            if monthly
+            else f"All {allowance} are in use."
+        )
+    else:
+        of = f"your plan's {allowance} remain for {period}" if monthly else f"the {allowance} remain"
+        reason = f"This request adds {_amount(quantity)} {noun}, but only {_amount(remaining)} of {of}."
+    return QuotaExceeded(
+        meter=meter,
+        limit=limit,
+        used=used,
+        period=period if monthly else None,
+        reason=reason,
+        requested=float(quantity),
+    )
+
+
+def _trial_guard(subscription: Subscription, meter: str, period: str | None) -> None:
     if subscription.status == SubscriptionStatus.CANCELLED:
         raise QuotaExceeded(
             meter=meter, limit=0, used=0, period=period, reason="The subscription is cancelled."
@@ -136,15 +173,16 @@ def period_used(*, organisation, meter: str, period: str | None = None) -> Decim
 def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscription:
     """Raise QuotaExceeded if ``quantity`` more of ``meter`` would pass the plan's limit."""
     subscription = subscription_for(organisation=organisation)
-    start, _end, period = period_bounds()
+    monthly = meter in FLOW_METERS
+    period: str | None = period_bounds()[2] if monthly else None
     _trial_guard(subscription, meter, period)
     limit = subscription.plan.limit_for(meter)
-    if meter in FLOW_METERS:
+    if monthly:
         used: float = float(period_used(organisation=organisation, meter=meter, period=period))
     else:
         used = stock_count(organisation=organisation, meter=meter)
     if used + float(quantity) > limit:
-        raise QuotaExceeded(meter=meter, limit=limit, used=used, period=period)
+        raise quota_refusal(meter=meter, limit=limit, used=used, period=period, quantity=quantity)
     return subscription
 
 
@@ -215,7 +253,7 @@ def _add_to_counter(organisation, meter: str, amount: Decimal, when: datetime, *
             except IntegrityError:
                 pass
         elif limit is not None and used > Decimal(limit) - amount:
-            raise QuotaExceeded(meter=meter, limit=limit, used=float(used), period=period)
+            raise quota_refusal(meter=meter, limit=limit, used=float(used), period=period, quantity=amount)
         # else another caller committed the row between our UPDATE and SELECT: try again
     raise RuntimeError(f"could not update the {meter} counter for {period}")
 

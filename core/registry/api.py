@@ -6,6 +6,9 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.fields import NOT_BLANK, text_field
+from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from core.api.pagination import Pagination
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
@@ -30,7 +33,7 @@ class DatasetOut(serializers.Serializer):
 
 
 class DatasetIn(StrictSerializer):
-    name = serializers.CharField(max_length=120)
+    name = text_field(max_length=120)
     task = serializers.ChoiceField(choices=["classification", "pairs"])
     file = serializers.FileField()
 
@@ -67,9 +70,30 @@ class TrainIn(StrictSerializer):
 
 class PredictIn(StrictSerializer):
     texts = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        child=serializers.CharField(trim_whitespace=False, validators=[NOT_BLANK]),
         allow_empty=False,
         max_length=services.MAX_PREDICT_TEXTS,
+    )
+
+
+class PredictionOut(serializers.Serializer):
+    label = serializers.CharField()
+    probabilities = serializers.DictField(child=serializers.FloatField(), help_text="per label, summing to 1")
+    version = serializers.IntegerField()
+
+
+class PredictOut(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="the model version's id")
+    version = serializers.IntegerField(help_text="its number within app/task")
+    predictions = PredictionOut(many=True, help_text="one per text, in order")
+
+
+class EmbedOut(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="the model version's id")
+    version = serializers.IntegerField(help_text="its number within app/task")
+    dim = serializers.IntegerField()
+    embeddings = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()), help_text="one unit vector per text"
     )
 
 
@@ -83,6 +107,7 @@ class RollbackIn(StrictSerializer):
 
 
 class DatasetListView(APIView):
+    pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "models.train"}
     parser_classes = [MultiPartParser]
 
@@ -124,6 +149,8 @@ class DatasetReportView(APIView):
 
 
 class ModelListView(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=ModelOut(many=True))
     def get(self, request):
         qs = selectors.model_list(
@@ -165,7 +192,8 @@ class TrainView(APIView):
 class PredictView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict)
+    @extend_schema(request=PredictIn, responses=PredictOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -174,7 +202,6 @@ class PredictView(APIView):
             version_id=version_id,
             texts=data.validated_data["texts"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(result)
 
@@ -247,7 +274,8 @@ class BatchPredictView(APIView):
 class EmbedView(APIView):
     permissions = {"POST": "models.predict"}
 
-    @extend_schema(request=PredictIn, responses=dict)
+    @extend_schema(request=PredictIn, responses=EmbedOut, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @idempotent
     def post(self, request, version_id: int):
         data = PredictIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -256,6 +284,5 @@ class EmbedView(APIView):
             version_id=version_id,
             texts=data.validated_data["texts"],
             api_key=request.auth if request.user.pk is None else None,
-            idempotency_key=request.headers.get("Idempotency-Key"),
         )
         return Response(result)

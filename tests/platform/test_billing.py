@@ -46,6 +46,8 @@ def test_usage_is_enforced_and_refusal_records_nothing(make_org):
         "limit": limit,
         "used": float(limit),
         "period": timezone.now().strftime("%Y-%m"),
+        "requested": 1.0,
+        "remaining": 0.0,
     }
     assert UsageEvent.objects.for_org(org).count() == before
 

@@ -1,0 +1,98 @@
+"""Whatever a client sends under /api/, the answer is a 4xx in the API's JSON error shape, never a 500 or
+an HTML page, and nothing runs or is counted for it."""
+
+import pytest
+from django.core.cache import cache
+
+from core.billing.models import Meter, UsageEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+
+
+@pytest.fixture
+def caller(make_org, make_key, key_client):
+    org, _ = make_org()
+    _, secret = make_key(org, scopes=["read", "predict", "train", "admin"])
+    return org, key_client(secret)
+
+
+def _error(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/usage/events/?meter=%00",
+        "/api/jobs/?status=%00",
+        "/api/jobs/?kind=ml.%00train",
+        "/api/models/?app=%00&task=intent",
+        "/api/models/?task=in%00tent",
+        "/api/datasets/?page=%00",
+        "/api/customer-service/conversations/?status=%00",
+        "/api/members/?%00=1",
+    ],
+)
+def test_a_nul_in_any_query_parameter_is_a_400(caller, path):
+    org, client = caller
+    error = _error(client.get(path), 400)
+    assert error["code"] == "invalid" and "NUL" in error["message"]
+    assert not UsageEvent.objects.for_org(org).filter(meter=Meter.API_CALLS).exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/api/jobs/?status=done", "status"), ("/api/usage/events/?meter=tokens", "meter")],
+)
+def test_filters_are_checked_against_their_choices(caller, path, field):
+    _, client = caller
+    error = _error(client.get(path), 400)
+    assert error["details"] == {"field": field} and "must be one of" in error["message"]
+
+
+def test_known_filter_values_and_empty_filters_still_work(caller):
+    _, client = caller
+    assert client.get("/api/jobs/?status=queued").json()["count"] == 0
+    assert client.get("/api/jobs/?status=").status_code == 200
+    assert client.get("/api/usage/events/?meter=predictions").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/nothing-here/"),
+        ("post", "/api/nothing-here/"),
+        ("get", "/api/models/not-a-number/"),
+        ("get", "/api/customer-service/nothing/"),
+        ("delete", "/api/"),
+    ],
+)
+def test_unknown_api_paths_answer_a_json_404(caller, method, path):
+    _, client = caller
+    error = _error(getattr(client, method)(path), 404)
+    assert error["code"] == "not_found"
+
+
+def test_unknown_paths_answer_json_to_anonymous_callers_too(api):
+    assert _error(api.get("/api/nothing-here/"), 404)["code"] == "not_found"
+
+
+def test_a_wrong_method_answers_a_json_405(caller):
+    _, client = caller
+    response = client.delete("/api/usage/")
+    error = _error(response, 405)
+    assert error["code"] == "method_not_allowed" and "GET" in response["Allow"]
+
+
+def test_pages_outside_the_api_keep_their_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
