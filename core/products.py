@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
+from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
 
 # Paths core serves itself: a product's prefix may not shadow them.
@@ -146,6 +147,11 @@ def _check(product: Product) -> None:
         raise ImproperlyConfigured(
             f"Product '{product.name}': URL prefix '{product.url_prefix}' is not allowed."
         )
+    from core.tenancy.roles import PERMISSIONS  # not at import: roles reads this registry
+
+    clash = {p.name for p in product.permissions} & set(PERMISSIONS)
+    if clash:
+        raise ImproperlyConfigured(f"Product '{product.name}' redefines core's permission {sorted(clash)}.")
     for other in _PRODUCTS.values():
         if other.name == product.name:
             continue
@@ -161,8 +167,6 @@ def _check(product: Product) -> None:
 def _add_beat_entries(entries: tuple[BeatEntry, ...]) -> None:
     """Beat reads ``app.conf.beat_schedule`` when its scheduler starts, after Django (and so every product)
     is set up: products' entries are laid over the settings' ``CELERY_BEAT_SCHEDULE`` (core's own)."""
-    from core.celery import app as celery_app
-
     celery_app.conf.beat_schedule = {
         **celery_app.conf.beat_schedule,
         **{entry.name: entry.as_celery() for entry in entries},
@@ -193,3 +197,9 @@ def model_task(app: str, task: str) -> ModelTask | None:
 def products_training(task: str) -> list[Product]:
     """The products that declare the model task ``task``."""
     return [p for p in products() if any(t.name == task for t in p.model_tasks)]
+
+
+def model_tasks(kind: str | None = None) -> list[str]:
+    """The model tasks the products declare (of one kind), each once, in product order."""
+    names = (t.name for p in products() for t in p.model_tasks if kind is None or t.kind == kind)
+    return list(dict.fromkeys(names))

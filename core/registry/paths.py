@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from core.errors import InvalidInput
-from core.products import products
+from core.products import model_tasks, products, products_training
 from core.storage import UnsafePath, org_path
 
 TASK_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
@@ -38,7 +38,7 @@ def validate_app(app: object) -> str:
 
 def app_for_task(task: str) -> str:
     """The product declaring the model task ``task`` (``Product.model_tasks``): the commands' default app."""
-    owners = [p.name for p in products() if any(t.name == task for t in p.model_tasks)]
+    owners = [p.name for p in products_training(task)]
     if len(owners) != 1:
         raise InvalidInput(
             f"Say which product the '{task}' model is for; use one of {', '.join(model_apps())}.",
@@ -49,10 +49,10 @@ def app_for_task(task: str) -> str:
 
 def default_classifier_task() -> str:
     """The one classifier task the products declare (the predict command's default), or a refusal."""
-    tasks = {t.name for p in products() for t in p.model_tasks if t.kind == "classifier"}
+    tasks = model_tasks("classifier")
     if len(tasks) != 1:
         raise InvalidInput("Say which task to predict with (--task).", details={"field": "task"})
-    return tasks.pop()
+    return tasks[0]
 
 
 def validate_task(task: object) -> str:

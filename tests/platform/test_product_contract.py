@@ -142,13 +142,20 @@ def test_navigation_and_dashboard_keep_their_order_and_labels(make_org):
 def test_the_product_registry_refuses_a_conflicting_declaration():
     from django.core.exceptions import ImproperlyConfigured
 
-    from core.products import Product, product, register_product
+    from core.products import Product, ProductPermission, product, register_product
 
     register_product(product("recommender"))  # the same declaration again: nothing changes
     for bad in (
         Product(name="recommender", display_name="Other", url_prefix="recommender"),  # declared twice
         Product(name="not_an_app", display_name="X", url_prefix="x"),
-        Product(name="finance_monitor", display_name="Finance monitor", url_prefix="recommender"),
+        Product(name="web", display_name="X", url_prefix="recommender"),  # a prefix taken by another product
+        Product(name="web", display_name="X", url_prefix="api"),  # a prefix core serves
+        Product(
+            name="web",
+            display_name="X",
+            url_prefix="x",
+            permissions=(ProductPermission("org.view", roles=frozenset(), scope=None),),  # core's
+        ),
     ):
         with pytest.raises(ImproperlyConfigured):
             register_product(bad)
