@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "core.jobs",
     "core.registry",
     "core.web",
+    # The products: each declares its pages, API, websockets, navigation, permissions, beat entries, job
+    # kinds, model tasks and demo content once, in its AppConfig.ready (core.products). One line each.
     "customer_service",
     "finance_monitor",
     "recommender",
@@ -98,6 +100,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "core.tenancy.context_processors.organisation",
+                "core.web.context_processors.products",
             ],
         },
     },
@@ -140,9 +143,6 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Websocket routes of the apps (see core.routing): core lists modules by name, never imports a vertical.
-WEBSOCKET_ROUTING_MODULES = ["customer_service.routing"]
-
 # --- Celery ------------------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
@@ -164,6 +164,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Core's periodic tasks; products add theirs through the product registry (core.products: BeatEntry).
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap-stale": {"task": "jobs.reap_stale", "schedule": 60.0, "options": {"queue": "default"}},
     "registry-sweep-store": {
@@ -174,11 +175,6 @@ CELERY_BEAT_SCHEDULE = {
     "billing-sweep-idempotency": {
         "task": "billing.sweep_idempotency",
         "schedule": 3600.0,
-        "options": {"queue": "default"},
-    },
-    "customer-service-close-idle": {
-        "task": "customer_service.close_idle",
-        "schedule": 900.0,
         "options": {"queue": "default"},
     },
 }

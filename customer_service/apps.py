@@ -8,14 +8,14 @@ class CustomerServiceConfig(AppConfig):
     def ready(self) -> None:
         from core.billing.meters import register_stock_counter
         from core.billing.models import Meter
+        from core.products import register_product
         from customer_service.models import Article
+        from customer_service.product import PRODUCT
 
         def articles(organisation) -> int:
             return Article.objects.for_org(organisation).count()
 
-        register_stock_counter(Meter.STORED_RECORDS, "knowledge-base articles", articles)
-
-        from core.web.demo import register_demo_seeder
-        from customer_service import demo
-
-        register_demo_seeder("customer service", demo.seed)
+        register_stock_counter(
+            Meter.STORED_RECORDS, "knowledge-base articles", articles
+        )  # meters: issue 9, item 4
+        register_product(PRODUCT)

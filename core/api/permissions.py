@@ -2,11 +2,13 @@
 
 from rest_framework import permissions
 
+from core.products import product_permissions
 from core.tenancy.middleware import current_membership
 from core.tenancy.models import ApiKey
 from core.tenancy.roles import role_can
 
-# The key scope that grants each permission to a machine (None: people only).
+# The key scope that grants each of core's permissions to a machine (None: people only); products declare
+# the scope of theirs (core.products.ProductPermission.scope).
 PERMISSION_SCOPE: dict[str, str | None] = {
     "org.view": "read",
     "org.manage": "admin",
@@ -17,8 +19,13 @@ PERMISSION_SCOPE: dict[str, str | None] = {
     "models.promote": "admin",
     "models.predict": "predict",
     "jobs.cancel": "train",
-    "inbox.operate": "admin",
 }
+
+
+def permission_scope(permission: str) -> str | None:
+    if permission in PERMISSION_SCOPE:
+        return PERMISSION_SCOPE[permission]
+    return product_permissions()[permission].scope
 
 
 def required_permission(view, request) -> str:
@@ -35,7 +42,7 @@ class IsOrganisationMember(permissions.BasePermission):
         needed = required_permission(view, request)
         if isinstance(request.auth, ApiKey):
             request.organisation, request.role = request.auth.organisation, None
-            scope = PERMISSION_SCOPE[needed]
+            scope = permission_scope(needed)
             if scope is None or scope not in request.auth.scopes:
                 self.message = f"This API key lacks the scope for this action ({scope or 'people only'})."
                 return False

@@ -2,19 +2,18 @@
 
 A model's folder is ``MODEL_STORE/<org id>/<app>/<task>/v<version>``, a dataset's
 ``DATASET_STORE/<org id>/<dataset id>``, a batch input ``DATASET_STORE/<org id>/batch/<uuid hex>.json``.
-``app`` must be an installed product and ``task`` a slug: both are checked at every entry point (API, pages,
-commands) and again by the job handlers, and ``core.storage.org_path`` refuses any result outside the
-organisation's folder.
+``app`` must be a registered product (``core.products``) or ``core``, and ``task`` a slug: both are checked
+at every entry point (API, pages, commands) and again by the job handlers, and ``core.storage.org_path``
+refuses any result outside the organisation's folder.
 """
 
-import functools
 import re
 from pathlib import Path
 
-from django.apps import apps
 from django.conf import settings
 
 from core.errors import InvalidInput
+from core.products import model_tasks, products, products_training
 from core.storage import UnsafePath, org_path
 
 TASK_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
@@ -23,17 +22,10 @@ _BATCH_NAME = re.compile(r"^[0-9a-f]{32}\.json$")
 PLATFORM_APP = "core"  # models the platform itself trains, outside any product
 
 
-@functools.cache
 def model_apps() -> tuple[str, ...]:
-    """The products models can be trained for: the project's own top-level apps (the verticals, each a
-    folder beside ``core``, read from Django's app registry so core names none of them) and ``core``."""
-    root = Path(settings.BASE_DIR).resolve()
-    products = {
-        config.label
-        for config in apps.get_app_configs()
-        if "." not in config.name and Path(config.path).resolve().parent == root
-    }
-    return tuple(sorted(products | {PLATFORM_APP}))
+    """What models can be trained for: the registered products (``core.products``, so core names none of
+    them) and ``core``."""
+    return tuple(sorted({p.name for p in products()} | {PLATFORM_APP}))
 
 
 def validate_app(app: object) -> str:
@@ -42,6 +34,25 @@ def validate_app(app: object) -> str:
             f"Unknown product; use one of {', '.join(model_apps())}.", details={"field": "app"}
         )
     return app
+
+
+def app_for_task(task: str) -> str:
+    """The product declaring the model task ``task`` (``Product.model_tasks``): the commands' default app."""
+    owners = [p.name for p in products_training(task)]
+    if len(owners) != 1:
+        raise InvalidInput(
+            f"Say which product the '{task}' model is for; use one of {', '.join(model_apps())}.",
+            details={"field": "app"},
+        )
+    return owners[0]
+
+
+def default_classifier_task() -> str:
+    """The one classifier task the products declare (the predict command's default), or a refusal."""
+    tasks = model_tasks("classifier")
+    if len(tasks) != 1:
+        raise InvalidInput("Say which task to predict with (--task).", details={"field": "task"})
+    return tasks[0]
 
 
 def validate_task(task: object) -> str:

@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import InvalidInput, TrellisError
+from core.products import model_tasks
 from core.registry import selectors, services
 from core.registry.files import dataset_report_response
 from core.registry.paths import PLATFORM_APP, model_apps
@@ -45,6 +46,8 @@ def _datasets(request, status: int = 200):
     context = {
         "datasets": selectors.dataset_list(organisation=request.organisation),
         "model_apps": [app for app in model_apps() if app != PLATFORM_APP],
+        # the classifier tasks products declare (core.products): this form trains classification datasets
+        "model_tasks": model_tasks("classifier"),
     }
     return render(request, "registry/datasets.html", context, status=status)
 

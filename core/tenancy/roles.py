@@ -1,5 +1,10 @@
-"""What each role may do. Checked at the edges (views, API permissions); services trust their caller."""
+"""What each role may do. Checked at the edges (views, API permissions); services trust their caller.
 
+Core's permissions are listed here; each product adds its own through the product registry
+(``Product.permissions``, see ``core.products``), merged by ``permission_roles``.
+"""
+
+from core.products import product_permissions, products
 from core.tenancy.models import Role
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -12,15 +17,26 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "models.promote": frozenset({Role.OWNER, Role.ADMIN}),
     "models.predict": frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}),
     "jobs.cancel": frozenset({Role.OWNER, Role.ADMIN}),
-    "inbox.operate": frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}),
 }
 
-ROLE_DESCRIPTIONS = {
-    Role.OWNER: "Everything, including billing and the plan.",
-    Role.ADMIN: "Members, API keys, datasets, training and promotion of models.",
-    Role.OPERATOR: "Live dashboards and the chat inbox; can run predictions.",
-    Role.VIEWER: "Read-only access to dashboards, models and usage.",
+# Each role's description: what core lets it do, what products add (``Product.role_duties``), the rest.
+_ROLE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    Role.OWNER: ("Everything, including billing and the plan", "."),
+    Role.ADMIN: ("Members, API keys, datasets, training and promotion of models", "."),
+    Role.OPERATOR: ("Live dashboards", "; can run predictions."),
+    Role.VIEWER: ("Read-only access to dashboards, models and usage", "."),
 }
+
+
+def role_descriptions() -> dict[str, str]:
+    """Role -> one sentence for the members page, with the duties products add."""
+    out = {}
+    for role, (lead, tail) in _ROLE_DESCRIPTIONS.items():
+        parts = [lead, *(p.role_duties[role] for p in products() if role in p.role_duties)]
+        joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        out[role] = joined + tail
+    return out
+
 
 # Scopes an API key may carry, and the permission each one grants to a machine.
 SCOPES: dict[str, str] = {
@@ -31,8 +47,15 @@ SCOPES: dict[str, str] = {
 }
 
 
+def permission_roles(permission: str) -> frozenset[str]:
+    """The roles holding ``permission`` (core's or a product's); KeyError for an unknown one."""
+    if permission in PERMISSIONS:
+        return PERMISSIONS[permission]
+    return product_permissions()[permission].roles
+
+
 def role_can(role: str | None, permission: str) -> bool:
-    return role is not None and role in PERMISSIONS[permission]
+    return role is not None and role in permission_roles(permission)
 
 
 def role_outranks(actor: str, target: str) -> bool:

@@ -1,7 +1,7 @@
 """One body-size limit for every request, checked before anything reads or parses the body.
 
-Uploads (any ``multipart/form-data`` body: the dataset pages and API, batch predictions, the customer-service
-template and Q&A files, whatever a product adds) may be up to ``UPLOAD_MAX_BYTES``; other API bodies up to
+Uploads (any ``multipart/form-data`` body: the dataset pages and API, batch predictions, the files products
+take, such as answer templates and Q&A pairs) may be up to ``UPLOAD_MAX_BYTES``; other API bodies up to
 ``API_MAX_BODY_BYTES``. A declared ``Content-Length`` over the limit is answered at once with 413 (the
 JSON error shape under ``/api/``, a page elsewhere); a body without one (chunked) is read through a stream
 that stops at the limit, so a parser never sees more than it allows.

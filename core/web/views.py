@@ -18,8 +18,9 @@ from core.jobs.handlers import job_kinds
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
 from core.tenancy.middleware import current_membership
-from core.tenancy.roles import ROLE_DESCRIPTIONS, role_can
+from core.tenancy.roles import role_can, role_descriptions
 from core.web import forms
+from core.web.navigation import product_cards
 
 
 def member_required(permission: str = "org.view"):
@@ -101,9 +102,8 @@ def dashboard(request):
     summary = billing_selectors.usage_summary(organisation=request.organisation)
     recent_jobs = job_selectors.job_list(organisation=request.organisation)[:5]
     memberships = tenancy_selectors.memberships_for_user(user=request.user)
-    return render(
-        request, "web/dashboard.html", {"summary": summary, "jobs": recent_jobs, "memberships": memberships}
-    )
+    context = {"summary": summary, "jobs": recent_jobs, "memberships": memberships}
+    return render(request, "web/dashboard.html", context | {"cards": product_cards(request.role)})
 
 
 @member_required()
@@ -133,7 +133,7 @@ def members(request):
         "invitations": tenancy_selectors.invitation_list_pending(organisation=request.organisation),
         "invite_form": invite_form,
         "can_manage": can_manage,
-        "roles": ROLE_DESCRIPTIONS,
+        "roles": role_descriptions(),
     }
     return render(request, "web/members.html", context)
 

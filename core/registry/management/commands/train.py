@@ -1,7 +1,9 @@
 """Train a model for an organisation from a CSV/JSONL file, in this process (no worker needed).
 
-    python manage.py train --org demo-retail --app customer_service --task intent --file intents.csv \
-        [--method head|lora|full] [--epochs 4] [--queue]   # --queue hands it to the worker instead
+    python manage.py train --org demo-retail --task intent --file intents.csv \
+        [--app <product>] [--method head|lora|full] [--epochs 4] [--queue]   # --queue: the worker trains it
+
+``--app`` defaults to the product that declares the task (``Product.model_tasks``).
 """
 
 import json
@@ -13,7 +15,7 @@ from core.errors import TrellisError
 from core.jobs import services as jobs
 from core.jobs.models import TrainingJob
 from core.registry import services
-from core.registry.paths import validate_app, validate_task
+from core.registry.paths import app_for_task, validate_app, validate_task
 from core.tenancy.models import Organisation
 
 
@@ -22,7 +24,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="organisation slug")
-        parser.add_argument("--app", default="customer_service")
+        parser.add_argument("--app", default=None, help="a product (default: the one declaring --task)")
         parser.add_argument("--task", required=True)
         parser.add_argument("--file", required=True, type=Path)
         parser.add_argument("--name", default=None, help="dataset name (default: the file name)")
@@ -38,8 +40,10 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {opts['file']}")
         config = {"method": opts["method"]} | ({"epochs": opts["epochs"]} if opts["epochs"] else {})
         try:
-            validate_app(opts["app"])  # checked before a dataset is stored for nothing
             validate_task(opts["task"])
+            app = validate_app(
+                opts["app"] or app_for_task(opts["task"])
+            )  # before a dataset is stored for nothing
             dataset = services.dataset_upload(
                 organisation=organisation,
                 name=opts["name"] or opts["file"].stem,
@@ -54,7 +58,7 @@ class Command(BaseCommand):
             job = services.model_train_start(
                 organisation=organisation,
                 dataset_id=dataset.pk,
-                app=opts["app"],
+                app=app,
                 task=opts["task"],
                 config=config,
             )

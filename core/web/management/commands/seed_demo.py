@@ -1,39 +1,32 @@
-"""Create the demo organisation and its owner (idempotent) and print how to sign in."""
+"""Create the demo organisation and its owner (idempotent), let every product add its demo content
+(``Product.demo_seeder``), and print how to sign in."""
 
-import csv
-import io
 import os
 import secrets
-from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from core.jobs import services as jobs
-from core.registry import services as registry
-from core.registry.models import ModelVersion
+from core.products import products
 from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, User
-from core.web.demo import demo_seeders
 
 DEMO_EMAIL = "demo@trellis.localhost"
 DEMO_ORG = "Demo Retail"
 
 
-BITEXT = Path(__file__).resolve().parents[4] / "data" / "bitext_customer_support"
+class _Log:
+    """What a product's demo seeder writes: progress to stdout, failures to stderr."""
 
+    def __init__(self, command: BaseCommand) -> None:
+        self.command = command
 
-def bitext_dataset_csv() -> bytes:
-    """The shipped Bitext customer-support set (CDLA-Sharing-1.0) as ``text,label`` rows."""
-    source = BITEXT / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
-    with source.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            writer.writerow([row["instruction"], row["intent"]])
-    return out.getvalue().encode()
+    def info(self, line: str) -> None:
+        self.command.stdout.write(line)
+
+    def error(self, line: str) -> None:
+        self.command.stderr.write(line)
 
 
 class Command(BaseCommand):
@@ -60,44 +53,14 @@ class Command(BaseCommand):
                     user.save(update_fields=["password"])
                     with open(password_file, "w") as handle:
                         handle.write(password)
-        self._intent_model(user)
         organisation = Membership.all_tenants.select_related("organisation").get(user=user).organisation
-        for name, seeder in demo_seeders().items():
-            added = seeder(organisation)
+        log = _Log(self)
+        for product in products():
+            if product.demo_seeder is None:
+                continue
+            added = product.demo_seeder(organisation, log)
             if added:
-                self.stdout.write(f"  {name}: {added}")
+                self.stdout.write(f"  {product.display_name}: {added}")
         self.stdout.write(self.style.SUCCESS("Demo organisation ready: " + DEMO_ORG))
         port = os.environ.get("PORT", "8000")  # bin/run-all serves on $PORT
         self.stdout.write(f"  Log in at http://localhost:{port}/accounts/login/ as {DEMO_EMAIL} / {password}")
-
-    def _intent_model(self, user) -> None:
-        """Give the demo a working intent model at once: a head on frozen embeddings (a minute on CPU)."""
-        organisation = Membership.all_tenants.select_related("organisation").get(user=user).organisation
-        if ModelVersion.objects.for_org(organisation).filter(app="customer_service", task="intent").exists():
-            return
-        self.stdout.write(
-            "Training the demo intent model on the Bitext customer-support set (about a minute)..."
-        )
-        dataset = registry.dataset_upload(
-            organisation=organisation,
-            name="bitext-intents",
-            task="classification",
-            data=bitext_dataset_csv(),
-            filename="bitext.csv",
-        )
-        job = registry.model_train_start(
-            organisation=organisation,
-            dataset_id=dataset.pk,
-            app="customer_service",
-            task="intent",
-            config=None,  # the fast default: seconds on CPU
-            follow_up={"method": "lora", "time_budget_s": 900},  # the worker fine-tunes it next
-        )
-        jobs.job_execute(job_id=job.pk)
-        job.refresh_from_db()
-        if job.status != "succeeded":
-            self.stderr.write(f"The demo model did not train: {job.error}")
-            return
-        self.stdout.write(
-            f"  intent model v{job.result['version']}: accuracy {job.result['accuracy']:.3f} on held-out rows"
-        )

@@ -1,0 +1,205 @@
+"""The product contract: what a vertical declares once, in its own app, to plug into the platform.
+
+Each product (an app in ``INSTALLED_APPS``, the one list of products) builds one frozen ``Product`` and
+calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this registry and names no product:
+
+- ``core.urls`` mounts the product's pages under ``/<url_prefix>/`` and its API under ``/api/<url_prefix>/``;
+- ``core.routing`` adds its websocket routes (``websocket_urlpatterns`` for members, same-origin with the
+  session; ``public_websocket_urlpatterns`` for embeddable widgets: any origin, no session);
+- the navigation (``templates/base.html``) and the dashboard show its ``nav`` entries and ``cards``;
+- ``core.tenancy.roles`` and ``core.api.permissions`` merge the role permissions it adds (with the API-key
+  scope that grants each to a machine) and what each role may do in it (the members page);
+- its ``beat`` entries join Celery beat's schedule, its ``job_kinds`` the job registry (``core.jobs``);
+- ``seed_demo`` runs its ``demo_seeder``; the model registry accepts models for it (``app`` = its name)
+  and reads the ``model_tasks`` it trains (defaults of the train and predict commands, the datasets page).
+
+``meters`` is reserved for open metering (issue 9, item 4): a product's meters and their plan limits will be
+declared here. Until then stock counters are registered with ``core.billing.meters.register_stock_counter``.
+
+Registration happens once per process, while Django starts; ``products()`` lists them in ``INSTALLED_APPS``
+order, which is the order of the navigation and the dashboard.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+
+from core.celery import app as celery_app
+from core.jobs.handlers import JobKind, register_job_kind
+
+# Paths core serves itself: a product's prefix may not shadow them.
+RESERVED_PREFIXES = frozenset({"api", "admin", "accounts", "ws", "static", "media"})
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    """A link in the top navigation, shown to members whose role has ``permission`` (None: every member)."""
+
+    label: str
+    url_name: str  # reversed with no arguments: "<namespace>:<name>"
+    permission: str | None = None
+
+
+@dataclass(frozen=True)
+class DashboardCard:
+    """A card on the organisation's dashboard linking into the product."""
+
+    title: str
+    description: str
+    url_name: str
+    permission: str | None = None
+
+
+@dataclass(frozen=True)
+class ProductPermission:
+    """A role permission the product adds beside core's (``core.tenancy.roles.PERMISSIONS``)."""
+
+    name: str  # "<area>.<verb>", distinct from core's and other products'
+    roles: frozenset[str]  # core.tenancy.models.Role values
+    scope: str | None  # the API-key scope that grants it to a machine (None: people only)
+
+
+@dataclass(frozen=True)
+class BeatEntry:
+    """A periodic task, merged into Celery beat's schedule under ``name``."""
+
+    name: str
+    task: str  # the registered Celery task name
+    schedule: float  # seconds
+    queue: str = "default"  # one of core.jobs.queues.Queue
+
+    def as_celery(self) -> dict[str, Any]:
+        return {"task": self.task, "schedule": self.schedule, "options": {"queue": self.queue}}
+
+
+ModelKindName = Literal["classifier", "embedding"]
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """A model the product trains per organisation: ``ModelVersion(app=<product>, task=name)``."""
+
+    name: str  # a task slug (core.registry.paths.TASK_PATTERN)
+    kind: ModelKindName
+    description: str = ""
+
+
+class DemoLog(Protocol):
+    """Where a demo seeder reports progress (the ``seed_demo`` command's output)."""
+
+    def info(self, line: str) -> None: ...
+
+    def error(self, line: str) -> None: ...
+
+
+# organisation, log -> one line saying what it added ("" if nothing); idempotent.
+DemoSeeder = Callable[[Any, DemoLog], str]
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str  # the app label, also the ``app`` of its models and jobs
+    display_name: str
+    url_prefix: str  # pages at /<prefix>/, API at /api/<prefix>/
+    urls: str | None = None  # page urlconf module; its ``app_name`` is the namespace nav entries name
+    api_urls: str | None = None  # API urlconf module, mounted under /api/<prefix>/
+    websocket_routes: str | None = None  # module with websocket_urlpatterns / public_websocket_urlpatterns
+    nav: tuple[NavEntry, ...] = ()
+    cards: tuple[DashboardCard, ...] = ()
+    permissions: tuple[ProductPermission, ...] = ()
+    # What each role may do in the product, one phrase per role (the members page lists it after core's).
+    role_duties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    beat: tuple[BeatEntry, ...] = ()
+    job_kinds: tuple[JobKind, ...] = ()
+    model_tasks: tuple[ModelTask, ...] = ()
+    demo_seeder: DemoSeeder | None = None
+    meters: tuple[Any, ...] = ()  # reserved: open metering (issue 9, item 4)
+
+
+_PRODUCTS: dict[str, Product] = {}
+
+
+def register_product(product: Product) -> None:
+    """Called once from the product's ``AppConfig.ready``. Refuses a second, different declaration."""
+    _check(product)
+    if _PRODUCTS.get(product.name) == product:
+        return
+    _PRODUCTS[product.name] = product
+    for kind in product.job_kinds:
+        register_job_kind(
+            kind.name, queue=kind.queue, handler=kind.handler, metered=kind.metered, release=kind.release
+        )
+    if product.beat:
+        _add_beat_entries(product.beat)
+
+
+def _check(product: Product) -> None:
+    if product.name not in {config.label for config in apps.get_app_configs()}:
+        raise ImproperlyConfigured(f"Product '{product.name}' is not an installed app label.")
+    previous = _PRODUCTS.get(product.name)
+    if previous is not None and previous != product:
+        raise ImproperlyConfigured(f"Product '{product.name}' is declared twice.")
+    if product.url_prefix in RESERVED_PREFIXES or "/" in product.url_prefix.strip("/"):
+        raise ImproperlyConfigured(
+            f"Product '{product.name}': URL prefix '{product.url_prefix}' is not allowed."
+        )
+    from core.tenancy.roles import PERMISSIONS  # not at import: roles reads this registry
+
+    clash = {p.name for p in product.permissions} & set(PERMISSIONS)
+    if clash:
+        raise ImproperlyConfigured(f"Product '{product.name}' redefines core's permission {sorted(clash)}.")
+    for other in _PRODUCTS.values():
+        if other.name == product.name:
+            continue
+        if other.url_prefix == product.url_prefix:
+            raise ImproperlyConfigured(f"Products '{other.name}' and '{product.name}' share a URL prefix.")
+        taken = {p.name for p in other.permissions} & {p.name for p in product.permissions}
+        if taken:
+            raise ImproperlyConfigured(
+                f"Permission {sorted(taken)} declared by '{other.name}' and '{product.name}'."
+            )
+
+
+def _add_beat_entries(entries: tuple[BeatEntry, ...]) -> None:
+    """Beat reads ``app.conf.beat_schedule`` when its scheduler starts, after Django (and so every product)
+    is set up: products' entries are laid over the settings' ``CELERY_BEAT_SCHEDULE`` (core's own)."""
+    celery_app.conf.beat_schedule = {
+        **celery_app.conf.beat_schedule,
+        **{entry.name: entry.as_celery() for entry in entries},
+    }
+
+
+def products() -> list[Product]:
+    """The registered products, in ``INSTALLED_APPS`` order."""
+    apps.check_apps_ready()
+    order = [config.label for config in apps.get_app_configs()]
+    return sorted(_PRODUCTS.values(), key=lambda p: order.index(p.name) if p.name in order else len(order))
+
+
+def product(name: str) -> Product | None:
+    return _PRODUCTS.get(name)
+
+
+def product_permissions() -> dict[str, ProductPermission]:
+    return {perm.name: perm for p in products() for perm in p.permissions}
+
+
+def model_task(app: str, task: str) -> ModelTask | None:
+    """The declared model task ``task`` of product ``app`` (None: not declared)."""
+    spec = _PRODUCTS.get(app)
+    return next((t for t in spec.model_tasks if t.name == task), None) if spec else None
+
+
+def products_training(task: str) -> list[Product]:
+    """The products that declare the model task ``task``."""
+    return [p for p in products() if any(t.name == task for t in p.model_tasks)]
+
+
+def model_tasks(kind: str | None = None) -> list[str]:
+    """The model tasks the products declare (of one kind), each once, in product order."""
+    names = (t.name for p in products() for t in p.model_tasks if kind is None or t.kind == kind)
+    return list(dict.fromkeys(names))

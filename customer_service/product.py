@@ -1,0 +1,31 @@
+"""The support chatbot as a product of the platform (``core.products``): its pages, API, websockets,
+navigation, permissions, beat entries, model tasks and demo content, declared once."""
+
+from core.products import BeatEntry, DashboardCard, ModelTask, NavEntry, Product, ProductPermission
+from core.tenancy.models import Role
+from customer_service import demo
+
+PRODUCT = Product(
+    name="customer_service",
+    display_name="Customer service",
+    url_prefix="customer-service",
+    urls="customer_service.urls",
+    api_urls="customer_service.api_urls",
+    websocket_routes="customer_service.routing",
+    nav=(NavEntry("Customer service", "customer_service:index"),),
+    cards=(
+        DashboardCard("Customer service", "Support chatbot and operator inbox.", "customer_service:index"),
+    ),
+    permissions=(
+        ProductPermission(
+            "inbox.operate", roles=frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}), scope="admin"
+        ),
+    ),
+    role_duties={Role.OPERATOR: "the chat inbox"},
+    beat=(BeatEntry("customer-service-close-idle", task="customer_service.close_idle", schedule=900.0),),
+    model_tasks=(
+        ModelTask("intent", kind="classifier", description="the visitor's intent, answered by its template"),
+        ModelTask("retrieval", kind="embedding", description="knowledge-base search, tuned on Q&A pairs"),
+    ),
+    demo_seeder=demo.seed,
+)

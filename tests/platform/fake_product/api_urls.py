@@ -1,0 +1,5 @@
+from django.urls import path
+
+from tests.platform.fake_product import views
+
+urlpatterns = [path("ping/", views.PingView.as_view(), name="api-fake-ping")]

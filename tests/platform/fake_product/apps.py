@@ -1,0 +1,44 @@
+from django.apps import AppConfig
+
+
+class FakeProductConfig(AppConfig):
+    name = "tests.platform.fake_product"
+    label = "fake_product"
+
+    def ready(self) -> None:
+        from core.jobs.handlers import JobKind
+        from core.products import (
+            BeatEntry,
+            DashboardCard,
+            ModelTask,
+            NavEntry,
+            Product,
+            ProductPermission,
+            register_product,
+        )
+        from core.tenancy.models import Role
+
+        register_product(
+            Product(
+                name="fake_product",
+                display_name="Fake product",
+                url_prefix="fake-product",
+                urls="tests.platform.fake_product.urls",
+                api_urls="tests.platform.fake_product.api_urls",
+                websocket_routes="tests.platform.fake_product.routing",
+                nav=(NavEntry("Fake product", "fake_product:index", permission="fake.use"),),
+                cards=(DashboardCard("Fake product", "Only in the tests.", "fake_product:index"),),
+                permissions=(
+                    ProductPermission("fake.use", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="read"),
+                ),
+                role_duties={Role.OPERATOR: "the fake console"},
+                beat=(BeatEntry("fake-product-tick", task="fake_product.tick", schedule=30.0),),
+                job_kinds=(JobKind("fake.ping", queue="default", handler=_ping, metered=False),),
+                model_tasks=(ModelTask("fakeness", kind="classifier"),),
+                demo_seeder=lambda organisation, log: "nothing",
+            )
+        )
+
+
+def _ping(job, reporter) -> dict:
+    return {"pong": job.params.get("n", 0)}
