@@ -36,6 +36,15 @@ class Command(BaseCommand):
         return super().create_parser(prog_name, subcommand, **kwargs)
 
 
+def _plain(message: str) -> str:
+    return message
+
+
+def note(stream, message: str, ending: str | None = None) -> None:
+    """An informational line on stderr, uncoloured (Django colours stderr as errors on a terminal)."""
+    stream.write(message, style_func=_plain, ending=ending)
+
+
 def organisation(slug: str) -> Organisation:
     found = Organisation.objects.filter(slug=slug).first()
     if found is None:
@@ -95,14 +104,14 @@ class ProgressPrinter:
         if self.tty:
             filled = int(self.WIDTH * job.progress)
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.stream.write(f"\r[{bar}] {line}"[:200].ljust(120), ending="")
+            note(self.stream, f"\r[{bar}] {line}"[:200].ljust(120), ending="")
             self.stream.flush()
         else:
-            self.stream.write(f"progress {line}")
+            note(self.stream, f"progress {line}")
 
     def done(self) -> None:
         if self.tty and self.last:
-            self.stream.write("")
+            note(self.stream, "")
 
     @staticmethod
     def describe(job) -> str:
@@ -116,6 +125,6 @@ class ProgressPrinter:
             parts.append(f"val {m['val_metric']:.4f}")
         if m.get("eta_s") is not None:
             parts.append(f"ETA {m['eta_s']:.0f}s")
-        if job.message:
+        if job.message and job.message != f"step {m.get('step')}/{m.get('total_steps')}":
             parts.append(job.message)
         return " | ".join(parts)

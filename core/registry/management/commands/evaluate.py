@@ -44,11 +44,12 @@ class Command(cli.Command):
         except TrellisError as exc:
             raise CommandError(exc.message)
         m = result["metrics"]
-        self.stderr.write(
+        cli.note(
+            self.stderr,
             f"model version {result['model_version']} "
             f"({result['app']}/{result['task']} v{result['version']}), "
             f"serving {result['serving']}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
-            f"ECE {m['ece']:.4f} on {m['n']} rows ({result['rejected']} rejected)"
+            f"ECE {m['ece']:.4f} on {m['n']} rows ({result['rejected']} rejected)",
         )
         if opts["format"] == "json":
             self.stdout.write(cli.dumps(result))

@@ -47,7 +47,7 @@ class Command(cli.Command):
                 self.stdout.write(cli.dumps(row))
             return
         if not rows:
-            self.stderr.write("No model versions.")
+            cli.note(self.stderr, "No model versions.")
             return
         cells = [
             [str(row[c] if c != "active" else ("yes" if row[c] else "")) for c in COLUMNS[:-2]]

@@ -57,14 +57,15 @@ class Command(cli.Command):
         except TrellisError as exc:
             raise CommandError(exc.message)
         serving = services.serving_path(version=version)
-        self.stderr.write(
+        cli.note(
+            self.stderr,
             f"model version {version.pk} ({version.app}/{version.task} v{version.version}, "
-            f"{version.method}), serving {serving}"
+            f"{version.method}), serving {serving}",
         )
         empty = [row_id for row_id, text in rows if not text.strip()]
         if empty:
             shown = ", ".join(str(i) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
-            self.stderr.write(f"warning: {len(empty)} empty text(s) not predicted (rows {shown})")
+            cli.note(self.stderr, f"warning: {len(empty)} empty text(s) not predicted (rows {shown})")
         writer = _Writer(self.stdout, opts["format"], opts["top_k"] > 1)
         base = {"model_version": version.pk, "version": version.version, "serving": serving}
         for start in range(0, len(rows), services.MAX_PREDICT_TEXTS):

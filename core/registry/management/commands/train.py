@@ -139,10 +139,11 @@ class Command(cli.Command):
                 test_filename=test_file.name if test_file else None,
             )
             counts = dataset.split_counts
-            self.stderr.write(
+            cli.note(
+                self.stderr,
                 f"dataset {dataset.name} v{dataset.version} (id {dataset.pk}): {dataset.row_count} rows, "
                 f"{dataset.rejected_count} rejected; train {counts['train']}, validation "
-                f"{counts['validation']}, test {counts['test']}"
+                f"{counts['validation']}, test {counts['test']}",
             )
             job = services.model_train_start(
                 organisation=org,
@@ -155,7 +156,7 @@ class Command(cli.Command):
             )
         except TrellisError as exc:
             raise CommandError(exc.message)
-        self.stderr.write(f"job {job.pk}: config {checked}" + (f", search {search}" if search else ""))
+        cli.note(self.stderr, f"job {job.pk}: config {checked}" + (f", search {search}" if search else ""))
         if opts["queue"]:
             self.stdout.write(cli.dumps({"job": job.pk, "status": job.status}))
             return
@@ -163,7 +164,7 @@ class Command(cli.Command):
         self.stdout.write(cli.dumps({"job": job.pk, "status": job.status, **job.result}))
         follow = (job.result.get("follow_up") or {}).get("job")
         if follow:
-            self.stderr.write(f"follow-up job {follow}: config {follow_up}")
+            cli.note(self.stderr, f"follow-up job {follow}: config {follow_up}")
             job = self._run(org, follow)
             self.stdout.write(cli.dumps({"job": job.pk, "status": job.status, **job.result}))
 
