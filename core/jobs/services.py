@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -113,9 +114,16 @@ def job_start(*, job_id: int, device: str = "") -> TrainingJob | None:
 class JobReporter:
     """Handed to job handlers: records progress and raises JobCancelled once the job is cancelled."""
 
-    def __init__(self, job: TrainingJob, *, min_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        job: TrainingJob,
+        *,
+        min_interval_s: float = 0.5,
+        on_progress: Callable[[TrainingJob], None] | None = None,
+    ) -> None:
         self.job = job
         self.min_interval_s = min_interval_s
+        self.on_progress = on_progress
         self._last = 0.0
 
     def progress(
@@ -137,13 +145,18 @@ class JobReporter:
         for key, value in fields.items():
             setattr(self.job, key, value)
         _broadcast(self.job)
+        if self.on_progress is not None:
+            self.on_progress(self.job)
 
     def cancelled(self) -> bool:
         return TrainingJob.all_tenants.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists()
 
 
-def job_execute(*, job_id: int) -> None:
-    """Run a queued job in this worker process. Never raises for a handler's failure."""
+def job_execute(*, job_id: int, on_progress: Callable[[TrainingJob], None] | None = None) -> None:
+    """Run a queued job in this worker process. Never raises for a handler's failure.
+
+    ``on_progress(job)`` is called after each recorded progress report (the command line prints them).
+    """
     spec_job = TrainingJob.all_tenants.filter(pk=job_id).first()
     if spec_job is None:
         log.warning("job %s vanished before it ran", job_id)
@@ -155,7 +168,7 @@ def job_execute(*, job_id: int) -> None:
     if spec is None:
         job_fail(job_id=job_id, error=f"No handler for job kind '{job.kind}' on this worker.")
         return
-    reporter = JobReporter(job)
+    reporter = JobReporter(job, on_progress=on_progress)
     try:
         result = spec.handler(job, reporter)
     except JobCancelled:

@@ -253,7 +253,9 @@ def _too_long_detail(size: int, limits: Limits) -> str:
     return f"line is {size} bytes; the limit is {limits.max_line_bytes}"
 
 
-def _check_columns(found: Sequence[str], expected: tuple[str, str], noun: str) -> None:
+def _check_columns(
+    found: Sequence[str], expected: tuple[str, str], noun: str, *, extra_ok: bool = False
+) -> None:
     shown = ", ".join(name or "(empty)" for name in found)
     missing = [name for name in expected if name not in found]
     if missing:
@@ -265,7 +267,7 @@ def _check_columns(found: Sequence[str], expected: tuple[str, str], noun: str) -
     if duplicated:
         raise DatasetError(f"{noun} {_quote(duplicated[0])} appears more than once")
     extra = [name for name in found if name not in expected]
-    if extra:
+    if extra and not extra_ok:
         names = ", ".join(_quote(name) for name in extra)
         raise DatasetError(f"unexpected {noun}(s) {names}; expected exactly: {', '.join(expected)}")
 
@@ -324,7 +326,9 @@ def _csv_rows(data: bytes, start: int, ctx: _Context) -> Iterator[tuple[int, lis
             yield feed.record_line, row
 
 
-def _read_csv(data: bytes, start: int, columns: tuple[str, str], ctx: _Context) -> Iterator[tuple[int, Row]]:
+def _read_csv(
+    data: bytes, start: int, columns: tuple[str, str], ctx: _Context, extra_ok: bool = False
+) -> Iterator[tuple[int, Row]]:
     rows = _csv_rows(data, start, ctx)
     header = next(rows, None)
     if ctx.rejected:
@@ -335,7 +339,7 @@ def _read_csv(data: bytes, start: int, columns: tuple[str, str], ctx: _Context) 
     if _SURROGATE.search("".join(header[1])):
         raise DatasetError('the file is not UTF-8 text; save it as UTF-8 ("CSV UTF-8" in Excel)')
     names = [name.strip().lower() for name in header[1]]
-    _check_columns(names, columns, "column")
+    _check_columns(names, columns, "column", extra_ok=extra_ok)
     order = [names.index(name) for name in columns]
     for line, values in rows:
         ctx.count_row()
@@ -371,7 +375,7 @@ def _parse_json_line(raw: bytes) -> dict[str, object]:
 
 
 def _read_jsonl(
-    data: bytes, start: int, columns: tuple[str, str], ctx: _Context
+    data: bytes, start: int, columns: tuple[str, str], ctx: _Context, extra_ok: bool = False
 ) -> Iterator[tuple[int, Row]]:
     keys: set[str] | None = None
     for lineno, begin, end in _iter_lines(data, start, 1):
@@ -390,9 +394,10 @@ def _read_jsonl(
             ctx.reject(lineno, "malformed", str(exc))
             continue
         if keys is None:
-            _check_columns(list(obj), columns, "field")
+            _check_columns(list(obj), columns, "field", extra_ok=extra_ok)
             keys = set(columns)
-        if set(obj) != keys:
+        fits = keys <= set(obj) if extra_ok else set(obj) == keys
+        if not fits:
             found = ", ".join(sorted(obj)) or "none"
             ctx.reject(lineno, "malformed", f"expected fields {', '.join(columns)}; found {found}")
             continue
@@ -527,11 +532,18 @@ def parse_dataset(
     filename: str | None = None,
     fmt: str | None = None,
     allowed_labels: Collection[str] | None = None,
+    columns: tuple[str, str] | None = None,
     limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> ParsedDataset:
-    """Validate an upload row by row; raise ``DatasetError`` when the file as a whole is unusable."""
+    """Validate an upload row by row; raise ``DatasetError`` when the file as a whole is unusable.
+
+    ``columns`` names the file's columns (CSV) or fields (JSONL) that hold the task's two values, e.g.
+    ``("utterance", "intent")`` for classification; other columns are then ignored. Without it the file
+    must have exactly the task's columns (``TASK_COLUMNS``).
+    """
     if task not in TASK_COLUMNS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_COLUMNS)}")
+    wanted = TASK_COLUMNS[task] if columns is None else _column_names(columns)
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     fmt = _detect_format(data, start, filename, fmt)
     _check_whole_file(data, start, fmt)
@@ -539,7 +551,7 @@ def parse_dataset(
     read = _read_csv if fmt == "csv" else _read_jsonl
     allowed = None if allowed_labels is None else frozenset(_normalise(label) for label in allowed_labels)
     acc = _Accepted()
-    for line, raw in read(data, start, TASK_COLUMNS[task], ctx):
+    for line, raw in read(data, start, wanted, ctx, columns is not None):
         values: Row = (_normalise(raw[0]), _normalise(raw[1]))
         problem = _row_problem(values, task, allowed, limits)
         if problem is not None:
@@ -558,6 +570,15 @@ def parse_dataset(
         fingerprint=fingerprint_rows(acc.rows),
         format=fmt,
     )
+
+
+def _column_names(columns: Sequence[str]) -> tuple[str, str]:
+    names = tuple(str(name).strip().lower() for name in columns)
+    if len(names) != 2 or not all(names):
+        raise DatasetError("name two columns: the text column and the label column")
+    if names[0] == names[1]:
+        raise DatasetError(f"the two columns must differ; both are {_quote(names[0])}")
+    return names[0], names[1]
 
 
 # --- fingerprint, split, report ------------------------------------------------------------------

@@ -58,6 +58,7 @@ def _trained(org, tmp_path) -> ModelVersion:
     path.write_bytes(CSV)
     call_command(
         "train",
+        app="customer_service",
         org=org.slug,
         task="intent",
         file=path,

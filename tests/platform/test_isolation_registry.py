@@ -24,6 +24,7 @@ def world(make_org, make_key, tmp_path):
     path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
     call_command(
         "train",
+        app="customer_service",
         org=b.slug,
         task="intent",
         file=path,

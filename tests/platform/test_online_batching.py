@@ -33,7 +33,16 @@ def version(make_org, make_key, tmp_path):
     path = tmp_path / "faq.csv"
     path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
     out = io.StringIO()
-    call_command("train", org=org.slug, task="intent", file=path, method="head", stdout=out, stderr=out)
+    call_command(
+        "train",
+        org=org.slug,
+        app="customer_service",
+        task="intent",
+        file=path,
+        method="head",
+        stdout=out,
+        stderr=out,
+    )
     _, secret = make_key(org, scopes=["predict"])
     return ModelVersion.objects.for_org(org).get(), secret
 

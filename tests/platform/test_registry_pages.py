@@ -32,7 +32,14 @@ def test_upload_page_and_model_page(client, make_org, make_member, tmp_path):
     path.write_text(csv_text)
     out = StringIO()
     call_command(
-        "train", org=org.slug, task="intent", file=path, method="head", stdout=out, stderr=StringIO()
+        "train",
+        org=org.slug,
+        app="customer_service",
+        task="intent",
+        file=path,
+        method="head",
+        stdout=out,
+        stderr=StringIO(),
     )
     version = ModelVersion.objects.for_org(org).get(pk=json.loads(out.getvalue())["model_version"])
     page = client.get(f"/models/{version.pk}/")

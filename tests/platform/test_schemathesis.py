@@ -83,7 +83,16 @@ def org_with_data(make_org, make_member, tmp_path):
     path = tmp_path / "faq.csv"
     path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
     out = io.StringIO()
-    call_command("train", org=org.slug, task="intent", file=path, method="head", stdout=out, stderr=out)
+    call_command(
+        "train",
+        org=org.slug,
+        app="customer_service",
+        task="intent",
+        file=path,
+        method="head",
+        stdout=out,
+        stderr=out,
+    )
     cs.template_save(organisation=org, intent="card_arrival", body="Cards arrive within 5 working days.")
     cs.article_save(
         organisation=org, title="Parking", body="Every branch has free parking behind the building."

@@ -6,7 +6,7 @@ pays, and which version serves. Callers import from here; the topic modules are:
 """
 
 from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime, store_sweep
-from core.registry.services.datasets import dataset_rows, dataset_upload
+from core.registry.services.datasets import dataset_rows, dataset_upload, split_fractions
 from core.registry.services.embedding import model_embed, text_embedder
 from core.registry.services.promotion import (
     model_archive,
@@ -14,7 +14,14 @@ from core.registry.services.promotion import (
     model_promote_if_better,
     model_rollback,
 )
-from core.registry.services.serving import classifier_version, model_predict, predictor_for, servable_version
+from core.registry.services.serving import (
+    classifier_version,
+    model_evaluate,
+    model_predict,
+    predictor_for,
+    servable_version,
+    serving_path,
+)
 from core.registry.services.training import (
     DEFAULT_TRAIN_CONFIG,
     FINE_TUNE_CONFIG,
@@ -34,6 +41,7 @@ __all__ = [
     "dataset_upload",
     "model_archive",
     "model_embed",
+    "model_evaluate",
     "text_embedder",
     "model_predict",
     "model_promote",
@@ -43,6 +51,8 @@ __all__ = [
     "predictor_for",
     "runtime",
     "servable_version",
+    "serving_path",
+    "split_fractions",
     "store_sweep",
     "train_job_handler",
 ]

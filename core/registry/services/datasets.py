@@ -11,12 +11,59 @@ from core.registry.models import Dataset
 from core.registry.paths import dataset_dir
 from core.registry.services.common import next_version
 
+DEFAULT_SPLIT = "80/10/10"  # train/validation/test percentages of an upload
+DEFAULT_SPLIT_WITH_TEST_FILE = "90/10/0"  # a given test file is the test split
+
+
+def split_fractions(split: str) -> tuple[float, float]:
+    """``"80/10/10"`` (train/validation/test percentages) -> (validation, test) fractions.
+
+    ``"100/0/0"`` trains on every row (the model is then evaluated on its training rows).
+    """
+    parts = str(split).strip().split("/")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 100) > 1e-6 or values[0] <= 0:
+        raise InvalidInput(
+            f"A split is three percentages train/validation/test summing to 100, train above 0 "
+            f"(e.g. {DEFAULT_SPLIT}); got '{split}'.",
+            details={"field": "split"},
+        )
+    return values[1] / 100, values[2] / 100
+
+
+def _parse(**kwargs):
+    from core.ml.datasets import DatasetError, parse_dataset
+
+    try:
+        return parse_dataset(**kwargs)
+    except DatasetError as exc:
+        raise InvalidInput(str(exc), details={"rejected": [r.__dict__ for r in exc.rejected[:20]]})
+
 
 def dataset_upload(
-    *, organisation, name: str, task: str, data: bytes, filename: str | None = None
+    *,
+    organisation,
+    name: str,
+    task: str,
+    data: bytes,
+    filename: str | None = None,
+    columns: tuple[str, str] | None = None,
+    split: str | None = None,
+    test_data: bytes | None = None,
+    test_filename: str | None = None,
 ) -> Dataset:
-    """Validate, scrub, de-duplicate and split an upload, then store it as a new version of ``name``."""
-    from core.ml.datasets import TASK_COLUMNS, DatasetError, parse_dataset, report_csv, stratified_split
+    """Validate, scrub, de-duplicate and split an upload, then store it as a new version of ``name``.
+
+    ``columns`` names the file's two columns for the task (e.g. ``("utterance", "intent")``; default: the
+    task's own names, exactly). ``split`` is ``"train/validation/test"`` percentages (default 80/10/10).
+    ``test_data`` is the caller's own held-out file (same columns): it becomes the test split, the upload is
+    split into train and validation only (default 90/10/0), and upload rows whose text is also in the test
+    file are left out of training. Test rows whose label is not in the upload are rejected.
+    """
+    from core.ml.datasets import TASK_COLUMNS, fingerprint_rows, report_csv, stratified_split
 
     name = (name or "").strip()
     if not name:
@@ -25,12 +72,42 @@ def dataset_upload(
         raise InvalidInput(
             f"Unknown task '{task}'; use one of {', '.join(TASK_COLUMNS)}.", details={"field": "task"}
         )
-    try:
-        parsed = parse_dataset(data=data, task=task, filename=filename)
-        split = stratified_split(rows=parsed.rows, stratify=task == "classification")
-    except DatasetError as exc:
-        raise InvalidInput(str(exc), details={"rejected": [r.__dict__ for r in exc.rejected[:20]]})
-    billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(parsed.rows))
+    validation, test = split_fractions(
+        split or (DEFAULT_SPLIT if test_data is None else DEFAULT_SPLIT_WITH_TEST_FILE)
+    )
+    if test_data is not None and test > 0:
+        raise InvalidInput(
+            "A test file is the test split: give a split without a test part (e.g. 90/10/0).",
+            details={"field": "split"},
+        )
+    parsed = _parse(data=data, task=task, filename=filename, columns=columns)
+    held_out, overlap, test_parsed = (), 0, None
+    if test_data is not None:
+        test_parsed = _parse(
+            data=test_data,
+            task=task,
+            filename=test_filename,
+            columns=columns,
+            allowed_labels=parsed.labels if task == "classification" else None,
+        )
+        held_out = test_parsed.rows
+    seen = {text.casefold() for text, _ in held_out}
+    train_rows = [row for row in parsed.rows if row[0].casefold() not in seen]
+    overlap = len(parsed.rows) - len(train_rows)
+    split_ = stratified_split(
+        rows=train_rows, validation=validation, test=test, stratify=task == "classification"
+    )
+    all_rows = [*train_rows, *held_out]
+    billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(all_rows))
+    rejected = len(parsed.rejected) + (len(test_parsed.rejected) if test_parsed else 0)
+    counts = {
+        "train": len(split_.train),
+        "validation": len(split_.validation),
+        "test": len(split_.test) + len(held_out),
+        "scrubbed": len(parsed.scrubbed) + (len(test_parsed.scrubbed) if test_parsed else 0),
+    }
+    if test_parsed is not None:
+        counts["test_file"], counts["overlap_dropped"] = len(held_out), overlap
     with transaction.atomic():
         version = next_version(Dataset.objects.for_org(organisation).filter(name=name))
         dataset = Dataset.all_tenants.create(
@@ -38,24 +115,22 @@ def dataset_upload(
             name=name,
             task=task,
             version=version,
-            fingerprint=parsed.fingerprint,
-            row_count=len(parsed.rows),
-            rejected_count=len(parsed.rejected),
+            fingerprint=parsed.fingerprint if test_parsed is None else fingerprint_rows(all_rows),
+            row_count=len(all_rows),
+            rejected_count=rejected,
             labels=list(parsed.labels),
-            split_counts={
-                "train": len(split.train),
-                "validation": len(split.validation),
-                "test": len(split.test),
-                "scrubbed": len(parsed.scrubbed),
-            },
+            split_counts=counts,
             path="",
             source_filename=(filename or "")[:255],
         )
         folder = dataset_dir(organisation_id=organisation.pk, dataset_id=dataset.pk)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = {"train": split.train, "validation": split.validation, "test": split.test}
+        rows = {"train": split_.train, "validation": split_.validation, "test": (*split_.test, *held_out)}
         (folder / "rows.json").write_text(json.dumps({k: [list(r) for r in v] for k, v in rows.items()}))
-        (folder / "report.csv").write_text(report_csv(parsed))
+        report = report_csv(parsed)
+        if test_parsed is not None and (test_parsed.rejected or test_parsed.scrubbed):
+            report += "test file\r\n" + report_csv(test_parsed)  # its own header and line numbers
+        (folder / "report.csv").write_text(report)
         dataset.path, dataset.report_path = str(folder / "rows.json"), str(folder / "report.csv")
         dataset.save(update_fields=["path", "report_path", "updated_at"])
     return dataset

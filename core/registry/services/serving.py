@@ -152,3 +152,57 @@ def model_predict(
             for p in predictions
         ],
     }
+
+
+def serving_path(*, version: ModelVersion) -> str:
+    """Which weights answer for a version: ``"int8"`` (dynamic int8 on CPU: it passed the gate) or
+    ``"float"``."""
+    return "int8" if version.quantized else "float"
+
+
+def model_evaluate(
+    *,
+    organisation,
+    version_id: int | None = None,
+    app: str = "",
+    task: str = "",
+    data: bytes,
+    filename: str | None = None,
+    columns: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Score a version on a labelled file with training's own evaluation (``core.ml.evaluate``), through the
+    path that serves it (float or int8); metered per text like predictions. The file is read as an upload
+    is (same columns, normalisation and PII scrubbing as the training rows)."""
+    from core.ml.datasets import DatasetError, parse_dataset
+    from core.ml.evaluate import evaluate_classifier
+
+    version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    try:
+        parsed = parse_dataset(data=data, task="classification", filename=filename, columns=columns)
+    except DatasetError as exc:
+        raise InvalidInput(str(exc), details={"rejected": [r.__dict__ for r in exc.rejected[:20]]})
+    unknown = sorted({label for _, label in parsed.rows} - set(version.labels))
+    if unknown:
+        raise InvalidInput(
+            f"Labels not known to version {version.pk}: {', '.join(unknown[:10])}.",
+            details={"field": "label", "labels": unknown[:50]},
+        )
+    rows = list(parsed.rows)
+    metrics = metered_inference(
+        organisation=organisation,
+        version=version,
+        texts=[text for text, _ in rows],
+        run=lambda _texts: evaluate_classifier(model_or_predictor=predictor_for(version=version), rows=rows),
+        api_key=None,
+        idempotency_key=None,
+    )
+    return {
+        "model_version": version.pk,
+        "version": version.version,
+        "app": version.app,
+        "task": version.task,
+        "serving": serving_path(version=version),
+        "rows": len(rows),
+        "rejected": len(parsed.rejected),
+        "metrics": metrics.to_dict(),
+    }

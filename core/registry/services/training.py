@@ -45,6 +45,17 @@ TRAIN_KEYS = {
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {"method": "head", "lexical": True}
 FINE_TUNE_CONFIG: dict[str, Any] = {"method": "lora"}
 MAX_SEARCH_TRIALS = 50
+# Settings only a fine-tune reads: the head is one convex fit on frozen embeddings (no epochs, no optimiser).
+FINE_TUNE_KEYS = (
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "lora_r",
+    "lora_alpha",
+    "patience",
+    "label_smoothing",
+)
+LORA_KEYS = ("lora_r", "lora_alpha")
 # What the pages offer: name -> (config, search, follow_up).
 TRAINING_PRESETS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]] = {
     "auto": (None, None, FINE_TUNE_CONFIG),
@@ -80,15 +91,11 @@ def model_train_start(
         config = dict(DEFAULT_EMBED_CONFIG) if config is None else config
         if search is not None:
             raise InvalidInput("Hyper-parameter search is for classifiers; pairs train one embedding model.")
-        check: Any = embed_config
+        for settings_ in (config, follow_up):
+            if settings_ is not None:
+                embed_config(settings_)
     else:
-        config = dict(DEFAULT_TRAIN_CONFIG) if config is None else config
-        check = _check_config
-    for settings_ in (config, follow_up):
-        if settings_ is not None:
-            check(settings_)
-    if search is not None:
-        _check_search(search)
+        config = classifier_settings_check(config=config, search=search, follow_up=follow_up)
     billing.quota_check(organisation=organisation, meter=Meter.MODELS)
     params = {
         "dataset_id": dataset.pk,
@@ -103,10 +110,43 @@ def model_train_start(
     )
 
 
+def classifier_settings_check(
+    *,
+    config: dict[str, Any] | None,
+    search: dict[str, Any] | None = None,
+    follow_up: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check a classifier's training settings (as the API and the command line send them); returns the config
+    that will train (``None`` = ``DEFAULT_TRAIN_CONFIG``). Raises ``InvalidInput``; touches nothing."""
+    config = dict(DEFAULT_TRAIN_CONFIG) if config is None else config
+    for settings_ in (config, follow_up):
+        if settings_ is not None:
+            _check_config(settings_)
+    if search is not None:
+        _check_search(search)
+        if config.get("method", "lora") == "head":
+            raise InvalidInput(
+                "A search varies fine-tuning settings (learning rate, epochs, LoRA rank): "
+                "give a config with method lora or full.",
+                details={"field": "search"},
+            )
+    return config
+
+
 def _check_config(config: dict[str, Any]) -> None:
     unknown = sorted(set(config) - TRAIN_KEYS)
     if unknown:
         raise InvalidInput(f"Unknown training settings: {', '.join(unknown)}.", details={"field": "config"})
+    method = config.get("method", "lora")
+    ignored = [key for key in FINE_TUNE_KEYS if key in config] if method == "head" else []
+    ignored += [key for key in LORA_KEYS if key in config] if method == "full" else []
+    if ignored:
+        needs = "lora" if set(ignored) <= set(LORA_KEYS) else "lora or full"
+        raise InvalidInput(
+            f"{', '.join(ignored)} only apply to method {needs}; method {method} would ignore "
+            f"{'them' if len(ignored) > 1 else 'it'}.",
+            details={"field": "config"},
+        )
     _train_config(config)  # validate now, not in the worker
 
 
@@ -193,9 +233,12 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
             should_stop=reporter.cancelled,
         )
     _record_gpu_time(job, device, started)
-    held_out = rows["test"] or rows["validation"]
+    # A split without test rows evaluates on validation; one without either (100/0/0) on the training rows.
+    evaluated_on = next(name for name in ("test", "validation", "train") if rows[name] or name == "train")
+    held_out = rows[evaluated_on]
     metrics = evaluate_classifier(model_or_predictor=model, rows=held_out).to_dict()
-    reporter.progress(0.93, "Evaluated on the held-out split", force=True)
+    metrics["evaluated_on"] = evaluated_on
+    reporter.progress(0.93, f"Evaluated on the {evaluated_on} split", force=True)
     result = _register_version(
         job=job,
         dataset=dataset,
@@ -338,4 +381,5 @@ def _register_version(
         "macro_f1": metrics["macro_f1"],
         "promoted": promoted,
         "promotion": reason,
+        "evaluated_on": metrics.get("evaluated_on", "test"),
     }

@@ -1,72 +1,198 @@
-"""Predict with an organisation's model: texts from stdin (one per line) or --file; JSON lines out.
+"""Predict with an organisation's model: texts from a file or stdin, one output row per input row.
 
-echo "where is my card" | python manage.py predict --org demo-retail --task intent
+    python manage.py predict --org acme --app <product> --task intent --input texts.csv --top-k 3
+    echo "where is my card" | python manage.py predict --org acme --version-id 12
 
-Without ``--version-id`` it uses the active version of ``--app``/``--task``: by default the one
-classifier task the products declare, and the product declaring the task (``Product.model_tasks``).
+Input: CSV (a ``text`` column, optional ``id``), JSON Lines (``{"id": ..., "text": ...}``) or plain lines,
+by extension or ``--input-format``. An empty text is not sent to the model: its row says ``error`` (and a
+warning goes to stderr), so output row N is always input row N. Output: JSON Lines or CSV with the id, the
+label, its confidence, the top-k labels when asked, the model version id and the path serving it.
 """
 
+import csv
+import io
 import json
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from core.errors import TrellisError
 from core.registry import services
-from core.registry.paths import app_for_task, default_classifier_task
-from core.tenancy.models import Organisation
+from core.registry.management import cli
 
-BATCH = 64
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+EMPTY = "empty text"
 
 
-class Command(BaseCommand):
-    help = "Predict labels for texts (stdin or --file), one JSON line per text."
+class Command(cli.Command):
+    help = "Predict labels for texts (CSV, JSON Lines or plain lines), one output row per input row."
 
     def add_arguments(self, parser):
-        parser.add_argument("--org", required=True)
+        cli.add_model_arguments(parser, action="predict with")
         parser.add_argument(
-            "--version-id", type=int, default=None, help="a model version id (default: active)"
+            "--input", "--file", dest="input", type=Path, default=None, help="input file (default: stdin)"
         )
-        parser.add_argument("--app", default=None, help="a product (default: the one declaring --task)")
         parser.add_argument(
-            "--task", default=None, help="a model task (default: the products' one classifier)"
+            "--input-format",
+            choices=["auto", "csv", "jsonl", "lines"],
+            default="auto",
+            help="auto: by the file's extension (.csv, .jsonl; anything else and stdin: plain lines)",
         )
-        parser.add_argument("--file", type=Path, default=None)
+        parser.add_argument(
+            "--id-column", default="id", help="CSV column / JSONL field of row ids, if present"
+        )
+        parser.add_argument("--text-column", default="text", help="CSV column / JSONL field of the texts")
+        parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format")
+        parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels (k > 1)")
+        parser.add_argument("--decimals", type=int, default=cli.DECIMALS, help="digits of the probabilities")
 
     def handle(self, *args, **opts):
-        organisation = Organisation.objects.filter(slug=opts["org"]).first()
-        if organisation is None:
-            raise CommandError(f"No organisation with slug '{opts['org']}'.")
-        app, task = opts["app"] or "", opts["task"] or ""
-        if opts["version_id"] is None:
-            try:
-                task = task or default_classifier_task()
-                app = app or app_for_task(task)
-            except TrellisError as exc:
-                raise CommandError(exc.message)
-        source = opts["file"].open(encoding="utf-8") if opts["file"] else sys.stdin
-        texts = [line.rstrip("\n") for line in source if line.strip()]
-        for start in range(0, len(texts), BATCH):
-            chunk = texts[start : start + BATCH]
-            try:
-                result = services.model_predict(
-                    organisation=organisation,
-                    version_id=opts["version_id"],
-                    app=app,
-                    task=task,
-                    texts=chunk,
-                )
-            except TrellisError as exc:
-                raise CommandError(exc.message)
-            for text, p in zip(chunk, result["predictions"], strict=True):
-                self.stdout.write(
-                    json.dumps(
-                        {
-                            "text": text,
-                            "label": p["label"],
-                            "probabilities": p["probabilities"],
-                            "version": p["version"],
-                        }
-                    )
-                )
+        org = cli.organisation(opts["org"])
+        if opts["top_k"] < 1:
+            raise CommandError("--top-k must be at least 1.")
+        rows = self._read(opts)
+        try:
+            version = services.classifier_version(organisation=org, **cli.model_selector(opts))
+        except TrellisError as exc:
+            raise CommandError(exc.message)
+        serving = services.serving_path(version=version)
+        cli.note(
+            self.stderr,
+            f"model version {version.pk} ({version.app}/{version.task} v{version.version}, "
+            f"{version.method}), serving {serving}",
+        )
+        empty = [row_id for row_id, text in rows if not text.strip()]
+        if empty:
+            shown = ", ".join(str(i) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
+            cli.note(self.stderr, f"warning: {len(empty)} empty text(s) not predicted (rows {shown})")
+        writer = _Writer(self.stdout, opts["format"], opts["top_k"] > 1)
+        base = {"model_version": version.pk, "version": version.version, "serving": serving}
+        for start in range(0, len(rows), services.MAX_PREDICT_TEXTS):
+            chunk = rows[start : start + services.MAX_PREDICT_TEXTS]
+            texts = [text for _, text in chunk if text.strip()]
+            predictions = iter(self._predict(org, version.pk, texts) if texts else [])
+            for row_id, text in chunk:
+                if not text.strip():
+                    writer.write({"id": row_id, "error": EMPTY, **base})
+                    continue
+                probabilities = next(predictions)["probabilities"]
+                ranked = sorted(probabilities.items(), key=lambda item: -item[1])
+                out = {
+                    "id": row_id,
+                    "label": ranked[0][0],
+                    "confidence": round(ranked[0][1], opts["decimals"]),
+                }
+                if opts["top_k"] > 1:
+                    out["top_k"] = [
+                        {"label": label, "probability": round(p, opts["decimals"])}
+                        for label, p in ranked[: opts["top_k"]]
+                    ]
+                writer.write({**out, **base})
+
+    def _predict(self, org, version_id: int, texts: list[str]) -> list[dict]:
+        try:
+            return services.model_predict(organisation=org, version_id=version_id, texts=texts)["predictions"]
+        except TrellisError as exc:
+            raise CommandError(exc.message)
+
+    def _read(self, opts) -> list[tuple[str, str]]:
+        """(id, text) per input row; ids default to the 1-based row number."""
+        path = opts["input"]
+        if path is not None and not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        fmt = opts["input_format"]
+        if fmt == "auto":
+            fmt = FORMATS.get(path.suffix.lower(), "lines") if path else "lines"
+        if path is not None:
+            text = _decode(path.read_bytes())
+        else:  # the real stdin is read as bytes, so its decoding does not depend on the locale
+            text = _decode(sys.stdin.buffer.read()) if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        id_column, text_column = opts["id_column"].strip().lower(), opts["text_column"].strip().lower()
+        if fmt == "lines":
+            return [(str(n), line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)][
+                : _line_count(text)
+            ]
+        if fmt == "csv":
+            return _read_csv(text, id_column, text_column)
+        return _read_jsonl(text, id_column, text_column)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"The input is not UTF-8 text (byte {exc.start + 1}).")
+
+
+def _line_count(text: str) -> int:
+    """Lines in ``text``; a final newline does not start another (empty) line."""
+    return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+
+
+def _read_csv(text: str, id_column: str, text_column: str) -> list[tuple[str, str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in next(reader, [])]
+    if text_column not in header:
+        raise CommandError(
+            f"The CSV has no '{text_column}' column (found: {', '.join(header) or 'none'}); "
+            "see --text-column."
+        )
+    t, i = header.index(text_column), header.index(id_column) if id_column in header else None
+    rows = []
+    for n, values in enumerate(reader, 1):
+        if not any(v.strip() for v in values) and len(values) <= 1:
+            values = [""] * len(header)  # a blank line is an empty row, kept in its place
+        if len(values) != len(header):
+            raise CommandError(f"CSV row {n}: expected {len(header)} values, found {len(values)}.")
+        rows.append((values[i] if i is not None else str(n), values[t]))
+    return rows
+
+
+def _read_jsonl(text: str, id_column: str, text_column: str) -> list[tuple[str, str]]:
+    rows = []
+    for n, line in enumerate(text.splitlines()[: _line_count(text)], 1):
+        if not line.strip():
+            rows.append((str(n), ""))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"JSON Lines line {n}: {exc.msg}.")
+        if not isinstance(obj, dict):
+            raise CommandError(f"JSON Lines line {n}: expected an object.")
+        obj = {str(k).strip().lower(): v for k, v in obj.items()}
+        value = obj.get(text_column)
+        if value is not None and not isinstance(value, str):
+            raise CommandError(f"JSON Lines line {n}: '{text_column}' must be a string.")
+        row_id = obj.get(id_column, n)
+        rows.append((row_id if isinstance(row_id, str) else json.dumps(row_id), value or ""))
+    return rows
+
+
+class _Writer:
+    def __init__(self, stdout, fmt: str, top_k: bool) -> None:
+        self.stdout, self.fmt = stdout, fmt
+        if fmt == "csv":
+            names = ["id", "label", "confidence", *(["top_k"] if top_k else []), "model_version", "serving"]
+            self.names = [*names, "error"]
+            self.buffer = io.StringIO()
+            self.csv = csv.DictWriter(
+                self.buffer, fieldnames=self.names, extrasaction="ignore", lineterminator="\n"
+            )
+            self.csv.writeheader()
+            self._flush()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "jsonl":
+            self.stdout.write(json.dumps(row, ensure_ascii=False))
+            return
+        if "top_k" in row:
+            row = {**row, "top_k": " ".join(f"{t['label']}:{t['probability']}" for t in row["top_k"])}
+        self.csv.writerow(row)
+        self._flush()
+
+    def _flush(self) -> None:
+        self.stdout.write(self.buffer.getvalue(), ending="")
+        self.buffer.seek(0)
+        self.buffer.truncate()
