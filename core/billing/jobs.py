@@ -14,7 +14,7 @@ from core.errors import InvalidInput
 from core.jobs import services as jobs
 from core.storage import export_path
 
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 
 
 def usage_export_start(*, organisation, period: str | None = None, created_by=None):

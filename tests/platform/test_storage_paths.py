@@ -5,6 +5,7 @@ import pytest
 
 from core.billing.jobs import usage_export_start
 from core.errors import InvalidInput
+from core.jobs.models import TrainingJob
 from core.registry.paths import batch_file, validate_task
 from core.storage import UnsafePath, export_path
 
@@ -28,3 +29,14 @@ def test_a_usage_export_period_with_a_trailing_newline_is_refused_before_a_job(m
     org, _owner = make_org()
     with pytest.raises(InvalidInput):
         usage_export_start(organisation=org, period="2026-11\n")
+
+
+@pytest.mark.django_db
+def test_a_usage_export_period_in_other_digits_is_refused_before_a_job(make_org, user_client):
+    r"""``\d`` matches any Unicode digit: ``９９９９-11`` passed the API, then failed in the job."""
+    org, owner = make_org()
+    with pytest.raises(InvalidInput):
+        usage_export_start(organisation=org, period="９９９９-11")
+    refused = user_client(owner).post("/api/usage/exports/", {"period": "２０２６-11"}, format="json")
+    assert refused.status_code == 400, refused.content
+    assert not TrainingJob.objects.for_org(org).exists()
