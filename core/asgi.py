@@ -14,12 +14,13 @@ from django.urls import re_path  # noqa: E402
 
 from core.registry.services.warmup import warmup_at_start  # noqa: E402
 from core.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+from core.web.middleware import BodyLimitASGIMiddleware  # noqa: E402
 
 warmup_at_start()  # this web process loads the active models in the background, before visitors ask
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitASGIMiddleware(django_asgi_app),
         "websocket": URLRouter(
             [
                 *public_websocket_urlpatterns,

@@ -70,6 +70,7 @@ class QuotaExceeded(TrellisError):
             details.update(requested=requested, remaining=max(float(limit) - float(used), 0.0))
         super().__init__(message, details=details)
         self.meter, self.limit, self.used, self.period = meter, limit, used, period
+        self.requested = requested
 
 
 class TenantScopeError(RuntimeError):

@@ -41,6 +41,6 @@ def org_path(root: Path | str, organisation_id: int, *parts: str | int) -> Path:
 
 def export_path(organisation_id: int, name: str) -> Path:
     """A file a job wrote for download, in the organisation's exports folder."""
-    if not isinstance(name, str) or not EXPORT_NAME.match(name):
+    if not isinstance(name, str) or not EXPORT_NAME.fullmatch(name):
         raise UnsafePath()
     return org_path(Path(settings.VAR_DIR) / "exports", organisation_id, name)

@@ -460,6 +460,8 @@ def _clean_text(text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("The message is empty.", details={"field": "text"})
     text = text.strip()
+    if "\x00" in text:  # PostgreSQL cannot store it: refused here, or the socket dies on the insert
+        raise InvalidInput("The message may not contain NUL characters.", details={"field": "text"})
     if len(text) > MAX_MESSAGE_CHARS:
         raise InvalidInput(
             f"The message is too long (at most {MAX_MESSAGE_CHARS} characters).", details={"field": "text"}

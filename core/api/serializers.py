@@ -145,5 +145,5 @@ class JobOut(serializers.Serializer):
 
 class UsageExportIn(StrictSerializer):
     period = serializers.RegexField(
-        r"^\d{4}-(0[1-9]|1[0-2])$", required=False, help_text="YYYY-MM (default: the current month)"
+        r"^[0-9]{4}-(0[1-9]|1[0-2])$", required=False, help_text="YYYY-MM (default: the current month)"
     )

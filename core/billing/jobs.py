@@ -14,12 +14,12 @@ from core.errors import InvalidInput
 from core.jobs import services as jobs
 from core.storage import export_path
 
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 
 
 def usage_export_start(*, organisation, period: str | None = None, created_by=None):
     """Queue an export of one month of the ledger (default: the current month)."""
-    if period is not None and not PERIOD.match(period):
+    if period is not None and not PERIOD.fullmatch(period):
         raise InvalidInput(
             f"Invalid period '{period}': use YYYY-MM, e.g. 2026-11.", details={"field": "period"}
         )
@@ -33,7 +33,7 @@ def usage_export_start(*, organisation, period: str | None = None, created_by=No
 
 def usage_export(job, reporter) -> dict:
     period = job.params.get("period") or period_bounds()[2]
-    match = PERIOD.match(str(period))
+    match = PERIOD.fullmatch(str(period))
     if not match:
         raise InvalidInput(f"Invalid period '{period}': use YYYY-MM, e.g. 2026-11.")
     start, end, _ = period_bounds(datetime(int(match[1]), int(match[2]), 15, tzinfo=UTC))

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from core.errors import InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
 from core.registry.paths import batch_file, validate_id
 from core.registry.services import classifier_version, predictor_for
-from core.storage import export_path
+from core.storage import UnsafePath, export_path
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def _batch_quota_message(rows: int):
             limit=exc.limit,
             used=exc.used,
             period=exc.period,
+            requested=rows,
             reason=f"This batch has {rows} rows but only {remaining} of your plan's {exc.limit} predictions "
             f"remain for {exc.period}; send a smaller file or upgrade the plan.",
         ) from None
@@ -158,7 +159,12 @@ def _charge_key(job) -> str:
 
 
 def batch_predict_release(job) -> None:
-    """Give back the predictions a batch was charged at its start, once it ended without succeeding."""
+    """Give back the predictions a batch was charged at its start, once it ended without succeeding, and
+    delete its input (a batch cancelled before a worker took it never reaches the handler that does)."""
+    with suppress(UnsafePath):
+        batch_file(organisation_id=job.organisation_id, name=(job.params or {}).get("input")).unlink(
+            missing_ok=True
+        )
     charge = UsageEvent.objects.for_org(job.organisation).filter(idempotency_key=_charge_key(job)).first()
     if charge is None or charge.quantity <= 0:
         return

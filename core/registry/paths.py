@@ -56,7 +56,7 @@ def default_classifier_task() -> str:
 
 
 def validate_task(task: object) -> str:
-    if not isinstance(task, str) or not _TASK.match(task):
+    if not isinstance(task, str) or not _TASK.fullmatch(task):
         raise InvalidInput(
             "A task is 1 to 50 lower-case letters, digits or underscores, starting with a letter.",
             details={"field": "task"},
@@ -86,6 +86,6 @@ def dataset_dir(*, organisation_id: int, dataset_id: int) -> Path:
 
 def batch_file(*, organisation_id: int, name: object) -> Path:
     """A batch input the start service wrote: a uuid hex ``.json`` name inside the organisation's folder."""
-    if not isinstance(name, str) or not _BATCH_NAME.match(name):
+    if not isinstance(name, str) or not _BATCH_NAME.fullmatch(name):
         raise UnsafePath()
     return org_path(settings.DATASET_STORE, organisation_id, "batch", name)

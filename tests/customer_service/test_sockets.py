@@ -180,3 +180,30 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
         Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
     )
     assert texts == ["Talk to a human"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_widget_message_with_nul_is_refused_and_the_socket_lives(make_org):
+    """A NUL in a visitor message reached the INSERT and PostgreSQL's DataError closed the socket (1011)."""
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+
+    async def scenario():
+        widget = WebsocketCommunicator(
+            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
+        )
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "start"})
+        await _receive_until(widget, "message")  # greeting
+        await widget.send_json_to({"type": "message", "text": "where\x00 is my order"})
+        frame = await widget.receive_json_from(timeout=10)
+        assert frame["error"]["message"] == "The message may not contain NUL characters."
+        await widget.send_json_to({"type": "message", "text": "Talk to a human"})
+        assert (await _receive_until(widget, "message"))["data"]["text"] == "Talk to a human"
+        await widget.disconnect()
+
+    async_to_sync(scenario)()
+    texts = list(
+        Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
+    )
+    assert texts == ["Talk to a human"]

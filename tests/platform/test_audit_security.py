@@ -286,6 +286,8 @@ def test_batch_over_remaining_quota_is_refused_up_front_and_charged_at_start(mak
     refused = _batch(client, 5, version)
     assert refused.status_code == 402, refused.content
     assert "5 rows" in refused.json()["error"]["message"] and "only 3" in refused.json()["error"]["message"]
+    details = refused.json()["error"]["details"]  # what the batch adds and what remains, as README says
+    assert details["requested"] == 5 and details["remaining"] == 3, details
     assert not TrainingJob.objects.for_org(org).filter(kind="ml.batch_predict").exists()
     assert sorted((Path(settings.DATASET_STORE) / str(org.pk) / "batch").glob("*.json")) == pending
     assert _predictions_used(org) == limit - 3
@@ -320,6 +322,8 @@ def test_batch_charges_once_when_it_runs(make_org, user_client, tmp_path):
     assert queued.status_code == 201 and _predictions_used(org) == 6
     assert user_client(owner).post(f"/api/jobs/{queued.json()['id']}/cancel/").status_code == 200
     assert _predictions_used(org) == 4
+    # and its input file: no worker will read it (start and cancel in a loop filled the disk, quota-free)
+    assert not batch_file(organisation_id=org.pk, name=queued.json()["params"]["input"]).exists()
     # And so does one whose worker died (the reaper fails it).
     lost = _batch(user_client(owner), 1, version).json()["id"]
     stale = timezone.now() - timedelta(hours=1)
