@@ -46,7 +46,7 @@ class ApiRequestCheckMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith("/api/"):
+        if not (request.path.startswith("/api/") or request.path == "/api"):
             return self.get_response(request)
         problem = _query_problem(request)
         if problem is not None:

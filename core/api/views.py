@@ -1,7 +1,7 @@
 """Platform API views: one operation per method, validate -> one service/selector -> serialize."""
 
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -179,7 +179,10 @@ class UsageView(APIView):
 class UsageEventListView(APIView):
     pagination_class = Pagination
 
-    @extend_schema(responses=s.UsageEventOut(many=True))
+    @extend_schema(
+        responses=s.UsageEventOut(many=True),
+        parameters=[OpenApiParameter("meter", str, enum=list(Meter.values), description="only this meter")],
+    )
     def get(self, request):
         qs = billing_selectors.usage_event_list(
             organisation=request.organisation, meter=query_choice(request, "meter", Meter.values)
@@ -218,7 +221,13 @@ class JobListView(APIView):
     pagination_class = Pagination
     permissions = {"GET": "org.view"}
 
-    @extend_schema(responses=s.JobOut(many=True))
+    @extend_schema(
+        responses=s.JobOut(many=True),
+        parameters=[
+            OpenApiParameter("status", str, enum=list(JobStatus.values), description="only this state"),
+            OpenApiParameter("kind", str, description="only jobs of this kind, e.g. ml.train"),
+        ],
+    )
     def get(self, request):
         qs = job_selectors.job_list(
             organisation=request.organisation,

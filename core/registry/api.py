@@ -1,6 +1,6 @@
 """Datasets, model versions and predictions over the API. Validate -> one service -> serialize."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -151,7 +151,13 @@ class DatasetReportView(APIView):
 class ModelListView(APIView):
     pagination_class = Pagination
 
-    @extend_schema(responses=ModelOut(many=True))
+    @extend_schema(
+        responses=ModelOut(many=True),
+        parameters=[
+            OpenApiParameter("app", str, description="only models of this product, e.g. core"),
+            OpenApiParameter("task", str, description="only models of this task"),
+        ],
+    )
     def get(self, request):
         qs = selectors.model_list(
             organisation=request.organisation, app=request.GET.get("app"), task=request.GET.get("task")

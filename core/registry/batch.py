@@ -55,6 +55,9 @@ def _records(text: str, filename: str) -> list[dict[str, str]]:
                     raise InvalidInput(f"Line {n} is not valid JSON: {exc.msg}.")
                 if not isinstance(obj, dict):
                     raise InvalidInput(f"Line {n} must be a JSON object with a 'text' field.")
+                bad = sorted(k for k in ("id", "text", "label") if isinstance(obj.get(k), dict | list))
+                if bad:
+                    raise InvalidInput(f"Line {n}: '{bad[0]}' must be a string or a number.")
                 records.append({k: "" if v is None else str(v) for k, v in obj.items()})
         return records
     if filename.endswith(".csv"):

@@ -74,6 +74,7 @@ def test_known_filter_values_and_empty_filters_still_work(caller):
         ("get", "/api/models/not-a-number/"),
         ("get", "/api/customer-service/nothing/"),
         ("delete", "/api/"),
+        ("get", "/api"),
     ],
 )
 def test_unknown_api_paths_answer_a_json_404(caller, method, path):
@@ -96,3 +97,16 @@ def test_a_wrong_method_answers_a_json_405(caller):
 def test_pages_outside_the_api_keep_their_html_404(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_the_schema_documents_every_list_filter(caller):
+    """The filters the list views read are in the schema (schemathesis sends only what is documented)."""
+    _, client = caller
+    paths = client.get("/api/schema/?format=json").json()["paths"]
+
+    def names(path):
+        return {p["name"] for p in paths[path]["get"].get("parameters", [])}
+
+    assert {"status", "kind"} <= names("/api/jobs/")
+    assert "meter" in names("/api/usage/events/")
+    assert {"app", "task"} <= names("/api/models/")

@@ -83,6 +83,7 @@ def test_batch_file_runs_on_the_infer_queue_and_downloads(trained, user_client):
         (b"text,label\nwhere is my card,no_such_intent\n", "a.csv", "not in the model's label map"),
         (b'{"text": ""}\n', "a.jsonl", "Row 1 has no text"),
         (b'{"text": "x"}\n[1]\n', "a.jsonl", "Line 2 must be a JSON object"),
+        (b'{"text": {"a": 1}}\n', "a.jsonl", "Line 1: 'text' must be a string or a number"),
         (b"x" * 20_000, "a.txt", "limit is 10000"),
     ],
 )
@@ -102,3 +103,12 @@ def test_batch_refuses_archived_and_foreign_models(trained, user_client, make_or
     response = _post(user_client(owner), b"hello\n", "a.txt", model=version.pk)
     assert response.status_code == 409 and "archived" in response.json()["error"]["message"]
     assert user_client(owner).get("/api/jobs/999999/download/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_batch_without_a_model_is_a_400_naming_the_fields(trained, user_client):
+    org, owner, _ = trained
+    response = _post(user_client(owner), b"hello\n", "a.txt")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["details"] == {"fields": ["model", "app", "task"]}
+    assert not TrainingJob.objects.for_org(org).filter(kind="ml.batch_predict").exists()

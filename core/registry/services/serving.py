@@ -71,6 +71,11 @@ def online_predictor_for(*, version: ModelVersion):
 
 def servable_version(*, organisation, version_id: int | None, app: str = "", task: str = "") -> ModelVersion:
     """The version to predict with (by id, or the active one for app/task); refuses one that cannot serve."""
+    if not version_id and not (app and task):
+        raise InvalidInput(
+            "Name the model: a version id, or the app and task of an active model.",
+            details={"fields": ["model", "app", "task"]},
+        )
     qs = ModelVersion.objects.for_org(organisation)
     version = qs.filter(pk=version_id).first() if version_id else active_version(organisation, app, task)
     if version is None:
