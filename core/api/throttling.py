@@ -18,8 +18,10 @@ class ApiKeyRateThrottle(BaseThrottle):
         if not isinstance(key, ApiKey):
             return True
         subscription = billing.subscription_for(organisation=key.organisation)
+        # Named by the key's random prefix, not its id: SQLite gives a deleted row's id to the next key, which
+        # would inherit the old key's count for up to a minute (a new key refused on its first call).
         hit = rate_limit_hit(
-            key=f"api-key:{key.pk}", limit=subscription.plan.requests_per_minute, window=self.window
+            key=f"api-key:{key.prefix}", limit=subscription.plan.requests_per_minute, window=self.window
         )
         self._wait = hit.retry_after
         if not hit.allowed:

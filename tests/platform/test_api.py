@@ -132,6 +132,23 @@ def test_rate_limit_429_with_retry_after_records_no_usage(make_org, make_key, ke
     assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 3
 
 
+def test_a_new_key_that_gets_an_old_keys_id_starts_with_a_fresh_allowance(make_org, make_key):
+    """SQLite hands a deleted row's id out again (the embedded default; every transactional test): the
+    rate-limit bucket belongs to the key, not to a database id."""
+    from types import SimpleNamespace
+
+    from core.api.throttling import ApiKeyRateThrottle
+
+    org, _ = make_org()
+    Plan.objects.filter(code="trial").update(requests_per_minute=2)
+    old, _ = make_key(org)
+    throttle = ApiKeyRateThrottle()
+    assert [throttle.allow_request(SimpleNamespace(auth=old), None) for _ in range(3)] == [True, True, False]
+    new, _ = make_key(org)
+    new.pk = old.pk  # the id SQLite gives the next key once the old row is gone
+    assert throttle.allow_request(SimpleNamespace(auth=new), None) is True
+
+
 def test_quota_402_names_meter_limit_period_and_records_nothing(make_org, make_key, key_client):
     org, _ = make_org()
     limit = Plan.objects.get(code="trial").api_calls_per_month
