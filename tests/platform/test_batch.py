@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 
 from core.billing.models import UsageEvent
 from core.jobs.models import JobStatus, TrainingJob
 from core.registry.models import ModelVersion
+from tests.platform.trained import train_intent_model
 from tests.worker import celery_worker, wait_for
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
@@ -20,18 +20,7 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
 @pytest.fixture
 def trained(make_org, tmp_path):
     org, owner = make_org()
-    path = tmp_path / "faq.csv"
-    path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
-    call_command(
-        "train",
-        app="customer_service",
-        org=org.slug,
-        task="intent",
-        file=path,
-        method="head",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-    )
+    train_intent_model(org, tmp_path)
     return org, owner, ModelVersion.objects.for_org(org).get()
 
 

@@ -5,39 +5,24 @@ predict runs here on a real model, the rest of the rules on the chatbot's answer
 train), all against the real ledger.
 """
 
-import io
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from core.billing import idempotency
 from core.billing.models import IdempotencyRecord, Meter, UsageEvent
 from core.registry.models import ModelVersion
+from tests.platform.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
-DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
 
 
 @pytest.fixture
 def world(make_org, make_key, key_client, tmp_path):
     """An organisation with a trained intent model and a predict key."""
     org, _ = make_org()
-    path = tmp_path / "faq.csv"
-    path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
-    out = io.StringIO()
-    call_command(
-        "train",
-        org=org.slug,
-        app="customer_service",
-        task="intent",
-        file=path,
-        method="head",
-        stdout=out,
-        stderr=out,
-    )
+    train_intent_model(org, tmp_path)
     _, secret = make_key(org, scopes=["predict", "read"])
     return org, ModelVersion.objects.for_org(org).get(), key_client(secret)
 

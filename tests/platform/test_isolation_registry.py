@@ -1,15 +1,14 @@
 """Tenant isolation for datasets, models, predictions and job downloads: A never reaches B's rows."""
 
-import io
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 
 from core.jobs import services as jobs
 from core.jobs.models import TrainingJob
 from core.registry.models import Dataset, ModelVersion
+from tests.platform.trained import train_intent_model
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
 ALL_SCOPES = ["read", "predict", "train", "admin"]
@@ -20,18 +19,7 @@ def world(make_org, make_key, tmp_path):
     """Org B with a dataset, an active model and a finished export job; org A with a key and nothing else."""
     a, a_owner = make_org("Alpha")
     b, b_owner = make_org("Bravo")
-    path = tmp_path / "faq.csv"
-    path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
-    call_command(
-        "train",
-        app="customer_service",
-        org=b.slug,
-        task="intent",
-        file=path,
-        method="head",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-    )
+    train_intent_model(b, tmp_path)
     export = jobs.job_create(organisation=b, kind="usage.export")
     jobs.job_execute(job_id=export.pk)
     _, a_secret = make_key(a, scopes=ALL_SCOPES)

@@ -1,20 +1,17 @@
 """Concurrent /api/models/{id}/predict requests through the ASGI app share forward passes."""
 
 import asyncio
-import io
 import json
-from pathlib import Path
 
 import pytest
 from channels.testing import HttpCommunicator
-from django.core.management import call_command
 
 from core.asgi import application
 from core.billing.models import UsageEvent
 from core.registry.models import ModelVersion
 from core.registry.services import serving
+from tests.platform.trained import train_intent_model
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
 TEXTS = [
     "My card still has not arrived",
     "How do I top up by bank transfer?",
@@ -30,19 +27,7 @@ TEXTS = [
 @pytest.fixture
 def version(make_org, make_key, tmp_path):
     org, _ = make_org()
-    path = tmp_path / "faq.csv"
-    path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
-    out = io.StringIO()
-    call_command(
-        "train",
-        org=org.slug,
-        app="customer_service",
-        task="intent",
-        file=path,
-        method="head",
-        stdout=out,
-        stderr=out,
-    )
+    train_intent_model(org, tmp_path)
     _, secret = make_key(org, scopes=["predict"])
     return ModelVersion.objects.for_org(org).get(), secret
 

@@ -6,16 +6,13 @@ Bounded and deterministic (a fixed number of cases per operation, derandomised) 
 search. Operations left out, and why, are in ``EXCLUDED``.
 """
 
-import io
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import schemathesis
 from django.core import signals
 from django.core.cache import cache
-from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given
@@ -35,9 +32,10 @@ from core.tenancy import services as tenancy
 from core.tenancy.models import Invitation, Membership, Role
 from customer_service import services as cs
 from customer_service.models import AnswerTemplate, Article
+from tests.platform.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
-DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Cases per operation: (mode, realistic, how many). Realistic cases use the organisation's own ids in the
 # path and the first page of lists; the others are free to try any id or page (mostly 404s).
@@ -80,19 +78,7 @@ def org_with_data(make_org, make_member, tmp_path):
         requests_per_minute=1_000_000,
     )
     Subscription.objects.filter(organisation=org).update(plan=plan, status=SubscriptionStatus.ACTIVE)
-    path = tmp_path / "faq.csv"
-    path.write_text((DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1))
-    out = io.StringIO()
-    call_command(
-        "train",
-        org=org.slug,
-        app="customer_service",
-        task="intent",
-        file=path,
-        method="head",
-        stdout=out,
-        stderr=out,
-    )
+    train_intent_model(org, tmp_path)
     cs.template_save(organisation=org, intent="card_arrival", body="Cards arrive within 5 working days.")
     cs.article_save(
         organisation=org, title="Parking", body="Every branch has free parking behind the building."
