@@ -85,7 +85,10 @@ def _in_background(target, *args) -> threading.Thread:
         finally:
             connections.close_all()  # this thread's own database connection
 
-    thread = threading.Thread(target=run, name="trellis-warmup", daemon=True)
+    # Not a daemon: a process that promotes and then exits (``manage.py seed_demo``, ``train``) waits for the
+    # load to end; a daemon thread still inside torch when the interpreter finalises aborts the process
+    # ("terminate called without an active exception"), which stopped ``make run`` after its seed step.
+    thread = threading.Thread(target=run, name="trellis-warmup", daemon=False)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
         _threads.append(thread)
