@@ -5,6 +5,11 @@ from customer_service import views
 app_name = "customer_service"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("settings/", views.settings_save, name="settings-save"),
+    path("templates/", views.template_save, name="template-save"),
+    path("templates/import/", views.templates_import, name="templates-import"),
+    path("articles/", views.article_save, name="article-save"),
+    path("qa/import/", views.qa_import, name="qa-import"),
     path("inbox/", views.inbox, name="inbox"),
     path("try/", views.try_widget, name="try"),
     path("widget.js", views.widget_script, name="widget-script"),

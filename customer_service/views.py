@@ -1,5 +1,6 @@
 """Pages of the support chatbot: set-up (widget, thresholds, templates, articles), the live inbox, and the
-embeddable widget script. Each view validates a form and calls one service."""
+embeddable widget script. Each view handles one operation: it validates its form and calls one service;
+a form that fails validation is shown again, with its errors, on the set-up page."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import TrellisError
 from core.tenancy.roles import role_can
@@ -26,10 +27,10 @@ def _fail(request, exc: TrellisError, form=None) -> None:
         messages.error(request, exc.message)
 
 
-@member_required()
-def index(request):
+def _setup_page(request, *, status: int = 200, **bound):
+    """The set-up page, with any bound form (``settings_form``, ``template_form``, ``article_form``) that
+    failed validation shown with its errors in place of the blank one."""
     organisation = request.organisation
-    can_manage = role_can(request.role, "org.manage")
     bot = services.bot_settings_for(organisation=organisation)
     initial = {
         "bot_name": bot.bot_name,
@@ -39,91 +40,123 @@ def index(request):
         "retrieval_threshold": bot.retrieval_threshold,
         "allowed_origins": "\n".join(bot.allowed_origins),
     }
-    settings_form = forms.SettingsForm(initial=initial)
-    template_form, article_form = forms.TemplateForm(), forms.ArticleForm()
-    if request.method == "POST":
-        if not can_manage:
-            return HttpResponse("Your role does not allow changing the chatbot.", status=403)
-        which = request.POST.get("form")
-        try:
-            if which == "settings":
-                settings_form = forms.SettingsForm(request.POST)
-                if settings_form.is_valid():
-                    data = dict(settings_form.cleaned_data)
-                    data["allowed_origins"] = [o for o in data["allowed_origins"].split() if o.strip()]
-                    services.bot_settings_update(organisation=organisation, **data)
-                    messages.success(request, "Chatbot settings saved.")
-                    return redirect("customer_service:index")
-            elif which == "template":
-                template_form = forms.TemplateForm(request.POST)
-                if template_form.is_valid():
-                    services.template_save(organisation=organisation, **template_form.cleaned_data)
-                    messages.success(request, f"Answer for '{template_form.cleaned_data['intent']}' saved.")
-                    return redirect("customer_service:index")
-            elif which == "templates_file":
-                upload = request.FILES.get("file")
-                if upload is None:
-                    messages.error(request, "Choose a CSV file with intent,answer columns.")
-                    return redirect("customer_service:index")
-                result = services.templates_import(organisation=organisation, data=upload.read())
-                messages.success(request, f"{result['saved']} answers saved.")
-                for row in result["rejected"][:10]:
-                    messages.error(request, f"Line {row['line']}: {row['reason']}")
-                return redirect("customer_service:index")
-            elif which == "qa_file":
-                upload = request.FILES.get("file")
-                if upload is None or not role_can(request.role, "models.train"):
-                    messages.error(request, "Choose a CSV file with question,answer columns.")
-                    return redirect("customer_service:index")
-                result = services.qa_import(
-                    organisation=organisation, data=upload.read(), created_by=request.user
-                )
-                note = " A job is training the retrieval model on them." if result["job"] else ""
-                messages.success(request, f"{result['articles']} questions and answers added.{note}")
-                for row in result["rejected"][:10]:
-                    messages.error(request, f"Line {row['line']}: {row['reason']}")
-                return redirect("customer_service:index")
-            elif which != "article":
-                messages.error(request, "Unknown form.")
-                return redirect("customer_service:index")
-            else:
-                article_form = forms.ArticleForm(request.POST)
-                if article_form.is_valid():
-                    services.article_save(organisation=organisation, **article_form.cleaned_data)
-                    messages.success(
-                        request, f"Article '{article_form.cleaned_data['title']}' added and indexed."
-                    )
-                    return redirect("customer_service:index")
-        except TrellisError as exc:
-            _fail(
-                request,
-                exc,
-                {"settings": settings_form, "template": template_form, "article": article_form}.get(which),
-            )
     script_url = request.build_absolute_uri(reverse("customer_service:widget-script"))
     version = selectors.intent_model(organisation=organisation)
     intents = version.labels if version is not None else []
     templates = list(selectors.template_list(organisation=organisation))
     covered = {t.intent for t in templates}
-    return render(
-        request,
-        "customer_service/index.html",
-        {
-            "bot": bot,
-            "can_manage": can_manage,
-            "can_operate": role_can(request.role, "inbox.operate"),
-            "settings_form": settings_form,
-            "template_form": template_form,
-            "article_form": article_form,
-            "templates": templates,
-            "articles": selectors.article_list(organisation=organisation),
-            "model": version,
-            "uncovered": [i for i in intents if i not in covered],
-            "corrections": selectors.correction_count(organisation=organisation),
-            "can_train": role_can(request.role, "models.train"),
-            "snippet": f'<script src="{script_url}" data-key="{bot.widget_key}" async></script>',
-        },
-    )
+    context = {
+        "bot": bot,
+        "can_manage": role_can(request.role, "org.manage"),
+        "can_operate": role_can(request.role, "inbox.operate"),
+        "settings_form": forms.SettingsForm(initial=initial),
+        "template_form": forms.TemplateForm(),
+        "article_form": forms.ArticleForm(),
+        "templates": templates,
+        "articles": selectors.article_list(organisation=organisation),
+        "model": version,
+        "uncovered": [i for i in intents if i not in covered],
+        "corrections": selectors.correction_count(organisation=organisation),
+        "can_train": role_can(request.role, "models.train"),
+        "snippet": f'<script src="{script_url}" data-key="{bot.widget_key}" async></script>',
+    }
+    context.update(bound)
+    return render(request, "customer_service/index.html", context, status=status)
+
+
+@require_GET
+@member_required()
+def index(request):
+    return _setup_page(request)
+
+
+def _saved(request, message: str):
+    messages.success(request, message)
+    return redirect("customer_service:index")
+
+
+@require_POST
+@member_required("org.manage")
+def settings_save(request):
+    form = forms.SettingsForm(request.POST)
+    if form.is_valid():
+        data = dict(form.cleaned_data)
+        data["allowed_origins"] = [o for o in data["allowed_origins"].split() if o.strip()]
+        try:
+            services.bot_settings_update(organisation=request.organisation, **data)
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            return _saved(request, "Chatbot settings saved.")
+    return _setup_page(request, settings_form=form)
+
+
+@require_POST
+@member_required("org.manage")
+def template_save(request):
+    form = forms.TemplateForm(request.POST)
+    if form.is_valid():
+        try:
+            services.template_save(organisation=request.organisation, **form.cleaned_data)
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            return _saved(request, f"Answer for '{form.cleaned_data['intent']}' saved.")
+    return _setup_page(request, template_form=form)
+
+
+def _report_rejections(request, rejected: list[dict]) -> None:
+    for row in rejected[:10]:
+        messages.error(request, f"Line {row['line']}: {row['reason']}")
+
+
+@require_POST
+@member_required("org.manage")
+def templates_import(request):
+    upload = request.FILES.get("file")
+    if upload is None:
+        messages.error(request, "Choose a CSV file with intent,answer columns.")
+        return redirect("customer_service:index")
+    try:
+        result = services.templates_import(organisation=request.organisation, data=upload.read())
+    except TrellisError as exc:
+        _fail(request, exc)
+        return _setup_page(request)
+    _report_rejections(request, result["rejected"])
+    return _saved(request, f"{result['saved']} answers saved.")
+
+
+@require_POST
+@member_required("org.manage")
+def article_save(request):
+    form = forms.ArticleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.article_save(organisation=request.organisation, **form.cleaned_data)
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            return _saved(request, f"Article '{form.cleaned_data['title']}' added and indexed.")
+    return _setup_page(request, article_form=form)
+
+
+@require_POST
+@member_required("org.manage")
+def qa_import(request):
+    upload = request.FILES.get("file")
+    if upload is None or not role_can(request.role, "models.train"):
+        messages.error(request, "Choose a CSV file with question,answer columns.")
+        return redirect("customer_service:index")
+    try:
+        result = services.qa_import(
+            organisation=request.organisation, data=upload.read(), created_by=request.user
+        )
+    except TrellisError as exc:
+        _fail(request, exc)
+        return _setup_page(request)
+    _report_rejections(request, result["rejected"])
+    note = " A job is training the retrieval model on them." if result["job"] else ""
+    return _saved(request, f"{result['articles']} questions and answers added.{note}")
 
 
 @require_POST

@@ -378,9 +378,9 @@ def test_every_upload_path_has_the_one_limit(make_org, user_client, client):
         error = response.json()["error"]
         assert error["code"] == "too_large" and "4096" in error["message"], url
     client.force_login(owner)
-    for which in ("templates_file", "qa_file"):
-        response = client.post("/customer-service/", {"form": which, **_multipart(5000)})
-        assert response.status_code == 413 and b"File too large" in response.content, which
+    for page in ("templates/import/", "qa/import/"):
+        response = client.post(f"/customer-service/{page}", _multipart(5000))
+        assert response.status_code == 413 and b"File too large" in response.content, page
     assert not Dataset.objects.for_org(org).exists()
     # The same limit, not the smaller one for JSON bodies: a 2 KB template file is accepted by the API.
     rows = b"intent,answer\n" + b"".join(b"intent_%d,Answer number %d.\n" % (n, n) for n in range(80))
