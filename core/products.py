@@ -23,13 +23,14 @@ order, which is the order of the navigation and the dashboard.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
 from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
+from core.registry.kinds import kind_names
 
 # Paths core serves itself: a product's prefix may not shadow them.
 RESERVED_PREFIXES = frozenset({"api", "admin", "accounts", "ws", "static", "media"})
@@ -76,7 +77,9 @@ class BeatEntry:
         return {"task": self.task, "schedule": self.schedule, "options": {"queue": self.queue}}
 
 
-ModelKindName = Literal["classifier", "embedding"]
+# A model kind's name (core.registry.kinds): core registers "classifier" and "embedding"; a product may
+# register its own kind before it registers itself. Checked against the kind registry at registration.
+ModelKindName = str
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,12 @@ def register_product(product: Product) -> None:
 def _check(product: Product) -> None:
     if product.name not in {config.label for config in apps.get_app_configs()}:
         raise ImproperlyConfigured(f"Product '{product.name}' is not an installed app label.")
+    unknown = sorted({t.kind for t in product.model_tasks} - set(kind_names()))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Product '{product.name}' declares model tasks of unknown kind {unknown}; "
+            f"registered kinds: {', '.join(kind_names())}."
+        )
     previous = _PRODUCTS.get(product.name)
     if previous is not None and previous != product:
         raise ImproperlyConfigured(f"Product '{product.name}' is declared twice.")

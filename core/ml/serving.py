@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.ml.batching import MicroBatcher
+from core.ml.cache import ModelCache
 from core.ml.errors import MLError
 from core.ml.predictions import Prediction, SupportsPredict, to_predictions
 from core.ml.runtime import Runtime
@@ -179,38 +179,23 @@ PredictorLoader = Callable[..., Predictor]
 
 
 class PredictorCache:
-    """Thread-safe LRU of loaded predictors keyed by (version, quantized); loads each key once.
+    """Loaded predictors keyed by (version, quantized): the one :class:`ModelCache` with a predictor loader
+    (for tools and tests that serve classifiers without the registry).
 
     :meth:`batcher` gives the key's :class:`MicroBatcher` (one per loaded predictor), so concurrent requests
     for the same version share forward passes; evicting a version closes its batcher.
     """
 
     def __init__(self, *, max_size: int = 4, loader: PredictorLoader = load_predictor) -> None:
-        if max_size < 1:
-            raise MLError("PredictorCache max_size must be at least 1.")
-        self.max_size, self._loader = max_size, loader
-        self._items: OrderedDict[tuple[str, bool], Predictor] = OrderedDict()
-        self._batchers: dict[tuple[str, bool], MicroBatcher] = {}
-        self._lock = threading.Lock()
-        self._loading: dict[tuple[str, bool], threading.Lock] = {}
+        self.models, self._loader = ModelCache(max_size=max_size), loader
+
+    def _load(self, version: str, directory: Path, runtime: Runtime, quantized: bool) -> Callable[[], Any]:
+        return lambda: self._loader(
+            directory=directory, version=version, runtime=runtime, quantized=quantized
+        )
 
     def get(self, *, version: str, directory: Path, runtime: Runtime, quantized: bool = False) -> Predictor:
-        key = (version, quantized)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:  # one loader per key; other keys load in parallel
-            with self._lock:
-                if key in self._items:
-                    self._items.move_to_end(key)
-                    return self._items[key]
-            predictor = self._loader(
-                directory=directory, version=version, runtime=runtime, quantized=quantized
-            )
-            self._insert(key, predictor)
-            return predictor
+        return self.models.fetch((version, quantized), self._load(version, directory, runtime, quantized))
 
     def batcher(
         self,
@@ -223,44 +208,15 @@ class PredictorCache:
         max_wait_ms: float = 0.0,
     ) -> MicroBatcher:
         """The micro-batcher in front of this version's predictor (created with the first request)."""
-        predictor = self.get(version=version, directory=directory, runtime=runtime, quantized=quantized)
-        key = (version, quantized)
-        stale = None
-        with self._lock:
-            current = self._batchers.get(key)
-            if current is None or current.predictor is not predictor:
-                stale = current
-                current = MicroBatcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
-                self._batchers[key] = current
-        if stale is not None:
-            stale.close()
-        return current
-
-    def _insert(self, key: tuple[str, bool], predictor: Predictor) -> None:
-        with self._lock:
-            self._items[key] = predictor
-            self._items.move_to_end(key)
-            evicted = []
-            while len(self._items) > self.max_size:
-                evicted.append(self._items.popitem(last=False)[0])
-            self._loading.pop(key, None)
-            closing = [self._batchers.pop(k) for k in evicted if k in self._batchers]
-        for batcher in closing:  # outside the lock: close() waits for the batcher's queued requests
-            batcher.close()
+        load = self._load(version, directory, runtime, quantized)
+        return self.models.batcher((version, quantized), load, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     def keys(self) -> list[tuple[str, bool]]:
         """Cached keys, least recently used first."""
-        with self._lock:
-            return list(self._items)
+        return self.models.keys()
 
     def evict(self, version: str) -> None:
-        with self._lock:
-            doomed = [k for k in self._items if k[0] == version]
-            for key in doomed:
-                del self._items[key]
-            closing = [self._batchers.pop(k) for k in doomed if k in self._batchers]
-        for batcher in closing:
-            batcher.close()
+        self.models.evict(version)
 
 
 def _accuracy_and_f1(
