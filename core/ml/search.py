@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from core.ml.errors import MLError
 from core.ml.runtime import Runtime
-from core.ml.train import Progress, TrainConfig, TrainedClassifier, train_classifier
+from core.ml.train import Progress, TrainConfig, train_classifier
 
 if TYPE_CHECKING:
     import optuna
+
+    from core.ml.classifier import TrainedClassifier
 
 
 @dataclass(frozen=True)
