@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
 from core.registry.kinds import kind_names
+from core.tenancy.permissions import PERMISSIONS
 
 # Paths core serves itself: a product's prefix may not shadow them.
 RESERVED_PREFIXES = frozenset({"api", "admin", "accounts", "ws", "static", "media"})
@@ -57,7 +58,7 @@ class DashboardCard:
 
 @dataclass(frozen=True)
 class ProductPermission:
-    """A role permission the product adds beside core's (``core.tenancy.roles.PERMISSIONS``)."""
+    """A role permission the product adds beside core's (``core.tenancy.permissions.PERMISSIONS``)."""
 
     name: str  # "<area>.<verb>", distinct from core's and other products'
     roles: frozenset[str]  # core.tenancy.models.Role values
@@ -156,8 +157,6 @@ def _check(product: Product) -> None:
         raise ImproperlyConfigured(
             f"Product '{product.name}': URL prefix '{product.url_prefix}' is not allowed."
         )
-    from core.tenancy.roles import PERMISSIONS  # not at import: roles reads this registry
-
     clash = {p.name for p in product.permissions} & set(PERMISSIONS)
     if clash:
         raise ImproperlyConfigured(f"Product '{product.name}' redefines core's permission {sorted(clash)}.")
