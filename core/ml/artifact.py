@@ -73,9 +73,9 @@ def library_versions() -> dict[str, str]:
 def _torch_side() -> tuple[ModuleType, ModuleType]:
     """The model family and safetensors' torch API, imported with the first save or load: this module
     stays torch-free (the web processes import it)."""
-    import safetensors.torch
+    import safetensors.torch  # torch: see the docstring
 
-    from core.ml import modeling
+    from core.ml import modeling  # torch: see the docstring
 
     return modeling, safetensors.torch
 

@@ -197,13 +197,13 @@ def run_embedding_training(
 ) -> TrainedEmbedder:
     """Build the encoder from the base model, fine-tune it on the pairs and return it merged."""
     device, folder = start(runtime, config.seed)
-    started = now()
     settings = config.loop_settings()
     encoder = load_encoder(folder).to(device)
     encoder.requires_grad_(False)
     model = trainable_encoder(encoder, settings)
     stats = EmbedStats(config.method, len(train), len(validation), 0, 0.0, None, None, 0.0, "completed", 0)
     identity = base_model_identity(runtime.base_model_path)
+    started = now()  # the budget counts training, not loading the encoder
     embedder = TrainedEmbedder(model, load_tokenizer(folder), config, stats, identity, device)  # type: ignore[arg-type]
     task = PairsTask(config, train, validation, embedder)
     trainable = trainable_parameters(model)

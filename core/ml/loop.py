@@ -197,6 +197,23 @@ def _evaluate(model: nn.Module, task: LoopTask) -> float | None:
     return score
 
 
+def _step(
+    model: nn.Module,
+    task: LoopTask,
+    idx: list[int],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> float:
+    """One optimisation step on one batch (gradients clipped to norm 1); returns its loss."""
+    loss = task.loss(model, idx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def fit(
     model: nn.Module,
     task: LoopTask,
@@ -222,13 +239,7 @@ def fit(
             if budget is not None and now() - meter.started > budget:
                 reason = "time_budget"
                 break
-            loss = task.loss(model, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            meter.add(loss.item())
+            meter.add(_step(model, task, idx, optimizer, scheduler))
             if position in points and task.has_validation and not settings.epoch_reports:
                 meter.last_val = _evaluate(model, task)
                 best.offer(model, meter.last_val, meter.step)

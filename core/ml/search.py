@@ -96,7 +96,7 @@ def search_hyperparameters(
     should_stop: Callable[[], bool] | None = None,
 ) -> SearchResult:
     """Run up to ``n_trials`` trainings (fewer if the budget runs out) and return the best."""
-    import optuna
+    import optuna  # not at import: optuna is slow to import and only searches need it
 
     space.validate()
     if not validation or n_trials < 1:

@@ -7,6 +7,8 @@ class RegistryConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
+        # Imports here, not at the top: models (and modules that import them) load only once the app
+        # registry is ready; this runs then.
         from django.db.models import Sum
 
         from core.billing.meters import register_stock_counter
