@@ -23,13 +23,15 @@ order, which is the order of the navigation and the dashboard.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
 from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
+from core.registry.kinds import kind_names
+from core.tenancy.permissions import PERMISSIONS
 
 # Paths core serves itself: a product's prefix may not shadow them.
 RESERVED_PREFIXES = frozenset({"api", "admin", "accounts", "ws", "static", "media"})
@@ -56,7 +58,7 @@ class DashboardCard:
 
 @dataclass(frozen=True)
 class ProductPermission:
-    """A role permission the product adds beside core's (``core.tenancy.roles.PERMISSIONS``)."""
+    """A role permission the product adds beside core's (``core.tenancy.permissions.PERMISSIONS``)."""
 
     name: str  # "<area>.<verb>", distinct from core's and other products'
     roles: frozenset[str]  # core.tenancy.models.Role values
@@ -76,7 +78,9 @@ class BeatEntry:
         return {"task": self.task, "schedule": self.schedule, "options": {"queue": self.queue}}
 
 
-ModelKindName = Literal["classifier", "embedding"]
+# A model kind's name (core.registry.kinds): core registers "classifier" and "embedding"; a product may
+# register its own kind before it registers itself. Checked against the kind registry at registration.
+ModelKindName = str
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,12 @@ def register_product(product: Product) -> None:
 def _check(product: Product) -> None:
     if product.name not in {config.label for config in apps.get_app_configs()}:
         raise ImproperlyConfigured(f"Product '{product.name}' is not an installed app label.")
+    unknown = sorted({t.kind for t in product.model_tasks} - set(kind_names()))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Product '{product.name}' declares model tasks of unknown kind {unknown}; "
+            f"registered kinds: {', '.join(kind_names())}."
+        )
     previous = _PRODUCTS.get(product.name)
     if previous is not None and previous != product:
         raise ImproperlyConfigured(f"Product '{product.name}' is declared twice.")
@@ -147,8 +157,6 @@ def _check(product: Product) -> None:
         raise ImproperlyConfigured(
             f"Product '{product.name}': URL prefix '{product.url_prefix}' is not allowed."
         )
-    from core.tenancy.roles import PERMISSIONS  # not at import: roles reads this registry
-
     clash = {p.name for p in product.permissions} & set(PERMISSIONS)
     if clash:
         raise ImproperlyConfigured(f"Product '{product.name}' redefines core's permission {sorted(clash)}.")

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from core.billing import services as billing
 from core.billing.models import Meter
+from core.celery import app as celery_app
 from core.errors import Conflict, InvalidInput, NotFound, TrellisError
 from core.jobs.handlers import job_kind
 from core.jobs.models import ACTIVE_STATUSES, JobStatus, TrainingJob
@@ -83,9 +84,9 @@ def job_create(
 
 
 def _enqueue(job: TrainingJob) -> None:
-    from core.jobs.tasks import run_job
-
-    run_job.apply_async(args=[job.pk], queue=job.queue)
+    # The task by its name (core.jobs.tasks registers it): tasks call these services, so importing the task
+    # here would make the two modules import each other.
+    celery_app.tasks["jobs.run"].apply_async(args=[job.pk], queue=job.queue)
 
 
 def _update(job_id: int, *, statuses, **fields: Any) -> bool:

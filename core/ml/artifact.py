@@ -21,23 +21,29 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from core.ml.errors import ArtifactError
+from core.ml.lexical import LexicalModel
+from core.ml.runtime import Runtime, base_model_identity, base_model_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from core.ml.lexical import LexicalModel
+    from core.ml.classifier import TrainedClassifier
     from core.ml.modeling import TextClassifier
-    from core.ml.runtime import Runtime
-    from core.ml.train import TrainedClassifier
 
 FORMAT = "trellis.text-classifier"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "safetensors", "numpy")
+EMBEDDER_FORMAT = "trellis.text-embedder"  # core.ml.embedder's artifacts
+EMBEDDER_RESERVED_KEYS = frozenset(
+    {"format", "format_version", "task", "weights", "files", "base_model", "embedding"}
+    | {"hyperparameters", "training", "libraries", "created_at"}
+)
 RESERVED_KEYS = frozenset(
     {"format", "format_version", "task", "weights", "files", "base_model", "labels", "label_map"}
     | {"hyperparameters", "training", "libraries", "created_at", "lexical"}
@@ -64,9 +70,18 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: package_version(name) for name in LIBRARIES}}
 
 
-def _write_weights(model: TrainedClassifier, folder: Path) -> str:
-    from safetensors.torch import save_file
+def _torch_side() -> tuple[ModuleType, ModuleType]:
+    """The model family and safetensors' torch API, imported with the first save or load: this module
+    stays torch-free (the web processes import it)."""
+    import safetensors.torch  # torch: see the docstring
 
+    from core.ml import modeling  # torch: see the docstring
+
+    return modeling, safetensors.torch
+
+
+def _write_weights(model: TrainedClassifier, folder: Path) -> str:
+    save_file = _torch_side()[1].save_file
     state = model.model.state_dict()
     kind = "head" if model.config.method == "head" else "full"
     if kind == "head":
@@ -211,41 +226,34 @@ def verify_files(directory: Path, manifest: dict) -> None:
 
 
 def _encoder_for(directory: Path, manifest: dict, runtime: Runtime) -> Any:
-    from core.ml.runtime import base_model_identity, base_model_path, encoder_from_config, load_encoder
-
+    modeling = _torch_side()[0]
     if manifest["weights"] == "full":
-        return encoder_from_config(Path(directory))
+        return modeling.encoder_from_config(Path(directory))
     identity = base_model_identity(runtime.base_model_path)
     if identity["sha256"] != manifest["base_model"]["sha256"]:
         raise ArtifactError(
             "This artifact needs a different base model than the one configured (hash mismatch)."
         )
-    return load_encoder(base_model_path(runtime.base_model_path))
+    return modeling.load_encoder(base_model_path(runtime.base_model_path))
 
 
 def load_model(*, directory: Path, runtime: Runtime) -> tuple[TextClassifier, PreTrainedTokenizerBase, dict]:
     """Rebuild the model and tokenizer of a saved version on CPU, verified against its manifest."""
-    from safetensors.torch import load_file
-
-    from core.ml.modeling import TextClassifier
-    from core.ml.runtime import load_tokenizer
-
+    modeling, safetensors_torch = _torch_side()
     manifest = read_manifest(directory)
     verify_files(directory, manifest)
-    model = TextClassifier(_encoder_for(directory, manifest, runtime), len(manifest["labels"]))
-    state = load_file(str(Path(directory) / WEIGHTS))
+    model = modeling.TextClassifier(_encoder_for(directory, manifest, runtime), len(manifest["labels"]))
+    state = safetensors_torch.load_file(str(Path(directory) / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or (manifest["weights"] == "full" and missing):
         raise ArtifactError("Artifact weights do not match the model architecture.")
     model.requires_grad_(False)
     model.eval()
-    return model, load_tokenizer(Path(directory)), manifest
+    return model, modeling.load_tokenizer(Path(directory)), manifest
 
 
 def load_lexical(*, directory: Path, manifest: dict) -> tuple[LexicalModel | None, float]:
     """The lexical member and the neural model's blend weight (None, 1.0 when the version has none)."""
     if not manifest.get("lexical"):
         return None, 1.0
-    from core.ml.lexical import LexicalModel
-
     return LexicalModel.load(Path(directory)), float(manifest["lexical"]["blend_weight"])

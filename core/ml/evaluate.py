@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from core.ml.errors import MLError, UnknownLabelError
 from core.ml.predictions import SupportsPredict
@@ -106,3 +108,32 @@ def evaluate_classifier(*, model_or_predictor: SupportsPredict, rows: Sequence[t
         confidences=[p.probabilities[p.label] for p in predictions],
         labels=labels,
     )
+
+
+class SupportsEmbed(Protocol):
+    """Anything with ``embed(texts) -> (N, dim)`` unit-norm rows (trained or loaded embedders)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def evaluate_retrieval(
+    *, embedder: SupportsEmbed, pairs: Sequence[tuple[str, str]], k: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Rank the deduplicated positives of ``pairs`` for each query: recall@k, MRR and n (queries).
+
+    A corpus entry whose text is the query itself is skipped for that query (it would trivially rank first
+    when queries double as other queries' positives).
+    """
+    if not pairs:
+        raise MLError("Retrieval evaluation needs at least one (query, positive) pair.")
+    corpus = list(dict.fromkeys(positive for _, positive in pairs))
+    position = {text: i for i, text in enumerate(corpus)}
+    gold = np.array([position[positive] for _, positive in pairs])
+    scores = embedder.embed([q for q, _ in pairs]) @ embedder.embed(corpus).T  # (n_queries, n_corpus)
+    for row, (query, positive) in enumerate(pairs):
+        if query in position and query != positive:
+            scores[row, position[query]] = -np.inf
+    gold_scores = scores[np.arange(len(pairs)), gold][:, None]
+    ranks = (scores > gold_scores).sum(axis=1) + 1  # 1-based; ties resolved in the query's favour
+    metrics = {f"recall@{n}": float((ranks <= n).mean()) for n in k}
+    return {**metrics, "mrr": float((1.0 / ranks).mean()), "n": float(len(pairs))}

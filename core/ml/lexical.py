@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
+from scipy.sparse import hstack
 
 from core.ml.errors import MLError
 
@@ -30,7 +32,7 @@ SMALL_DATA_ROWS = 100  # below this, keep character n-grams seen once (min_df=1)
 
 
 def _vectorizer(name: str, rows: int | None = None) -> Any:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # not at import: sklearn is slow to import
 
     params = dict(VECTORIZERS[name])
     if rows is not None and rows < SMALL_DATA_ROWS:
@@ -48,8 +50,6 @@ class LexicalModel:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(N, n_labels) probabilities, columns in the model's label order."""
-        from scipy.sparse import hstack
-
         features = hstack([v.transform(list(texts)) for v in self.vectorizers.values()]).tocsr()
         logits = features @ self.coef.T + self.intercept
         logits = logits - logits.max(axis=1, keepdims=True)
@@ -57,8 +57,6 @@ class LexicalModel:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def save(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
-
         vocab = {name: {k: int(i) for k, i in v.vocabulary_.items()} for name, v in self.vectorizers.items()}
         (folder / VOCAB_FILE).write_text(json.dumps(vocab, sort_keys=True), encoding="utf-8")
         tensors = {f"idf.{name}": v.idf_.astype(np.float32) for name, v in self.vectorizers.items()}
@@ -67,8 +65,6 @@ class LexicalModel:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalModel:
-        from safetensors.numpy import load_file
-
         vocab = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / WEIGHTS_FILE))
         vectorizers = {}
@@ -84,8 +80,7 @@ def fit_lexical(
     *, texts: Sequence[str], targets: Sequence[int], n_labels: int, c: float = 10.0
 ) -> LexicalModel:
     """Fit the TF-IDF vectorizers and a multinomial logistic regression (every label must occur)."""
-    from scipy.sparse import hstack
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # not at import: sklearn is slow to import
 
     vectorizers = {name: _vectorizer(name, len(texts)) for name in VECTORIZERS}
     try:
@@ -121,7 +116,5 @@ def blend(neural: Any, lexical: LexicalModel | None, weight: float, texts: Seque
     """``weight * neural + (1 - weight) * lexical`` on (N, n_labels) torch probabilities."""
     if lexical is None or not len(texts):
         return neural
-    import torch
-
-    lex = torch.from_numpy(lexical.predict_proba(texts).astype(np.float32))
+    lex = neural.new_tensor(lexical.predict_proba(texts).astype(np.float32))  # same dtype and device
     return weight * neural + (1.0 - weight) * lex

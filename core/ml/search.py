@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from core.ml.errors import MLError
 from core.ml.runtime import Runtime
-from core.ml.train import Progress, TrainConfig, TrainedClassifier, train_classifier
+from core.ml.train import Progress, TrainConfig, train_classifier
 
 if TYPE_CHECKING:
     import optuna
+
+    from core.ml.classifier import TrainedClassifier
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def search_hyperparameters(
     should_stop: Callable[[], bool] | None = None,
 ) -> SearchResult:
     """Run up to ``n_trials`` trainings (fewer if the budget runs out) and return the best."""
-    import optuna
+    import optuna  # not at import: optuna is slow to import and only searches need it
 
     space.validate()
     if not validation or n_trials < 1:

@@ -1,37 +1,34 @@
-"""Serving trained versions: a predictor per version, an LRU cache of them, a micro-batcher and the int8 gate.
+"""Serving trained classifier versions: loading a predictor, the cache of them, micro-batching, the int8 gate.
 
-A :class:`Predictor` owns a merged model on one device and answers ``predict(texts)`` with labels,
-probabilities and the version id. Weights load only in :func:`load_predictor` (never at import) and a
-process keeps them in a :class:`PredictorCache`. :class:`MicroBatcher` merges concurrent single requests
-into one forward pass. :func:`quantization_gate` decides whether dynamic int8 keeps accuracy for a version.
+A predictor (``core.ml.predictor.Predictor``, the torch side, imported with the first load) owns a merged
+model on one device and answers ``predict(texts)`` with labels, probabilities and the version id. Weights
+load only in :func:`load_predictor` (never at import) and a process keeps them in one cache
+(``core.ml.cache.ModelCache``; :class:`PredictorCache` is that cache with a predictor loader).
+:class:`MicroBatcher` merges concurrent single requests into one forward pass. :func:`quantization_gate`
+decides whether dynamic int8 keeps accuracy for a version.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from core.ml.batching import MicroBatcher
+from core.ml.cache import ModelCache
 from core.ml.errors import MLError
-from core.ml.predictions import Prediction, SupportsPredict, to_predictions
+from core.ml.evaluate import compute_metrics
+from core.ml.predictions import Prediction, SupportsPredict
 from core.ml.runtime import Runtime
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedTokenizerBase
-
-    from core.ml.lexical import LexicalModel
-    from core.ml.modeling import TextClassifier
+    from core.ml.predictor import Predictor
 
 __all__ = [
     "MicroBatcher",
     "Prediction",
-    "Predictor",
     "PredictorCache",
     "load_predictor",
     "quantization_gate",
@@ -42,108 +39,10 @@ QUANTIZATION_METHOD = (
 )
 
 
-class Predictor:
-    """A loaded version: ``predict(texts)`` runs length-sorted batches under ``torch.inference_mode``."""
+def _torch_side() -> ModuleType:
+    from core.ml import predictor  # torch: loaded with the first predictor, not with this module
 
-    def __init__(
-        self,
-        *,
-        model: TextClassifier,
-        tokenizer: PreTrainedTokenizerBase,
-        labels: Sequence[str],
-        version: str,
-        device: str,
-        max_length: int,
-        batch_size: int = 32,
-        quantized: bool = False,
-        lexical: LexicalModel | None = None,
-        blend_weight: float = 1.0,
-        traced: Any = None,
-    ) -> None:
-        self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
-        self.version, self.device, self.quantized = version, device, quantized
-        # Dynamic int8 scales activations per forward pass (over every text and padding position in it),
-        # so a text's answer would depend on which texts share its batch. A quantized predictor runs each
-        # text alone: its answers do not depend on micro-batching or file order, and the gate measures
-        # exactly what serves.
-        self.max_length, self.batch_size = max_length, 1 if quantized else batch_size
-        self.lexical, self.blend_weight = lexical, blend_weight
-        self.traced = traced  # a TorchScript trace of ``model`` (CPU), or None to run the eager module
-        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
-
-    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
-        """(N, n_labels) probabilities in input order."""
-        import torch
-
-        from core.ml.lexical import blend
-        from core.ml.modeling import length_sorted_batches
-
-        out = torch.empty((len(texts), len(self.labels)), dtype=torch.float32)
-        with torch.inference_mode():
-            for idx in length_sorted_batches(texts, self.batch_size):
-                batch = self._tokenize([texts[i] for i in idx])
-                if self.traced is not None:
-                    logits = self.traced(batch["input_ids"], batch["attention_mask"])
-                else:
-                    logits = self.model(**batch)
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu()
-        return blend(out, self.lexical, self.blend_weight, texts)
-
-    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        from core.ml.modeling import tokenize
-
-        with self._tokenizer_lock:
-            return tokenize(self.tokenizer, texts, max_length=self.max_length, device=self.device)
-
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        if isinstance(texts, str):
-            raise MLError("predict() takes a list of texts, not a single string.")
-        if not texts:
-            return []
-        return to_predictions(self.predict_proba(texts), self.labels, self.version)
-
-
-def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
-    """A copy of ``model`` with every ``nn.Linear`` as dynamic int8 (CPU only)."""
-    import torch
-    from torch import nn
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
-        # per-channel weight scales: on BANKING77 they kept accuracy within 0.1-0.5 points where
-        # per-tensor scales lost about 0.8 (BENCHMARKS.md), at the same speed
-        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
-
-
-def trace_for_cpu(model: TextClassifier, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any:
-    """A TorchScript trace of ``model``, or None when tracing fails or changes the outputs.
-
-    On CPU, most of a short text's latency is Python dispatch inside the encoder; a trace removes it (about 3x
-    faster at batch 1 for MiniLM-L6). The example has padding so the traced graph keeps the masking path, and
-    the trace is checked against the eager module on padded and unpadded batches before it is used.
-    """
-    import torch
-
-    from core.ml.modeling import tokenize
-
-    texts = ["a", "a longer example sentence, long enough to need padding"]
-    padded = tokenize(tokenizer, texts, max_length=max_length, device="cpu")
-    single = tokenize(tokenizer, texts[1:], max_length=max_length, device="cpu")
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript deprecation notice
-            traced = torch.jit.trace(
-                model, (padded["input_ids"], padded["attention_mask"]), check_trace=False
-            )
-            for batch in (padded, single):
-                if not torch.allclose(
-                    traced(batch["input_ids"], batch["attention_mask"]), model(**batch), atol=1e-5
-                ):
-                    return None
-    except Exception:  # any tracing failure means: serve the eager module
-        return None
-    return traced
+    return predictor
 
 
 def load_predictor(
@@ -151,66 +50,32 @@ def load_predictor(
 ) -> Predictor:
     """Load a saved version for serving; ``quantized`` applies dynamic int8 (CPU only); ``trace`` (CPU only)
     runs a verified TorchScript trace of the model instead of the eager module."""
-    from core.ml.artifact import load_lexical, load_model
-    from core.ml.runtime import apply_threads, resolve_device
-
-    apply_threads(runtime)
-    model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
-    device = "cpu" if quantized else resolve_device(runtime)
-    model = quantize_dynamic_int8(model) if quantized else model.to(device)
-    lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
-    max_length = int(manifest["hyperparameters"]["max_length"])
-    traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
-    return Predictor(
-        model=model,
-        tokenizer=tokenizer,
-        labels=manifest["labels"],
-        version=version,
-        device=device,
-        max_length=max_length,
-        quantized=quantized,
-        lexical=lexical,
-        blend_weight=blend_weight,
-        traced=traced,
+    return _torch_side().load_predictor(
+        directory=directory, version=version, runtime=runtime, quantized=quantized, trace=trace
     )
 
 
-PredictorLoader = Callable[..., Predictor]
+PredictorLoader = Callable[..., "Predictor"]
 
 
 class PredictorCache:
-    """Thread-safe LRU of loaded predictors keyed by (version, quantized); loads each key once.
+    """Loaded predictors keyed by (version, quantized): the one :class:`ModelCache` with a predictor loader
+    (for tools and tests that serve classifiers without the registry).
 
     :meth:`batcher` gives the key's :class:`MicroBatcher` (one per loaded predictor), so concurrent requests
     for the same version share forward passes; evicting a version closes its batcher.
     """
 
     def __init__(self, *, max_size: int = 4, loader: PredictorLoader = load_predictor) -> None:
-        if max_size < 1:
-            raise MLError("PredictorCache max_size must be at least 1.")
-        self.max_size, self._loader = max_size, loader
-        self._items: OrderedDict[tuple[str, bool], Predictor] = OrderedDict()
-        self._batchers: dict[tuple[str, bool], MicroBatcher] = {}
-        self._lock = threading.Lock()
-        self._loading: dict[tuple[str, bool], threading.Lock] = {}
+        self.models, self._loader = ModelCache(max_size=max_size), loader
+
+    def _load(self, version: str, directory: Path, runtime: Runtime, quantized: bool) -> Callable[[], Any]:
+        return lambda: self._loader(
+            directory=directory, version=version, runtime=runtime, quantized=quantized
+        )
 
     def get(self, *, version: str, directory: Path, runtime: Runtime, quantized: bool = False) -> Predictor:
-        key = (version, quantized)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:  # one loader per key; other keys load in parallel
-            with self._lock:
-                if key in self._items:
-                    self._items.move_to_end(key)
-                    return self._items[key]
-            predictor = self._loader(
-                directory=directory, version=version, runtime=runtime, quantized=quantized
-            )
-            self._insert(key, predictor)
-            return predictor
+        return self.models.fetch((version, quantized), self._load(version, directory, runtime, quantized))
 
     def batcher(
         self,
@@ -223,51 +88,20 @@ class PredictorCache:
         max_wait_ms: float = 0.0,
     ) -> MicroBatcher:
         """The micro-batcher in front of this version's predictor (created with the first request)."""
-        predictor = self.get(version=version, directory=directory, runtime=runtime, quantized=quantized)
-        key = (version, quantized)
-        stale = None
-        with self._lock:
-            current = self._batchers.get(key)
-            if current is None or current.predictor is not predictor:
-                stale = current
-                current = MicroBatcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
-                self._batchers[key] = current
-        if stale is not None:
-            stale.close()
-        return current
-
-    def _insert(self, key: tuple[str, bool], predictor: Predictor) -> None:
-        with self._lock:
-            self._items[key] = predictor
-            self._items.move_to_end(key)
-            evicted = []
-            while len(self._items) > self.max_size:
-                evicted.append(self._items.popitem(last=False)[0])
-            self._loading.pop(key, None)
-            closing = [self._batchers.pop(k) for k in evicted if k in self._batchers]
-        for batcher in closing:  # outside the lock: close() waits for the batcher's queued requests
-            batcher.close()
+        load = self._load(version, directory, runtime, quantized)
+        return self.models.batcher((version, quantized), load, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     def keys(self) -> list[tuple[str, bool]]:
         """Cached keys, least recently used first."""
-        with self._lock:
-            return list(self._items)
+        return self.models.keys()
 
     def evict(self, version: str) -> None:
-        with self._lock:
-            doomed = [k for k in self._items if k[0] == version]
-            for key in doomed:
-                del self._items[key]
-            closing = [self._batchers.pop(k) for k in doomed if k in self._batchers]
-        for batcher in closing:
-            batcher.close()
+        self.models.evict(version)
 
 
 def _accuracy_and_f1(
     predictor: SupportsPredict, rows: Sequence[tuple[str, str]]
 ) -> tuple[float, float, list[str]]:
-    from core.ml.evaluate import compute_metrics
-
     predictions = predictor.predict([text for text, _ in rows])
     predicted = [p.label for p in predictions]
     metrics = compute_metrics(
@@ -290,17 +124,7 @@ def quantization_gate(
         raise MLError("The quantization gate needs held-out rows.")
     cpu = Runtime(base_model_path=runtime.base_model_path, device="cpu", threads=runtime.threads)
     float_predictor = load_predictor(directory=directory, version="gate", runtime=cpu)
-    quantized = Predictor(
-        model=quantize_dynamic_int8(float_predictor.model),
-        tokenizer=float_predictor.tokenizer,
-        labels=float_predictor.labels,
-        version="gate",
-        device="cpu",
-        max_length=float_predictor.max_length,
-        quantized=True,
-        lexical=float_predictor.lexical,
-        blend_weight=float_predictor.blend_weight,
-    )
+    quantized = _torch_side().int8_copy(float_predictor)
     started = time.perf_counter()
     float_acc, float_f1, float_labels = _accuracy_and_f1(float_predictor, rows)
     float_s, started = time.perf_counter() - started, time.perf_counter()

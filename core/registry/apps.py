@@ -7,6 +7,8 @@ class RegistryConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
+        # Imports here, not at the top: models (and modules that import them) load only once the app
+        # registry is ready; this runs then.
         from django.db.models import Sum
 
         from core.billing.meters import register_stock_counter
@@ -24,7 +26,14 @@ class RegistryConfig(AppConfig):
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue
         from core.registry.batch import batch_predict_handler, batch_predict_release
+        from core.registry.kinds import register_kind
         from core.registry.services import train_job_handler
+        from core.registry.services.classifier import ClassifierKind
+        from core.registry.services.embedding import EmbeddingKind
+
+        # core's two model kinds, before any product (apps after this one) declares model tasks of a kind
+        register_kind(ClassifierKind())
+        register_kind(EmbeddingKind())
 
         register_job_kind("ml.train", queue=Queue.TRAIN, handler=train_job_handler, metered=True)
         register_job_kind(

@@ -22,6 +22,7 @@ from core.billing import services as billing
 from core.billing.models import Meter, UsageEvent
 from core.errors import InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
+from core.registry.kinds import kind_of
 from core.registry.paths import batch_file, validate_id
 from core.registry.services import classifier_version, predictor_for
 from core.storage import UnsafePath, export_path
@@ -207,7 +208,7 @@ def batch_predict_handler(job, reporter) -> dict[str, Any]:
 def _predict_file(job, reporter, version_id: int, records: list[dict[str, str]]) -> dict[str, Any]:
     org = job.organisation
     version = classifier_version(organisation=org, version_id=version_id)
-    predictor = predictor_for(version=version)
+    kind, predictor = kind_of(version), predictor_for(version=version)
     name = f"predictions-job{job.pk}.csv"
     out = export_path(org.pk, name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +218,8 @@ def _predict_file(job, reporter, version_id: int, records: list[dict[str, str]])
         writer.writerow(["id", "text", "label", "confidence", "gold", "probabilities"])
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
-            for record, p in zip(chunk, predictor.predict([r["text"] for r in chunk]), strict=True):
+            predictions = kind.run(model=predictor, texts=[r["text"] for r in chunk])
+            for record, p in zip(chunk, predictions, strict=True):
                 gold = record.get("label") or ""
                 scored, correct = scored + bool(gold), correct + (gold == p.label)
                 writer.writerow(

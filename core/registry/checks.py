@@ -3,12 +3,12 @@
 from django.conf import settings
 from django.core import checks
 
+from core.ml.errors import MLError
+from core.ml.runtime import check_base_model
+
 
 @checks.register(checks.Tags.compatibility)
 def base_model_check(app_configs, **kwargs):
-    from core.ml.errors import MLError
-    from core.ml.runtime import check_base_model
-
     try:
         check_base_model(settings.ML_BASE_MODEL)
     except MLError as exc:

@@ -17,6 +17,9 @@ class ModelVersion(TenantModel):
     app = models.CharField(max_length=32)
     task = models.CharField(max_length=64)  # e.g. "intent", "sentiment", "topic"
     version = models.PositiveIntegerField()
+    # What the model is (core.registry.kinds): its kind trains, scores, loads and serves it. Not a choice
+    # field: products register kinds of their own. Rows made before kinds existed are all classifiers.
+    kind = models.CharField(max_length=32, default="classifier")
     status = models.CharField(max_length=16, choices=VersionStatus.choices, default=VersionStatus.TRAINING)
     method = models.CharField(max_length=16, blank=True, default="")  # head | lora | full
     metrics = models.JSONField(default=dict, blank=True)

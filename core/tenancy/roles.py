@@ -1,23 +1,12 @@
 """What each role may do. Checked at the edges (views, API permissions); services trust their caller.
 
-Core's permissions are listed here; each product adds its own through the product registry
-(``Product.permissions``, see ``core.products``), merged by ``permission_roles``.
+Core's permissions are listed in ``core.tenancy.permissions``; each product adds its own through the product
+registry (``Product.permissions``, see ``core.products``), merged by ``permission_roles``.
 """
 
 from core.products import product_permissions, products
 from core.tenancy.models import Role
-
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "org.view": frozenset(Role.values),
-    "org.manage": frozenset({Role.OWNER, Role.ADMIN}),
-    "billing.manage": frozenset({Role.OWNER}),
-    "members.manage": frozenset({Role.OWNER, Role.ADMIN}),
-    "keys.manage": frozenset({Role.OWNER, Role.ADMIN}),
-    "models.train": frozenset({Role.OWNER, Role.ADMIN}),
-    "models.promote": frozenset({Role.OWNER, Role.ADMIN}),
-    "models.predict": frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}),
-    "jobs.cancel": frozenset({Role.OWNER, Role.ADMIN}),
-}
+from core.tenancy.permissions import PERMISSIONS  # core's own (a leaf module: products check against it)
 
 # Each role's description: what core lets it do, what products add (``Product.role_duties``), the rest.
 _ROLE_DESCRIPTIONS: dict[str, tuple[str, str]] = {

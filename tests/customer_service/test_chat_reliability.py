@@ -1,9 +1,9 @@
 """A visitor's messages are stored and shown the moment they arrive, whatever the bot is doing.
 
 The bot is made slow the way it was in production: its model loads on the first message. Model loads in
-this process wait on a gate the test opens (a real ``PredictorCache`` whose loader is the real
-``load_predictor`` behind a ``threading.Event``), so "while the answer is slow" is a state, not a timing.
-Through the real ASGI application's websockets, on the in-memory and on the Redis channel layer.
+this process wait on a gate the test opens (a fresh, real model cache, and the classifier kind's loader
+is the real ``load_predictor`` behind a ``threading.Event``), so "while the answer is slow" is a state, not a
+timing. Through the real ASGI application's websockets, on the in-memory and on the Redis channel layer.
 """
 
 import asyncio
@@ -14,8 +14,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from core.asgi import application
-from core.ml.serving import PredictorCache, load_predictor
-from core.registry.services import serving
+from core.ml.cache import ModelCache
+from core.ml.serving import load_predictor
+from core.registry.services import classifier, serving
 from core.tenancy.models import Role
 from customer_service import consumers, services
 from customer_service.models import AnswerSource, Conversation, ConversationStatus, Message, Sender
@@ -44,7 +45,8 @@ class ModelLoadGate:
             assert gate.wait(timeout=120), "the test never opened the gate"
             return load_predictor(**kwargs)
 
-        self.monkeypatch.setattr(serving, "_cache", PredictorCache(max_size=4, loader=load))
+        self.monkeypatch.setattr(serving, "_cache", ModelCache(max_size=4))
+        self.monkeypatch.setattr(classifier, "load_predictor", load)
 
     def open(self) -> None:
         self.gate.set()

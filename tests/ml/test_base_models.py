@@ -10,7 +10,8 @@ import torch
 
 from core.ml import base_models
 from core.ml.errors import MLError
-from core.ml.runtime import base_model_path, load_encoder, load_tokenizer
+from core.ml.modeling import load_encoder, load_tokenizer
+from core.ml.runtime import base_model_path
 
 
 def _split_zip(source: Path, folder: str, out: Path, parts: int) -> list[Path]:

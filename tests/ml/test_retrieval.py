@@ -47,15 +47,16 @@ class FrozenBase:
     """The untouched base encoder behind the same mean-pool + L2 embedding (the baseline)."""
 
     def __init__(self, runtime) -> None:
-        from core.ml.runtime import base_model_path, load_encoder, load_tokenizer
+        from core.ml.modeling import load_encoder, load_tokenizer
+        from core.ml.runtime import base_model_path
 
         folder = base_model_path(runtime.base_model_path)
         self.encoder, self.tokenizer = load_encoder(folder), load_tokenizer(folder)
 
     def embed(self, texts):
-        from core.ml.retrieval import _embed_all
+        from core.ml.embedder import embed_all
 
-        return _embed_all(self.encoder, self.tokenizer, list(texts), CONFIG.max_length, "cpu")
+        return embed_all(self.encoder, self.tokenizer, list(texts), CONFIG.max_length, "cpu")
 
 
 @pytest.fixture(scope="module")

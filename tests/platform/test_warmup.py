@@ -43,7 +43,7 @@ def _train(organisation, task: str) -> ModelVersion:
 def _forget(*versions: ModelVersion) -> None:
     """This process forgets loaded models, as a new process has none."""
     for version in versions:
-        serving._predictor_cache().evict(artifact_key(version))
+        serving.model_cache().evict(artifact_key(version))
         assert not warmup.version_is_warm(version=version)
 
 
@@ -89,7 +89,7 @@ def test_a_starting_process_loads_the_active_versions_then_those_promoted_elsewh
     warmup.warmup_at_start()
     assert warmup.warmups_wait(timeout=120)
     assert warmup.version_is_warm(version=topic) and not warmup.version_is_warm(version=intent)  # the newest
-    assert embedding._base.get("embedder") is not None  # the base encoder for knowledge-base search too
+    assert embedding.base_embedder_is_loaded()  # the base encoder for knowledge-base search too
 
     # another process (a train worker) promotes a version: this one loads it on its next look
     settings.ML_WARMUP = False  # as if promoted elsewhere: no warm-up in this process on commit

@@ -1,17 +1,21 @@
 """What the registry services share: the ML runtime settings and version numbering."""
 
+import hashlib
+import json
+from pathlib import Path
+
 from django.conf import settings
 from django.db.models import Max
 
+from core.ml.artifact import sweep_temp_folders
+from core.ml.runtime import Runtime
 from core.registry.models import ModelVersion, VersionStatus
 
 SERVABLE = (VersionStatus.READY, VersionStatus.ACTIVE)
 MAX_PREDICT_TEXTS = 256
 
 
-def runtime(*, threads: int | None = None):
-    from core.ml.runtime import Runtime
-
+def runtime(*, threads: int | None = None) -> Runtime:
     return Runtime(
         base_model_path=settings.ML_BASE_MODEL,
         device=settings.ML_DEVICE,
@@ -23,9 +27,6 @@ def artifact_key(version: ModelVersion) -> str:
     """Names a version's loaded model in per-process caches. Ids alone are not enough: SQLite hands a
     rolled-back or deleted row's id out again, and the artifact folder is named after the ids, so a new
     model can arrive under an old model's id and path; the hashes of its files tell them apart."""
-    import hashlib
-    import json
-
     files = json.dumps(version.manifest.get("files", {}), sort_keys=True)
     return f"{version.organisation_id}:{version.pk}:{hashlib.sha256(files.encode()).hexdigest()[:16]}"
 
@@ -48,8 +49,4 @@ STALE_TEMP_AFTER_S = 7 * 3600
 
 def store_sweep(*, older_than_s: float = STALE_TEMP_AFTER_S) -> list[str]:
     """Remove half-written artifact folders that a killed worker left in the model store."""
-    from pathlib import Path
-
-    from core.ml.artifact import sweep_temp_folders
-
     return [str(p) for p in sweep_temp_folders(Path(settings.MODEL_STORE), older_than_s=older_than_s)]

@@ -7,6 +7,14 @@ from django.db import transaction
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput
+from core.ml.datasets import (
+    TASK_COLUMNS,
+    DatasetError,
+    fingerprint_rows,
+    parse_dataset,
+    report_csv,
+    stratified_split,
+)
 from core.registry.models import Dataset
 from core.registry.paths import dataset_dir
 from core.registry.services.common import next_version
@@ -35,8 +43,6 @@ def split_fractions(split: str) -> tuple[float, float]:
 
 
 def _parse(**kwargs):
-    from core.ml.datasets import DatasetError, parse_dataset
-
     try:
         return parse_dataset(**kwargs)
     except DatasetError as exc:
@@ -63,8 +69,6 @@ def dataset_upload(
     split into train and validation only (default 90/10/0), and upload rows whose text is also in the test
     file are left out of training. Test rows whose label is not in the upload are rejected.
     """
-    from core.ml.datasets import TASK_COLUMNS, fingerprint_rows, report_csv, stratified_split
-
     name = (name or "").strip()
     if not name:
         raise InvalidInput("A dataset needs a name.", details={"field": "name"})

@@ -1,20 +1,36 @@
-"""The second task: embedding models fine-tuned on (query, positive) pairs, for retrieval.
+"""The embedding kind: models fine-tuned on (query, positive) pairs, for retrieval.
 
 Trained by the same ``ml.train`` job when the dataset is a pairs dataset; scored on held-out pairs
-(recall@k, MRR); promoted by the same rule, on MRR; served as vectors through ``model_embed``.
+(recall@k, MRR); promoted by the same rule, on MRR; served as vectors through ``model_embed``. The base
+encoder serves as the embedder of an organisation that has not trained one (``text_embedder``).
 """
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from core.errors import Conflict, InvalidInput
+from core.errors import InvalidInput
 from core.ml.errors import MLError
+from core.ml.retrieval import (
+    EmbedConfig,
+    evaluate_retrieval,
+    load_base_embedder,
+    load_embedder,
+    save_embedder,
+    train_embedder,
+)
+from core.ml.runtime import base_model_identity
+from core.registry.kinds import Trained, kind_of
 from core.registry.models import ModelVersion
-from core.registry.services.common import artifact_key, runtime
+from core.registry.services.common import active_version, runtime
+from core.registry.services.serving import (
+    check_texts,
+    loaded_model,
+    metered_inference,
+    model_cache,
+    version_for,
+)
 
 EMBED_KEYS = {
     "method",
@@ -33,13 +49,7 @@ DEFAULT_EMBED_CONFIG: dict[str, Any] = {"method": "lora"}
 EMBEDDING = "embedding"
 
 
-def is_embedding(version: ModelVersion) -> bool:
-    return version.manifest.get("task") == EMBEDDING
-
-
-def embed_config(config: dict[str, Any]):
-    from core.ml.retrieval import EmbedConfig
-
+def embed_config(config: dict[str, Any]) -> EmbedConfig:
     unknown = sorted(set(config) - EMBED_KEYS)
     if unknown:
         raise InvalidInput(f"Unknown training settings: {', '.join(unknown)}.", details={"field": "config"})
@@ -51,73 +61,57 @@ def embed_config(config: dict[str, Any]):
     return cfg
 
 
-def train_embedding(*, job, dataset, rows, reporter, progress, device: str) -> dict[str, Any]:
-    from core.ml.retrieval import evaluate_retrieval, save_embedder, train_embedder
-    from core.registry.services.promotion import model_promote_if_better
-    from core.registry.services.training import store_version
+class EmbeddingKind:
+    name = EMBEDDING
+    dataset_task = "pairs"
+    operation = "embed"
+    misuse = "This is an embedding model: it returns vectors through /embed, not labels."
+    batched = False
 
-    cfg = embed_config(job.params.get("config") or {})
-    model = train_embedder(
-        config=cfg,
-        train=rows["train"],
-        validation=rows["validation"],
-        runtime=runtime(),
-        progress=progress,
-        should_stop=reporter.cancelled,
-    )
-    held_out = rows["test"] or rows["validation"]
-    metrics = evaluate_retrieval(embedder=model, pairs=held_out)
-    reporter.progress(0.93, "Evaluated on the held-out pairs", force=True)
-    mv = store_version(
-        job=job,
-        dataset=dataset,
-        save=save_embedder,
-        model=model,
-        metrics=metrics,
-        method=cfg.method,
-        labels=[],
-        device=device,
-    )
-    promoted, reason = model_promote_if_better(
-        organisation=job.organisation, version_id=mv.pk, held_out=held_out
-    )
-    return {
-        "model_version": mv.pk,
-        "version": mv.version,
-        "mrr": metrics["mrr"],
-        "recall@1": metrics["recall@1"],
-        "promoted": promoted,
-        "promotion": reason,
-    }
+    def check_settings(self, *, config, search, follow_up) -> dict[str, Any]:
+        config = dict(DEFAULT_EMBED_CONFIG) if config is None else config
+        if search is not None:
+            raise InvalidInput("Hyper-parameter search is for classifiers; pairs train one embedding model.")
+        for settings_ in (config, follow_up):
+            if settings_ is not None:
+                embed_config(settings_)
+        return config
 
+    def train(self, *, job, rows, config, search, runtime, progress, reporter) -> Trained:
+        cfg = embed_config(config or {})
+        model = train_embedder(
+            config=cfg,
+            train=rows["train"],
+            validation=rows["validation"],
+            runtime=runtime,
+            progress=progress,
+            should_stop=reporter.cancelled,
+        )
+        held_out = rows["test"] or rows["validation"]
+        metrics = evaluate_retrieval(embedder=model, pairs=held_out)
+        reporter.progress(0.93, "Evaluated on the held-out pairs", force=True)
+        summary = {"mrr": metrics["mrr"], "recall@1": metrics["recall@1"]}
+        return Trained(model, cfg.method, [], metrics, list(held_out), summary)
 
-_lock = threading.Lock()
-_cache: "OrderedDict[str, Any]" = OrderedDict()
+    def save(self, *, model, directory: Path, extra_manifest: dict[str, Any]) -> dict:
+        return save_embedder(model=model, directory=directory, extra_manifest=extra_manifest)
+
+    def after_store(self, *, version, held_out, reporter) -> None:
+        return None
+
+    def load(self, *, directory: Path, name: str, runtime, quantized: bool):
+        return load_embedder(directory=directory, runtime=runtime)
+
+    def score(self, *, model, rows) -> tuple[float, str]:
+        return evaluate_retrieval(embedder=model, pairs=rows)["mrr"], "MRR"
+
+    def run(self, *, model, texts: list[str]):
+        return model.embed(texts)
 
 
 def embedder_for(*, version: ModelVersion):
-    """Loaded embedders, least recently used evicted first (one LRU per process)."""
-    from core.ml.retrieval import load_embedder
-
-    key = artifact_key(version)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    loaded = load_embedder(
-        directory=Path(version.artifact_path), runtime=runtime(threads=settings.ML_SERVE_THREADS)
-    )
-    with _lock:
-        _cache[key] = loaded
-        while len(_cache) > settings.ML_PREDICTOR_CACHE_SIZE:
-            _cache.popitem(last=False)
-    return loaded
-
-
-def embedder_is_loaded(*, version: ModelVersion) -> bool:
-    """Whether this process has the version's embedder loaded (cache state only; loads nothing)."""
-    with _lock:
-        return artifact_key(version) in _cache
+    """The version's loaded embedder (the one model cache)."""
+    return loaded_model(version=version)
 
 
 def model_embed(
@@ -131,12 +125,10 @@ def model_embed(
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Unit-length vectors for ``texts`` from an embedding version, metered per text like predictions."""
-    from core.registry.services.serving import check_texts, metered_inference, servable_version
-
     check_texts(texts)
-    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
-    if not is_embedding(version):
-        raise Conflict("This is a classification model: use /predict.")
+    version = version_for(
+        organisation=organisation, operation="embed", version_id=version_id, app=app, task=task
+    )
     vectors = metered_inference(
         organisation=organisation,
         version=version,
@@ -153,18 +145,18 @@ def model_embed(
     }
 
 
-_base_lock = threading.Lock()
-_base: dict[str, Any] = {}
+def _base_key() -> tuple[str, bool]:
+    return f"base:{base_model_identity(settings.ML_BASE_MODEL)['sha256'][:16]}", False
 
 
 def base_embedder():
-    """The base encoder as an embedder, loaded once per process (serving threads)."""
-    from core.ml.retrieval import load_base_embedder
+    """The base encoder as an embedder, loaded once per process (pinned in the model cache)."""
+    rt = runtime(threads=settings.ML_SERVE_THREADS)
+    return model_cache().fetch(_base_key(), lambda: load_base_embedder(runtime=rt), pinned=True)
 
-    with _base_lock:
-        if "embedder" not in _base:
-            _base["embedder"] = load_base_embedder(runtime=runtime(threads=settings.ML_SERVE_THREADS))
-        return _base["embedder"]
+
+def base_embedder_is_loaded() -> bool:
+    return _base_key() in model_cache()
 
 
 def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
@@ -174,10 +166,8 @@ def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
     pairs), else the base encoder. Vectors made under another reference are stale and must be rebuilt.
     Not metered: callers meter the user-facing action (an answer, a stored document).
     """
-    from core.registry.services.common import active_version
-
     version = active_version(organisation, app, task)
-    if version is not None and is_embedding(version):
+    if version is not None and kind_of(version).operation == "embed":
         return embedder_for(version=version), f"version:{version.pk}"
     embedder = base_embedder()
     return embedder, f"base:{embedder.identity['sha256'][:16]}"

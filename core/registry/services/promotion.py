@@ -5,9 +5,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.registry.kinds import kind_of
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.common import SERVABLE, active_version
-from core.registry.services.serving import predictor_for
+from core.registry.services.serving import loaded_model
 from core.registry.services.warmup import version_warm_on_commit
 
 
@@ -25,15 +26,9 @@ def _activate(challenger: ModelVersion, note: str) -> None:
 
 
 def _held_out_score(version: ModelVersion, held_out) -> tuple[float, str]:
-    """The promotion metric of a version on held-out rows: accuracy for classifiers, MRR for embedders."""
-    from core.ml.evaluate import evaluate_classifier
-    from core.ml.retrieval import evaluate_retrieval
-    from core.registry.services.embedding import embedder_for, is_embedding
-
-    if is_embedding(version):
-        return evaluate_retrieval(embedder=embedder_for(version=version), pairs=held_out)["mrr"], "MRR"
-    predictor = predictor_for(version=version)
-    return evaluate_classifier(model_or_predictor=predictor, rows=held_out).accuracy, "accuracy"
+    """The promotion metric of a version on held-out rows, as its kind scores it (classifiers: accuracy,
+    embedders: MRR)."""
+    return kind_of(version).score(model=loaded_model(version=version), rows=held_out)
 
 
 def _keep(challenger: ModelVersion, note: str) -> tuple[bool, str]:
@@ -43,13 +38,11 @@ def _keep(challenger: ModelVersion, note: str) -> tuple[bool, str]:
 
 def model_promote_if_better(*, organisation, version_id: int, held_out) -> tuple[bool, str]:
     """Activate the challenger only if it beats the active version on the same held-out rows."""
-    from core.registry.services.embedding import is_embedding
-
     challenger = ModelVersion.objects.for_org(organisation).get(pk=version_id)
     active = active_version(organisation, challenger.app, challenger.task)
     if active is None:
         note = "first version: activated"
-    elif is_embedding(active) != is_embedding(challenger):
+    elif active.kind != challenger.kind:
         return _keep(challenger, f"kept v{active.version}: it is a different kind of model; promote by hand")
     else:
         incumbent, metric = _held_out_score(active, held_out)

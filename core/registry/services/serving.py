@@ -1,4 +1,9 @@
-"""Predictions: a per-process LRU of loaded versions, metered per text."""
+"""Serving any kind: the one per-process model cache, the version that serves, metered predictions.
+
+A version's kind loads it (``kind.load``) into :func:`model_cache`, keyed by the artifact's hash
+(``common.artifact_key``); every caller (online requests, batch jobs, evaluation, promotion, the warm-up)
+gets models through :func:`loaded_model` and never branches on the kind.
+"""
 
 import threading
 from pathlib import Path
@@ -9,7 +14,11 @@ from django.conf import settings
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ml.cache import ModelCache
+from core.ml.datasets import DatasetError, parse_dataset
 from core.ml.errors import BatcherClosed
+from core.ml.evaluate import evaluate_classifier
+from core.registry.kinds import kind_of
 from core.registry.models import ModelVersion
 from core.registry.services.common import (
     MAX_PREDICT_TEXTS,
@@ -20,53 +29,75 @@ from core.registry.services.common import (
 )
 
 _cache_lock = threading.Lock()
-_cache = None
+_cache: ModelCache | None = None
 
 
-def _predictor_cache():
+def model_cache() -> ModelCache:
+    """This process's cache of loaded models (all kinds; created with the first load)."""
     global _cache
-    from core.ml.serving import PredictorCache
-
     with _cache_lock:
         if _cache is None:
-            _cache = PredictorCache(max_size=settings.ML_PREDICTOR_CACHE_SIZE)
-    return _cache
+            _cache = ModelCache(max_size=settings.ML_PREDICTOR_CACHE_SIZE)
+        return _cache
 
 
-def _cache_key(version: ModelVersion) -> dict[str, Any]:
-    return {
-        "version": artifact_key(version),
-        "directory": Path(version.artifact_path),
-        "runtime": runtime(threads=settings.ML_SERVE_THREADS),
-        "quantized": version.quantized,
-    }
+def _key(version: ModelVersion) -> tuple[str, bool]:
+    return artifact_key(version), version.quantized
+
+
+def _loader(version: ModelVersion):
+    kind, key = kind_of(version), artifact_key(version)
+    rt = runtime(threads=settings.ML_SERVE_THREADS)
+    directory = Path(version.artifact_path)
+    return lambda: kind.load(directory=directory, name=key, runtime=rt, quantized=version.quantized)
+
+
+def loaded_model(*, version: ModelVersion):
+    """The version's loaded model, as its kind serves it (whole files and evaluations: they batch by
+    themselves)."""
+    return model_cache().fetch(_key(version), _loader(version))
 
 
 def predictor_for(*, version: ModelVersion):
-    """The loaded predictor of a version (whole files and evaluations: they batch by themselves)."""
-    return _predictor_cache().get(**_cache_key(version))
+    """The loaded predictor of a (classifier) version; kept name of :func:`loaded_model`."""
+    return loaded_model(version=version)
 
 
-def predictor_is_loaded(*, version: ModelVersion) -> bool:
-    """Whether this process has the version's predictor loaded (cache state only; loads nothing)."""
-    key, loaded = _cache_key(version), _predictor_cache().keys()  # a list, least recently used first
-    return (key["version"], key["quantized"]) in loaded
+def model_is_loaded(*, version: ModelVersion) -> bool:
+    """Whether this process has the version loaded (cache state only; loads nothing)."""
+    return _key(version) in model_cache()
 
 
-def online_predictor_for(*, version: ModelVersion):
-    """What online requests call: the version's micro-batcher, so concurrent requests share forward passes
-    (the request threads of the ASGI server block on it), or the bare predictor when batching is off.
+predictor_is_loaded = model_is_loaded
+
+
+def online_model_for(*, version: ModelVersion):
+    """What online requests call: the version's micro-batcher when its kind batches, so concurrent requests
+    share forward passes (the request threads of the ASGI server block on it), else the loaded model.
 
     Float versions (GPU hosts, or versions that failed the int8 gate) batch; int8 versions run each text
-    alone anyway (see ``Predictor``), so they skip the batcher and its wait.
+    alone anyway (see ``core.ml.serving.Predictor``), so they skip the batcher and its wait.
     """
-    if settings.ML_MICROBATCH_MAX <= 1 or version.quantized:
-        return predictor_for(version=version)
-    return _predictor_cache().batcher(
-        **_cache_key(version),
+    if not kind_of(version).batched or settings.ML_MICROBATCH_MAX <= 1 or version.quantized:
+        return loaded_model(version=version)
+    return model_cache().batcher(
+        _key(version),
+        _loader(version),
         max_batch=settings.ML_MICROBATCH_MAX,
         max_wait_ms=settings.ML_MICROBATCH_WAIT_MS,
     )
+
+
+online_predictor_for = online_model_for
+
+
+def version_run(*, version: ModelVersion, texts: list[str]):
+    """The version's own operation (labels or vectors) on ``texts``, as online requests get it."""
+    kind = kind_of(version)
+    try:
+        return kind.run(model=online_model_for(version=version), texts=texts)
+    except BatcherClosed:  # the version was evicted from this process between lookup and call
+        return kind.run(model=loaded_model(version=version), texts=texts)
 
 
 def servable_version(*, organisation, version_id: int | None, app: str = "", task: str = "") -> ModelVersion:
@@ -85,15 +116,24 @@ def servable_version(*, organisation, version_id: int | None, app: str = "", tas
     return version
 
 
+def version_for(
+    *, organisation, operation: str, version_id: int | None, app: str = "", task: str = ""
+) -> ModelVersion:
+    """A servable version whose kind answers ``operation`` ("predict" or "embed"); the kind says why not."""
+    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
+    kind = kind_of(version)
+    if kind.operation != operation:
+        raise Conflict(kind.misuse)
+    return version
+
+
 def classifier_version(
     *, organisation, version_id: int | None, app: str = "", task: str = ""
 ) -> ModelVersion:
-    from core.registry.services.embedding import is_embedding
-
-    version = servable_version(organisation=organisation, version_id=version_id, app=app, task=task)
-    if is_embedding(version):
-        raise Conflict("This is an embedding model: it returns vectors through /embed, not labels.")
-    return version
+    """A servable version that predicts labels."""
+    return version_for(
+        organisation=organisation, operation="predict", version_id=version_id, app=app, task=task
+    )
 
 
 def check_texts(texts: list[str]) -> None:
@@ -135,17 +175,11 @@ def model_predict(
     check_texts(texts)
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
 
-    def run(texts: list[str]):
-        try:
-            return online_predictor_for(version=version).predict(texts)
-        except BatcherClosed:  # the version was evicted from this process between lookup and call
-            return predictor_for(version=version).predict(texts)
-
     predictions = metered_inference(
         organisation=organisation,
         version=version,
         texts=texts,
-        run=run,
+        run=lambda texts: version_run(version=version, texts=texts),
         api_key=api_key,
         idempotency_key=idempotency_key,
     )
@@ -178,9 +212,6 @@ def model_evaluate(
     """Score a version on a labelled file with training's own evaluation (``core.ml.evaluate``), through the
     path that serves it (float or int8); metered per text like predictions. The file is read as an upload
     is (same columns, normalisation and PII scrubbing as the training rows)."""
-    from core.ml.datasets import DatasetError, parse_dataset
-    from core.ml.evaluate import evaluate_classifier
-
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
     try:
         parsed = parse_dataset(data=data, task="classification", filename=filename, columns=columns)

@@ -1,5 +1,5 @@
 """Loading models before anyone waits for them: active versions are loaded into this process's caches
-(``serving``'s predictors, ``embedding``'s embedders) ahead of the first request, not on it.
+(the one model cache, ``serving.model_cache``) ahead of the first request, not on it.
 
 - At promotion: once a promotion, a forced promotion or a rollback commits, the process that made it loads
   the newly active version, in a background thread (the promoting request or job does not wait).
@@ -23,6 +23,8 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from core.registry.models import ModelVersion, VersionStatus
+from core.registry.services.embedding import base_embedder
+from core.registry.services.serving import model_is_loaded, version_run
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +36,13 @@ LOOK_BACK = timedelta(seconds=30)
 
 def version_is_warm(*, version: ModelVersion) -> bool:
     """Whether this process has the version loaded (by cache state; nothing is loaded)."""
-    from core.registry.services import embedding, serving
-
-    if embedding.is_embedding(version):
-        return embedding.embedder_is_loaded(version=version)
-    return serving.predictor_is_loaded(version=version)
+    return model_is_loaded(version=version)
 
 
 def version_warm(*, version: ModelVersion) -> None:
-    """Load a version into this process's cache and run one text through it (first calls are slow too)."""
-    from core.registry.services.embedding import embedder_for, is_embedding
-    from core.registry.services.serving import online_predictor_for
-
-    if is_embedding(version):
-        embedder_for(version=version).embed([WARM_TEXT])
-    else:
-        online_predictor_for(version=version).predict([WARM_TEXT])
+    """Load a version into this process's cache and run one text through it as online requests do (first
+    calls are slow too)."""
+    version_run(version=version, texts=[WARM_TEXT])
 
 
 def active_versions_warm(*, limit: int, activated_since: datetime | None = None) -> list[int]:
@@ -139,8 +132,6 @@ _start_lock = threading.Lock()
 
 
 def _warm_base_embedder() -> None:
-    from core.registry.services.embedding import base_embedder
-
     try:
         base_embedder().embed([WARM_TEXT])
     except Exception:  # noqa: BLE001

@@ -16,7 +16,11 @@ class FakeProductConfig(AppConfig):
             ProductPermission,
             register_product,
         )
+        from core.registry.kinds import register_kind
         from core.tenancy.models import Role
+        from tests.platform.fake_product.kinds import TfidfKind
+
+        register_kind(TfidfKind())  # its own model kind, before the product that declares a task of it
 
         register_product(
             Product(
@@ -34,7 +38,7 @@ class FakeProductConfig(AppConfig):
                 role_duties={Role.OPERATOR: "the fake console"},
                 beat=(BeatEntry("fake-product-tick", task="fake_product.tick", schedule=30.0),),
                 job_kinds=(JobKind("fake.ping", queue="default", handler=_ping, metered=False),),
-                model_tasks=(ModelTask("fakeness", kind="classifier"),),
+                model_tasks=(ModelTask("fakeness", kind="classifier"), ModelTask("keywords", kind="tfidf")),
                 demo_seeder=lambda organisation, log: "nothing",
             )
         )
