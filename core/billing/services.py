@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from core.billing import deferred
 from core.billing.meters import meter_spec, stock_count, stock_meters
 from core.billing.models import (
     Plan,
@@ -150,6 +151,11 @@ def _trial_guard(subscription: Subscription, meter: str, period: str | None) -> 
         )
 
 
+def quota_guard(*, subscription: Subscription, meter: str, period: str | None) -> None:
+    """Refuse any charge on a cancelled subscription or an ended trial (QuotaExceeded)."""
+    _trial_guard(subscription, meter, period)
+
+
 def flow_used(*, organisation, meter: str, since: datetime) -> Decimal:
     """The ledger's sum since a moment (audits and exports; quota checks read the period counter)."""
     total = (
@@ -222,6 +228,12 @@ def usage_record(
                 metadata=metadata or {},
             )
             _add_to_counter(organisation, meter, amount, event.created_at, enforce=enforce)
+            period = period_bounds(event.created_at)[2]
+            transaction.on_commit(
+                lambda: deferred.counter_add(
+                    organisation=organisation, meter=meter, period=period, quantity=amount
+                )
+            )
             return event
     except IntegrityError:
         existing = UsageEvent.objects.for_org(organisation).filter(idempotency_key=idempotency_key).first()
