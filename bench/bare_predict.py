@@ -8,6 +8,7 @@ with the API's answer shape. Nothing else runs: no Django middleware, no key, no
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import django
 from asgiref.sync import sync_to_async
@@ -33,7 +34,9 @@ def _predict(texts: list[str]) -> dict:
     }
 
 
-_predict_async = sync_to_async(_predict, thread_sensitive=False)
+# As many threads as the hot path has (API_FAST_PREDICT_THREADS), so both feed the micro-batcher alike.
+_pool = ThreadPoolExecutor(max_workers=int(os.environ.get("API_FAST_PREDICT_THREADS", "32")))
+_predict_async = sync_to_async(_predict, thread_sensitive=False, executor=_pool)
 
 
 async def application(scope, receive, send):

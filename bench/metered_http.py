@@ -11,16 +11,18 @@ Three servers, one uvicorn process each, on the same PostgreSQL database, Redis 
   lookup, the rate limit and quota checks and two ledger writes in the database per request.
 
 Clients are threads with keep-alive connections on the same machine, one text per request, back to back
-(``bench/http_serving.py``'s load). After the runs the ledger is drained and checked: one predictions line
-and one API-call line per answered request, none twice.
+(``bench/http_serving.py``'s client), in rounds that take the servers in turn, so that the load other
+programs put on the machine falls on all of them alike. After the runs the ledger is drained and checked:
+one predictions line and one API-call line per answered request, none twice.
 
-    .venv/bin/python bench/metered_http.py --concurrency 1 8 --requests 1600
+    .venv/bin/python bench/metered_http.py --concurrency 1 8 --requests 400 --rounds 4
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine_note  # noqa: E402
-from bench.http_serving import ensure_database, free_port, load, prepare, read_rows, start_server  # noqa: E402
+from bench.http_serving import (  # noqa: E402
+    Client,
+    ensure_database,
+    free_port,
+    prepare,
+    read_rows,
+    start_server,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/trellis_bench_metered")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--requests", type=int, default=1600, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=400, help="requests per server and round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, each server in turn")
     parser.add_argument("--serve-threads", type=int, default=1)
     return parser.parse_args()
 
@@ -61,6 +71,61 @@ def serve_app(env: dict[str, str], port: int, app: str):
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"{app} did not start")
+
+
+def load_round(port: int, secret: str, version_id: int, rows, concurrency: int, total: int) -> dict:
+    """``total`` one-text requests from ``concurrency`` keep-alive clients: latencies, wall time, errors."""
+    import threading
+    import time
+
+    per_client = total // concurrency
+    clients = [Client(port, secret, version_id) for _ in range(concurrency)]
+    for client in clients:  # connection set up, model loaded
+        client.predict(rows[0][0])
+    latencies: list[float] = []
+    errors, correct = [0], [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(concurrency + 1)
+
+    def run(index: int, client: Client) -> None:
+        barrier.wait()
+        for i in range(per_client):
+            text, gold = rows[(index * per_client + i) % len(rows)]
+            start = time.perf_counter()
+            status, label = client.predict(text)
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += status != 200
+                correct[0] += label == gold
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return {
+        "latencies": latencies,
+        "wall": time.perf_counter() - start,
+        "errors": errors[0],
+        "correct": correct[0],
+        "answered": per_client * concurrency + concurrency - errors[0],
+    }
+
+
+def summary(rounds: list[dict]) -> dict:
+    latencies = sorted(x for r in rounds for x in r["latencies"])
+    n = len(latencies)
+    return {
+        "texts_per_s": n / sum(r["wall"] for r in rounds),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(n - 1, int(0.99 * n))],
+        "accuracy": sum(r["correct"] for r in rounds) / n,
+        "errors": sum(r["errors"] for r in rounds),
+        "answered": sum(r["answered"] for r in rounds),
+    }
 
 
 def main() -> None:
@@ -93,20 +158,30 @@ def main() -> None:
         ),
         ("Trellis full stack (API_FAST_PREDICT=0)", "core.asgi:application", {"API_FAST_PREDICT": "0"}),
     ]
-    results, answered = [], {}
-    for name, app, extra in servers:
-        port = free_port()
-        server = serve_app({**env, **extra, "BARE_VERSION_ID": str(version_id)}, port, app)
-        try:
-            for concurrency in args.concurrency:
-                stats = load(port, secret, version_id, rows, concurrency, args.requests)
+    started = []
+    try:
+        for name, app, extra in servers:
+            port = free_port()
+            started.append(
+                (name, port, serve_app({**env, **extra, "BARE_VERSION_ID": str(version_id)}, port, app))
+            )
+        results, answered = [], {}
+        for concurrency in args.concurrency:
+            rounds: dict[str, list[dict]] = {name: [] for name, _port, _proc in started}
+            for _round in range(args.rounds):  # interleaved: the machine's drift falls on every server alike
+                for name, port, _proc in started:
+                    rounds[name].append(
+                        load_round(port, secret, version_id, rows, concurrency, args.requests)
+                    )
+            for name, _port, _proc in started:
+                stats = summary(rounds[name])
+                answered[name] = answered.get(name, 0) + stats["answered"]
                 results.append((name, concurrency, stats))
-                served = (args.requests // concurrency) * concurrency + concurrency  # the load's warm-ups too
-                answered[name] = answered.get(name, 0) + served - stats["errors"]
                 print(name, concurrency, {k: round(v, 3) for k, v in stats.items()}, flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    finally:
+        for _name, _port, proc in started:
+            proc.terminate()
+            proc.wait(timeout=30)
     deferred.ledger_drain()
     lines = UsageEvent.all_tenants.filter(organisation_id=version.organisation_id)
     keys = [k for k in lines.values_list("idempotency_key", flat=True) if k]

@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -48,6 +49,8 @@ _versions: dict[tuple[int, int], tuple[float, Any]] = {}  # (organisation, versi
 
 
 def _cached_key(secret: str):
+    if not tenancy.api_key_is_cached(secret=secret):
+        close_old_connections()  # the lookup reads the database: on a fresh or healthy connection
     try:
         return tenancy.api_key_authenticate_cached(secret=secret)
     except TrellisError:
@@ -87,7 +90,6 @@ def _texts(body: bytes) -> list[str] | None:
 
 def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, dict, list] | None:
     """Answer one predict call, or None to hand it to the full stack. Runs in a worker thread."""
-    close_old_connections()
     key = _cached_key(secret)
     if key is None or "predict" not in key.scopes:
         return None
@@ -157,7 +159,10 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
     return 200, payload, [(b"x-request-id", request_id.encode())]
 
 
-_serve = sync_to_async(serve, thread_sensitive=False)
+# Its own threads: a request holds one through its Redis calls as well as the forward pass, and the event
+# loop's default pool (CPU count + 4 threads) would leave fewer requests in the micro-batcher than clients.
+_pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-predict")
+_serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
 
 
 class FastPredictMiddleware:

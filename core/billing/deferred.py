@@ -46,40 +46,42 @@ STREAM = "billing:ledger"
 GROUP = "ledger-flusher"
 USED_TTL_S = 40 * 24 * 3600  # a period's counter outlives its month
 CLAIM_IDLE_MS = 30_000  # a line read this long ago and not acknowledged belongs to a dead flusher
+FLUSH_INTERVAL_S = 0.25  # the flusher writes what gathered in this long in one batch (one transaction)
+FLUSH_BATCH = 2000
 
+# KEYS: the quota counters. ARGV: slot-key prefix, current slot, slots, requests per minute, slot TTL, then
+# limit and quantity per quota counter. The rate-limit slot keys are built here from the prefix (one node).
 _ADMIT = """
-local n = tonumber(ARGV[1])
-local rpm = tonumber(ARGV[2])
-local past = {}
+local prefix, current, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm = tonumber(ARGV[4])
+local names = {}
+for i = 1, n do names[i] = prefix .. (current - n + i - 1) end
+local past = redis.call('MGET', unpack(names))
 local total = 0
-if n > 0 then
-  past = redis.call('MGET', unpack(KEYS, 1, n))
-  for i = 1, n do
-    if past[i] then total = total + tonumber(past[i]) end
-  end
+for i = 1, n do
+  if past[i] then total = total + tonumber(past[i]) end
 end
-local current = KEYS[n + 1]
 if rpm <= 0 then return {1, total} end
-local position = redis.call('INCR', current)
-if position == 1 then redis.call('EXPIRE', current, tonumber(ARGV[3])) end
+local slot = prefix .. current
+local position = redis.call('INCR', slot)
+if position == 1 then redis.call('EXPIRE', slot, tonumber(ARGV[5])) end
 if total + position > rpm then
-  redis.call('DECR', current)
+  redis.call('DECR', slot)
   local counts = {}
   for i = 1, n do counts[i] = tonumber(past[i] or 0) end
   return {1, total + position - 1, counts}
 end
-local m = tonumber(ARGV[4])
-for j = 1, m do
-  local used = redis.call('GET', KEYS[n + 1 + j])
+for j = 1, #KEYS do
+  local used = redis.call('GET', KEYS[j])
   if not used then
-    redis.call('DECR', current)
+    redis.call('DECR', slot)
     return {3, j}
   end
-  if tonumber(used) + tonumber(ARGV[4 + 2 * j]) > tonumber(ARGV[3 + 2 * j]) then
+  if tonumber(used) + tonumber(ARGV[5 + 2 * j]) > tonumber(ARGV[4 + 2 * j]) then
     return {2, j, used}
   end
 end
-for j = 1, m do redis.call('INCRBYFLOAT', KEYS[n + 1 + j], ARGV[4 + 2 * j]) end
+for j = 1, #KEYS do redis.call('INCRBYFLOAT', KEYS[j], ARGV[5 + 2 * j]) end
 return {0, total + position}
 """
 
@@ -148,9 +150,9 @@ def admit(
     window, slots = 60.0, 60
     width = window / slots
     current = math.floor(now / width)
-    rate_keys = [cache.make_key(slot_key(rate_key, s)) for s in range(current - slots, current + 1)]
-    keys = rate_keys + [used_key(organisation, meter, period) for meter, _q, _l in charges]
-    args: list[Any] = [slots, requests_per_minute, int(window + 2 * width), len(charges)]
+    prefix = cache.make_key(slot_key(rate_key, current))[: -len(str(current))]  # less the slot number
+    keys = [used_key(organisation, meter, period) for meter, _q, _l in charges]
+    args: list[Any] = [prefix, current, slots, requests_per_minute, int(window + 2 * width)]
     for _meter, quantity, limit in charges:
         args += [limit, repr(float(quantity))]
     for _attempt in range(3):
@@ -381,7 +383,11 @@ def _flush_forever() -> None:
             claim = None
             if time.monotonic() - last_claim > 5:
                 claim, last_claim = CLAIM_IDLE_MS, time.monotonic()
-            ledger_flush_once(consumer=consumer, claim_idle_ms=claim)
+            read, _new = ledger_flush_once(
+                consumer=consumer, count=FLUSH_BATCH, block_ms=1000, claim_idle_ms=claim
+            )
+            if read < FLUSH_BATCH:  # let lines gather: a batch per interval, not a transaction per request
+                time.sleep(FLUSH_INTERVAL_S)
         except Exception:  # noqa: BLE001 - keep flushing; the lines stay in the stream until written
             log.exception("ledger flush failed")
             close_old_connections()

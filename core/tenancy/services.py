@@ -252,6 +252,11 @@ def api_key_authenticate_cached(*, secret: str) -> ApiKey:
     return key
 
 
+def api_key_is_cached(*, secret: str) -> bool:
+    hit = _key_cache.get(_hash(secret))
+    return hit is not None and hit[0] > time.monotonic()
+
+
 def api_key_cache_clear() -> None:
     with _key_cache_lock:
         _key_cache.clear()
