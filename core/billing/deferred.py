@@ -313,6 +313,21 @@ def ledger_flush_once(
 ) -> tuple[int, int]:
     """Read up to ``count`` lines (first those a dead flusher left pending), write them, acknowledge them:
     (lines read, lines new to the ledger)."""
+    import redis
+
+    global _group_ready
+    try:
+        return _flush_once(consumer=consumer, count=count, block_ms=block_ms, claim_idle_ms=claim_idle_ms)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        _group_ready = False  # the stream went (its Redis database was emptied): make it again
+        return 0, 0
+
+
+def _flush_once(
+    *, consumer: str, count: int, block_ms: int | None, claim_idle_ms: int | None
+) -> tuple[int, int]:
     client = redis_client()
     _ensure_group(client)
     entries: list = []
