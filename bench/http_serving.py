@@ -87,7 +87,7 @@ def prepare(env: dict[str, str]) -> tuple[int, str]:
     with train_file.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerows([("text", "label"), *read_rows("train_slice.csv")])
-    call_command("train", org=org.slug, task="intent", file=train_file, method="head")
+    call_command("train", org=org.slug, app="customer_service", task="intent", file=train_file, method="head")
     return ModelVersion.objects.for_org(org).get().pk, secret
 
 

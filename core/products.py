@@ -13,8 +13,9 @@ calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this re
 - ``seed_demo`` runs its ``demo_seeder``; the model registry accepts models for it (``app`` = its name)
   and reads the ``model_tasks`` it trains (defaults of the train and predict commands, the datasets page).
 
-``meters`` is reserved for open metering (issue 9, item 4): a product's meters and their plan limits will be
-declared here. Until then stock counters are registered with ``core.billing.meters.register_stock_counter``.
+- its ``meters`` (``MeterSpec``: code, flow or stock, unit, label, default limit on each plan, and the counter
+  of a stock meter) join the billing registry (``core.billing.meters``): the usage page and API list them,
+  ``quota_check``/``metered`` enforce them, and ``migrate`` mirrors them into the meter table.
 
 Registration happens once per process, while Django starts; ``products()`` lists them in ``INSTALLED_APPS``
 order, which is the order of the navigation and the dashboard.
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
+from core.billing.meters import MeterSpec, register_meter
 from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
 from core.registry.kinds import kind_names
@@ -121,7 +123,7 @@ class Product:
     job_kinds: tuple[JobKind, ...] = ()
     model_tasks: tuple[ModelTask, ...] = ()
     demo_seeder: DemoSeeder | None = None
-    meters: tuple[Any, ...] = ()  # reserved: open metering (issue 9, item 4)
+    meters: tuple[MeterSpec, ...] = ()  # its meters and their default limits per plan code
 
 
 _PRODUCTS: dict[str, Product] = {}
@@ -132,6 +134,8 @@ def register_product(product: Product) -> None:
     _check(product)
     if _PRODUCTS.get(product.name) == product:
         return
+    for meter in product.meters:  # first: a clashing meter leaves the product unregistered
+        register_meter(meter, owner=product.name)
     _PRODUCTS[product.name] = product
     for kind in product.job_kinds:
         register_job_kind(

@@ -28,7 +28,7 @@ class RateLimit:
     retry_after: float  # seconds until a refused hit would pass (0 when allowed)
 
 
-def _slot_key(key: str, slot: int) -> str:
+def slot_key(key: str, slot: int) -> str:
     return f"ratelimit:{key}:{slot}"
 
 
@@ -51,22 +51,27 @@ def rate_limit_hit(
     now = time.time() if now is None else now
     width = window / slots
     current = math.floor(now / width)
-    past = [_slot_key(key, s) for s in range(current - slots, current)]  # oldest first
+    past = [slot_key(key, s) for s in range(current - slots, current)]  # oldest first
     stored = cache.get_many(past)
     counts = [int(stored.get(name, 0)) for name in past]
     if limit <= 0:
         return RateLimit(False, sum(counts), limit, window)
-    position = _incr(_slot_key(key, current), timeout=window + 2 * width)
+    position = _incr(slot_key(key, current), timeout=window + 2 * width)
     total = sum(counts) + position
     if total <= limit:
         return RateLimit(True, total, limit, 0.0)
     with contextlib.suppress(ValueError):  # expired meanwhile: nothing left to take back
-        cache.decr(_slot_key(key, current))
-    # The oldest past slots leave the count as time passes: wait until enough of them have gone.
-    excess, freed = total - limit, 0
+        cache.decr(slot_key(key, current))
+    return RateLimit(False, total - 1, limit, retry_after(counts, total - limit, current, slots, width, now))
+
+
+def retry_after(counts: list[int], excess: int, current: int, slots: int, width: float, now: float) -> float:
+    """Seconds until enough of the oldest counted hits (``counts`` of the past slots, oldest first) leave the
+    window for ``excess`` more hits to fit."""
+    freed = 0
     for offset, count in enumerate(counts):
         freed += count
         if freed >= excess:
             # slot current - slots + offset stops counting once current reaches it + slots + 1
-            return RateLimit(False, total - 1, limit, (current + offset + 1) * width - now)
-    return RateLimit(False, total - 1, limit, (current + slots + 1) * width - now)
+            return (current + offset + 1) * width - now
+    return (current + slots + 1) * width - now

@@ -553,20 +553,31 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
     """Answer one visitor message (metered as one prediction) or hand the conversation to a person."""
     organisation = conversation.organisation
     bot = bot_settings_for(organisation=organisation)
-    charged = False  # only an answer the bot actually worked out is charged
-    try:
-        billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=1)
-    except QuotaExceeded:
-        decision = Decision(
-            AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
-        )
-    else:
+
+    def answer() -> billing.Charge[list[Message]]:  # only an answer the bot worked out and gave is charged
         try:
             decision = decide(organisation=organisation, bot=bot, text=message.text)
-            charged = True
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
-            decision = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
+            failed = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
+            return billing.Charge(_bot_reply(conversation, message, failed), quantity=0)
+        replies = _bot_reply(conversation, message, decision)
+        metadata = {"conversation": conversation.pk, "source": decision.source}
+        return billing.Charge(replies, quantity=1 if replies else 0, metadata=metadata)
+
+    try:
+        return billing.metered(
+            answer, organisation=organisation, meter=Meter.PREDICTIONS, metadata={"app": APP}
+        )
+    except QuotaExceeded:
+        used_up = Decision(
+            AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
+        )
+        return _bot_reply(conversation, message, used_up)
+
+
+def _bot_reply(conversation: Conversation, message: Message, decision: Decision) -> list[Message]:
+    """Give the bot's decision, unless an operator took the conversation over while the bot thought."""
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
         if decision.intent:
@@ -575,14 +586,6 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
             )
         if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
-        if charged:  # one prediction per answered message, only when the answer is given
-            billing.usage_record(
-                organisation=organisation,
-                meter=Meter.PREDICTIONS,
-                quantity=1,
-                enforce=False,
-                metadata={"app": APP, "conversation": conversation.pk, "source": decision.source},
-            )
         reply = _add_message(
             conversation,
             sender=Sender.BOT if decision.source != AnswerSource.HANDOFF else Sender.SYSTEM,
@@ -735,18 +738,19 @@ def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: st
     """What the bot would answer, without a conversation (the API's ``answer``): metered like an answer."""
     text = _clean_text(text)
     bot = bot_settings_for(organisation=organisation)
-    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=1)
-    decision = decide(organisation=organisation, bot=bot, text=text)
-    billing.usage_record(
+
+    def answer() -> billing.Charge[Decision]:
+        decision = decide(organisation=organisation, bot=bot, text=text)
+        return billing.Charge(decision, metadata={"source": decision.source})
+
+    return billing.metered(
+        answer,
         organisation=organisation,
         meter=Meter.PREDICTIONS,
-        quantity=1,
         api_key=api_key,
         idempotency_key=idempotency_key,
-        enforce=False,
-        metadata={"app": APP, "source": decision.source},
+        metadata={"app": APP},
     )
-    return decision
 
 
 def retrain_with_corrections(*, organisation, created_by=None):

@@ -81,6 +81,7 @@ class MeterOut(serializers.Serializer):
     used = serializers.FloatField()
     limit = serializers.IntegerField()
     kind = serializers.CharField()
+    unit = serializers.CharField()
 
 
 class UsageOut(serializers.Serializer):
@@ -118,6 +119,9 @@ class PlanOut(serializers.Serializer):
     max_seats = serializers.IntegerField()
     max_stored_records = serializers.IntegerField()
     requests_per_minute = serializers.IntegerField()
+    limits = serializers.DictField(
+        child=serializers.IntegerField(), source="limits_all", help_text="every registered meter's limit"
+    )
 
 
 class SubscriptionIn(StrictSerializer):

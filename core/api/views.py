@@ -13,7 +13,7 @@ from core.api.request_checks import query_choice
 from core.billing import selectors as billing_selectors
 from core.billing import services as billing
 from core.billing.jobs import usage_export_start
-from core.billing.models import Meter
+from core.billing.meters import meter_codes
 from core.errors import NotFound
 from core.jobs import selectors as job_selectors
 from core.jobs import services as jobs
@@ -181,11 +181,11 @@ class UsageEventListView(APIView):
 
     @extend_schema(
         responses=s.UsageEventOut(many=True),
-        parameters=[OpenApiParameter("meter", str, enum=list(Meter.values), description="only this meter")],
+        parameters=[OpenApiParameter("meter", str, enum=meter_codes(), description="only this meter")],
     )
     def get(self, request):
         qs = billing_selectors.usage_event_list(
-            organisation=request.organisation, meter=query_choice(request, "meter", Meter.values)
+            organisation=request.organisation, meter=query_choice(request, "meter", meter_codes())
         )
         return paginate(self, request, qs, s.UsageEventOut)
 

@@ -1,11 +1,22 @@
 from django.contrib import admin
 
-from core.billing.models import Plan, Subscription, UsageEvent
+from core.billing.models import MeterDefinition, Plan, PlanLimit, Subscription, UsageEvent
+
+
+class PlanLimitInline(admin.TabularInline):
+    model = PlanLimit
+    extra = 0
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "price_cents", "predictions_per_month", "requests_per_minute")
+    list_display = ("code", "name", "price_cents", "requests_per_minute")
+    inlines = [PlanLimitInline]
+
+
+@admin.register(MeterDefinition)
+class MeterDefinitionAdmin(admin.ModelAdmin):
+    list_display = ("code", "kind", "unit", "label")
 
 
 @admin.register(Subscription)

@@ -4,22 +4,57 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from core.base_models import TenantModel, TimeStampedModel
+from core.billing.meters import Meter, meter_spec, meter_specs, meters_sync
+
+# Plan columns that held core meters' limits before meters became data (billing 0007 moved them into
+# PlanLimit). Deprecated: kept as properties (read, assign, ``Plan(...)``/``create``/``update`` keywords) so
+# older callers go on working; new code calls ``plan.limit_for(meter)`` and ``plan_limit_set``.
+LEGACY_LIMIT_FIELDS: dict[str, str] = {
+    "predictions_per_month": Meter.PREDICTIONS,
+    "training_jobs_per_month": Meter.TRAINING_JOBS,
+    "gpu_minutes_per_month": Meter.GPU_MINUTES,
+    "api_calls_per_month": Meter.API_CALLS,
+    "max_models": Meter.MODELS,
+    "max_seats": Meter.SEATS,
+    "max_stored_records": Meter.STORED_RECORDS,
+}
 
 
-class Meter(models.TextChoices):
-    # Flow meters: summed from the ledger over the current month.
-    PREDICTIONS = "predictions", "Predictions"
-    TRAINING_JOBS = "training_jobs", "Training jobs"
-    GPU_MINUTES = "gpu_minutes", "GPU minutes"
-    API_CALLS = "api_calls", "API calls"
-    # Stock meters: counted from the current state.
-    MODELS = "models", "Models"
-    SEATS = "seats", "Seats"
-    STORED_RECORDS = "stored_records", "Stored records"
+class MeterDefinition(models.Model):
+    """The table of meters, mirrored from the registered ``MeterSpec``s (``core.billing.meters``)."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    kind = models.CharField(max_length=5, choices=[("flow", "Flow (per month)"), ("stock", "Stock (now)")])
+    unit = models.CharField(max_length=40)
+    label = models.CharField(max_length=60)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.label
 
 
-FLOW_METERS = (Meter.PREDICTIONS, Meter.TRAINING_JOBS, Meter.GPU_MINUTES, Meter.API_CALLS)
-STOCK_METERS = (Meter.MODELS, Meter.SEATS, Meter.STORED_RECORDS)
+class PlanQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: ANN003 - Django signature
+        limits = {LEGACY_LIMIT_FIELDS[k]: kwargs.pop(k) for k in list(kwargs) if k in LEGACY_LIMIT_FIELDS}
+        pks = list(self.values_list("pk", flat=True)) if limits else []
+        for pk in pks:
+            plan_limits_write(pk, limits)
+        return super().update(**kwargs) if kwargs else len(pks)
+
+
+def _legacy_limit(field: str) -> property:
+    meter = LEGACY_LIMIT_FIELDS[field]
+
+    def get(self: "Plan") -> int:
+        return self.limit_for(meter)
+
+    def set_(self: "Plan", value: int) -> None:
+        self._pending_limits[meter] = value
+        self._limits_cache = None
+
+    return property(get, set_, doc=f"Deprecated: ``limit_for('{meter}')``.")
 
 
 class Plan(TimeStampedModel):
@@ -29,31 +64,82 @@ class Plan(TimeStampedModel):
     currency = models.CharField(max_length=3, default="EUR")
     trial_days = models.PositiveIntegerField(null=True, blank=True)
     is_public = models.BooleanField(default=True)
-    predictions_per_month = models.PositiveIntegerField()
-    training_jobs_per_month = models.PositiveIntegerField()
-    gpu_minutes_per_month = models.PositiveIntegerField()
-    api_calls_per_month = models.PositiveIntegerField()
-    max_models = models.PositiveIntegerField()
-    max_seats = models.PositiveIntegerField()
-    max_stored_records = models.PositiveIntegerField()
     requests_per_minute = models.PositiveIntegerField()
+
+    objects = PlanQuerySet.as_manager()
+
+    predictions_per_month = _legacy_limit("predictions_per_month")
+    training_jobs_per_month = _legacy_limit("training_jobs_per_month")
+    gpu_minutes_per_month = _legacy_limit("gpu_minutes_per_month")
+    api_calls_per_month = _legacy_limit("api_calls_per_month")
+    max_models = _legacy_limit("max_models")
+    max_seats = _legacy_limit("max_seats")
+    max_stored_records = _legacy_limit("max_stored_records")
 
     class Meta:
         ordering = ["price_cents"]
 
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        self._pending_limits: dict[str, int] = {}
+        self._limits_cache: dict[str, int] | None = None
+        super().__init__(*args, **kwargs)
+
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().save(*args, **kwargs)
+        if self._pending_limits:
+            plan_limits_write(self.pk, self._pending_limits)
+            self._pending_limits, self._limits_cache = {}, None
+
+    def limits(self) -> dict[str, int]:
+        """This plan's ``PlanLimit`` rows, meter code -> limit (read once per instance)."""
+        if self._limits_cache is None:
+            rows = (
+                PlanLimit.objects.filter(plan_id=self.pk).values_list("meter_id", "limit") if self.pk else []
+            )
+            self._limits_cache = dict(rows)
+        return {**self._limits_cache, **self._pending_limits}
+
+    def limits_all(self) -> dict[str, int]:
+        """Every registered meter's limit on this plan."""
+        return {spec.code: self.limit_for(spec.code) for spec in meter_specs()}
+
     def limit_for(self, meter: str) -> int:
-        return {
-            Meter.PREDICTIONS: self.predictions_per_month,
-            Meter.TRAINING_JOBS: self.training_jobs_per_month,
-            Meter.GPU_MINUTES: self.gpu_minutes_per_month,
-            Meter.API_CALLS: self.api_calls_per_month,
-            Meter.MODELS: self.max_models,
-            Meter.SEATS: self.max_seats,
-            Meter.STORED_RECORDS: self.max_stored_records,
-        }[Meter(meter)]
+        """The plan's limit on ``meter``: its PlanLimit row, else the meter's declared default for this plan's
+        code, else 0 (the meter is not on this plan)."""
+        spec = meter_spec(meter)
+        limits = self.limits()
+        return limits[spec.code] if spec.code in limits else spec.limits.get(self.code, 0)
+
+
+class PlanLimit(models.Model):
+    """A plan's limit on one meter (per month for flow meters, at any time for stock meters)."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="limit_rows")
+    meter = models.ForeignKey(
+        MeterDefinition, to_field="code", db_column="meter", on_delete=models.PROTECT, related_name="+"
+    )
+    limit = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["plan", "meter"], name="uniq_plan_limit")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id}: {self.meter_id} <= {self.limit}"
+
+
+def plan_limits_write(plan_id: int, limits: dict[str, int]) -> None:
+    """Set a plan's limits (meter code -> limit), writing only what changed."""
+    codes = [meter_spec(code).code for code in limits]
+    if MeterDefinition.objects.filter(code__in=codes).count() < len(set(codes)):
+        meters_sync()
+    current = dict(PlanLimit.objects.filter(plan_id=plan_id).values_list("meter_id", "limit"))
+    for code, value in limits.items():
+        code = str(code)
+        if current.get(code) != value:
+            PlanLimit.objects.update_or_create(plan_id=plan_id, meter_id=code, defaults={"limit": value})
 
 
 class SubscriptionStatus(models.TextChoices):
@@ -81,7 +167,7 @@ class UsageEventQuerySet(models.QuerySet):
 class UsageEvent(TenantModel):
     """One line of the ledger. Never updated or deleted; corrections are new negative lines."""
 
-    meter = models.CharField(max_length=32, choices=Meter.choices)
+    meter = models.CharField(max_length=32)  # a MeterDefinition code
     quantity = models.DecimalField(max_digits=14, decimal_places=3)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     api_key = models.ForeignKey(
@@ -116,7 +202,7 @@ class UsageCounter(TenantModel):
     concurrent callers queue on this row only (not on the whole organisation).
     """
 
-    meter = models.CharField(max_length=32, choices=Meter.choices)
+    meter = models.CharField(max_length=32)  # a MeterDefinition code
     period = models.CharField(max_length=7)  # "YYYY-MM", UTC calendar month
     used = models.DecimalField(max_digits=18, decimal_places=3, default=0)
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from core.billing.meters import stock_count
-from core.billing.models import FLOW_METERS, Meter, Plan, UsageEvent
+from core.billing.meters import meter_specs, stock_count
+from core.billing.models import Plan, UsageEvent
 from core.billing.services import period_bounds, period_used, subscription_for
 
 
@@ -16,6 +16,7 @@ class MeterUsage:
     used: float
     limit: int
     kind: str  # "monthly" or "current"
+    unit: str = ""
 
     @property
     def percent(self) -> int:
@@ -40,12 +41,15 @@ def usage_summary(*, organisation) -> UsageSummary:
     plan = subscription.plan
     start, end, period = period_bounds()
     meters = []
-    for meter in Meter:
-        if meter in FLOW_METERS:
-            used, kind = float(period_used(organisation=organisation, meter=meter, period=period)), "monthly"
+    for spec in meter_specs():
+        if spec.monthly:
+            used, kind = (
+                float(period_used(organisation=organisation, meter=spec.code, period=period)),
+                "monthly",
+            )
         else:
-            used, kind = float(stock_count(organisation=organisation, meter=meter)), "current"
-        meters.append(MeterUsage(meter.value, meter.label, used, plan.limit_for(meter), kind))
+            used, kind = float(stock_count(organisation=organisation, meter=spec.code)), "current"
+        meters.append(MeterUsage(spec.code, spec.label, used, plan.limit_for(spec.code), kind, spec.unit))
     return UsageSummary(
         period=period,
         period_start=start.isoformat(),

@@ -6,17 +6,19 @@ concurrent requests cannot both take the last unit, a refused request writes not
 one row however long the ledger grows. Idempotency keys make retries free.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, Generic, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from core.billing.meters import stock_count
+from core.billing import deferred
+from core.billing.meters import meter_spec, stock_count, stock_meters
 from core.billing.models import (
-    FLOW_METERS,
-    Meter,
     Plan,
     Subscription,
     SubscriptionStatus,
@@ -78,11 +80,12 @@ def subscription_change_plan(*, organisation, plan_code: str) -> Subscription:
         )
     if plan.pk == subscription.plan_id:
         raise InvalidInput(f"You are already on {plan.name}.", details={"field": "plan"})
-    for meter in (Meter.SEATS, Meter.MODELS, Meter.STORED_RECORDS):
+    for meter in stock_meters():
         used = stock_count(organisation=organisation, meter=meter)
         if used > plan.limit_for(meter):
             raise InvalidInput(
-                f"{plan.name} allows {plan.limit_for(meter)} {Meter(meter).label.lower()}, you have {used}: "
+                f"{plan.name} allows {plan.limit_for(meter)} {meter_spec(meter).label.lower()}, "
+                f"you have {used}: "
                 "reduce them before downgrading.",
                 details={"field": "plan", "meter": meter},
             )
@@ -101,7 +104,7 @@ def _amount(value: float | Decimal) -> str:
 
 
 def _noun(meter: str) -> str:
-    label = str(Meter(meter).label)
+    label = meter_spec(meter).label
     return label if label[:2].isupper() else label[0].lower() + label[1:]
 
 
@@ -110,7 +113,7 @@ def quota_refusal(
 ) -> QuotaExceeded:
     """The 402 for ``quantity`` more of ``meter``: monthly meters name their month, stock meters (seats,
     models, stored records) the plan's total; a request larger than what is left says how much it adds."""
-    noun, monthly = _noun(meter), meter in FLOW_METERS
+    noun, monthly = _noun(meter), meter_spec(meter).monthly
     allowance = f"{_amount(limit)} {noun} per month" if monthly else f"{_amount(limit)} {noun} on your plan"
     remaining = max(float(limit) - float(used), 0.0)
     if remaining <= 0:
@@ -148,6 +151,11 @@ def _trial_guard(subscription: Subscription, meter: str, period: str | None) -> 
         )
 
 
+def quota_guard(*, subscription: Subscription, meter: str, period: str | None) -> None:
+    """Refuse any charge on a cancelled subscription or an ended trial (QuotaExceeded)."""
+    _trial_guard(subscription, meter, period)
+
+
 def flow_used(*, organisation, meter: str, since: datetime) -> Decimal:
     """The ledger's sum since a moment (audits and exports; quota checks read the period counter)."""
     total = (
@@ -173,7 +181,7 @@ def period_used(*, organisation, meter: str, period: str | None = None) -> Decim
 def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscription:
     """Raise QuotaExceeded if ``quantity`` more of ``meter`` would pass the plan's limit."""
     subscription = subscription_for(organisation=organisation)
-    monthly = meter in FLOW_METERS
+    monthly = meter_spec(meter).monthly
     period: str | None = period_bounds()[2] if monthly else None
     _trial_guard(subscription, meter, period)
     limit = subscription.plan.limit_for(meter)
@@ -188,7 +196,7 @@ def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscriptio
 
 def seats_check(*, organisation, adding: int, pending_invitation: bool = False) -> None:
     """Seats count members plus pending invitations; accepting an invitation moves one, adds none."""
-    quota_check(organisation=organisation, meter=Meter.SEATS, quantity=0 if pending_invitation else adding)
+    quota_check(organisation=organisation, meter="seats", quantity=0 if pending_invitation else adding)
 
 
 def usage_record(
@@ -202,7 +210,7 @@ def usage_record(
     enforce: bool = True,
 ) -> UsageEvent:
     """Append to the ledger, enforcing the plan. Same idempotency key -> the first event, no new charge."""
-    if meter not in FLOW_METERS:
+    if not meter_spec(meter).monthly:
         raise InvalidInput(f"'{meter}' is not a metered flow.")
     if idempotency_key:
         existing = UsageEvent.objects.for_org(organisation).filter(idempotency_key=idempotency_key).first()
@@ -220,12 +228,67 @@ def usage_record(
                 metadata=metadata or {},
             )
             _add_to_counter(organisation, meter, amount, event.created_at, enforce=enforce)
+            period = period_bounds(event.created_at)[2]
+            transaction.on_commit(
+                lambda: deferred.counter_add(
+                    organisation=organisation, meter=meter, period=period, quantity=amount
+                )
+            )
             return event
     except IntegrityError:
         existing = UsageEvent.objects.for_org(organisation).filter(idempotency_key=idempotency_key).first()
         if existing is None:
             raise
         return existing
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Charge(Generic[T]):
+    """What a ``metered`` function returns when it used another quantity than was checked (0: nothing to
+    charge, e.g. an answer dropped because a person took over) or learned metadata while running."""
+
+    result: T
+    quantity: float | None = None  # None: the quantity that was checked
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def metered(
+    run: Callable[[], T | Charge[T]],
+    *,
+    organisation,
+    meter: str,
+    quantity: float = 1,
+    idempotency_key: str | None = None,
+    api_key=None,
+    metadata: dict | None = None,
+) -> T:
+    """The one way to meter work: check the quota for ``quantity``, ``run()``, then charge what succeeded.
+
+    ``QuotaExceeded`` is raised before anything runs; an exception from ``run`` propagates and charges
+    nothing. ``run`` returns its result, or ``Charge(result, quantity=..., metadata=...)`` to charge another
+    quantity (0: nothing). The ledger line carries ``idempotency_key``: a second call with a key already in
+    the ledger runs again but is not charged again. The line is written without re-checking the limit
+    (the work is done; a concurrent caller may take the month a few units past its limit, never further
+    than the requests in flight).
+    """
+    quota_check(organisation=organisation, meter=meter, quantity=quantity)
+    outcome = run()
+    charge = outcome if isinstance(outcome, Charge) else Charge(outcome)
+    amount = quantity if charge.quantity is None else charge.quantity
+    if amount:
+        usage_record(
+            organisation=organisation,
+            meter=meter,
+            quantity=amount,
+            idempotency_key=idempotency_key,
+            api_key=api_key,
+            metadata={**(metadata or {}), **charge.metadata},
+            enforce=False,
+        )
+    return charge.result
 
 
 def _add_to_counter(organisation, meter: str, amount: Decimal, when: datetime, *, enforce: bool) -> None:

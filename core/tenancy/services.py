@@ -7,6 +7,8 @@ limits, expiry) live here.
 
 import hashlib
 import secrets
+import threading
+import time
 from datetime import datetime, timedelta
 
 from django.contrib.auth.password_validation import validate_password
@@ -224,7 +226,40 @@ def api_key_revoke(*, organisation: Organisation, key_id: int) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at", "updated_at"])
+        api_key_cache_clear()
     return key
+
+
+# The hot path resolves keys from a per-process cache: secret hash -> the key, its organisation (and the
+# subscription remembered on it). Another process sees a revocation, expiry or plan change within the TTL;
+# this process drops the cache when it revokes a key.
+KEY_CACHE_TTL_S = 1.0
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def api_key_authenticate_cached(*, secret: str) -> ApiKey:
+    """``api_key_authenticate`` through the per-process cache (at most one lookup per key per TTL)."""
+    digest, now = _hash(secret), time.monotonic()
+    hit = _key_cache.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    key = api_key_authenticate(secret=secret)
+    with _key_cache_lock:
+        if len(_key_cache) > 10_000:
+            _key_cache.clear()
+        _key_cache[digest] = (now + KEY_CACHE_TTL_S, key)
+    return key
+
+
+def api_key_is_cached(*, secret: str) -> bool:
+    hit = _key_cache.get(_hash(secret))
+    return hit is not None and hit[0] > time.monotonic()
+
+
+def api_key_cache_clear() -> None:
+    with _key_cache_lock:
+        _key_cache.clear()
 
 
 def api_key_authenticate(*, secret: str) -> ApiKey:

@@ -48,6 +48,30 @@ def test_a_product_only_in_the_tests_plugs_in_with_no_core_edit(tmp_path):
     assert re.search(r"\b6 passed\b", result.stdout), result.stdout[-2000:]
 
 
+def test_a_product_only_in_the_tests_declares_meters_that_are_listed_and_enforced(tmp_path):
+    """Its meters, declared in its Product, reach the meter table, the plans, the usage page and API, and are
+    enforced by ``core.billing.metered`` (tests/platform/fake_product/checks_meters.py)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--ds=tests.platform.fake_product.settings",
+            "tests/platform/fake_product/checks_meters.py",
+        ],
+        cwd=ROOT,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b4 passed\b", result.stdout), result.stdout[-2000:]
+
+
 BEAT = """
 import json, os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")

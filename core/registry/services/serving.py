@@ -147,18 +147,15 @@ def metered_inference(
     *, organisation, version: ModelVersion, texts: list[str], run, api_key, idempotency_key
 ):
     """``run(texts)`` under the predictions quota, then one ledger line per call (quantity: the texts)."""
-    billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(texts))
-    result = run(texts)
-    billing.usage_record(
+    return billing.metered(
+        lambda: run(texts),
         organisation=organisation,
         meter=Meter.PREDICTIONS,
         quantity=len(texts),
         api_key=api_key,
         idempotency_key=idempotency_key,
-        enforce=False,
         metadata={"model_version": version.pk},
     )
-    return result
 
 
 def model_predict(

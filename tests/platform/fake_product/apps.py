@@ -10,6 +10,7 @@ class FakeProductConfig(AppConfig):
         from core.products import (
             BeatEntry,
             DashboardCard,
+            MeterSpec,
             ModelTask,
             NavEntry,
             Product,
@@ -40,9 +41,33 @@ class FakeProductConfig(AppConfig):
                 job_kinds=(JobKind("fake.ping", queue="default", handler=_ping, metered=False),),
                 model_tasks=(ModelTask("fakeness", kind="classifier"), ModelTask("keywords", kind="tfidf")),
                 demo_seeder=lambda organisation, log: "nothing",
+                meters=(
+                    MeterSpec(
+                        "fake_pings",
+                        kind="flow",
+                        unit="ping",
+                        label="Fake pings",
+                        limits={"trial": 3, "pro": 300, "enterprise": 3_000},
+                    ),
+                    MeterSpec(
+                        "fake_widgets",
+                        kind="stock",
+                        unit="widget",
+                        label="Fake widgets",
+                        limits={"trial": 2, "pro": 20, "enterprise": 200},
+                        counter=_widgets,
+                    ),
+                ),
             )
         )
 
 
 def _ping(job, reporter) -> dict:
     return {"pong": job.params.get("n", 0)}
+
+
+def _widgets(organisation) -> int:
+    """The fake stock meter counts the organisation's members."""
+    from core.tenancy.models import Membership
+
+    return Membership.objects.for_org(organisation).count()

@@ -1,0 +1,230 @@
+"""The metered hot path: ``POST /api/models/<id>/predict`` with an API key, at the model's speed.
+
+An ASGI layer in front of Django (``core.asgi``) answers the ordinary predict call itself: an API key with
+the ``predict`` scope, a JSON body that is exactly ``{"texts": [...]}`` and valid, no ``Idempotency-Key``
+and no query string, a servable classifier version, a live subscription. It reads nothing from the database
+in the steady state: the key and its organisation, plan and subscription come from a per-process cache that
+is refreshed every ``KEY_TTL_S`` (``core.tenancy.services.api_key_authenticate_cached``),
+the rate limit and both quotas (API calls and predictions) are one Redis script, and the two ledger lines
+(the same ones the full stack writes) go to the Redis stream before the answer is sent; the flusher writes
+them into the ledger in batches (``core.billing.deferred``). A request the quota refuses gets the full
+stack's 402. Anything else (another caller, a bad body, an unknown version, a rate-limited key, a Redis
+error, ...) is handed to Django untouched, which answers exactly as it always has: the errors have one
+implementation.
+"""
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from core.api.errors import error_body
+from core.billing import deferred
+from core.billing import services as billing
+from core.billing.meters import Meter
+from core.errors import QuotaExceeded, TrellisError
+from core.ml.errors import BatcherClosed
+from core.registry import services as registry
+from core.tenancy import services as tenancy
+
+PATH = re.compile(r"^/api/models/([0-9]{1,18})/predict$")
+KEY_TTL_S = tenancy.KEY_CACHE_TTL_S  # how long a process may serve a revoked key, archived version, old plan
+MAX_BODY = 256 * 1024
+HEADERS = [  # what SecurityMiddleware and XFrameOptionsMiddleware add to every answer
+    (b"content-type", b"application/json"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+_lock = threading.Lock()
+_versions: dict[tuple[int, int], tuple[float, Any]] = {}  # (organisation, version id) -> (until, version)
+
+
+def _cached_key(secret: str):
+    if not tenancy.api_key_is_cached(secret=secret):
+        close_old_connections()  # the lookup reads the database: on a fresh or healthy connection
+    try:
+        return tenancy.api_key_authenticate_cached(secret=secret)
+    except TrellisError:
+        return None  # the full stack says why
+
+
+def _cached_version(organisation, version_id: int):
+    now = time.monotonic()
+    hit = _versions.get((organisation.pk, version_id))
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    try:
+        version = registry.classifier_version(organisation=organisation, version_id=version_id)
+    except TrellisError:
+        return None
+    with _lock:
+        if len(_versions) > 10_000:
+            _versions.clear()
+        _versions[(organisation.pk, version_id)] = (now + KEY_TTL_S, version)
+    return version
+
+
+def _texts(body: bytes) -> list[str] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or set(data) != {"texts"}:
+        return None
+    texts = data["texts"]
+    if not isinstance(texts, list) or not 1 <= len(texts) <= registry.MAX_PREDICT_TEXTS:
+        return None
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        return None
+    return texts
+
+
+def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, dict, list] | None:
+    """Answer one predict call, or None to hand it to the full stack. Runs in a worker thread."""
+    key = _cached_key(secret)
+    if key is None or "predict" not in key.scopes:
+        return None
+    texts = _texts(body)
+    if texts is None:
+        return None
+    organisation = key.organisation
+    version = _cached_version(organisation, version_id)
+    if version is None:
+        return None
+    subscription = billing.subscription_for(organisation=organisation)
+    period = billing.period_bounds()[2]
+    try:
+        billing.quota_guard(subscription=subscription, meter=Meter.API_CALLS, period=period)
+    except QuotaExceeded:
+        return None
+    plan = subscription.plan
+    charges = [
+        (str(Meter.API_CALLS), 1.0, plan.limit_for(Meter.API_CALLS)),
+        (str(Meter.PREDICTIONS), float(len(texts)), plan.limit_for(Meter.PREDICTIONS)),
+    ]
+    try:
+        admission = deferred.admit(
+            organisation=organisation,
+            rate_key=f"api-key:{key.prefix}",
+            requests_per_minute=plan.requests_per_minute,
+            charges=charges,
+            period=period,
+        )
+    except Exception:  # noqa: BLE001 - Redis trouble: the full stack meters through the database
+        return None
+    if admission.status == "rate_limited":
+        return None  # the full stack answers 429 with its Retry-After (and counts the hit there)
+    if admission.status == "quota":
+        meter, quantity, limit = next(c for c in charges if c[0] == admission.meter)
+        refusal = billing.quota_refusal(
+            meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
+        )
+        return refusal.status, error_body(refusal.code, refusal.message, refusal.details), []
+    try:
+        try:
+            predictions = registry.online_predictor_for(version=version).predict(texts)
+        except BatcherClosed:  # evicted from this process between lookup and call
+            predictions = registry.predictor_for(version=version).predict(texts)
+        request_id = deferred.new_request_id()
+        deferred.ledger_append(
+            organisation=organisation,
+            api_key_id=key.pk,
+            request_id=request_id,
+            lines=[
+                deferred.Line(Meter.PREDICTIONS, len(texts), {"model_version": version.pk}),
+                deferred.Line(Meter.API_CALLS, 1, {"method": "POST", "path": path[:200], "status": 200}),
+            ],
+        )
+    except Exception:  # noqa: BLE001 - nothing was charged: the full stack runs (and meters) it again
+        deferred.release(organisation=organisation, charges=charges, period=period)
+        return None
+    deferred.flusher_start()
+    payload = {
+        "model_version": version.pk,
+        "version": version.version,
+        "predictions": [
+            {"label": p.label, "probabilities": p.probabilities, "version": version.version}
+            for p in predictions
+        ],
+    }
+    return 200, payload, [(b"x-request-id", request_id.encode())]
+
+
+# Its own threads: a request holds one through its Redis calls as well as the forward pass, and the event
+# loop's default pool (CPU count + 4 threads) would leave fewer requests in the micro-batcher than clients.
+_pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-predict")
+_serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
+
+
+class FastPredictMiddleware:
+    """ASGI: serve the ordinary metered predict call here, hand everything else to ``app``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        match = PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST" or scope.get("query_string") or not deferred.enabled():
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        secret = _secret(headers)
+        length = headers.get(b"content-length", b"")
+        if (
+            secret is None
+            or b"idempotency-key" in headers
+            or not headers.get(b"content-type", b"").startswith(b"application/json")
+            or not length.isdigit()
+            or int(length) > min(MAX_BODY, settings.API_MAX_BODY_BYTES)
+        ):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return None
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        outcome = await _serve(secret, int(match.group(1)), body, scope["path"])
+        if outcome is None:
+            return await self.app(scope, _replay(body, receive), send)
+        status, payload, extra = outcome
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*HEADERS, (b"content-length", str(len(content)).encode()), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+        return None
+
+
+def _secret(headers: dict[bytes, bytes]) -> str | None:
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return headers.get(b"x-api-key", b"").decode("latin-1") or None
+
+
+def _replay(body: bytes, receive):
+    given = False
+
+    async def replayed():
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
