@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
@@ -214,31 +214,37 @@ def chunk_text(text: str, *, words: int = CHUNK_WORDS) -> list[str]:
     return chunks
 
 
-def _embed(organisation, texts: list[str]) -> tuple[np.ndarray, str]:
-    embedder, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
-    return np.asarray(embedder.embed(texts), dtype=np.float32), reference
+def _kb_rows(organisation):
+    return ArticleChunk.objects.for_org(organisation).filter(article__published=True)
+
+
+def _kb_rebuild(organisation, model: str) -> int:
+    return kb_reindex(organisation=organisation)
+
+
+# The knowledge base's passages as a vector source: their vectors and model live on ArticleChunk rows.
+KB_VECTORS = vectors.VectorSource(
+    name="customer_service.kb",
+    app=APP,
+    task=RETRIEVAL_TASK,
+    rows=_kb_rows,
+    rebuild=_kb_rebuild,
+)
 
 
 def _index_articles(organisation, articles: list[Article]) -> None:
     """(Re)build the passages of ``articles`` with one embedding pass over all of them."""
     ArticleChunk.all_tenants.filter(article__in=articles).delete()
-    passages = [
-        (article, i, passage)
+    chunks = [
+        ArticleChunk(organisation=organisation, article=article, position=i, text=passage)
         for article in articles
         for i, passage in enumerate(chunk_text(f"{article.title}\n\n{article.body}"))
     ]
-    vectors, reference = _embed(organisation, [passage for _a, _i, passage in passages])
-    ArticleChunk.all_tenants.bulk_create(
-        ArticleChunk(
-            organisation=organisation,
-            article=article,
-            position=i,
-            text=passage,
-            vector=vector.tobytes(),
-            embedder=reference,
-        )
-        for (article, i, passage), vector in zip(passages, vectors, strict=True)
+    embedded = vectors.texts_embed(
+        organisation=organisation, app=APP, task=RETRIEVAL_TASK, texts=[chunk.text for chunk in chunks]
     )
+    vectors.vectors_fill(source=KB_VECTORS, objects=chunks, embedded=embedded)
+    ArticleChunk.all_tenants.bulk_create(chunks)
 
 
 def article_save(
@@ -283,7 +289,7 @@ def article_delete(*, organisation, article_id: int) -> None:
 
 def kb_reindex(*, organisation) -> int:
     """Re-embed every article whose passages were made by another model; returns how many."""
-    _, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
+    reference = vectors.current_model(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
     stale = (
         Article.objects.for_org(organisation)
         .filter(chunks__isnull=False)
@@ -310,35 +316,42 @@ class Hit:
     score: float
 
 
-def _passages(organisation) -> list[tuple]:
-    return list(
-        ArticleChunk.objects.for_org(organisation)
-        .filter(article__published=True)
-        .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
-    )
-
-
 def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
-    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
-    rows = _passages(organisation)
-    if not rows:  # no knowledge base: nothing to embed the question for
-        return []
-    query_vector, reference = _embed(organisation, [query])
-    if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
-        kb_reindex(organisation=organisation)
-        rows = [row for row in _passages(organisation) if row[3] == reference]
-    if not rows:
-        return []
-    matrix = np.stack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
-    scores = matrix @ query_vector[0]
+    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article.
+
+    Passages are ranked by the platform's vector index (``core.vectors``), which first re-embeds the
+    articles made by an older model; a few more passages than ``k`` are asked for, since several may
+    come from one article."""
+    wanted, query_or_vector = k * 4, query
+    while True:
+        found, embedded = vectors.vector_search(
+            source=KB_VECTORS, organisation=organisation, query=query_or_vector, k=wanted
+        )
+        if embedded is None:
+            return []
+        hits = _one_per_article(organisation, found, k)
+        if len(hits) == k or len(found) < wanted:
+            return hits
+        wanted, query_or_vector = wanted * 4, embedded
+
+
+def _one_per_article(organisation, found: list, k: int) -> list[Hit]:
+    passages = {
+        pk: rest
+        for pk, *rest in ArticleChunk.objects.for_org(organisation)
+        .filter(pk__in=[hit.key for hit in found])
+        .values_list("pk", "article_id", "text", "article__title", "article__url")
+    }
     hits: list[Hit] = []
     seen: set[int] = set()
-    for index in np.argsort(-scores):
-        article_id, text, _v, _e, title, url = rows[int(index)]
+    for hit in found:
+        if hit.key not in passages:  # deleted since the index was read
+            continue
+        article_id, text, title, url = passages[hit.key]
         if article_id in seen:
             continue
         seen.add(article_id)
-        hits.append(Hit(article_id, title, url, text, float(scores[int(index)])))
+        hits.append(Hit(article_id, title, url, text, hit.score))
         if len(hits) == k:
             break
     return hits
