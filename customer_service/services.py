@@ -28,6 +28,7 @@ from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
 from core.ratelimit import rate_limit_hit
 from core.realtime import broadcast, org_group
+from core.registry import feedback
 from core.registry import services as registry
 from core.registry.services.common import active_version
 from customer_service.models import (
@@ -763,41 +764,21 @@ def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: st
 
 
 def retrain_with_corrections(*, organisation, created_by=None):
-    """Feed operators' corrections back: a new version of the active intent model's dataset, its rows with
-    the corrected visitor messages added (a correction wins over the same text's old label), and a training
-    job on it. The new model replaces the active one only through the registry's promotion rule."""
-    from core.registry.models import Dataset
-
+    """Feed operators' corrections back through the platform's retrain-from-feedback service: a new version
+    of the active intent model's dataset with the corrected visitor messages (a correction wins over the same
+    text's old label) and a training job on it, promoted only if it beats the active model."""
     version = active_version(organisation, APP, INTENT_TASK)
-    if version is None or version.dataset_id is None:
-        raise Conflict("There is no active intent model trained on a dataset to improve.")
-    corrections = dict(
-        Message.objects.for_org(organisation)
-        .exclude(corrected_intent="")
-        .order_by("updated_at")
-        .values_list("text", "corrected_intent")
-    )
-    if not corrections:
+    corrected = Message.objects.for_org(organisation).exclude(corrected_intent="")
+    if version is not None and version.dataset_id is not None and not corrected.exists():
         raise Conflict(
             "No operator corrections yet: correct the intent of visitor messages in the inbox first."
         )
-    dataset = Dataset.objects.for_org(organisation).filter(pk=version.dataset_id).first()
-    if dataset is None:
-        raise Conflict("The active model's dataset no longer exists.")
-    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
-    kept = [(text, label) for text, label in rows if text not in corrections]
-    new = registry.dataset_upload(
+    return feedback.model_retrain_from_feedback(
         organisation=organisation,
-        name=dataset.name,
-        task=dataset.task,
-        data=_csv_bytes(("text", "label"), [*kept, *corrections.items()]),
-        filename="with-corrections.csv",
-    )
-    return registry.model_train_start(
-        organisation=organisation,
-        dataset_id=new.pk,
         app=APP,
         task=INTENT_TASK,
+        feedback=corrected.order_by("updated_at").values_list("text", "corrected_intent"),
+        source="with-corrections.csv",
         config=None,  # the fast model (seconds); a fine-tune can follow from the models page
         created_by=created_by,
     )
@@ -892,12 +873,12 @@ def qa_import(*, organisation, data: bytes, train: bool = True, created_by=None)
         _index_articles(organisation, articles)
     job = None
     if train and len(accepted) >= MIN_QA_PAIRS_TO_TRAIN:
-        dataset = registry.dataset_upload(
+        dataset = registry.dataset_from_rows(
             organisation=organisation,
             name="historical-qa",
             task="pairs",
-            data=_csv_bytes(("query", "positive"), accepted.items()),
-            filename="historical-qa.csv",
+            rows=list(accepted.items()),
+            source="historical-qa.csv",
         )
         job = registry.model_train_start(
             organisation=organisation,

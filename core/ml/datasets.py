@@ -36,7 +36,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from core.ml.errors import MLError
@@ -569,6 +569,46 @@ def parse_dataset(
         total_lines=data.count(b"\n") + (0 if data.endswith(b"\n") else 1),
         fingerprint=fingerprint_rows(acc.rows),
         format=fmt,
+    )
+
+
+def parse_rows(
+    *,
+    rows: Iterable[Sequence[str]],
+    task: str,
+    allowed_labels: Collection[str] | None = None,
+    limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
+) -> ParsedDataset:
+    """``parse_dataset`` for rows a product already holds (corrections, imported pairs): the same rules
+    from step 2 on (normalise, empty, too long, unknown label, scrub, de-duplicate); "line" is the 1-based
+    position of the row."""
+    if task not in TASK_COLUMNS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_COLUMNS)}")
+    ctx = _Context(limits=limits)
+    allowed = None if allowed_labels is None else frozenset(_normalise(label) for label in allowed_labels)
+    acc = _Accepted()
+    for line, row in enumerate(rows, start=1):
+        ctx.count_row()
+        if len(row) != 2 or not all(isinstance(value, str) for value in row):
+            ctx.reject(line, "malformed", "a row is two strings", counted=True)
+            continue
+        values: Row = (_normalise(row[0]), _normalise(row[1]))
+        problem = _row_problem(values, task, allowed, limits)
+        if problem is not None:
+            ctx.reject(line, *problem, counted=True)
+        else:
+            _accept(line, values, task, acc, ctx)
+    rejected = tuple(sorted(ctx.rejected.values(), key=lambda row: row.line))
+    _check_result(task, acc, ctx, rejected)
+    return ParsedDataset(
+        task=task,
+        rows=tuple(acc.rows),
+        labels=tuple(sorted({label for _, label in acc.rows})) if task == "classification" else (),
+        rejected=rejected,
+        scrubbed=tuple(acc.scrubbed),
+        total_lines=ctx.rows_seen,
+        fingerprint=fingerprint_rows(acc.rows),
+        format="rows",
     )
 
 
