@@ -26,6 +26,7 @@ from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
+from core.ml import uploads
 from core.ratelimit import rate_limit_hit
 from core.realtime import broadcast, org_group
 from core.registry import feedback
@@ -792,34 +793,36 @@ MIN_QA_PAIRS_TO_TRAIN = 50
 def _read_pairs_csv(
     data: bytes, *, columns: tuple[str, str], limits: tuple[int, int]
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Rows of a two-column CSV with a header: ``{first: second}`` for the usable ones (the first column
-    unique), and the rejected ones with their line and reason. Refuses an unusable file as a whole."""
-    import csv
-    import io
-
+    """Rows of a two-column CSV with a header, read by the platform's upload reader (``core.ml.uploads``):
+    ``{first: second}`` for the usable ones (the first column unique), and the rejected ones with their line
+    and reason. Refuses an unusable file as a whole."""
     if not data:
         raise InvalidInput("The file is empty.", details={"field": "file"})
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInput("The file is larger than 5 MB.", details={"field": "file"})
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+        upload = uploads.read_upload(data, fmt="csv", limits=uploads.ReadLimits(max_bytes=MAX_UPLOAD_BYTES))
+    except uploads.UploadError as exc:
+        message = (
+            f"The file is not UTF-8 (byte {exc.byte} cannot be read)."
+            if exc.code == "encoding"
+            else exc.message[:1].upper() + exc.message[1:] + "."
+        )
+        raise InvalidInput(message, details={"field": "file"}) from exc
+    if sorted(upload.columns) != sorted(columns):
+        found = ",".join(upload.columns) or "nothing"
         raise InvalidInput(
-            f"The file is not UTF-8 (byte {exc.start} cannot be read).", details={"field": "file"}
-        ) from exc
-    reader = csv.DictReader(io.StringIO(text))
-    found = [c.strip().lower() for c in (reader.fieldnames or [])]
-    if sorted(found) != sorted(columns):
-        raise InvalidInput(
-            f"The header must be exactly {','.join(columns)} (found: {','.join(found) or 'nothing'}).",
+            f"The header must be exactly {','.join(columns)} (found: {found}).",
             details={"field": "file"},
         )
-    reader.fieldnames = found
     key, value = columns
     accepted: dict[str, str] = {}
-    rejected: list[dict[str, Any]] = []
-    for line, row in enumerate(reader, start=2):
-        if None in row:
+    rejected: list[dict[str, Any]] = [
+        {"line": r.line, "reason": r.detail[:1].upper() + r.detail[1:] + "."} for r in upload.rejected
+    ]
+    for record in upload.records:
+        line, row = record.line, record.values
+        if record.extra:
             rejected.append({"line": line, "reason": "More fields than the header."})
             continue
         first, second = (row.get(key) or "").strip(), (row.get(value) or "").strip()
@@ -833,6 +836,7 @@ def _read_pairs_csv(
             accepted[first] = second
             continue
         rejected.append({"line": line, "reason": reason})
+    rejected.sort(key=lambda r: r["line"])
     if not accepted:
         raise InvalidInput("No usable rows in the file.", details={"rejected": rejected[:50]})
     return accepted, rejected
