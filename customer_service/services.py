@@ -30,6 +30,7 @@ from core.ml import uploads
 from core.ratelimit import rate_limit_hit
 from core.realtime import broadcast, org_group
 from core.registry import feedback
+from core.registry import rows as rows_infer
 from core.registry import services as registry
 from core.registry.services.common import active_version
 from customer_service.models import (
@@ -744,6 +745,38 @@ def corrections_csv(*, organisation) -> bytes:
     """Operator-corrected visitor messages as a ``text,label`` dataset, ready to upload for training."""
     corrected = Message.objects.for_org(organisation).exclude(corrected_intent="")
     return _csv_bytes(("text", "label"), corrected.values_list("text", "corrected_intent"))
+
+
+def _unclassified_messages(organisation):
+    return Message.objects.for_org(organisation).filter(sender=Sender.VISITOR, intent="")
+
+
+def _store_intents(organisation, messages, predictions, version) -> None:
+    for message, prediction in zip(messages, predictions, strict=True):
+        message.intent = prediction.label
+        message.confidence = prediction.probabilities[prediction.label]
+        message.model_version_id = version.pk
+    Message.all_tenants.bulk_update(messages, ["intent", "confidence", "model_version"])
+
+
+# Visitor messages the bot answered without an intent (from the knowledge base, or before any intent model):
+# the platform's batch inference over rows gives them one, for the inbox's corrections and for reports.
+UNCLASSIFIED_MESSAGES = rows_infer.RowSource(
+    name="customer_service.messages",
+    app=APP,
+    task=INTENT_TASK,
+    rows=_unclassified_messages,
+    text=lambda message: message.text,
+    sink=_store_intents,
+)
+
+
+def messages_classify_start(*, organisation, created_by=None):
+    """Queue the active intent model over every visitor message that has no intent yet (an ``infer`` job,
+    one metered prediction per message)."""
+    return rows_infer.rows_infer_start(
+        organisation=organisation, source=UNCLASSIFIED_MESSAGES.name, created_by=created_by
+    )
 
 
 def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:

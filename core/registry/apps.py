@@ -24,6 +24,7 @@ class RegistryConfig(AppConfig):
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue
         from core.registry.batch import batch_predict_handler, batch_predict_release
+        from core.registry.rows import KIND, rows_infer_handler, rows_infer_release
         from core.registry.services import train_job_handler
 
         register_job_kind("ml.train", queue=Queue.TRAIN, handler=train_job_handler, metered=True)
@@ -33,6 +34,9 @@ class RegistryConfig(AppConfig):
             handler=batch_predict_handler,
             metered=False,
             release=batch_predict_release,
+        )
+        register_job_kind(
+            KIND, queue=Queue.INFER, handler=rows_infer_handler, metered=False, release=rows_infer_release
         )
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)
