@@ -58,15 +58,17 @@ class ReadLimits:
 
 
 class _HasLimits(Protocol):
-    max_rows: int
-    max_line_bytes: int
+    @property
+    def max_rows(self) -> int: ...
+    @property
+    def max_line_bytes(self) -> int: ...
 
 
 @dataclass
 class Context:
     """Collects rejections while reading; enforces ``max_rows`` as rows stream past."""
 
-    limits: _HasLimits
+    limits: Any  # ReadLimits, core.ml.datasets.Limits: anything with max_rows and max_line_bytes
     error: type[UploadError] = UploadError
     rejected: dict[int, RejectedRow] = field(default_factory=dict)
     rows_seen: int = 0

@@ -70,7 +70,7 @@ class VectorIndex:
         self.kind = "ann" if len(self.keys) >= max(1, ann_min) else "exact"
         self._matrix: np.ndarray | None = matrix if self.kind == "exact" else None
         self.nprobe, self.threads = nprobe, threads
-        self._ann = _ivf(matrix, threads) if self.kind == "ann" else None
+        self._ann: Any = _ivf(matrix, threads) if self.kind == "ann" else None
 
     def __len__(self) -> int:
         return len(self.keys)
