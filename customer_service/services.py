@@ -836,11 +836,10 @@ def _read_pairs_csv(
     try:
         upload = uploads.read_upload(data, fmt="csv", limits=uploads.ReadLimits(max_bytes=MAX_UPLOAD_BYTES))
     except uploads.UploadError as exc:
-        message = (
-            f"The file is not UTF-8 (byte {exc.byte} cannot be read)."
-            if exc.code == "encoding"
-            else exc.message[:1].upper() + exc.message[1:] + "."
-        )
+        message = {
+            "encoding": f"The file is not UTF-8 (byte {exc.byte} cannot be read).",
+            "utf16": "The file is UTF-16 encoded, not UTF-8; save it as UTF-8.",
+        }.get(exc.code, exc.message[:1].upper() + exc.message[1:] + ".")
         raise InvalidInput(message, details={"field": "file"}) from exc
     if sorted(upload.columns) != sorted(columns):
         found = ",".join(upload.columns) or "nothing"
@@ -853,8 +852,8 @@ def _read_pairs_csv(
     rejected: list[dict[str, Any]] = [
         {"line": r.line, "reason": r.detail[:1].upper() + r.detail[1:] + "."} for r in upload.rejected
     ]
-    for record in upload.records:
-        line, row = record.line, record.values
+    for line, record in enumerate(upload.records, start=2):  # a line is a record: the header is 1
+        row = record.values
         if record.extra:
             rejected.append({"line": line, "reason": "More fields than the header."})
             continue
