@@ -19,9 +19,9 @@ it. An ANN index is built once per process per (source, organisation, model, row
 in a small LRU (``INDEX_CACHE_SIZE``); any insert, delete or update of the source's rows changes the
 fingerprint and the next search builds a fresh one, in that request: 1M vectors took 2.4 minutes to build on
 a loaded 2-core machine (``BENCHMARKS.md``, section 7), so a product with a large, often-changing set should
-warm the index from a job after its writes (the search then finds it cached). Tenancy: every read is ``source.rows(organisation)``
-filtered again on ``organisation``, and the cache key carries the organisation, so no search can return
-another tenant's rows.
+warm the index from a job after its writes (the search then finds it cached).
+Tenancy: every read is ``source.rows(organisation)`` filtered again on ``organisation``, and the cache
+key carries the organisation, so no search can return another tenant's rows.
 """
 
 from core.vectors.services import (
