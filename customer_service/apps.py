@@ -9,6 +9,8 @@ class CustomerServiceConfig(AppConfig):
         from core.billing.meters import register_stock_counter
         from core.billing.models import Meter
         from core.products import register_product
+        from core.registry.rows import register_row_source
+        from customer_service import services
         from customer_service.models import Article
         from customer_service.product import PRODUCT
 
@@ -19,3 +21,4 @@ class CustomerServiceConfig(AppConfig):
             Meter.STORED_RECORDS, "knowledge-base articles", articles
         )  # meters: issue 9, item 4
         register_product(PRODUCT)
+        register_row_source(services.UNCLASSIFIED_MESSAGES)

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited
+from core.ml import uploads
 from core.ratelimit import rate_limit_hit
 from core.realtime import broadcast, org_group
+from core.registry import feedback
+from core.registry import rows as rows_infer
 from core.registry import services as registry
 from core.registry.services.common import active_version
 from customer_service.models import (
@@ -214,31 +217,37 @@ def chunk_text(text: str, *, words: int = CHUNK_WORDS) -> list[str]:
     return chunks
 
 
-def _embed(organisation, texts: list[str]) -> tuple[np.ndarray, str]:
-    embedder, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
-    return np.asarray(embedder.embed(texts), dtype=np.float32), reference
+def _kb_rows(organisation):
+    return ArticleChunk.objects.for_org(organisation).filter(article__published=True)
+
+
+def _kb_rebuild(organisation, model: str) -> int:
+    return kb_reindex(organisation=organisation)
+
+
+# The knowledge base's passages as a vector source: their vectors and model live on ArticleChunk rows.
+KB_VECTORS = vectors.VectorSource(
+    name="customer_service.kb",
+    app=APP,
+    task=RETRIEVAL_TASK,
+    rows=_kb_rows,
+    rebuild=_kb_rebuild,
+)
 
 
 def _index_articles(organisation, articles: list[Article]) -> None:
     """(Re)build the passages of ``articles`` with one embedding pass over all of them."""
     ArticleChunk.all_tenants.filter(article__in=articles).delete()
-    passages = [
-        (article, i, passage)
+    chunks = [
+        ArticleChunk(organisation=organisation, article=article, position=i, text=passage)
         for article in articles
         for i, passage in enumerate(chunk_text(f"{article.title}\n\n{article.body}"))
     ]
-    vectors, reference = _embed(organisation, [passage for _a, _i, passage in passages])
-    ArticleChunk.all_tenants.bulk_create(
-        ArticleChunk(
-            organisation=organisation,
-            article=article,
-            position=i,
-            text=passage,
-            vector=vector.tobytes(),
-            embedder=reference,
-        )
-        for (article, i, passage), vector in zip(passages, vectors, strict=True)
+    embedded = vectors.texts_embed(
+        organisation=organisation, app=APP, task=RETRIEVAL_TASK, texts=[chunk.text for chunk in chunks]
     )
+    vectors.vectors_fill(source=KB_VECTORS, objects=chunks, embedded=embedded)
+    ArticleChunk.all_tenants.bulk_create(chunks)
 
 
 def article_save(
@@ -283,7 +292,7 @@ def article_delete(*, organisation, article_id: int) -> None:
 
 def kb_reindex(*, organisation) -> int:
     """Re-embed every article whose passages were made by another model; returns how many."""
-    _, reference = registry.text_embedder(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
+    reference = vectors.current_model(organisation=organisation, app=APP, task=RETRIEVAL_TASK)
     stale = (
         Article.objects.for_org(organisation)
         .filter(chunks__isnull=False)
@@ -310,35 +319,42 @@ class Hit:
     score: float
 
 
-def _passages(organisation) -> list[tuple]:
-    return list(
-        ArticleChunk.objects.for_org(organisation)
-        .filter(article__published=True)
-        .values_list("article_id", "text", "vector", "embedder", "article__title", "article__url")
-    )
-
-
 def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
-    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article."""
-    rows = _passages(organisation)
-    if not rows:  # no knowledge base: nothing to embed the question for
-        return []
-    query_vector, reference = _embed(organisation, [query])
-    if any(row[3] != reference for row in rows):  # the embedding model changed since indexing
-        kb_reindex(organisation=organisation)
-        rows = [row for row in _passages(organisation) if row[3] == reference]
-    if not rows:
-        return []
-    matrix = np.stack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
-    scores = matrix @ query_vector[0]
+    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article.
+
+    Passages are ranked by the platform's vector index (``core.vectors``), which first re-embeds the
+    articles made by an older model; a few more passages than ``k`` are asked for, since several may
+    come from one article."""
+    wanted, query_or_vector = k * 4, query
+    while True:
+        found, embedded = vectors.vector_search(
+            source=KB_VECTORS, organisation=organisation, query=query_or_vector, k=wanted
+        )
+        if embedded is None:
+            return []
+        hits = _one_per_article(organisation, found, k)
+        if len(hits) == k or len(found) < wanted:
+            return hits
+        wanted, query_or_vector = wanted * 4, embedded
+
+
+def _one_per_article(organisation, found: list, k: int) -> list[Hit]:
+    passages = {
+        pk: rest
+        for pk, *rest in ArticleChunk.objects.for_org(organisation)
+        .filter(pk__in=[hit.key for hit in found])
+        .values_list("pk", "article_id", "text", "article__title", "article__url")
+    }
     hits: list[Hit] = []
     seen: set[int] = set()
-    for index in np.argsort(-scores):
-        article_id, text, _v, _e, title, url = rows[int(index)]
+    for hit in found:
+        if hit.key not in passages:  # deleted since the index was read
+            continue
+        article_id, text, title, url = passages[hit.key]
         if article_id in seen:
             continue
         seen.add(article_id)
-        hits.append(Hit(article_id, title, url, text, float(scores[int(index)])))
+        hits.append(Hit(article_id, title, url, text, hit.score))
         if len(hits) == k:
             break
     return hits
@@ -734,6 +750,38 @@ def corrections_csv(*, organisation) -> bytes:
     return _csv_bytes(("text", "label"), corrected.values_list("text", "corrected_intent"))
 
 
+def _unclassified_messages(organisation):
+    return Message.objects.for_org(organisation).filter(sender=Sender.VISITOR, intent="")
+
+
+def _store_intents(organisation, messages, predictions, version) -> None:
+    for message, prediction in zip(messages, predictions, strict=True):
+        message.intent = prediction.label
+        message.confidence = prediction.probabilities[prediction.label]
+        message.model_version_id = version.pk
+    Message.all_tenants.bulk_update(messages, ["intent", "confidence", "model_version"])
+
+
+# Visitor messages the bot answered without an intent (from the knowledge base, or before any intent model):
+# the platform's batch inference over rows gives them one, for the inbox's corrections and for reports.
+UNCLASSIFIED_MESSAGES = rows_infer.RowSource(
+    name="customer_service.messages",
+    app=APP,
+    task=INTENT_TASK,
+    rows=_unclassified_messages,
+    text=lambda message: message.text,
+    sink=_store_intents,
+)
+
+
+def messages_classify_start(*, organisation, created_by=None):
+    """Queue the active intent model over every visitor message that has no intent yet (an ``infer`` job,
+    one metered prediction per message)."""
+    return rows_infer.rows_infer_start(
+        organisation=organisation, source=UNCLASSIFIED_MESSAGES.name, created_by=created_by
+    )
+
+
 def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:
     """What the bot would answer, without a conversation (the API's ``answer``): metered like an answer."""
     text = _clean_text(text)
@@ -754,41 +802,21 @@ def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: st
 
 
 def retrain_with_corrections(*, organisation, created_by=None):
-    """Feed operators' corrections back: a new version of the active intent model's dataset, its rows with
-    the corrected visitor messages added (a correction wins over the same text's old label), and a training
-    job on it. The new model replaces the active one only through the registry's promotion rule."""
-    from core.registry.models import Dataset
-
+    """Feed operators' corrections back through the platform's retrain-from-feedback service: a new version
+    of the active intent model's dataset with the corrected visitor messages (a correction wins over the same
+    text's old label) and a training job on it, promoted only if it beats the active model."""
     version = active_version(organisation, APP, INTENT_TASK)
-    if version is None or version.dataset_id is None:
-        raise Conflict("There is no active intent model trained on a dataset to improve.")
-    corrections = dict(
-        Message.objects.for_org(organisation)
-        .exclude(corrected_intent="")
-        .order_by("updated_at")
-        .values_list("text", "corrected_intent")
-    )
-    if not corrections:
+    corrected = Message.objects.for_org(organisation).exclude(corrected_intent="")
+    if version is not None and version.dataset_id is not None and not corrected.exists():
         raise Conflict(
             "No operator corrections yet: correct the intent of visitor messages in the inbox first."
         )
-    dataset = Dataset.objects.for_org(organisation).filter(pk=version.dataset_id).first()
-    if dataset is None:
-        raise Conflict("The active model's dataset no longer exists.")
-    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
-    kept = [(text, label) for text, label in rows if text not in corrections]
-    new = registry.dataset_upload(
+    return feedback.model_retrain_from_feedback(
         organisation=organisation,
-        name=dataset.name,
-        task=dataset.task,
-        data=_csv_bytes(("text", "label"), [*kept, *corrections.items()]),
-        filename="with-corrections.csv",
-    )
-    return registry.model_train_start(
-        organisation=organisation,
-        dataset_id=new.pk,
         app=APP,
         task=INTENT_TASK,
+        feedback=corrected.order_by("updated_at").values_list("text", "corrected_intent"),
+        source="with-corrections.csv",
         config=None,  # the fast model (seconds); a fine-tune can follow from the models page
         created_by=created_by,
     )
@@ -802,34 +830,35 @@ MIN_QA_PAIRS_TO_TRAIN = 50
 def _read_pairs_csv(
     data: bytes, *, columns: tuple[str, str], limits: tuple[int, int]
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Rows of a two-column CSV with a header: ``{first: second}`` for the usable ones (the first column
-    unique), and the rejected ones with their line and reason. Refuses an unusable file as a whole."""
-    import csv
-    import io
-
+    """Rows of a two-column CSV with a header, read by the platform's upload reader (``core.ml.uploads``):
+    ``{first: second}`` for the usable ones (the first column unique), and the rejected ones with their line
+    and reason. Refuses an unusable file as a whole."""
     if not data:
         raise InvalidInput("The file is empty.", details={"field": "file"})
     if len(data) > MAX_UPLOAD_BYTES:
         raise InvalidInput("The file is larger than 5 MB.", details={"field": "file"})
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+        upload = uploads.read_upload(data, fmt="csv", limits=uploads.ReadLimits(max_bytes=MAX_UPLOAD_BYTES))
+    except uploads.UploadError as exc:
+        message = {
+            "encoding": f"The file is not UTF-8 (byte {exc.byte} cannot be read).",
+            "utf16": "The file is UTF-16 encoded, not UTF-8; save it as UTF-8.",
+        }.get(exc.code, exc.message[:1].upper() + exc.message[1:] + ".")
+        raise InvalidInput(message, details={"field": "file"}) from exc
+    if sorted(upload.columns) != sorted(columns):
+        found = ",".join(upload.columns) or "nothing"
         raise InvalidInput(
-            f"The file is not UTF-8 (byte {exc.start} cannot be read).", details={"field": "file"}
-        ) from exc
-    reader = csv.DictReader(io.StringIO(text))
-    found = [c.strip().lower() for c in (reader.fieldnames or [])]
-    if sorted(found) != sorted(columns):
-        raise InvalidInput(
-            f"The header must be exactly {','.join(columns)} (found: {','.join(found) or 'nothing'}).",
+            f"The header must be exactly {','.join(columns)} (found: {found}).",
             details={"field": "file"},
         )
-    reader.fieldnames = found
     key, value = columns
     accepted: dict[str, str] = {}
-    rejected: list[dict[str, Any]] = []
-    for line, row in enumerate(reader, start=2):
-        if None in row:
+    rejected: list[dict[str, Any]] = [
+        {"line": r.line, "reason": r.detail[:1].upper() + r.detail[1:] + "."} for r in upload.rejected
+    ]
+    for line, record in enumerate(upload.records, start=2):  # a line is a record: the header is 1
+        row = record.values
+        if record.extra:
             rejected.append({"line": line, "reason": "More fields than the header."})
             continue
         first, second = (row.get(key) or "").strip(), (row.get(value) or "").strip()
@@ -843,6 +872,7 @@ def _read_pairs_csv(
             accepted[first] = second
             continue
         rejected.append({"line": line, "reason": reason})
+    rejected.sort(key=lambda r: r["line"])
     if not accepted:
         raise InvalidInput("No usable rows in the file.", details={"rejected": rejected[:50]})
     return accepted, rejected
@@ -883,12 +913,12 @@ def qa_import(*, organisation, data: bytes, train: bool = True, created_by=None)
         _index_articles(organisation, articles)
     job = None
     if train and len(accepted) >= MIN_QA_PAIRS_TO_TRAIN:
-        dataset = registry.dataset_upload(
+        dataset = registry.dataset_from_rows(
             organisation=organisation,
             name="historical-qa",
             task="pairs",
-            data=_csv_bytes(("query", "positive"), accepted.items()),
-            filename="historical-qa.csv",
+            rows=list(accepted.items()),
+            source="historical-qa.csv",
         )
         job = registry.model_train_start(
             organisation=organisation,

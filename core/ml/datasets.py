@@ -26,38 +26,43 @@ label: a rare label is not a reason to refuse a file (``stratified_split`` keeps
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from core.ml.errors import MLError
+from core.ml.uploads import (
+    FORMATS,  # noqa: F401 - part of this module's interface
+    SURROGATE,
+    Context,
+    RejectedRow,
+    UploadError,
+    check_whole_file,
+    content_start,
+    csv_records,
+    detect_format,
+    jsonl_records,
+)
 
 TASK_COLUMNS: dict[str, tuple[str, str]] = {
     "classification": ("text", "label"),
     "pairs": ("query", "positive"),
 }
-FORMATS = ("csv", "jsonl")
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 Row = tuple[str, str]
 
 
-class DatasetError(MLError):
+class DatasetError(UploadError):
     """The file as a whole cannot be used; ``message`` is user-facing, ``rejected`` the rows read so far."""
 
-    def __init__(self, message: str, *, rejected: Sequence[RejectedRow] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.rejected = tuple(rejected)
+    def __init__(self, message: str, *, rejected: Sequence[RejectedRow] = (), code: str = "") -> None:
+        super().__init__(message, code=code, rejected=rejected)
 
 
 @dataclass(frozen=True)
@@ -67,13 +72,6 @@ class Limits:
     max_rows: int = 200_000  # data rows in the file, rejected ones included
     min_rows: int = 2  # accepted rows in total (not per label)
     max_labels: int = 1000
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    line: int
-    reason: str  # empty_text | empty_label | unknown_label | too_long | duplicate | bad_encoding | ...
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -207,8 +205,6 @@ def scrub_text(text: str) -> tuple[str, list[tuple[str, int]]]:
 # --- reading the file ----------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SURROGATE = re.compile("[\udc80-\udcff]")
-_NON_SPACE = re.compile(rb"\S")
 
 
 def _normalise(value: str) -> str:
@@ -217,40 +213,6 @@ def _normalise(value: str) -> str:
 
 def _quote(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
-
-
-@dataclass
-class _Context:
-    """Collects rejections while reading; enforces ``max_rows`` as rows stream past."""
-
-    limits: Limits
-    rejected: dict[int, RejectedRow] = field(default_factory=dict)
-    rows_seen: int = 0
-
-    def count_row(self) -> None:
-        self.rows_seen += 1
-        if self.rows_seen > self.limits.max_rows:
-            raise DatasetError(f"too many rows: the limit is {self.limits.max_rows} data rows per file")
-
-    def reject(self, line: int, reason: str, detail: str, *, counted: bool = False) -> None:
-        if line in self.rejected:  # a CSV record re-read after an unterminated quote
-            return
-        if not counted:
-            self.count_row()
-        self.rejected[line] = RejectedRow(line=line, reason=reason, detail=detail)
-
-
-def _iter_lines(data: bytes, start: int, lineno: int) -> Iterator[tuple[int, int, int]]:
-    """(line number, start, end) of each physical line, end including the newline; no copies."""
-    while start < len(data):
-        newline = data.find(b"\n", start)
-        end = len(data) if newline == -1 else newline + 1
-        yield lineno, start, end
-        start, lineno = end, lineno + 1
-
-
-def _too_long_detail(size: int, limits: Limits) -> str:
-    return f"line is {size} bytes; the limit is {limits.max_line_bytes}"
 
 
 def _check_columns(
@@ -272,78 +234,24 @@ def _check_columns(
         raise DatasetError(f"unexpected {noun}(s) {names}; expected exactly: {', '.join(expected)}")
 
 
-class _Unterminated(Exception):
-    pass
-
-
-class _CsvFeed:
-    """Decoded physical lines for ``csv.reader``; over-long lines are rejected without decoding."""
-
-    def __init__(self, data: bytes, start: int, lineno: int, ctx: _Context) -> None:
-        self.data, self.start, self.lineno, self.ctx = data, start, lineno, ctx
-        self.new_record = True
-        self.record_line = lineno
-        self.restart = (start, lineno)  # where to resume if this record turns out unterminated
-        self.record_bytes = 0
-
-    def __iter__(self) -> Iterator[str]:
-        limit = self.ctx.limits.max_line_bytes
-        for lineno, start, end in _iter_lines(self.data, self.start, self.lineno):
-            if end - start > limit:
-                self.ctx.reject(lineno, "line_too_long", _too_long_detail(end - start, self.ctx.limits))
-                continue
-            if self.new_record:
-                self.new_record, self.record_line, self.record_bytes = False, lineno, 0
-                self.restart = (end, lineno + 1)
-            self.record_bytes += end - start
-            if self.record_bytes > limit:
-                raise _Unterminated
-            yield self.data[start:end].decode("utf-8", "surrogateescape")
-
-
-def _csv_rows(data: bytes, start: int, ctx: _Context) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV records as (first line, fields); broken records go to ``ctx`` and are skipped."""
-    feed = _CsvFeed(data, start, 1, ctx)
-    reader = csv.reader(feed, strict=True)
-    while True:
-        feed.new_record = True
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except (csv.Error, _Unterminated) as exc:
-            message = str(exc)
-            if isinstance(exc, _Unterminated) or message == "unexpected end of data":
-                ctx.reject(feed.record_line, "malformed", "quoted field is never closed")
-                feed = _CsvFeed(data, *feed.restart, ctx)
-                reader = csv.reader(feed, strict=True)
-            elif message.startswith("field larger than field limit"):
-                ctx.reject(feed.record_line, "too_long", "a field is far over the text limit")
-            else:
-                ctx.reject(feed.record_line, "malformed", f"invalid CSV: {message}")
-            continue
-        if any(value.strip() for value in row):
-            yield feed.record_line, row
-
-
 def _read_csv(
-    data: bytes, start: int, columns: tuple[str, str], ctx: _Context, extra_ok: bool = False
+    data: bytes, start: int, columns: tuple[str, str], ctx: Context, extra_ok: bool = False
 ) -> Iterator[tuple[int, Row]]:
-    rows = _csv_rows(data, start, ctx)
+    rows = csv_records(data, start, ctx)
     header = next(rows, None)
     if ctx.rejected:
         first = min(ctx.rejected.values(), key=lambda r: r.line)
         raise DatasetError(f"could not read the header on line {first.line}: {first.detail}")
     if header is None:
         raise DatasetError("the file is empty")
-    if _SURROGATE.search("".join(header[1])):
+    if SURROGATE.search("".join(header[1])):
         raise DatasetError('the file is not UTF-8 text; save it as UTF-8 ("CSV UTF-8" in Excel)')
     names = [name.strip().lower() for name in header[1]]
     _check_columns(names, columns, "column", extra_ok=extra_ok)
     order = [names.index(name) for name in columns]
     for line, values in rows:
         ctx.count_row()
-        if _SURROGATE.search("".join(values)):
+        if SURROGATE.search("".join(values)):
             ctx.reject(line, "bad_encoding", "the row contains bytes that are not valid UTF-8", counted=True)
         elif len(values) != len(names):
             detail = f"expected {len(names)} values, found {len(values)}"
@@ -362,37 +270,12 @@ def _json_value(value: object, name: str) -> str:
     raise ValueError(f"field {_quote(name)} must be a string, got {type(value).__name__}")
 
 
-def _parse_json_line(raw: bytes) -> dict[str, object]:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        raise ValueError("invalid JSON: nested too deeply")
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    return {str(key).strip().lower(): value for key, value in obj.items()}
-
-
 def _read_jsonl(
-    data: bytes, start: int, columns: tuple[str, str], ctx: _Context, extra_ok: bool = False
+    data: bytes, start: int, columns: tuple[str, str], ctx: Context, extra_ok: bool = False
 ) -> Iterator[tuple[int, Row]]:
     keys: set[str] | None = None
-    for lineno, begin, end in _iter_lines(data, start, 1):
-        if end - begin > ctx.limits.max_line_bytes:
-            ctx.reject(lineno, "line_too_long", _too_long_detail(end - begin, ctx.limits))
-            continue
-        raw = data[begin:end]
-        if not raw.strip():
-            continue
-        try:
-            obj = _parse_json_line(raw)
-        except UnicodeDecodeError as exc:
-            ctx.reject(lineno, "bad_encoding", f"invalid UTF-8 at byte {exc.start + 1} of the line")
-            continue
-        except ValueError as exc:  # JSONDecodeError, int too large, not an object
-            ctx.reject(lineno, "malformed", str(exc))
-            continue
+    for lineno, obj in jsonl_records(data, start, ctx, not_object="malformed"):
+        assert obj is not None
         if keys is None:
             _check_columns(list(obj), columns, "field", extra_ok=extra_ok)
             keys = set(columns)
@@ -408,30 +291,6 @@ def _read_jsonl(
             continue
         ctx.count_row()
         yield lineno, row
-
-
-def _detect_format(data: bytes, start: int, filename: str | None, fmt: str | None) -> str:
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-        return fmt
-    extension = os.path.splitext(filename or "")[1].lower()
-    if extension in _EXTENSIONS:
-        return _EXTENSIONS[extension]
-    first = _NON_SPACE.search(data, start)
-    return "jsonl" if first is not None and data[first.start()] == ord("{") else "csv"
-
-
-def _check_whole_file(data: bytes, start: int, fmt: str) -> None:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DatasetError("the file is UTF-16 encoded; save it as UTF-8")
-    if data.startswith(b"PK\x03\x04"):
-        raise DatasetError("the file is a spreadsheet or zip archive; export it as CSV (UTF-8)")
-    first = _NON_SPACE.search(data, start)
-    if first is None:
-        raise DatasetError("the file is empty")
-    if fmt == "jsonl" and data[first.start()] == ord("["):
-        raise DatasetError("the file is a JSON array; upload JSON Lines: one JSON object per line")
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -472,7 +331,7 @@ def _duplicate_detail(task: str, label: str, first: tuple[int, str]) -> str:
     return f"same {'text' if task == 'classification' else 'query and positive'} as line {line}"
 
 
-def _accept(line: int, values: Row, task: str, acc: _Accepted, ctx: _Context) -> None:
+def _accept(line: int, values: Row, task: str, acc: _Accepted, ctx: Context) -> None:
     columns = TASK_COLUMNS[task]
     text_count = 1 if task == "classification" else 2
     cleaned = list(values)
@@ -496,7 +355,7 @@ def _summary(rejected: Sequence[RejectedRow]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
 
 
-def _check_result(task: str, acc: _Accepted, ctx: _Context, rejected: tuple[RejectedRow, ...]) -> None:
+def _check_result(task: str, acc: _Accepted, ctx: Context, rejected: tuple[RejectedRow, ...]) -> None:
     limits = ctx.limits
     if not acc.rows:
         if not rejected:
@@ -544,10 +403,10 @@ def parse_dataset(
     if task not in TASK_COLUMNS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_COLUMNS)}")
     wanted = TASK_COLUMNS[task] if columns is None else _column_names(columns)
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    fmt = _detect_format(data, start, filename, fmt)
-    _check_whole_file(data, start, fmt)
-    ctx = _Context(limits=limits)
+    start = content_start(data)
+    fmt = detect_format(data, start, filename, fmt)
+    check_whole_file(data, start, fmt, DatasetError)
+    ctx = Context(limits=limits, error=DatasetError)
     read = _read_csv if fmt == "csv" else _read_jsonl
     allowed = None if allowed_labels is None else frozenset(_normalise(label) for label in allowed_labels)
     acc = _Accepted()
@@ -569,6 +428,46 @@ def parse_dataset(
         total_lines=data.count(b"\n") + (0 if data.endswith(b"\n") else 1),
         fingerprint=fingerprint_rows(acc.rows),
         format=fmt,
+    )
+
+
+def parse_rows(
+    *,
+    rows: Iterable[Sequence[str]],
+    task: str,
+    allowed_labels: Collection[str] | None = None,
+    limits: Limits = Limits(),  # noqa: B008 - frozen, so a shared default is safe
+) -> ParsedDataset:
+    """``parse_dataset`` for rows a product already holds (corrections, imported pairs): the same rules
+    from step 2 on (normalise, empty, too long, unknown label, scrub, de-duplicate); "line" is the 1-based
+    position of the row."""
+    if task not in TASK_COLUMNS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_COLUMNS)}")
+    ctx = Context(limits=limits, error=DatasetError)
+    allowed = None if allowed_labels is None else frozenset(_normalise(label) for label in allowed_labels)
+    acc = _Accepted()
+    for line, row in enumerate(rows, start=1):
+        ctx.count_row()
+        if len(row) != 2 or not all(isinstance(value, str) for value in row):
+            ctx.reject(line, "malformed", "a row is two strings", counted=True)
+            continue
+        values: Row = (_normalise(row[0]), _normalise(row[1]))
+        problem = _row_problem(values, task, allowed, limits)
+        if problem is not None:
+            ctx.reject(line, *problem, counted=True)
+        else:
+            _accept(line, values, task, acc, ctx)
+    rejected = tuple(sorted(ctx.rejected.values(), key=lambda row: row.line))
+    _check_result(task, acc, ctx, rejected)
+    return ParsedDataset(
+        task=task,
+        rows=tuple(acc.rows),
+        labels=tuple(sorted({label for _, label in acc.rows})) if task == "classification" else (),
+        rejected=rejected,
+        scrubbed=tuple(acc.scrubbed),
+        total_lines=ctx.rows_seen,
+        fingerprint=fingerprint_rows(acc.rows),
+        format="rows",
     )
 
 

@@ -27,6 +27,7 @@ class RegistryConfig(AppConfig):
         from core.jobs.queues import Queue
         from core.registry.batch import batch_predict_handler, batch_predict_release
         from core.registry.kinds import register_kind
+        from core.registry.rows import KIND, rows_infer_handler, rows_infer_release
         from core.registry.services import train_job_handler
         from core.registry.services.classifier import ClassifierKind
         from core.registry.services.embedding import EmbeddingKind
@@ -42,6 +43,9 @@ class RegistryConfig(AppConfig):
             handler=batch_predict_handler,
             metered=False,
             release=batch_predict_release,
+        )
+        register_job_kind(
+            KIND, queue=Queue.INFER, handler=rows_infer_handler, metered=False, release=rows_infer_release
         )
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)

@@ -8,7 +8,6 @@ writes the result next to the usage exports.
 """
 
 import csv
-import io
 import json
 import logging
 import uuid
@@ -22,6 +21,7 @@ from core.billing import services as billing
 from core.billing.models import Meter, UsageEvent
 from core.errors import InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
+from core.ml.uploads import ReadLimits, UploadError, read_upload
 from core.registry.kinds import kind_of
 from core.registry.paths import batch_file, validate_id
 from core.registry.services import classifier_version, predictor_for
@@ -35,40 +35,43 @@ CHUNK = 256
 ALLOWED = {"id", "text", "label"}
 
 
-def _decode(data: bytes) -> str:
+def _records(data: bytes, filename: str) -> list[dict[str, Any]]:
+    """The file's records through the one upload reader (``core.ml.uploads``); any unreadable row refuses
+    the file, since a batch's output has one row per input row."""
     if not data.strip():
         raise InvalidInput("The file is empty.")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"The file is not UTF-8 (byte {exc.start} is invalid); save it as UTF-8.")
+        upload = read_upload(data, filename=filename, lines_ok=True, limits=ReadLimits(max_rows=MAX_ROWS))
+    except UploadError as exc:
+        raise InvalidInput(_file_problem(exc)) from None
+    if upload.rejected:
+        first = upload.rejected[0]
+        if first.reason == "not_object":
+            raise InvalidInput(f"Line {first.line} must be a JSON object with a 'text' field.")
+        what = "is not valid JSON" if upload.format == "jsonl" else "cannot be read"
+        raise InvalidInput(f"Line {first.line} {what}: {first.detail}.")
+    if upload.format != "jsonl":
+        return [{**r.values, None: list(r.extra)} if r.extra else r.values for r in upload.records]
+    records = []
+    for record in upload.records:
+        bad = sorted(k for k in ("id", "text", "label") if isinstance(record.values.get(k), dict | list))
+        if bad:
+            raise InvalidInput(f"Line {record.line}: '{bad[0]}' must be a string or a number.")
+        records.append({k: "" if v is None else str(v) for k, v in record.values.items()})
+    return records
 
 
-def _records(text: str, filename: str) -> list[dict[str, str]]:
-    first = text.lstrip()[:1]
-    if filename.endswith((".jsonl", ".ndjson")) or first == "{":
-        records = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(f"Line {n} is not valid JSON: {exc.msg}.")
-                if not isinstance(obj, dict):
-                    raise InvalidInput(f"Line {n} must be a JSON object with a 'text' field.")
-                bad = sorted(k for k in ("id", "text", "label") if isinstance(obj.get(k), dict | list))
-                if bad:
-                    raise InvalidInput(f"Line {n}: '{bad[0]}' must be a string or a number.")
-                records.append({k: "" if v is None else str(v) for k, v in obj.items()})
-        return records
-    if filename.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        reader.fieldnames = [(f or "").strip().lower() for f in reader.fieldnames or []]
-        return [dict(row) for row in reader]
-    return [{"text": line} for line in text.splitlines() if line.strip()]
+def _file_problem(exc: UploadError) -> str:
+    if exc.code == "encoding":
+        return f"The file is not UTF-8 (byte {exc.byte} is invalid); save it as UTF-8."
+    if exc.code == "utf16":
+        return "The file is UTF-16 encoded, not UTF-8; save it as UTF-8."
+    if exc.code == "too_many_rows":
+        return f"The file has more than {MAX_ROWS} rows; the limit is {MAX_ROWS} per batch."
+    return exc.message[:1].upper() + exc.message[1:] + "."
 
 
-def _validate(records: list[dict[str, str]], labels: list[str]) -> list[dict[str, str]]:
+def _validate(records: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
     if not records:
         raise InvalidInput("The file has no rows.")
     if len(records) > MAX_ROWS:
@@ -109,7 +112,7 @@ def batch_predict_start(
     runs past it; a job that fails or is cancelled gives them back (``batch_predict_release``).
     """
     version = classifier_version(organisation=organisation, version_id=version_id, app=app, task=task)
-    records = _validate(_records(_decode(data), filename.lower()), version.labels)
+    records = _validate(_records(data, filename.lower()), version.labels)
     with _batch_quota_message(len(records)):
         billing.quota_check(organisation=organisation, meter=Meter.PREDICTIONS, quantity=len(records))
     path = batch_file(organisation_id=organisation.pk, name=f"{uuid.uuid4().hex}.json")

@@ -1,4 +1,4 @@
-// Live job progress: the database row is the truth, so poll it; a websocket only makes updates sooner.
+// Live job progress through TrellisLive (live.js): the job rows are polled; the socket only speeds them up.
 (function () {
   const script = document.currentScript;
   const statusUrl = script.dataset.statusUrl;
@@ -28,17 +28,14 @@
   }
   async function poll() {
     const ids = rows().filter((r) => r.dataset.active === "1").map((r) => r.dataset.job);
-    if (ids.length) {
-      try {
-        const res = await fetch(`${statusUrl}?ids=${ids.join(",")}`, { credentials: "same-origin" });
-        if (res.ok) (await res.json()).jobs.forEach(render);
-      } catch (e) { /* offline for a moment: try again next tick */ }
-    }
-    setTimeout(poll, 1500);
+    if (!ids.length) return;
+    const res = await fetch(`${statusUrl}?ids=${ids.join(",")}`, { credentials: "same-origin" });
+    if (res.ok) (await res.json()).jobs.forEach(render);
   }
-  try {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/jobs/");
-    ws.onmessage = (e) => { const msg = JSON.parse(e.data); if (msg.type === "job.progress") render(msg.data); };
-  } catch (e) { /* polling covers it */ }
-  poll();
+  TrellisLive.follow({
+    socket: "/ws/jobs/",
+    every: 1500,
+    refresh: poll,
+    message: (msg) => { if (msg.type === "job.progress") render(msg.data); },
+  });
 })();

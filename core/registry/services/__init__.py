@@ -6,7 +6,12 @@ pays, and which version serves. Callers import from here; the topic modules are:
 """
 
 from core.registry.services.common import MAX_PREDICT_TEXTS, SERVABLE, runtime, store_sweep
-from core.registry.services.datasets import dataset_rows, dataset_upload, split_fractions
+from core.registry.services.datasets import (
+    dataset_from_rows,
+    dataset_rows,
+    dataset_upload,
+    split_fractions,
+)
 from core.registry.services.embedding import model_embed, text_embedder
 from core.registry.services.promotion import (
     model_archive,
@@ -38,6 +43,7 @@ __all__ = [
     "SERVABLE",
     "TRAINING_PRESETS",
     "classifier_version",
+    "dataset_from_rows",
     "dataset_rows",
     "dataset_upload",
     "model_archive",

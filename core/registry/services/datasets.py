@@ -1,6 +1,7 @@
 """Dataset uploads: validated, scrubbed, split and stored as a new version of a named dataset."""
 
 import json
+from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 
@@ -12,6 +13,7 @@ from core.ml.datasets import (
     DatasetError,
     fingerprint_rows,
     parse_dataset,
+    parse_rows,
     report_csv,
     stratified_split,
 )
@@ -42,9 +44,9 @@ def split_fractions(split: str) -> tuple[float, float]:
     return values[1] / 100, values[2] / 100
 
 
-def _parse(**kwargs):
+def _parse(*, rows=None, **kwargs):
     try:
-        return parse_dataset(**kwargs)
+        return parse_dataset(**kwargs) if rows is None else parse_rows(rows=rows, **kwargs)
     except DatasetError as exc:
         raise InvalidInput(str(exc), details={"rejected": [r.__dict__ for r in exc.rejected[:20]]})
 
@@ -69,13 +71,7 @@ def dataset_upload(
     split into train and validation only (default 90/10/0), and upload rows whose text is also in the test
     file are left out of training. Test rows whose label is not in the upload are rejected.
     """
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("A dataset needs a name.", details={"field": "name"})
-    if task not in TASK_COLUMNS:
-        raise InvalidInput(
-            f"Unknown task '{task}'; use one of {', '.join(TASK_COLUMNS)}.", details={"field": "task"}
-        )
+    name = _checked(name, task)
     validation, test = split_fractions(
         split or (DEFAULT_SPLIT if test_data is None else DEFAULT_SPLIT_WITH_TEST_FILE)
     )
@@ -85,7 +81,7 @@ def dataset_upload(
             details={"field": "split"},
         )
     parsed = _parse(data=data, task=task, filename=filename, columns=columns)
-    held_out, overlap, test_parsed = (), 0, None
+    test_parsed = None
     if test_data is not None:
         test_parsed = _parse(
             data=test_data,
@@ -94,7 +90,58 @@ def dataset_upload(
             columns=columns,
             allowed_labels=parsed.labels if task == "classification" else None,
         )
-        held_out = test_parsed.rows
+    return _store(
+        organisation=organisation,
+        name=name,
+        task=task,
+        parsed=parsed,
+        test_parsed=test_parsed,
+        fractions=(validation, test),
+        source=filename or "",
+    )
+
+
+def dataset_from_rows(
+    *,
+    organisation,
+    name: str,
+    task: str,
+    rows: Iterable[Sequence[str]],
+    source: str = "",
+    split: str | None = None,
+) -> Dataset:
+    """A new version of ``name`` from rows a product holds (``(text, label)`` or ``(query, positive)``),
+    under the same rules as an upload (validated, scrubbed, de-duplicated, split, quota-checked) and with
+    no file in between; ``source`` is what the datasets page shows as its origin."""
+    name = _checked(name, task)
+    fractions = split_fractions(split or DEFAULT_SPLIT)
+    parsed = _parse(rows=rows, task=task)
+    return _store(
+        organisation=organisation,
+        name=name,
+        task=task,
+        parsed=parsed,
+        test_parsed=None,
+        fractions=fractions,
+        source=source,
+    )
+
+
+def _checked(name: str, task: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("A dataset needs a name.", details={"field": "name"})
+    if task not in TASK_COLUMNS:
+        raise InvalidInput(
+            f"Unknown task '{task}'; use one of {', '.join(TASK_COLUMNS)}.", details={"field": "task"}
+        )
+    return name
+
+
+def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: str) -> Dataset:
+    """Split, charge and write a parsed dataset (and a caller's parsed test file) as the next version."""
+    validation, test = fractions
+    held_out = test_parsed.rows if test_parsed is not None else ()
     seen = {text.casefold() for text, _ in held_out}
     train_rows = [row for row in parsed.rows if row[0].casefold() not in seen]
     overlap = len(parsed.rows) - len(train_rows)
@@ -125,7 +172,7 @@ def dataset_upload(
             labels=list(parsed.labels),
             split_counts=counts,
             path="",
-            source_filename=(filename or "")[:255],
+            source_filename=source[:255],
         )
         folder = dataset_dir(organisation_id=organisation.pk, dataset_id=dataset.pk)
         folder.mkdir(parents=True, exist_ok=True)

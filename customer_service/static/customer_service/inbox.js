@@ -1,5 +1,5 @@
 // The operators' live inbox. The database is the truth: the list and the open conversation are polled through
-// the REST API; the /ws/inbox/ socket only makes new messages show up sooner.
+// the REST API; the /ws/inbox/ socket only makes new messages show up sooner (both through live.js).
 (function () {
   const api = document.currentScript.dataset.api;
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
@@ -178,10 +178,5 @@
       if (current !== null) await open(current);
     } catch (e) { /* next tick */ }
   }
-  function poll() { refresh().finally(() => setTimeout(poll, 3000)); }
-  try {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/inbox/");
-    ws.onmessage = () => refresh();
-  } catch (e) { /* polling covers it */ }
-  poll();
+  TrellisLive.follow({ socket: "/ws/inbox/", every: 3000, refresh });
 })();

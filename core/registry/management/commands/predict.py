@@ -18,6 +18,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from core.errors import TrellisError
+from core.ml.uploads import ReadLimits, Upload, UploadError, read_upload
 from core.registry import services
 from core.registry.management import cli
 
@@ -105,67 +106,61 @@ class Command(cli.Command):
         if fmt == "auto":
             fmt = FORMATS.get(path.suffix.lower(), "lines") if path else "lines"
         if path is not None:
-            text = _decode(path.read_bytes())
+            raw = path.read_bytes()
         else:  # the real stdin is read as bytes, so its decoding does not depend on the locale
-            text = _decode(sys.stdin.buffer.read()) if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
         id_column, text_column = opts["id_column"].strip().lower(), opts["text_column"].strip().lower()
+        try:  # one upload reader for every input (core.ml.uploads); blank rows keep their place
+            everything = ReadLimits(max_bytes=len(raw), max_rows=len(raw) + 1, max_line_bytes=len(raw) + 1)
+            upload = read_upload(raw, fmt=fmt, keep_blank=True, limits=everything)
+        except UploadError as exc:
+            if exc.code == "empty" and fmt != "csv":
+                return []
+            if exc.code == "encoding":
+                raise CommandError(f"The input is not UTF-8 text (byte {exc.byte}).") from None
+            if exc.code != "empty":
+                raise CommandError(f"The input cannot be read: {exc.message}.") from None
+            upload = None
         if fmt == "lines":
-            return [(str(n), line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)][
-                : _line_count(text)
-            ]
+            return [(str(r.line), r.values["text"]) for r in upload.records]
         if fmt == "csv":
-            return _read_csv(text, id_column, text_column)
-        return _read_jsonl(text, id_column, text_column)
+            return _read_csv(upload, id_column, text_column)
+        return _read_jsonl(upload, id_column, text_column)
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CommandError(f"The input is not UTF-8 text (byte {exc.start + 1}).")
+def _problem(upload: Upload, what: str) -> None:
+    if upload.rejected:
+        first = upload.rejected[0]
+        detail = "expected an object" if first.reason == "not_object" else first.detail
+        raise CommandError(f"{what} line {first.line}: {detail}.")
 
 
-def _line_count(text: str) -> int:
-    """Lines in ``text``; a final newline does not start another (empty) line."""
-    return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-
-
-def _read_csv(text: str, id_column: str, text_column: str) -> list[tuple[str, str]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in next(reader, [])]
-    if text_column not in header:
+def _read_csv(upload: Upload | None, id_column: str, text_column: str) -> list[tuple[str, str]]:
+    header = list(upload.columns) if upload is not None else []
+    if upload is None or text_column not in header:
         raise CommandError(
             f"The CSV has no '{text_column}' column (found: {', '.join(header) or 'none'}); "
             "see --text-column."
         )
-    t, i = header.index(text_column), header.index(id_column) if id_column in header else None
+    _problem(upload, "CSV")
     rows = []
-    for n, values in enumerate(reader, 1):
-        if not any(v.strip() for v in values) and len(values) <= 1:
-            values = [""] * len(header)  # a blank line is an empty row, kept in its place
-        if len(values) != len(header):
-            raise CommandError(f"CSV row {n}: expected {len(header)} values, found {len(values)}.")
-        rows.append((values[i] if i is not None else str(n), values[t]))
+    for n, record in enumerate(upload.records, 1):
+        found = len(header) + len(record.extra) - sum(v is None for v in record.values.values())
+        if found != len(header):
+            raise CommandError(f"CSV row {n}: expected {len(header)} values, found {found}.")
+        row_id = record.values[id_column] if id_column in header else str(n)
+        rows.append((row_id, record.values[text_column]))
     return rows
 
 
-def _read_jsonl(text: str, id_column: str, text_column: str) -> list[tuple[str, str]]:
+def _read_jsonl(upload: Upload, id_column: str, text_column: str) -> list[tuple[str, str]]:
+    _problem(upload, "JSON Lines")
     rows = []
-    for n, line in enumerate(text.splitlines()[: _line_count(text)], 1):
-        if not line.strip():
-            rows.append((str(n), ""))
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"JSON Lines line {n}: {exc.msg}.")
-        if not isinstance(obj, dict):
-            raise CommandError(f"JSON Lines line {n}: expected an object.")
-        obj = {str(k).strip().lower(): v for k, v in obj.items()}
-        value = obj.get(text_column)
+    for record in upload.records:
+        value = record.values.get(text_column)
         if value is not None and not isinstance(value, str):
-            raise CommandError(f"JSON Lines line {n}: '{text_column}' must be a string.")
-        row_id = obj.get(id_column, n)
+            raise CommandError(f"JSON Lines line {record.line}: '{text_column}' must be a string.")
+        row_id = record.values.get(id_column, record.line)
         rows.append((row_id if isinstance(row_id, str) else json.dumps(row_id), value or ""))
     return rows
 

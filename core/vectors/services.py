@@ -1,0 +1,152 @@
+"""Embedding, staleness and top-k search over a product's vector rows (contract: ``core.vectors``)."""
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max, QuerySet, Sum
+
+from core.errors import InvalidInput
+from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
+from core.registry import services as registry
+
+INDEX_CACHE_SIZE = 8  # ANN indexes kept per process (each is about 1.7 KB per vector of 384 dims)
+MAX_QUERY_CHARS = 10_000
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """A product's rows that carry vectors: one per searchable thing (a passage, an item, a document).
+
+    ``rows(organisation)`` gives the searchable rows (filters such as "published" belong there);
+    ``rebuild(organisation, model)`` re-embeds the organisation's rows whose model is not ``model`` (under
+    whatever locks the product needs) and returns how many it rebuilt. ``app``/``task`` name the embedding
+    model the source's vectors come from.
+    """
+
+    name: str
+    app: str
+    task: str
+    rows: Callable[[Any], QuerySet]
+    rebuild: Callable[[Any, str], int]
+    key_field: str = "pk"
+    vector_field: str = "vector"
+    model_field: str = "embedder"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # (n, dim) float32, unit rows
+    model: str  # the reference of the model that made them, e.g. "version:12" or "base:<sha256 prefix>"
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    key: Hashable
+    score: float  # cosine similarity
+
+
+def current_model(*, organisation, app: str, task: str) -> str:
+    """The reference of the model that embeds for ``app``/``task`` now (vectors under another are stale)."""
+    return registry.text_embedder(organisation=organisation, app=app, task=task)[1]
+
+
+def texts_embed(*, organisation, app: str, task: str, texts: Sequence[str]) -> Embedded:
+    """Vectors of ``texts`` from the organisation's current model for ``app``/``task``, with its reference."""
+    embedder, reference = registry.text_embedder(organisation=organisation, app=app, task=task)
+    if not texts:
+        return Embedded(np.zeros((0, 0), dtype=np.float32), reference)
+    return Embedded(np.asarray(embedder.embed(list(texts)), dtype=np.float32), reference)
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def vectors_fill(*, source: VectorSource, objects: Sequence[Any], embedded: Embedded) -> None:
+    """Put one vector and the model's reference on each (unsaved) row, in order."""
+    if len(objects) != len(embedded.vectors):
+        raise ValueError(f"{len(objects)} rows but {len(embedded.vectors)} vectors")
+    for obj, vector in zip(objects, embedded.vectors, strict=True):
+        setattr(obj, source.vector_field, vector_bytes(vector))
+        setattr(obj, source.model_field, embedded.model)
+
+
+def _rows(source: VectorSource, organisation) -> QuerySet:
+    return source.rows(organisation).filter(organisation=organisation)  # fail closed on a wide queryset
+
+
+def vectors_stale(*, source: VectorSource, organisation, model: str | None = None) -> QuerySet:
+    """The organisation's rows of ``source`` made by another model than ``model`` (default: the current)."""
+    if model is None:
+        model = current_model(organisation=organisation, app=source.app, task=source.task)
+    return _rows(source, organisation).exclude(**{source.model_field: model})
+
+
+_cache: OrderedDict[tuple, VectorIndex] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _ann_min() -> int:
+    return int(getattr(settings, "VECTOR_ANN_MIN_VECTORS", ANN_MIN_VECTORS))
+
+
+def _load(rows: QuerySet, source: VectorSource) -> VectorIndex:
+    pairs = list(rows.values_list(source.key_field, source.vector_field))
+    if not pairs:
+        return VectorIndex([], np.zeros((0, 1), dtype=np.float32))
+    matrix = np.stack([np.frombuffer(bytes(vector), dtype=np.float32) for _key, vector in pairs])
+    return VectorIndex([key for key, _v in pairs], matrix, ann_min=_ann_min())
+
+
+def vector_index(*, source: VectorSource, organisation, model: str) -> VectorIndex:
+    """The index over the organisation's rows made by ``model``: read fresh while the set is small (exact
+    search), built once and cached while the row set stays the same above ``VECTOR_ANN_MIN_VECTORS``."""
+    rows = _rows(source, organisation).filter(**{source.model_field: model})
+    shape = rows.aggregate(n=Count("pk"), pks=Sum("pk"), changed=Max("updated_at"))
+    if shape["n"] < _ann_min():
+        return _load(rows, source)
+    key = (source.name, organisation.pk, model, shape["n"], shape["pks"], shape["changed"])
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    index = _load(rows, source)  # outside the lock: building a large index takes seconds
+    with _cache_lock:
+        stale = [k for k in _cache if k[:3] == key[:3]]  # the same rows before their last change
+        for old in stale:
+            del _cache[old]
+        _cache[key] = index
+        while len(_cache) > INDEX_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return index
+
+
+def vector_search(
+    *, source: VectorSource, organisation, query: str | Embedded, k: int
+) -> tuple[list[VectorHit], Embedded | None]:
+    """The ``k`` rows closest to ``query`` (cosine), best first, and the query's embedding (None when the
+    organisation has no rows: nothing is embedded then). Stale rows are rebuilt first (``source.rebuild``),
+    and only rows made by the query's model are ranked."""
+    if isinstance(query, str) and len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"The query is over {MAX_QUERY_CHARS} characters.", details={"field": "query"})
+    if k < 1:
+        raise InvalidInput("k must be at least 1.", details={"field": "k"})
+    if not _rows(source, organisation).exists():
+        return [], None
+    embedded = (
+        query
+        if isinstance(query, Embedded)
+        else texts_embed(organisation=organisation, app=source.app, task=source.task, texts=[query])
+    )
+    if vectors_stale(source=source, organisation=organisation, model=embedded.model).exists():
+        source.rebuild(organisation, embedded.model)
+    index = vector_index(source=source, organisation=organisation, model=embedded.model)
+    if not len(index):
+        return [], embedded
+    matches = index.search(embedded.vectors[:1], k)[0]
+    return [VectorHit(m.key, m.score) for m in matches], embedded
