@@ -143,7 +143,7 @@ def main() -> None:
         "ML_WARMUP": "0",
     }
     version_id, secret = prepare(env)
-    from core.billing import deferred
+    from core.billing import flusher
     from core.billing.models import UsageEvent
     from core.registry.models import ModelVersion
 
@@ -182,7 +182,7 @@ def main() -> None:
         for _name, _port, proc in started:
             proc.terminate()
             proc.wait(timeout=30)
-    deferred.ledger_drain()
+    flusher.ledger_drain()
     lines = UsageEvent.all_tenants.filter(organisation_id=version.organisation_id)
     keys = [k for k in lines.values_list("idempotency_key", flat=True) if k]
     hot = lines.filter(meter="predictions", idempotency_key__startswith="req:").count()

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from core.api.errors import error_body
-from core.billing import deferred
+from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.billing.meters import Meter
 from core.errors import QuotaExceeded, TrellisError
@@ -147,7 +147,7 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
     except Exception:  # noqa: BLE001 - nothing was charged: the full stack runs (and meters) it again
         deferred.release(organisation=organisation, charges=charges, period=period)
         return None
-    deferred.flusher_start()
+    flusher.flusher_start()
     payload = {
         "model_version": version.pk,
         "version": version.version,

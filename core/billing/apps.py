@@ -10,7 +10,7 @@ class BillingConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from core.billing.jobs import usage_export
-        from core.billing.meters import meters_sync_after_migrate
+        from core.billing.models import meters_sync_after_migrate
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue
 

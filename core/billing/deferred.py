@@ -23,12 +23,9 @@ database the cache uses, so production must not call it while lines are pending.
 import json
 import logging
 import math
-import os
-import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,9 +33,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, close_old_connections, transaction
 
-from core.billing.models import UsageCounter, UsageEvent
+from core.billing.models import UsageCounter
 
 log = logging.getLogger(__name__)
 
@@ -233,177 +229,3 @@ def new_request_id() -> str:
 
 
 # --- the flusher ----------------------------------------------------------------------------------------
-
-
-_group_ready = False
-
-
-def _ensure_group(client) -> None:
-    global _group_ready
-    import redis
-
-    if _group_ready:
-        return
-    try:
-        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-    _group_ready = True
-
-
-def _decode(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in fields.items()}
-
-
-def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-    """Write a batch of stream entries into the ledger in one transaction; how many lines were new."""
-    from core.billing.services import _add_to_counter, period_bounds
-    from core.tenancy.models import Organisation
-
-    rows = [_decode(fields) for _id, fields in entries]
-    organisations = {o.pk: o for o in Organisation.objects.filter(pk__in={int(r["org"]) for r in rows})}
-    live = [
-        r
-        for r in rows
-        if int(r["org"]) in organisations and organisation_stamp(organisations[int(r["org"])]) == r["stamp"]
-    ]
-    if len(live) < len(rows):
-        log.warning("dropped %d ledger lines of organisations that no longer exist", len(rows) - len(live))
-    by_org: dict[int, list[dict[str, str]]] = defaultdict(list)
-    for r in live:
-        by_org[int(r["org"])].append(r)
-    new = 0
-    with transaction.atomic():
-        for org_id, org_rows in by_org.items():
-            organisation = organisations[org_id]
-            seen = set(
-                UsageEvent.all_tenants.filter(
-                    organisation_id=org_id, idempotency_key__in=[r["key"] for r in org_rows]
-                ).values_list("idempotency_key", flat=True)
-            )
-            fresh = {r["key"]: r for r in org_rows if r["key"] not in seen}.values()
-            UsageEvent.all_tenants.bulk_create(
-                UsageEvent(
-                    organisation_id=org_id,
-                    meter=r["meter"],
-                    quantity=Decimal(r["quantity"]),
-                    idempotency_key=r["key"],
-                    api_key_id=int(r["api_key"]) if r["api_key"] else None,
-                    metadata=json.loads(r["metadata"]),
-                )
-                for r in fresh
-            )
-            totals: dict[tuple[str, datetime], Decimal] = defaultdict(Decimal)
-            for r in fresh:
-                start = period_bounds(datetime.fromisoformat(r["at"]))[0]
-                totals[(r["meter"], start)] += Decimal(r["quantity"])
-            for (meter, start), amount in totals.items():
-                _add_to_counter(organisation, meter, amount, start, enforce=False)
-            new += len(fresh)
-    return new
-
-
-def _consumer_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def ledger_flush_once(
-    *, consumer: str, count: int = 1000, block_ms: int | None = 200, claim_idle_ms: int | None = None
-) -> tuple[int, int]:
-    """Read up to ``count`` lines (first those a dead flusher left pending), write them, acknowledge them:
-    (lines read, lines new to the ledger)."""
-    import redis
-
-    global _group_ready
-    try:
-        return _flush_once(consumer=consumer, count=count, block_ms=block_ms, claim_idle_ms=claim_idle_ms)
-    except redis.ResponseError as exc:
-        if "NOGROUP" not in str(exc):
-            raise
-        _group_ready = False  # the stream went (its Redis database was emptied): make it again
-        return 0, 0
-
-
-def _flush_once(
-    *, consumer: str, count: int, block_ms: int | None, claim_idle_ms: int | None
-) -> tuple[int, int]:
-    client = redis_client()
-    _ensure_group(client)
-    entries: list = []
-    if claim_idle_ms is not None:
-        _next, claimed, *_deleted = client.xautoclaim(
-            STREAM, GROUP, consumer, claim_idle_ms, "0-0", count=count
-        )
-        entries = [e for e in claimed if e[1]]
-    if not entries:
-        # our own pending lines first (a write that failed), then new ones
-        for start in ("0", ">"):
-            got = client.xreadgroup(
-                GROUP, consumer, {STREAM: start}, count=count, block=block_ms if start == ">" else None
-            )
-            entries = [e for e in (got[0][1] if got else []) if e[1]]
-            if entries:
-                break
-    if not entries:
-        return 0, 0
-    for _attempt in range(3):
-        try:
-            new = _write(entries)
-            break
-        except IntegrityError:  # another flusher wrote one of these keys meanwhile: the next try skips it
-            continue
-    else:
-        raise RuntimeError("could not write a ledger batch")
-    ids = [entry_id for entry_id, _fields in entries]
-    pipe = client.pipeline(transaction=False)
-    pipe.xack(STREAM, GROUP, *ids)
-    pipe.xdel(STREAM, *ids)
-    pipe.execute()
-    return len(entries), new
-
-
-def ledger_drain(*, claim_idle_ms: int = 0) -> int:
-    """Write every line in the stream, pending ones of any (dead) flusher included; lines written."""
-    consumer = f"drain:{_consumer_name()}"
-    client, total = redis_client(), 0
-    _ensure_group(client)
-    while True:
-        read, new = ledger_flush_once(consumer=consumer, block_ms=None, claim_idle_ms=claim_idle_ms)
-        total += new
-        if not read:
-            break
-    client.xgroup_delconsumer(STREAM, GROUP, consumer)  # it has nothing pending: every read was written
-    return total
-
-
-_flusher: threading.Thread | None = None
-
-
-def flusher_start() -> None:
-    """Start this process's flusher thread (once)."""
-    global _flusher
-    with _lock:
-        if _flusher is not None and _flusher.is_alive():
-            return
-        _flusher = threading.Thread(target=_flush_forever, name="ledger-flusher", daemon=True)
-        _flusher.start()
-
-
-def _flush_forever() -> None:
-    consumer = _consumer_name()
-    last_claim = 0.0
-    while True:
-        try:
-            claim = None
-            if time.monotonic() - last_claim > 5:
-                claim, last_claim = CLAIM_IDLE_MS, time.monotonic()
-            read, _new = ledger_flush_once(
-                consumer=consumer, count=FLUSH_BATCH, block_ms=1000, claim_idle_ms=claim
-            )
-            if read < FLUSH_BATCH:  # let lines gather: a batch per interval, not a transaction per request
-                time.sleep(FLUSH_INTERVAL_S)
-        except Exception:  # noqa: BLE001 - keep flushing; the lines stay in the stream until written
-            log.exception("ledger flush failed")
-            close_old_connections()
-            time.sleep(1)

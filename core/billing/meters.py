@@ -150,32 +150,3 @@ def stock_count(*, organisation: object, meter: str) -> int:
 
 def stock_breakdown(*, organisation: object, meter: str) -> dict[str, int]:
     return {name: counter(organisation) for name, counter in _COUNTERS[str(meter)].items()}
-
-
-def meters_sync_after_migrate(*, using: str = "default", **_kwargs: object) -> None:
-    """``post_migrate``: mirror the meters once the table exists (not after migrating back before it)."""
-    from django.db import connections
-
-    from core.billing.models import MeterDefinition
-
-    if MeterDefinition._meta.db_table in connections[using].introspection.table_names():
-        meters_sync()
-
-
-def meters_sync(**_kwargs: object) -> None:
-    """Mirror the registered meters into ``MeterDefinition`` (``post_migrate``; plan-limit writes).
-
-    Kind, unit and label follow the declaration; a meter no longer declared keeps its row (its ledger lines
-    still name it). Plan limits are not written here: a plan without a ``PlanLimit`` row for a meter uses
-    the declared default, so an operator's edited limit is never overwritten by a restart.
-    """
-    from core.billing.models import MeterDefinition
-
-    existing = {m.code: m for m in MeterDefinition.objects.all()}
-    for spec in _METERS.values():
-        row = existing.get(spec.code)
-        values = {"kind": spec.kind, "unit": spec.unit, "label": spec.label}
-        if row is None:
-            MeterDefinition.objects.get_or_create(code=spec.code, defaults=values)
-        elif any(getattr(row, k) != v for k, v in values.items()):
-            MeterDefinition.objects.filter(pk=row.pk).update(**values)

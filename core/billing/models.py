@@ -1,10 +1,10 @@
 """Plans, subscriptions and the append-only usage ledger."""
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connections, models
 
 from core.base_models import TenantModel, TimeStampedModel
-from core.billing.meters import Meter, meter_spec, meter_specs, meters_sync
+from core.billing.meters import Meter, meter_spec, meter_specs
 
 # Plan columns that held core meters' limits before meters became data (billing 0007 moved them into
 # PlanLimit). Deprecated: kept as properties (read, assign, ``Plan(...)``/``create``/``update`` keywords) so
@@ -230,3 +230,26 @@ class IdempotencyRecord(TenantModel):
         constraints = [
             models.UniqueConstraint(fields=["organisation", "key"], name="uniq_idempotency_key"),
         ]
+
+
+def meters_sync_after_migrate(*, using: str = "default", **_kwargs: object) -> None:
+    """``post_migrate``: mirror the meters once the table exists (not after migrating back before it)."""
+    if MeterDefinition._meta.db_table in connections[using].introspection.table_names():
+        meters_sync()
+
+
+def meters_sync(**_kwargs: object) -> None:
+    """Mirror the registered meters into ``MeterDefinition`` (``post_migrate``; plan-limit writes).
+
+    Kind, unit and label follow the declaration; a meter no longer declared keeps its row (its ledger lines
+    still name it). Plan limits are not written here: a plan without a ``PlanLimit`` row for a meter uses
+    the declared default, so an operator's edited limit is never overwritten by a restart.
+    """
+    existing = {m.code: m for m in MeterDefinition.objects.all()}
+    for spec in meter_specs():
+        row = existing.get(spec.code)
+        values = {"kind": spec.kind, "unit": spec.unit, "label": spec.label}
+        if row is None:
+            MeterDefinition.objects.get_or_create(code=spec.code, defaults=values)
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            MeterDefinition.objects.filter(pk=row.pk).update(**values)

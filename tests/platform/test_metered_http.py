@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from core.billing import deferred
+from core.billing import flusher
 from core.billing import services as billing
 from core.billing.models import Plan, UsageCounter, UsageEvent, plan_limits_write
 from tests.platform.trained import DATA, train_intent_model
@@ -178,7 +178,7 @@ def test_every_answered_prediction_is_in_the_ledger_once_when_the_web_process_is
     finally:
         stop(first)
         log.close()
-    deferred.ledger_drain()  # what a restarted flusher does with the killed process's pending lines
+    flusher.ledger_drain()  # what a restarted flusher does with the killed process's pending lines
 
     assert not load.other, load.other
     predictions = _lines(org, "predictions")

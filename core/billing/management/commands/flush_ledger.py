@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.billing import deferred
+from core.billing import deferred, flusher
 
 
 class Command(BaseCommand):
@@ -25,5 +25,5 @@ class Command(BaseCommand):
             raise CommandError(
                 "No Redis (REDIS_URL) or API_FAST_PREDICT is off: every line is in the database."
             )
-        written = deferred.ledger_drain(claim_idle_ms=options["claim_idle_ms"])
+        written = flusher.ledger_drain(claim_idle_ms=options["claim_idle_ms"])
         self.stdout.write(f"{written} ledger lines written.")
