@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "core.billing",
     "core.jobs",
     "core.registry",
+    "core.privacy",
     "core.web",
     # The products: each declares its pages, API, websockets, navigation, permissions, beat entries, job
     # kinds, model tasks and demo content once, in its AppConfig.ready (core.products). One line each.
