@@ -13,6 +13,10 @@ calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this re
 - ``seed_demo`` runs its ``demo_seeder``; the model registry accepts models for it (``app`` = its name)
   and reads the ``model_tasks`` it trains (defaults of the train and predict commands, the datasets page).
 
+``owned_models`` names the product's tables (``"<app_label>.<Model>"``, parents before children): the
+organisation's export writes their rows, an import re-creates them with ids remapped, and deleting the
+organisation removes them (``core.privacy``), so a product added later is covered without a core edit.
+
 ``meters`` is reserved for open metering (issue 9, item 4): a product's meters and their plan limits will be
 declared here. Until then stock counters are registered with ``core.billing.meters.register_stock_counter``.
 
@@ -117,6 +121,8 @@ class Product:
     job_kinds: tuple[JobKind, ...] = ()
     model_tasks: tuple[ModelTask, ...] = ()
     demo_seeder: DemoSeeder | None = None
+    # Its tables, "<app_label>.<Model>", parents first: exported, imported and deleted with the organisation.
+    owned_models: tuple[str, ...] = ()
     meters: tuple[Any, ...] = ()  # reserved: open metering (issue 9, item 4)
 
 

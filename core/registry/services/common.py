@@ -1,5 +1,7 @@
 """What the registry services share: the ML runtime settings and version numbering."""
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db.models import Max
 
@@ -53,3 +55,18 @@ def store_sweep(*, older_than_s: float = STALE_TEMP_AFTER_S) -> list[str]:
     from core.ml.artifact import sweep_temp_folders
 
     return [str(p) for p in sweep_temp_folders(Path(settings.MODEL_STORE), older_than_s=older_than_s)]
+
+
+def plaintext_model_dir(version: ModelVersion) -> Path:
+    """Where the ML runtime loads a version from: its store folder, or (encrypted at rest) a decrypted copy
+    private to this process (``core.privacy.crypto``)."""
+    from core.privacy.crypto import plaintext_tree
+
+    return plaintext_tree(Path(version.artifact_path), version.organisation_id, artifact_key(version))
+
+
+def encrypt_model_dir(directory: Path, organisation_id: int) -> None:
+    """Encrypt a freshly saved artifact folder in place when encryption at rest is on."""
+    from core.privacy.crypto import encrypt_tree
+
+    encrypt_tree(directory, organisation_id)

@@ -6,7 +6,6 @@ Trained by the same ``ml.train`` job when the dataset is a pairs dataset; scored
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +13,7 @@ from django.conf import settings
 from core.errors import Conflict, InvalidInput
 from core.ml.errors import MLError
 from core.registry.models import ModelVersion
-from core.registry.services.common import artifact_key, runtime
+from core.registry.services.common import artifact_key, plaintext_model_dir, runtime
 
 EMBED_KEYS = {
     "method",
@@ -105,7 +104,7 @@ def embedder_for(*, version: ModelVersion):
             _cache.move_to_end(key)
             return _cache[key]
     loaded = load_embedder(
-        directory=Path(version.artifact_path), runtime=runtime(threads=settings.ML_SERVE_THREADS)
+        directory=plaintext_model_dir(version), runtime=runtime(threads=settings.ML_SERVE_THREADS)
     )
     with _lock:
         _cache[key] = loaded

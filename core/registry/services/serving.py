@@ -1,7 +1,6 @@
 """Predictions: a per-process LRU of loaded versions, metered per text."""
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from core.registry.services.common import (
     SERVABLE,
     active_version,
     artifact_key,
+    plaintext_model_dir,
     runtime,
 )
 
@@ -36,7 +36,7 @@ def _predictor_cache():
 def _cache_key(version: ModelVersion) -> dict[str, Any]:
     return {
         "version": artifact_key(version),
-        "directory": Path(version.artifact_path),
+        "directory": plaintext_model_dir(version),
         "runtime": runtime(threads=settings.ML_SERVE_THREADS),
         "quantized": version.quantized,
     }

@@ -5,7 +5,6 @@ version then goes through the promotion rule.
 """
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +18,7 @@ from core.jobs import services as jobs
 from core.ml.errors import MLError
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.registry.paths import model_dir, validate_app, validate_id, validate_task
-from core.registry.services.common import next_version, runtime
+from core.registry.services.common import encrypt_model_dir, next_version, plaintext_model_dir, runtime
 from core.registry.services.datasets import dataset_rows
 from core.registry.services.embedding import DEFAULT_EMBED_CONFIG, embed_config, train_embedding
 from core.registry.services.promotion import model_promote_if_better
@@ -335,6 +334,7 @@ def store_version(*, job, dataset, save, model, metrics, method: str, labels: li
                 "device": device,
             },
         )
+        encrypt_model_dir(directory, org.pk)
         return ModelVersion.all_tenants.create(
             organisation=org,
             app=app,
@@ -367,7 +367,7 @@ def _register_version(
         labels=list(model.labels),
         device=device,
     )
-    directory, org, version = Path(mv.artifact_path), job.organisation, mv.version
+    directory, org, version = plaintext_model_dir(mv), job.organisation, mv.version
     reporter.progress(0.96, "Measuring the quantised path", force=True)
     gate = quantization_gate(
         directory=directory, rows=held_out, runtime=runtime(threads=settings.ML_TRAIN_THREADS)
