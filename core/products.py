@@ -17,6 +17,10 @@ calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this re
   of a stock meter) join the billing registry (``core.billing.meters``): the usage page and API list them,
   ``quota_check``/``metered`` enforce them, and ``migrate`` mirrors them into the meter table.
 
+``owned_models`` names the product's tables (``"<app_label>.<Model>"``, parents before children): the
+organisation's export writes their rows, an import re-creates them with ids remapped, and deleting the
+organisation removes them (``core.privacy``), so a product added later is covered without a core edit.
+
 Registration happens once per process, while Django starts; ``products()`` lists them in ``INSTALLED_APPS``
 order, which is the order of the navigation and the dashboard.
 """
@@ -123,6 +127,8 @@ class Product:
     job_kinds: tuple[JobKind, ...] = ()
     model_tasks: tuple[ModelTask, ...] = ()
     demo_seeder: DemoSeeder | None = None
+    # Its tables, "<app_label>.<Model>", parents first: exported, imported and deleted with the organisation.
+    owned_models: tuple[str, ...] = ()
     meters: tuple[MeterSpec, ...] = ()  # its meters and their default limits per plan code
 
 

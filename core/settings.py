@@ -19,6 +19,11 @@ VAR_DIR = Path(env.str("TRELLIS_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 MODEL_STORE = Path(env.str("MODEL_STORE", default=str(VAR_DIR / "models")))
 DATASET_STORE = Path(env.str("DATASET_STORE", default=str(VAR_DIR / "datasets")))
+# Encryption at rest of uploads and model artifacts with per-organisation keys (core.privacy.crypto), the
+# keys wrapped by TRELLIS_MASTER_KEY (a Fernet key: ``python -c "from cryptography.fernet import Fernet;
+# print(Fernet.generate_key().decode())"``). Off by default: the embedded default keeps no key.
+TRELLIS_ENCRYPT_AT_REST = env.bool("TRELLIS_ENCRYPT_AT_REST", default=False)
+TRELLIS_MASTER_KEY = env.str("TRELLIS_MASTER_KEY", default="")
 MEDIA_ROOT = VAR_DIR / "media"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
@@ -58,6 +63,7 @@ INSTALLED_APPS = [
     "core.billing",
     "core.jobs",
     "core.registry",
+    "core.privacy",
     "core.web",
     # The products: each declares its pages, API, websockets, navigation, permissions, beat entries, job
     # kinds, model tasks and demo content once, in its AppConfig.ready (core.products). One line each.

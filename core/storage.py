@@ -16,6 +16,8 @@ from core.errors import InvalidInput
 
 # A name the platform gave a downloadable file (``predictions-job12.csv``, ``usage-2026-11-job3.csv``).
 EXPORT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,100}\.csv$")
+# The organisation's whole-data archive (``core.privacy.export``): downloadable by owners only.
+ARCHIVE_NAME = re.compile(r"^org-export-job[0-9]{1,12}\.zip$")
 
 
 class UnsafePath(InvalidInput):
@@ -44,3 +46,25 @@ def export_path(organisation_id: int, name: str) -> Path:
     if not isinstance(name, str) or not EXPORT_NAME.fullmatch(name):
         raise UnsafePath()
     return org_path(Path(settings.VAR_DIR) / "exports", organisation_id, name)
+
+
+def archive_path(organisation_id: int, name: str) -> Path:
+    """An organisation export archive, in the exports folder (not served by the generic job download)."""
+    if not isinstance(name, str) or not ARCHIVE_NAME.fullmatch(name):
+        raise UnsafePath()
+    return org_path(Path(settings.VAR_DIR) / "exports", organisation_id, name)
+
+
+def write_org_file(path: Path, organisation_id: int, data: bytes) -> None:
+    """Write an organisation's upload (dataset rows, a batch input) or artifact file: encrypted with the
+    organisation's key when ``TRELLIS_ENCRYPT_AT_REST`` is on (``core.privacy.crypto``)."""
+    from core.privacy.crypto import encrypt_for
+
+    path.write_bytes(encrypt_for(organisation_id, data))
+
+
+def read_org_file(path: Path, organisation_id: int) -> bytes:
+    """Read a file ``write_org_file`` wrote (or one written before encryption was turned on)."""
+    from core.privacy.crypto import decrypt_for
+
+    return decrypt_for(organisation_id, path.read_bytes())

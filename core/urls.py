@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/", include("core.api.urls")),
     *[path(f"{p.url_prefix}/", include(p.urls)) for p in products() if p.urls],
     path("", include("core.registry.urls")),
+    path("", include("core.privacy.urls")),
     path("", include("core.web.urls")),
 ]

@@ -13,6 +13,7 @@ PERMISSION_SCOPE: dict[str, str | None] = {
     "org.view": "read",
     "org.manage": "admin",
     "billing.manage": None,
+    "org.privacy": None,
     "members.manage": "admin",
     "keys.manage": "admin",
     "models.train": "train",

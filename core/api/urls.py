@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import views
+from core.privacy import api as privacy
 from core.registry import api as registry
 
 urlpatterns = [
@@ -19,6 +20,7 @@ urlpatterns = [
         name="api-redoc",
     ),
     path("organisation/", views.OrganisationView.as_view(), name="api-organisation"),
+    path("organisation/audit-log/", privacy.AuditLogView.as_view(), name="api-audit-log"),
     path("members/", views.MemberListView.as_view(), name="api-members"),
     path("members/<int:member_id>/", views.MemberDetailView.as_view(), name="api-member"),
     path("invitations/", views.InvitationListView.as_view(), name="api-invitations"),

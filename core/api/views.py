@@ -20,7 +20,7 @@ from core.jobs import services as jobs
 from core.jobs.models import JobStatus
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
-from core.tenancy.models import User
+from core.tenancy.models import ApiKey, User
 
 
 def paginate(view: APIView, request, queryset, serializer_class) -> Response:
@@ -32,6 +32,11 @@ def paginate(view: APIView, request, queryset, serializer_class) -> Response:
 
 def _actor(request) -> User | None:
     return request.user if isinstance(request.user, User) else None
+
+
+def _who(request) -> User | ApiKey | None:
+    """Who acts, for the audit log: the person, or the API key a machine presented."""
+    return _actor(request) or (request.auth if isinstance(request.auth, ApiKey) else None)
 
 
 class OrganisationView(APIView):
@@ -83,6 +88,7 @@ class MemberDetailView(APIView):
             actor_role=self._role(request),
             membership_id=member_id,
             role=data.validated_data["role"],
+            actor=_who(request),
         )
         member = tenancy_selectors.member_get(organisation=request.organisation, membership_id=member_id)
         return Response(s.MemberOut(member).data)
@@ -90,7 +96,10 @@ class MemberDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, member_id: int):
         tenancy.membership_remove(
-            organisation=request.organisation, actor_role=self._role(request), membership_id=member_id
+            organisation=request.organisation,
+            actor_role=self._role(request),
+            membership_id=member_id,
+            actor=_who(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -166,7 +175,7 @@ class ApiKeyDetailView(APIView):
 
     @extend_schema(responses=s.ApiKeyOut)
     def delete(self, request, key_id: int):
-        key = tenancy.api_key_revoke(organisation=request.organisation, key_id=key_id)
+        key = tenancy.api_key_revoke(organisation=request.organisation, key_id=key_id, actor=_who(request))
         return Response(s.ApiKeyOut(key).data)
 
 
@@ -208,7 +217,7 @@ class SubscriptionView(APIView):
         data = s.SubscriptionIn(data=request.data)
         data.is_valid(raise_exception=True)
         billing.subscription_change_plan(
-            organisation=request.organisation, plan_code=data.validated_data["plan"]
+            organisation=request.organisation, plan_code=data.validated_data["plan"], actor=_who(request)
         )
         return Response(s.UsageOut(billing_selectors.usage_summary(organisation=request.organisation)).data)
 

@@ -26,6 +26,7 @@ from core.billing.models import (
     UsageEvent,
 )
 from core.errors import InvalidInput, NotFound, QuotaExceeded
+from core.privacy.audit import Action, audit_record
 
 TRIAL_PLAN = "trial"
 
@@ -67,7 +68,7 @@ def subscription_for(*, organisation) -> Subscription:
 
 
 @transaction.atomic
-def subscription_change_plan(*, organisation, plan_code: str) -> Subscription:
+def subscription_change_plan(*, organisation, plan_code: str, actor: object = None) -> Subscription:
     plan = Plan.objects.filter(code=plan_code, is_public=True).first()
     if plan is None:
         raise InvalidInput(f"Unknown plan '{plan_code}'.", details={"field": "plan"})
@@ -93,7 +94,15 @@ def subscription_change_plan(*, organisation, plan_code: str) -> Subscription:
     subscription.status = (
         SubscriptionStatus.TRIALING if plan.code == TRIAL_PLAN else SubscriptionStatus.ACTIVE
     )
+    previous = subscription.plan.code
     subscription.save(update_fields=["plan", "status", "updated_at"])
+    audit_record(
+        organisation=organisation,
+        action=Action.PLAN_CHANGE,
+        actor=actor,
+        target=f"subscription:{subscription.pk}",
+        details={"from": previous, "to": plan.code},
+    )
     organisation._subscription = subscription
     return subscription
 

@@ -220,7 +220,10 @@ class PromoteView(APIView):
         data = PromoteIn(data=request.data)
         data.is_valid(raise_exception=True)
         version = services.model_promote(
-            organisation=request.organisation, version_id=version_id, force=data.validated_data["force"]
+            organisation=request.organisation,
+            version_id=version_id,
+            force=data.validated_data["force"],
+            actor=request.user if request.user.pk is not None else request.auth,
         )
         return Response(ModelOut(version).data)
 
@@ -233,7 +236,13 @@ class RollbackView(APIView):
         data = RollbackIn(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(
-            ModelOut(services.model_rollback(organisation=request.organisation, **data.validated_data)).data
+            ModelOut(
+                services.model_rollback(
+                    organisation=request.organisation,
+                    actor=request.user if request.user.pk is not None else request.auth,
+                    **data.validated_data,
+                )
+            ).data
         )
 
 

@@ -25,7 +25,7 @@ from core.ml.uploads import ReadLimits, UploadError, read_upload
 from core.registry.kinds import kind_of
 from core.registry.paths import batch_file, validate_id
 from core.registry.services import classifier_version, predictor_for
-from core.storage import UnsafePath, export_path
+from core.storage import UnsafePath, export_path, read_org_file, write_org_file
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def batch_predict_start(
                 metadata={"job": job.pk, "model_version": version.pk},
             )
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(records))  # before commit: the worker starts after it
+            # before commit: the worker starts after it
+            write_org_file(path, organisation.pk, json.dumps(records).encode())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -189,7 +190,7 @@ def _load_input(job, name: object) -> tuple[Path, list[dict[str, str]]]:
     """Only the file ``batch_predict_start`` wrote: a generated name in the organisation's batch folder."""
     source = batch_file(organisation_id=job.organisation_id, name=name)
     try:
-        records = json.loads(source.read_text())
+        records = json.loads(read_org_file(source, job.organisation_id))
     except (FileNotFoundError, json.JSONDecodeError):
         log.warning("batch job %s: input %s is missing or unreadable", job.pk, source)
         raise InvalidInput("The batch's input file is gone; start the batch again.") from None

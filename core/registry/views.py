@@ -122,9 +122,13 @@ def model_action(request, version_id: int):
     action = request.POST.get("action")
     try:
         if action == "promote":
-            services.model_promote(organisation=request.organisation, version_id=version_id, force=True)
+            services.model_promote(
+                organisation=request.organisation, version_id=version_id, force=True, actor=request.user
+            )
         elif action == "rollback":
-            services.model_rollback(organisation=request.organisation, app=version.app, task=version.task)
+            services.model_rollback(
+                organisation=request.organisation, app=version.app, task=version.task, actor=request.user
+            )
         elif action == "archive":
             services.model_archive(organisation=request.organisation, version_id=version_id)
         else:

@@ -7,7 +7,7 @@ def organisation(request):
     if membership is None:
         return {"current_org": None, "current_role": None, "can": {}}
     role = membership.role
-    perms = ["members.manage", "keys.manage", "billing.manage", "models.train", "jobs.cancel"]
+    perms = ["members.manage", "keys.manage", "billing.manage", "models.train", "jobs.cancel", "org.privacy"]
     return {
         "current_org": membership.organisation,
         "current_role": role,

@@ -8,6 +8,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "org.view": frozenset(Role.values),
     "org.manage": frozenset({Role.OWNER, Role.ADMIN}),
     "billing.manage": frozenset({Role.OWNER}),
+    # The audit log, the organisation's export, import and deletion (core.privacy): owners only.
+    "org.privacy": frozenset({Role.OWNER}),
     "members.manage": frozenset({Role.OWNER, Role.ADMIN}),
     "keys.manage": frozenset({Role.OWNER, Role.ADMIN}),
     "models.train": frozenset({Role.OWNER, Role.ADMIN}),

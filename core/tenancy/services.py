@@ -19,6 +19,7 @@ from django.utils.text import slugify
 
 from core.billing import services as billing
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.privacy.audit import Action, audit_record
 from core.tenancy.models import ApiKey, Invitation, Membership, Organisation, Role, User
 from core.tenancy.roles import SCOPES, role_outranks
 
@@ -67,7 +68,7 @@ def _owner_count(organisation: Organisation) -> int:
 
 @transaction.atomic
 def membership_change_role(
-    *, organisation: Organisation, actor_role: str, membership_id: int, role: str
+    *, organisation: Organisation, actor_role: str, membership_id: int, role: str, actor: object = None
 ) -> Membership:
     if role not in Role.values:
         raise InvalidInput(f"Unknown role '{role}'. Choose one of: {', '.join(Role.values)}.")
@@ -78,13 +79,23 @@ def membership_change_role(
         raise Forbidden("Only an owner can grant or change the owner role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(organisation) == 1:
         raise Conflict("An organisation must keep at least one owner.")
-    membership.role = role
+    previous, membership.role = membership.role, role
     membership.save(update_fields=["role", "updated_at"])
+    if previous != role:
+        audit_record(
+            organisation=organisation,
+            action=Action.MEMBER_ROLE_CHANGE,
+            actor=actor,
+            target=f"member:{membership.pk}",
+            details={"from": previous, "to": role},
+        )
     return membership
 
 
 @transaction.atomic
-def membership_remove(*, organisation: Organisation, actor_role: str, membership_id: int) -> None:
+def membership_remove(
+    *, organisation: Organisation, actor_role: str, membership_id: int, actor: object = None
+) -> None:
     membership = Membership.objects.for_org(organisation).select_for_update().filter(pk=membership_id).first()
     if membership is None:
         raise NotFound("No such member.")
@@ -93,6 +104,13 @@ def membership_remove(*, organisation: Organisation, actor_role: str, membership
     if membership.role == Role.OWNER and _owner_count(organisation) == 1:
         raise Conflict("An organisation must keep at least one owner.")
     membership.delete()
+    audit_record(
+        organisation=organisation,
+        action=Action.MEMBER_REMOVE,
+        actor=actor,
+        target=f"member:{membership_id}",
+        details={"role": membership.role},
+    )
 
 
 @transaction.atomic
@@ -213,13 +231,21 @@ def api_key_create(
                     created_by=created_by,
                     expires_at=expires_at,
                 )
+                audit_record(
+                    organisation=organisation,
+                    action=Action.API_KEY_CREATE,
+                    actor=created_by,
+                    target=f"api_key:{key.pk}",
+                    details={"name": name, "prefix": prefix, "scopes": key.scopes},
+                )
             return key, secret
         except IntegrityError:
             continue
     raise Conflict("Could not allocate a unique key prefix; try again.")
 
 
-def api_key_revoke(*, organisation: Organisation, key_id: int) -> ApiKey:
+@transaction.atomic
+def api_key_revoke(*, organisation: Organisation, key_id: int, actor: object = None) -> ApiKey:
     key = ApiKey.objects.for_org(organisation).filter(pk=key_id).first()
     if key is None:
         raise NotFound("No such API key.")
@@ -227,6 +253,13 @@ def api_key_revoke(*, organisation: Organisation, key_id: int) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at", "updated_at"])
         api_key_cache_clear()
+        audit_record(
+            organisation=organisation,
+            action=Action.API_KEY_REVOKE,
+            actor=actor,
+            target=f"api_key:{key.pk}",
+            details={"name": key.name, "prefix": key.prefix},
+        )
     return key
 
 

@@ -156,7 +156,10 @@ def member_change(request, member_id: int):
         _run(
             request,
             lambda: tenancy.membership_remove(
-                organisation=request.organisation, actor_role=request.role, membership_id=member_id
+                organisation=request.organisation,
+                actor_role=request.role,
+                membership_id=member_id,
+                actor=request.user,
             ),
             "Member removed.",
         )
@@ -172,6 +175,7 @@ def member_change(request, member_id: int):
                     actor_role=request.role,
                     membership_id=member_id,
                     role=form.cleaned_data["role"],
+                    actor=request.user,
                 ),
                 "Role changed.",
             )
@@ -219,7 +223,7 @@ def api_key_revoke(request, key_id: int):
         raise Http404
     _run(
         request,
-        lambda: tenancy.api_key_revoke(organisation=request.organisation, key_id=key_id),
+        lambda: tenancy.api_key_revoke(organisation=request.organisation, key_id=key_id, actor=request.user),
         "Key revoked.",
     )
     return redirect("api-keys")
@@ -244,7 +248,9 @@ def billing_page(request):
             _run(
                 request,
                 lambda: billing.subscription_change_plan(
-                    organisation=request.organisation, plan_code=form.cleaned_data["plan"]
+                    organisation=request.organisation,
+                    plan_code=form.cleaned_data["plan"],
+                    actor=request.user,
                 ),
                 "Plan changed.",
             )

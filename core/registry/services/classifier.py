@@ -19,7 +19,7 @@ from core.ml.serving import load_predictor, quantization_gate
 from core.ml.train import TrainConfig, train_classifier
 from core.registry.kinds import Trained
 from core.registry.models import ModelVersion
-from core.registry.services.common import runtime
+from core.registry.services.common import plaintext_model_dir, runtime
 
 TRAIN_KEYS = {
     "method",
@@ -185,7 +185,7 @@ class ClassifierKind:
         """The int8 gate: the version serves dynamic int8 only if it keeps accuracy on the held-out rows."""
         reporter.progress(0.96, "Measuring the quantised path", force=True)
         gate = quantization_gate(
-            directory=Path(version.artifact_path),
+            directory=plaintext_model_dir(version),
             rows=held_out,
             runtime=runtime(threads=settings.ML_TRAIN_THREADS),
         )

@@ -50,3 +50,18 @@ STALE_TEMP_AFTER_S = 7 * 3600
 def store_sweep(*, older_than_s: float = STALE_TEMP_AFTER_S) -> list[str]:
     """Remove half-written artifact folders that a killed worker left in the model store."""
     return [str(p) for p in sweep_temp_folders(Path(settings.MODEL_STORE), older_than_s=older_than_s)]
+
+
+def plaintext_model_dir(version: ModelVersion) -> Path:
+    """Where the ML runtime loads a version from: its store folder, or (encrypted at rest) a decrypted copy
+    private to this process (``core.privacy.crypto``)."""
+    from core.privacy.crypto import plaintext_tree
+
+    return plaintext_tree(Path(version.artifact_path), version.organisation_id, artifact_key(version))
+
+
+def encrypt_model_dir(directory: Path, organisation_id: int) -> None:
+    """Encrypt a freshly saved artifact folder in place when encryption at rest is on."""
+    from core.privacy.crypto import encrypt_tree
+
+    encrypt_tree(directory, organisation_id)

@@ -20,6 +20,7 @@ from core.ml.datasets import (
 from core.registry.models import Dataset
 from core.registry.paths import dataset_dir
 from core.registry.services.common import next_version
+from core.storage import read_org_file, write_org_file
 
 DEFAULT_SPLIT = "80/10/10"  # train/validation/test percentages of an upload
 DEFAULT_SPLIT_WITH_TEST_FILE = "90/10/0"  # a given test file is the test split
@@ -177,11 +178,12 @@ def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: 
         folder = dataset_dir(organisation_id=organisation.pk, dataset_id=dataset.pk)
         folder.mkdir(parents=True, exist_ok=True)
         rows = {"train": split_.train, "validation": split_.validation, "test": (*split_.test, *held_out)}
-        (folder / "rows.json").write_text(json.dumps({k: [list(r) for r in v] for k, v in rows.items()}))
+        payload = json.dumps({k: [list(r) for r in v] for k, v in rows.items()}).encode()
+        write_org_file(folder / "rows.json", organisation.pk, payload)
         report = report_csv(parsed)
         if test_parsed is not None and (test_parsed.rejected or test_parsed.scrubbed):
             report += "test file\r\n" + report_csv(test_parsed)  # its own header and line numbers
-        (folder / "report.csv").write_text(report)
+        write_org_file(folder / "report.csv", organisation.pk, report.encode())
         dataset.path, dataset.report_path = str(folder / "rows.json"), str(folder / "report.csv")
         dataset.save(update_fields=["path", "report_path", "updated_at"])
     return dataset
@@ -190,5 +192,5 @@ def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: 
 def dataset_rows(*, dataset: Dataset) -> dict[str, list[tuple[str, str]]]:
     """The stored split, read from the dataset's own folder (built from its ids, not from a stored string)."""
     folder = dataset_dir(organisation_id=dataset.organisation_id, dataset_id=dataset.pk)
-    payload = json.loads((folder / "rows.json").read_text())
+    payload = json.loads(read_org_file(folder / "rows.json", dataset.organisation_id))
     return {split: [(a, b) for a, b in rows] for split, rows in payload.items()}

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.privacy.audit import Action, audit_record
 from core.registry.kinds import kind_of
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.common import SERVABLE, active_version
@@ -59,7 +60,9 @@ def model_promote_if_better(*, organisation, version_id: int, held_out) -> tuple
 
 
 @transaction.atomic
-def model_promote(*, organisation, version_id: int, force: bool = False) -> ModelVersion:
+def model_promote(
+    *, organisation, version_id: int, force: bool = False, actor: object = None
+) -> ModelVersion:
     version = ModelVersion.objects.for_org(organisation).select_for_update().filter(pk=version_id).first()
     if version is None:
         raise NotFound("No such model version.")
@@ -72,11 +75,18 @@ def model_promote(*, organisation, version_id: int, force: bool = False) -> Mode
             "Promotion by hand must be forced (force=true); automatic promotion compares accuracy."
         )
     _activate(version, "forced by an admin")
+    audit_record(
+        organisation=organisation,
+        action=Action.MODEL_FORCE_PROMOTE,
+        actor=actor,
+        target=f"model_version:{version.pk}",
+        details={"app": version.app, "task": version.task, "version": version.version},
+    )
     return version
 
 
 @transaction.atomic
-def model_rollback(*, organisation, app: str, task: str) -> ModelVersion:
+def model_rollback(*, organisation, app: str, task: str, actor: object = None) -> ModelVersion:
     """Re-activate the most recently promoted version before the active one."""
     active = active_version(organisation, app, task)
     if active is None:
@@ -96,6 +106,13 @@ def model_rollback(*, organisation, app: str, task: str) -> ModelVersion:
     previous.status, previous.promotion_note = VersionStatus.ACTIVE, f"rolled back from v{active.version}"
     previous.save(update_fields=["status", "promotion_note", "updated_at"])
     version_warm_on_commit(version_id=previous.pk)
+    audit_record(
+        organisation=organisation,
+        action=Action.MODEL_ROLLBACK,
+        actor=actor,
+        target=f"model_version:{previous.pk}",
+        details={"app": app, "task": task, "from": active.version, "to": previous.version},
+    )
     return previous
 
 

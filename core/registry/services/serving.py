@@ -6,7 +6,6 @@ gets models through :func:`loaded_model` and never branches on the kind.
 """
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +24,7 @@ from core.registry.services.common import (
     SERVABLE,
     active_version,
     artifact_key,
+    plaintext_model_dir,
     runtime,
 )
 
@@ -48,8 +48,10 @@ def _key(version: ModelVersion) -> tuple[str, bool]:
 def _loader(version: ModelVersion):
     kind, key = kind_of(version), artifact_key(version)
     rt = runtime(threads=settings.ML_SERVE_THREADS)
-    directory = Path(version.artifact_path)
-    return lambda: kind.load(directory=directory, name=key, runtime=rt, quantized=version.quantized)
+    # plaintext_model_dir decrypts (encryption at rest) only when the cache misses, not on every request
+    return lambda: kind.load(
+        directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=version.quantized
+    )
 
 
 def loaded_model(*, version: ModelVersion):

@@ -26,7 +26,7 @@ from core.registry.services.classifier import (  # noqa: F401 - re-exported: the
     TRAIN_KEYS,
     classifier_settings_check,
 )
-from core.registry.services.common import next_version, runtime
+from core.registry.services.common import encrypt_model_dir, next_version, runtime
 from core.registry.services.datasets import dataset_rows
 from core.registry.services.promotion import model_promote_if_better
 
@@ -202,6 +202,7 @@ def store_version(*, job, dataset, kind: ModelKind, trained: Trained, device: st
                 "device": device,
             },
         )
+        encrypt_model_dir(directory, org.pk)
         return ModelVersion.all_tenants.create(
             organisation=org,
             app=app,
