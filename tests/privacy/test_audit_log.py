@@ -51,7 +51,7 @@ def test_owners_read_the_log_paginated_others_are_refused(make_org, make_member,
     browser.force_login(owner)
     html = browser.get("/organisation/audit-log/").content.decode()
     assert "api_key.create" in html and owner.email in html
-    assert 'href="/organisation/privacy/"' in browser.get("/dashboard/").content.decode()
+    assert 'href="/organisation/privacy/"' in browser.get("/members/").content.decode()
     admin = Client()
     admin.force_login(make_member(org, "admin"))
     assert admin.get("/organisation/audit-log/").status_code == 403
