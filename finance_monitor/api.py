@@ -17,9 +17,9 @@ from core.api.serializers import StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from finance_monitor import selectors
-from finance_monitor.models import Sentiment
+from finance_monitor.models import EntityKind, Sentiment
 from finance_monitor.services import documents as docs
-from finance_monitor.services import feeds, uploads
+from finance_monitor.services import entities, feeds, uploads
 
 
 def _valid(serializer_class, request, **kwargs):
@@ -137,6 +137,7 @@ class DocumentListView(APIView):
             topic=request.query_params.get("topic", ""),
             sentiment=query_choice(request, "sentiment", Sentiment.values) or "",
             source_id=_query_int(request, "source"),
+            entity_id=_query_int(request, "entity"),
             since=_query_time(request, "since"),
             until=_query_time(request, "until"),
             q=request.query_params.get("q", "")[:200],
@@ -348,3 +349,65 @@ class SourcePollNowView(APIView):
         if not source.feed_url:
             raise InvalidInput("Only feeds can be polled.")
         return Response(PollOut(feeds.feed_poll(source=source)).data)
+
+
+# --- watch-list ---------------------------------------------------------------------------------------
+
+
+class EntityOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    ticker = serializers.CharField()
+    aliases = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class EntityIn(StrictSerializer):
+    kind = serializers.ChoiceField(choices=EntityKind.choices)
+    name = text_field(max_length=200)
+    ticker = serializers.CharField(max_length=13, required=False, default="", allow_blank=True)
+    aliases = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list, max_length=50
+    )
+
+
+class EntityListView(APIView):
+    pagination_class = Pagination
+    permissions = {"GET": "org.view", "POST": "monitor.manage"}
+
+    @extend_schema(responses=EntityOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.entity_list(organisation=request.organisation), EntityOut)
+
+    @extend_schema(request=EntityIn, responses={201: EntityOut})
+    def post(self, request):
+        entity = entities.entity_save(organisation=request.organisation, **_valid(EntityIn, request))
+        return Response(EntityOut(entity).data, status=status.HTTP_201_CREATED)
+
+
+def _entity(request, entity_id: int):
+    entity = selectors.entity_get(organisation=request.organisation, entity_id=entity_id)
+    if entity is None:
+        raise NotFound("No such watch-list entry.")
+    return entity
+
+
+class EntityDetailView(APIView):
+    permissions = {"GET": "org.view", "PUT": "monitor.manage", "DELETE": "monitor.manage"}
+
+    @extend_schema(responses=EntityOut)
+    def get(self, request, entity_id: int):
+        return Response(EntityOut(_entity(request, entity_id)).data)
+
+    @extend_schema(request=EntityIn, responses=EntityOut)
+    def put(self, request, entity_id: int):
+        entity = entities.entity_save(
+            organisation=request.organisation, entity=_entity(request, entity_id), **_valid(EntityIn, request)
+        )
+        return Response(EntityOut(entity).data)
+
+    @extend_schema(responses=None)
+    def delete(self, request, entity_id: int):
+        _entity(request, entity_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -11,4 +11,6 @@ urlpatterns = [
     path("sources/<int:source_id>/", api.SourceDetailView.as_view(), name="api-fm-source"),
     path("sources/<int:source_id>/polls/", api.SourcePollsView.as_view(), name="api-fm-source-polls"),
     path("sources/<int:source_id>/poll", api.SourcePollNowView.as_view(), name="api-fm-source-poll"),
+    path("watchlist/", api.EntityListView.as_view(), name="api-fm-watchlist"),
+    path("watchlist/<int:entity_id>/", api.EntityDetailView.as_view(), name="api-fm-watchlist-entry"),
 ]

@@ -101,3 +101,34 @@ class Document(TenantModel):
             models.Index(fields=["organisation", "source", "received_at"], name="fm_doc_org_source_time"),
             models.Index(fields=["organisation", "topic", "-occurred_at"], name="fm_doc_org_topic_time"),
         ]
+
+
+class EntityKind(models.TextChoices):
+    COMPANY = "company", "Company"
+    TICKER = "ticker", "Ticker"
+    KEYWORD = "keyword", "Keyword"
+
+
+class Entity(TenantModel):
+    """A watch-list entry: a company (name, ticker, aliases), a bare ticker, or a keyword phrase."""
+
+    kind = models.CharField(max_length=10, choices=EntityKind.choices)
+    name = models.CharField(max_length=200)
+    ticker = models.CharField(max_length=12, blank=True, default="")
+    aliases = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "name"], name="uniq_fm_entity_name")]
+
+
+class Mention(TenantModel):
+    """A document mentions a watch-list entry (``how``: cashtag, name, alias, ticker, keyword)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="mentions")
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="mentions")
+    how = models.CharField(max_length=10)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["document", "entity"], name="uniq_fm_mention")]
+        indexes = [models.Index(fields=["organisation", "entity", "document"], name="fm_mention_entity")]

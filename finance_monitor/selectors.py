@@ -16,6 +16,7 @@ def document_list(
     topic: str = "",
     sentiment: str = "",
     source_id: int | None = None,
+    entity_id: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     q: str = "",
@@ -27,6 +28,8 @@ def document_list(
         docs = docs.filter(sentiment=sentiment)
     if source_id is not None:
         docs = docs.filter(source_id=source_id)
+    if entity_id is not None:
+        docs = docs.filter(mentions__entity_id=entity_id)
     if since is not None:
         docs = docs.filter(occurred_at__gte=since)
     if until is not None:
@@ -89,3 +92,15 @@ def source_health(*, source: Source, now: datetime | None = None, days: int = 7)
         hours = int(quiet_for.total_seconds() // 3600)
         return Health("quiet", f"no new document for {hours} h", per_day)
     return Health("ok", "", per_day)
+
+
+def entity_list(*, organisation) -> QuerySet:
+    from finance_monitor.models import Entity
+
+    return Entity.objects.for_org(organisation).order_by("name")
+
+
+def entity_get(*, organisation, entity_id: int):
+    from finance_monitor.models import Entity
+
+    return Entity.objects.for_org(organisation).filter(pk=entity_id).first()

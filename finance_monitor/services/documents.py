@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Source, SourceKind
+from finance_monitor.services.entities import documents_tag
 
 MAX_BATCH = 1000
 MAX_TEXT_CHARS = 20_000
@@ -140,6 +141,7 @@ def documents_ingest(
     if created:
         latest = max(now, source.last_document_at or now)
         Source.objects.for_org(organisation).filter(pk=source.pk).update(last_document_at=latest)
+        documents_tag(organisation=organisation, document_ids=created)
     return result
 
 
