@@ -411,3 +411,53 @@ class EntityDetailView(APIView):
     def delete(self, request, entity_id: int):
         _entity(request, entity_id).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- trends -------------------------------------------------------------------------------------------
+
+
+class TrendPointOut(serializers.Serializer):
+    bucket_start = serializers.DateTimeField()
+    volume = serializers.IntegerField()
+    negative = serializers.IntegerField()
+    neutral = serializers.IntegerField()
+    positive = serializers.IntegerField()
+    negative_share = serializers.FloatField()
+    positive_share = serializers.FloatField()
+    mean_score = serializers.FloatField()
+
+
+class TrendView(APIView):
+    """``?dimension=all|topic|entity&key=<topic or entry id>&granularity=hour|day&since=&until=``."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=TrendPointOut(many=True))
+    def get(self, request):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from finance_monitor.services import trends
+
+        until = _query_time(request, "until") or timezone.now()
+        since = _query_time(request, "since") or until - timedelta(days=7)
+        dimension = query_choice(request, "dimension", ["all", "topic", "entity"]) or "all"
+        key = request.query_params.get("key", "")
+        if (
+            dimension == "entity"
+            and selectors.entity_get(
+                organisation=request.organisation, entity_id=int(key) if key.isdigit() else 0
+            )
+            is None
+        ):
+            raise NotFound("No such watch-list entry.")
+        series = trends.trend_series(
+            organisation=request.organisation,
+            dimension=dimension,
+            key=key,
+            granularity=query_choice(request, "granularity", ["hour", "day"]) or "hour",
+            since=since,
+            until=until,
+        )
+        return Response(TrendPointOut(series, many=True).data)

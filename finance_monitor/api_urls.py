@@ -13,4 +13,5 @@ urlpatterns = [
     path("sources/<int:source_id>/poll", api.SourcePollNowView.as_view(), name="api-fm-source-poll"),
     path("watchlist/", api.EntityListView.as_view(), name="api-fm-watchlist"),
     path("watchlist/<int:entity_id>/", api.EntityDetailView.as_view(), name="api-fm-watchlist-entry"),
+    path("trends/", api.TrendView.as_view(), name="api-fm-trends"),
 ]

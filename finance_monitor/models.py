@@ -132,3 +132,34 @@ class Mention(TenantModel):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["document", "entity"], name="uniq_fm_mention")]
         indexes = [models.Index(fields=["organisation", "entity", "document"], name="fm_mention_entity")]
+
+
+class Granularity(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class TrendBucket(TenantModel):
+    """Counts of classified documents in one hour or day (UTC) for one topic, watch-list entry, or all.
+
+    Maintained incrementally by ``services.trends.document_classified`` (an upsert that adds), so a trend
+    query reads a few hundred rows whatever the number of documents.
+    """
+
+    dimension = models.CharField(max_length=10)  # topic, entity, all
+    key = models.CharField(max_length=100)  # the topic, the entity's id, "" for all
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    volume = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
+    neutral = models.IntegerField(default=0)
+    positive = models.IntegerField(default=0)
+    score_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "dimension", "key", "granularity", "bucket_start"],
+                name="uniq_fm_trend_bucket",
+            )
+        ]
