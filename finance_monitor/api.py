@@ -1,0 +1,463 @@
+"""The finance monitor over the REST API (``/api/finance-monitor/``): validate, one service, serialize."""
+
+from dataclasses import asdict
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.fields import text_field
+from core.api.idempotency import idempotent
+from core.api.pagination import Pagination
+from core.api.request_checks import query_choice
+from core.api.serializers import StrictSerializer
+from core.api.views import paginate
+from core.errors import InvalidInput, NotFound
+from finance_monitor import selectors
+from finance_monitor.models import EntityKind, Sentiment
+from finance_monitor.services import documents as docs
+from finance_monitor.services import entities, feeds, uploads
+
+
+def _valid(serializer_class, request, **kwargs):
+    data = serializer_class(data=request.data, **kwargs)
+    data.is_valid(raise_exception=True)
+    return data.validated_data
+
+
+def _query_int(request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"{name} must be a whole number.", details={"field": name})
+    return int(value)
+
+
+def _query_time(request, name: str):
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None or parsed.tzinfo is None:
+        raise InvalidInput(
+            f"{name} must be an ISO 8601 date and time with a time zone.", details={"field": name}
+        )
+    return parsed
+
+
+# --- documents ----------------------------------------------------------------------------------------
+
+
+class DocumentIn(StrictSerializer):
+    text = text_field(max_length=docs.MAX_TEXT_CHARS, trim_whitespace=False)
+    title = serializers.CharField(
+        max_length=docs.MAX_TITLE_CHARS, required=False, default="", allow_blank=True
+    )
+    url = serializers.URLField(max_length=2000, required=False, default="", allow_blank=True)
+    author = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    language = serializers.CharField(max_length=16, required=False, default="", allow_blank=True)
+    published_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    id = serializers.CharField(
+        max_length=200,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="your id: re-pushes are no-ops",
+    )
+
+    def validate_published_at(self, value):
+        raw = self.initial_data.get("published_at")
+        if isinstance(raw, str) and (given := parse_datetime(raw)) is not None and given.tzinfo is None:
+            raise serializers.ValidationError("published_at needs a time zone.")
+        return value
+
+
+def _document_in(data) -> docs.DocumentIn:
+    return docs.DocumentIn(
+        text=data["text"],
+        title=data["title"],
+        url=data["url"],
+        author=data["author"],
+        language=data["language"],
+        published_at=data["published_at"],
+        client_id=data["id"],
+    )
+
+
+class BatchIn(StrictSerializer):
+    documents = serializers.ListField(child=serializers.DictField(), max_length=docs.MAX_BATCH, min_length=1)
+
+
+class DocumentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    client_id = serializers.CharField()
+    source = serializers.IntegerField(source="source_id", allow_null=True)
+    url = serializers.CharField()
+    title = serializers.CharField()
+    text = serializers.CharField()
+    author = serializers.CharField()
+    language = serializers.CharField()
+    published_at = serializers.DateTimeField(allow_null=True)
+    received_at = serializers.DateTimeField()
+    topic = serializers.CharField()
+    topic_probability = serializers.FloatField(allow_null=True)
+    sentiment = serializers.CharField()
+    sentiment_probabilities = serializers.DictField(allow_null=True)
+    score = serializers.FloatField(allow_null=True)
+    classified_at = serializers.DateTimeField(allow_null=True)
+
+
+class OutcomeOut(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "existing", "duplicate", "rejected"])
+    document_id = serializers.IntegerField(allow_null=True)
+    duplicate_of = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class BatchOut(serializers.Serializer):
+    counts = serializers.DictField(child=serializers.IntegerField())
+    results = OutcomeOut(many=True)
+
+
+class DocumentListView(APIView):
+    """List with filters (topic, sentiment, source, since, until, q); push one document."""
+
+    pagination_class = Pagination
+    permissions = {"GET": "org.view", "POST": "monitor.ingest"}
+
+    @extend_schema(responses=DocumentOut(many=True))
+    def get(self, request):
+        found = selectors.document_list(
+            organisation=request.organisation,
+            topic=request.query_params.get("topic", ""),
+            sentiment=query_choice(request, "sentiment", Sentiment.values) or "",
+            source_id=_query_int(request, "source"),
+            entity_id=_query_int(request, "entity"),
+            since=_query_time(request, "since"),
+            until=_query_time(request, "until"),
+            q=request.query_params.get("q", "")[:200],
+        )
+        return paginate(self, request, found, DocumentOut)
+
+    @extend_schema(request=DocumentIn, responses={201: DocumentOut, 200: DocumentOut})
+    @idempotent
+    def post(self, request):
+        item = _document_in(_valid(DocumentIn, request))
+        result = docs.documents_ingest(organisation=request.organisation, items=[item], strict=True)
+        outcome = result.outcomes[0]
+        if outcome.status == "duplicate":
+            return Response(
+                {"status": "duplicate", "duplicate_of": outcome.duplicate_of, "reason": outcome.reason},
+                status=status.HTTP_200_OK,
+            )
+        document = selectors.document_get(organisation=request.organisation, document_id=outcome.document_id)
+        code = status.HTTP_201_CREATED if outcome.status == "created" else status.HTTP_200_OK
+        return Response(DocumentOut(document).data, status=code)
+
+
+class DocumentBatchView(APIView):
+    """Up to 1,000 documents; each comes back created, existing (same id), duplicate or rejected."""
+
+    permissions = {"POST": "monitor.ingest"}
+
+    @extend_schema(request=BatchIn, responses={200: BatchOut})
+    @idempotent
+    def post(self, request):
+        raw = _valid(BatchIn, request)["documents"]
+        items: list[docs.DocumentIn | None] = []
+        rejected: dict[int, str] = {}
+        for index, entry in enumerate(raw):
+            one = DocumentIn(data=entry)
+            if one.is_valid():
+                items.append(_document_in(one.validated_data))
+            else:
+                field, errors = next(iter(one.errors.items()))
+                rejected[index] = f"{field}: {errors[0]}"
+                items.append(None)
+        valid = [(i, item) for i, item in enumerate(items) if item is not None]
+        result = docs.documents_ingest(organisation=request.organisation, items=[item for _, item in valid])
+        outcomes = [docs.Outcome(i, "rejected", reason=r) for i, r in rejected.items()]
+        for outcome in result.outcomes:
+            outcome.index = valid[outcome.index][0]
+            outcomes.append(outcome)
+        outcomes.sort(key=lambda o: o.index)
+        body = docs.BatchResult(outcomes)
+        return Response({"counts": body.counts(), "results": [asdict(o) for o in outcomes]})
+
+
+class DocumentDetailView(APIView):
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=DocumentOut)
+    def get(self, request, document_id: int):
+        document = selectors.document_get(organisation=request.organisation, document_id=document_id)
+        if document is None:
+            raise NotFound("No such document.")
+        return Response(DocumentOut(document).data)
+
+
+class UploadIn(StrictSerializer):
+    file = serializers.FileField()
+    source = serializers.CharField(max_length=120, required=False, default="")
+
+
+class RejectedRowOut(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class UploadOut(serializers.Serializer):
+    rows = serializers.IntegerField()
+    created = serializers.IntegerField()
+    existing = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = RejectedRowOut(many=True)
+
+
+class DocumentUploadView(APIView):
+    """A CSV or JSONL file of documents (columns: text, title, url, author, language, published_at, id)."""
+
+    permissions = {"POST": "monitor.ingest"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=UploadIn, responses={201: UploadOut})
+    def post(self, request):
+        data = _valid(UploadIn, request)
+        result = uploads.documents_upload(
+            organisation=request.organisation,
+            data=data["file"].read(),
+            filename=data["file"].name or "",
+            source_name=data["source"],
+        )
+        return Response(asdict(result), status=status.HTTP_201_CREATED)
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+
+class SourceOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    feed_url = serializers.CharField()
+    poll_interval_s = serializers.IntegerField()
+    enabled = serializers.BooleanField()
+    last_polled_at = serializers.DateTimeField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_document_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField()
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    consecutive_failures = serializers.IntegerField()
+    health = serializers.SerializerMethodField()
+
+    def get_health(self, source) -> dict:
+        health = selectors.source_health(source=source)
+        return {
+            "status": health.status,
+            "warning": health.warning,
+            "documents_per_day": [{"day": d, "documents": n} for d, n in health.documents_per_day],
+        }
+
+
+class FeedIn(StrictSerializer):
+    name = text_field(max_length=120)
+    feed_url = serializers.URLField(max_length=2000)
+    poll_interval_s = serializers.IntegerField(min_value=feeds.MIN_POLL_INTERVAL_S, default=900)
+
+
+class SourcePatchIn(StrictSerializer):
+    enabled = serializers.BooleanField(required=False)
+    poll_interval_s = serializers.IntegerField(min_value=feeds.MIN_POLL_INTERVAL_S, required=False)
+    quiet_after_s = serializers.IntegerField(min_value=600, required=False)
+
+
+class PollOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    outcome = serializers.CharField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField()
+    bytes_read = serializers.IntegerField()
+    entries = serializers.IntegerField()
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    duration_ms = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class SourceListView(APIView):
+    pagination_class = Pagination
+    permissions = {"GET": "org.view", "POST": "monitor.manage"}
+
+    @extend_schema(responses=SourceOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.source_list(organisation=request.organisation), SourceOut)
+
+    @extend_schema(request=FeedIn, responses={201: SourceOut})
+    def post(self, request):
+        source = feeds.feed_create(organisation=request.organisation, **_valid(FeedIn, request))
+        return Response(SourceOut(source).data, status=status.HTTP_201_CREATED)
+
+
+def _source(request, source_id: int):
+    source = selectors.source_get(organisation=request.organisation, source_id=source_id)
+    if source is None:
+        raise NotFound("No such source.")
+    return source
+
+
+class SourceDetailView(APIView):
+    permissions = {"GET": "org.view", "PATCH": "monitor.manage", "DELETE": "monitor.manage"}
+
+    @extend_schema(responses=SourceOut)
+    def get(self, request, source_id: int):
+        return Response(SourceOut(_source(request, source_id)).data)
+
+    @extend_schema(request=SourcePatchIn, responses=SourceOut)
+    def patch(self, request, source_id: int):
+        source = feeds.source_update(source=_source(request, source_id), **_valid(SourcePatchIn, request))
+        return Response(SourceOut(source).data)
+
+    @extend_schema(responses=None)
+    def delete(self, request, source_id: int):
+        _source(request, source_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SourcePollsView(APIView):
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=PollOut(many=True))
+    def get(self, request, source_id: int):
+        source = _source(request, source_id)
+        polls = selectors.source_polls(organisation=request.organisation, source_id=source.pk)
+        return Response(PollOut(polls, many=True).data)
+
+
+class SourcePollNowView(APIView):
+    """Poll a feed now (the answer says what happened); beat polls it on its schedule anyway."""
+
+    permissions = {"POST": "monitor.manage"}
+
+    @extend_schema(request=None, responses=PollOut)
+    def post(self, request, source_id: int):
+        source = _source(request, source_id)
+        if not source.feed_url:
+            raise InvalidInput("Only feeds can be polled.")
+        return Response(PollOut(feeds.feed_poll(source=source)).data)
+
+
+# --- watch-list ---------------------------------------------------------------------------------------
+
+
+class EntityOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    ticker = serializers.CharField()
+    aliases = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class EntityIn(StrictSerializer):
+    kind = serializers.ChoiceField(choices=EntityKind.choices)
+    name = text_field(max_length=200)
+    ticker = serializers.CharField(max_length=13, required=False, default="", allow_blank=True)
+    aliases = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list, max_length=50
+    )
+
+
+class EntityListView(APIView):
+    pagination_class = Pagination
+    permissions = {"GET": "org.view", "POST": "monitor.manage"}
+
+    @extend_schema(responses=EntityOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.entity_list(organisation=request.organisation), EntityOut)
+
+    @extend_schema(request=EntityIn, responses={201: EntityOut})
+    def post(self, request):
+        entity = entities.entity_save(organisation=request.organisation, **_valid(EntityIn, request))
+        return Response(EntityOut(entity).data, status=status.HTTP_201_CREATED)
+
+
+def _entity(request, entity_id: int):
+    entity = selectors.entity_get(organisation=request.organisation, entity_id=entity_id)
+    if entity is None:
+        raise NotFound("No such watch-list entry.")
+    return entity
+
+
+class EntityDetailView(APIView):
+    permissions = {"GET": "org.view", "PUT": "monitor.manage", "DELETE": "monitor.manage"}
+
+    @extend_schema(responses=EntityOut)
+    def get(self, request, entity_id: int):
+        return Response(EntityOut(_entity(request, entity_id)).data)
+
+    @extend_schema(request=EntityIn, responses=EntityOut)
+    def put(self, request, entity_id: int):
+        entity = entities.entity_save(
+            organisation=request.organisation, entity=_entity(request, entity_id), **_valid(EntityIn, request)
+        )
+        return Response(EntityOut(entity).data)
+
+    @extend_schema(responses=None)
+    def delete(self, request, entity_id: int):
+        _entity(request, entity_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- trends -------------------------------------------------------------------------------------------
+
+
+class TrendPointOut(serializers.Serializer):
+    bucket_start = serializers.DateTimeField()
+    volume = serializers.IntegerField()
+    negative = serializers.IntegerField()
+    neutral = serializers.IntegerField()
+    positive = serializers.IntegerField()
+    negative_share = serializers.FloatField()
+    positive_share = serializers.FloatField()
+    mean_score = serializers.FloatField()
+
+
+class TrendView(APIView):
+    """``?dimension=all|topic|entity&key=<topic or entry id>&granularity=hour|day&since=&until=``."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=TrendPointOut(many=True))
+    def get(self, request):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from finance_monitor.services import trends
+
+        until = _query_time(request, "until") or timezone.now()
+        since = _query_time(request, "since") or until - timedelta(days=7)
+        dimension = query_choice(request, "dimension", ["all", "topic", "entity"]) or "all"
+        key = request.query_params.get("key", "")
+        if (
+            dimension == "entity"
+            and selectors.entity_get(
+                organisation=request.organisation, entity_id=int(key) if key.isdigit() else 0
+            )
+            is None
+        ):
+            raise NotFound("No such watch-list entry.")
+        series = trends.trend_series(
+            organisation=request.organisation,
+            dimension=dimension,
+            key=key,
+            granularity=query_choice(request, "granularity", ["hour", "day"]) or "hour",
+            since=since,
+            until=until,
+        )
+        return Response(TrendPointOut(series, many=True).data)

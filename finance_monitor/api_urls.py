@@ -1,0 +1,17 @@
+from django.urls import path
+
+from finance_monitor import api
+
+urlpatterns = [
+    path("documents/", api.DocumentListView.as_view(), name="api-fm-documents"),
+    path("documents/batch", api.DocumentBatchView.as_view(), name="api-fm-documents-batch"),
+    path("documents/upload", api.DocumentUploadView.as_view(), name="api-fm-documents-upload"),
+    path("documents/<int:document_id>/", api.DocumentDetailView.as_view(), name="api-fm-document"),
+    path("sources/", api.SourceListView.as_view(), name="api-fm-sources"),
+    path("sources/<int:source_id>/", api.SourceDetailView.as_view(), name="api-fm-source"),
+    path("sources/<int:source_id>/polls/", api.SourcePollsView.as_view(), name="api-fm-source-polls"),
+    path("sources/<int:source_id>/poll", api.SourcePollNowView.as_view(), name="api-fm-source-poll"),
+    path("watchlist/", api.EntityListView.as_view(), name="api-fm-watchlist"),
+    path("watchlist/<int:entity_id>/", api.EntityDetailView.as_view(), name="api-fm-watchlist-entry"),
+    path("trends/", api.TrendView.as_view(), name="api-fm-trends"),
+]

@@ -1,0 +1,165 @@
+"""The finance monitor's data: sources, feed polls and documents."""
+
+from django.db import models
+from django.db.models import Q
+
+from core.base_models import TenantModel
+
+
+class SourceKind(models.TextChoices):
+    API = "api", "Pushed through the API"
+    UPLOAD = "upload", "Uploaded file"
+    FEED = "feed", "RSS/Atom feed"
+
+
+class Source(TenantModel):
+    """Where documents come from. Feeds are polled on their own schedule; health is kept on the row."""
+
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=10, choices=SourceKind.choices)
+    feed_url = models.URLField(max_length=2000, blank=True, default="")
+    poll_interval_s = models.PositiveIntegerField(default=900)
+    enabled = models.BooleanField(default=True)
+    # conditional GET validators from the last 200 answer
+    etag = models.CharField(max_length=500, blank=True, default="")
+    last_modified = models.CharField(max_length=100, blank=True, default="")
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # health
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_document_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    quiet_after_s = models.PositiveIntegerField(default=86400)  # no new document for this long: a warning
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "name"], name="uniq_fm_source_name")]
+
+
+class FeedPoll(TenantModel):
+    """One poll of a feed: what happened (kept so a source's history of failures is visible)."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="polls")
+    status_code = models.PositiveIntegerField(null=True)
+    outcome = models.CharField(max_length=20)  # ok, not_modified, error
+    error = models.TextField(blank=True, default="")
+    bytes_read = models.PositiveIntegerField(default=0)
+    entries = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class Sentiment(models.TextChoices):
+    POSITIVE = "positive", "Positive"
+    NEUTRAL = "neutral", "Neutral"
+    NEGATIVE = "negative", "Negative"
+
+
+class Document(TenantModel):
+    """A news item or post. Topic and sentiment stay empty until classified (a later step)."""
+
+    source = models.ForeignKey(Source, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    client_id = models.CharField(max_length=200, blank=True, default="")  # the pusher's id: idempotency
+    url = models.URLField(max_length=2000, blank=True, default="")
+    title = models.CharField(max_length=500, blank=True, default="")
+    text = models.TextField()
+    author = models.CharField(max_length=200, blank=True, default="")
+    language = models.CharField(max_length=16, blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    # the time trends count it at: published_at when known and not in the future, else received_at
+    occurred_at = models.DateTimeField()
+    text_hash = models.CharField(max_length=64)  # sha256 of the normalised text (near-duplicates)
+    topic = models.CharField(max_length=100, blank=True, default="")
+    topic_probability = models.FloatField(null=True, blank=True)
+    sentiment = models.CharField(max_length=10, choices=Sentiment.choices, blank=True, default="")
+    sentiment_probabilities = models.JSONField(null=True, blank=True)  # {"positive", "neutral", "negative"}
+    score = models.FloatField(null=True, blank=True)  # P(pos) - P(neg)
+    classified_at = models.DateTimeField(null=True, blank=True)
+    # what the trend buckets hold for this document (so a retry or re-classification counts once)
+    counted = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "client_id"], condition=~Q(client_id=""), name="uniq_fm_doc_client_id"
+            ),
+            models.UniqueConstraint(
+                fields=["organisation", "url"], condition=~Q(url=""), name="uniq_fm_doc_url"
+            ),
+            models.UniqueConstraint(fields=["organisation", "text_hash"], name="uniq_fm_doc_text_hash"),
+        ]
+        indexes = [
+            models.Index(fields=["organisation", "-occurred_at"], name="fm_doc_org_time"),
+            models.Index(fields=["organisation", "source", "received_at"], name="fm_doc_org_source_time"),
+            models.Index(fields=["organisation", "topic", "-occurred_at"], name="fm_doc_org_topic_time"),
+        ]
+
+
+class EntityKind(models.TextChoices):
+    COMPANY = "company", "Company"
+    TICKER = "ticker", "Ticker"
+    KEYWORD = "keyword", "Keyword"
+
+
+class Entity(TenantModel):
+    """A watch-list entry: a company (name, ticker, aliases), a bare ticker, or a keyword phrase."""
+
+    kind = models.CharField(max_length=10, choices=EntityKind.choices)
+    name = models.CharField(max_length=200)
+    ticker = models.CharField(max_length=12, blank=True, default="")
+    aliases = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "name"], name="uniq_fm_entity_name")]
+
+
+class Mention(TenantModel):
+    """A document mentions a watch-list entry (``how``: cashtag, name, alias, ticker, keyword)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="mentions")
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="mentions")
+    how = models.CharField(max_length=10)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["document", "entity"], name="uniq_fm_mention")]
+        indexes = [models.Index(fields=["organisation", "entity", "document"], name="fm_mention_entity")]
+
+
+class Granularity(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class TrendBucket(TenantModel):
+    """Counts of classified documents in one hour or day (UTC) for one topic, watch-list entry, or all.
+
+    Maintained incrementally by ``services.trends.document_classified`` (an upsert that adds), so a trend
+    query reads a few hundred rows whatever the number of documents.
+    """
+
+    dimension = models.CharField(max_length=10)  # topic, entity, all
+    key = models.CharField(max_length=100)  # the topic, the entity's id, "" for all
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    volume = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
+    neutral = models.IntegerField(default=0)
+    positive = models.IntegerField(default=0)
+    score_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "dimension", "key", "granularity", "bucket_start"],
+                name="uniq_fm_trend_bucket",
+            )
+        ]

@@ -1,0 +1,31 @@
+"""The finance monitor as a product of the platform (``core.products``), declared once.
+
+Meters (documents ingested, documents classified) are wired after open metering lands (issue 9, item 4).
+"""
+
+from core.products import BeatEntry, DashboardCard, NavEntry, Product, ProductPermission
+from core.tenancy.models import Role
+
+PRODUCT = Product(
+    name="finance_monitor",
+    display_name="Finance monitor",
+    url_prefix="finance-monitor",
+    urls="finance_monitor.urls",
+    api_urls="finance_monitor.api_urls",
+    nav=(NavEntry("Finance monitor", "finance_monitor:index"),),
+    cards=(
+        DashboardCard(
+            "Finance monitor", "Topic and sentiment monitoring with alerts.", "finance_monitor:index"
+        ),
+    ),
+    permissions=(
+        # pushing and uploading documents: people who operate the monitor, machines with the train scope
+        ProductPermission(
+            "monitor.ingest", roles=frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}), scope="train"
+        ),
+        # sources, watch-lists, alert rules and their webhooks
+        ProductPermission("monitor.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
+    ),
+    role_duties={Role.OPERATOR: "pushing and uploading documents to the finance monitor"},
+    beat=(BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),),
+)

@@ -1,0 +1,106 @@
+"""Reads of the finance monitor: documents with filters, sources with their health."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from finance_monitor.models import Document, FeedPoll, Source, SourceKind
+from finance_monitor.services.feeds import FAILING_AFTER
+
+
+def document_list(
+    *,
+    organisation,
+    topic: str = "",
+    sentiment: str = "",
+    source_id: int | None = None,
+    entity_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    q: str = "",
+) -> QuerySet:
+    docs = Document.objects.for_org(organisation).select_related("source")
+    if topic:
+        docs = docs.filter(topic=topic)
+    if sentiment:
+        docs = docs.filter(sentiment=sentiment)
+    if source_id is not None:
+        docs = docs.filter(source_id=source_id)
+    if entity_id is not None:
+        docs = docs.filter(mentions__entity_id=entity_id)
+    if since is not None:
+        docs = docs.filter(occurred_at__gte=since)
+    if until is not None:
+        docs = docs.filter(occurred_at__lt=until)
+    if q:
+        docs = docs.filter(Q(text__icontains=q) | Q(title__icontains=q))
+    return docs.order_by("-occurred_at", "-id")
+
+
+def document_get(*, organisation, document_id: int) -> Document | None:
+    return Document.objects.for_org(organisation).filter(pk=document_id).first()
+
+
+def source_list(*, organisation) -> QuerySet:
+    return Source.objects.for_org(organisation).order_by("name")
+
+
+def source_get(*, organisation, source_id: int) -> Source | None:
+    return Source.objects.for_org(organisation).filter(pk=source_id).first()
+
+
+def source_polls(*, organisation, source_id: int, limit: int = 20) -> list[FeedPoll]:
+    return list(FeedPoll.objects.for_org(organisation).filter(source_id=source_id)[:limit])
+
+
+@dataclass
+class Health:
+    status: str  # ok, quiet, failing, new, disabled
+    warning: str
+    documents_per_day: list[tuple[str, int]]  # (day, documents received), the last ``days`` days
+
+
+def source_health(*, source: Source, now: datetime | None = None, days: int = 7) -> Health:
+    now = now or timezone.now()
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    from django.db.models.functions import TruncDate
+
+    counts = dict(
+        Document.objects.for_org(source.organisation_id)
+        .filter(source=source, received_at__gte=start)
+        .annotate(day=TruncDate("received_at"))
+        .values_list("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    per_day = [
+        (str((start + timedelta(days=i)).date()), counts.get((start + timedelta(days=i)).date(), 0))
+        for i in range(days)
+    ]
+    if not source.enabled:
+        return Health("disabled", "", per_day)
+    if source.kind == SourceKind.FEED and source.consecutive_failures >= FAILING_AFTER:
+        warning = f"{source.consecutive_failures} polls in a row failed; last: {source.last_error}"
+        return Health("failing", warning, per_day)
+    reference = source.last_document_at or (source.created_at if source.kind == SourceKind.FEED else None)
+    if reference is None:
+        return Health("new", "", per_day)
+    quiet_for = now - reference
+    if quiet_for.total_seconds() > source.quiet_after_s:
+        hours = int(quiet_for.total_seconds() // 3600)
+        return Health("quiet", f"no new document for {hours} h", per_day)
+    return Health("ok", "", per_day)
+
+
+def entity_list(*, organisation) -> QuerySet:
+    from finance_monitor.models import Entity
+
+    return Entity.objects.for_org(organisation).order_by("name")
+
+
+def entity_get(*, organisation, entity_id: int):
+    from finance_monitor.models import Entity
+
+    return Entity.objects.for_org(organisation).filter(pk=entity_id).first()
