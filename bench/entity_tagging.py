@@ -1,13 +1,20 @@
 """Entity tagging on the shipped labelled set: precision and recall of the finance monitor's tagger beside a
-naive peer (the name, aliases or ticker as a plain word), in the same run. No database needed.
+naive peer (the name, aliases or ticker as a plain word), in the same run. No database query is made
+(Django is set up because the tagger's module defines the models it tags).
 
     .venv/bin/python -m bench.entity_tagging
 """
 
 import json
+import os
 from pathlib import Path
 
-from finance_monitor.services.entities import EntitySpec, naive_tag, tag
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+django.setup()
+
+from finance_monitor.services.entities import EntitySpec, naive_tag, tag  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "finance_monitor" / "data"
 
