@@ -248,3 +248,41 @@ def test_page_flow(two_orgs):
     assert after.status_code == 302 and "/accounts/login/" in after["Location"]
     # The admin who also belongs to the other organisation now lands there.
     assert admin.get("/api/organisation/").json()["id"] == other.pk
+
+
+def test_ledger_stays_append_only_outside_the_anonymisation(two_orgs):
+    """The trigger's exception is narrow: without the transaction's flag no UPDATE passes, and with it only
+    the API key, idempotency key and metadata may change (PostgreSQL, where the trigger lives)."""
+    from django.db import DatabaseError, connection
+
+    org, owner, *_ = two_orgs
+    organisation_delete(organisation=org, actor=owner, confirm_name=org.name)
+    for sql in (
+        "UPDATE billing_usageevent SET metadata = '{}' WHERE organisation_id = %s",
+        "DELETE FROM billing_usageevent WHERE organisation_id = %s",
+    ):
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as c,
+        ):
+            c.execute(sql, [org.pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
+        c.execute("SET LOCAL trellis.ledger_anonymise = 'on'")
+        c.execute("UPDATE billing_usageevent SET quantity = 0 WHERE organisation_id = %s", [org.pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as c:
+        c.execute("SET LOCAL trellis.ledger_anonymise = 'on'")
+        c.execute("DELETE FROM billing_usageevent WHERE organisation_id = %s", [org.pk])
+    assert UsageEvent._base_manager.filter(organisation=org).count() == 2
+
+
+def test_a_deleted_organisation_cannot_be_deleted_again_or_reached(two_orgs):
+    from core.errors import Conflict
+    from core.tenancy.selectors import memberships_for_user
+
+    org, owner, other, both = two_orgs
+    organisation_delete(organisation=org, actor=owner, confirm_name=org.name)
+    org.refresh_from_db()
+    with pytest.raises(Conflict, match="already been deleted"):
+        organisation_delete(organisation=org, actor=both, confirm_name=org.name)
+    assert [m.organisation_id for m in memberships_for_user(user=both)] == [other.pk]
