@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from core.api.pagination import Pagination
 from core.api.request_checks import query_choice
+from core.api.serializers import StrictSerializer
 from core.api.views import paginate
 from core.privacy.audit import audit_actions, audit_event_list
 from core.privacy.services import organisation_delete
@@ -39,7 +40,7 @@ class AuditLogView(APIView):
         return paginate(self, request, qs, AuditEventOut)
 
 
-class OrganisationDeleteIn(serializers.Serializer):
+class OrganisationDeleteIn(StrictSerializer):
     confirm = serializers.CharField(
         trim_whitespace=False, max_length=200, help_text="the organisation's name, exactly as it is spelled"
     )

@@ -217,6 +217,8 @@ def test_api_owners_only_people_only(two_orgs, user_client, api, make_key):
     wrong = client.post("/api/organisation/delete/", {"confirm": "Acme"}, format="json")
     assert wrong.status_code == 400 and "exactly" in wrong.json()["error"]["message"]
     assert client.post("/api/organisation/delete/", {}, format="json").status_code == 400
+    extra = {"confirm": "Acme Support Ltd", "force": True}  # unknown fields are refused, not ignored
+    assert client.post("/api/organisation/delete/", extra, format="json").status_code == 400
     assert _rows_referencing(org.pk) == rows
     done = client.post("/api/organisation/delete/", {"confirm": "Acme Support Ltd"}, format="json")
     assert done.status_code == 200, done.content
