@@ -288,3 +288,28 @@ def test_a_deleted_organisation_cannot_be_deleted_again_or_reached(two_orgs):
     with pytest.raises(Conflict, match="already been deleted"):
         organisation_delete(organisation=org, actor=both, confirm_name=org.name)
     assert [m.organisation_id for m in memberships_for_user(user=both)] == [other.pk]
+
+
+def test_metered_lines_still_in_redis_are_kept_and_later_ones_dropped(two_orgs, settings):
+    """Lines of the hot path waiting in the Redis stream are written (then anonymised) before the rows go;
+    a line that arrives for the deleted organisation afterwards is dropped by the flusher."""
+    from core.billing import deferred
+    from core.billing.flusher import ledger_drain
+
+    if not deferred.enabled():
+        pytest.skip("the deferred ledger needs REDIS_URL")
+    org, owner, *_ = two_orgs
+    key = tenancy.api_key_create(organisation=org, created_by=owner, name="hot", scopes=["predict"])[0]
+    line = deferred.Line(meter=Meter.PREDICTIONS, quantity=3, metadata={"model_version": 4, "path": "/x/ann"})
+    deferred.ledger_append(
+        organisation=org, api_key_id=key.pk, request_id=deferred.new_request_id(), lines=[line]
+    )
+    organisation_delete(organisation=org, actor=owner, confirm_name=org.name)
+    lines = UsageEvent._base_manager.filter(organisation=org).order_by("pk")
+    assert [(e.metadata, e.quantity, e.api_key_id) for e in lines][-1] == ({"model_version": 4}, 3, None)
+    org.refresh_from_db()
+    deferred.ledger_append(
+        organisation=org, api_key_id=None, request_id=deferred.new_request_id(), lines=[line]
+    )
+    ledger_drain()
+    assert UsageEvent._base_manager.filter(organisation=org).count() == 3
