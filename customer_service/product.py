@@ -28,4 +28,14 @@ PRODUCT = Product(
         ModelTask("retrieval", kind="embedding", description="knowledge-base search, tuned on Q&A pairs"),
     ),
     demo_seeder=demo.seed,
+    # Parents before children: export writes them in this order, import re-creates them in it, deletion
+    # removes them in reverse (core.privacy).
+    owned_models=(
+        "customer_service.BotSettings",
+        "customer_service.AnswerTemplate",
+        "customer_service.Article",
+        "customer_service.ArticleChunk",
+        "customer_service.Conversation",
+        "customer_service.Message",
+    ),
 )

@@ -60,7 +60,10 @@ def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     """Write a batch of stream entries into the ledger in one transaction; how many lines were new."""
 
     rows = [_decode(fields) for _id, fields in entries]
-    organisations = {o.pk: o for o in Organisation.objects.filter(pk__in={int(r["org"]) for r in rows})}
+    organisations = {  # a deleted organisation (core.privacy.services) takes no new lines
+        o.pk: o
+        for o in Organisation.objects.filter(pk__in={int(r["org"]) for r in rows}, deleted_at__isnull=True)
+    }
     live = [
         r
         for r in rows

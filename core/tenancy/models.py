@@ -15,6 +15,9 @@ class User(AbstractUser):
 class Organisation(TimeStampedModel):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
+    # Set by ``core.privacy.services.organisation_delete``: the row stays as an anonymised tombstone (the
+    # ledger keeps its foreign key); nobody belongs to it and no page or key reaches it.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -6,7 +6,11 @@ from core.tenancy.models import ApiKey, Invitation, Membership, Organisation, Us
 
 
 def memberships_for_user(*, user: User) -> QuerySet[Membership]:
-    return Membership.all_tenants.filter(user=user).select_related("organisation").order_by("created_at")
+    return (
+        Membership.all_tenants.filter(user=user, organisation__deleted_at__isnull=True)
+        .select_related("organisation")
+        .order_by("created_at")
+    )
 
 
 def membership_for(*, organisation: Organisation, user: User) -> Membership | None:
