@@ -3,7 +3,7 @@
 from dataclasses import asdict
 
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -119,6 +119,22 @@ class OutcomeOut(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class DuplicateOut(serializers.Serializer):
+    """A pushed document whose url or text is already stored: nothing new was kept."""
+
+    status = serializers.ChoiceField(choices=["duplicate"])
+    duplicate_of = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+# 200 answers either the stored document (same client id sent again) or that the text duplicates another.
+DOCUMENT_OR_DUPLICATE = PolymorphicProxySerializer(
+    component_name="DocumentOrDuplicate",
+    serializers=[DocumentOut, DuplicateOut],
+    resource_type_field_name=None,
+)
+
+
 class BatchOut(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
     results = OutcomeOut(many=True)
@@ -144,7 +160,7 @@ class DocumentListView(APIView):
         )
         return paginate(self, request, found, DocumentOut)
 
-    @extend_schema(request=DocumentIn, responses={201: DocumentOut, 200: DocumentOut})
+    @extend_schema(request=DocumentIn, responses={201: DocumentOut, 200: DOCUMENT_OR_DUPLICATE})
     @idempotent
     def post(self, request):
         item = _document_in(_valid(DocumentIn, request))

@@ -26,6 +26,6 @@ PRODUCT = Product(
         # sources, watch-lists, alert rules and their webhooks
         ProductPermission("monitor.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
     ),
-    role_duties={Role.OPERATOR: "pushing and uploading documents to the finance monitor"},
+    role_duties={Role.OPERATOR: "the finance monitor's document intake"},
     beat=(BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),),
 )

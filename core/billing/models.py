@@ -5,6 +5,7 @@ from django.db import connections, models
 
 from core.base_models import TenantModel, TimeStampedModel
 from core.billing.meters import Meter, meter_spec, meter_specs
+from core.errors import InvalidInput
 
 # Plan columns that held core meters' limits before meters became data (billing 0007 moved them into
 # PlanLimit). Deprecated: kept as properties (read, assign, ``Plan(...)``/``create``/``update`` keywords) so
@@ -164,6 +165,13 @@ class UsageEventQuerySet(models.QuerySet):
         raise RuntimeError("the usage ledger is append-only")
 
 
+def meter_label(code: str) -> str:
+    try:
+        return meter_spec(code).label
+    except InvalidInput:
+        return code
+
+
 class UsageEvent(TenantModel):
     """One line of the ledger. Never updated or deleted; corrections are new negative lines."""
 
@@ -184,6 +192,14 @@ class UsageEvent(TenantModel):
             ),
         ]
         indexes = [models.Index(fields=["organisation", "meter", "created_at"])]
+
+    @property
+    def meter_label(self) -> str:
+        """The meter's label as declared (the code itself for a meter no longer declared)."""
+        return meter_label(self.meter)
+
+    def get_meter_display(self) -> str:  # the name Django gave it while ``meter`` had fixed choices
+        return self.meter_label
 
     def save(self, *args, **kwargs):  # noqa: ANN002, ANN003
         if self.pk is not None:

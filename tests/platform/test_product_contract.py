@@ -107,6 +107,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "billing-sweep-idempotency": ["billing.sweep_idempotency", 3600.0, "default"],
         "registry-sweep-store": ["registry.sweep_store", 3600.0, "default"],
         "customer-service-close-idle": ["customer_service.close_idle", 900.0, "default"],
+        "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
         **extra,
     }
 
@@ -121,7 +122,9 @@ def test_permissions_scopes_and_role_descriptions_are_unchanged():
     assert role_descriptions() == {
         Role.OWNER: "Everything, including billing and the plan.",
         Role.ADMIN: "Members, API keys, datasets, training and promotion of models.",
-        Role.OPERATOR: "Live dashboards and the chat inbox; can run predictions.",
+        Role.OPERATOR: (
+            "Live dashboards, the chat inbox and the finance monitor's document intake; can run predictions."
+        ),
         Role.VIEWER: "Read-only access to dashboards, models and usage.",
     }
     with pytest.raises(KeyError):

@@ -32,6 +32,9 @@ from core.tenancy import services as tenancy
 from core.tenancy.models import Invitation, Membership, Role
 from customer_service import services as cs
 from customer_service.models import AnswerTemplate, Article
+from finance_monitor.models import Document
+from finance_monitor.services import documents as fm_documents
+from finance_monitor.services import entities as fm_entities
 from tests.platform.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +58,10 @@ EXCLUDED = {
     "POST /api/customer-service/qa/import": "from 50 pairs it starts fine-tuning the retrieval model",
     # Would revoke the key the run authenticates with.
     "DELETE /api/keys/{key_id}/": "revokes the calling key",
+}
+# Reads no API key can make (people only: no key scope grants their permission); a key's 403 is the answer.
+PEOPLE_ONLY = {
+    "GET /api/organisation/audit-log/": "owners in the browser (org.privacy has no key scope)",
 }
 
 
@@ -93,7 +100,16 @@ def org_with_data(make_org, make_member, tmp_path):
     key, secret = tenancy.api_key_create(
         organisation=org, created_by=owner, name="fuzz", scopes=["read", "predict", "train", "admin"]
     )
+    fm_documents.documents_ingest(
+        organisation=org,
+        items=[fm_documents.DocumentIn(text="Shares of Acme Corp rose 4% on earnings.", client_id="f1")],
+    )
+    document = Document.objects.for_org(org).get()
+    entity = fm_entities.entity_save(organisation=org, kind="company", name="Acme Corp", ticker="ACME")
     ids = {
+        "document_id": document.pk,
+        "source_id": document.source_id,  # the API source: polling it is refused, nothing is fetched
+        "entity_id": entity.pk,
         "version_id": ModelVersion.objects.for_org(org).get().pk,
         "dataset_id": Dataset.objects.for_org(org).get().pk,
         "job_id": export.pk,
@@ -143,8 +159,11 @@ def test_every_operation_answers_as_its_schema_says(org_with_data, wsgi_app):
     schema = schemathesis.openapi.from_wsgi("/api/schema/", wsgi_app)
     headers = {"Authorization": f"Bearer {secret}"}
     failures, ran, statuses = [], [], []
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    # Deletions last: the realistic cases of every other operation still find the organisation's rows.
+    operations = sorted(
+        (r.ok() for r in schema.get_all_operations()), key=lambda op: op.method.upper() == "DELETE"
+    )
+    for operation in operations:
         if operation.label in EXCLUDED:
             continue
         ran.append(operation.label)
@@ -164,6 +183,8 @@ def test_every_operation_answers_as_its_schema_says(org_with_data, wsgi_app):
     assert not failures, "\n\n".join(failures)
     assert len(statuses) >= 300 * SCALE, len(statuses)
     answered = {label for label, status in statuses if 200 <= status < 300}
-    unanswered = sorted(label for label in ran if label.startswith("GET") and label not in answered)
+    unanswered = sorted(
+        label for label in ran if label.startswith("GET") and label not in answered | set(PEOPLE_ONLY)
+    )
     print(len(ran), len(statuses), sorted(Counter(s for _, s in statuses).items()), unanswered)
     assert not unanswered, f"no successful case for {unanswered}"
