@@ -20,6 +20,9 @@ calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this re
 ``owned_models`` names the product's tables (``"<app_label>.<Model>"``, parents before children): the
 organisation's export writes their rows, an import re-creates them with ids remapped, and deleting the
 organisation removes them (``core.privacy``), so a product added later is covered without a core edit.
+Foreign keys are remapped by the import itself; a product that keeps a row's id anywhere else (a text
+column) declares ``import_remap``, called in the import's transaction with the new organisation and, per
+table, old id -> new id.
 
 Registration happens once per process, while Django starts; ``products()`` lists them in ``INSTALLED_APPS``
 order, which is the order of the navigation and the dashboard.
@@ -129,6 +132,8 @@ class Product:
     demo_seeder: DemoSeeder | None = None
     # Its tables, "<app_label>.<Model>", parents first: exported, imported and deleted with the organisation.
     owned_models: tuple[str, ...] = ()
+    # import_remap(organisation=, ids={"<app_label>.<Model>": {old id: new id}}): ids outside foreign keys.
+    import_remap: Callable[..., None] | None = None
     meters: tuple[MeterSpec, ...] = ()  # its meters and their default limits per plan code
 
 

@@ -183,6 +183,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "default"},
     },
+    "privacy-sweep-exports": {
+        "task": "privacy.sweep_exports",
+        "schedule": 3600.0,
+        "options": {"queue": "default"},
+    },
 }
 # Chats with the bot that nobody has written in for this long are closed (waiting ones stay for a person).
 CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
@@ -218,6 +223,10 @@ API_FAST_PREDICT_THREADS = env.int("API_FAST_PREDICT_THREADS", default=32)
 # Every upload (any multipart body, pages and API alike) is refused over UPLOAD_MAX_BYTES before it is read.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
+# An organisation archive (core.privacy) is imported only while its members, uncompressed, stay under this;
+# export archives are kept this many days after they were made (then privacy.sweep_exports removes them).
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=20 * UPLOAD_MAX_BYTES)
+EXPORT_ARCHIVE_DAYS = env.int("EXPORT_ARCHIVE_DAYS", default=7)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1_048_576
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -5,6 +5,7 @@ Meters (documents ingested, documents classified) are wired after open metering 
 
 from core.products import BeatEntry, DashboardCard, NavEntry, Product, ProductPermission
 from core.tenancy.models import Role
+from finance_monitor.services.trends import trend_buckets_remap
 
 PRODUCT = Product(
     name="finance_monitor",
@@ -28,4 +29,15 @@ PRODUCT = Product(
     ),
     role_duties={Role.OPERATOR: "the finance monitor's document intake"},
     beat=(BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),),
+    # Parents before children: export writes them in this order, import re-creates them in it, deletion
+    # removes them in reverse (core.privacy).
+    owned_models=(
+        "finance_monitor.Source",
+        "finance_monitor.FeedPoll",
+        "finance_monitor.Document",
+        "finance_monitor.Entity",
+        "finance_monitor.Mention",
+        "finance_monitor.TrendBucket",
+    ),
+    import_remap=trend_buckets_remap,  # per-entity buckets name their entity by id
 )

@@ -22,6 +22,15 @@ urlpatterns = [
     path("organisation/", views.OrganisationView.as_view(), name="api-organisation"),
     path("organisation/audit-log/", privacy.AuditLogView.as_view(), name="api-audit-log"),
     path("organisation/delete/", privacy.OrganisationDeleteView.as_view(), name="api-organisation-delete"),
+    path(
+        "organisation/exports/", privacy.OrganisationExportListView.as_view(), name="api-organisation-exports"
+    ),
+    path(
+        "organisation/exports/<int:export_id>/download/",
+        privacy.OrganisationExportDownloadView.as_view(),
+        name="api-organisation-export-download",
+    ),
+    path("organisation/import/", privacy.OrganisationImportView.as_view(), name="api-organisation-import"),
     path("members/", views.MemberListView.as_view(), name="api-members"),
     path("members/<int:member_id>/", views.MemberDetailView.as_view(), name="api-member"),
     path("invitations/", views.InvitationListView.as_view(), name="api-invitations"),

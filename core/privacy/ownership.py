@@ -32,6 +32,31 @@ CORE_OWNED = (
 NOT_EXPORTED = frozenset({"privacy.OrganisationKey", "privacy.OrganisationDeletion"})
 # Fields that hold secrets (hashes of credentials, wrapped keys): left out of every archive.
 SECRET_FIELDS = frozenset({"secret_hash", "token_hash", "wrapped_key", "password"})
+# Exported (the customer's own record) but not re-created by an import (``core.privacy.importing``):
+# people and their credentials belong to the importing organisation's owner (members, invitations, API
+# keys); the plan, its counters and the billing ledger are the new organisation's own (the old ledger is
+# history of another subscription: importing it would charge the new plan for usage it never had, and the
+# ledger is append-only); idempotency records and jobs were the old server's work in progress (the models
+# and files the jobs made are imported); the audit log tells who did what in the old organisation, and the
+# new one starts its own with the import's line.
+NOT_IMPORTED = frozenset(
+    {
+        "tenancy.Membership",
+        "tenancy.Invitation",
+        "tenancy.ApiKey",
+        "billing.Subscription",
+        "billing.UsageCounter",
+        "billing.UsageEvent",
+        "billing.IdempotencyRecord",
+        "jobs.TrainingJob",
+        "privacy.AuditEvent",
+    }
+)
+# Stores copied into an archive (the exports folder is not: it holds earlier archives and CSV downloads).
+EXPORTED_STORES = ("models", "datasets")
+# Stores whose first folder under the organisation's folder is named by a row's id (``dataset_dir``): an
+# import renames it to the id the row gets in the new organisation.
+STORE_ID_FOLDERS = {"datasets": "registry.Dataset"}
 
 
 def _label(model: type[models.Model]) -> str:

@@ -7,6 +7,7 @@ that adds, inside the transaction that locks the document row. What was added is
 contribution out before adding the new one, so every document counts once.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -148,3 +149,17 @@ def trend_series(
         }
         for start, volume, negative, neutral, positive, score_sum in rows
     ]
+
+
+def trend_buckets_remap(*, organisation, ids: Mapping[str, Mapping[int, int]]) -> None:
+    """After an organisation import (``core.privacy``): per-entity buckets name their entity by id in
+    ``key``; point them at the entity's new id (through a temporary key: two buckets may swap ids)."""
+    entities = ids.get("finance_monitor.Entity", {})
+    buckets = TrendBucket.objects.for_org(organisation).filter(dimension="entity")
+    stale = [b for b in buckets if b.key.isdigit() and int(b.key) in entities]
+    for bucket in stale:
+        bucket.key = f"~{entities[int(bucket.key)]}"
+    TrendBucket.all_tenants.bulk_update(stale, ["key"])
+    for bucket in stale:
+        bucket.key = bucket.key[1:]
+    TrendBucket.all_tenants.bulk_update(stale, ["key"])

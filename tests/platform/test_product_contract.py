@@ -106,6 +106,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "jobs-reap-stale": ["jobs.reap_stale", 60.0, "default"],
         "billing-sweep-idempotency": ["billing.sweep_idempotency", 3600.0, "default"],
         "registry-sweep-store": ["registry.sweep_store", 3600.0, "default"],
+        "privacy-sweep-exports": ["privacy.sweep_exports", 3600.0, "default"],
         "customer-service-close-idle": ["customer_service.close_idle", 900.0, "default"],
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
         **extra,
