@@ -17,27 +17,20 @@ Not imported (``ownership.NOT_IMPORTED``, said there why): people, invitations a
 counters and the ledger; idempotency records, jobs and the audit log. Relations to them are left empty.
 """
 
-import hashlib
 import json
 import re
-import stat
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
 
 from core.billing import services as billing
 from core.billing.meters import stock_count, stock_meters
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict
 from core.privacy import archive
 from core.privacy.audit import Action, audit_record
 from core.privacy.ownership import (
-    EXPORTED_STORES,
     NOT_IMPORTED,
     SECRET_FIELDS,
     STORE_ID_FOLDERS,
@@ -50,18 +43,8 @@ from core.privacy.ownership import (
 from core.products import products
 from core.storage import org_path, write_org_file
 
-MANIFEST_MAX_BYTES = 16 * 1_048_576
-MAX_MEMBERS = 200_000
 _VERSION_REF = re.compile(r"^version:([0-9]{1,12})$")
 _BATCH = 500
-
-
-def import_max_bytes() -> int:
-    return int(getattr(settings, "IMPORT_MAX_BYTES", 20 * settings.UPLOAD_MAX_BYTES))
-
-
-def _refuse(message: str) -> InvalidInput:
-    return InvalidInput(f"This archive cannot be imported: {message}", details={"field": "archive"})
 
 
 # --- what the new organisation already holds -------------------------------------------------------------
@@ -80,13 +63,9 @@ def _singleton(model: type[models.Model]) -> bool:
 
 
 def imported_models() -> list[type[models.Model]]:
-    return [m for m in owned_models() if label(m) not in NOT_IMPORTED and label(m) in _exportable()]
-
-
-def _exportable() -> set[str]:
-    from core.privacy.ownership import NOT_EXPORTED
-
-    return {label(m) for m in owned_models() if label(m) not in NOT_EXPORTED}
+    return [
+        m for m in owned_models() if label(m) not in NOT_IMPORTED and label(m) in archive.exportable_tables()
+    ]
 
 
 def organisation_data(*, organisation) -> list[str]:
@@ -96,141 +75,6 @@ def organisation_data(*, organisation) -> list[str]:
         if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
             held.append(f"files: {store}")
     return held
-
-
-# --- checking the archive ---------------------------------------------------------------------------------
-
-
-def _safe_name(name: str) -> list[str] | None:
-    if not name or "\\" in name or "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return None
-    parts = name.rstrip("/").split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return None
-    return parts
-
-
-def _check_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    infos = zf.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise _refuse(f"it has more than {MAX_MEMBERS} members.")
-    members: dict[str, zipfile.ZipInfo] = {}
-    total = 0
-    for info in infos:
-        if _safe_name(info.filename) is None:
-            raise _refuse(f"the member name '{info.filename[:100]}' leaves the archive's folder.")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise _refuse(f"'{info.filename[:100]}' is a symbolic link.")
-        if info.flag_bits & 0x1:
-            raise _refuse(f"'{info.filename[:100]}' is encrypted.")
-        if info.is_dir():
-            continue
-        if info.filename in members:
-            raise _refuse(f"'{info.filename[:100]}' appears twice.")
-        total += info.file_size
-        if total > import_max_bytes():
-            raise _refuse(f"it holds more than {import_max_bytes()} bytes once uncompressed.")
-        members[info.filename] = info
-    return members
-
-
-def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    """A member's bytes in chunks, never more than its declared size (zipfile checks the CRC at the end)."""
-    left = info.file_size
-    with zf.open(info) as handle:
-        while chunk := handle.read(min(1 << 20, left + 1)):
-            left -= len(chunk)
-            if left < 0:
-                raise _refuse(f"'{info.filename[:100]}' is larger than its header says.")
-            yield chunk
-
-
-def _member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    return b"".join(_read(zf, info))
-
-
-def _manifest(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict[str, Any]:
-    info = members.get(archive.MANIFEST)
-    if info is None or info.file_size > MANIFEST_MAX_BYTES:
-        raise _refuse("it is not a Trellis organisation archive (no manifest).")
-    try:
-        manifest = json.loads(_member_bytes(zf, info))
-    except (ValueError, UnicodeDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("format") != archive.FORMAT:
-        raise _refuse("it is not a Trellis organisation archive (unknown manifest).")
-    if manifest.get("version") != archive.VERSION:
-        raise _refuse(
-            f"it is in format version {manifest.get('version')!r}; "
-            f"this server reads version {archive.VERSION}."
-        )
-    for key, kind in (("tables", list), ("rows", dict), ("members", list), ("organisation", dict)):
-        if not isinstance(manifest.get(key), kind):
-            raise _refuse(f"its manifest has no valid '{key}'.")
-    return manifest
-
-
-def _check_tables(manifest: dict[str, Any]) -> None:
-    installed = _exportable()
-    unknown = [t for t in manifest["tables"] if not isinstance(t, str) or t not in installed]
-    if unknown:
-        app_labels = {m._meta.app_label for m in apps.get_models()}
-        missing = sorted({str(t).split(".")[0] for t in unknown} - app_labels)
-        if missing:
-            raise _refuse(f"it was made with products not installed here ({', '.join(missing)}).")
-        raise _refuse(f"it holds tables this server does not have ({', '.join(map(str, unknown[:5]))}).")
-
-
-def _check_listing(manifest: dict[str, Any], members: dict[str, zipfile.ZipInfo]) -> dict[str, str]:
-    """Every member listed with its sha256, and nothing else there; returns path -> sha256."""
-    listed: dict[str, str] = {}
-    rows_ok = {archive.rows_member(t) for t in manifest["tables"]}
-    for entry in manifest["members"]:
-        path = entry.get("path") if isinstance(entry, dict) else None
-        digest = entry.get("sha256") if isinstance(entry, dict) else None
-        if not isinstance(path, str) or not isinstance(digest, str) or path in listed:
-            raise _refuse("its manifest lists a member without a path and sha256, or one twice.")
-        parts = _safe_name(path)
-        is_file = parts is not None and len(parts) >= 3 and parts[:1] == ["files"]
-        is_file = is_file and parts[1] in EXPORTED_STORES
-        if path not in rows_ok and not is_file:
-            raise _refuse(f"its manifest lists '{path[:100]}', which no archive holds.")
-        listed[path] = digest
-    present = set(members) - {archive.MANIFEST}
-    if present - set(listed):
-        raise _refuse(f"'{sorted(present - set(listed))[0][:100]}' is not in its manifest.")
-    if set(listed) - present:
-        raise _refuse(f"'{sorted(set(listed) - present)[0][:100]}' is in its manifest but missing.")
-    return listed
-
-
-def _check_sums(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], listed: dict[str, str]) -> None:
-    for path, digest in listed.items():
-        sha = hashlib.sha256()
-        try:
-            for chunk in _read(zf, members[path]):
-                sha.update(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError):
-            raise _refuse(f"'{path[:100]}' is damaged.")
-        if sha.hexdigest() != digest:
-            raise _refuse(f"the checksum of '{path[:100]}' does not match its manifest.")
-
-
-def archive_open(upload: IO[bytes]) -> tuple[zipfile.ZipFile, dict[str, Any], dict[str, zipfile.ZipInfo]]:
-    """The archive checked whole (names, sizes, format, tables, checksums) before anything is written."""
-    try:
-        zf = zipfile.ZipFile(upload)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise _refuse("it is not a Trellis organisation archive (not a zip file).")
-    try:
-        members = _check_members(zf)
-        manifest = _manifest(zf, members)
-        _check_tables(manifest)
-        _check_sums(zf, members, _check_listing(manifest, members))
-    except BaseException:
-        zf.close()
-        raise
-    return zf, manifest, members
 
 
 # --- re-creating rows ------------------------------------------------------------------------------------
@@ -259,7 +103,7 @@ class _Remap:
         if isinstance(value, str):
             if value.startswith(archive.STORE_PREFIX):
                 store, _, rest = value[len(archive.STORE_PREFIX) :].partition("/")
-                parts = _safe_name(rest) if rest else []
+                parts = archive.safe_name(rest) if rest else []
                 if store in self.roots and parts is not None:
                     mapped = self.store_parts(store, parts)
                     if mapped is not None:
@@ -290,7 +134,7 @@ def _foreign(field: models.Field, raw: Any, remap: _Remap, table: str) -> Any:
         return None
     new = remap.ids.get(target, {}).get(raw) if isinstance(raw, int) else None
     if new is None and not field.null:
-        raise _refuse(f"a row of {table} refers to a {target} the archive does not re-create.")
+        raise archive.refuse(f"a row of {table} refers to a {target} the archive does not re-create.")
     return new
 
 
@@ -298,12 +142,12 @@ def _build(model, row: Any, remap: _Remap, table: str) -> tuple[int, models.Mode
     """An unsaved row of the new organisation, its old id, and the values set once all ids are known."""
     pk = model._meta.pk
     if not isinstance(row, dict) or not isinstance(row.get(pk.attname), int):
-        raise _refuse(f"a row of {table} is not an object with an id.")
+        raise archive.refuse(f"a row of {table} is not an object with an id.")
     fields = {f.attname: f for f in model._meta.concrete_fields}
     unknown = set(row) - set(fields)
     if unknown:
         names = ", ".join(sorted(unknown))
-        raise _refuse(f"rows of {table} have columns this server does not know ({names}).")
+        raise archive.refuse(f"rows of {table} have columns this server does not know ({names}).")
     values: dict[str, Any] = {}
     later: dict[str, Any] = {}
     for attname, field in fields.items():
@@ -320,7 +164,7 @@ def _build(model, row: Any, remap: _Remap, table: str) -> tuple[int, models.Mode
             try:
                 value = raw if isinstance(field, models.JSONField) else field.to_python(raw)
             except ValidationError:
-                raise _refuse(f"a row of {table} has an invalid value for {field.name}.")
+                raise archive.refuse(f"a row of {table} has an invalid value for {field.name}.")
             if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
                 later[attname] = value  # bulk_create stamps these with the current time
             elif _needs_second_pass(value):
@@ -329,31 +173,9 @@ def _build(model, row: Any, remap: _Remap, table: str) -> tuple[int, models.Mode
     return row[pk.attname], model(**values), later
 
 
-def _table_rows(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], table: str) -> Iterator[Any]:
-    info = members.get(archive.rows_member(table))
-    if info is None:
-        return
-    buffer = b""
-    for chunk in _read(zf, info):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield _json_line(line, table)
-    if buffer.strip():
-        yield _json_line(buffer, table)
-
-
-def _json_line(line: bytes, table: str) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError:
-        raise _refuse(f"a line of {table} is not JSON.")
-
-
 def _insert(model, zf, members, remap: _Remap) -> list[tuple[models.Model, dict[str, Any]]]:
     table = label(model)
-    built = [_build(model, row, remap, table) for row in _table_rows(zf, members, table)]
+    built = [_build(model, row, remap, table) for row in archive.table_rows(zf, members, table)]
     if not built:
         return []
     if _singleton(model):
@@ -404,7 +226,7 @@ def _write_files(zf, members, listed_files: list[str], remap: _Remap) -> int:
         if target.exists():
             raise Conflict("A file of this organisation appeared while importing; nothing was imported.")
         remap.written.append(target)
-        write_org_file(target, remap.organisation_id, _member_bytes(zf, members[path]))
+        write_org_file(target, remap.organisation_id, archive.member_bytes(zf, members[path]))
         written += 1
     return written
 
@@ -432,7 +254,7 @@ def organisation_import(*, organisation, actor, upload: IO[bytes]) -> dict[str, 
             "Import into a new organisation: this one already holds data "
             f"({', '.join(held[:5])}); nothing was imported."
         )
-    zf, manifest, members = archive_open(upload)
+    zf, manifest, members = archive.archive_open(upload)
     remap = _Remap(organisation.pk)
     try:
         with zf:
@@ -463,7 +285,7 @@ def _import(organisation, actor, zf, manifest, members, remap: _Remap, organisat
                     if rows:
                         _second_pass(model, rows, remap)
         except (IntegrityError, DatabaseError) as exc:
-            raise _refuse(f"its rows do not fit this server's tables ({type(exc).__name__}).")
+            raise archive.refuse(f"its rows do not fit this server's tables ({type(exc).__name__}).")
         for product in products():
             if product.import_remap is not None:
                 product.import_remap(organisation=organisation, ids=remap.ids)
