@@ -62,13 +62,16 @@ EXCLUDED = {
 # Reads no API key can make (people only: no key scope grants their permission); a key's 403 is the answer.
 PEOPLE_ONLY = {
     "GET /api/organisation/audit-log/": "owners in the browser (org.privacy has no key scope)",
+    "GET /api/organisation/exports/": "owners in the browser (org.privacy has no key scope)",
+    "GET /api/organisation/exports/{export_id}/download/": "owners in the browser (as above)",
 }
 
 
 @pytest.fixture
 def org_with_data(make_org, make_member, tmp_path):
     """An organisation on a plan with room for the run, a trained intent model, a dataset, answers, an
-    article, members, an invitation and a finished export job; and an API key with every scope."""
+    article, members, an invitation, a finished usage export and organisation export; and an API key with
+    every scope."""
     cache.clear()
     org, owner = make_org()
     plan = Plan.objects.create(
@@ -96,6 +99,8 @@ def org_with_data(make_org, make_member, tmp_path):
     )
     export = jobs.job_create(organisation=org, kind="usage.export")
     jobs.job_execute(job_id=export.pk)
+    archive = jobs.job_create(organisation=org, kind="organisation.export", created_by=owner)
+    jobs.job_execute(job_id=archive.pk)
     conversation, _, greeting = cs.conversation_start(bot=cs.bot_settings_for(organisation=org))
     key, secret = tenancy.api_key_create(
         organisation=org, created_by=owner, name="fuzz", scopes=["read", "predict", "train", "admin"]
@@ -113,6 +118,7 @@ def org_with_data(make_org, make_member, tmp_path):
         "version_id": ModelVersion.objects.for_org(org).get().pk,
         "dataset_id": Dataset.objects.for_org(org).get().pk,
         "job_id": export.pk,
+        "export_id": archive.pk,
         "template_id": AnswerTemplate.objects.for_org(org).get().pk,
         "article_id": Article.objects.for_org(org).get().pk,
         "member_id": Membership.objects.for_org(org).get(role=Role.OPERATOR).pk,
