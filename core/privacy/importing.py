@@ -161,16 +161,28 @@ def _build(model, row: Any, remap: _Remap, table: str) -> tuple[int, models.Mode
         elif field.unique and field.has_default():
             values[attname] = field.get_default()
         else:
-            try:
-                value = raw if isinstance(field, models.JSONField) else field.to_python(raw)
-            except ValidationError:
-                raise archive.refuse(f"a row of {table} has an invalid value for {field.name}.")
+            values[attname] = value = _plain_value(field, raw, remap, table)
             if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
                 later[attname] = value  # bulk_create stamps these with the current time
             elif _needs_second_pass(value):
                 later[attname] = value
-            values[attname] = value
     return row[pk.attname], model(**values), later
+
+
+def _plain_value(field: models.Field, raw: Any, remap: _Remap, table: str) -> Any:
+    """A column's value from the archive. A text naming a place on this server is refused: an export writes
+    the organisation's store paths in portable form, so an absolute path (``/var/models/7/...``, another
+    tenant's model) can only be a forged archive pointing a row at files that are not its own."""
+    try:
+        value = raw if isinstance(field, models.JSONField) else field.to_python(raw)
+    except ValidationError:
+        raise archive.refuse(f"a row of {table} has an invalid value for {field.name}.")
+    if isinstance(value, str) and (
+        any(value.startswith(str(root)) for root in remap.roots.values())
+        or (field.name.endswith("path") and value and not value.startswith(archive.STORE_PREFIX))
+    ):
+        raise archive.refuse(f"a row of {table} names a file outside the archive ({field.name}).")
+    return value
 
 
 def _insert(model, zf, members, remap: _Remap) -> list[tuple[models.Model, dict[str, Any]]]:

@@ -273,6 +273,26 @@ def _add_listed(path: str, body: bytes):
     return change
 
 
+def _forged(data: bytes, member: str, old: bytes, new: bytes) -> bytes:
+    """``member`` with ``old`` replaced by ``new``, and its checksum in the manifest updated to match."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        body = zf.read(member)
+    assert old in body
+    body = body.replace(old, new)
+
+    def manifest_change(manifest):
+        for entry in manifest["members"]:
+            if entry["path"] == member:
+                entry["sha256"] = hashlib.sha256(body).hexdigest()
+
+    return _rebuild(data, change=lambda n, b: body if n == member else b, manifest_change=manifest_change)
+
+
+def _other_tenants_folder(data: bytes) -> bytes:
+    """A dataset row pointed at another organisation's files (a path on this server, not a portable one)."""
+    return _forged(data, "rows/registry.Dataset.jsonl", b'"trellis-store:datasets/', b'"/srv/datasets/1/x/')
+
+
 def _foreign_table(manifest):
     manifest["tables"].append("stockpicker.Portfolio")
     manifest["rows"]["stockpicker.Portfolio"] = 1
@@ -311,6 +331,7 @@ HOSTILE = {
         ),
         "which no archive holds",
     ),
+    "server path in a row": (_other_tenants_folder, "names a file outside the archive (path)"),
     "foreign product": (
         lambda d: _rebuild(
             d, manifest_change=_foreign_table, extra=[("rows/stockpicker.Portfolio.jsonl", b'{"id": 1}\n')]
