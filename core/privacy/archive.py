@@ -210,9 +210,8 @@ def _check_listing(manifest: dict[str, Any], members: dict[str, zipfile.ZipInfo]
         digest = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(path, str) or not isinstance(digest, str) or path in listed:
             raise refuse("its manifest lists a member without a path and sha256, or one twice.")
-        parts = safe_name(path)
-        is_file = parts is not None and len(parts) >= 3 and parts[:1] == ["files"]
-        is_file = is_file and parts[1] in EXPORTED_STORES
+        parts = safe_name(path) or []
+        is_file = len(parts) >= 3 and parts[0] == "files" and parts[1] in EXPORTED_STORES
         if path not in rows_ok and not is_file:
             raise refuse(f"its manifest lists '{path[:100]}', which no archive holds.")
         listed[path] = digest

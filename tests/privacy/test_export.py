@@ -476,3 +476,37 @@ def test_privacy_page_exports_and_imports(archive_bytes, make_org):
     assert b'id="import-organisation"' not in page.content  # it holds data now
     assert web.post("/organisation/privacy/", {"action": "export"}).status_code == 302
     assert b"queued" in web.get("/organisation/privacy/").content
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_export_job_runs_on_a_real_worker(make_org, user_client, stores, settings):
+    """The kind is registered in the worker process and runs from the default queue."""
+    from core.jobs.models import TrainingJob
+    from tests.worker import celery_worker, wait_for
+
+    org, owner = make_org()
+    dataset_upload(organisation=org, name="faq", task="classification", data=CSV, filename="faq.csv")
+    client = user_client(owner)
+    env = {
+        "TRELLIS_VAR_DIR": str(settings.VAR_DIR),
+        "MODEL_STORE": str(settings.MODEL_STORE),
+        "DATASET_STORE": str(settings.DATASET_STORE),
+    }
+    with celery_worker(queues="default", extra_env=env) as proc:
+        job = client.post("/api/organisation/exports/").json()["id"]
+        wait_for(
+            lambda: TrainingJob.objects.for_org(org).get(pk=job).status in ("succeeded", "failed"),
+            timeout=120,
+            proc=proc,
+        )
+    done = TrainingJob.objects.for_org(org).get(pk=job)
+    assert done.status == "succeeded" and done.queue == "default", done.error
+    response = client.get(f"/api/organisation/exports/{job}/download/")
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["rows"]["registry.Dataset"] == 1
+    assert {m["path"].rsplit("/", 1)[-1] for m in manifest["members"] if m["path"].startswith("files/")} == {
+        "rows.json",
+        "report.csv",
+    }
