@@ -3,12 +3,14 @@
 ``organisation_export_start`` queues the job (kind ``organisation.export``, ``default`` queue) and writes the
 audit line in the same transaction; the handler writes the archive to the organisation's exports folder as
 ``org-export-job<id>.zip`` (a ``.partial`` file until it is complete), sealed with the organisation's key when
-encryption at rest is on. Owners list and download archives (people only: ``org.privacy``). An archive is
+encryption at rest is on (then the zip is built in memory, so no plaintext copy reaches the disk: the worker
+needs memory for one archive). Owners list and download archives (people only: ``org.privacy``). An archive is
 kept ``EXPORT_ARCHIVE_DAYS`` days (7 by default) after its job finished; ``exports_sweep`` (beat, hourly)
 removes older ones, and a download after that answers that the archive expired.
 """
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -27,6 +29,7 @@ from core.jobs.models import TrainingJob
 from core.privacy import archive
 from core.privacy.audit import Action, audit_record
 from core.privacy.crypto import MAGIC, is_encrypted
+from core.privacy.crypto import enabled as crypto_enabled
 from core.privacy.ownership import NOT_EXPORTED, label, owned_models, rows_of, store_roots
 from core.products import products
 from core.storage import ARCHIVE_NAME, UnsafePath, archive_path, read_org_file, write_org_file
@@ -98,29 +101,24 @@ def _write_files(zf: zipfile.ZipFile, organisation_id: int, reporter) -> list[di
 
 
 def organisation_export(job, reporter) -> dict[str, Any]:
-    """The job's handler: write the archive, then seal it when encryption at rest is on."""
+    """The job's handler: write the archive (a ``.partial`` file until it is whole, then renamed). With
+    encryption at rest on, the zip is built in memory and only its sealed form touches the disk."""
     org = job.organisation
     name = f"org-export-job{job.pk}.zip"
     final = archive_path(org.pk, name)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(f".{name}.partial")
     paths = archive.PathRewriter(archive.store_folders(org.pk))
+    target: Path | io.BytesIO = io.BytesIO() if crypto_enabled() else partial
     try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             rows = _write_rows(zf, org.pk, paths, reporter)
             files = _write_files(zf, org.pk, reporter)
-            manifest = {
-                "format": archive.FORMAT,
-                "version": archive.VERSION,
-                "organisation": {"id": org.pk, "name": org.name, "slug": org.slug},
-                "created_at": timezone.now().isoformat(),
-                "apps": sorted({m.split(".")[0] for m in rows["tables"]} | {p.name for p in products()}),
-                "tables": rows["tables"],
-                "rows": rows["rows"],
-                "members": rows["row_files"] + files,
-            }
-            zf.writestr(archive.MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
-        _seal(partial, org.pk)
+            zf.writestr(
+                archive.MANIFEST, json.dumps(_manifest(org, rows, files), indent=1, ensure_ascii=False)
+            )
+        if isinstance(target, io.BytesIO):
+            write_org_file(partial, org.pk, target.getvalue())
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
@@ -134,11 +132,17 @@ def organisation_export(job, reporter) -> dict[str, Any]:
     }
 
 
-def _seal(path: Path, organisation_id: int) -> None:
-    from core.privacy.crypto import enabled
-
-    if enabled():
-        write_org_file(path, organisation_id, path.read_bytes())
+def _manifest(org, rows: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": archive.FORMAT,
+        "version": archive.VERSION,
+        "organisation": {"id": org.pk, "name": org.name, "slug": org.slug},
+        "created_at": timezone.now().isoformat(),
+        "apps": sorted({m.split(".")[0] for m in rows["tables"]} | {p.name for p in products()}),
+        "tables": rows["tables"],
+        "rows": rows["rows"],
+        "members": rows["row_files"] + files,
+    }
 
 
 def export_list(*, organisation) -> QuerySet[TrainingJob]:
