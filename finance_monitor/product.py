@@ -12,6 +12,7 @@ PRODUCT = Product(
     url_prefix="finance-monitor",
     urls="finance_monitor.urls",
     api_urls="finance_monitor.api_urls",
+    websocket_routes="finance_monitor.routing",
     nav=(NavEntry("Finance monitor", "finance_monitor:index"),),
     cards=(
         DashboardCard(
@@ -27,5 +28,9 @@ PRODUCT = Product(
         ProductPermission("monitor.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
     ),
     role_duties={Role.OPERATOR: "the finance monitor's document intake"},
-    beat=(BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),),
+    beat=(
+        BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),
+        # every rule tests its latest complete bucket and the one filling (alerts.alert_rule_evaluate)
+        BeatEntry("finance-monitor-evaluate-alerts", task="finance_monitor.evaluate_alerts", schedule=300.0),
+    ),
 )
