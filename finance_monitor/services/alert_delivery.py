@@ -101,7 +101,10 @@ class PostResult:
         return not self.error and self.status_code is not None and 200 <= self.status_code < 300
 
 
-def webhook_post(*, url: str, secret: str, body: bytes, event: str, timeout=TIMEOUT_S) -> PostResult:
+def webhook_post(
+    *, url: str, secret: str, body: bytes, event: str, timeout: tuple[float, float] | None = None
+) -> PostResult:
+    timeout = timeout or TIMEOUT_S
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -182,7 +185,9 @@ def _record(
     )
 
 
-def alert_webhook_attempt(*, alert: Alert, attempt: int, timeout=TIMEOUT_S) -> Delivery | None:
+def alert_webhook_attempt(
+    *, alert: Alert, attempt: int, timeout: tuple[float, float] | None = None
+) -> Delivery | None:
     """One POST of the alert to its rule's webhook; None if the rule has no webhook any more."""
     rule = alert.rule
     if not rule.webhook_url:
@@ -205,7 +210,7 @@ def alert_webhook_attempt(*, alert: Alert, attempt: int, timeout=TIMEOUT_S) -> D
     )
 
 
-def rule_webhook_test(*, rule: AlertRule, timeout=TIMEOUT_S) -> Delivery:
+def rule_webhook_test(*, rule: AlertRule, timeout: tuple[float, float] | None = None) -> Delivery:
     """Send a signed ``alert.test`` event to the rule's webhook now (one attempt, logged, no retry)."""
     from core.errors import InvalidInput
 
