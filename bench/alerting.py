@@ -68,17 +68,16 @@ def surge_buckets(rng, surge: Surge) -> list[Counts]:
 
 
 class Product:
-    name = "product: binomial/Poisson scan of 1-3 buckets"
-
     def __init__(self, config: SurgeConfig) -> None:
         self.config = config
+        self.name = f"product: binomial/Poisson, windows {','.join(map(str, config.windows))}"
 
     def fires(self, history: list[Counts], kind: str) -> bool:
         return any(f.kind == kind and f.significant for f in detect(history, self.config))
 
 
 class Naive:
-    name = "peer: share > baseline + 10 points / volume > 1.5 x mean (one bucket)"
+    name = "peer: share > base + 10 pts / volume > 1.5 x mean"
 
     def __init__(self, config: SurgeConfig) -> None:
         self.config = config
@@ -109,7 +108,8 @@ def replay(detector, buckets: list[Counts], start: int, kind: str) -> list[int]:
 
 
 def run(args) -> None:
-    config = SurgeConfig(significance=args.significance)
+    windows = tuple(int(w) for w in args.windows.split(","))
+    config = SurgeConfig(significance=args.significance, windows=windows)
     warm = config.history_buckets
     detectors = [Product(config), Naive(config)]
     print(
@@ -123,10 +123,10 @@ def run(args) -> None:
     for detector in detectors:
         for kind in (SHARE, VOLUME):
             alerts = len(replay(detector, flat, warm, kind))
-            print(f"  {detector.name:72s} {kind:6s} {alerts * 30 / args.flat_days:6.2f}  ({alerts} alerts)")
+            print(f"  {detector.name:50s} {kind:6s} {alerts * 30 / args.flat_days:6.2f}  ({alerts} alerts)")
     # planted surges
     print(f"\nplanted surges: {args.trials} trials each, {SURGE_HOURS} h long (delay in buckets)")
-    for surge in SURGES:
+    for surge in SURGES[: args.surges]:
         for detector in detectors:
             delays, missed = [], 0
             for trial in range(args.trials):
@@ -140,7 +140,7 @@ def run(args) -> None:
             within2 = sum(d <= 2 for d in delays) / args.trials
             median = statistics.median(delays) if delays else float("nan")
             print(
-                f"  {surge.label:36s} {detector.name:72s} within 2 buckets {within2:6.1%}  "
+                f"  {surge.label:36s} {detector.name:50s} within 2 buckets {within2:6.1%}  "
                 f"median delay {median:3.1f}  max {max(delays, default=-1):2d}  missed {missed}"
             )
 
@@ -148,9 +148,11 @@ def run(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--surges", type=int, default=len(SURGES), help="only the first N planted surges")
     parser.add_argument("--flat-days", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--significance", type=float, default=SurgeConfig.significance)
+    parser.add_argument("--windows", default=",".join(map(str, SurgeConfig.windows)), help="e.g. 1,2,3")
     run(parser.parse_args())
 
 
