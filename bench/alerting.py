@@ -14,6 +14,7 @@ and for volume a bucket above 1.5 x the baseline mean.
 
 import argparse
 import statistics
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -130,7 +131,7 @@ def run(args) -> None:
         for detector in detectors:
             delays, missed = [], 0
             for trial in range(args.trials):
-                rng = np.random.default_rng([args.seed, trial, hash(surge.label) % 10_000])
+                rng = np.random.default_rng([args.seed, trial, zlib.crc32(surge.label.encode())])
                 buckets = flat_buckets(rng, warm) + surge_buckets(rng, surge)
                 fired = replay(detector, buckets, warm, surge.kind)
                 if fired:
