@@ -1,6 +1,6 @@
 from django.urls import path
 
-from finance_monitor import api
+from finance_monitor import api, api_alerts
 
 urlpatterns = [
     path("documents/", api.DocumentListView.as_view(), name="api-fm-documents"),
@@ -14,4 +14,27 @@ urlpatterns = [
     path("watchlist/", api.EntityListView.as_view(), name="api-fm-watchlist"),
     path("watchlist/<int:entity_id>/", api.EntityDetailView.as_view(), name="api-fm-watchlist-entry"),
     path("trends/", api.TrendView.as_view(), name="api-fm-trends"),
+]
+
+# Alert rules, alerts and their deliveries (finance_monitor.api_alerts).
+urlpatterns += [
+    path("alert-rules/", api_alerts.RuleListView.as_view(), name="api-fm-alert-rules"),
+    path("alert-rules/<int:rule_id>/", api_alerts.RuleDetailView.as_view(), name="api-fm-alert-rule"),
+    path(
+        "alert-rules/<int:rule_id>/test-webhook",
+        api_alerts.RuleTestWebhookView.as_view(),
+        name="api-fm-alert-rule-test-webhook",
+    ),
+    path(
+        "alert-rules/<int:rule_id>/deliveries/",
+        api_alerts.RuleDeliveriesView.as_view(),
+        name="api-fm-alert-rule-deliveries",
+    ),
+    path("alerts/", api_alerts.AlertListView.as_view(), name="api-fm-alerts"),
+    path("alerts/<int:alert_id>/", api_alerts.AlertDetailView.as_view(), name="api-fm-alert"),
+    path(
+        "alerts/<int:alert_id>/deliveries/",
+        api_alerts.AlertDeliveriesView.as_view(),
+        name="api-fm-alert-deliveries",
+    ),
 ]

@@ -163,3 +163,115 @@ class TrendBucket(TenantModel):
                 name="uniq_fm_trend_bucket",
             )
         ]
+
+
+class AlertTarget(models.TextChoices):
+    ALL = "all", "Everything"
+    TOPIC = "topic", "A topic"
+    ENTITY = "entity", "A watch-list entry"
+
+
+class AlertKind(models.TextChoices):
+    SHARE = "share", "Negative share"
+    VOLUME = "volume", "Volume"
+
+
+class AlertRule(TenantModel):
+    """When to alert: a target's trend buckets, the tests to run on them, and where to deliver.
+
+    ``state`` is the rule's episode per kind (``finance_monitor.surge.Episode``: inside a surge, last fired)
+    and ``evaluated_until`` the start of the last complete bucket evaluated, both written by the evaluation.
+    """
+
+    name = models.CharField(max_length=120)
+    target = models.CharField(max_length=10, choices=AlertTarget.choices, default=AlertTarget.ALL)
+    topic = models.CharField(max_length=100, blank=True, default="")
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    granularity = models.CharField(max_length=4, choices=Granularity.choices, default=Granularity.HOUR)
+    baseline_buckets = models.PositiveIntegerField(default=168)
+    min_volume = models.PositiveIntegerField(default=30)
+    significance = models.FloatField(default=0.002)
+    test_share = models.BooleanField(default=True)
+    test_volume = models.BooleanField(default=False)
+    cooldown_s = models.PositiveIntegerField(default=6 * 3600)
+    enabled = models.BooleanField(default=True)
+    email_recipients = models.JSONField(default=list, blank=True)
+    webhook_url = models.URLField(max_length=2000, blank=True, default="")
+    webhook_secret = models.CharField(max_length=100, blank=True, default="")
+    state = models.JSONField(default=dict, blank=True)
+    evaluated_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "name"], name="uniq_fm_alert_rule_name")
+        ]
+
+
+class Alert(TenantModel):
+    """A surge a rule found in one bucket, with the figures of the test and the documents that caused it."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=10, choices=AlertKind.choices)
+    dimension = models.CharField(max_length=10)  # the trend buckets tested: all, topic, entity
+    key = models.CharField(max_length=100, blank=True, default="")
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    window = models.PositiveIntegerField(default=1)  # buckets pooled by the test, ending at bucket_start
+    fired_at = models.DateTimeField()
+    volume = models.IntegerField()
+    negative = models.IntegerField()
+    observed = models.FloatField()  # negative share, or documents per bucket
+    baseline = models.FloatField()  # the baseline's negative share, or documents per bucket
+    baseline_volume = models.IntegerField()
+    p_value = models.FloatField()
+    evidence = models.ManyToManyField(Document, through="AlertEvidence", related_name="+")
+    evidence_count = models.IntegerField(default=0)  # all of them, when more than the stored cap
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "bucket_start", "kind"], name="uniq_fm_alert_rule_bucket")
+        ]
+        indexes = [models.Index(fields=["organisation", "-fired_at"], name="fm_alert_org_time")]
+
+
+class AlertEvidence(TenantModel):
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "document"], name="uniq_fm_alert_evidence")]
+
+
+class DeliveryChannel(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryState(models.TextChoices):
+    DELIVERED = "delivered", "Delivered"
+    RETRYING = "retrying", "Failed, will retry"
+    FAILED = "failed", "Failed for good"
+
+
+class Delivery(TenantModel):
+    """One attempt to deliver an alert (or a rule's test webhook, ``alert`` empty) on one channel."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="deliveries")
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=10, choices=DeliveryChannel.choices)
+    attempt = models.PositiveIntegerField(default=1)
+    target = models.CharField(max_length=2000)  # the url, or the recipients
+    state = models.CharField(max_length=10, choices=DeliveryState.choices)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    response_excerpt = models.CharField(max_length=1000, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organisation", "alert"], name="fm_delivery_org_alert")]

@@ -13,6 +13,7 @@ PRODUCT = Product(
     url_prefix="finance-monitor",
     urls="finance_monitor.urls",
     api_urls="finance_monitor.api_urls",
+    websocket_routes="finance_monitor.routing",
     nav=(NavEntry("Finance monitor", "finance_monitor:index"),),
     cards=(
         DashboardCard(
@@ -28,7 +29,11 @@ PRODUCT = Product(
         ProductPermission("monitor.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
     ),
     role_duties={Role.OPERATOR: "the finance monitor's document intake"},
-    beat=(BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),),
+    beat=(
+        BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),
+        # every rule tests its latest complete bucket and the one filling (alerts.alert_rule_evaluate)
+        BeatEntry("finance-monitor-evaluate-alerts", task="finance_monitor.evaluate_alerts", schedule=300.0),
+    ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion
     # removes them in reverse (core.privacy).
     owned_models=(
@@ -38,6 +43,10 @@ PRODUCT = Product(
         "finance_monitor.Entity",
         "finance_monitor.Mention",
         "finance_monitor.TrendBucket",
+        "finance_monitor.AlertRule",
+        "finance_monitor.Alert",
+        "finance_monitor.AlertEvidence",
+        "finance_monitor.Delivery",
     ),
-    import_remap=trend_buckets_remap,  # per-entity buckets name their entity by id
+    import_remap=trend_buckets_remap,  # per-entity buckets and alerts name their entity by id
 )

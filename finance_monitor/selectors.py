@@ -104,3 +104,71 @@ def entity_get(*, organisation, entity_id: int):
     from finance_monitor.models import Entity
 
     return Entity.objects.for_org(organisation).filter(pk=entity_id).first()
+
+
+# --- alerts -------------------------------------------------------------------------------------------
+
+
+def alert_rule_list(*, organisation) -> QuerySet:
+    from finance_monitor.models import AlertRule
+
+    return AlertRule.objects.for_org(organisation).select_related("entity").order_by("name")
+
+
+def alert_rule_get(*, organisation, rule_id: int):
+    from finance_monitor.models import AlertRule
+
+    return AlertRule.objects.for_org(organisation).select_related("entity").filter(pk=rule_id).first()
+
+
+def alert_list(
+    *,
+    organisation,
+    rule_id: int | None = None,
+    kind: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """Alerts, newest first, with filters on the rule, the kind and the bucket's time."""
+    from finance_monitor.models import Alert
+
+    alerts = Alert.objects.for_org(organisation).select_related("rule")
+    if rule_id is not None:
+        alerts = alerts.filter(rule_id=rule_id)
+    if kind:
+        alerts = alerts.filter(kind=kind)
+    if since is not None:
+        alerts = alerts.filter(bucket_start__gte=since)
+    if until is not None:
+        alerts = alerts.filter(bucket_start__lt=until)
+    return alerts.order_by("-fired_at", "-id")
+
+
+def alert_get(*, organisation, alert_id: int):
+    from finance_monitor.models import Alert
+
+    return Alert.objects.for_org(organisation).select_related("rule").filter(pk=alert_id).first()
+
+
+def alert_evidence(*, organisation, alert) -> QuerySet:
+    """The documents stored as the alert's evidence, most negative first."""
+    from finance_monitor.models import AlertEvidence
+
+    evidence = AlertEvidence.objects.for_org(organisation).filter(alert=alert).values("document_id")
+    return (
+        Document.objects.for_org(organisation)
+        .filter(pk__in=evidence)
+        .select_related("source")
+        .order_by("score", "-occurred_at", "id")
+    )
+
+
+def delivery_list(*, organisation, alert_id: int | None = None, rule_id: int | None = None) -> QuerySet:
+    from finance_monitor.models import Delivery
+
+    deliveries = Delivery.objects.for_org(organisation)
+    if alert_id is not None:
+        deliveries = deliveries.filter(alert_id=alert_id)
+    if rule_id is not None:
+        deliveries = deliveries.filter(rule_id=rule_id)
+    return deliveries.order_by("-created_at", "-id")

@@ -4,8 +4,8 @@ import logging
 
 from celery import shared_task
 
-from finance_monitor.models import Source
-from finance_monitor.services import feeds
+from finance_monitor.models import AlertRule, DeliveryState, Source
+from finance_monitor.services import alert_delivery, alerts, feeds
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +29,37 @@ def poll_feed(source_id: int) -> str:
     if poll.outcome == "error":
         log.info("feed %s failed: %s", source_id, poll.error)
     return poll.outcome
+
+
+@shared_task(name="finance_monitor.evaluate_alerts", time_limit=120)
+def evaluate_alerts() -> int:
+    """Beat: evaluate every enabled alert rule of every organisation, one task per rule."""
+    rule_ids = alerts.alert_rules_enabled()
+    for rule_id in rule_ids:
+        evaluate_alert_rule.delay(rule_id)
+    return len(rule_ids)
+
+
+@shared_task(name="finance_monitor.evaluate_alert_rule", time_limit=300)
+def evaluate_alert_rule(rule_id: int) -> int:
+    rule = AlertRule.all_tenants.filter(pk=rule_id, enabled=True).first()
+    if rule is None:
+        return 0
+    return len(alerts.alert_rule_evaluate(rule=rule))
+
+
+@shared_task(
+    bind=True,
+    name="finance_monitor.deliver_alert",
+    max_retries=alert_delivery.MAX_ATTEMPTS - 1,
+    time_limit=120,
+)
+def deliver_alert(self, alert_id: int, channel: str) -> str:
+    """One delivery attempt; a failure that may be retried comes back after the backoff."""
+    attempt = self.request.retries + 1
+    delivery = alert_delivery.alert_deliver_attempt(alert_id=alert_id, channel=channel, attempt=attempt)
+    if delivery is None:
+        return "skipped"
+    if delivery.state == DeliveryState.RETRYING:
+        raise self.retry(countdown=alert_delivery.retry_delay_s(attempt))
+    return delivery.state

@@ -13,5 +13,23 @@ def index(request):
     context = {
         "sources": sources,
         "documents": selectors.document_list(organisation=organisation)[:50],
+        "alert_count": selectors.alert_list(organisation=organisation).count(),
     }
     return render(request, "finance_monitor/index.html", context)
+
+
+@member_required()
+def alerts(request):
+    """The latest alerts with their evidence and deliveries; ``?partial=1`` is the list alone (live.js)."""
+    organisation = request.organisation
+    rows = [
+        (
+            alert,
+            selectors.alert_evidence(organisation=organisation, alert=alert)[:10],
+            selectors.delivery_list(organisation=organisation, alert_id=alert.pk)[:10],
+        )
+        for alert in selectors.alert_list(organisation=organisation)[:30]
+    ]
+    context = {"rows": rows, "rules": selectors.alert_rule_list(organisation=organisation)}
+    template = "alert_list.html" if request.GET.get("partial") else "alerts.html"
+    return render(request, f"finance_monitor/{template}", context)

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound
-from finance_monitor.models import Document, Mention, Sentiment, TrendBucket
+from finance_monitor.models import Alert, Document, Mention, Sentiment, TrendBucket
 
 GRANULARITIES = ("hour", "day")
 
@@ -163,3 +163,8 @@ def trend_buckets_remap(*, organisation, ids: Mapping[str, Mapping[int, int]]) -
     for bucket in stale:
         bucket.key = bucket.key[1:]
     TrendBucket.all_tenants.bulk_update(stale, ["key"])
+    # alerts on a watch-list entry keep the key of the buckets they tested (no uniqueness on it: one pass)
+    alerts = [a for a in Alert.objects.for_org(organisation).filter(dimension="entity") if a.key.isdigit()]
+    for alert in alerts:
+        alert.key = str(entities.get(int(alert.key), alert.key))
+    Alert.all_tenants.bulk_update(alerts, ["key"])

@@ -109,6 +109,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "privacy-sweep-exports": ["privacy.sweep_exports", 3600.0, "default"],
         "customer-service-close-idle": ["customer_service.close_idle", 900.0, "default"],
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
+        "finance-monitor-evaluate-alerts": ["finance_monitor.evaluate_alerts", 300.0, "default"],
         **extra,
     }
 
@@ -135,7 +136,11 @@ def test_permissions_scopes_and_role_descriptions_are_unchanged():
 def test_websocket_routes_come_from_the_products():
     from core.routing import public_websocket_urlpatterns, websocket_urlpatterns
 
-    assert [str(p.pattern) for p in websocket_urlpatterns] == ["ws/jobs/", "ws/inbox/"]
+    assert [str(p.pattern) for p in websocket_urlpatterns] == [
+        "ws/jobs/",
+        "ws/inbox/",
+        "ws/finance-monitor/alerts/",
+    ]
     assert [str(p.pattern) for p in public_websocket_urlpatterns] == ["ws/chat/<str:widget_key>/"]
 
 

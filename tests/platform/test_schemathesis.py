@@ -32,7 +32,8 @@ from core.tenancy import services as tenancy
 from core.tenancy.models import Invitation, Membership, Role
 from customer_service import services as cs
 from customer_service.models import AnswerTemplate, Article
-from finance_monitor.models import Document
+from finance_monitor.models import Alert, Document
+from finance_monitor.services import alerts as fm_alerts
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
 from tests.platform.trained import train_intent_model
@@ -111,10 +112,29 @@ def org_with_data(make_org, make_member, tmp_path):
     )
     document = Document.objects.for_org(org).get()
     entity = fm_entities.entity_save(organisation=org, kind="company", name="Acme Corp", ticker="ACME")
+    # an alert rule (its webhook: a closed local port, so a test webhook fails at once) and one alert of it
+    rule = fm_alerts.alert_rule_save(organisation=org, name="Acme", webhook_url="http://127.0.0.1:9/hook")
+    alert = Alert.all_tenants.create(
+        organisation=org,
+        rule=rule,
+        kind="share",
+        dimension="all",
+        granularity="hour",
+        bucket_start=document.occurred_at.replace(minute=0, second=0, microsecond=0),
+        fired_at=document.occurred_at,
+        volume=40,
+        negative=30,
+        observed=0.75,
+        baseline=0.3,
+        baseline_volume=1000,
+        p_value=1e-9,
+    )
     ids = {
         "document_id": document.pk,
         "source_id": document.source_id,  # the API source: polling it is refused, nothing is fetched
         "entity_id": entity.pk,
+        "rule_id": rule.pk,
+        "alert_id": alert.pk,
         "version_id": ModelVersion.objects.for_org(org).get().pk,
         "dataset_id": Dataset.objects.for_org(org).get().pk,
         "job_id": export.pk,

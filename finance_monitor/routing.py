@@ -1,0 +1,7 @@
+"""Websocket routes of the finance monitor, collected by ``core.routing`` through the product registry."""
+
+from django.urls import path
+
+from finance_monitor.consumers import AlertsConsumer
+
+websocket_urlpatterns = [path("ws/finance-monitor/alerts/", AlertsConsumer.as_asgi())]

@@ -1,0 +1,239 @@
+"""Delivering alerts against real receivers on 127.0.0.1: signatures a receiver recomputes, retries with
+backoff (500 then 200; a receiver that hangs), redirects not followed, capped answers, e-mail through the
+locmem outbox, the live socket per organisation, and the whole path through a real Celery worker."""
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
+
+from finance_monitor import tasks
+from finance_monitor.models import Delivery
+from finance_monitor.services import alert_delivery, alerts
+from finance_monitor.services.trends import bucket_start
+from tests.conftest import PASSWORD
+from tests.finance_monitor.planting import plant, plant_baseline
+from tests.finance_monitor.test_alerts import AFTER, H, topic_rule
+
+
+def verify(request: dict, secret: str) -> dict:
+    """What a receiver does: recompute the HMAC over "<t>.<body>" and check the timestamp is fresh."""
+    parts = dict(item.split("=", 1) for item in request["headers"]["Trellis-Signature"].split(","))
+    expected = hmac.new(
+        secret.encode(), parts["t"].encode() + b"." + request["body"], hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected)
+    assert abs(time.time() - int(parts["t"])) < 60
+    return json.loads(request["body"])
+
+
+def surge_alert(organisation, **rule_fields):
+    plant_baseline(organisation, H)
+    surge = plant(organisation, H, 20, 16)
+    rule = topic_rule(organisation, **rule_fields)
+    [alert] = alerts.alert_rule_evaluate(rule=rule, now=AFTER)
+    return rule, alert, surge
+
+
+def deliveries(alert) -> list[Delivery]:
+    return list(Delivery.objects.for_org(alert.organisation_id).filter(alert=alert).order_by("attempt"))
+
+
+@pytest.mark.django_db
+def test_webhooks_are_signed_as_stripe_signs(make_org, http_server):
+    organisation, _ = make_org()
+    http_server.routes["/hook"] = lambda request: (200, {}, b"thanks")
+    rule, alert, surge = surge_alert(organisation, webhook_url=f"{http_server.url}/hook")
+    test = alert_delivery.rule_webhook_test(rule=rule)
+    assert (test.state, test.status_code, test.response_excerpt, test.alert) == (
+        "delivered",
+        200,
+        "thanks",
+        None,
+    )
+    assert verify(http_server.requests[-1], rule.webhook_secret)["type"] == "alert.test"
+    assert tasks.deliver_alert.apply(args=[alert.pk, "webhook"]).get() == "delivered"
+    sent = verify(http_server.requests[-1], rule.webhook_secret)
+    assert sent["type"] == "alert.fired" and sent["data"]["id"] == alert.pk
+    assert {d["id"] for d in sent["data"]["evidence"]} == set(surge[:16])
+    # a receiver holding another secret, or a changed body, does not verify
+    with pytest.raises(AssertionError):
+        verify(http_server.requests[-1], "whsec_other")
+    with pytest.raises(AssertionError):
+        verify(
+            {**http_server.requests[-1], "body": http_server.requests[-1]["body"] + b" "}, rule.webhook_secret
+        )
+    [delivered] = deliveries(alert)
+    assert (delivered.channel, delivered.attempt, delivered.state) == ("webhook", 1, "delivered")
+
+
+@pytest.mark.django_db
+def test_a_failing_receiver_is_retried_with_backoff_until_it_answers(make_org, http_server):
+    organisation, _ = make_org()
+    answers = iter([(500, {}, b"oops"), (200, {}, b"ok")])
+    http_server.routes["/hook"] = lambda request: next(answers)
+    rule, alert, _ = surge_alert(organisation, webhook_url=f"{http_server.url}/hook")
+    # the task for real (Celery runs its retries in this process: eager mode skips the countdown)
+    assert tasks.deliver_alert.apply(args=[alert.pk, "webhook"]).get() == "delivered"
+    first, second = deliveries(alert)
+    assert (first.attempt, first.state, first.status_code, first.error) == (
+        1,
+        "retrying",
+        500,
+        "answered 500",
+    )
+    assert first.response_excerpt == "oops"
+    wait = (first.next_retry_at - first.created_at).total_seconds()
+    assert abs(wait - alert_delivery.retry_delay_s(1)) < 2
+    assert (second.attempt, second.state, second.status_code, second.next_retry_at) == (
+        2,
+        "delivered",
+        200,
+        None,
+    )
+    bodies = [r["body"] for r in http_server.requests]
+    assert len(bodies) == 2 and bodies[0] == bodies[1]
+    assert [alert_delivery.retry_delay_s(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+
+
+@pytest.mark.django_db
+def test_a_receiver_that_hangs_fails_for_good_after_the_last_attempt(make_org, http_server, monkeypatch):
+    organisation, _ = make_org()
+
+    def hang(handler):
+        time.sleep(1.5)
+        handler.send_response(200)
+        handler.end_headers()
+
+    http_server.routes["/hook"] = lambda request: hang
+    monkeypatch.setattr(alert_delivery, "TIMEOUT_S", (1.0, 0.3))  # short, to keep the test quick
+    rule, alert, _ = surge_alert(organisation, webhook_url=f"{http_server.url}/hook")
+    assert tasks.deliver_alert.apply(args=[alert.pk, "webhook"]).get() == "failed"
+    attempts = deliveries(alert)
+    assert [d.attempt for d in attempts] == [1, 2, 3, 4, 5]
+    assert [d.state for d in attempts] == ["retrying"] * 4 + ["failed"]
+    assert all("timed out" in d.error and d.status_code is None for d in attempts)
+    assert attempts[-1].next_retry_at is None and attempts[3].next_retry_at is not None
+
+
+@pytest.mark.django_db
+def test_redirects_are_not_followed_and_answers_are_capped(make_org, http_server):
+    organisation, _ = make_org()
+    http_server.routes["/moved"] = lambda request: (302, {"Location": f"{http_server.url}/elsewhere"}, b"")
+    http_server.routes["/elsewhere"] = lambda request: (200, {}, b"should not be reached")
+    http_server.routes["/big"] = lambda request: (200, {}, b"x" * 2_000_000)
+    rule = alerts.alert_rule_save(
+        organisation=organisation, name="hooks", webhook_url=f"{http_server.url}/moved"
+    )
+    moved = alert_delivery.rule_webhook_test(rule=rule)
+    assert moved.state == "failed" and moved.status_code == 302 and "not followed" in moved.error
+    assert [r["path"] for r in http_server.requests] == ["/moved"]
+    rule = alerts.alert_rule_save(organisation=organisation, rule=rule, webhook_url=f"{http_server.url}/big")
+    big = alert_delivery.rule_webhook_test(rule=rule)
+    assert big.state == "delivered" and len(big.response_excerpt) == alert_delivery.EXCERPT_CHARS
+    refused = alerts.alert_rule_save(organisation=organisation, rule=rule, webhook_url="http://127.0.0.1:9/")
+    down = alert_delivery.rule_webhook_test(rule=refused)
+    assert down.state == "failed" and "ConnectionError" in down.error
+
+
+@pytest.mark.django_db
+def test_alerts_are_mailed_with_their_evidence(make_org, mailoutbox, django_capture_on_commit_callbacks):
+    organisation, _ = make_org()
+    plant_baseline(organisation, H)
+    surge = plant(organisation, H, 20, 16)
+    rule = topic_rule(organisation, email_recipients=["risk@example.com", "desk@example.com"])
+    with django_capture_on_commit_callbacks() as callbacks:
+        [alert] = alerts.alert_rule_evaluate(rule=rule, now=AFTER)
+    assert len(callbacks) == 2  # the live broadcast and the e-mail task (no webhook on this rule)
+    assert tasks.deliver_alert.apply(args=[alert.pk, "email"]).get() == "delivered"
+    [mail] = mailoutbox
+    assert mail.to == ["risk@example.com", "desk@example.com"] and "macro surge" in mail.subject
+    assert "80% negative of 20 documents; baseline 30%" in mail.body
+    from finance_monitor.models import Document
+
+    negative = set(
+        Document.objects.for_org(organisation).filter(pk__in=surge[:16]).values_list("text", flat=True)
+    )
+    listed = [line[2:] for line in mail.body.splitlines() if line.startswith("- ")]
+    assert "Evidence (16 documents" in mail.body and len(listed) == 10 and set(listed) <= negative
+    [logged] = deliveries(alert)
+    assert (logged.channel, logged.state, logged.target) == (
+        "email",
+        "delivered",
+        "risk@example.com, desk@example.com",
+    )
+
+
+def _headers(user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    assert client.login(username=user.email, password=PASSWORD)
+    return [
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        (b"origin", b"http://localhost"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_alert_arrives_live_on_its_organisations_socket_only(make_org):
+    from core.asgi import application
+
+    organisation, owner = make_org()
+    other, other_owner = make_org()
+    plant_baseline(organisation, H)
+    plant(organisation, H, 20, 16)
+    rule = topic_rule(organisation)
+
+    async def scenario():
+        mine = WebsocketCommunicator(
+            application, "/ws/finance-monitor/alerts/", headers=await sync_to_async(_headers)(owner)
+        )
+        theirs = WebsocketCommunicator(
+            application, "/ws/finance-monitor/alerts/", headers=await sync_to_async(_headers)(other_owner)
+        )
+        assert (await mine.connect())[0] and (await theirs.connect())[0]
+        [alert] = await sync_to_async(alerts.alert_rule_evaluate)(rule=rule, now=AFTER)
+        event = await mine.receive_json_from(timeout=5)
+        assert event["type"] == "fm.alert" and event["data"]["id"] == alert.pk
+        assert event["data"]["kind"] == "share" and event["data"]["evidence_count"] == 16
+        assert await theirs.receive_nothing(timeout=0.5)
+        await mine.disconnect()
+        await theirs.disconnect()
+        anonymous = WebsocketCommunicator(
+            application, "/ws/finance-monitor/alerts/", headers=[(b"origin", b"http://localhost")]
+        )
+        connected, code = await anonymous.connect()
+        assert not connected and code == 4401
+
+    async_to_sync(scenario)()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_task_to_signed_webhook_through_a_real_worker(make_org, http_server):
+    from tests.worker import celery_worker, wait_for
+
+    organisation, _ = make_org()
+    now = timezone.now()
+    if now.minute == 59 and now.second > 30:  # keep the surge in the last complete hour for the whole test
+        time.sleep(31)
+        now = timezone.now()
+    surge_hour = bucket_start(now, "hour") - timedelta(hours=1)
+    plant_baseline(organisation, surge_hour)
+    plant(organisation, surge_hour, 20, 16)
+    http_server.routes["/hook"] = lambda request: (204, {}, b"")
+    rule = topic_rule(organisation, webhook_url=f"{http_server.url}/hook")
+    with celery_worker(queues="default") as proc:
+        tasks.evaluate_alerts.delay()
+        delivered = wait_for(
+            lambda: Delivery.objects.for_org(organisation).filter(rule=rule, state="delivered").first(),
+            proc=proc,
+        )
+    assert delivered.alert.bucket_start == surge_hour and delivered.status_code == 204
+    assert verify(http_server.requests[-1], rule.webhook_secret)["data"]["id"] == delivered.alert_id
