@@ -151,7 +151,8 @@ def _check_assignee(conversation: Conversation, user) -> None:
         None,
         user.pk,
     ):
-        raise Conflict(f"{conversation.assigned_to.email} is handling this conversation.")
+        assignee = conversation.assigned_to
+        raise Conflict(f"{assignee.email if assignee else 'Another operator'} is handling this conversation.")
 
 
 def _operated(organisation, conversation_id: int, *, open_only: bool = True) -> Conversation:
@@ -242,7 +243,8 @@ def conversations_close_idle(*, older_than_hours: float) -> int:
     for pk in list(idle.values_list("pk", flat=True)):
         with transaction.atomic():  # re-checked under the lock: the visitor may have just written
             conversation = Conversation.all_tenants.select_for_update().get(pk=pk)
-            if conversation.status == ConversationStatus.BOT and conversation.last_message_at < cutoff:
+            last = conversation.last_message_at
+            if conversation.status == ConversationStatus.BOT and last is not None and last < cutoff:
                 _close_locked(conversation, "the assistant after a quiet while")
                 count += 1
     return count

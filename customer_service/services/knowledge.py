@@ -140,9 +140,10 @@ def article_save(
                 organisation=organisation, title=title, body=body, url=url, published=published
             )
         else:
-            article = Article.objects.for_org(organisation).select_for_update().filter(pk=article_id).first()
-            if article is None:
+            found = Article.objects.for_org(organisation).select_for_update().filter(pk=article_id).first()
+            if found is None:
                 raise NotFound("No such article.")
+            article = found
             article.title, article.body, article.url, article.published = title, body, url, published
             article.save()
         _index_articles(organisation, [article])
@@ -190,7 +191,8 @@ def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
     Passages are ranked by the platform's vector index (``core.vectors``), which first re-embeds the
     articles made by an older model; a few more passages than ``k`` are asked for, since several may
     come from one article."""
-    wanted, query_or_vector = k * 4, query
+    query_or_vector: str | vectors.Embedded = query
+    wanted = k * 4
     while True:
         found, embedded = vectors.vector_search(
             source=KB_VECTORS, organisation=organisation, query=query_or_vector, k=wanted
@@ -205,8 +207,8 @@ def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
 
 def _one_per_article(organisation, found: list, k: int) -> list[Hit]:
     passages = {
-        pk: rest
-        for pk, *rest in ArticleChunk.objects.for_org(organisation)
+        pk: (article_id, text, title, url)
+        for pk, article_id, text, title, url in ArticleChunk.objects.for_org(organisation)
         .filter(pk__in=[hit.key for hit in found])
         .values_list("pk", "article_id", "text", "article__title", "article__url")
     }
