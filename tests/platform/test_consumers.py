@@ -7,8 +7,8 @@ from django.test import Client
 
 from core.asgi import application
 from core.jobs import services as jobs
-from core.jobs.models import TrainingJob
 from tests.conftest import PASSWORD
+from tests.factories.jobs import TrainingJobFactory
 
 
 def _headers(user) -> list[tuple[bytes, bytes]]:
@@ -22,8 +22,8 @@ def _headers(user) -> list[tuple[bytes, bytes]]:
 def test_jobs_socket_streams_own_progress_and_refuses_strangers(make_org):
     org, owner = make_org()
     other, other_owner = make_org()
-    mine = TrainingJob.all_tenants.create(organisation=org, kind="usage.export", queue="default")
-    theirs = TrainingJob.all_tenants.create(organisation=other, kind="usage.export", queue="default")
+    mine = TrainingJobFactory(organisation=org)  # a usage export on the default queue
+    theirs = TrainingJobFactory(organisation=other)
 
     async def scenario():
         socket = WebsocketCommunicator(application, "/ws/jobs/", headers=await sync_to_async(_headers)(owner))

@@ -5,6 +5,7 @@ from core.errors import Conflict, InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
 from core.jobs.handlers import register_job_kind
 from core.jobs.models import JobStatus, TrainingJob
+from tests.factories.jobs import TrainingJobFactory
 from tests.worker import celery_worker, wait_for
 
 
@@ -41,7 +42,7 @@ def test_running_job_cancel_stops_handler_at_next_report(make_org):
         return {"never": True}
 
     register_job_kind("test.cancel", queue="default", handler=handler, metered=False)
-    job = TrainingJob.all_tenants.create(organisation=org, kind="test.cancel", queue="default")
+    job = TrainingJobFactory(organisation=org, kind="test.cancel")
     jobs.job_execute(job_id=job.pk)
     job.refresh_from_db()
     assert seen == ["stopped"] and job.status == JobStatus.CANCELLED and job.progress == pytest.approx(0.2)
@@ -56,7 +57,7 @@ def test_handler_exception_fails_job_with_reason(make_org):
         raise ValueError("the GPU caught fire")
 
     register_job_kind("test.boom", queue="default", handler=handler, metered=False)
-    job = TrainingJob.all_tenants.create(organisation=org, kind="test.boom", queue="default")
+    job = TrainingJobFactory(organisation=org, kind="test.boom")
     jobs.job_execute(job_id=job.pk)
     job.refresh_from_db()
     # The exception's text (it may name server paths) stays in the worker's log, not on the job.
@@ -85,12 +86,8 @@ def test_reaper_fails_silent_running_jobs(make_org):
 
     org, _ = make_org()
     old = timezone.now() - timedelta(minutes=10)
-    stale = TrainingJob.all_tenants.create(
-        organisation=org, kind="usage.export", status=JobStatus.RUNNING, heartbeat_at=old
-    )
-    fresh = TrainingJob.all_tenants.create(
-        organisation=org, kind="usage.export", status=JobStatus.RUNNING, heartbeat_at=timezone.now()
-    )
+    stale = TrainingJobFactory(organisation=org, status=JobStatus.RUNNING, heartbeat_at=old)
+    fresh = TrainingJobFactory(organisation=org, status=JobStatus.RUNNING, heartbeat_at=timezone.now())
     assert jobs.job_reap_stale(timeout=timedelta(minutes=5)) == 1
     assert _job(org, stale.pk).status == JobStatus.FAILED and "killed or crashed" in _job(org, stale.pk).error
     assert _job(org, fresh.pk).status == JobStatus.RUNNING
