@@ -1,5 +1,5 @@
 """Datasets (stored through the rows service, so their rows can be read back) and model versions (rows
-only: a version with weights comes from training, see ``tests/platform/trained.py``)."""
+only: a version with weights comes from training, see ``tests/core/registry/trained.py``)."""
 
 import factory
 
