@@ -7,9 +7,7 @@ from urllib.parse import urlsplit
 
 from core.errors import InvalidInput, NotFound, RateLimited
 from core.ratelimit import rate_limit_hit
-from customer_service.models import (
-    BotSettings,
-)
+from customer_service.models import BotSettings
 
 
 def bot_settings_for(*, organisation) -> BotSettings:

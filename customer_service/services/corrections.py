@@ -6,10 +6,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import feedback
 from core.registry import rows as rows_infer
 from core.registry.services.common import active_version
-from customer_service.models import (
-    Message,
-    Sender,
-)
+from customer_service.models import Message, Sender
 from customer_service.services.common import APP, INTENT_TASK
 from customer_service.services.knowledge import _intent_name
 

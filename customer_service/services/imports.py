@@ -11,9 +11,7 @@ from core.billing.models import Meter
 from core.errors import InvalidInput
 from core.ml import uploads
 from core.registry import services as registry
-from customer_service.models import (
-    Article,
-)
+from customer_service.models import Article
 from customer_service.services.common import APP, RETRIEVAL_TASK
 from customer_service.services.knowledge import (
     MAX_ARTICLE_CHARS,

@@ -10,11 +10,7 @@ from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput, NotFound
-from customer_service.models import (
-    AnswerTemplate,
-    Article,
-    ArticleChunk,
-)
+from customer_service.models import AnswerTemplate, Article, ArticleChunk
 from customer_service.services.common import APP, RETRIEVAL_TASK
 
 MAX_TEMPLATE_CHARS = 4000
