@@ -5,9 +5,13 @@
 and platform-wide jobs only.
 """
 
+from typing import Any, Self, TypeVar
+
 from django.db import models
 
 from core.errors import TenantScopeError
+
+_M = TypeVar("_M", bound=models.Model)
 
 
 class TimeStampedModel(models.Model):
@@ -18,20 +22,22 @@ class TimeStampedModel(models.Model):
         abstract = True
 
 
-class TenantQuerySet(models.QuerySet):
-    def for_org(self, organisation) -> "TenantQuerySet":
+class TenantQuerySet(models.QuerySet[_M, _M]):
+    def for_org(self, organisation: Any) -> Self:
         if organisation is None:
             raise TenantScopeError("an organisation is required")
         return self.filter(organisation=organisation)
 
 
-class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: ignore[misc]
+class TenantManager(models.Manager[_M]):
     """Fails closed: any query that does not start with ``for_org`` raises TenantScopeError."""
 
-    def get_queryset(self):
+    _queryset_class = TenantQuerySet
+
+    def get_queryset(self) -> TenantQuerySet[_M]:
         raise TenantScopeError(f"{self.model.__name__}.objects needs .for_org(organisation)")
 
-    def for_org(self, organisation) -> TenantQuerySet:
+    def for_org(self, organisation: Any) -> TenantQuerySet[_M]:
         if organisation is None:
             raise TenantScopeError("an organisation is required")
         return TenantQuerySet(self.model, using=self._db).filter(organisation=organisation)

@@ -1,5 +1,7 @@
 """Tenant-scoped reads for the support chatbot."""
 
+from typing import Any, TypeVar
+
 from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Substr
 
@@ -34,9 +36,10 @@ def article_get(*, organisation, article_id: int) -> Article | None:
 
 
 MAX_SEARCH_CHARS = 100
+_Conversations = TypeVar("_Conversations", bound=QuerySet[Any])
 
 
-def _search(qs: QuerySet[Conversation], *, organisation, query: str) -> QuerySet[Conversation]:
+def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
     """Conversations whose messages (what the visitor wrote: names, e-mails, questions), site, operator's
     e-mail or number contain ``query``, case-insensitively (LIKE on SQLite, ILIKE-alike on PostgreSQL)."""
     query = query.strip()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
@@ -118,7 +118,7 @@ def _noun(meter: str) -> str:
 
 
 def quota_refusal(
-    *, meter: str, limit: int, used: float, period: str | None, quantity: float
+    *, meter: str, limit: int, used: float, period: str | None, quantity: float | Decimal
 ) -> QuotaExceeded:
     """The 402 for ``quantity`` more of ``meter``: monthly meters name their month, stock meters (seats,
     models, stored records) the plan's total; a request larger than what is left says how much it adds."""
@@ -262,6 +262,32 @@ class Charge(Generic[T]):
     result: T
     quantity: float | None = None  # None: the quantity that was checked
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@overload
+def metered(
+    run: Callable[[], Charge[T]],
+    *,
+    organisation,
+    meter: str,
+    quantity: float = 1,
+    idempotency_key: str | None = None,
+    api_key=None,
+    metadata: dict | None = None,
+) -> T: ...
+
+
+@overload
+def metered(
+    run: Callable[[], T],
+    *,
+    organisation,
+    meter: str,
+    quantity: float = 1,
+    idempotency_key: str | None = None,
+    api_key=None,
+    metadata: dict | None = None,
+) -> T: ...
 
 
 def metered(

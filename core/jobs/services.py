@@ -86,7 +86,7 @@ def job_create(
 def _enqueue(job: TrainingJob) -> None:
     # The task by its name (core.jobs.tasks registers it): tasks call these services, so importing the task
     # here would make the two modules import each other.
-    celery_app.tasks["jobs.run"].apply_async(args=[job.pk], queue=job.queue)
+    celery_app.tasks["jobs.run"].apply_async(args=(job.pk,), queue=job.queue)
 
 
 def _update(job_id: int, *, statuses, **fields: Any) -> bool:

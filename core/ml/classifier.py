@@ -210,7 +210,7 @@ def _head_only(model: TextClassifier, job: Job) -> tuple[Best, Meter, str]:
 def _finetune(model: TextClassifier, job: Job) -> tuple[Best, Meter, str]:
     """LoRA or full fine-tuning of encoder and head in the shared loop (inverse-frequency class weights)."""
     settings = job.config.loop_settings()
-    model.encoder = trainable_encoder(model.encoder, settings)  # type: ignore[assignment]
+    model.encoder = trainable_encoder(model.encoder, settings)
     model.head.requires_grad_(True)
     weights = job.weights()
     job.loss_fn = nn.CrossEntropyLoss(
@@ -256,7 +256,7 @@ def run_training(
     else:
         best, meter, reason = _finetune(model, job)
         trainable = trainable_parameters(model)
-        model.encoder = merged_encoder(model.encoder, config.loop_settings())  # type: ignore[assignment]
+        model.encoder = merged_encoder(model.encoder, config.loop_settings())
     model.requires_grad_(False)
     model.eval()
     lexical, weight = fit_lexical_member(model, job) if config.lexical else (None, 1.0)

@@ -49,14 +49,14 @@ EVAL_BATCH_SIZE = 64
 
 
 def embed_all(
-    encoder: nn.Module,
+    encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_length: int,
     device: str,
 ) -> np.ndarray:
     """(N, H) float32 unit-norm embeddings in input order, computed in length-sorted batches."""
-    width = int(encoder.config.hidden_size)  # type: ignore[union-attr]
+    width = int(encoder.config.hidden_size)
     out = np.empty((len(texts), width), dtype=np.float32)
     encoder.eval()
     with torch.inference_mode():
@@ -182,7 +182,7 @@ class PairsTask:
     def evaluate(self, model: nn.Module) -> float | None:
         if not self.validation:
             return None
-        self.embedder.encoder = model  # type: ignore[assignment]
+        self.embedder.encoder = model
         return evaluate_retrieval(embedder=self.embedder, pairs=self.validation)["mrr"]
 
 
@@ -204,11 +204,11 @@ def run_embedding_training(
     stats = EmbedStats(config.method, len(train), len(validation), 0, 0.0, None, None, 0.0, "completed", 0)
     identity = base_model_identity(runtime.base_model_path)
     started = now()  # the budget counts training, not loading the encoder
-    embedder = TrainedEmbedder(model, load_tokenizer(folder), config, stats, identity, device)  # type: ignore[arg-type]
+    embedder = TrainedEmbedder(model, load_tokenizer(folder), config, stats, identity, device)
     task = PairsTask(config, train, validation, embedder)
     trainable = trainable_parameters(model)
     fitted = fit(model, task, settings, progress=progress, should_stop=should_stop, started=started)
-    embedder.encoder = merged_encoder(model, settings)  # type: ignore[assignment]
+    embedder.encoder = merged_encoder(model, settings)
     embedder.stats = EmbedStats(
         method=config.method,
         train_pairs=len(train),

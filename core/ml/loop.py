@@ -63,7 +63,7 @@ def trainable_encoder(encoder: nn.Module, settings: LoopSettings) -> nn.Module:
             target_modules=list(LORA_TARGETS),
             bias="none",
         )
-        return get_peft_model(encoder, lora)  # type: ignore[arg-type]
+        return get_peft_model(encoder, lora)
     encoder.requires_grad_(True)
     return encoder
 

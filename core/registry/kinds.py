@@ -3,7 +3,7 @@
 Training, promotion, serving, batch inference, warm-up and rollback call a version's kind and never branch on
 it. A kind is registered once per process with :func:`register_kind` (core's two from
 ``RegistryConfig.ready``; a product adds its own from its ``AppConfig.ready``, before it registers its
-product: a two-tower model of users and items would, ``tests/platform/fake_product`` does) and is looked up by
+product: a two-tower model of users and items would, ``tests/core/fake_product`` does) and is looked up by
 the name stored on ``ModelVersion.kind``.
 
 The protocol (every method keyword-only):

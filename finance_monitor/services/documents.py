@@ -196,11 +196,11 @@ def _store(organisation, source, pending, now) -> list[Outcome]:
     by_hash = {d["text_hash"]: d for d in stored}
     for index, item, digest in rows:
         if item.client_id and item.client_id in by_client:
-            hit = by_client[item.client_id]
-            if hit["text_hash"] == digest and hit["received_at"] == now and hit["source_id"] == source.pk:
-                outcomes.append(Outcome(index, "created", document_id=hit["id"]))
+            same = by_client[item.client_id]
+            if same["text_hash"] == digest and same["received_at"] == now and same["source_id"] == source.pk:
+                outcomes.append(Outcome(index, "created", document_id=same["id"]))
             else:
-                outcomes.append(Outcome(index, "existing", document_id=hit["id"], reason="same client id"))
+                outcomes.append(Outcome(index, "existing", document_id=same["id"], reason="same client id"))
             continue
         hit = by_url.get(item.url) if item.url else None
         if hit is not None:

@@ -2,8 +2,10 @@
 
 import pytest
 
+from core.billing import services as billing
 from core.billing.models import Meter, UsageEvent
 from core.errors import Conflict, InvalidInput, NotFound
+from core.registry import services as registry
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import (
@@ -142,10 +144,8 @@ def test_over_quota_the_bot_hands_off_and_keeps_the_message(bot_org):
     organisation, _owner, _version = bot_org
     services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
     _bot, conversation, _token, _greeting = _start(organisation)
-    limit = services.billing.subscription_for(organisation=organisation).plan.limit_for(Meter.PREDICTIONS)
-    services.billing.usage_record(
-        organisation=organisation, meter=Meter.PREDICTIONS, quantity=limit, enforce=False
-    )
+    limit = billing.subscription_for(organisation=organisation).plan.limit_for(Meter.PREDICTIONS)
+    billing.usage_record(organisation=organisation, meter=Meter.PREDICTIONS, quantity=limit, enforce=False)
     lines = _prediction_lines(organisation)
     visitor, reply = services.visitor_message(conversation=conversation, text="How do I change my PIN?")
     assert (
@@ -338,7 +338,7 @@ def test_a_failing_model_hands_off_without_charging(bot_org, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("weights missing")
 
-    monkeypatch.setattr(services, "decide", broken)
+    monkeypatch.setattr(services.answering, "decide", broken)  # bot_answer's own module
     visitor, reply = services.visitor_message(conversation=conversation, text="How do I change my PIN?")
     conversation.refresh_from_db()
     assert reply.source == AnswerSource.HANDOFF and conversation.status == ConversationStatus.WAITING
@@ -401,7 +401,7 @@ def test_corrections_retrain_the_intent_model(bot_org):
     assert job.status == JobStatus.SUCCEEDED, job.error
     newest = Dataset.objects.for_org(organisation).order_by("-version").first()
     assert newest.version == 2 and newest.source_filename == "with-corrections.csv"
-    rows = [row for split in services.registry.dataset_rows(dataset=newest).values() for row in split]
+    rows = [row for split in registry.dataset_rows(dataset=newest).values() for row in split]
     assert ("the atm kept my card, what now", "atm_support") in rows
     assert len(rows) == newest.row_count and newest.row_count >= 150  # the original rows are all there
     assert job.result["model_version"] != version_id

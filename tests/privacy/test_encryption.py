@@ -10,7 +10,7 @@ from core.privacy import crypto
 from core.privacy.models import OrganisationKey
 from core.registry.paths import dataset_dir
 from core.registry.services import dataset_rows, dataset_upload, model_predict
-from tests.platform.trained import train_intent_model
+from tests.core.registry.trained import train_intent_model
 
 
 @pytest.fixture

@@ -1,0 +1,132 @@
+"""The support chatbot's writes and rules. Callers import from here; the topic modules are:
+
+- ``bot``: the bot's settings and its public widget (allowed origins, key, per-visitor throttle);
+- ``knowledge``: answer templates and the knowledge base (articles, passages, vector search);
+- ``conversations``: a conversation's life (start, resume, visitor messages stored, operators' actions);
+- ``answering``: how the bot answers a visitor's message (the rule, metering, hand-off);
+- ``corrections``: operators' intent corrections, retraining from them, classifying past messages;
+- ``imports``: CSV imports of answer templates and historical questions and answers;
+- ``common``: the app and model task names they share.
+"""
+
+from customer_service.services.answering import (
+    HANDOFF_INTENTS,
+    HUMAN_REQUEST,
+    Decision,
+    answer_preview,
+    bot_answer,
+    decide,
+    visitor_message,
+    visitor_message_answer,
+)
+from customer_service.services.bot import (
+    WIDGET_LIMITS,
+    bot_for_widget,
+    bot_settings_for,
+    bot_settings_update,
+    widget_key_rotate,
+    widget_throttle,
+)
+from customer_service.services.common import APP, INTENT_TASK, RETRIEVAL_TASK
+from customer_service.services.conversations import (
+    MAX_MESSAGE_CHARS,
+    conversation_close,
+    conversation_close_by_operator,
+    conversation_group,
+    conversation_hand_back,
+    conversation_payload,
+    conversation_rate,
+    conversation_resume,
+    conversation_start,
+    conversation_take_over,
+    conversations_close_idle,
+    message_payload,
+    operator_message,
+    public_name,
+    visitor_message_store,
+)
+from customer_service.services.corrections import (
+    UNCLASSIFIED_MESSAGES,
+    corrections_csv,
+    message_correct_intent,
+    messages_classify_start,
+    retrain_with_corrections,
+)
+from customer_service.services.imports import (
+    MAX_QA_ROWS,
+    MAX_UPLOAD_BYTES,
+    MIN_QA_PAIRS_TO_TRAIN,
+    qa_import,
+    templates_import,
+)
+from customer_service.services.knowledge import (
+    CHUNK_WORDS,
+    KB_VECTORS,
+    MAX_ARTICLE_CHARS,
+    MAX_TEMPLATE_CHARS,
+    Hit,
+    article_delete,
+    article_save,
+    chunk_text,
+    kb_reindex,
+    kb_search,
+    template_delete,
+    template_save,
+)
+
+__all__ = [
+    "APP",
+    "CHUNK_WORDS",
+    "HANDOFF_INTENTS",
+    "HUMAN_REQUEST",
+    "INTENT_TASK",
+    "KB_VECTORS",
+    "MAX_ARTICLE_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_QA_ROWS",
+    "MAX_TEMPLATE_CHARS",
+    "MAX_UPLOAD_BYTES",
+    "MIN_QA_PAIRS_TO_TRAIN",
+    "RETRIEVAL_TASK",
+    "UNCLASSIFIED_MESSAGES",
+    "WIDGET_LIMITS",
+    "Decision",
+    "Hit",
+    "answer_preview",
+    "article_delete",
+    "article_save",
+    "bot_answer",
+    "bot_for_widget",
+    "bot_settings_for",
+    "bot_settings_update",
+    "chunk_text",
+    "conversation_close",
+    "conversation_close_by_operator",
+    "conversation_group",
+    "conversation_hand_back",
+    "conversation_payload",
+    "conversation_rate",
+    "conversation_resume",
+    "conversation_start",
+    "conversation_take_over",
+    "conversations_close_idle",
+    "corrections_csv",
+    "decide",
+    "kb_reindex",
+    "kb_search",
+    "message_correct_intent",
+    "message_payload",
+    "messages_classify_start",
+    "operator_message",
+    "public_name",
+    "qa_import",
+    "retrain_with_corrections",
+    "template_delete",
+    "template_save",
+    "templates_import",
+    "visitor_message",
+    "visitor_message_answer",
+    "visitor_message_store",
+    "widget_key_rotate",
+    "widget_throttle",
+]

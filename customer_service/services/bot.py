@@ -1,0 +1,102 @@
+"""The bot's settings and its public widget: thresholds and texts, the allowed origins, the widget key,
+and the per-visitor throttle on that key (which is public, so it bounds what one client can cost a tenant)."""
+
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.errors import InvalidInput, NotFound, RateLimited
+from core.ratelimit import rate_limit_hit
+from customer_service.models import BotSettings
+
+
+def bot_settings_for(*, organisation) -> BotSettings:
+    bot = BotSettings.objects.for_org(organisation).first()
+    if bot is None:
+        bot, _ = BotSettings.all_tenants.get_or_create(organisation=organisation)
+    return bot
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise InvalidInput(
+            f"'{value}' is not an origin: give scheme and host, e.g. https://shop.example.com.",
+            details={"field": "allowed_origins"},
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def bot_settings_update(*, organisation, **fields: Any) -> BotSettings:
+    bot = bot_settings_for(organisation=organisation)
+    for name in ("intent_threshold", "retrieval_threshold"):
+        if name in fields:
+            value = fields[name]
+            if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+                raise InvalidInput(f"{name} must be a number between 0 and 1.", details={"field": name})
+            setattr(bot, name, float(value))
+    for name, limit in (("greeting", 500), ("handoff_message", 500), ("bot_name", 60)):
+        if name in fields:
+            value = str(fields[name]).strip()
+            if not value or len(value) > limit:
+                raise InvalidInput(f"{name} must be 1 to {limit} characters.", details={"field": name})
+            setattr(bot, name, value)
+    if "allowed_origins" in fields:
+        origins = fields["allowed_origins"]
+        if not isinstance(origins, list):
+            raise InvalidInput(
+                "allowed_origins must be a list of origins.", details={"field": "allowed_origins"}
+            )
+        bot.allowed_origins = sorted({_origin(str(o)) for o in origins})
+    bot.save()
+    return bot
+
+
+def widget_key_rotate(*, organisation) -> BotSettings:
+    from customer_service.models import new_widget_key
+
+    bot = bot_settings_for(organisation=organisation)
+    bot.widget_key = new_widget_key()
+    bot.save(update_fields=["widget_key", "updated_at"])
+    return bot
+
+
+def bot_for_widget(*, widget_key: str, origin: str | None, host: str | None = None) -> BotSettings:
+    """The bot a widget key names, if the page's origin may use it: one of ``allowed_origins`` (any site
+    when the list is empty), or Trellis itself (the origin's host is the host serving the socket: the
+    try-it page)."""
+    bot = BotSettings.all_tenants.select_related("organisation").filter(widget_key=widget_key).first()
+    if bot is None:
+        raise NotFound("Unknown widget key.")
+    if bot.allowed_origins:
+        try:
+            page = _origin(origin) if origin else None
+        except InvalidInput:
+            page = None
+        same_site = page is not None and host is not None and urlsplit(page).netloc == host.lower()
+        if page not in bot.allowed_origins and not same_site:
+            raise InvalidInput("This site may not use this chat widget.", details={"origin": origin})
+    return bot
+
+
+# Per visitor address and widget key, in any 60 s: the widget key is public, so these bound what one
+# client can cost a tenant (conversations stored, predictions metered). The limits are settings.
+WIDGET_LIMITS = {"start": "CS_WIDGET_STARTS_PER_MINUTE", "message": "CS_WIDGET_MESSAGES_PER_MINUTE"}
+
+
+def widget_throttle(*, widget_key: str, client: str, kind: str, now: float | None = None) -> None:
+    """Count one ``kind`` action of a widget visitor; RateLimited past the allowance of the last minute."""
+    from django.conf import settings
+
+    hit = rate_limit_hit(
+        key=f"cs-widget:{kind}:{widget_key}:{client}",
+        limit=getattr(settings, WIDGET_LIMITS[kind]),
+        window=60,
+        now=now,
+    )
+    if not hit.allowed:
+        what = "new conversations" if kind == "start" else "messages"
+        raise RateLimited(
+            f"Too many {what} from you just now. Please wait {math.ceil(hit.retry_after)} s.",
+            details={"retry_after": math.ceil(hit.retry_after)},
+        )

@@ -1,0 +1,258 @@
+"""A conversation's life: the widget starts and resumes it, the visitor's messages are stored, operators
+take it over, reply, hand it back and close it; idle ones are closed and visitors rate them. Every change
+is announced to the inbox and the widget after commit (``_announce``); the rows are the truth."""
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import Conflict, InvalidInput, NotFound
+from core.realtime import broadcast, org_group
+from customer_service.models import (
+    AnswerSource,
+    BotSettings,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Sender,
+)
+
+MAX_MESSAGE_CHARS = 2000
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def public_name(user) -> str:
+    """How visitors see an operator: the first name, never the e-mail address."""
+    return (user.first_name or "").strip() or "Our support team"
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "conversation": str(message.conversation.public_id),
+        "sender": message.sender,
+        "author": public_name(message.author) if message.author else "",
+        "text": message.text,
+        "source": message.source,
+        "intent": message.intent,
+        "confidence": message.confidence,
+        "article": message.article_id,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def conversation_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.pk,
+        "public_id": str(conversation.public_id),
+        "status": conversation.status,
+        "assigned_to": conversation.assigned_to.email if conversation.assigned_to else None,
+        "handoff_reason": conversation.handoff_reason,
+        "rating": conversation.rating,
+        "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
+    }
+
+
+def conversation_group(conversation: Conversation) -> str:
+    return f"cs-conversation-{conversation.public_id}"
+
+
+def _announce(conversation: Conversation, message: Message | None = None) -> None:
+    """Push to the operators' inbox and to the visitor's widget (after commit; the rows are the truth)."""
+    inbox = org_group(conversation.organisation_id, "inbox")
+    broadcast(group=inbox, event_type="cs.conversation", payload=conversation_payload(conversation))
+    if message is not None:
+        payload = message_payload(message)
+        broadcast(group=inbox, event_type="cs.message", payload=payload)
+        broadcast(group=conversation_group(conversation), event_type="cs.message", payload=payload)
+    broadcast(
+        group=conversation_group(conversation),
+        event_type="cs.status",
+        payload={"status": conversation.status},
+    )
+
+
+def _add_message(conversation: Conversation, **fields: Any) -> Message:
+    message = Message.all_tenants.create(
+        organisation_id=conversation.organisation_id, conversation=conversation, **fields
+    )
+    conversation.last_message_at = message.created_at
+    conversation.save(update_fields=["last_message_at", "updated_at"])
+    return message
+
+
+def conversation_start(*, bot: BotSettings, origin: str = "") -> tuple[Conversation, str, Message]:
+    """A new chat for the widget: returns it, the visitor's resume token (shown once) and the greeting."""
+    token = secrets.token_urlsafe(24)
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.create(
+            organisation=bot.organisation, token_hash=_hash(token), origin=(origin or "")[:200]
+        )
+        greeting = _add_message(
+            conversation, sender=Sender.BOT, text=bot.greeting, source=AnswerSource.GREETING
+        )
+    return conversation, token, greeting
+
+
+def conversation_resume(*, bot: BotSettings, public_id: str, token: str) -> Conversation:
+    conversation = (
+        Conversation.objects.for_org(bot.organisation).filter(public_id=public_id).first()
+        if _is_uuid(public_id)
+        else None
+    )
+    if conversation is None or not secrets.compare_digest(conversation.token_hash, _hash(token or "")):
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("The message is empty.", details={"field": "text"})
+    text = text.strip()
+    if "\x00" in text:  # PostgreSQL cannot store it: refused here, or the socket dies on the insert
+        raise InvalidInput("The message may not contain NUL characters.", details={"field": "text"})
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"The message is too long (at most {MAX_MESSAGE_CHARS} characters).", details={"field": "text"}
+        )
+    return text
+
+
+def visitor_message_store(*, conversation: Conversation, text: Any) -> tuple[Message, bool]:
+    """Store the visitor's message; returns it and whether the bot should answer (the bot has the chat)."""
+    text = _clean_text(text)
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed. Start a new one.")
+        message = _add_message(conversation, sender=Sender.VISITOR, text=text)
+        _announce(conversation, message)
+    return message, conversation.status == ConversationStatus.BOT
+
+
+def _check_assignee(conversation: Conversation, user) -> None:
+    if conversation.status == ConversationStatus.OPERATOR and conversation.assigned_to_id not in (
+        None,
+        user.pk,
+    ):
+        assignee = conversation.assigned_to
+        raise Conflict(f"{assignee.email if assignee else 'Another operator'} is handling this conversation.")
+
+
+def _operated(organisation, conversation_id: int, *, open_only: bool = True) -> Conversation:
+    """The organisation's conversation, locked; Conflict if it is closed (unless ``open_only`` is off)."""
+    conversation = (
+        Conversation.objects.for_org(organisation).select_for_update().filter(pk=conversation_id).first()
+    )
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    if open_only and conversation.status == ConversationStatus.CLOSED:
+        raise Conflict("This conversation is closed.")
+    return conversation
+
+
+def conversation_take_over(*, organisation, conversation_id: int, user) -> Conversation:
+    """An operator takes the conversation: the bot stops answering. Refused if another operator has it."""
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        _check_assignee(conversation, user)
+        conversation.status, conversation.assigned_to = ConversationStatus.OPERATOR, user
+        conversation.save(update_fields=["status", "assigned_to", "updated_at"])
+        name = public_name(user)
+        message = _add_message(conversation, sender=Sender.SYSTEM, text=f"{name} joined the conversation.")
+        _announce(conversation, message)
+    return conversation
+
+
+def operator_message(*, organisation, conversation_id: int, user, text: Any) -> Message:
+    text = _clean_text(text)
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        if conversation.status != ConversationStatus.OPERATOR or conversation.assigned_to_id != user.pk:
+            raise Conflict("Take the conversation over before replying.")
+        message = _add_message(
+            conversation, sender=Sender.OPERATOR, author=user, text=text, source=AnswerSource.OPERATOR
+        )
+        _announce(conversation, message)
+    return message
+
+
+def conversation_hand_back(*, organisation, conversation_id: int, user) -> Conversation:
+    """Give the conversation back to the bot."""
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id)
+        _check_assignee(conversation, user)
+        conversation.status, conversation.assigned_to, conversation.handoff_reason = (
+            ConversationStatus.BOT,
+            None,
+            "",
+        )
+        conversation.save(update_fields=["status", "assigned_to", "handoff_reason", "updated_at"])
+        message = _add_message(conversation, sender=Sender.SYSTEM, text="The assistant is back with you.")
+        _announce(conversation, message)
+    return conversation
+
+
+def _close_locked(conversation: Conversation, by: str) -> None:
+    conversation.status, conversation.closed_at = ConversationStatus.CLOSED, timezone.now()
+    conversation.save(update_fields=["status", "closed_at", "updated_at"])
+    message = _add_message(conversation, sender=Sender.SYSTEM, text=f"The conversation was closed by {by}.")
+    _announce(conversation, message)
+
+
+def conversation_close(*, conversation: Conversation, by: str) -> Conversation:
+    with transaction.atomic():
+        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if conversation.status != ConversationStatus.CLOSED:
+            _close_locked(conversation, by)
+    return conversation
+
+
+def conversation_close_by_operator(*, organisation, conversation_id: int, user) -> Conversation:
+    with transaction.atomic():
+        conversation = _operated(organisation, conversation_id, open_only=False)
+        _check_assignee(conversation, user)
+        if conversation.status != ConversationStatus.CLOSED:
+            _close_locked(conversation, public_name(user))
+    return conversation
+
+
+def conversations_close_idle(*, older_than_hours: float) -> int:
+    """Close conversations left with the bot and idle that long (waiting ones stay for a person)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    idle = Conversation.all_tenants.filter(status=ConversationStatus.BOT, last_message_at__lt=cutoff)
+    count = 0
+    for pk in list(idle.values_list("pk", flat=True)):
+        with transaction.atomic():  # re-checked under the lock: the visitor may have just written
+            conversation = Conversation.all_tenants.select_for_update().get(pk=pk)
+            last = conversation.last_message_at
+            if conversation.status == ConversationStatus.BOT and last is not None and last < cutoff:
+                _close_locked(conversation, "the assistant after a quiet while")
+                count += 1
+    return count
+
+
+def conversation_rate(*, conversation: Conversation, rating: Any) -> Conversation:
+    if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+        raise InvalidInput("The rating must be a whole number from 1 to 5.", details={"field": "rating"})
+    Conversation.all_tenants.filter(pk=conversation.pk).update(rating=rating, updated_at=timezone.now())
+    conversation.rating = rating
+    return conversation

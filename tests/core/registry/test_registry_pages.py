@@ -1,0 +1,55 @@
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+
+from core.registry.models import Dataset, ModelVersion
+
+DATA = Path(__file__).resolve().parents[3] / "data" / "banking77"
+pytestmark = pytest.mark.django_db
+
+
+def test_upload_page_and_model_page(client, make_org, make_member, tmp_path):
+    org, owner = make_org("Modelled")
+    client.force_login(owner)
+    csv_text = (DATA / "train_slice.csv").read_text().replace("text,category", "text,label", 1)
+    response = client.post(
+        "/datasets/",
+        {"name": "faq", "task": "classification", "file": SimpleUploadedFile("faq.csv", csv_text.encode())},
+        follow=True,
+    )
+    assert b"rows accepted" in response.content and Dataset.objects.for_org(org).count() == 1
+    response = client.post(
+        "/datasets/",
+        {"name": "faq", "task": "classification", "file": SimpleUploadedFile("bad.csv", b"")},
+        follow=True,
+    )
+    assert b"empty" in response.content and Dataset.objects.for_org(org).count() == 1
+    path = tmp_path / "faq.csv"
+    path.write_text(csv_text)
+    out = StringIO()
+    call_command(
+        "train",
+        org=org.slug,
+        app="customer_service",
+        task="intent",
+        file=path,
+        method="head",
+        stdout=out,
+        stderr=StringIO(),
+    )
+    version = ModelVersion.objects.for_org(org).get(pk=json.loads(out.getvalue())["model_version"])
+    page = client.get(f"/models/{version.pk}/")
+    assert page.status_code == 200 and b"Confusion matrix" in page.content and b"card_arrival" in page.content
+    assert b"Roll back" in page.content
+    assert b"customer_service/intent v1" in client.get("/models/").content
+    viewer = make_member(org)
+    client.force_login(viewer)
+    assert client.post(f"/models/{version.pk}/action/", {"action": "archive"}).status_code == 403
+    other, other_owner = make_org()
+    client.force_login(other_owner)
+    assert client.get(f"/models/{version.pk}/").status_code == 404
+    assert client.get(f"/datasets/{version.dataset_id}/report/").status_code == 404

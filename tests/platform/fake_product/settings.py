@@ -1,5 +1,0 @@
-"""The project's settings with the test-only product installed: one line, no core edit."""
-
-from core.settings import *  # noqa: F403
-
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.platform.fake_product"]  # noqa: F405

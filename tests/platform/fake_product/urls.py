@@ -1,6 +1,0 @@
-from django.urls import path
-
-from tests.platform.fake_product import views
-
-app_name = "fake_product"
-urlpatterns = [path("", views.index, name="index")]
