@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import requests
 from django.conf import settings
@@ -74,9 +75,9 @@ def alerts_deliver(*, alerts: list[Alert]) -> None:
             payload=alert_payload(alert),
         )
         if alert.rule.email_recipients:
-            transaction.on_commit(lambda a=alert.pk: tasks.deliver_alert.delay(a, DeliveryChannel.EMAIL))
+            transaction.on_commit(partial(tasks.deliver_alert.delay, alert.pk, DeliveryChannel.EMAIL))
         if alert.rule.webhook_url:
-            transaction.on_commit(lambda a=alert.pk: tasks.deliver_alert.delay(a, DeliveryChannel.WEBHOOK))
+            transaction.on_commit(partial(tasks.deliver_alert.delay, alert.pk, DeliveryChannel.WEBHOOK))
 
 
 # --- webhooks -----------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from finance_monitor.services.trends import bucket_start
 EVIDENCE_CAP = 200  # documents linked to one alert; ``evidence_count`` says how many there were
 MAX_CATCH_UP = 48  # complete buckets evaluated in one run after a pause of the schedule
 MAX_RECIPIENTS = 20
-WIDTH = {Granularity.HOUR: timedelta(hours=1), Granularity.DAY: timedelta(days=1)}
+WIDTH: dict[str, timedelta] = {Granularity.HOUR: timedelta(hours=1), Granularity.DAY: timedelta(days=1)}
 RULE_FIELDS = (
     "name",
     "target",

@@ -37,7 +37,7 @@ from finance_monitor.models import Document, Entity, Mention, TrendBucket
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
 from tests.conftest import PASSWORD
-from tests.platform.trained import train_intent_model
+from tests.core.registry.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
 TEXTS = ["I lost my card", "when will my card arrive?", "what is the exchange rate"]
