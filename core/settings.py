@@ -220,6 +220,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
 # With Redis, core.api.fast_predict serves and meters the ordinary API-key predict call (0: the full stack).
 API_FAST_PREDICT = env.bool("API_FAST_PREDICT", default=True)
 API_FAST_PREDICT_THREADS = env.int("API_FAST_PREDICT_THREADS", default=32)
+# Networks that feeds and webhooks may reach besides the public internet (core.outbound): CIDRs.
+OUTBOUND_ALLOW_NETWORKS = env.list("OUTBOUND_ALLOW_NETWORKS", default=[])
 # Every upload (any multipart body, pages and API alike) is refused over UPLOAD_MAX_BYTES before it is read.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES

@@ -7,6 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Models load on demand in the tests and in the servers and workers they start (a test turns warm-up on).
 os.environ.setdefault("ML_WARMUP", "0")
+# Feeds and webhooks in the tests are served on 127.0.0.1, which the outbound guard refuses by default
+# (core.outbound); the servers and workers the tests start inherit this. test_outbound.py turns it off.
+os.environ.setdefault("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
 
 import environ  # noqa: E402
 import pytest  # noqa: E402
@@ -17,6 +20,7 @@ from core.tenancy import services as tenancy  # noqa: E402
 from core.tenancy.models import Role  # noqa: E402
 
 settings.ML_WARMUP = environ.Env().bool("ML_WARMUP")  # pytest-django read the settings before this file
+settings.OUTBOUND_ALLOW_NETWORKS = environ.Env().list("OUTBOUND_ALLOW_NETWORKS")
 
 _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"

@@ -27,6 +27,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from core.outbound import OutboundRefused, outbound_session
 from core.realtime import broadcast, org_group
 from finance_monitor.models import Alert, AlertRule, Delivery, DeliveryChannel, DeliveryState
 
@@ -116,9 +117,12 @@ def webhook_post(
     started = time.monotonic()
     status_code, raw, error = None, b"", ""
     try:
-        with requests.post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-        ) as r:
+        with (
+            outbound_session() as session,
+            session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            ) as r,
+        ):
             status_code = r.status_code
             for chunk in r.iter_content(8192):
                 raw += chunk
@@ -128,6 +132,8 @@ def webhook_post(
                 error = f"redirect to {r.headers.get('Location', '?')[:200]} not followed"
             elif not 200 <= status_code < 300:
                 error = f"answered {status_code}"
+    except OutboundRefused as exc:
+        error = f"refused: {exc}"
     except requests.Timeout:
         error = f"timed out (connect {timeout[0]} s, read {timeout[1]} s)"
     except requests.RequestException as exc:

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput
+from core.outbound import outbound_url_check
 from finance_monitor import surge
 from finance_monitor.models import (
     Alert,
@@ -76,6 +77,8 @@ def _check_rule(*, organisation, rule: AlertRule) -> None:
         raise InvalidInput("significance must be above 0 and below 0.5.", details={"field": "significance"})
     if rule.webhook_url and not rule.webhook_url.lower().startswith(("http://", "https://")):
         raise InvalidInput("A webhook url must be http or https.", details={"field": "webhook_url"})
+    if rule.webhook_url:
+        outbound_url_check(rule.webhook_url, what="webhook url", field="webhook_url")
     recipients = list(dict.fromkeys(r.strip() for r in rule.email_recipients if r.strip()))
     if len(recipients) > MAX_RECIPIENTS:
         raise InvalidInput(

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput
+from core.outbound import OutboundRefused, outbound_session, outbound_url_check
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
 
@@ -62,8 +63,8 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     started = time.monotonic()
     visited: list[str] = []
-    with requests.Session() as session:
-        session.trust_env = False  # no proxies or .netrc from the environment
+    # connects only to public addresses (every hop, after DNS) and ignores proxies from the environment
+    with outbound_session() as session:
         while True:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise FeedError(f"only http(s) feeds can be polled, not '{url[:100]}'")
@@ -76,6 +77,8 @@ def fetch(
                 response = session.get(
                     url, headers=headers, stream=True, timeout=timeouts, allow_redirects=False
                 )
+            except OutboundRefused as exc:
+                raise FeedError(f"refused: {exc}")
             except requests.Timeout:
                 raise FeedError(f"no answer within {timeouts[0]:.0f}+{timeouts[1]:.0f} s")
             except requests.RequestException as exc:
@@ -163,6 +166,7 @@ def parse(body: bytes) -> list[docs.DocumentIn]:
 def feed_create(*, organisation, name: str, feed_url: str, poll_interval_s: int = 900) -> Source:
     if urlsplit(feed_url).scheme not in ("http", "https") or not urlsplit(feed_url).netloc:
         raise InvalidInput("feed_url must be an http(s) address.")
+    outbound_url_check(feed_url, what="feed_url", field="feed_url")
     if poll_interval_s < MIN_POLL_INTERVAL_S:
         raise InvalidInput(f"poll_interval_s must be at least {MIN_POLL_INTERVAL_S}.")
     if Source.objects.for_org(organisation).filter(name=name).exists():

@@ -1,0 +1,115 @@
+"""Outbound HTTP to addresses that tenants give (feeds, webhooks): public internet addresses only.
+
+A URL a tenant types is a request the server makes on its behalf, from inside our network: without a guard,
+a feed or webhook pointed at ``http://127.0.0.1:6379/``, ``http://10.0.0.5/admin`` or the cloud metadata
+address (``169.254.169.254``) reaches services no tenant should (server-side request forgery). Two checks:
+
+- on save, ``outbound_url_check`` resolves the host and refuses a URL any of whose addresses is not public,
+  so the tenant learns at once (a 400 naming the rule);
+- on every connection, ``outbound_session`` checks the address the socket actually connected to, after DNS:
+  a name that resolved to a public address when it was saved and to a private one now (DNS rebinding), and
+  every redirect hop, are refused the same way, before a byte of the request is sent.
+
+"Public" is Python's ``ipaddress`` ``is_global`` and not multicast: loopback, private (RFC 1918, ULA),
+link-local, carrier-grade NAT, reserved and documentation ranges are refused. ``OUTBOUND_ALLOW_NETWORKS``
+(CIDRs, comma-separated in the environment) admits networks an installation trusts: an intranet feed, or the
+127.0.0.1 servers of the tests.
+"""
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from core.errors import InvalidInput
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class OutboundRefused(Exception):
+    """A connection to an address outside the public internet (and the allowed networks) was refused."""
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(n, strict=False) for n in getattr(settings, "OUTBOUND_ALLOW_NETWORKS", [])]
+
+
+def address_allowed(address: str) -> bool:
+    ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in _allowed_networks()):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def _refuse_peer(sock: socket.socket, host: str) -> None:
+    peer = sock.getpeername()[0]
+    if not address_allowed(peer):
+        sock.close()
+        raise OutboundRefused(f"{host} is at {peer}, which is not a public internet address")
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _refuse_peer(sock, self.host)
+        return sock
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:  # the TLS handshake comes after, in connect()
+        sock = super()._new_conn()
+        _refuse_peer(sock, self.host)
+        return sock
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):  # noqa: ANN001, ANN003
+        self.poolmanager = PoolManager(num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def outbound_session() -> requests.Session:
+    """A session that connects only to allowed addresses, and ignores proxies and .netrc of the environment
+    (a proxy would connect for us, out of reach of the check). Catch ``OutboundRefused`` beside requests'
+    own errors."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _GuardedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def outbound_url_check(url: str, *, what: str = "URL", field: str = "") -> None:
+    """Refuse (``InvalidInput``) a URL that is not http(s), or whose host resolves to a refused address."""
+    details = {"field": field} if field else None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"The {what} must be an http or https URL.", details=details)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError, UnicodeError):
+        return  # not resolvable now (offline, a name not yet published): every connection is checked anyway
+    refused = sorted({str(info[4][0]) for info in infos if not address_allowed(str(info[4][0]))})
+    if refused:
+        raise InvalidInput(
+            f"The {what}'s host {parts.hostname} is at {refused[0]}, which is not a public internet address.",
+            details=details,
+        )
