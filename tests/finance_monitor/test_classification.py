@@ -8,10 +8,11 @@ from core.billing.models import Plan, UsageEvent, plan_limits_write
 from core.errors import Conflict
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
+from core.registry import services as registry
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.tenancy.models import Organisation
 from finance_monitor.models import Document, TrendBucket
-from finance_monitor.services import classification, defaults, trends
+from finance_monitor.services import classification, corrections, defaults, trends
 from finance_monitor.services import documents as docs
 
 TEXTS = [
@@ -81,6 +82,24 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
     assert classification.documents_classify_pending(organisation=organisation).classified == 0
     assert sum(e.quantity for e in charged.all()) == 5
     assert Document.objects.for_org(other).get(pk=theirs[0]).classified_at is None
+    # an analyst corrects one; retraining feeds it to the platform's retrain-from-feedback
+    active = ModelVersion.objects.for_org(organisation).get(
+        app="finance_monitor", task="sentiment", status="active"
+    )
+    corrected = corrections.document_correct(
+        organisation=organisation, document_id=ids[4], sentiment="negative"
+    )
+    assert corrected.corrected_sentiment == "negative" and corrected.model_answer["topic"] == corrected.topic
+    assert classification.documents_classify_pending(organisation=organisation).classified == 0  # not redone
+    (job,) = corrections.corrections_retrain(organisation=organisation, tasks=("sentiment",))
+    assert job.kind == "ml.train" and job.params["task"] == "sentiment"
+    dataset = Dataset.objects.for_org(organisation).get(pk=job.params["dataset_id"])
+    assert dataset.name == Dataset.objects.for_org(organisation).get(pk=active.dataset_id).name
+    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
+    assert (TEXTS[4], "negative") in rows
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and "promoted" in job.result  # the promotion rule decided
 
 
 @pytest.mark.django_db

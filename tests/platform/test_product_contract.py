@@ -108,6 +108,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "registry-sweep-store": ["registry.sweep_store", 3600.0, "default"],
         "customer-service-close-idle": ["customer_service.close_idle", 900.0, "default"],
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
+        "finance-monitor-classify-pending": ["finance_monitor.classify_pending", 300.0, "default"],
         **extra,
     }
 
