@@ -72,6 +72,9 @@ def test_ingestion_is_metered_per_accepted_document_and_refused_whole_over_quota
     plan_limits_write(Plan.objects.get(code="trial").pk, {"documents_ingested": 5})
     assert feeds.feed_poll(source=source).created == 2 and ingested(organisation) == 5
     assert FeedPoll.objects.for_org(organisation).count() == 2
+    meters = {m["meter"]: m for m in api.get("/api/usage/").json()["meters"]}
+    assert meters["documents_ingested"]["used"] == 5 and meters["documents_ingested"]["limit"] == 5
+    assert meters["documents_classified"]["used"] == 0
 
 
 def _file(content: str, name: str):
