@@ -226,7 +226,7 @@ class DocumentDetailView(APIView):
         return Response(DocumentOut(document).data)
 
 
-class CorrectIn(StrictSerializer):
+class DocumentCorrectIn(StrictSerializer):
     topic = serializers.CharField(max_length=100, required=False, allow_blank=False)
     sentiment = serializers.ChoiceField(choices=Sentiment.choices, required=False)
 
@@ -236,9 +236,9 @@ class DocumentCorrectView(APIView):
 
     permissions = {"POST": "monitor.correct"}
 
-    @extend_schema(request=CorrectIn, responses=DocumentOut)
+    @extend_schema(request=DocumentCorrectIn, responses=DocumentOut)
     def post(self, request, document_id: int):
-        data = _valid(CorrectIn, request)
+        data = _valid(DocumentCorrectIn, request)
         document = corrections.document_correct(
             organisation=request.organisation,
             document_id=document_id,
@@ -513,7 +513,7 @@ class TrendView(APIView):
 # --- classification models ----------------------------------------------------------------------------
 
 
-class ModelOut(serializers.Serializer):
+class MonitorModelOut(serializers.Serializer):
     id = serializers.IntegerField()
     version = serializers.IntegerField()
     method = serializers.CharField()
@@ -524,8 +524,8 @@ class ModelOut(serializers.Serializer):
 class ClassificationOut(serializers.Serializer):
     pending = serializers.IntegerField(help_text="documents waiting for classification")
     corrected = serializers.IntegerField(help_text="documents an analyst corrected")
-    topic = ModelOut(allow_null=True, help_text="the active topic model")
-    sentiment = ModelOut(allow_null=True, help_text="the active sentiment model")
+    topic = MonitorModelOut(allow_null=True, help_text="the active topic model")
+    sentiment = MonitorModelOut(allow_null=True, help_text="the active sentiment model")
     default_jobs = JobOut(many=True, help_text="trainings of the default models, latest first")
 
 
