@@ -194,6 +194,13 @@ CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
 # What one visitor of a (public) widget key may do in any 60 s, counted in the shared cache (core.ratelimit).
 CS_WIDGET_MESSAGES_PER_MINUTE = env.int("CS_WIDGET_MESSAGES_PER_MINUTE", default=20)
 CS_WIDGET_STARTS_PER_MINUTE = env.int("CS_WIDGET_STARTS_PER_MINUTE", default=10)
+# Finance monitor: documents per classification batch (one transaction) and per run of the infer task.
+FM_CLASSIFY_BATCH = env.int("FM_CLASSIFY_BATCH", default=64)
+FM_CLASSIFY_MAX_PER_RUN = env.int("FM_CLASSIFY_MAX_PER_RUN", default=5000)
+# Train the default topic and sentiment models when the first document waits with no active model.
+FM_DEFAULT_MODELS_ON_FIRST_USE = env.bool("FM_DEFAULT_MODELS_ON_FIRST_USE", default=True)
+# Rows per task the default models train on (a stratified sample of the shipped sets; 0: all of them).
+FM_DEFAULT_TRAIN_ROWS = env.int("FM_DEFAULT_TRAIN_ROWS", default=4000)
 
 # --- ML runtime --------------------------------------------------------------------------------
 ML_DEVICE = env.str("ML_DEVICE", default="auto")

@@ -13,13 +13,13 @@ from core.api.fields import text_field
 from core.api.idempotency import idempotent
 from core.api.pagination import Pagination
 from core.api.request_checks import query_choice
-from core.api.serializers import StrictSerializer
+from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from finance_monitor import selectors
 from finance_monitor.models import EntityKind, Sentiment
+from finance_monitor.services import corrections, defaults, entities, feeds, uploads
 from finance_monitor.services import documents as docs
-from finance_monitor.services import entities, feeds, uploads
 
 
 def _valid(serializer_class, request, **kwargs):
@@ -107,8 +107,14 @@ class DocumentOut(serializers.Serializer):
     topic_probability = serializers.FloatField(allow_null=True)
     sentiment = serializers.CharField()
     sentiment_probabilities = serializers.DictField(allow_null=True)
-    score = serializers.FloatField(allow_null=True)
-    classified_at = serializers.DateTimeField(allow_null=True)
+    score = serializers.FloatField(allow_null=True, help_text="P(positive) - P(negative)")
+    classified_at = serializers.DateTimeField(allow_null=True, help_text="null: waiting for classification")
+    corrected_topic = serializers.CharField(help_text="an analyst's topic ('' if not corrected)")
+    corrected_sentiment = serializers.CharField(help_text="an analyst's sentiment ('' if not corrected)")
+    corrected_at = serializers.DateTimeField(allow_null=True)
+    model_answer = serializers.DictField(
+        allow_null=True, help_text="the model's classification before the first correction"
+    )
 
 
 class OutcomeOut(serializers.Serializer):
@@ -141,7 +147,7 @@ class BatchOut(serializers.Serializer):
 
 
 class DocumentListView(APIView):
-    """List with filters (topic, sentiment, source, since, until, q); push one document."""
+    """List with filters (topic, sentiment, source, entity, since, until, q, classified); push one."""
 
     pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "monitor.ingest"}
@@ -157,6 +163,9 @@ class DocumentListView(APIView):
             since=_query_time(request, "since"),
             until=_query_time(request, "until"),
             q=request.query_params.get("q", "")[:200],
+            classified={"true": True, "false": False, None: None}[
+                query_choice(request, "classified", ["true", "false"])
+            ],
         )
         return paginate(self, request, found, DocumentOut)
 
@@ -214,6 +223,28 @@ class DocumentDetailView(APIView):
         document = selectors.document_get(organisation=request.organisation, document_id=document_id)
         if document is None:
             raise NotFound("No such document.")
+        return Response(DocumentOut(document).data)
+
+
+class DocumentCorrectIn(StrictSerializer):
+    topic = serializers.CharField(max_length=100, required=False, allow_blank=False)
+    sentiment = serializers.ChoiceField(choices=Sentiment.choices, required=False)
+
+
+class DocumentCorrectView(APIView):
+    """An analyst's topic and/or sentiment for a document: moves the trend counts, keeps the model's."""
+
+    permissions = {"POST": "monitor.correct"}
+
+    @extend_schema(request=DocumentCorrectIn, responses=DocumentOut)
+    def post(self, request, document_id: int):
+        data = _valid(DocumentCorrectIn, request)
+        document = corrections.document_correct(
+            organisation=request.organisation,
+            document_id=document_id,
+            topic=data.get("topic"),
+            sentiment=data.get("sentiment"),
+        )
         return Response(DocumentOut(document).data)
 
 
@@ -477,3 +508,75 @@ class TrendView(APIView):
             until=until,
         )
         return Response(TrendPointOut(series, many=True).data)
+
+
+# --- classification models ----------------------------------------------------------------------------
+
+
+class MonitorModelOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    version = serializers.IntegerField()
+    method = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField())
+    metrics = serializers.DictField()
+
+
+class ClassificationOut(serializers.Serializer):
+    pending = serializers.IntegerField(help_text="documents waiting for classification")
+    corrected = serializers.IntegerField(help_text="documents an analyst corrected")
+    topic = MonitorModelOut(allow_null=True, help_text="the active topic model")
+    sentiment = MonitorModelOut(allow_null=True, help_text="the active sentiment model")
+    default_jobs = JobOut(many=True, help_text="trainings of the default models, latest first")
+
+
+class JobsOut(serializers.Serializer):
+    jobs = JobOut(many=True)
+
+
+class RetrainIn(StrictSerializer):
+    task = serializers.ChoiceField(
+        choices=corrections.TASKS, required=False, help_text="one task; both when left out"
+    )
+
+
+class ClassificationView(APIView):
+    """Active topic and sentiment models, pending and corrected documents, default trainings."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=ClassificationOut)
+    def get(self, request):
+        return Response(
+            ClassificationOut(selectors.classification_status(organisation=request.organisation)).data
+        )
+
+
+class DefaultModelsView(APIView):
+    """Train the default topic and sentiment models (from the shipped twitter financial news sets) for each
+    task without an active model; not counted against the training-job quota."""
+
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=None, responses={202: JobsOut})
+    def post(self, request):
+        queued = defaults.monitor_defaults_install(
+            organisation=request.organisation, created_by=request.user if request.user.pk else None
+        )
+        return Response({"jobs": JobOut(queued, many=True).data}, status=status.HTTP_202_ACCEPTED)
+
+
+class RetrainView(APIView):
+    """Retrain the topic and/or sentiment model with the analysts' corrections (retrain-from-feedback); the
+    promotion rule decides whether each new model replaces the active one."""
+
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=RetrainIn, responses={202: JobsOut})
+    def post(self, request):
+        task = _valid(RetrainIn, request).get("task")
+        queued = corrections.corrections_retrain(
+            organisation=request.organisation,
+            tasks=(task,) if task else corrections.TASKS,
+            created_by=request.user if request.user.pk else None,
+        )
+        return Response({"jobs": JobOut(queued, many=True).data}, status=status.HTTP_202_ACCEPTED)

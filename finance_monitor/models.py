@@ -62,7 +62,13 @@ class Sentiment(models.TextChoices):
 
 
 class Document(TenantModel):
-    """A news item or post. Topic and sentiment stay empty until classified (a later step)."""
+    """A news item or post. Topic and sentiment stay empty until classified (``classified_at`` null: pending)
+    by the organisation's active ``topic`` and ``sentiment`` models (``services.classification``).
+
+    An analyst's correction (``services.corrections``) replaces topic/sentiment (and so moves the trend
+    counts); the model's own answer is kept in ``model_answer`` and the corrected values in ``corrected_*``
+    (the feedback that retraining reads).
+    """
 
     source = models.ForeignKey(Source, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     client_id = models.CharField(max_length=200, blank=True, default="")  # the pusher's id: idempotency
@@ -84,6 +90,12 @@ class Document(TenantModel):
     classified_at = models.DateTimeField(null=True, blank=True)
     # what the trend buckets hold for this document (so a retry or re-classification counts once)
     counted = models.JSONField(null=True, blank=True)
+    # the model's classification as it was before the first correction: topic, topic_probability, sentiment,
+    # probabilities, score, classified_at (None: never corrected, or corrected before any model answered)
+    model_answer = models.JSONField(null=True, blank=True)
+    corrected_topic = models.CharField(max_length=100, blank=True, default="")
+    corrected_sentiment = models.CharField(max_length=10, choices=Sentiment.choices, blank=True, default="")
+    corrected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -100,6 +112,15 @@ class Document(TenantModel):
             models.Index(fields=["organisation", "-occurred_at"], name="fm_doc_org_time"),
             models.Index(fields=["organisation", "source", "received_at"], name="fm_doc_org_source_time"),
             models.Index(fields=["organisation", "topic", "-occurred_at"], name="fm_doc_org_topic_time"),
+            # the classification queue's pick: the organisation's pending documents in id order
+            models.Index(
+                fields=["organisation", "id"], condition=Q(classified_at__isnull=True), name="fm_doc_pending"
+            ),
+            models.Index(
+                fields=["organisation", "corrected_at"],
+                condition=Q(corrected_at__isnull=False),
+                name="fm_doc_corrected",
+            ),
         ]
 
 

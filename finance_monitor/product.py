@@ -1,11 +1,33 @@
 """The finance monitor as a product of the platform (``core.products``), declared once.
 
-Meters (documents ingested, documents classified) are wired after open metering lands (issue 9, item 4).
+Its meters: ``documents_ingested`` (each accepted, not duplicate, document: push, batch, upload, feed) and
+``documents_classified`` (each document given a topic and sentiment by the organisation's models). Its model
+tasks: ``topic`` and ``sentiment`` (classifiers; the defaults are trained for a new organisation from the
+shipped twitter financial news sets, ``services.defaults``).
 """
 
-from core.products import BeatEntry, DashboardCard, NavEntry, Product, ProductPermission
+from types import MappingProxyType
+
+from core.billing.meters import MeterSpec
+from core.jobs.handlers import JobKind
+from core.jobs.queues import Queue
+from core.products import (
+    BeatEntry,
+    DashboardCard,
+    ModelTask,
+    NavEntry,
+    Product,
+    ProductPermission,
+)
 from core.tenancy.models import Role
 from finance_monitor.services.trends import trend_buckets_remap
+
+
+def _train_default(job, reporter) -> dict:
+    from finance_monitor.services.defaults import default_train_job_handler
+
+    return default_train_job_handler(job, reporter)
+
 
 PRODUCT = Product(
     name="finance_monitor",
@@ -27,12 +49,20 @@ PRODUCT = Product(
         ),
         # sources, watch-lists, alert rules and their webhooks
         ProductPermission("monitor.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
+        # an analyst's correction of a document's topic or sentiment (training feedback: the train scope)
+        ProductPermission(
+            "monitor.correct", roles=frozenset({Role.OWNER, Role.ADMIN, Role.OPERATOR}), scope="train"
+        ),
     ),
     role_duties={Role.OPERATOR: "the finance monitor's document intake"},
     beat=(
         BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),
         # every rule tests its latest complete bucket and the one filling (alerts.alert_rule_evaluate)
         BeatEntry("finance-monitor-evaluate-alerts", task="finance_monitor.evaluate_alerts", schedule=300.0),
+        # documents left unclassified (no model yet, a worker that died, a quota reached): picked up again
+        BeatEntry(
+            "finance-monitor-classify-pending", task="finance_monitor.classify_pending", schedule=300.0
+        ),
     ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion
     # removes them in reverse (core.privacy).
@@ -49,4 +79,29 @@ PRODUCT = Product(
         "finance_monitor.Delivery",
     ),
     import_remap=trend_buckets_remap,  # per-entity buckets and alerts name their entity by id
+    # The default models' training: the platform's training job, but not counted against the tenant's
+    # training-job quota (metered=False): the platform provides those two models.
+    job_kinds=(
+        JobKind("finance_monitor.train_default", queue=Queue.TRAIN, handler=_train_default, metered=False),
+    ),
+    model_tasks=(
+        ModelTask("topic", kind="classifier", description="The topic of a news item or post"),
+        ModelTask("sentiment", kind="classifier", description="Positive, neutral or negative"),
+    ),
+    meters=(
+        MeterSpec(
+            "documents_ingested",
+            kind="flow",
+            unit="document",
+            label="Documents ingested",
+            limits=MappingProxyType({"trial": 5_000, "pro": 500_000, "enterprise": 10_000_000}),
+        ),
+        MeterSpec(
+            "documents_classified",
+            kind="flow",
+            unit="document",
+            label="Documents classified",
+            limits=MappingProxyType({"trial": 5_000, "pro": 500_000, "enterprise": 10_000_000}),
+        ),
+    ),
 )

@@ -20,6 +20,7 @@ def document_list(
     since: datetime | None = None,
     until: datetime | None = None,
     q: str = "",
+    classified: bool | None = None,
 ) -> QuerySet:
     docs = Document.objects.for_org(organisation).select_related("source")
     if topic:
@@ -36,6 +37,8 @@ def document_list(
         docs = docs.filter(occurred_at__lt=until)
     if q:
         docs = docs.filter(Q(text__icontains=q) | Q(title__icontains=q))
+    if classified is not None:
+        docs = docs.filter(classified_at__isnull=not classified)
     return docs.order_by("-occurred_at", "-id")
 
 
@@ -172,3 +175,24 @@ def delivery_list(*, organisation, alert_id: int | None = None, rule_id: int | N
     if rule_id is not None:
         deliveries = deliveries.filter(rule_id=rule_id)
     return deliveries.order_by("-created_at", "-id")
+
+
+def classification_status(*, organisation) -> dict:
+    """The active topic and sentiment models, pending and corrected documents, and default trainings."""
+    from core.jobs.models import TrainingJob
+    from core.registry.services.common import active_version
+    from finance_monitor.services.classification import APP, SENTIMENT_TASK, TOPIC_TASK
+    from finance_monitor.services.defaults import JOB_KIND
+
+    docs = Document.objects.for_org(organisation)
+    return {
+        "pending": docs.filter(classified_at__isnull=True).count(),
+        "corrected": docs.filter(corrected_at__isnull=False).count(),
+        "topic": active_version(organisation, APP, TOPIC_TASK),
+        "sentiment": active_version(organisation, APP, SENTIMENT_TASK),
+        "default_jobs": list(
+            TrainingJob.objects.for_org(organisation)
+            .filter(kind=JOB_KIND)
+            .order_by("-created_at", "-id")[:10]
+        ),
+    }

@@ -4,8 +4,9 @@ import logging
 
 from celery import shared_task
 
+from core.tenancy.models import Organisation
 from finance_monitor.models import AlertRule, DeliveryState, Source
-from finance_monitor.services import alert_delivery, alerts, feeds
+from finance_monitor.services import alert_delivery, alerts, classification, feeds
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,25 @@ def deliver_alert(self, alert_id: int, channel: str) -> str:
     if delivery.state == DeliveryState.RETRYING:
         raise self.retry(countdown=alert_delivery.retry_delay_s(attempt))
     return delivery.state
+
+
+@shared_task(name="finance_monitor.classify_documents", time_limit=3600, soft_time_limit=3500)
+def classify_documents(organisation_id: int) -> dict:
+    """Classify an organisation's pending documents (queued on ``infer`` after documents are accepted)."""
+    classification.classify_started(organisation_id=organisation_id)
+    organisation = Organisation.objects.filter(pk=organisation_id, deleted_at__isnull=True).first()
+    if organisation is None:
+        return {"classified": 0, "stopped": "gone"}
+    run = classification.documents_classify_pending(organisation=organisation)
+    if run.stopped.startswith("reached"):  # more than one run's worth: the next run continues
+        classification.classify_enqueue(organisation_id=organisation_id)
+    return run.as_dict()
+
+
+@shared_task(name="finance_monitor.classify_pending")
+def classify_pending() -> int:
+    """Beat: queue classification for every organisation with pending documents."""
+    organisations = classification.organisations_with_pending()
+    for organisation_id in organisations:
+        classification.classify_enqueue(organisation_id=organisation_id)
+    return len(organisations)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("finance_monitor", "0003_trendbucket"),
+        ("finance_monitor", "0004_classification"),
         ("tenancy", "0002_organisation_deleted_at"),
     ]
 

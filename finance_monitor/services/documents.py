@@ -7,6 +7,13 @@ The normalised hash catches what duplicates look like in news and social feeds (
 other tracking links, a retweet, re-spaced or re-punctuated copies) at O(1) per document and under
 concurrency, with no scan. MinHash over shingles would also catch reworded copies but needs LSH tables and a
 threshold to tune; semantic near-duplicates will come from the core vector index once it lands.
+
+Metering: every document accepted (``created``; not an ``existing`` re-push, a ``duplicate`` or a rejected
+item) counts one on the ``documents_ingested`` meter, in the transaction that stores it. A call that would
+pass the plan's monthly limit is refused whole (QuotaExceeded, HTTP 402 naming the meter, the limit and what
+remains) and stores nothing: a batch is all or nothing, and so is an upload or a feed poll (their callers
+wrap every batch of the file or feed in one transaction). Accepted documents queue their classification
+(``services.classification``) after commit.
 """
 
 import hashlib
@@ -20,10 +27,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.billing import services as billing
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Source, SourceKind
+from finance_monitor.services.classification import classify_enqueue
 from finance_monitor.services.entities import documents_tag
 
+METER = "documents_ingested"
 MAX_BATCH = 1000
 MAX_TEXT_CHARS = 20_000
 MAX_TITLE_CHARS = 500
@@ -134,14 +144,22 @@ def documents_ingest(
             result.outcomes.append(Outcome(index, "rejected", reason=reason))
         else:
             pending.append((index, item, text_hash(item.text)))
-    by_index = _store(organisation, source, pending, now)
-    result.outcomes.extend(by_index)
-    result.outcomes.sort(key=lambda o: o.index)
-    created = result.created
-    if created:
-        latest = max(now, source.last_document_at or now)
-        Source.objects.for_org(organisation).filter(pk=source.pk).update(last_document_at=latest)
-        documents_tag(organisation=organisation, document_ids=created)
+    with transaction.atomic():
+        result.outcomes.extend(_store(organisation, source, pending, now))
+        result.outcomes.sort(key=lambda o: o.index)
+        created = result.created
+        if created:
+            # over the quota this raises QuotaExceeded (402) and the transaction keeps nothing of the call
+            billing.usage_record(
+                organisation=organisation,
+                meter=METER,
+                quantity=len(created),
+                metadata={"source": source.pk, "documents": [created[0], created[-1]]},
+            )
+            latest = max(now, source.last_document_at or now)
+            Source.objects.for_org(organisation).filter(pk=source.pk).update(last_document_at=latest)
+            documents_tag(organisation=organisation, document_ids=created)
+            classify_enqueue(organisation_id=organisation.pk)
     return result
 
 

@@ -19,7 +19,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, QuotaExceeded
 from core.outbound import OutboundRefused, outbound_session, outbound_url_check
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
@@ -197,19 +197,22 @@ def feed_poll(*, source: Source, **fetch_options) -> FeedPoll:
             items = parse(fetched.body)
             poll.entries = len(items)
             created = duplicates = 0
-            for start in range(0, len(items), docs.MAX_BATCH):
-                result = docs.documents_ingest(
-                    organisation=source.organisation,
-                    items=items[start : start + docs.MAX_BATCH],
-                    source=source,
-                )
-                counts = result.counts()
-                created += counts["created"]
-                duplicates += counts["duplicate"] + counts["existing"]
+            with transaction.atomic():  # over the documents quota nothing of the feed is kept (next poll)
+                for start in range(0, len(items), docs.MAX_BATCH):
+                    result = docs.documents_ingest(
+                        organisation=source.organisation,
+                        items=items[start : start + docs.MAX_BATCH],
+                        source=source,
+                    )
+                    counts = result.counts()
+                    created += counts["created"]
+                    duplicates += counts["duplicate"] + counts["existing"]
             poll.created, poll.duplicates, poll.outcome = created, duplicates, "ok"
             source.etag, source.last_modified = fetched.etag[:500], fetched.last_modified[:100]
     except FeedError as exc:
         poll.error = str(exc)
+    except QuotaExceeded as exc:
+        poll.error = f"Not stored: {exc.message}"
     poll.duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
         poll.save()

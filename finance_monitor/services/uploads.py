@@ -3,6 +3,8 @@
 A small reader of the product's own until the core upload reader (issue 9, item 5) lands; it then moves
 there. Columns / keys: ``text`` (required), ``title``, ``url``, ``author``, ``language``, ``published_at``
 (ISO 8601 with a time zone), ``id`` (the client's id: a re-upload creates nothing twice).
+
+A file is stored in one transaction: over the ``documents_ingested`` quota (402) none of its rows is kept.
 """
 
 import csv
@@ -10,6 +12,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
+from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from core.errors import InvalidInput
@@ -105,6 +108,13 @@ def documents_upload(*, organisation, data: bytes, filename: str, source_name: s
                 result.rejected.append(Rejection(batch[o.index][0], o.reason))
         batch.clear()
 
+    with transaction.atomic():  # all or nothing: a file that passes the documents quota stores nothing
+        _read_into(result, batch, flush, data, filename)
+    result.rejected.sort(key=lambda r: r.line)
+    return result
+
+
+def _read_into(result: UploadResult, batch: list, flush, data: bytes, filename: str) -> None:
     for line, row in _rows(data, filename):
         result.rows += 1
         if result.rows > MAX_ROWS:
@@ -126,5 +136,3 @@ def documents_upload(*, organisation, data: bytes, filename: str, source_name: s
             flush()
     if batch:
         flush()
-    result.rejected.sort(key=lambda r: r.line)
-    return result

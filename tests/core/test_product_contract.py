@@ -110,6 +110,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "customer-service-close-idle": ["customer_service.close_idle", 900.0, "default"],
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
         "finance-monitor-evaluate-alerts": ["finance_monitor.evaluate_alerts", 300.0, "default"],
+        "finance-monitor-classify-pending": ["finance_monitor.classify_pending", 300.0, "default"],
         **extra,
     }
 

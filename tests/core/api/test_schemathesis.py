@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from core.billing.models import Plan, Subscription, SubscriptionStatus
+from core.billing.models import Plan, Subscription, SubscriptionStatus, plan_limits_write
 from core.jobs import services as jobs
 from core.registry.models import Dataset, ModelVersion
 from core.tenancy import services as tenancy
@@ -56,6 +56,8 @@ EXCLUDED = {
     # tests/customer_service cover them on a real worker).
     "POST /api/models/train/": "starts training",
     "POST /api/customer-service/retrain": "starts training",
+    "POST /api/finance-monitor/models/retrain": "starts training",
+    "POST /api/finance-monitor/models/defaults": "starts training the default models",
     "POST /api/customer-service/qa/import": "from 50 pairs it starts fine-tuning the retrieval model",
     # Would revoke the key the run authenticates with.
     "DELETE /api/keys/{key_id}/": "revokes the calling key",
@@ -88,6 +90,8 @@ def org_with_data(make_org, make_member, tmp_path):
         max_stored_records=1_000_000,
         requests_per_minute=1_000_000,
     )
+    # products' meters default by plan code: a plan of its own states them
+    plan_limits_write(plan.pk, {"documents_ingested": 1_000_000, "documents_classified": 1_000_000})
     Subscription.objects.filter(organisation=org).update(plan=plan, status=SubscriptionStatus.ACTIVE)
     train_intent_model(org, tmp_path)
     cs.template_save(organisation=org, intent="card_arrival", body="Cards arrive within 5 working days.")

@@ -1,0 +1,203 @@
+"""Classifying documents: the organisation's active ``topic`` and ``sentiment`` models, in batches, on the
+``infer`` queue.
+
+Accepting documents queues ``finance_monitor.classify_documents`` for the organisation after commit
+(:func:`classify_enqueue`, at most one waiting per organisation); beat's ``finance_monitor.classify_pending``
+queues it again for every organisation with pending documents, so documents that waited for a model, for the
+quota, or for a worker that died are picked up. :func:`documents_classify_pending` takes the pending documents
+(``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time, each batch in one transaction that
+locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, every document
+is recorded and counted in the trends (``trends.document_classified``) and the batch is charged to the
+``documents_classified`` meter. A worker that dies mid-batch commits nothing of it; the next run takes the
+same rows again and the trends count them once.
+
+Both models run their own encoder pass: the registry's classifier kind serves each version as one traced
+module (encoder and head together), so sharing one pass between two heads would need the kind to expose
+the encoder and heads separately (``core.ml.predictor``); the time of each pass is reported so the cost is
+visible (the job's result, ``seconds``).
+
+Without an active topic or sentiment model the documents stay pending; the first time that happens, the
+organisation's default models are trained (``services.defaults``, when ``FM_DEFAULT_MODELS_ON_FIRST_USE``),
+and their job queues classification again when it succeeds.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from core.billing import services as billing
+from core.celery import app as celery_app
+from core.errors import QuotaExceeded
+from core.jobs.queues import Queue
+from core.registry.services import predictor_for
+from core.registry.services.common import active_version
+from finance_monitor.models import Document, Sentiment
+from finance_monitor.services.trends import document_classified
+
+log = logging.getLogger(__name__)
+
+APP = "finance_monitor"
+TOPIC_TASK, SENTIMENT_TASK = "topic", "sentiment"
+METER = "documents_classified"
+TASK_NAME = "finance_monitor.classify_documents"
+QUEUED_FOR_S = 120  # while a run is queued for an organisation, more documents queue no second one
+
+
+def _queued_key(organisation_id: int) -> str:
+    return f"fm:classify-queued:{organisation_id}"
+
+
+def classify_enqueue(*, organisation_id: int) -> None:
+    """Queue a classification run for the organisation after commit, unless one is already waiting."""
+
+    def send() -> None:
+        if cache.add(_queued_key(organisation_id), 1, timeout=QUEUED_FOR_S):
+            celery_app.send_task(TASK_NAME, args=[organisation_id], queue=Queue.INFER)
+
+    transaction.on_commit(send)
+
+
+def classify_started(*, organisation_id: int) -> None:
+    """A run has started: documents that arrive from now on queue the next one."""
+    cache.delete(_queued_key(organisation_id))
+
+
+def document_text(document: Document) -> str:
+    title, text = document.title.strip(), document.text.strip()
+    return f"{title}. {text}" if title and not text.startswith(title) else text
+
+
+@dataclass
+class ClassifyRun:
+    classified: int = 0
+    batches: int = 0
+    pending: int = 0  # documents still pending when the run stopped
+    stopped: str = ""  # why it stopped before the queue was empty ("" when it emptied it)
+    seconds: dict[str, float] = field(default_factory=lambda: {TOPIC_TASK: 0.0, SENTIMENT_TASK: 0.0})
+    models: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "classified": self.classified,
+            "batches": self.batches,
+            "pending": self.pending,
+            "stopped": self.stopped,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "models": self.models,
+        }
+
+
+def pending_documents(*, organisation):
+    return Document.objects.for_org(organisation).filter(classified_at__isnull=True)
+
+
+def _allowance(organisation, wanted: int) -> tuple[int, str]:
+    """How many of ``wanted`` the documents_classified quota lets through now, and why not all."""
+    try:
+        billing.quota_check(organisation=organisation, meter=METER, quantity=wanted)
+    except QuotaExceeded as exc:
+        return max(0, int(float(exc.limit) - float(exc.used))), exc.message
+    return wanted, ""
+
+
+def documents_classify_pending(
+    *, organisation, batch_size: int | None = None, max_documents: int | None = None
+) -> ClassifyRun:
+    """Classify the organisation's pending documents (up to ``max_documents``); see the module docstring."""
+    batch_size = batch_size or settings.FM_CLASSIFY_BATCH
+    max_documents = max_documents or settings.FM_CLASSIFY_MAX_PER_RUN
+    run = ClassifyRun()
+    topic_version = active_version(organisation, APP, TOPIC_TASK)
+    sentiment_version = active_version(organisation, APP, SENTIMENT_TASK)
+    if topic_version is None or sentiment_version is None:
+        run.pending = pending_documents(organisation=organisation).count()
+        run.stopped = "no active topic and sentiment models"
+        if run.pending and settings.FM_DEFAULT_MODELS_ON_FIRST_USE:
+            from finance_monitor.services.defaults import monitor_defaults_install_once
+
+            monitor_defaults_install_once(organisation=organisation)
+        return run
+    missing = set(Sentiment.values) - set(sentiment_version.labels or [])
+    if missing:
+        run.pending = pending_documents(organisation=organisation).count()
+        run.stopped = (
+            f"the active sentiment model (version {sentiment_version.pk}) does not answer"
+            f" {', '.join(sorted(missing))}: its labels must be positive, neutral and negative"
+        )
+        log.warning("organisation %s: %s", organisation.pk, run.stopped)
+        return run
+    run.models = {TOPIC_TASK: topic_version.pk, SENTIMENT_TASK: sentiment_version.pk}
+    topic_model = predictor_for(version=topic_version)
+    sentiment_model = predictor_for(version=sentiment_version)
+    while run.classified < max_documents:
+        wanted = min(batch_size, max_documents - run.classified)
+        done = _classify_batch(organisation, wanted, topic_model, sentiment_model, run)
+        if not done:
+            break
+    run.pending = pending_documents(organisation=organisation).count()
+    if run.pending and not run.stopped:
+        run.stopped = f"reached {max_documents} documents in one run"
+    return run
+
+
+def _classify_batch(organisation, wanted: int, topic_model, sentiment_model, run: ClassifyRun) -> int:
+    try:
+        return _classify_locked_batch(organisation, wanted, topic_model, sentiment_model, run)
+    except QuotaExceeded as exc:  # a concurrent charge took the rest of the month: nothing of it committed
+        run.stopped = exc.message
+        return 0
+
+
+def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_model, run: ClassifyRun) -> int:
+    with transaction.atomic():
+        batch = list(
+            pending_documents(organisation=organisation)
+            .select_for_update(skip_locked=True)
+            .order_by("pk")[:wanted]
+        )
+        if not batch:
+            return 0
+        allowed, why = _allowance(organisation, len(batch))
+        if allowed < len(batch):
+            run.stopped = why
+            batch = batch[:allowed]
+            if not batch:
+                return 0
+        texts = [document_text(d) for d in batch]
+        started = time.perf_counter()
+        topics = topic_model.predict(texts)
+        run.seconds[TOPIC_TASK] += time.perf_counter() - started
+        started = time.perf_counter()
+        sentiments = sentiment_model.predict(texts)
+        run.seconds[SENTIMENT_TASK] += time.perf_counter() - started
+        for document, topic, sentiment in zip(batch, topics, sentiments, strict=True):
+            document_classified(
+                organisation=organisation,
+                document_id=document.pk,
+                topic=topic.label,
+                topic_probability=float(topic.probabilities[topic.label]),
+                probabilities={s: float(sentiment.probabilities[s]) for s in Sentiment.values},
+            )
+        billing.usage_record(
+            organisation=organisation,
+            meter=METER,
+            quantity=len(batch),
+            metadata={"documents": [batch[0].pk, batch[-1].pk], **run.models},
+        )
+    run.classified += len(batch)
+    run.batches += 1
+    return 0 if run.stopped else len(batch)
+
+
+def organisations_with_pending() -> list[int]:
+    """Every organisation with pending documents (beat's sweep; the one cross-tenant read here)."""
+    return list(
+        Document.all_tenants.filter(classified_at__isnull=True, organisation__deleted_at__isnull=True)
+        .values_list("organisation_id", flat=True)
+        .distinct()
+        .order_by("organisation_id")
+    )

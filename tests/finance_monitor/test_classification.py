@@ -1,0 +1,165 @@
+"""Classification of documents by the organisation's topic and sentiment models: the default models trained
+from the shipped sets (not counted as training jobs), batches with trends and the documents_classified
+meter, documents waiting for a model, and a batch that fails half-way keeping nothing."""
+
+import pytest
+
+from core.billing.models import Plan, UsageEvent, plan_limits_write
+from core.errors import Conflict
+from core.jobs import services as jobs
+from core.jobs.models import JobStatus, TrainingJob
+from core.registry import services as registry
+from core.registry.models import Dataset, ModelVersion, VersionStatus
+from core.tenancy.models import Organisation
+from finance_monitor.models import Document, TrendBucket
+from finance_monitor.services import classification, corrections, defaults, trends
+from finance_monitor.services import documents as docs
+
+TEXTS = [
+    "Fed signals it will keep raising interest rates to fight inflation",
+    "Apple shares jump after record iPhone sales beat estimates",
+    "Oil prices slump as OPEC output rises",
+    "Bank of England holds rates steady",
+    "Tesla stock falls after disappointing deliveries",
+]
+
+
+def install_defaults(organisation, settings, rows: int = 40) -> list[int]:
+    """The default models, trained here on small slices of the shipped sets; the active version ids."""
+    settings.FM_DEFAULT_TRAIN_ROWS = rows
+    queued = defaults.monitor_defaults_install(organisation=organisation)
+    for job in queued:
+        jobs.job_execute(job_id=job.pk)
+    done = TrainingJob.objects.for_org(organisation).filter(pk__in=[j.pk for j in queued]).order_by("pk")
+    assert all(j.status == JobStatus.SUCCEEDED for j in done), [j.error for j in done]
+    return [j.result["model_version"] for j in done]
+
+
+def push(organisation, texts=TEXTS):
+    return docs.documents_ingest(
+        organisation=organisation, items=[docs.DocumentIn(text=t) for t in texts]
+    ).created
+
+
+def fresh(organisation):
+    return Organisation.objects.get(pk=organisation.pk)
+
+
+@pytest.fixture
+def monitor_org(make_org, settings):
+    organisation, owner = make_org()
+    install_defaults(organisation, settings)
+    return organisation, owner
+
+
+def test_shipped_rows_are_capped_per_label_with_every_label_kept():
+    full = defaults.default_rows(task="sentiment")
+    assert len(full) == 9362 and {label for _, label in full} == {"positive", "neutral", "negative"}
+    topic = defaults.default_rows(task="topic", cap=200)
+    assert 190 <= len(topic) <= 220 and len({label for _, label in topic}) == 20
+    assert topic == defaults.default_rows(task="topic", cap=200)  # seeded
+
+
+@pytest.mark.django_db
+def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charged(monitor_org, make_org):
+    organisation, _ = monitor_org
+    other, _ = make_org()
+    ids = push(organisation)
+    theirs = push(other, ["Fed signals it will keep raising interest rates"])
+    run = classification.documents_classify_pending(organisation=organisation, batch_size=2)
+    assert run.classified == 5 and run.batches == 3 and run.pending == 0 and run.stopped == ""
+    assert run.seconds["topic"] > 0 and run.seconds["sentiment"] > 0
+    for d in Document.objects.for_org(organisation).filter(pk__in=ids):
+        assert d.topic and d.classified_at is not None and 0 < d.topic_probability <= 1
+        p = d.sentiment_probabilities
+        assert abs(sum(p.values()) - 1) < 1e-4 and d.sentiment == max(p, key=p.get)
+        assert abs(d.score - (p["positive"] - p["negative"])) < 1e-6
+    overall = TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="day")
+    assert overall.volume == 5 and overall.negative + overall.neutral + overall.positive == 5
+    charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
+    assert sum(e.quantity for e in charged) == 5
+    # nothing left: a second run classifies and charges nothing; the other tenant's document is untouched
+    assert classification.documents_classify_pending(organisation=organisation).classified == 0
+    assert sum(e.quantity for e in charged.all()) == 5
+    assert Document.objects.for_org(other).get(pk=theirs[0]).classified_at is None
+    # an analyst corrects one; retraining feeds it to the platform's retrain-from-feedback
+    active = ModelVersion.objects.for_org(organisation).get(
+        app="finance_monitor", task="sentiment", status="active"
+    )
+    corrected = corrections.document_correct(
+        organisation=organisation, document_id=ids[4], sentiment="negative"
+    )
+    assert corrected.corrected_sentiment == "negative" and corrected.model_answer["topic"] == corrected.topic
+    assert classification.documents_classify_pending(organisation=organisation).classified == 0  # not redone
+    (job,) = corrections.corrections_retrain(organisation=organisation, tasks=("sentiment",))
+    assert job.kind == "ml.train" and job.params["task"] == "sentiment"
+    dataset = Dataset.objects.for_org(organisation).get(pk=job.params["dataset_id"])
+    assert dataset.name == Dataset.objects.for_org(organisation).get(pk=active.dataset_id).name
+    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
+    assert (TEXTS[4], "negative") in rows
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and "promoted" in job.result  # the promotion rule decided
+
+
+@pytest.mark.django_db
+def test_a_batch_that_fails_half_way_keeps_nothing_and_the_next_run_counts_once(monitor_org, monkeypatch):
+    organisation, _ = monitor_org
+    push(organisation)
+    calls = []
+
+    def dies_on_the_third(**kwargs):
+        calls.append(kwargs["document_id"])
+        if len(calls) == 3:
+            raise RuntimeError("worker lost")
+        return trends.document_classified(**kwargs)
+
+    monkeypatch.setattr(classification, "document_classified", dies_on_the_third)
+    with pytest.raises(RuntimeError):
+        classification.documents_classify_pending(organisation=organisation, batch_size=5)
+    assert classification.pending_documents(organisation=organisation).count() == 5
+    assert not TrendBucket.objects.for_org(organisation).filter(volume__gt=0).exists()
+    assert not UsageEvent.objects.for_org(organisation).filter(meter="documents_classified").exists()
+    monkeypatch.undo()
+    # the next run (here with 3 documents left in the month's quota) takes the same rows and counts them once
+    plan_limits_write(Plan.objects.get(code="trial").pk, {"documents_classified": 3})
+    organisation = fresh(organisation)  # as each run of the task loads it (the plan is cached on it)
+    run = classification.documents_classify_pending(organisation=organisation, batch_size=2)
+    assert run.classified == 3 and run.pending == 2 and "documents classified" in run.stopped
+    assert TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="hour").volume == 3
+    charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
+    assert sum(e.quantity for e in charged) == 3
+    assert classification.documents_classify_pending(organisation=organisation).classified == 0
+    plan_limits_write(Plan.objects.get(code="trial").pk, {"documents_classified": 5_000})
+    organisation = fresh(organisation)
+    assert classification.documents_classify_pending(organisation=organisation).classified == 2
+    assert TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="hour").volume == 5
+
+
+@pytest.mark.django_db
+def test_without_models_documents_wait_then_defaults_train_uncounted_and_classify_them(make_org, settings):
+    organisation, _ = make_org()
+    settings.FM_DEFAULT_TRAIN_ROWS = 40
+    settings.FM_DEFAULT_MODELS_ON_FIRST_USE = False
+    push(organisation, TEXTS[:2])
+    run = classification.documents_classify_pending(organisation=organisation)
+    assert run.classified == 0 and run.pending == 2 and "no active" in run.stopped
+    assert not TrainingJob.objects.for_org(organisation).exists()
+    settings.FM_DEFAULT_MODELS_ON_FIRST_USE = True
+    classification.documents_classify_pending(organisation=organisation)
+    classification.documents_classify_pending(organisation=organisation)  # queued already: not twice
+    queued = list(TrainingJob.objects.for_org(organisation).filter(kind="finance_monitor.train_default"))
+    assert len(queued) == 2 and {j.queue for j in queued} == {"train"}
+    assert classification.pending_documents(organisation=organisation).count() == 2
+    for job in queued:
+        jobs.job_execute(job_id=job.pk)
+    # platform jobs: both models active, no training job charged, the shipped sets stored as datasets
+    versions = {v.task: v for v in ModelVersion.objects.for_org(organisation).filter(app="finance_monitor")}
+    assert versions["topic"].status == versions["sentiment"].status == VersionStatus.ACTIVE
+    assert set(versions["sentiment"].labels) == {"positive", "neutral", "negative"}
+    assert len(versions["topic"].labels) == 20
+    assert not UsageEvent.objects.for_org(organisation).filter(meter="training_jobs").exists()
+    assert Dataset.objects.for_org(organisation).filter(source_filename__contains="(MIT)").count() == 2
+    with pytest.raises(Conflict, match="active or their default training is under way"):
+        defaults.monitor_defaults_install(organisation=organisation)
+    assert classification.documents_classify_pending(organisation=organisation).classified == 2
