@@ -6,7 +6,7 @@ the densest two months of the copy, from the customers whose id hashes into the 
 buckets (a stable sample), each customer's lines kept whole. The columns and their format are the
 original's (one header, the same order), so the shipped file reads like the full one.
 
-    .venv/bin/python bench/make_retail_slice.py            # writes recommender/data/online_retail/slice.csv.gz
+    .venv/bin/python bench/make_retail_slice.py   # writes recommender/data/online_retail/slice.csv.gz
 """
 
 import argparse
