@@ -4,8 +4,10 @@ Registered from ``RecommenderConfig.ready`` before the product, with no edit to 
 promotion, the model cache and warm-up reach it through the kind protocol.
 
 Its rows (``train`` receives them from ``recommender.services.training``): the ``train`` split is one row
-per event, ``(user, "<item>\\t<weight>\\t<unix time>")``; the ``test`` split is the held-out rows promotion
-compares on, ``(<JSON list of the user's training items>, <held-out item>)``. ``score`` is NDCG@10 there.
+per event, ``(user, "<item>\\t<weight>\\t<unix time>")``, and ``held_out_events`` the events of the
+held-out items in the same form (the served model is fitted again with them); the ``test`` split is the
+held-out rows promotion compares on, ``(<JSON list of the user's training items>, <held-out item>)``.
+``score`` is NDCG@10 there.
 ``run`` takes item ids (a session) and returns the top items.
 """
 
@@ -71,13 +73,17 @@ class RecommenderKind:
         cfg = rank_config(config)
         train = [decode_interaction(r) for r in rows["train"]]
         held_out = list(rows["test"])
+        everything = train + [decode_interaction(r) for r in rows.get("held_out_events", [])]
         try:
-            model = ranking.fit(config=cfg, train=train)
+            evaluation = ranking.fit(config=cfg, train=train)
+            reporter.progress(0.5, f"Fitted {cfg.method} without the held-out items", force=True)
+            model = ranking.fit(config=cfg, train=everything)
         except ValueError as exc:
             raise InvalidInput(f"Cannot train: {exc}.") from None
+        model.evaluation = evaluation
         reporter.progress(0.8, f"Fitted {cfg.method} on {len(model.items)} items", force=True)
         metrics = ranking.evaluate(model=model, held_out=_held_out(held_out))
-        metrics.update(items=float(len(model.items)), events=float(len(train)))
+        metrics.update(items=float(len(model.items)), events=float(len(everything)))
         reporter.progress(0.9, "Evaluated on the held-out items", force=True)
         summary = {key: metrics[key] for key in ("ndcg@10", "recall@10", "hr@10")}
         return Trained(model, cfg.method, [], metrics, held_out, summary)

@@ -12,7 +12,9 @@ history items ``i`` with the largest ``x[i] * S[i, j]``.
   dense in the number of items (fine up to tens of thousands).
 
 Evaluation: leave-last-out per user (``split_leave_last_out``): the item a user came to last is held out,
-the rest trains; NDCG@10, Recall@10 and HR@10 over ranked lists that exclude the user's own items.
+the rest trains; NDCG@10, Recall@10 and HR@10 over ranked lists that exclude the user's own items. The
+model that serves is then fitted again on every event (the latest items matter most to a shop), and keeps
+the held-out fit beside it (``evaluation``) for evaluation and promotion.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class RankModel:
     items: list[str]
     popularity: np.ndarray  # (n_items,) float32, max 1
     similarity: sp.csr_matrix | None  # (n_items, n_items) float32; None for popularity
+    # the same method fitted without the held-out items: what evaluation and promotion score (the model
+    # itself, fitted on every event, has seen them)
+    evaluation: RankModel | None = None
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
@@ -180,7 +185,8 @@ def split_leave_last_out(interactions: list[Interaction]) -> tuple[list[Interact
 
 def evaluate(*, model: RankModel, held_out: list[HeldOut], k: int = 10) -> dict[str, float]:
     """NDCG@k, Recall@k and HR@k (one held-out item per user: recall and hit rate agree) over full rankings
-    that exclude the user's own items."""
+    that exclude the user's own items; by the model's evaluation model when it has one."""
+    model = model.evaluation or model
     ndcg = hits = 0.0
     for history, target in held_out:
         t = model.index.get(target)
@@ -206,25 +212,38 @@ def evaluate(*, model: RankModel, held_out: list[HeldOut], k: int = 10) -> dict[
 # --- artifact files -------------------------------------------------------------------------------------
 
 
-def save(model: RankModel, folder: Path) -> None:
-    (folder / "items.json").write_text(json.dumps(model.items))
-    (folder / "config.json").write_text(json.dumps(asdict(model.config)))
-    np.save(folder / "popularity.npy", model.popularity, allow_pickle=False)
+def save(model: RankModel, folder: Path, prefix: str = "") -> None:
+    """Plain files (JSON and .npy, no pickles): the item list, the config, popularity, the sparse matrix as
+    its three CSR arrays; the evaluation model beside it under ``evaluation_``."""
+    (folder / f"{prefix}items.json").write_text(json.dumps(model.items))
+    (folder / f"{prefix}config.json").write_text(json.dumps(asdict(model.config)))
+    np.save(folder / f"{prefix}popularity.npy", model.popularity, allow_pickle=False)
     if model.similarity is not None:
         s = model.similarity.tocsr()
-        np.save(folder / "similarity_data.npy", s.data.astype(np.float32), allow_pickle=False)
-        np.save(folder / "similarity_indices.npy", s.indices.astype(np.int32), allow_pickle=False)
-        np.save(folder / "similarity_indptr.npy", s.indptr.astype(np.int64), allow_pickle=False)
+        for part, values in (
+            ("data", s.data.astype(np.float32)),
+            ("indices", s.indices.astype(np.int32)),
+            ("indptr", s.indptr.astype(np.int64)),
+        ):
+            np.save(folder / f"{prefix}similarity_{part}.npy", values, allow_pickle=False)
+    if model.evaluation is not None and not prefix:
+        save(model.evaluation, folder, prefix="evaluation_")
 
 
-def load(folder: Path) -> RankModel:
-    items = json.loads((folder / "items.json").read_text())
-    config = RankConfig(**json.loads((folder / "config.json").read_text()))
-    popularity = np.load(folder / "popularity.npy", allow_pickle=False)
+def load(folder: Path, prefix: str = "") -> RankModel:
+    items = json.loads((folder / f"{prefix}items.json").read_text())
+    config = RankConfig(**json.loads((folder / f"{prefix}config.json").read_text()))
+    popularity = np.load(folder / f"{prefix}popularity.npy", allow_pickle=False)
     similarity = None
-    if (folder / "similarity_data.npy").exists():
+    if (folder / f"{prefix}similarity_data.npy").exists():
         parts = [
-            np.load(folder / f"similarity_{p}.npy", allow_pickle=False) for p in ("data", "indices", "indptr")
+            np.load(folder / f"{prefix}similarity_{p}.npy", allow_pickle=False)
+            for p in ("data", "indices", "indptr")
         ]
         similarity = sp.csr_matrix(tuple(parts), shape=(len(items), len(items)))
-    return RankModel(config=config, items=items, popularity=popularity, similarity=similarity)
+    evaluation = None
+    if not prefix and (folder / "evaluation_items.json").exists():
+        evaluation = load(folder, prefix="evaluation_")
+    return RankModel(
+        config=config, items=items, popularity=popularity, similarity=similarity, evaluation=evaluation
+    )

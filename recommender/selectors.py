@@ -35,13 +35,12 @@ def items_servable(
     qs = qs.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
     if available_only:
         qs = qs.filter(available=True)
-    if category:
-        qs = qs.filter(categories__contains=[category])
     if min_price is not None:
         qs = qs.filter(price__gte=min_price)
     if max_price is not None:
         qs = qs.filter(price__lte=max_price)
-    return {item.external_id: item for item in qs}
+    # categories are a JSON list: filtered here, the same on PostgreSQL and SQLite (the embedded default)
+    return {item.external_id: item for item in qs if not category or category in item.categories}
 
 
 def user_history(*, organisation, user: str) -> tuple[dict[str, float], set[str]]:

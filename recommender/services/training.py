@@ -48,15 +48,19 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
         raise InvalidInput("There are not enough events to train on: send behaviour first.")
     reporter.progress(0.1, f"Read {len(events)} events", force=True)
     train, held_out = ranking.split_leave_last_out(events)
+    kept = {id(e) for e in train}  # the split keeps the event tuples themselves
     rows = {
         "train": [encode_interaction(e) for e in train],
+        "held_out_events": [encode_interaction(e) for e in events if id(e) not in kept],
         "validation": [],
         "test": held_out_rows(held_out),
     }
     trained = kind.train(
         job=job, rows=rows, config=config, search=None, runtime=None, progress=None, reporter=reporter
     )
-    version = _store(job=job, trained=trained, fingerprint=fingerprint_rows(rows["train"]))
+    version = _store(
+        job=job, trained=trained, fingerprint=fingerprint_rows(rows["train"] + rows["held_out_events"])
+    )
     promoted, reason = model_promote_if_better(
         organisation=job.organisation, version_id=version.pk, held_out=trained.held_out
     )
