@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from core.billing.models import Plan, Subscription, SubscriptionStatus
+from core.billing.models import Plan, PlanLimit, Subscription, SubscriptionStatus
 from core.jobs import services as jobs
 from core.registry.models import Dataset, ModelVersion
 from core.tenancy import services as tenancy
@@ -36,6 +36,8 @@ from finance_monitor.models import Alert, Document
 from finance_monitor.services import alerts as fm_alerts
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
+from recommender.services import catalogue as reco_catalogue
+from recommender.services import events as reco_events
 from tests.core.registry.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
@@ -89,6 +91,8 @@ def org_with_data(make_org, make_member, tmp_path):
         requests_per_minute=1_000_000,
     )
     Subscription.objects.filter(organisation=org).update(plan=plan, status=SubscriptionStatus.ACTIVE)
+    for meter in ("recommendations_served", "catalogue_items"):  # products' meters: limits by plan row
+        PlanLimit.objects.create(plan=plan, meter_id=meter, limit=1_000_000)
     train_intent_model(org, tmp_path)
     cs.template_save(organisation=org, intent="card_arrival", body="Cards arrive within 5 working days.")
     cs.article_save(
@@ -129,7 +133,25 @@ def org_with_data(make_org, make_member, tmp_path):
         baseline_volume=1000,
         p_value=1e-9,
     )
+    # a catalogue item and behaviour (served by live popularity: no recommender model is trained here)
+    reco_catalogue.items_upsert(
+        organisation=org,
+        rows=[{"id": "85123A", "title": "WHITE HANGING HEART T-LIGHT HOLDER", "price": "2.55"}],
+    )
+    reco_events.events_ingest(
+        organisation=org,
+        rows=[
+            {
+                "id": "536365-1",
+                "user": "17850",
+                "item": "85123A",
+                "type": "purchase",
+                "occurred_at": document.occurred_at.isoformat(),
+            }
+        ],
+    )
     ids = {
+        "item_id": "85123A",
         "document_id": document.pk,
         "source_id": document.source_id,  # the API source: polling it is refused, nothing is fetched
         "entity_id": entity.pk,
