@@ -93,10 +93,12 @@ class RankModel:
         j = self.index.get(item)
         if j is None or self.similarity is None:
             return []
-        column = self.similarity[:, j].toarray().ravel()
-        contributions = [
-            (weight * column[self.index[i]], i) for i, weight in history.items() if i in self.index
-        ]
+        known = [(i, weight) for i, weight in history.items() if i in self.index]
+        if not known:
+            return []
+        rows = [self.index[i] for i, _ in known]  # row slices of a CSR matrix are cheap, columns are not
+        column = self.similarity[rows][:, [j]].toarray().ravel()
+        contributions = [(weight * column[n], i) for n, (i, weight) in enumerate(known)]
         ranked = sorted((c for c in contributions if c[0] > 0), reverse=True)
         return [i for _, i in ranked[:limit]]
 

@@ -137,6 +137,7 @@ def items_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
     """A CSV or JSONL file of items (columns as the API's fields; CSV categories separated by ``|``,
     attributes as a JSON object); rejections name the file's line."""
     numbered, rejected = upload_rows(data=data, filename=filename)
+    _check_room(organisation, numbered)
     result = IngestResult()
     for start in range(0, len(numbered), MAX_BATCH):
         part = _store(organisation=organisation, numbered=numbered[start : start + MAX_BATCH], rejected=[])
@@ -144,6 +145,19 @@ def items_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
         result.rejected.extend(part.rejected)
     result.rejected = sorted([*rejected, *result.rejected], key=lambda r: r.index)
     return result
+
+
+def _check_room(organisation, numbered: list[tuple[int, dict[str, Any]]]) -> None:
+    """Refuse a whole file whose new items would pass the plan's catalogue limit, before any is stored
+    (the file is stored in batches, each its own transaction)."""
+    ids = {str(row.get("id")).strip() for _, row in numbered if isinstance(row, dict) and row.get("id")}
+    known = 0
+    listed = list(ids)
+    for start in range(0, len(listed), 5000):
+        chunk = listed[start : start + 5000]
+        known += Item.objects.for_org(organisation).filter(external_id__in=chunk).count()
+    if len(ids) > known:
+        billing.quota_check(organisation=organisation, meter=CATALOGUE_METER, quantity=len(ids) - known)
 
 
 def _store(

@@ -4,6 +4,7 @@ sessions and similar items; k and input checks; metering and the quota; tenant i
 from datetime import timedelta
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from core.billing.models import Plan, PlanLimit, UsageEvent
@@ -165,6 +166,11 @@ def test_catalogue_quota_refuses_new_items_but_updates_pass(shop, user_client):
     assert refused.status_code == 402
     ok = client.post("/api/recommender/items/batch", {"items": [{"id": "A", "title": "Cup"}]}, format="json")
     assert ok.status_code == 200 and ok.json()["updated"] == 1
+    data = b"id,title\nA,Mug again\nH,Jug\n"  # one update, one new item: the whole file is refused first
+    upload = client.post(
+        "/api/recommender/items/upload", {"file": SimpleUploadedFile("items.csv", data)}, format="multipart"
+    )
+    assert upload.status_code == 402 and Item.objects.for_org(org).get(external_id="A").title == "Cup"
 
 
 def test_tenants_see_only_their_own(shop, make_org, make_key, key_client, user_client):
