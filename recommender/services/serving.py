@@ -23,6 +23,7 @@ from core.errors import InvalidInput, NotFound
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
 from recommender import ranking
+from recommender.kinds import RECOMMENDER
 from recommender.selectors import item_get, items_servable, popular_items, user_history
 from recommender.services.training import APP, TASK
 
@@ -106,6 +107,9 @@ def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], 
     """Score with the active version (loaded once per process), or with live popularity before the first
     model; pick, explain and meter."""
     version = active_version(organisation, APP, TASK)
+    if version is not None and version.kind != RECOMMENDER:
+        # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
+        version = None
 
     def run() -> dict[str, Any]:
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)

@@ -194,3 +194,12 @@ def test_tenants_see_only_their_own(shop, make_org, make_key, key_client, user_c
     # the other tenant's items with the same ids are its own
     client.post("/api/recommender/items/batch", {"items": [{"id": "A", "title": "Other A"}]}, format="json")
     assert Item.objects.for_org(org).get(external_id="A").title == "Red mug"
+
+
+def test_another_kind_under_the_recommenders_task_is_not_used_to_rank(shop, user_client):
+    org, owner = shop
+    train_now(org)
+    # core's /api/models/train could put a classifier there; it must not be asked to rank
+    ModelVersion.all_tenants.filter(organisation=org, app="recommender").update(kind="classifier")
+    answer = _get(user_client(owner), "/api/recommender/recommendations", user="u0", k=2)
+    assert answer.status_code == 200 and answer.json()["model_version"] is None
