@@ -3,6 +3,7 @@
 from core.jobs.handlers import JobKind
 from core.products import DashboardCard, MeterSpec, ModelTask, NavEntry, Product, ProductPermission
 from core.tenancy.models import Role
+from recommender import demo
 from recommender.kinds import RECOMMENDER
 from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.serving import SERVED_METER
@@ -26,6 +27,7 @@ PRODUCT = Product(
     ),
     role_duties={Role.OPERATOR: "the recommender's catalogue intake"},
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
+    demo_seeder=demo.seed,
     model_tasks=(ModelTask(TASK, kind=RECOMMENDER, description="Top-k items for a user or a session"),),
     meters=(
         MeterSpec(

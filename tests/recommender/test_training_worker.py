@@ -7,8 +7,8 @@ import pytest
 
 from core.jobs.models import JobStatus, TrainingJob
 from core.registry.models import ModelVersion, VersionStatus
+from recommender.demo import retail_catalogue_and_events
 from recommender.services import catalogue, events
-from tests.recommender.retail import retail_catalogue_and_events
 from tests.worker import celery_worker, wait_for
 
 EASE_NDCG_FLOOR = 0.03  # measured 0.051 on this slice (popularity 0.014); a broken model lands near 0
