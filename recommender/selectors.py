@@ -96,3 +96,21 @@ def popular_items(*, organisation, days: int = 30, limit: int = 1000) -> dict[st
             totals[row["item__external_id"]] += weights.get(row["type"], 0.0) * row["n"]
     ranked = sorted(((v, k) for k, v in totals.items() if v > 0), reverse=True)[:limit]
     return {k: v for v, k in ranked}
+
+
+def user_recent_events(*, organisation, user: str, limit: int = 20) -> QuerySet[Event]:
+    """A user's latest events with their items (the explorer's history)."""
+    return (
+        Event.objects.for_org(organisation)
+        .filter(user=user)
+        .select_related("item")
+        .order_by("-occurred_at", "-id")[:limit]
+    )
+
+
+def catalogue_stats(*, organisation) -> dict[str, int]:
+    return {
+        "items": Item.objects.for_org(organisation).filter(deleted=False).count(),
+        "events": Event.objects.for_org(organisation).count(),
+        "users": Event.objects.for_org(organisation).values("user").distinct().count(),
+    }
