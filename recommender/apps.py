@@ -5,17 +5,11 @@ class RecommenderConfig(AppConfig):
     name = "recommender"
 
     def ready(self) -> None:
-        from core.products import DashboardCard, NavEntry, Product, register_product
+        from core.products import register_product
+        from core.registry.kinds import register_kind
+        from recommender.kinds import RecommenderKind
 
-        register_product(
-            Product(
-                name="recommender",
-                display_name="Recommender",
-                url_prefix="recommender",
-                urls="recommender.urls",
-                nav=(NavEntry("Recommender", "recommender:index"),),
-                cards=(
-                    DashboardCard("Recommender", "Personalised top-k recommendations.", "recommender:index"),
-                ),
-            )
-        )
+        register_kind(RecommenderKind())  # the third kind, before the product that declares a task of it
+        from recommender.product import PRODUCT
+
+        register_product(PRODUCT)

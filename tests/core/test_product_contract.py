@@ -121,12 +121,18 @@ def test_permissions_scopes_and_role_descriptions_are_unchanged():
     from core.tenancy.roles import permission_roles, role_descriptions
 
     assert permission_roles("inbox.operate") == {Role.OWNER, Role.ADMIN, Role.OPERATOR}
+    assert permission_roles("recommender.ingest") == {Role.OWNER, Role.ADMIN, Role.OPERATOR}
+    assert (
+        permission_scope("recommender.ingest") == "train"
+        and permission_scope("recommender.manage") == "admin"
+    )
     assert permission_scope("inbox.operate") == "admin" and permission_scope("models.predict") == "predict"
     assert role_descriptions() == {
         Role.OWNER: "Everything, including billing and the plan.",
         Role.ADMIN: "Members, API keys, datasets, training and promotion of models.",
         Role.OPERATOR: (
-            "Live dashboards, the chat inbox and the finance monitor's document intake; can run predictions."
+            "Live dashboards, the chat inbox, the finance monitor's document intake and the recommender's"
+            " catalogue intake; can run predictions."
         ),
         Role.VIEWER: "Read-only access to dashboards, models and usage.",
     }

@@ -36,6 +36,8 @@ from finance_monitor.models import Alert, Document
 from finance_monitor.services import alerts as fm_alerts
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
+from recommender.services import catalogue as reco_catalogue
+from recommender.services import events as reco_events
 from tests.core.registry.trained import train_intent_model
 
 pytestmark = pytest.mark.django_db
@@ -91,7 +93,13 @@ def org_with_data(make_org, make_member, tmp_path):
         requests_per_minute=1_000_000,
     )
     # products' meters default by plan code: a plan of its own states them
-    plan_limits_write(plan.pk, {"documents_ingested": 1_000_000, "documents_classified": 1_000_000})
+    product_meters = (
+        "documents_ingested",
+        "documents_classified",
+        "recommendations_served",
+        "catalogue_items",
+    )
+    plan_limits_write(plan.pk, dict.fromkeys(product_meters, 1_000_000))
     Subscription.objects.filter(organisation=org).update(plan=plan, status=SubscriptionStatus.ACTIVE)
     train_intent_model(org, tmp_path)
     cs.template_save(organisation=org, intent="card_arrival", body="Cards arrive within 5 working days.")
@@ -133,7 +141,25 @@ def org_with_data(make_org, make_member, tmp_path):
         baseline_volume=1000,
         p_value=1e-9,
     )
+    # a catalogue item and behaviour (served by live popularity: no recommender model is trained here)
+    reco_catalogue.items_upsert(
+        organisation=org,
+        rows=[{"id": "85123A", "title": "WHITE HANGING HEART T-LIGHT HOLDER", "price": "2.55"}],
+    )
+    reco_events.events_ingest(
+        organisation=org,
+        rows=[
+            {
+                "id": "536365-1",
+                "user": "17850",
+                "item": "85123A",
+                "type": "purchase",
+                "occurred_at": document.occurred_at.isoformat(),
+            }
+        ],
+    )
     ids = {
+        "item_id": "85123A",
         "document_id": document.pk,
         "source_id": document.source_id,  # the API source: polling it is refused, nothing is fetched
         "entity_id": entity.pk,

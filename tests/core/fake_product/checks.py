@@ -110,8 +110,8 @@ def test_its_permissions_duties_and_model_tasks_join_cores():
 
     assert role_can("admin", "fake.use") and not role_can("operator", "fake.use")
     assert role_descriptions()["operator"] == (
-        "Live dashboards, the chat inbox, the finance monitor's document intake and the fake console; can run"
-        " predictions."
+        "Live dashboards, the chat inbox, the finance monitor's document intake, the recommender's catalogue"
+        " intake and the fake console; can run predictions."
     )
     assert "fake_product" in model_apps() and validate_app("fake_product") == "fake_product"
     assert app_for_task("fakeness") == "fake_product"

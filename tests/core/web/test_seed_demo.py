@@ -19,6 +19,14 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     active = ModelVersion.objects.for_org(org).get(app="customer_service", task="intent", status="active")
     assert active.metrics["accuracy"] >= 0.95 and len(active.labels) == 27
     follow = TrainingJob.objects.for_org(org).get(status="queued")
+    # the shop: the Online Retail slice and an active EASE model that recommends at once
+    assert "2383 items and 21611 purchases from Online Retail" in out.getvalue()
+    shop = ModelVersion.objects.for_org(org).get(app="recommender", status="active")
+    assert shop.method == "ease" and shop.metrics["ndcg@10"] > 0.03
+    from recommender.services.serving import Filters, recommendations_for_user
+
+    top = recommendations_for_user(organisation=org, user="17841", k=5, filters=Filters())
+    assert top["model_version"] == shop.pk and len(top["items"]) == 5
     assert follow.params["config"] == {"method": "lora", "time_budget_s": 900}
     assert client.login(username=email, password=password)
     # the chatbot answers at once: the demo's templates through its intent model, and its articles
@@ -39,5 +47,6 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     again = StringIO()
     call_command("seed_demo", stdout=again, stderr=StringIO())
     assert f"{email} / {password}" in again.getvalue()
-    assert ModelVersion.objects.for_org(org).count() == 1
+    assert ModelVersion.objects.for_org(org).filter(app="customer_service").count() == 1
     assert AnswerTemplate.objects.for_org(org).count() == 25
+    assert ModelVersion.objects.for_org(org).filter(app="recommender").count() == 1

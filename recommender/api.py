@@ -1,0 +1,334 @@
+"""The recommender over the REST API (``/api/recommender/``): validate, one service or selector, serialize."""
+
+from decimal import Decimal, InvalidOperation
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.pagination import Pagination
+from core.api.serializers import StrictSerializer
+from core.api.views import paginate
+from core.errors import InvalidInput, NotFound
+from recommender import selectors
+from recommender.services import catalogue, events, serving, training
+from recommender.services.rows import MAX_BATCH
+
+
+def _valid(serializer_class, request):
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    return data.validated_data
+
+
+def _api_key(request):
+    return request.auth if request.user.pk is None else None
+
+
+def _int(request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return default
+    if not value.lstrip("-").isdigit():
+        raise InvalidInput(f"{name} must be a whole number.", details={"field": name})
+    return int(value)
+
+
+def _price(request, name: str) -> Decimal | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise InvalidInput(f"{name} must be a number.", details={"field": name}) from None
+    if not price.is_finite():
+        raise InvalidInput(f"{name} must be a finite number.", details={"field": name})
+    return price
+
+
+def _flag(request, name: str, default: bool) -> bool:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return default
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false.", details={"field": name})
+    return value.lower() in ("true", "1")
+
+
+def _ids(value: str | None, name: str, limit: int) -> list[str]:
+    ids = [part.strip() for part in (value or "").split(",") if part.strip()]
+    if len(ids) > limit:
+        raise InvalidInput(f"{name} takes at most {limit} ids.", details={"field": name})
+    return ids
+
+
+def _filters(request) -> serving.Filters:
+    return serving.Filters(
+        category=(request.query_params.get("category") or None),
+        min_price=_price(request, "min_price"),
+        max_price=_price(request, "max_price"),
+        available_only=_flag(request, "available_only", True),
+        exclude=frozenset(_ids(request.query_params.get("exclude"), "exclude", serving.MAX_EXCLUDE)),
+    )
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("k", int, description="how many items (1 to 100; default 10)"),
+    OpenApiParameter("category", str, description="only items in this category"),
+    OpenApiParameter("min_price", float),
+    OpenApiParameter("max_price", float),
+    OpenApiParameter("available_only", bool, description="default true"),
+    OpenApiParameter("exclude", str, description="comma-separated item ids never to return"),
+]
+
+
+# --- catalogue ------------------------------------------------------------------------------------------
+
+
+class ItemOut(serializers.Serializer):
+    id = serializers.CharField(source="external_id")
+    title = serializers.CharField()
+    description = serializers.CharField()
+    categories = serializers.ListField(child=serializers.CharField())
+    price = serializers.DecimalField(max_digits=14, decimal_places=4, allow_null=True)
+    available = serializers.BooleanField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    attributes = serializers.DictField()
+    updated_at = serializers.DateTimeField()
+
+
+class RejectionOut(serializers.Serializer):
+    index = serializers.IntegerField(help_text="position in the batch (0-based), or the file's line")
+    reason = serializers.CharField()
+
+
+class IngestOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    existing = serializers.IntegerField()
+    rejected = RejectionOut(many=True)
+
+
+class ItemsBatchIn(StrictSerializer):
+    items = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text="objects: id, title, description, categories, price, available, expires_at, attributes, "
+        "deleted",
+    )
+
+
+class EventsBatchIn(StrictSerializer):
+    events = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text="objects: id, user, item, type, value, occurred_at",
+    )
+
+
+class UploadIn(StrictSerializer):
+    file = serializers.FileField()
+
+
+class ItemListView(APIView):
+    pagination_class = Pagination
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=ItemOut(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.item_list(organisation=request.organisation), ItemOut)
+
+
+class ItemDetailView(APIView):
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=ItemOut)
+    def get(self, request, item_id: str):
+        item = selectors.item_get(organisation=request.organisation, external_id=item_id)
+        if item is None:
+            raise NotFound("No such item.")
+        return Response(ItemOut(item).data)
+
+
+class ItemBatchView(APIView):
+    """Create or update up to 1,000 items by their id; bad rows come back rejected with a reason."""
+
+    permissions = {"POST": "recommender.ingest"}
+
+    @extend_schema(request=ItemsBatchIn, responses={200: IngestOut})
+    def post(self, request):
+        rows = _valid(ItemsBatchIn, request)["items"]
+        return Response(catalogue.items_upsert(organisation=request.organisation, rows=rows).as_dict())
+
+
+class ItemUploadView(APIView):
+    """A CSV or JSONL file of items (CSV: categories separated by |, attributes as JSON)."""
+
+    permissions = {"POST": "recommender.ingest"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=UploadIn, responses={200: IngestOut})
+    def post(self, request):
+        upload = _valid(UploadIn, request)["file"]
+        result = catalogue.items_upload(
+            organisation=request.organisation, data=upload.read(), filename=upload.name or ""
+        )
+        return Response(result.as_dict())
+
+
+# --- behaviour ------------------------------------------------------------------------------------------
+
+
+class EventBatchView(APIView):
+    """Up to 1,000 events; idempotent by event id; events for unknown items are rejected per row."""
+
+    permissions = {"POST": "recommender.ingest"}
+
+    @extend_schema(request=EventsBatchIn, responses={200: IngestOut})
+    def post(self, request):
+        rows = _valid(EventsBatchIn, request)["events"]
+        return Response(events.events_ingest(organisation=request.organisation, rows=rows).as_dict())
+
+
+class EventUploadView(APIView):
+    permissions = {"POST": "recommender.ingest"}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=UploadIn, responses={200: IngestOut})
+    def post(self, request):
+        upload = _valid(UploadIn, request)["file"]
+        result = events.events_upload(
+            organisation=request.organisation, data=upload.read(), filename=upload.name or ""
+        )
+        return Response(result.as_dict())
+
+
+class WeightsIn(StrictSerializer):
+    weights = serializers.DictField(child=serializers.JSONField())
+
+
+class WeightsView(APIView):
+    permissions = {"GET": "org.view", "PUT": "recommender.manage"}
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response({"weights": events.event_weights(organisation=request.organisation)})
+
+    @extend_schema(request=WeightsIn, responses={200: OpenApiTypes.OBJECT})
+    def put(self, request):
+        weights = _valid(WeightsIn, request)["weights"]
+        return Response(
+            {"weights": events.event_weights_set(organisation=request.organisation, weights=weights)}
+        )
+
+
+# --- training and serving -------------------------------------------------------------------------------
+
+
+class TrainIn(StrictSerializer):
+    config = serializers.DictField(
+        required=False, default=None, allow_null=True, help_text="method: popularity | itemknn | ease, ..."
+    )
+
+
+class TrainView(APIView):
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=TrainIn, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request):
+        config = _valid(TrainIn, request)["config"]
+        job = training.recommender_train_start(
+            organisation=request.organisation,
+            config=config,
+            created_by=request.user if request.user.pk else None,
+        )
+        return Response({"job": job.pk, "status": job.status}, status=202)
+
+
+class RecommendedOut(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    score = serializers.FloatField()
+    categories = serializers.ListField(child=serializers.CharField())
+    price = serializers.CharField(allow_null=True)
+    why = serializers.ListField(child=serializers.CharField(), help_text="the history items that drove it")
+
+
+class RecommendationsOut(serializers.Serializer):
+    user = serializers.CharField(allow_null=True)
+    history_items = serializers.IntegerField()
+    model_version = serializers.IntegerField(allow_null=True)
+    version = serializers.IntegerField(allow_null=True)
+    method = serializers.CharField()
+    items = RecommendedOut(many=True)
+
+
+class SimilarOut(serializers.Serializer):
+    item = serializers.CharField()
+    model_version = serializers.IntegerField(allow_null=True)
+    version = serializers.IntegerField(allow_null=True)
+    method = serializers.CharField()
+    items = RecommendedOut(many=True)
+
+
+class RecommendationsView(APIView):
+    """Top-k for a user (``user``) or an anonymous session (``items``: the items it saw)."""
+
+    permissions = {"GET": "models.predict"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("user", str, description="the user's id (or give items)"),
+            OpenApiParameter("items", str, description="comma-separated item ids of an anonymous session"),
+            OpenApiParameter("exclude_purchased", bool, description="default true"),
+            *FILTER_PARAMETERS,
+        ],
+        responses=RecommendationsOut,
+    )
+    def get(self, request):
+        user = (request.query_params.get("user") or "").strip()
+        items = _ids(request.query_params.get("items"), "items", serving.MAX_SESSION_ITEMS)
+        k, filters = _int(request, "k", 10), _filters(request)
+        if bool(user) == bool(items):
+            raise InvalidInput("Give either user or items (a session's item ids).", details={"field": "user"})
+        if user:
+            if len(user) > 200:
+                raise InvalidInput("user takes at most 200 characters.", details={"field": "user"})
+            answer = serving.recommendations_for_user(
+                organisation=request.organisation,
+                user=user,
+                k=k,
+                filters=filters,
+                exclude_purchased=_flag(request, "exclude_purchased", True),
+                api_key=_api_key(request),
+            )
+        else:
+            answer = serving.recommendations_for_session(
+                organisation=request.organisation,
+                items=items,
+                k=k,
+                filters=filters,
+                api_key=_api_key(request),
+            )
+        return Response(answer)
+
+
+class SimilarView(APIView):
+    permissions = {"GET": "models.predict"}
+
+    @extend_schema(parameters=FILTER_PARAMETERS, responses=SimilarOut)
+    def get(self, request, item_id: str):
+        answer = serving.items_similar(
+            organisation=request.organisation,
+            external_id=item_id,
+            k=_int(request, "k", 10),
+            filters=_filters(request),
+            api_key=_api_key(request),
+        )
+        return Response(answer)

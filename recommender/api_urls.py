@@ -1,0 +1,16 @@
+from django.urls import path
+
+from recommender import api
+
+urlpatterns = [
+    path("items/", api.ItemListView.as_view(), name="api-reco-items"),
+    path("items/batch", api.ItemBatchView.as_view(), name="api-reco-items-batch"),
+    path("items/upload", api.ItemUploadView.as_view(), name="api-reco-items-upload"),
+    path("items/<str:item_id>/", api.ItemDetailView.as_view(), name="api-reco-item"),
+    path("items/<str:item_id>/similar", api.SimilarView.as_view(), name="api-reco-item-similar"),
+    path("events/batch", api.EventBatchView.as_view(), name="api-reco-events-batch"),
+    path("events/upload", api.EventUploadView.as_view(), name="api-reco-events-upload"),
+    path("settings/weights", api.WeightsView.as_view(), name="api-reco-weights"),
+    path("train", api.TrainView.as_view(), name="api-reco-train"),
+    path("recommendations", api.RecommendationsView.as_view(), name="api-reco-recommendations"),
+]

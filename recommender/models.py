@@ -1,0 +1,78 @@
+"""The recommender's data: the catalogue (items), behaviour (events) and each organisation's settings.
+
+Items and events are named by the tenant's own ids (``external_id``); the database ids never leave the
+service layer except as foreign keys. An event's ``external_id`` makes ingestion idempotent: the same event
+sent twice is stored once.
+"""
+
+from django.db import models
+
+from core.base_models import TenantModel
+
+
+class Item(TenantModel):
+    """One catalogue entry. Deleted items stay (their events keep pointing at them) but are never served."""
+
+    external_id = models.CharField(max_length=200)
+    title = models.CharField(max_length=500)
+    description = models.TextField(blank=True, default="")
+    categories = models.JSONField(default=list, blank=True)  # list of strings
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    available = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)  # not served from then on (a time-to-live)
+    attributes = models.JSONField(default=dict, blank=True)
+    deleted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["external_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "external_id"], name="uniq_reco_item_external_id")
+        ]
+
+
+class EventType(models.TextChoices):
+    VIEW = "view", "View"
+    CLICK = "click", "Click"
+    ADD_TO_CART = "add_to_cart", "Add to cart"
+    PURCHASE = "purchase", "Purchase"
+    RATING = "rating", "Rating"
+
+
+# What an event counts for in a user's history when the organisation has set nothing (a rating counts its
+# weight times its value / 5).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    EventType.VIEW: 1.0,
+    EventType.CLICK: 2.0,
+    EventType.ADD_TO_CART: 3.0,
+    EventType.PURCHASE: 5.0,
+    EventType.RATING: 5.0,
+}
+
+
+class Event(TenantModel):
+    """One thing a user did with an item, at ``occurred_at``."""
+
+    external_id = models.CharField(max_length=200)
+    user = models.CharField(max_length=200)  # the tenant's user id (no account of ours)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    type = models.CharField(max_length=16, choices=EventType.choices)
+    value = models.FloatField(null=True, blank=True)  # a rating's value, a purchase's quantity
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "external_id"], name="uniq_reco_event_external_id"
+            )
+        ]
+        indexes = [models.Index(fields=["organisation", "user", "occurred_at"], name="reco_event_user_time")]
+
+
+class RecommenderSettings(TenantModel):
+    """Per-organisation settings: the weight of each event type (missing types take the default)."""
+
+    event_weights = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organisation"], name="uniq_reco_settings_org")]

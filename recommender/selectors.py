@@ -1,0 +1,116 @@
+"""The recommender's tenant-scoped reads: items, and a user's history as the models score it."""
+
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from recommender.models import Event, EventType, Item
+from recommender.services.events import event_weight, event_weights
+
+HISTORY_LIMIT = 500  # the most recent events of a user that a request reads
+
+
+def item_list(*, organisation) -> QuerySet[Item]:
+    return Item.objects.for_org(organisation).filter(deleted=False).order_by("external_id")
+
+
+def item_get(*, organisation, external_id: str) -> Item | None:
+    return Item.objects.for_org(organisation).filter(external_id=external_id, deleted=False).first()
+
+
+def items_servable(
+    *,
+    organisation,
+    external_ids: list[str],
+    category: str | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    available_only: bool = True,
+) -> dict[str, Item]:
+    """Those of ``external_ids`` that may be served now: not deleted, not expired, and within the filters."""
+    qs = Item.objects.for_org(organisation).filter(external_id__in=external_ids, deleted=False)
+    qs = qs.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+    if available_only:
+        qs = qs.filter(available=True)
+    if min_price is not None:
+        qs = qs.filter(price__gte=min_price)
+    if max_price is not None:
+        qs = qs.filter(price__lte=max_price)
+    # categories are a JSON list: filtered here, the same on PostgreSQL and SQLite (the embedded default)
+    return {item.external_id: item for item in qs if not category or category in item.categories}
+
+
+def user_history(*, organisation, user: str) -> tuple[dict[str, float], set[str]]:
+    """A user's weighted affinity per item (their most recent events, the organisation's weights) and the
+    items they purchased."""
+    weights = event_weights(organisation=organisation)
+    rows = (
+        Event.objects.for_org(organisation)
+        .filter(user=user)
+        .order_by("-occurred_at", "-id")
+        .values_list("item__external_id", "type", "value")[:HISTORY_LIMIT]
+    )
+    affinity: dict[str, float] = defaultdict(float)
+    purchased: set[str] = set()
+    for item, type_, value in rows:
+        affinity[item] += event_weight(weights=weights, type_=type_, value=value)
+        if type_ == EventType.PURCHASE:
+            purchased.add(item)
+    return {k: v for k, v in affinity.items() if v > 0}, purchased
+
+
+def interactions(*, organisation) -> list[tuple[str, str, float, float]]:
+    """Every event as (user, item, weight, unix time), oldest first: what training reads."""
+    weights = event_weights(organisation=organisation)
+    rows = (
+        Event.objects.for_org(organisation)
+        .order_by("occurred_at", "id")
+        .values_list("user", "item__external_id", "type", "value", "occurred_at")
+    )
+    out = []
+    for user, item, type_, value, when in rows.iterator(chunk_size=5000):
+        weight = event_weight(weights=weights, type_=type_, value=value)
+        if weight > 0:
+            out.append((user, item, weight, when.timestamp()))
+    return out
+
+
+def popular_items(*, organisation, days: int = 30, limit: int = 1000) -> dict[str, float]:
+    """Weighted event totals per item over the last ``days`` (the ``limit`` most popular)."""
+    weights = event_weights(organisation=organisation)
+    since = timezone.now() - timedelta(days=days)
+    rows = (
+        Event.objects.for_org(organisation)
+        .filter(occurred_at__gte=since)
+        .values("item__external_id", "type")
+        .annotate(n=Count("id"), total=Sum("value"))
+    )
+    totals: dict[str, float] = defaultdict(float)
+    for row in rows:
+        if row["type"] == EventType.RATING:
+            totals[row["item__external_id"]] += weights[EventType.RATING] * float(row["total"] or 0) / 5.0
+        else:
+            totals[row["item__external_id"]] += weights.get(row["type"], 0.0) * row["n"]
+    ranked = sorted(((v, k) for k, v in totals.items() if v > 0), reverse=True)[:limit]
+    return {k: v for v, k in ranked}
+
+
+def user_recent_events(*, organisation, user: str, limit: int = 20) -> QuerySet[Event]:
+    """A user's latest events with their items (the explorer's history)."""
+    return (
+        Event.objects.for_org(organisation)
+        .filter(user=user)
+        .select_related("item")
+        .order_by("-occurred_at", "-id")[:limit]
+    )
+
+
+def catalogue_stats(*, organisation) -> dict[str, int]:
+    return {
+        "items": Item.objects.for_org(organisation).filter(deleted=False).count(),
+        "events": Event.objects.for_org(organisation).count(),
+        "users": Event.objects.for_org(organisation).values("user").distinct().count(),
+    }

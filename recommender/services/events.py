@@ -1,0 +1,191 @@
+"""Behaviour: events ingested in batches (API, up to 1,000 per call) or by upload, idempotent by event id.
+
+Rules, per row (a bad row is rejected with its reason; the rest are stored):
+- ``id`` (the tenant's event id) is required; an id already stored is answered ``existing`` and not stored
+  or counted again, whatever the rest of the row says (events are facts: they are not edited).
+- ``item`` must name an item of the catalogue (deleted ones included): an event for an unknown item is
+  rejected (``unknown item``), so send the catalogue first. Users need no registration: any user id is
+  accepted and a new id starts a new history.
+- ``type`` is one of view, click, add_to_cart, purchase, rating; a rating needs a ``value`` from 0 to 5.
+- ``occurred_at`` is ISO 8601 with a time zone and not more than five minutes in the future.
+Each organisation weighs event types (``event_weights_set``); the model and the histories read at request
+time use those weights.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from core.errors import InvalidInput
+from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
+from recommender.services.rows import (
+    MAX_BATCH,
+    IngestResult,
+    Rejection,
+    RowError,
+    text_value,
+    time_value,
+    upload_rows,
+)
+
+EVENT_FIELDS = {"id", "user", "item", "type", "value", "occurred_at"}
+
+
+@dataclass(frozen=True)
+class EventIn:
+    external_id: str
+    user: str
+    item: str
+    type: str
+    value: float | None
+    occurred_at: datetime
+
+
+def _value(raw: Any, type_: str) -> float | None:
+    if raw is None or raw == "":
+        if type_ == EventType.RATING:
+            raise RowError("a rating needs a value from 0 to 5")
+        return None
+    if isinstance(raw, bool):
+        raise RowError("value must be a number")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise RowError(f"value {str(raw)[:40]!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise RowError("value must be a finite number")
+    if type_ == EventType.RATING and not 0 <= value <= 5:
+        raise RowError("a rating's value is from 0 to 5")
+    return value
+
+
+def event_from_row(row: dict[str, Any]) -> EventIn:
+    unknown = sorted(set(row) - EVENT_FIELDS)
+    if unknown:
+        raise RowError(f"unknown fields: {', '.join(unknown)}")
+    type_ = text_value(row, "type", required=True, limit=20)
+    if type_ not in EventType.values:
+        raise RowError(f"type {type_[:20]!r} is not one of {', '.join(EventType.values)}")
+    occurred = time_value(row, "occurred_at", required=True, not_after_now=True)
+    assert occurred is not None
+    return EventIn(
+        external_id=text_value(row, "id", required=True, limit=200),
+        user=text_value(row, "user", required=True, limit=200),
+        item=text_value(row, "item", required=True, limit=200),
+        type=type_,
+        value=_value(row.get("value"), type_),
+        occurred_at=occurred,
+    )
+
+
+def events_ingest(*, organisation, rows: list[dict[str, Any]]) -> IngestResult:
+    """Store up to ``MAX_BATCH`` events; returns what was created, already there, and rejected (by index)."""
+    if len(rows) > MAX_BATCH:
+        raise InvalidInput(
+            f"At most {MAX_BATCH} events per call; got {len(rows)}.", details={"field": "events"}
+        )
+    return _store(organisation=organisation, numbered=list(enumerate(rows)))
+
+
+def events_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
+    """A CSV or JSONL file of events (the API's fields as columns); rejections name the file's line."""
+    numbered, rejected = upload_rows(data=data, filename=filename)
+    result = IngestResult(rejected=rejected)
+    for start in range(0, len(numbered), MAX_BATCH):
+        part = _store(organisation=organisation, numbered=numbered[start : start + MAX_BATCH])
+        result.created, result.existing = result.created + part.created, result.existing + part.existing
+        result.rejected.extend(part.rejected)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def _checked(numbered: list[tuple[int, Any]], result: IngestResult) -> dict[str, tuple[int, EventIn]]:
+    valid: dict[str, tuple[int, EventIn]] = {}
+    for index, row in numbered:
+        try:
+            if not isinstance(row, dict):
+                raise RowError("an event is a JSON object")
+            event = event_from_row(row)
+        except RowError as exc:
+            result.rejected.append(Rejection(index, str(exc)))
+            continue
+        if event.external_id in valid:
+            result.existing += 1  # the same id twice in one batch: stored once
+            continue
+        valid[event.external_id] = (index, event)
+    return valid
+
+
+def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
+    result = IngestResult()
+    valid = _checked(numbered, result)
+    stored = set(
+        Event.objects.for_org(organisation)
+        .filter(external_id__in=list(valid))
+        .values_list("external_id", flat=True)
+    )
+    result.existing += len(stored)
+    items = dict(
+        Item.objects.for_org(organisation)
+        .filter(external_id__in={e.item for _, e in valid.values()})
+        .values_list("external_id", "pk")
+    )
+    new: list[Event] = []
+    for key, (index, event) in valid.items():
+        if key in stored:
+            continue
+        if event.item not in items:
+            result.rejected.append(
+                Rejection(index, f"unknown item {event.item[:60]!r}: send it to the catalogue first")
+            )
+            continue
+        new.append(
+            Event(
+                organisation=organisation,
+                external_id=key,
+                user=event.user,
+                item_id=items[event.item],
+                type=event.type,
+                value=event.value,
+                occurred_at=event.occurred_at,
+            )
+        )
+    # a concurrent batch may store the same id between the check and here: the database keeps one
+    Event.all_tenants.bulk_create(new, ignore_conflicts=True)
+    result.created = len(new)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def event_weights(*, organisation) -> dict[str, float]:
+    """The organisation's weight per event type (the defaults where it set none)."""
+    row = RecommenderSettings.objects.for_org(organisation).first()
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    if row is not None:
+        weights.update({k: float(v) for k, v in row.event_weights.items() if k in weights})
+    return weights
+
+
+def event_weights_set(*, organisation, weights: dict[str, Any]) -> dict[str, float]:
+    """Set some or all event-type weights (each from 0 to 100); the others keep their value."""
+    unknown = sorted(set(weights) - set(EventType.values))
+    if unknown:
+        raise InvalidInput(f"Unknown event types: {', '.join(unknown)}.", details={"field": "weights"})
+    for key, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise InvalidInput(f"The weight of {key} must be a number from 0 to 100.", details={"field": key})
+    with transaction.atomic():
+        row, _ = RecommenderSettings.all_tenants.select_for_update().get_or_create(organisation=organisation)
+        row.event_weights = {**row.event_weights, **{k: float(v) for k, v in weights.items()}}
+        row.save(update_fields=["event_weights", "updated_at"])
+    return event_weights(organisation=organisation)
+
+
+def event_weight(*, weights: dict[str, float], type_: str, value: float | None) -> float:
+    """What one event adds to a user's affinity for its item."""
+    base = weights.get(type_, 0.0)
+    if type_ == EventType.RATING:
+        return base * (value or 0.0) / 5.0
+    return base

@@ -1,0 +1,92 @@
+"""What item and event rows from the API and from uploads share: per-row checking with a reason, and the
+upload reader (``core.ml.uploads``, the platform's one) turned into dictionaries with their line numbers."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from core.errors import InvalidInput
+from core.ml.uploads import ReadLimits, UploadError, read_upload
+
+MAX_BATCH = 1_000  # rows per API call
+MAX_UPLOAD_ROWS = 200_000
+FUTURE_SLACK_S = 300  # clocks differ: an event up to five minutes ahead is accepted
+
+
+class RowError(ValueError):
+    """One row cannot be used; the message says why (shown beside its index or line)."""
+
+
+@dataclass
+class Rejection:
+    index: int  # position in the batch (0-based), or the file's line number for uploads
+    reason: str
+
+
+@dataclass
+class IngestResult:
+    created: int = 0
+    updated: int = 0
+    existing: int = 0  # events already stored under the same id (not counted twice)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "existing": self.existing,
+            "rejected": [{"index": r.index, "reason": r.reason} for r in self.rejected],
+        }
+
+
+def text_value(row: dict[str, Any], name: str, *, required: bool, limit: int) -> str:
+    value = row.get(name)
+    if value is None or value == "":
+        if required:
+            raise RowError(f"{name} is missing")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise RowError(f"{name} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise RowError(f"{name} is empty")
+    if len(value) > limit:
+        raise RowError(f"{name} has {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def time_value(row: dict[str, Any], name: str, *, required: bool, not_after_now: bool) -> datetime | None:
+    raw = row.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise RowError(f"{name} is missing")
+        return None
+    parsed = parse_datetime(raw) if isinstance(raw, str) else None
+    if parsed is None:
+        raise RowError(f"{name} {str(raw)[:40]!r} is not an ISO 8601 date and time")
+    if parsed.tzinfo is None:
+        raise RowError(f"{name} needs a time zone (for example 2026-12-02T09:30:00Z)")
+    if not_after_now and (parsed - timezone.now()).total_seconds() > FUTURE_SLACK_S:
+        raise RowError(f"{name} {raw} is in the future")
+    return parsed
+
+
+def upload_rows(*, data: bytes, filename: str) -> tuple[list[tuple[int, dict[str, Any]]], list[Rejection]]:
+    """(line, row) for each record of a CSV/JSONL upload, and the lines the reader itself rejected."""
+    try:
+        upload = read_upload(data, filename=filename, limits=ReadLimits(max_rows=MAX_UPLOAD_ROWS))
+    except UploadError as exc:
+        raise InvalidInput(f"The file cannot be read: {exc.message}", details={"field": "file"})
+    rejected = [Rejection(r.line, f"{r.reason}: {r.detail}") for r in upload.rejected]
+    rows = []
+    for record in upload.records:
+        if record.extra:
+            rejected.append(Rejection(record.line, "more values than columns"))
+            continue
+        rows.append((record.line, {k: v for k, v in record.values.items() if v is not None}))
+    return rows, rejected

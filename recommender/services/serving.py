@@ -1,0 +1,161 @@
+"""Serving: top-k items for a user (their history read now), for an anonymous session (its items), and the
+items similar to an item, from the organisation's active recommender version.
+
+The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``); the
+user's history is read at request time, so a new event changes the next answer without retraining. Items are
+served only while they exist, are not deleted, not expired and (by default) available, and within the
+request's filters (category, price range); the request's exclusions, the history's own items and (by
+default) the user's purchases are left out. Each item comes with ``why``: the history items that drove it
+(empty when it is there for its popularity).
+
+Metering: ``recommendations_served`` counts one per answered request, whatever ``k`` (a request refused or
+failed counts nothing; an empty answer still counts).
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from core.billing import services as billing
+from core.errors import InvalidInput, NotFound
+from core.registry.services.common import active_version
+from core.registry.services.serving import loaded_model
+from recommender import ranking
+from recommender.kinds import RECOMMENDER
+from recommender.selectors import item_get, items_servable, popular_items, user_history
+from recommender.services.training import APP, TASK
+
+SERVED_METER = "recommendations_served"
+MAX_K = 100
+MAX_SESSION_ITEMS = 100
+MAX_EXCLUDE = 1_000
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    available_only: bool = True
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+
+def check_k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be from 1 to {MAX_K}; got {k}.", details={"field": "k"})
+    return k
+
+
+def _live_popularity(organisation) -> ranking.RankModel:
+    """What serves before any model is trained: the items with the most weighted events lately."""
+    counts = popular_items(organisation=organisation)
+    top = max(counts.values(), default=1.0)
+    items = list(counts)
+    popularity = np.array([counts[i] / top for i in items], dtype=np.float32)
+    return ranking.RankModel(
+        config=ranking.RankConfig(method="popularity"), items=items, popularity=popularity, similarity=None
+    )
+
+
+def _pick(
+    *, organisation, model: ranking.RankModel, scores: np.ndarray, k: int, filters: Filters, skip: set[str]
+) -> list[tuple[Any, float]]:
+    """The k best-scored items that pass the filters, in order, reading candidates in growing chunks."""
+    order = np.argsort(-scores, kind="stable")
+    picked: list[tuple[Any, float]] = []
+    start, chunk = 0, max(50, 4 * k)
+    while len(picked) < k and start < len(order):
+        ids = [model.items[i] for i in order[start : start + chunk]]
+        ids = [i for i in ids if i not in skip and i not in filters.exclude]
+        rows = items_servable(
+            organisation=organisation,
+            external_ids=ids,
+            category=filters.category,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            available_only=filters.available_only,
+        )
+        for external_id in ids:
+            if external_id in rows and len(picked) < k:
+                picked.append((rows[external_id], float(scores[model.index[external_id]])))
+        start, chunk = start + chunk, chunk * 4
+    return picked
+
+
+def _answer(*, version, model, picked, history: dict[str, float]) -> dict[str, Any]:
+    return {
+        "model_version": None if version is None else version.pk,
+        "version": None if version is None else version.version,
+        "method": "live_popularity" if version is None else version.method,
+        "items": [
+            {
+                "id": item.external_id,
+                "title": item.title,
+                "score": round(score, 6),
+                "categories": item.categories,
+                "price": None if item.price is None else str(item.price),
+                "why": model.why(history, item.external_id),
+            }
+            for item, score in picked
+        ],
+    }
+
+
+def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], k: int, filters: Filters):
+    """Score with the active version (loaded once per process), or with live popularity before the first
+    model; pick, explain and meter."""
+    version = active_version(organisation, APP, TASK)
+    if version is not None and version.kind != RECOMMENDER:
+        # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
+        version = None
+
+    def run() -> dict[str, Any]:
+        model = _live_popularity(organisation) if version is None else loaded_model(version=version)
+        scores = model.scores(history)
+        picked = _pick(organisation=organisation, model=model, scores=scores, k=k, filters=filters, skip=skip)
+        return _answer(version=version, model=model, picked=picked, history=history)
+
+    return billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
+
+
+def recommendations_for_user(
+    *, organisation, user: str, k: int, filters: Filters, exclude_purchased: bool = True, api_key=None
+) -> dict[str, Any]:
+    """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items)."""
+    check_k(k)
+    history, purchased = user_history(organisation=organisation, user=user)
+    skip = set(purchased) if exclude_purchased else set()
+    answer = _serve(
+        organisation=organisation, api_key=api_key, history=history, skip=skip, k=k, filters=filters
+    )
+    return {"user": user, "history_items": len(history), **answer}
+
+
+def recommendations_for_session(
+    *, organisation, items: list[str], k: int, filters: Filters, api_key=None
+) -> dict[str, Any]:
+    """Top ``k`` for an anonymous session from the items it saw (those items are not served back)."""
+    check_k(k)
+    if len(items) > MAX_SESSION_ITEMS:
+        raise InvalidInput(f"At most {MAX_SESSION_ITEMS} session items.", details={"field": "items"})
+    history = {item: 1.0 for item in items}
+    answer = _serve(
+        organisation=organisation, api_key=api_key, history=history, skip=set(items), k=k, filters=filters
+    )
+    return {"user": None, "history_items": len(history), **answer}
+
+
+def items_similar(
+    *, organisation, external_id: str, k: int, filters: Filters, api_key=None
+) -> dict[str, Any]:
+    """The ``k`` items most like one catalogue item (by the active model's item-item matrix)."""
+    check_k(k)
+    if item_get(organisation=organisation, external_id=external_id) is None:
+        raise NotFound("No such item.")
+    history = {external_id: 1.0}
+    answer = _serve(
+        organisation=organisation, api_key=api_key, history=history, skip={external_id}, k=k, filters=filters
+    )
+    return {"item": external_id, **answer}

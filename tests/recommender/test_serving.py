@@ -1,0 +1,205 @@
+"""Serving: top-k with filters, exclusions and explanations; the user's history read at request time;
+sessions and similar items; k and input checks; metering and the quota; tenant isolation."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from core.billing.models import Plan, PlanLimit, UsageEvent
+from core.registry.models import ModelVersion
+from recommender.models import Item
+from recommender.services import catalogue
+from tests.recommender.conftest import ITEMS, shop_events, train_now
+
+pytestmark = pytest.mark.django_db
+
+
+def _get(client, path: str, **params):
+    return client.get(path, params)
+
+
+def _ids(answer) -> list[str]:
+    return [item["id"] for item in answer["items"]]
+
+
+def test_recommendations_carry_the_version_and_why(shop, user_client):
+    org, owner = shop
+    job = train_now(org)
+    client = user_client(owner)
+    version = ModelVersion.objects.for_org(org).get(app="recommender")
+    assert job.result["promoted"] and version.kind == "recommender" and version.method == "itemknn"
+    assert {"ndcg@10", "recall@10", "hr@10"} <= set(version.metrics)
+    # a new user who bought A: B first, because of A
+    client.post(
+        "/api/recommender/events/batch",
+        {
+            "events": [
+                {
+                    "id": "n1",
+                    "user": "new",
+                    "item": "A",
+                    "type": "purchase",
+                    "occurred_at": timezone.now().isoformat(),
+                }
+            ]
+        },
+        format="json",
+    )
+    answer = _get(client, "/api/recommender/recommendations", user="new", k=3).json()
+    assert answer["model_version"] == version.pk and answer["version"] == 1
+    assert answer["items"][0]["id"] == "B" and answer["items"][0]["why"] == ["A"]
+    assert "A" not in _ids(answer)  # already purchased
+
+
+def test_a_new_event_changes_the_next_answer_without_retraining(shop, user_client):
+    org, owner = shop
+    train_now(org)
+    client = user_client(owner)
+    first = _get(client, "/api/recommender/recommendations", user="fresh", k=1).json()
+    assert first["history_items"] == 0 and first["items"][0]["why"] == []  # popular items for a stranger
+    client.post(
+        "/api/recommender/events/batch",
+        {
+            "events": [
+                {
+                    "id": "f1",
+                    "user": "fresh",
+                    "item": "C",
+                    "type": "view",
+                    "occurred_at": timezone.now().isoformat(),
+                }
+            ]
+        },
+        format="json",
+    )
+    second = _get(client, "/api/recommender/recommendations", user="fresh", k=1).json()
+    assert second["items"][0]["id"] == "D" and second["items"][0]["why"] == ["C"]
+    assert ModelVersion.objects.for_org(org).count() == 1
+
+
+def test_filters_and_exclusions(shop, user_client):
+    org, owner = shop
+    train_now(org)
+    client = user_client(owner)
+    path = "/api/recommender/recommendations"
+    everything = _ids(_get(client, path, user="u0", k=10).json())
+    assert "A" not in everything and "B" not in everything and "E" not in everything  # purchased
+    assert set(everything) == {"C", "D", "F"}
+    with_bought = _ids(_get(client, path, user="u0", k=10, exclude_purchased="false").json())
+    assert {"A", "B", "E"} <= set(with_bought)
+    assert _ids(_get(client, path, user="u0", k=10, category="plates").json()) == ["C", "D"] or set(
+        _ids(_get(client, path, user="u0", k=10, category="plates").json())
+    ) == {"C", "D"}
+    assert set(_ids(_get(client, path, user="u0", k=10, max_price="13").json())) == {"C"}
+    assert set(_ids(_get(client, path, user="u0", k=10, min_price="20").json())) == {"F"}
+    assert set(_ids(_get(client, path, user="u0", k=10, exclude="C,F").json())) == {"D"}
+    catalogue.items_upsert(
+        organisation=org,
+        rows=[
+            {**ITEMS[2], "available": False},
+            {**ITEMS[3], "expires_at": (timezone.now() - timedelta(minutes=1)).isoformat()},
+            {**ITEMS[5], "deleted": True},
+        ],
+    )
+    assert _ids(_get(client, path, user="u0", k=10).json()) == []
+    assert set(_ids(_get(client, path, user="u0", k=10, available_only="false").json())) == {"C"}
+
+
+def test_sessions_similar_items_and_bad_requests(shop, user_client):
+    org, owner = shop
+    train_now(org, method="ease")
+    client = user_client(owner)
+    session = _get(client, "/api/recommender/recommendations", items="C", k=2).json()
+    assert (
+        session["user"] is None and session["items"][0]["id"] == "D" and session["items"][0]["why"] == ["C"]
+    )
+    similar = _get(client, "/api/recommender/items/A/similar", k=1).json()
+    assert similar["item"] == "A" and _ids(similar) == ["B"] and similar["method"] == "ease"
+    assert _get(client, "/api/recommender/items/nope/similar").status_code == 404
+    for params in (
+        {"user": "u0", "k": 0},
+        {"user": "u0", "k": 101},
+        {"user": "u0", "k": "ten"},
+        {},
+        {"user": "u0", "items": "A"},
+        {"user": "u0", "min_price": "x"},
+    ):
+        answer = _get(client, "/api/recommender/recommendations", **params)
+        assert answer.status_code == 400, params
+        assert answer.json()["error"]["message"]
+
+
+def test_live_popularity_serves_before_any_model(shop, user_client):
+    org, owner = shop
+    answer = _get(user_client(owner), "/api/recommender/recommendations", user="stranger", k=2).json()
+    assert answer["model_version"] is None and answer["method"] == "live_popularity"
+    assert _ids(answer)[0] == "E"
+
+
+def test_requests_are_metered_and_refused_over_quota(shop, make_key, key_client):
+    org, _ = shop
+    train_now(org)
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="recommendations_served", defaults={"limit": 2})
+    _, secret = make_key(org, scopes=("predict",))
+    client = key_client(secret)
+    for _ in range(2):
+        assert _get(client, "/api/recommender/recommendations", user="u0", k=5).status_code == 200
+    refused = _get(client, "/api/recommender/recommendations", user="u0", k=5)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["details"]["meter"] == "recommendations_served"
+    assert _get(client, "/api/recommender/items/A/similar").status_code == 402
+    served = UsageEvent.objects.for_org(org).filter(meter="recommendations_served")
+    assert sum(e.quantity for e in served) == 2
+
+
+def test_catalogue_quota_refuses_new_items_but_updates_pass(shop, user_client):
+    org, owner = shop
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="catalogue_items", defaults={"limit": 6})
+    client = user_client(owner)
+    refused = client.post(
+        "/api/recommender/items/batch", {"items": [{"id": "G", "title": "Cup"}]}, format="json"
+    )
+    assert refused.status_code == 402
+    ok = client.post("/api/recommender/items/batch", {"items": [{"id": "A", "title": "Cup"}]}, format="json")
+    assert ok.status_code == 200 and ok.json()["updated"] == 1
+    data = b"id,title\nA,Mug again\nH,Jug\n"  # one update, one new item: the whole file is refused first
+    upload = client.post(
+        "/api/recommender/items/upload", {"file": SimpleUploadedFile("items.csv", data)}, format="multipart"
+    )
+    assert upload.status_code == 402 and Item.objects.for_org(org).get(external_id="A").title == "Cup"
+
+
+def test_tenants_see_only_their_own(shop, make_org, make_key, key_client, user_client):
+    org, owner = shop
+    train_now(org)
+    other, other_owner = make_org()
+    _, secret = make_key(other, scopes=("read", "predict", "train", "admin"))
+    client = key_client(secret)
+    assert client.get("/api/recommender/items/").json()["count"] == 0
+    assert client.get("/api/recommender/items/A/").status_code == 404
+    assert client.get("/api/recommender/items/A/similar").status_code == 404
+    events = client.post(
+        "/api/recommender/events/batch", {"events": shop_events("x")[:1]}, format="json"
+    ).json()
+    assert events["created"] == 0 and events["rejected"][0]["reason"].startswith("unknown item")
+    answer = client.get("/api/recommender/recommendations", {"user": "u0"}).json()
+    assert answer["history_items"] == 0 and answer["model_version"] is None and answer["items"] == []
+    assert client.get("/api/recommender/recommendations", {"items": "A,C"}).json()["items"] == []
+    assert client.get("/api/recommender/settings/weights").status_code == 200
+    assert Item.objects.for_org(other).count() == 0
+    # the other tenant's items with the same ids are its own
+    client.post("/api/recommender/items/batch", {"items": [{"id": "A", "title": "Other A"}]}, format="json")
+    assert Item.objects.for_org(org).get(external_id="A").title == "Red mug"
+
+
+def test_another_kind_under_the_recommenders_task_is_not_used_to_rank(shop, user_client):
+    org, owner = shop
+    train_now(org)
+    # core's /api/models/train could put a classifier there; it must not be asked to rank
+    ModelVersion.all_tenants.filter(organisation=org, app="recommender").update(kind="classifier")
+    answer = _get(user_client(owner), "/api/recommender/recommendations", user="u0", k=2)
+    assert answer.status_code == 200 and answer.json()["model_version"] is None
