@@ -132,7 +132,7 @@ class EventsBatchIn(StrictSerializer):
     )
 
 
-class UploadIn(StrictSerializer):
+class CatalogueUploadIn(StrictSerializer):
     file = serializers.FileField()
 
 
@@ -173,9 +173,9 @@ class ItemUploadView(APIView):
     permissions = {"POST": "recommender.ingest"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=UploadIn, responses={200: IngestOut})
+    @extend_schema(request=CatalogueUploadIn, responses={200: IngestOut})
     def post(self, request):
-        upload = _valid(UploadIn, request)["file"]
+        upload = _valid(CatalogueUploadIn, request)["file"]
         result = catalogue.items_upload(
             organisation=request.organisation, data=upload.read(), filename=upload.name or ""
         )
@@ -200,9 +200,9 @@ class EventUploadView(APIView):
     permissions = {"POST": "recommender.ingest"}
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=UploadIn, responses={200: IngestOut})
+    @extend_schema(request=CatalogueUploadIn, responses={200: IngestOut})
     def post(self, request):
-        upload = _valid(UploadIn, request)["file"]
+        upload = _valid(CatalogueUploadIn, request)["file"]
         result = events.events_upload(
             organisation=request.organisation, data=upload.read(), filename=upload.name or ""
         )
@@ -231,7 +231,7 @@ class WeightsView(APIView):
 # --- training and serving -------------------------------------------------------------------------------
 
 
-class TrainIn(StrictSerializer):
+class RecommenderTrainIn(StrictSerializer):
     config = serializers.DictField(
         required=False, default=None, allow_null=True, help_text="method: popularity | itemknn | ease, ..."
     )
@@ -240,9 +240,9 @@ class TrainIn(StrictSerializer):
 class TrainView(APIView):
     permissions = {"POST": "models.train"}
 
-    @extend_schema(request=TrainIn, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=RecommenderTrainIn, responses={202: OpenApiTypes.OBJECT})
     def post(self, request):
-        config = _valid(TrainIn, request)["config"]
+        config = _valid(RecommenderTrainIn, request)["config"]
         job = training.recommender_train_start(
             organisation=request.organisation,
             config=config,
