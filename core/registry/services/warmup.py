@@ -13,6 +13,7 @@
 ``ML_WARMUP`` turns all of it off (the test suite does; a test turns it on to check it).
 """
 
+import importlib
 import logging
 import threading
 import time
@@ -159,6 +160,24 @@ def _warm_loop(limit: int, interval_s: float, first_pass: threading.Event, stop:
             connections.close_all()
 
 
+# The ML modules that import names from transformers and peft at their top. transformers resolves those
+# names lazily, and two threads resolving them at once fail ("cannot import name 'PreTrainedTokenizerBase'
+# from 'transformers'"): seen on `make run`, where a worker's first training job raced this warm-up thread.
+# Imported here, in the starting thread, before the warm-up thread exists.
+_ML_MODULES = (
+    "core.ml.modeling",
+    "core.ml.predictor",
+    "core.ml.classifier",
+    "core.ml.embedder",
+    "core.ml.loop",
+)
+
+
+def _import_ml_modules() -> None:
+    for name in _ML_MODULES:
+        importlib.import_module(name)
+
+
 def warmup_at_start() -> threading.Thread | None:
     """This process's warm-up thread (started once; none when ``ML_WARMUP`` is off)."""
     global _looper
@@ -166,6 +185,7 @@ def warmup_at_start() -> threading.Thread | None:
         return None
     with _start_lock:
         if _looper is None:
+            _import_ml_modules()
             limit = min(settings.ML_WARMUP_VERSIONS, settings.ML_PREDICTOR_CACHE_SIZE)
             _looper = threading.Thread(
                 target=_warm_loop,
