@@ -206,22 +206,20 @@ class Line:
 
 
 def ledger_append(*, organisation, api_key_id: int | None, request_id: str, lines: list[Line]) -> None:
-    """Append a request's ledger lines to the stream (returns once Redis has them)."""
-    pipe = redis_client().pipeline(transaction=False)
-    at = datetime.now(UTC).isoformat()
-    for index, line in enumerate(lines):
-        fields = {
-            "org": organisation.pk,
-            "stamp": organisation_stamp(organisation),
-            "meter": line.meter,
-            "quantity": repr(float(line.quantity)),
-            "key": f"req:{request_id}:{index}",
-            "api_key": "" if api_key_id is None else api_key_id,
-            "metadata": json.dumps(line.metadata, separators=(",", ":")),
-            "at": at,
-        }
-        pipe.xadd(STREAM, fields)
-    pipe.execute()
+    """Append a request's ledger lines to the stream as one entry (returns once Redis has it).
+
+    The flusher writes line ``i`` under the idempotency key ``req:<request id>:<i>``."""
+    fields = {
+        "org": organisation.pk,
+        "stamp": organisation_stamp(organisation),
+        "key": f"req:{request_id}",
+        "api_key": "" if api_key_id is None else api_key_id,
+        "lines": json.dumps(
+            [[line.meter, float(line.quantity), line.metadata] for line in lines], separators=(",", ":")
+        ),
+        "at": datetime.now(UTC).isoformat(),
+    }
+    redis_client().xadd(STREAM, fields)  # type: ignore[arg-type]
 
 
 def new_request_id() -> str:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.billing import services as billing
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, TrellisError
 from core.privacy.audit import Action, audit_record
 from core.tenancy.models import ApiKey, Invitation, Membership, Organisation, Role, User
 from core.tenancy.roles import SCOPES, role_outranks
@@ -265,24 +265,46 @@ def api_key_revoke(*, organisation: Organisation, key_id: int, actor: object = N
 
 # The hot path resolves keys from a per-process cache: secret hash -> the key, its organisation (and the
 # subscription remembered on it). Another process sees a revocation, expiry or plan change within the TTL;
-# this process drops the cache when it revokes a key.
+# this process drops the cache when it revokes a key. When an entry expires, one thread refreshes it while
+# the others go on with the entry they had for the few milliseconds the refresh takes: under load, every
+# serving thread used to find the entry expired at the same moment and read the key, the subscription and
+# the plan's limits from the database at once.
 KEY_CACHE_TTL_S = 1.0
 _key_cache: dict[str, tuple[float, ApiKey]] = {}
 _key_cache_lock = threading.Lock()
+_key_refreshing: set[str] = set()
 
 
 def api_key_authenticate_cached(*, secret: str) -> ApiKey:
-    """``api_key_authenticate`` through the per-process cache (at most one lookup per key per TTL)."""
+    """``api_key_authenticate`` through the per-process cache (at most one lookup per key per TTL).
+
+    The refreshing thread also reads the organisation's subscription and its plan's limits (remembered on
+    the cached organisation) before the entry is published, so that serving threads read nothing.
+    """
     digest, now = _hash(secret), time.monotonic()
     hit = _key_cache.get(digest)
     if hit is not None and hit[0] > now:
         return hit[1]
-    key = api_key_authenticate(secret=secret)
     with _key_cache_lock:
-        if len(_key_cache) > 10_000:
-            _key_cache.clear()
-        _key_cache[digest] = (now + KEY_CACHE_TTL_S, key)
-    return key
+        if hit is not None and digest in _key_refreshing:
+            return hit[1]  # being refreshed by another thread
+        _key_refreshing.add(digest)
+    try:
+        try:
+            key = api_key_authenticate(secret=secret)
+        except TrellisError:
+            with _key_cache_lock:
+                _key_cache.pop(digest, None)
+            raise
+        billing.subscription_for(organisation=key.organisation).plan.limits()
+        with _key_cache_lock:
+            if len(_key_cache) > 10_000:
+                _key_cache.clear()
+            _key_cache[digest] = (time.monotonic() + KEY_CACHE_TTL_S, key)
+        return key
+    finally:
+        with _key_cache_lock:
+            _key_refreshing.discard(digest)
 
 
 def api_key_is_cached(*, secret: str) -> bool:

@@ -1,0 +1,75 @@
+"""The hot path's ledger stream (core.billing.deferred -> core.billing.flusher) against the real Redis."""
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from core.billing import deferred, flusher, services
+from core.billing.meters import Meter
+from core.billing.models import UsageEvent
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="the ledger stream lives in Redis (REDIS_URL)"),
+]
+
+
+def test_a_request_entry_becomes_one_line_per_meter_once(make_org, make_key):
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    flusher.ledger_drain()  # whatever an earlier test left
+    for request_id in ("a" * 32, "b" * 32):
+        deferred.ledger_append(
+            organisation=org,
+            api_key_id=key.pk,
+            request_id=request_id,
+            lines=[
+                deferred.Line(Meter.PREDICTIONS, 3, {"model_version": 7}),
+                deferred.Line(Meter.API_CALLS, 1, {"method": "POST", "status": 200}),
+            ],
+        )
+    assert flusher.ledger_drain() == 4
+    lines = UsageEvent.objects.for_org(org).order_by("idempotency_key")
+    assert [(e.idempotency_key, e.meter, e.quantity) for e in lines] == [
+        (f"req:{'a' * 32}:0", "predictions", Decimal(3)),
+        (f"req:{'a' * 32}:1", "api_calls", Decimal(1)),
+        (f"req:{'b' * 32}:0", "predictions", Decimal(3)),
+        (f"req:{'b' * 32}:1", "api_calls", Decimal(1)),
+    ]
+    assert lines[0].metadata == {"model_version": 7} and lines[0].api_key_id == key.pk
+    assert lines[0].created_at is not None and lines[0].updated_at is not None
+    assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 6
+    # the same entry again (a flusher that died after writing, before acknowledging) counts nothing twice
+    deferred.ledger_append(
+        organisation=org,
+        api_key_id=key.pk,
+        request_id="a" * 32,
+        lines=[deferred.Line(Meter.PREDICTIONS, 3, {"model_version": 7})],
+    )
+    assert flusher.ledger_drain() == 0
+    assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 6
+
+
+def test_an_entry_written_one_line_per_entry_before_the_change_is_still_written(make_org):
+    org, _ = make_org()
+    flusher.ledger_drain()
+    deferred.redis_client().xadd(
+        deferred.STREAM,
+        {
+            "org": org.pk,
+            "stamp": deferred.organisation_stamp(org),
+            "meter": str(Meter.PREDICTIONS),
+            "quantity": "2.0",
+            "key": "req:old:0",
+            "api_key": "",
+            "metadata": json.dumps({"model_version": 1}),
+            "at": datetime.now(UTC).isoformat(),
+        },
+    )
+    assert flusher.ledger_drain() == 1
+    line = UsageEvent.objects.for_org(org).get()
+    assert (line.idempotency_key, line.quantity, line.api_key_id) == ("req:old:0", Decimal(2), None)
+    assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 2
