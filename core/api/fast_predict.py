@@ -5,9 +5,11 @@ the ``predict`` scope, a JSON body that is exactly ``{"texts": [...]}`` and vali
 and no query string, a servable classifier version, a live subscription. It reads nothing from the database
 in the steady state: the key and its organisation, plan and subscription come from a per-process cache that
 is refreshed every ``KEY_TTL_S`` (``core.tenancy.services.api_key_authenticate_cached``),
-the rate limit and both quotas (API calls and predictions) are one Redis script, and the two ledger lines
-(the same ones the full stack writes) go to the Redis stream before the answer is sent; the flusher writes
-them into the ledger in batches (``core.billing.deferred``). A request the quota refuses gets the full
+the model answers first, then one Redis script checks the rate limit and both quotas (API calls and
+predictions), reserves them and appends the two ledger lines (the same ones the full stack writes) to the
+Redis stream, all or nothing, before the answer is sent; the flusher writes them into the ledger in batches
+(``core.billing.deferred``). A request the rate limit or a quota refuses costs its forward pass and nothing
+else. A request the quota refuses gets the full
 stack's 402. Anything else (another caller, a bad body, an unknown version, a rate-limited key, a Redis
 error, ...) is handed to Django untouched, which answers exactly as it always has: the errors have one
 implementation.
@@ -112,12 +114,29 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
         (str(Meter.PREDICTIONS), float(len(texts)), plan.limit_for(Meter.PREDICTIONS)),
     ]
     try:
+        try:
+            predictions = registry.online_predictor_for(version=version).predict(texts)
+        except BatcherClosed:  # evicted from this process between lookup and call
+            predictions = registry.predictor_for(version=version).predict(texts)
+    except Exception:  # noqa: BLE001 - nothing was charged: the full stack runs (and meters) it again
+        return None
+    request_id = deferred.new_request_id()
+    ledger = deferred.LedgerEntry(
+        api_key_id=key.pk,
+        request_id=request_id,
+        lines=[
+            deferred.Line(Meter.PREDICTIONS, len(texts), {"model_version": version.pk}),
+            deferred.Line(Meter.API_CALLS, 1, {"method": "POST", "path": path[:200], "status": 200}),
+        ],
+    )
+    try:  # the rate limit, both quotas and the ledger lines in one Redis script: all or nothing
         admission = deferred.admit(
             organisation=organisation,
             rate_key=f"api-key:{key.prefix}",
             requests_per_minute=plan.requests_per_minute,
             charges=charges,
             period=period,
+            ledger=ledger,
         )
     except Exception:  # noqa: BLE001 - Redis trouble: the full stack meters through the database
         return None
@@ -129,24 +148,6 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
             meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
         )
         return refusal.status, error_body(refusal.code, refusal.message, refusal.details), []
-    try:
-        try:
-            predictions = registry.online_predictor_for(version=version).predict(texts)
-        except BatcherClosed:  # evicted from this process between lookup and call
-            predictions = registry.predictor_for(version=version).predict(texts)
-        request_id = deferred.new_request_id()
-        deferred.ledger_append(
-            organisation=organisation,
-            api_key_id=key.pk,
-            request_id=request_id,
-            lines=[
-                deferred.Line(Meter.PREDICTIONS, len(texts), {"model_version": version.pk}),
-                deferred.Line(Meter.API_CALLS, 1, {"method": "POST", "path": path[:200], "status": 200}),
-            ],
-        )
-    except Exception:  # noqa: BLE001 - nothing was charged: the full stack runs (and meters) it again
-        deferred.release(organisation=organisation, charges=charges, period=period)
-        return None
     flusher.flusher_start()
     payload = {
         "model_version": version.pk,

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from core.billing.models import UsageCounter
+from core.ratelimit import retry_after, slot_key
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,14 @@ CLAIM_IDLE_MS = 30_000  # a line read this long ago and not acknowledged belongs
 FLUSH_INTERVAL_S = 0.25  # the flusher writes what gathered in this long in one batch (one transaction)
 FLUSH_BATCH = 2000
 
-# KEYS: the quota counters. ARGV: slot-key prefix, current slot, slots, requests per minute, slot TTL, then
-# limit and quantity per quota counter. The rate-limit slot keys are built here from the prefix (one node).
+# KEYS: the quota counters, then (when a ledger entry comes with the request) the stream. ARGV: slot-key
+# prefix, current slot, slots, requests per minute, slot TTL, the number of quota counters, then limit and
+# quantity per quota counter, then the ledger entry's field names and values. The rate-limit slot keys are
+# built here from the prefix (one node). Admitted, the entry is appended in the same step: the counters and
+# the ledger move together or not at all.
 _ADMIT = """
 local prefix, current, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local rpm = tonumber(ARGV[4])
+local rpm, nq = tonumber(ARGV[4]), tonumber(ARGV[6])
 local names = {}
 for i = 1, n do names[i] = prefix .. (current - n + i - 1) end
 local past = redis.call('MGET', unpack(names))
@@ -67,17 +71,20 @@ if total + position > rpm then
   for i = 1, n do counts[i] = tonumber(past[i] or 0) end
   return {1, total + position - 1, counts}
 end
-for j = 1, #KEYS do
+for j = 1, nq do
   local used = redis.call('GET', KEYS[j])
   if not used then
     redis.call('DECR', slot)
     return {3, j}
   end
-  if tonumber(used) + tonumber(ARGV[5 + 2 * j]) > tonumber(ARGV[4 + 2 * j]) then
+  if tonumber(used) + tonumber(ARGV[6 + 2 * j]) > tonumber(ARGV[5 + 2 * j]) then
     return {2, j, used}
   end
 end
-for j = 1, #KEYS do redis.call('INCRBYFLOAT', KEYS[j], ARGV[5 + 2 * j]) end
+for j = 1, nq do redis.call('INCRBYFLOAT', KEYS[j], ARGV[6 + 2 * j]) end
+if #KEYS > nq then
+  redis.call('XADD', KEYS[nq + 1], '*', unpack(ARGV, 7 + 2 * nq))
+end
 return {0, total + position}
 """
 
@@ -132,15 +139,16 @@ def admit(
     requests_per_minute: int,
     charges: list[tuple[str, float, int]],  # (meter, quantity, limit)
     period: str,
+    ledger: "LedgerEntry | None" = None,
     now: float | None = None,
 ) -> Admission:
     """Count one hit on ``rate_key`` and reserve every charge, or refuse with the reason (nothing kept).
 
+    With ``ledger``, the request's ledger lines are appended to the stream in the same script when it is
+    admitted (the hot path runs the work first and then admits and records it in one Redis call).
     The rate-limit counters are ``core.ratelimit``'s (60 one-second slots, keys made by the cache), so the
     full stack and the hot path share one limit per key.
     """
-    from core.ratelimit import retry_after, slot_key
-
     client = redis_client()
     now = time.time() if now is None else now
     window, slots = 60.0, 60
@@ -148,9 +156,13 @@ def admit(
     current = math.floor(now / width)
     prefix = cache.make_key(slot_key(rate_key, current))[: -len(str(current))]  # less the slot number
     keys = [used_key(organisation, meter, period) for meter, _q, _l in charges]
-    args: list[Any] = [prefix, current, slots, requests_per_minute, int(window + 2 * width)]
+    args: list[Any] = [prefix, current, slots, requests_per_minute, int(window + 2 * width), len(charges)]
     for _meter, quantity, limit in charges:
         args += [limit, repr(float(quantity))]
+    if ledger is not None:
+        keys.append(STREAM)
+        for name, value in ledger.fields(organisation).items():
+            args += [name, value]
     for _attempt in range(3):
         result = _scripts["admit"](keys=keys, args=args, client=client)
         code = int(result[0])
@@ -205,21 +217,33 @@ class Line:
     metadata: dict[str, Any]
 
 
-def ledger_append(*, organisation, api_key_id: int | None, request_id: str, lines: list[Line]) -> None:
-    """Append a request's ledger lines to the stream as one entry (returns once Redis has it).
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A request's ledger lines as one stream entry; the flusher writes line ``i`` under the idempotency key
+    ``req:<request id>:<i>``."""
 
-    The flusher writes line ``i`` under the idempotency key ``req:<request id>:<i>``."""
-    fields = {
-        "org": organisation.pk,
-        "stamp": organisation_stamp(organisation),
-        "key": f"req:{request_id}",
-        "api_key": "" if api_key_id is None else api_key_id,
-        "lines": json.dumps(
-            [[line.meter, float(line.quantity), line.metadata] for line in lines], separators=(",", ":")
-        ),
-        "at": datetime.now(UTC).isoformat(),
-    }
-    redis_client().xadd(STREAM, fields)  # type: ignore[arg-type]
+    api_key_id: int | None
+    request_id: str
+    lines: list[Line]
+
+    def fields(self, organisation) -> dict[str, Any]:
+        return {
+            "org": organisation.pk,
+            "stamp": organisation_stamp(organisation),
+            "key": f"req:{self.request_id}",
+            "api_key": "" if self.api_key_id is None else self.api_key_id,
+            "lines": json.dumps(
+                [[line.meter, float(line.quantity), line.metadata] for line in self.lines],
+                separators=(",", ":"),
+            ),
+            "at": datetime.now(UTC).isoformat(),
+        }
+
+
+def ledger_append(*, organisation, api_key_id: int | None, request_id: str, lines: list[Line]) -> None:
+    """Append a request's ledger lines to the stream as one entry (returns once Redis has it)."""
+    entry = LedgerEntry(api_key_id=api_key_id, request_id=request_id, lines=lines)
+    redis_client().xadd(STREAM, entry.fields(organisation))  # type: ignore[arg-type]
 
 
 def new_request_id() -> str:
