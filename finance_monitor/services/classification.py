@@ -36,6 +36,7 @@ from core.jobs.queues import Queue
 from core.registry.services import predictor_for
 from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
+from finance_monitor.services.dashboard import documents_classified_broadcast
 from finance_monitor.services.trends import document_classified
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,8 @@ def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_mod
             quantity=len(batch),
             metadata={"documents": [batch[0].pk, batch[-1].pk], **run.models},
         )
+        # the dashboards' live feed, after commit (nothing is sent for a batch that rolls back)
+        documents_classified_broadcast(organisation=organisation, document_ids=[d.pk for d in batch])
     run.classified += len(batch)
     run.batches += 1
     return 0 if run.stopped else len(batch)
