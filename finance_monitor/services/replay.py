@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -120,9 +121,10 @@ def replay_tick(*, replay: Replay, now: datetime | None = None) -> dict[str, int
     if replay.started_at is None:
         replay.started_at = now
         replay.save(update_fields=["started_at", "updated_at"])
-        from finance_monitor.services.defaults import monitor_defaults_install_once
+        if settings.FM_DEFAULT_MODELS_ON_FIRST_USE:
+            from finance_monitor.services.defaults import monitor_defaults_install_once
 
-        monitor_defaults_install_once(organisation=replay.organisation)
+            monitor_defaults_install_once(organisation=replay.organisation)
     if replay.backfilled_at is None:
         done["baseline"] = _push(replay, _baseline(replay, plan, calm))
         replay.backfilled_at = now
