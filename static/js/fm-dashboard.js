@@ -92,5 +92,6 @@
       if (answer.ok) show((await answer.json()).documents, "poll");
     },
     message: (msg) => { if (msg.type === "fm.documents") show(msg.data.documents, "socket"); },
+    open: () => { feed.dataset.socket = "open"; },
   });
 })();
