@@ -8,8 +8,9 @@ quota, or for a worker that died are picked up. :func:`documents_classify_pendin
 (``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time, each batch in one transaction that
 locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, every document
 is recorded and counted in the trends (``trends.document_classified``) and the batch is charged to the
-``documents_classified`` meter. A worker that dies mid-batch commits nothing of it; the next run takes the
-same rows again and the trends count them once.
+``documents_classified`` meter, and its documents go to the organisation's live feed (``fm.documents``,
+sent after commit: ``services.dashboard``). A worker that dies mid-batch commits nothing of it; the next run
+takes the same rows again and the trends count them once.
 
 Both models run their own encoder pass: the registry's classifier kind serves each version as one traced
 module (encoder and head together), so sharing one pass between two heads would need the kind to expose
