@@ -121,6 +121,12 @@ class Document(TenantModel):
                 condition=Q(corrected_at__isnull=False),
                 name="fm_doc_corrected",
             ),
+            # the dashboard's live feed: the latest classified documents
+            models.Index(
+                fields=["organisation", "-classified_at"],
+                condition=Q(classified_at__isnull=False),
+                name="fm_doc_org_classified",
+            ),
         ]
 
 
@@ -296,3 +302,25 @@ class Delivery(TenantModel):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["organisation", "alert"], name="fm_delivery_org_alert")]
+
+
+class Replay(TenantModel):
+    """A timed replay of the shipped twitter financial news texts into a source (the demo's feed): what it
+    has pushed so far, so each beat tick (``services.replay.replay_tick``) pushes only what has come due.
+
+    ``plan`` holds the timeline (``services.replay.ReplayPlan``): a backfilled baseline of past hours, a live
+    stream, and a planted surge of negative texts at ``surge_after_s``.
+    """
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    plan = models.JSONField(default=dict)
+    started_at = models.DateTimeField(null=True, blank=True)  # the first tick: the timeline's zero
+    backfilled_at = models.DateTimeField(null=True, blank=True)
+    live_pushed = models.PositiveIntegerField(default=0)
+    surged_at = models.DateTimeField(null=True, blank=True)
+    evaluated_at = models.DateTimeField(null=True, blank=True)  # alert rules evaluated after the surge
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

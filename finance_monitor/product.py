@@ -20,6 +20,7 @@ from core.products import (
     ProductPermission,
 )
 from core.tenancy.models import Role
+from finance_monitor import demo
 from finance_monitor.services.trends import trend_buckets_remap
 
 
@@ -63,11 +64,14 @@ PRODUCT = Product(
         BeatEntry(
             "finance-monitor-classify-pending", task="finance_monitor.classify_pending", schedule=300.0
         ),
+        # timed replays of the shipped twitter sets (the demo's feed, services.replay): what has come due
+        BeatEntry("finance-monitor-replay", task="finance_monitor.replay_tick", schedule=15.0),
     ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion
     # removes them in reverse (core.privacy).
     owned_models=(
         "finance_monitor.Source",
+        "finance_monitor.Replay",
         "finance_monitor.FeedPoll",
         "finance_monitor.Document",
         "finance_monitor.Entity",
@@ -84,6 +88,7 @@ PRODUCT = Product(
     job_kinds=(
         JobKind("finance_monitor.train_default", queue=Queue.TRAIN, handler=_train_default, metered=False),
     ),
+    demo_seeder=demo.seed,
     model_tasks=(
         ModelTask("topic", kind="classifier", description="The topic of a news item or post"),
         ModelTask("sentiment", kind="classifier", description="Positive, neutral or negative"),

@@ -2,6 +2,9 @@
 
 from django.urls import path
 
-from finance_monitor.consumers import AlertsConsumer
+from finance_monitor.consumers import AlertsConsumer, DocumentsConsumer
 
-websocket_urlpatterns = [path("ws/finance-monitor/alerts/", AlertsConsumer.as_asgi())]
+websocket_urlpatterns = [
+    path("ws/finance-monitor/alerts/", AlertsConsumer.as_asgi()),
+    path("ws/finance-monitor/documents/", DocumentsConsumer.as_asgi()),
+]

@@ -21,8 +21,14 @@ def document_list(
     until: datetime | None = None,
     q: str = "",
     classified: bool | None = None,
+    alert_id: int | None = None,
 ) -> QuerySet:
     docs = Document.objects.for_org(organisation).select_related("source")
+    if alert_id is not None:  # an alert's stored evidence
+        from finance_monitor.models import AlertEvidence
+
+        evidence = AlertEvidence.objects.for_org(organisation).filter(alert_id=alert_id)
+        docs = docs.filter(pk__in=evidence.values("document_id"))
     if topic:
         docs = docs.filter(topic=topic)
     if sentiment:

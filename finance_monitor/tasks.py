@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.tenancy.models import Organisation
 from finance_monitor.models import AlertRule, DeliveryState, Source
-from finance_monitor.services import alert_delivery, alerts, classification, feeds
+from finance_monitor.services import alert_delivery, alerts, classification, feeds, replay
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +86,9 @@ def classify_pending() -> int:
     for organisation_id in organisations:
         classification.classify_enqueue(organisation_id=organisation_id)
     return len(organisations)
+
+
+@shared_task(name="finance_monitor.replay_tick", time_limit=300)
+def replay_tick() -> int:
+    """Beat: push what has come due in every unfinished replay (the demo's timed feed)."""
+    return replay.replays_tick()

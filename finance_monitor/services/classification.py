@@ -8,8 +8,9 @@ quota, or for a worker that died are picked up. :func:`documents_classify_pendin
 (``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time, each batch in one transaction that
 locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, every document
 is recorded and counted in the trends (``trends.document_classified``) and the batch is charged to the
-``documents_classified`` meter. A worker that dies mid-batch commits nothing of it; the next run takes the
-same rows again and the trends count them once.
+``documents_classified`` meter, and its documents go to the organisation's live feed (``fm.documents``,
+sent after commit: ``services.dashboard``). A worker that dies mid-batch commits nothing of it; the next run
+takes the same rows again and the trends count them once.
 
 Both models run their own encoder pass: the registry's classifier kind serves each version as one traced
 module (encoder and head together), so sharing one pass between two heads would need the kind to expose
@@ -36,6 +37,7 @@ from core.jobs.queues import Queue
 from core.registry.services import predictor_for
 from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
+from finance_monitor.services.dashboard import documents_classified_broadcast
 from finance_monitor.services.trends import document_classified
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,8 @@ def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_mod
             quantity=len(batch),
             metadata={"documents": [batch[0].pk, batch[-1].pk], **run.models},
         )
+        # the dashboards' live feed, after commit (nothing is sent for a batch that rolls back)
+        documents_classified_broadcast(organisation=organisation, document_ids=[d.pk for d in batch])
     run.classified += len(batch)
     run.batches += 1
     return 0 if run.stopped else len(batch)

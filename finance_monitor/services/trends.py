@@ -87,7 +87,9 @@ def _add(organisation_id: int, contribution: dict, sign: int) -> None:
         ("entity", str(e)) for e in contribution["entities"]
     ]
     sentiment = contribution["sentiment"]
-    now = timezone.now()
+    # as the ORM writes them (SQLite keeps naive UTC text: an aware value's "+00:00" would compare apart)
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
     rows = []
     for dimension, key in keys:
         for granularity in GRANULARITIES:
@@ -97,7 +99,7 @@ def _add(organisation_id: int, contribution: dict, sign: int) -> None:
                     dimension,
                     key,
                     granularity,
-                    bucket_start(at, granularity),
+                    adapt(bucket_start(at, granularity)),
                     sign,
                     sign * (sentiment == "negative"),
                     sign * (sentiment == "neutral"),

@@ -4,7 +4,7 @@
 // backoff. Usage:
 //   TrellisLive.follow({ socket: "/ws/jobs/", every: 1500, refresh: async () => {...}, message: (msg) => {...} })
 // refresh() is called at once, then `every` ms after each call ends; message(msg) for each socket frame (parsed
-// JSON; without `message`, a frame calls refresh()). Returns { refresh, stop }.
+// JSON; without `message`, a frame calls refresh()); open() when a socket connects. Returns { refresh, stop }.
 (function () {
   function follow(options) {
     const every = options.every || 3000;
@@ -25,7 +25,7 @@
       try {
         socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + options.socket);
       } catch (e) { return; }  // polling covers it
-      socket.onopen = () => { backoff = 1000; };
+      socket.onopen = () => { backoff = 1000; if (options.open) options.open(); };
       socket.onmessage = (event) => {
         let msg = null;
         try { msg = JSON.parse(event.data); } catch (e) { return; }

@@ -111,6 +111,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
         "finance-monitor-evaluate-alerts": ["finance_monitor.evaluate_alerts", 300.0, "default"],
         "finance-monitor-classify-pending": ["finance_monitor.classify_pending", 300.0, "default"],
+        "finance-monitor-replay": ["finance_monitor.replay_tick", 15.0, "default"],
         **extra,
     }
 
@@ -147,6 +148,7 @@ def test_websocket_routes_come_from_the_products():
         "ws/jobs/",
         "ws/inbox/",
         "ws/finance-monitor/alerts/",
+        "ws/finance-monitor/documents/",
     ]
     assert [str(p.pattern) for p in public_websocket_urlpatterns] == ["ws/chat/<str:widget_key>/"]
 

@@ -2,12 +2,17 @@
 from the shipped sets (not counted as training jobs), batches with trends and the documents_classified
 meter, documents waiting for a model, and a batch that fails half-way keeping nothing."""
 
+import asyncio
+
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from core.billing.models import Plan, UsageEvent, plan_limits_write
 from core.errors import Conflict
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
+from core.realtime import org_group
 from core.registry import services as registry
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.tenancy.models import Organisation
@@ -41,6 +46,13 @@ def push(organisation, texts=TEXTS):
     ).created
 
 
+def receive(layer, channel: str, timeout: float = 5.0) -> dict:
+    async def one() -> dict:
+        return await asyncio.wait_for(layer.receive(channel), timeout)
+
+    return async_to_sync(one)()
+
+
 def fresh(organisation):
     return Organisation.objects.get(pk=organisation.pk)
 
@@ -61,12 +73,23 @@ def test_shipped_rows_are_capped_per_label_with_every_label_kept():
 
 
 @pytest.mark.django_db
-def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charged(monitor_org, make_org):
+def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charged(
+    monitor_org, make_org, django_capture_on_commit_callbacks
+):
     organisation, _ = monitor_org
     other, _ = make_org()
     ids = push(organisation)
     theirs = push(other, ["Fed signals it will keep raising interest rates"])
-    run = classification.documents_classify_pending(organisation=organisation, batch_size=2)
+    layer = get_channel_layer()  # the dashboards' live feed: one fm.documents frame per batch, after commit
+    mine, their_feed = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(org_group(organisation.pk, "documents"), mine)
+    async_to_sync(layer.group_add)(org_group(other.pk, "documents"), their_feed)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = classification.documents_classify_pending(organisation=organisation, batch_size=2)
+    frames = [receive(layer, mine) for _ in range(3)]
+    assert {f["event"] for f in frames} == {"fm.documents"}
+    live = [d for f in frames for d in f["data"]["documents"]]
+    assert sorted(d["id"] for d in live) == sorted(ids) and all(d["sentiment"] and d["topic"] for d in live)
     assert run.classified == 5 and run.batches == 3 and run.pending == 0 and run.stopped == ""
     assert run.seconds["topic"] > 0 and run.seconds["sentiment"] > 0
     for d in Document.objects.for_org(organisation).filter(pk__in=ids):
@@ -78,6 +101,8 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
     assert overall.volume == 5 and overall.negative + overall.neutral + overall.positive == 5
     charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
     assert sum(e.quantity for e in charged) == 5
+    with pytest.raises(asyncio.TimeoutError):  # nothing reached the other organisation's feed
+        receive(layer, their_feed, timeout=0.3)
     # nothing left: a second run classifies and charges nothing; the other tenant's document is untouched
     assert classification.documents_classify_pending(organisation=organisation).classified == 0
     assert sum(e.quantity for e in charged.all()) == 5

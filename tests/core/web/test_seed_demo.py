@@ -28,6 +28,12 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     top = recommendations_for_user(organisation=org, user="17841", k=5, filters=Filters())
     assert top["model_version"] == shop.pk and len(top["items"]) == 5
     assert follow.params["config"] == {"method": "lora", "time_budget_s": 900}
+    # the monitor: a watch-list, a surge rule and a replay that the worker's beat pushes (nothing heavy here)
+    assert "timed replay of twitter financial news" in out.getvalue()
+    from finance_monitor.models import AlertRule, Entity, Replay
+
+    assert Replay.objects.for_org(org).get().started_at is None
+    assert Entity.objects.for_org(org).count() == 5 and AlertRule.objects.for_org(org).count() == 1
     assert client.login(username=email, password=password)
     # the chatbot answers at once: the demo's templates through its intent model, and its articles
     from customer_service import services as chatbot
@@ -50,3 +56,4 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     assert ModelVersion.objects.for_org(org).filter(app="customer_service").count() == 1
     assert AnswerTemplate.objects.for_org(org).count() == 25
     assert ModelVersion.objects.for_org(org).filter(app="recommender").count() == 1
+    assert Replay.objects.for_org(org).count() == 1
