@@ -44,6 +44,7 @@ LEARNED = ("text", "popularity", "trend")  # collab's weight is 1: the scale of 
 GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
 ROUNDS = 2
 MIN_VALIDATION_USERS = 10
+COLD_PLACE = 10
 FALLBACK_WEIGHTS = {"text": 0.2, "popularity": 0.05, "trend": 0.1}  # when too few users validate
 
 
@@ -57,6 +58,7 @@ class HybridConfig:
     validation_days: float = 28.0
     validation_users: int = 1500
     boost_weight: float = 0.1
+    cold_slots: int = 1  # items nobody has bought lifted to about the 10th place (by text, best first)
     seed: int = 0
 
     def validate(self) -> None:
@@ -76,6 +78,8 @@ class HybridConfig:
             raise ValueError("validation_users must be from 10 to 100,000")
         if not 0 <= self.boost_weight <= 10:
             raise ValueError("boost_weight must be from 0 to 10")
+        if not 0 <= self.cold_slots <= 5:
+            raise ValueError("cold_slots must be from 0 to 5")
 
     @classmethod
     def from_dict(cls, raw: dict) -> HybridConfig:
@@ -153,10 +157,29 @@ class HybridModel:
             return base, w["boost"] * np.asarray(boosts, dtype=np.float32)
         collab, cmax, text, tmax, profile = self._parts(x)
         scores = w["collab"] * collab / cmax + w["text"] * text / tmax + base
-        extra = w["text"] * np.asarray(cosines, np.float32) / tmax + w["boost"] * np.asarray(
-            boosts, np.float32
-        )
+        cosines = np.asarray(cosines, np.float32)
+        extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
+        if self.config.cold_slots:
+            self._lift_cold(scores, extra, x, text, cosines)
         return scores, extra
+
+    def _lift_cold(
+        self, scores: np.ndarray, extra: np.ndarray, x: np.ndarray, text: np.ndarray, cosines: np.ndarray
+    ) -> None:
+        """Lift the ``cold_slots`` items nobody had bought whose text is closest to the history's to just
+        above the 10th best other item not in the history (in place): the blend alone seldom ranks an item
+        with no sales in a top 10, and a shop wants its new items seen by those they suit."""
+        warm = scores[: self.n_collab][x[: self.n_collab] == 0]
+        if len(warm) < COLD_PLACE:
+            return
+        floor = float(np.partition(warm, -COLD_PLACE)[-COLD_PLACE]) + 1e-6
+        cold = np.arange(self.n_collab, len(self.items))
+        cold = cold[x[cold] == 0]
+        candidates = [(float(text[i]), 0, int(i)) for i in cold[np.argsort(-text[cold])[:5]]]
+        candidates += [(float(c), 1, n) for n, c in enumerate(cosines)]
+        for _, where, i in sorted(candidates, reverse=True)[: self.config.cold_slots]:
+            target = scores if where == 0 else extra
+            target[i] = max(float(target[i]), floor)
 
     def similar(self, item: str) -> np.ndarray:
         return self.scores({item: 1.0})

@@ -33,6 +33,7 @@ HYBRID_KEYS = {
     "validation_days",
     "validation_users",
     "boost_weight",
+    "cold_slots",
     "seed",
 }
 Model = ranking.RankModel | hybrid.HybridModel

@@ -10,7 +10,7 @@ default) the user's purchases are left out. Each item comes with ``why``: the hi
 
 Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
 items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
-by their text; another model ranks by text alone when it knows none of the history's items (a new user who
+by their text; every model ranks by text alone when it knows none of the history's items (a new user who
 only looked at new items, or the similar items of an item nobody has bought).
 
 Metering: ``recommendations_served`` counts one per answered request, whatever ``k`` (a request refused or
@@ -105,20 +105,21 @@ class Ranked:
 def _rank(*, organisation, model, history: dict[str, float], skip: set[str], k: int) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
-    - the hybrid scores the neighbours it was not trained on (items added since) by their text;
-    - any other model ranks by text alone when it knows none of the history's items (a user or an item
-      nobody has bought yet); otherwise text adds nothing to it."""
+    - any model ranks by text alone when it knows none of the history's items (a user who only saw new
+      items, or the similar items of an item nobody has bought yet);
+    - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
+      and the other models rank as they are (text adds nothing to them)."""
     want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
     neighbours = text.text_neighbours(organisation=organisation, history=history, k=want)
+    knows = any(i in model.index for i in history)
+    if neighbours.hits and not knows:
+        ids = [i for i, _ in neighbours.hits]
+        return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
     if isinstance(model, hybrid.HybridModel):
         extra = [(i, c) for i, c in neighbours.hits if i not in model.index]
         scores, extra_scores = model.scores_with(history, np.array([c for _, c in extra]), [0.0] * len(extra))
         ids = model.items + [i for i, _ in extra]
         return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours)
-    knows = any(i in model.index for i in history)
-    if neighbours.hits and not knows:
-        ids = [i for i, _ in neighbours.hits]
-        return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
     return Ranked(list(model.items), model.scores(history), set(), neighbours)
 
 

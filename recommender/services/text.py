@@ -48,7 +48,12 @@ def _rebuild(organisation, model: str) -> int:
 
 # The catalogue as a vector source: vectors and their model live on the Item rows.
 ITEM_VECTORS = vectors.VectorSource(
-    name="recommender.items", app=APP, task=TEXT_TASK, rows=_item_rows, rebuild=_rebuild
+    name="recommender.items",
+    app=APP,
+    task=TEXT_TASK,
+    rows=_item_rows,
+    rebuild=_rebuild,
+    key_field="external_id",
 )
 
 
