@@ -13,7 +13,7 @@ from recommender.models import Item
 from tests.recommender.test_training_worker import _load
 from tests.worker import celery_worker, wait_for
 
-HYBRID_NDCG_FLOOR = 0.045  # measured 0.0xx on this slice (EASE 0.051, popularity 0.014)
+HYBRID_NDCG_FLOOR = 0.045  # measured 0.056 on this slice (EASE 0.051, popularity 0.014); broken lands near 0
 HEART = "85123A"  # WHITE HANGING HEART T-LIGHT HOLDER, bought by many in the slice
 NEW = {
     "id": "NEW-HEART",
@@ -37,7 +37,8 @@ def test_hybrid_trains_on_a_worker_and_serves_a_cold_item_through_its_text(make_
     with celery_worker(queues="train,infer") as proc:
         _load(org)  # the upserts queue the embedding task after commit
         wait_for(lambda: _embedded(org), timeout=240, proc=proc)
-        answer = client.post("/api/recommender/train", {"config": {"method": "hybrid"}}, format="json")
+        config = {"method": "hybrid", "ease_lambdas": [100], "decay_days": [90]}  # one setting: test time
+        answer = client.post("/api/recommender/train", {"config": config}, format="json")
         assert answer.status_code == 202, answer.content
         job_id = answer.json()["job"]
         wait_for(
