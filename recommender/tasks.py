@@ -14,3 +14,12 @@ def embed_items(organisation_id: int) -> dict:
     if organisation is None:
         return {"embedded": 0, "stopped": "gone"}
     return {"embedded": text.items_embed_pending(organisation=organisation)}
+
+
+@shared_task(name="recommender.embed_pending")
+def embed_pending() -> int:
+    """Beat: queue an embedding run for every organisation with items left without a vector."""
+    organisations = text.organisations_with_items_to_embed()
+    for organisation_id in organisations:
+        text.items_embed_enqueue(organisation_id=organisation_id)
+    return len(organisations)

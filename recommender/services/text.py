@@ -7,7 +7,9 @@ base encoder). A catalogue upsert that creates items or changes an item's text c
 queues ``recommender.embed_items`` on the ``infer`` queue after commit (at most one waiting per
 organisation); the task embeds every item without a vector of the current model, in batches whose rows are
 locked (``SKIP LOCKED``: two workers never take the same items), so only new or changed items are embedded.
-Training the hybrid ranker embeds whatever is still pending before it reads the vectors.
+Training the hybrid ranker embeds whatever is still pending before it reads the vectors, and beat's
+``recommender.embed_pending`` queues a run every five minutes for each organisation with items left
+without a vector.
 
 Serving reads the vectors of a history's items, sums them with the history's weights into a profile and asks
 the index for the closest items: that is how items nobody has bought are reached (``text_neighbours``).
@@ -106,6 +108,17 @@ def items_embed_pending(*, organisation, batch_size: int = EMBED_BATCH) -> int:
                 item.updated_at = now  # bulk_update skips auto_now; the vector index keys on it
             Item.all_tenants.bulk_update(batch, ["vector", "embedder", "updated_at"])
             done += len(batch)
+
+
+def organisations_with_items_to_embed() -> list[int]:
+    """Every organisation with live items that have no vector (beat's sweep: a run that never came, a worker
+    that died; the one cross-tenant read here)."""
+    return list(
+        Item.all_tenants.filter(vector__isnull=True, deleted=False, organisation__deleted_at__isnull=True)
+        .values_list("organisation_id", flat=True)
+        .distinct()
+        .order_by("organisation_id")
+    )
 
 
 def item_vectors(*, organisation, external_ids: list[str], model: str) -> dict[str, np.ndarray]:

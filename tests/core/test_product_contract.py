@@ -111,6 +111,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "finance-monitor-poll-feeds": ["finance_monitor.poll_feeds", 60.0, "default"],
         "finance-monitor-evaluate-alerts": ["finance_monitor.evaluate_alerts", 300.0, "default"],
         "finance-monitor-classify-pending": ["finance_monitor.classify_pending", 300.0, "default"],
+        "recommender-embed-pending": ["recommender.embed_pending", 300.0, "default"],
         **extra,
     }
 

@@ -19,8 +19,10 @@ def _ids(answer) -> list[str]:
 
 def test_only_new_or_changed_items_are_embedded(shop):
     org, _ = shop
+    assert org.pk in text.organisations_with_items_to_embed()  # beat's sweep would queue a run
     assert text.items_embed_pending(organisation=org) == 6
     assert text.items_embed_pending(organisation=org) == 0
+    assert org.pk not in text.organisations_with_items_to_embed()
     before = Item.objects.for_org(org).get(external_id="A").embedder
     catalogue.items_upsert(
         organisation=org,
