@@ -258,6 +258,9 @@ class RecommendedOut(serializers.Serializer):
     categories = serializers.ListField(child=serializers.CharField())
     price = serializers.CharField(allow_null=True)
     why = serializers.ListField(child=serializers.CharField(), help_text="the history items that drove it")
+    why_words = serializers.ListField(
+        child=serializers.CharField(), help_text="the words its title shares with the titles of those items"
+    )
 
 
 class RecommendationsOut(serializers.Serializer):

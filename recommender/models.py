@@ -22,6 +22,10 @@ class Item(TenantModel):
     expires_at = models.DateTimeField(null=True, blank=True)  # not served from then on (a time-to-live)
     attributes = models.JSONField(default=dict, blank=True)
     deleted = models.BooleanField(default=False)
+    # The text vector (``recommender.services.text``, the platform's vector index): null until the embedding
+    # job has run for the item's current text; ``embedder`` names the model that made it ("" until then).
+    vector = models.BinaryField(null=True, blank=True)
+    embedder = models.CharField(max_length=80, blank=True, default="")
 
     class Meta:
         ordering = ["external_id"]

@@ -1,7 +1,7 @@
 """The recommender as a product of the platform (``core.products``), declared once."""
 
 from core.jobs.handlers import JobKind
-from core.products import DashboardCard, MeterSpec, ModelTask, NavEntry, Product, ProductPermission
+from core.products import BeatEntry, DashboardCard, MeterSpec, ModelTask, NavEntry, Product, ProductPermission
 from core.tenancy.models import Role
 from recommender import demo
 from recommender.kinds import RECOMMENDER
@@ -28,6 +28,8 @@ PRODUCT = Product(
     role_duties={Role.OPERATOR: "the recommender's catalogue intake"},
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
     demo_seeder=demo.seed,
+    # items left without a text vector (a run that never came, a worker that died): embedded again
+    beat=(BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),),
     model_tasks=(ModelTask(TASK, kind=RECOMMENDER, description="Top-k items for a user or a session"),),
     meters=(
         MeterSpec(

@@ -21,6 +21,16 @@ def item_get(*, organisation, external_id: str) -> Item | None:
     return Item.objects.for_org(organisation).filter(external_id=external_id, deleted=False).first()
 
 
+def items_titles(*, organisation, external_ids: list[str]) -> dict[str, str]:
+    if not external_ids:
+        return {}
+    return dict(
+        Item.objects.for_org(organisation)
+        .filter(external_id__in=external_ids)
+        .values_list("external_id", "title")
+    )
+
+
 def items_servable(
     *,
     organisation,

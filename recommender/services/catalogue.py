@@ -2,7 +2,9 @@
 
 An item is keyed by the tenant's ``id``; sending it again updates it. Each bad row is rejected with its
 reason and the others are stored. ``deleted``, ``available`` and ``expires_at`` are respected at serving
-time (``recommender.services.serving``). New items count against the ``catalogue_items`` meter.
+time (``recommender.services.serving``). New items count against the ``catalogue_items`` meter. New items
+and items whose text (title, description, categories) changed lose their vector and are embedded by the
+``recommender.embed_items`` task after commit (``recommender.services.text``).
 """
 
 import json
@@ -17,6 +19,7 @@ from django.utils import timezone
 from core.billing import services as billing
 from core.errors import InvalidInput
 from recommender.models import Item
+from recommender.services import text
 from recommender.services.rows import (
     MAX_BATCH,
     IngestResult,
@@ -186,13 +189,20 @@ def _store(
             billing.quota_check(organisation=organisation, meter=CATALOGUE_METER, quantity=len(new))
         Item.all_tenants.bulk_create([Item(organisation=organisation, **_fields(item)) for item in new])
         changed: list[Item] = []
+        rewritten = 0
         for key, stored in existing.items():
+            before = (stored.title, stored.description, stored.categories)
             for name, value in _fields(valid[key]).items():
                 setattr(stored, name, value)
+            if (stored.title, stored.description, stored.categories) != before:
+                stored.vector, stored.embedder = None, ""  # its text changed: embedded again
+                rewritten += 1
             stored.updated_at = timezone.now()  # bulk_update skips auto_now
             changed.append(stored)
         if changed:
-            Item.all_tenants.bulk_update(changed, [*ITEM_FIELDS, "updated_at"])
+            Item.all_tenants.bulk_update(changed, [*ITEM_FIELDS, "vector", "embedder", "updated_at"])
+        if new or rewritten:
+            text.items_embed_enqueue(organisation_id=organisation.pk)
     result.created, result.updated = len(new), len(changed)
     return result
 

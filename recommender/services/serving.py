@@ -6,7 +6,12 @@ user's history is read at request time, so a new event changes the next answer w
 served only while they exist, are not deleted, not expired and (by default) available, and within the
 request's filters (category, price range); the request's exclusions, the history's own items and (by
 default) the user's purchases are left out. Each item comes with ``why``: the history items that drove it
-(empty when it is there for its popularity).
+(empty when it is there for its popularity), and ``why_words``: the words its title shares with theirs.
+
+Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
+items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
+by their text; every model ranks by text alone when it knows none of the history's items (a new user who
+only looked at new items, or the similar items of an item nobody has bought).
 
 Metering: ``recommendations_served`` counts one per answered request, whatever ``k`` (a request refused or
 failed counts nothing; an empty answer still counts).
@@ -18,19 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from core import vectors
 from core.billing import services as billing
 from core.errors import InvalidInput, NotFound
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
-from recommender import ranking
+from recommender import hybrid, ranking
 from recommender.kinds import RECOMMENDER
-from recommender.selectors import item_get, items_servable, popular_items, user_history
+from recommender.selectors import item_get, items_servable, items_titles, popular_items, user_history
+from recommender.services import text
 from recommender.services.training import APP, TASK
 
 SERVED_METER = "recommendations_served"
 MAX_K = 100
 MAX_SESSION_ITEMS = 100
 MAX_EXCLUDE = 1_000
+MAX_TEXT_CANDIDATES = 1_000  # text neighbours asked of the vector index per request
 
 
 @dataclass(frozen=True)
@@ -60,31 +68,83 @@ def _live_popularity(organisation) -> ranking.RankModel:
 
 
 def _pick(
-    *, organisation, model: ranking.RankModel, scores: np.ndarray, k: int, filters: Filters, skip: set[str]
+    *, organisation, ids: list[str], scores: np.ndarray, k: int, filters: Filters, skip: set[str]
 ) -> list[tuple[Any, float]]:
     """The k best-scored items that pass the filters, in order, reading candidates in growing chunks."""
     order = np.argsort(-scores, kind="stable")
     picked: list[tuple[Any, float]] = []
     start, chunk = 0, max(50, 4 * k)
     while len(picked) < k and start < len(order):
-        ids = [model.items[i] for i in order[start : start + chunk]]
-        ids = [i for i in ids if i not in skip and i not in filters.exclude]
+        ranked = [(ids[i], float(scores[i])) for i in order[start : start + chunk]]
+        ranked = [(i, s) for i, s in ranked if i not in skip and i not in filters.exclude and s > -np.inf]
         rows = items_servable(
             organisation=organisation,
-            external_ids=ids,
+            external_ids=[i for i, _ in ranked],
             category=filters.category,
             min_price=filters.min_price,
             max_price=filters.max_price,
             available_only=filters.available_only,
         )
-        for external_id in ids:
+        for external_id, score in ranked:
             if external_id in rows and len(picked) < k:
-                picked.append((rows[external_id], float(scores[model.index[external_id]])))
+                picked.append((rows[external_id], score))
         start, chunk = start + chunk, chunk * 4
     return picked
 
 
-def _answer(*, version, model, picked, history: dict[str, float]) -> dict[str, Any]:
+@dataclass
+class Ranked:
+    """Candidates and their scores, and how each came: by the model, or by text alone (``by_text``)."""
+
+    ids: list[str]
+    scores: np.ndarray
+    by_text: set[str]
+    neighbours: text.TextNeighbours
+
+
+def _rank(*, organisation, model, history: dict[str, float], skip: set[str], k: int) -> Ranked:
+    """The model's scores, with the catalogue's text neighbours of the history merged in:
+
+    - any model ranks by text alone when it knows none of the history's items (a user who only saw new
+      items, or the similar items of an item nobody has bought yet);
+    - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
+      and the other models rank as they are (text adds nothing to them)."""
+    want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
+    neighbours = text.text_neighbours(organisation=organisation, history=history, k=want)
+    knows = any(i in model.index for i in history)
+    if neighbours.hits and not knows:
+        ids = [i for i, _ in neighbours.hits]
+        return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
+    if isinstance(model, hybrid.HybridModel):
+        extra = [(i, c) for i, c in neighbours.hits if i not in model.index]
+        scores, extra_scores = model.scores_with(history, np.array([c for _, c in extra]), [0.0] * len(extra))
+        ids = model.items + [i for i, _ in extra]
+        return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours)
+    return Ranked(list(model.items), model.scores(history), set(), neighbours)
+
+
+def _why(*, organisation, model, ranked: Ranked, picked, history) -> dict[str, list[str]]:
+    """Per picked item, the history items that drove it (by the model, or by text for text-only ones)."""
+    by_text = [item.external_id for item, _ in picked if item.external_id in ranked.by_text]
+    vectors_of = {}
+    if by_text:
+        reference = vectors.current_model(organisation=organisation, app=text.APP, task=text.TEXT_TASK)
+        vectors_of = text.item_vectors(organisation=organisation, external_ids=by_text, model=reference)
+    out = {}
+    for item, _ in picked:
+        key = item.external_id
+        if key in ranked.by_text:
+            out[key] = text.text_why(
+                vector=vectors_of.get(key), history_vectors=ranked.neighbours.history_vectors, history=history
+            )
+        else:
+            out[key] = model.why(history, key)
+    return out
+
+
+def _answer(*, organisation, version, model, picked, history: dict[str, float], why) -> dict[str, Any]:
+    explaining = sorted({i for reasons in why.values() for i in reasons})
+    titles = items_titles(organisation=organisation, external_ids=explaining)
     return {
         "model_version": None if version is None else version.pk,
         "version": None if version is None else version.version,
@@ -96,7 +156,10 @@ def _answer(*, version, model, picked, history: dict[str, float]) -> dict[str, A
                 "score": round(score, 6),
                 "categories": item.categories,
                 "price": None if item.price is None else str(item.price),
-                "why": model.why(history, item.external_id),
+                "why": why[item.external_id],
+                "why_words": text.shared_words(
+                    title=item.title, others=[titles.get(i, "") for i in why[item.external_id]]
+                ),
             }
             for item, score in picked
         ],
@@ -105,7 +168,7 @@ def _answer(*, version, model, picked, history: dict[str, float]) -> dict[str, A
 
 def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], k: int, filters: Filters):
     """Score with the active version (loaded once per process), or with live popularity before the first
-    model; pick, explain and meter."""
+    model; merge the text neighbours in, pick, explain and meter."""
     version = active_version(organisation, APP, TASK)
     if version is not None and version.kind != RECOMMENDER:
         # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
@@ -113,9 +176,14 @@ def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], 
 
     def run() -> dict[str, Any]:
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
-        scores = model.scores(history)
-        picked = _pick(organisation=organisation, model=model, scores=scores, k=k, filters=filters, skip=skip)
-        return _answer(version=version, model=model, picked=picked, history=history)
+        ranked = _rank(organisation=organisation, model=model, history=history, skip=skip, k=k)
+        picked = _pick(
+            organisation=organisation, ids=ranked.ids, scores=ranked.scores, k=k, filters=filters, skip=skip
+        )
+        why = _why(organisation=organisation, model=model, ranked=ranked, picked=picked, history=history)
+        return _answer(
+            organisation=organisation, version=version, model=model, picked=picked, history=history, why=why
+        )
 
     return billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
 
@@ -150,7 +218,8 @@ def recommendations_for_session(
 def items_similar(
     *, organisation, external_id: str, k: int, filters: Filters, api_key=None
 ) -> dict[str, Any]:
-    """The ``k`` items most like one catalogue item (by the active model's item-item matrix)."""
+    """The ``k`` items most like one catalogue item (by the active model; by text for an item it does not
+    know)."""
     check_k(k)
     if item_get(organisation=organisation, external_id=external_id) is None:
         raise NotFound("No such item.")

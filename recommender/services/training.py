@@ -5,13 +5,17 @@ The events are read with the organisation's weights, split leave-last-out per us
 the kind (``recommender.kinds``), evaluated on the held-out items (NDCG@10, Recall@10, HR@10 stored with the
 version), written completely into the model store and only then registered as a version; the registry's
 promotion rule then activates it only if it beats the active version's NDCG@10 on the same held-out rows.
+The hybrid ranker (``method: hybrid``) also reads the catalogue: every live item's text vector (items still
+waiting for theirs are embedded first, ``services.text``) and its ``boost`` attribute (a number; others 0).
 """
 
 import shutil
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 
+from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput
@@ -22,9 +26,11 @@ from core.registry.models import ModelVersion, VersionStatus
 from core.registry.paths import model_dir
 from core.registry.services.common import encrypt_model_dir, next_version
 from core.registry.services.promotion import model_promote_if_better
-from recommender import ranking
+from recommender import hybrid, ranking
 from recommender.kinds import RECOMMENDER, encode_interaction, held_out_rows
+from recommender.models import Item
 from recommender.selectors import interactions
+from recommender.services import text
 
 APP, TASK = "recommender", "ranking"
 TRAIN_JOB = "recommender.train"
@@ -49,12 +55,16 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
     reporter.progress(0.1, f"Read {len(events)} events", force=True)
     train, held_out = ranking.split_leave_last_out(events)
     kept = {id(e) for e in train}  # the split keeps the event tuples themselves
-    rows = {
+    rows: dict[str, Any] = {
         "train": [encode_interaction(e) for e in train],
         "held_out_events": [encode_interaction(e) for e in events if id(e) not in kept],
         "validation": [],
         "test": held_out_rows(held_out),
     }
+    if config.get("method") == "hybrid":
+        embedded = text.items_embed_pending(organisation=job.organisation)
+        reporter.progress(0.2, f"Embedded {embedded} new or changed items", force=True)
+        rows["catalogue"] = catalogue_for_training(organisation=job.organisation)
     trained = kind.train(
         job=job, rows=rows, config=config, search=None, runtime=None, progress=None, reporter=reporter
     )
@@ -71,6 +81,31 @@ def train_job_handler(job, reporter) -> dict[str, Any]:
         "promotion": reason,
         **trained.summary,
     }
+
+
+def _boost(attributes) -> float:
+    value = attributes.get("boost") if isinstance(attributes, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def catalogue_for_training(*, organisation) -> hybrid.Catalogue:
+    """Every live item with a vector of the current model: ids, texts, vectors and boosts."""
+    model = vectors.current_model(organisation=organisation, app=text.APP, task=text.TEXT_TASK)
+    rows = (
+        Item.objects.for_org(organisation)
+        .filter(deleted=False, embedder=model, vector__isnull=False)
+        .order_by("external_id")
+        .values_list("external_id", "title", "vector", "attributes")
+    )
+    items, texts, vecs, boosts = [], [], [], {}
+    for key, title, vector, attributes in rows.iterator(chunk_size=2000):
+        items.append(key)
+        texts.append(title)
+        vecs.append(np.frombuffer(bytes(vector or b""), dtype=np.float32))
+        if _boost(attributes):
+            boosts[key] = _boost(attributes)
+    matrix = np.stack(vecs) if vecs else np.zeros((0, 1), dtype=np.float32)
+    return hybrid.Catalogue(items=items, vectors=matrix, texts=texts, boosts=boosts)
 
 
 def _store(*, job, trained, fingerprint: str) -> ModelVersion:
