@@ -6,6 +6,7 @@ concurrent requests cannot both take the last unit, a refused request writes not
 one row however long the ledger grows. Idempotency keys make retries free.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,9 +18,10 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from core.billing import deferred
-from core.billing.meters import meter_spec, stock_count, stock_meters
+from core.billing.meters import meter_spec, meter_specs, stock_count, stock_meters
 from core.billing.models import (
     Plan,
+    PlanLimit,
     Subscription,
     SubscriptionStatus,
     UsageCounter,
@@ -102,6 +104,55 @@ def subscription_change_plan(*, organisation, plan_code: str, actor: object = No
         actor=actor,
         target=f"subscription:{subscription.pk}",
         details={"from": previous, "to": plan.code},
+    )
+    organisation._subscription = subscription
+    return subscription
+
+
+def setup_plan_code(organisation) -> str:
+    return f"setup-{organisation.pk}"
+
+
+@transaction.atomic
+def subscription_cover_set_up(*, organisation, reason: str) -> Subscription:
+    """Keep what a set-up has spent out of what the organisation's people can try (the demo's seeders).
+
+    The organisation moves to a private plan of its own (``setup-<id>``): its current plan's price, trial
+    and rate, and on every meter that plan's limit plus what the organisation has used so far (flow meters
+    in this period, stock meters now). Idempotent: an organisation already on its set-up plan stays there.
+    """
+    subscription = (
+        Subscription.objects.select_for_update().select_related("plan").get(organisation=organisation)
+    )
+    base, code = subscription.plan, setup_plan_code(organisation)
+    if base.code == code:
+        return subscription
+    plan = Plan.objects.create(
+        code=code,
+        name=f"{base.name} (set-up included)",
+        price_cents=base.price_cents,
+        currency=base.currency,
+        trial_days=base.trial_days,
+        is_public=False,
+        requests_per_minute=base.requests_per_minute,
+    )
+    covered: dict[str, int] = {}
+    for spec in meter_specs():
+        if spec.kind == "stock":
+            used = Decimal(stock_count(organisation=organisation, meter=spec.code))
+        else:
+            used = period_used(organisation=organisation, meter=spec.code)
+        spent = math.ceil(used) if used > 0 else 0
+        PlanLimit.objects.create(plan=plan, meter_id=spec.code, limit=base.limit_for(spec.code) + spent)
+        if spent:
+            covered[spec.code] = spent
+    subscription.plan = plan
+    subscription.save(update_fields=["plan", "updated_at"])
+    audit_record(
+        organisation=organisation,
+        action=Action.PLAN_CHANGE,
+        target=f"subscription:{subscription.pk}",
+        details={"from": base.code, "to": code, "reason": reason, "covered": covered},
     )
     organisation._subscription = subscription
     return subscription

@@ -35,6 +35,19 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     assert Replay.objects.for_org(org).get().started_at is None
     assert Entity.objects.for_org(org).count() == 5 and AlertRule.objects.for_org(org).count() == 1
     assert client.login(username=email, password=password)
+    # what the set-up spent is on the house: the visitor has the whole trial left to try
+    from core.billing import services as billing
+    from core.billing.meters import stock_count
+
+    trial = billing.plan_get(code="trial")
+    plan = billing.subscription_for(organisation=Organisation.objects.get(pk=org.pk)).plan
+    assert plan.code == f"setup-{org.pk}" and not plan.is_public
+    spent_jobs = billing.period_used(organisation=org, meter="training_jobs")
+    assert spent_jobs == 3  # the intent model, its queued follow-up and the recommender
+    assert plan.limit_for("training_jobs") - spent_jobs == trial.limit_for("training_jobs")
+    records = stock_count(organisation=org, meter="stored_records")
+    assert records > 1_000 and plan.limit_for("stored_records") - records == trial.limit_for("stored_records")
+    assert client.get("/usage/").status_code == 200
     # the chatbot answers at once: the demo's templates through its intent model, and its articles
     from customer_service import services as chatbot
     from customer_service.models import AnswerTemplate, Article
@@ -57,3 +70,4 @@ def test_seed_demo_on_an_empty_database_gives_a_working_intent_model(make_org, c
     assert AnswerTemplate.objects.for_org(org).count() == 25
     assert ModelVersion.objects.for_org(org).filter(app="recommender").count() == 1
     assert Replay.objects.for_org(org).count() == 1
+    assert billing.subscription_for(organisation=Organisation.objects.get(pk=org.pk)).plan == plan

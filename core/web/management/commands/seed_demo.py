@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from core.billing import services as billing
 from core.products import products
 from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, User
@@ -61,6 +62,8 @@ class Command(BaseCommand):
             added = product.demo_seeder(organisation, log)
             if added:
                 self.stdout.write(f"  {product.display_name}: {added}")
+        # what the seeders spent (training jobs, stored records, models) stays out of what the visitor can try
+        billing.subscription_cover_set_up(organisation=organisation, reason="demo set-up")
         self.stdout.write(self.style.SUCCESS("Demo organisation ready: " + DEMO_ORG))
         port = os.environ.get("PORT", "8000")  # bin/run-all serves on $PORT
         self.stdout.write(f"  Log in at http://localhost:{port}/accounts/login/ as {DEMO_EMAIL} / {password}")
