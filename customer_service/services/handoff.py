@@ -79,7 +79,7 @@ def email_from_text(text: str) -> str | None:
             validate_email(candidate)
         except ValidationError:
             continue
-        if len(candidate) <= 254:
+        if len(candidate) <= 254 and "." in candidate.rsplit("@", 1)[1]:  # not user@localhost
             return candidate.lower()
     return None
 

@@ -72,11 +72,8 @@ async def _status(socket, wanted: str) -> dict:
 
 async def _no_answer(socket) -> None:
     """Nothing but status frames for a while: the bot said nothing."""
-    while True:
-        try:
-            frame = await socket.receive_json_from(timeout=0.7)
-        except TimeoutError:
-            return
+    while not await socket.receive_nothing(timeout=0.7):
+        frame = await socket.receive_json_from()
         assert frame["type"] == "status", frame
 
 
