@@ -37,6 +37,7 @@ class OrganisationFeedConsumer(AsyncJsonWebsocketConsumer):
         if org_id is None:
             await self.close(code=4403)
             return
+        self.organisation_id = org_id
         self.group = org_group(org_id, self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()

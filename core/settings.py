@@ -194,6 +194,9 @@ CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
 # What one visitor of a (public) widget key may do in any 60 s, counted in the shared cache (core.ratelimit).
 CS_WIDGET_MESSAGES_PER_MINUTE = env.int("CS_WIDGET_MESSAGES_PER_MINUTE", default=20)
 CS_WIDGET_STARTS_PER_MINUTE = env.int("CS_WIDGET_STARTS_PER_MINUTE", default=10)
+# An operator counts as online this long after their inbox socket last said so (it does every third of it),
+# so a killed browser stops counting within this time (customer_service.services.availability).
+CS_PRESENCE_TTL_S = env.int("CS_PRESENCE_TTL_S", default=60)
 # Finance monitor: documents per classification batch (one transaction) and per run of the infer task.
 FM_CLASSIFY_BATCH = env.int("FM_CLASSIFY_BATCH", default=64)
 FM_CLASSIFY_MAX_PER_RUN = env.int("FM_CLASSIFY_MAX_PER_RUN", default=5000)

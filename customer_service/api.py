@@ -16,7 +16,7 @@ from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from customer_service import selectors, services
-from customer_service.models import ConversationStatus
+from customer_service.models import ConversationStatus, UncertainMode
 
 
 class SettingsOut(serializers.Serializer):
@@ -27,6 +27,13 @@ class SettingsOut(serializers.Serializer):
     greeting = serializers.CharField()
     handoff_message = serializers.CharField()
     bot_name = serializers.CharField()
+    intent_thresholds = serializers.DictField(child=serializers.FloatField())
+    uncertain_mode = serializers.CharField()
+    suggestion_floor = serializers.FloatField()
+    rephrase_message = serializers.CharField()
+    office_hours_enabled = serializers.BooleanField()
+    office_hours = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    timezone = serializers.CharField()
 
 
 def _between(name: str) -> dict[str, str]:
@@ -45,6 +52,25 @@ class SettingsIn(StrictSerializer):
     greeting = text_field(max_length=500, required=False)
     handoff_message = text_field(max_length=500, required=False)
     bot_name = text_field(max_length=60, required=False)
+    intent_thresholds = serializers.DictField(
+        child=serializers.FloatField(min_value=0, max_value=1),
+        required=False,
+        help_text="per-intent thresholds; an intent not listed uses intent_threshold",
+    )
+    uncertain_mode = serializers.ChoiceField(
+        choices=UncertainMode.values, required=False, help_text="suggest, rephrase or handoff"
+    )
+    suggestion_floor = serializers.FloatField(
+        required=False, min_value=0, max_value=1, error_messages=_between("suggestion_floor")
+    )
+    rephrase_message = text_field(max_length=500, required=False)
+    office_hours_enabled = serializers.BooleanField(required=False)
+    office_hours = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(max_length=5), min_length=2, max_length=2),
+        required=False,
+        help_text='by weekday (0 = Monday): ["09:00", "17:00"]; a missing day is closed',
+    )
+    timezone = serializers.CharField(max_length=64, required=False, help_text="e.g. Europe/Berlin")
 
 
 class TemplateOut(serializers.Serializer):
@@ -89,6 +115,8 @@ class ConversationOut(serializers.Serializer):
     handoff_reason = serializers.CharField()
     origin = serializers.CharField()
     rating = serializers.IntegerField(allow_null=True)
+    visitor_email = serializers.CharField(help_text="the address the visitor left when nobody could answer")
+    email_requested = serializers.BooleanField(help_text="the bot waits for the visitor's e-mail address")
     last_message_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
     preview = serializers.CharField(default="", allow_null=True)  # the visitor's first message (lists)
@@ -104,6 +132,7 @@ class MessageOut(serializers.Serializer):
     intent = serializers.CharField()
     confidence = serializers.FloatField(allow_null=True)
     corrected_intent = serializers.CharField()
+    label_source = serializers.CharField(help_text="who labelled it: operator, or visitor (a suggestion)")
     article = serializers.IntegerField(source="article_id", allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -116,6 +145,10 @@ class AnswerOut(serializers.Serializer):
     confidence = serializers.FloatField(allow_null=True)
     article_id = serializers.IntegerField(allow_null=True)
     model_version_id = serializers.IntegerField(allow_null=True)
+    suggestions = serializers.ListField(
+        child=serializers.DictField(), help_text="the best guesses offered when not sure: intent, label"
+    )
+    uncertain = serializers.BooleanField(help_text="not sure enough to answer")
     handoff = serializers.BooleanField()
 
 

@@ -2,7 +2,9 @@
 
 Thin: authenticate, call a service, forward events. The widget socket is public (a tenant's web page on
 any site opens it with the organisation's widget key; the bot's ``allowed_origins`` decide which sites
-may); the inbox socket is for signed-in members whose role may operate the inbox.
+may); the inbox socket is for signed-in members whose role may operate the inbox, and an open one counts its
+operator online (``services.availability``: renewed by the page's ``presence`` frames, expiring on its own
+when a browser dies without closing it).
 
 Accepting a visitor's message is separate from answering it. Channels hands a consumer one frame at a
 time, so a frame handler that awaited the bot's answer (seconds; a minute while a model loads) held back
@@ -19,6 +21,7 @@ from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from core.consumers import OrganisationFeedConsumer
 from core.errors import TrellisError
@@ -30,7 +33,17 @@ log = logging.getLogger(__name__)
 # task whose socket has gone still finishes; also what a shutdown or a test waits on.
 ANSWERING: set[asyncio.Task] = set()
 
-VISITOR_FIELDS = ("id", "conversation", "sender", "author", "text", "source", "article", "created_at")
+VISITOR_FIELDS = (
+    "id",
+    "conversation",
+    "sender",
+    "author",
+    "text",
+    "source",
+    "article",
+    "suggestions",
+    "created_at",
+)
 
 
 def visitor_view(payload: dict) -> dict:
@@ -46,8 +59,8 @@ def _header(scope, name: bytes) -> str | None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """``/ws/chat/<widget_key>/``. Frames in: start, resume, message, rate, close. Out: conversation,
-    message, status, error."""
+    """``/ws/chat/<widget_key>/``. Frames in: start, resume, message, choose (a suggestion, by position, or
+    "none"), rate, close. Out: conversation, message, status, error."""
 
     async def connect(self):
         self.bot, self.conversation, self.group = None, None, None
@@ -107,11 +120,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "start": self._start,
             "resume": self._resume,
             "message": self._message,
+            "choose": self._choose,
             "rate": self._rate,
             "close": self._close,
         }.get(kind)
         if handler is None:
-            await self._error("invalid", "Unknown frame type: send start, resume, message, rate or close.")
+            await self._error(
+                "invalid", "Unknown frame type: send start, resume, message, choose, rate or close."
+            )
             return
         if kind not in ("start", "resume") and self.conversation is None:
             await self._error("conflict", "Start or resume a conversation first.")
@@ -130,6 +146,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         data = {
             "id": str(conversation.public_id),
             "status": conversation.status,
+            "email_requested": services.email_wanted(conversation),
             "bot_name": self.bot.bot_name,
         }
         if token:
@@ -192,6 +209,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             for payload in answers if showing else []:  # else stored; the visitor's next socket shows it
                 await self._send_message(payload)
 
+    async def _choose(self, content):
+        """The visitor picked one of the bot's suggestions (or none of them): stored, then answered."""
+        if not await self._admit("message"):
+            return
+        replies = await database_sync_to_async(
+            lambda: [
+                services.message_payload(m)
+                for m in services.suggestion_choose(
+                    conversation=self.conversation,
+                    message_id=content.get("message"),
+                    option=content.get("option"),
+                )
+            ]
+        )()
+        for payload in replies:
+            await self._send_message(payload)
+
     async def _rate(self, content):
         await database_sync_to_async(services.conversation_rate)(
             conversation=self.conversation, rating=content.get("rating")
@@ -220,7 +254,34 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
 
 class InboxConsumer(OrganisationFeedConsumer):
-    """``/ws/inbox/``: conversation and message events of the member's organisation, for operators."""
+    """``/ws/inbox/``: conversation and message events of the member's organisation, for operators. Open, it
+    counts its operator online; frames in: ``presence`` (still here, every third of ``CS_PRESENCE_TTL_S``)."""
 
     topic = "inbox"
     permission = "inbox.operate"
+
+    async def connect(self):
+        await super().connect()
+        if getattr(self, "organisation_id", None) is not None:
+            await self._present()
+
+    async def _present(self) -> None:
+        await database_sync_to_async(services.operator_presence_mark)(
+            organisation_id=self.organisation_id, user_id=self.scope["user"].pk, channel=self.channel_name
+        )
+
+    async def receive_json(self, content, **kwargs):
+        if isinstance(content, dict) and content.get("type") == "presence":
+            await self._present()
+            await self.send_json({"type": "presence", "data": {"ttl": settings.CS_PRESENCE_TTL_S}})
+        else:
+            await self.send_json(
+                {"type": "error", "error": {"code": "invalid", "message": "Send presence frames only."}}
+            )
+
+    async def disconnect(self, code):
+        if getattr(self, "organisation_id", None) is not None:
+            await database_sync_to_async(services.operator_presence_clear)(
+                organisation_id=self.organisation_id, user_id=self.scope["user"].pk, channel=self.channel_name
+            )
+        await super().disconnect(code)

@@ -1,5 +1,7 @@
 from django import forms
 
+from customer_service.models import UncertainMode
+
 
 class SettingsForm(forms.Form):
     bot_name = forms.CharField(max_length=60)
@@ -27,3 +29,52 @@ class ArticleForm(forms.Form):
     title = forms.CharField(max_length=200)
     url = forms.URLField(required=False, label="Link (optional)", assume_scheme="https")
     body = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), max_length=100_000)
+
+
+class ConversingForm(forms.Form):
+    uncertain_mode = forms.ChoiceField(
+        choices=UncertainMode.choices,
+        label="When the bot is not sure",
+        widget=forms.RadioSelect,
+        help_text="Below an intent's threshold, and no article fits.",
+    )
+    suggestion_floor = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        label="Suggest guesses from",
+        help_text="Offer an intent as a suggestion when the model gives it at least this probability.",
+    )
+    rephrase_message = forms.CharField(max_length=500, label="Asking to rephrase")
+
+
+class ThresholdPickForm(forms.Form):
+    threshold = forms.FloatField(min_value=0, max_value=1)
+
+
+class OfficeHoursForm(forms.Form):
+    """On/off, the time zone, and per weekday a start and an end (both empty: closed that day)."""
+
+    office_hours_enabled = forms.BooleanField(
+        required=False, label="Office hours on", help_text="Off: the team counts as available at any time."
+    )
+    timezone = forms.CharField(max_length=64, help_text="A time zone name, e.g. Europe/Berlin.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for day in range(7):
+            for end in ("start", "end"):
+                self.fields[f"{end}_{day}"] = forms.TimeField(
+                    required=False, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
+                )
+
+    def clean(self):
+        data = super().clean()
+        hours = {}
+        for day in range(7):
+            start, end = data.get(f"start_{day}"), data.get(f"end_{day}")
+            if (start is None) != (end is None):
+                self.add_error(f"start_{day}", "Give both a start and an end, or neither (closed).")
+            elif start is not None and end is not None:
+                hours[str(day)] = [start.strftime("%H:%M"), end.strftime("%H:%M")]
+        data["office_hours"] = hours
+        return data

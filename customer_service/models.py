@@ -13,6 +13,14 @@ def new_widget_key() -> str:
     return "wk_" + secrets.token_urlsafe(18)
 
 
+class UncertainMode(models.TextChoices):
+    """What the bot does with a question it is not sure enough of to answer (before handing off)."""
+
+    SUGGEST = "suggest", "Offer its best guesses as buttons"
+    REPHRASE = "rephrase", "Ask the visitor to rephrase, once"
+    HANDOFF = "handoff", "Hand off to a person at once"
+
+
 class BotSettings(TenantModel):
     """One per organisation. The widget key is public (it sits in the tenant's web page): it names the
     organisation, and ``allowed_origins`` limits which sites may open a chat with it."""
@@ -26,9 +34,30 @@ class BotSettings(TenantModel):
         max_length=500, default="Let me connect you with a member of our team. Please stay with us."
     )
     bot_name = models.CharField(max_length=60, default="Assistant")
+    # Per-intent overrides of ``intent_threshold``: {"cancel_subscription": 0.7}.
+    intent_thresholds = models.JSONField(default=dict, blank=True)
+    uncertain_mode = models.CharField(
+        max_length=16, choices=UncertainMode.choices, default=UncertainMode.SUGGEST
+    )
+    # Guesses at or above this probability are offered as suggestions (below the intent's threshold).
+    suggestion_floor = models.FloatField(default=0.15)
+    rephrase_message = models.CharField(
+        max_length=500, default="Sorry, I am not sure I understood. Could you say it in other words?"
+    )
+    # Office hours: {"0": ["09:00", "17:00"], ...} by weekday (0 = Monday) in ``timezone``; a day not
+    # listed is closed. Off (``office_hours_enabled`` false): always within hours.
+    office_hours_enabled = models.BooleanField(default=False)
+    office_hours = models.JSONField(default=dict, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["organisation"], name="uniq_bot_settings")]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation"], name="uniq_bot_settings"),
+            models.CheckConstraint(
+                condition=models.Q(suggestion_floor__gte=0) & models.Q(suggestion_floor__lte=1),
+                name="cs_suggestion_floor_0_1",
+            ),
+        ]
 
 
 class AnswerTemplate(TenantModel):
@@ -92,6 +121,10 @@ class Conversation(TenantModel):
     handoff_reason = models.CharField(max_length=200, blank=True, default="")
     origin = models.CharField(max_length=200, blank=True, default="")
     rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Nobody could take the hand-off (outside office hours, or no operator online): the bot asked for an
+    # e-mail address to reply to, and keeps asking until it has a valid one.
+    email_requested = models.BooleanField(default=False)
+    visitor_email = models.EmailField(blank=True, default="")
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
@@ -113,7 +146,17 @@ class AnswerSource(models.TextChoices):
     TEMPLATE = "template", "Answer template"
     ARTICLE = "article", "Knowledge-base article"
     HANDOFF = "handoff", "Hand-off to a person"
+    SUGGESTIONS = "suggestions", "Suggestions (did you mean)"
+    REPHRASE = "rephrase", "Asked to rephrase"
+    CHOICE = "choice", "The visitor's choice of a suggestion"
+    EMAIL = "email", "E-mail address asked or noted"
     OPERATOR = "operator", "Operator"
+
+
+class LabelSource(models.TextChoices):
+    NONE = "", "None"
+    OPERATOR = "operator", "An operator's correction"
+    VISITOR = "visitor", "The visitor's choice of a suggestion"
 
 
 class Message(TenantModel):
@@ -132,6 +175,12 @@ class Message(TenantModel):
     )
     # An operator's correction of the bot's intent for this (visitor) message: future training data.
     corrected_intent = models.CharField(max_length=100, blank=True, default="")
+    # Who gave ``corrected_intent``: an operator, or the visitor picking one of the bot's suggestions (an
+    # operator's correction wins over a visitor's choice).
+    label_source = models.CharField(max_length=16, choices=LabelSource.choices, blank=True, default="")
+    # On a suggestions message: {"question": <visitor message id>, "options": [{"intent", "label"}],
+    # "chosen": "" | <intent> | "none"}.
+    suggestions = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]

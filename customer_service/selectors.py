@@ -125,3 +125,26 @@ def intent_labels(*, organisation) -> list[str]:
     """The intents of the active intent model (what an operator may correct a message to)."""
     version = intent_model(organisation=organisation)
     return list(version.labels) if version is not None else []
+
+
+def operating_points(*, organisation, version=None) -> list[dict[str, Any]] | None:
+    """The active intent model's coverage curve on its held-out rows, for choosing the threshold: per
+    threshold, the share of questions it would answer and the share it would answer wrongly (of all, and of
+    those answered), in percent. None for a model evaluated before the curve was stored (retrain it)."""
+    version = version or intent_model(organisation=organisation)
+    curve = (version.metrics or {}).get("coverage") if version is not None else None
+    if not curve:
+        return None
+    points = []
+    for point in curve:
+        answered, wrong = float(point["answered"]), float(point["wrong"])
+        points.append(
+            {
+                "threshold": float(point["threshold"]),
+                "answered": 100 * answered,
+                "wrong": 100 * wrong,
+                "wrong_of_answered": 100 * wrong / answered if answered else 0.0,
+                "handed_on": 100 * (1 - answered),
+            }
+        )
+    return points

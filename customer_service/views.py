@@ -43,6 +43,14 @@ def _setup_page(request, *, status: int = 200, **bound):
     script_url = request.build_absolute_uri(reverse("customer_service:widget-script"))
     version = selectors.intent_model(organisation=organisation)
     intents = version.labels if version is not None else []
+    conversing_initial = {
+        "uncertain_mode": bot.uncertain_mode,
+        "suggestion_floor": bot.suggestion_floor,
+        "rephrase_message": bot.rephrase_message,
+    }
+    hours_initial: dict = {"office_hours_enabled": bot.office_hours_enabled, "timezone": bot.timezone}
+    for row in services.office_hours_rows(bot=bot):
+        hours_initial[f"start_{row['day']}"], hours_initial[f"end_{row['day']}"] = row["start"], row["end"]
     templates = list(selectors.template_list(organisation=organisation))
     covered = {t.intent for t in templates}
     context = {
@@ -59,8 +67,22 @@ def _setup_page(request, *, status: int = 200, **bound):
         "corrections": selectors.correction_count(organisation=organisation),
         "can_train": role_can(request.role, "models.train"),
         "snippet": f'<script src="{script_url}" data-key="{bot.widget_key}" async></script>',
+        "conversing_form": forms.ConversingForm(initial=conversing_initial),
+        "office_hours_form": forms.OfficeHoursForm(initial=hours_initial),
+        "operating_points": selectors.operating_points(organisation=organisation, version=version),
+        "intent_thresholds": [
+            (intent, bot.intent_thresholds.get(intent), services.intent_threshold_for(bot=bot, intent=intent))
+            for intent in intents
+        ],
+        "operators_online": services.operators_online(organisation=organisation),
+        "within_hours": services.within_office_hours(bot=bot),
     }
     context.update(bound)
+    hours_form = context["office_hours_form"]
+    context["office_hours_days"] = [
+        (name, hours_form[f"start_{day}"], hours_form[f"end_{day}"])
+        for day, name in enumerate(services.WEEKDAYS)
+    ]
     return render(request, "customer_service/index.html", context, status=status)
 
 
@@ -89,6 +111,76 @@ def settings_save(request):
         else:
             return _saved(request, "Chatbot settings saved.")
     return _setup_page(request, settings_form=form)
+
+
+@require_POST
+@member_required("org.manage")
+def conversing_save(request):
+    """What the bot does when it is not sure: suggestions, asking to rephrase, or hand-off."""
+    form = forms.ConversingForm(request.POST)
+    if form.is_valid():
+        try:
+            services.bot_settings_update(organisation=request.organisation, **form.cleaned_data)
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            return _saved(request, "Saved: what the bot does when it is not sure.")
+    return _setup_page(request, conversing_form=form, status=400)
+
+
+@require_POST
+@member_required("org.manage")
+def threshold_pick(request):
+    """The tenant picked an operating point from the table: it becomes the global intent threshold."""
+    form = forms.ThresholdPickForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick a threshold between 0 and 1.")
+        return redirect("customer_service:index")
+    threshold = form.cleaned_data["threshold"]
+    services.bot_settings_update(organisation=request.organisation, intent_threshold=threshold)
+    return _saved(request, f"The bot now answers from a template at {threshold:.2f} confidence or more.")
+
+
+@require_POST
+@member_required("org.manage")
+def intent_thresholds_save(request):
+    """Per-intent thresholds: a field ``threshold-<intent>`` per intent (empty: the global threshold)."""
+    organisation = request.organisation
+    labels = selectors.intent_labels(organisation=organisation)
+    thresholds: dict[str, object] = {}
+    for intent in labels:
+        raw = request.POST.get(f"threshold-{intent}", "").strip()
+        if raw:
+            try:
+                thresholds[intent] = float(raw)
+            except ValueError:
+                thresholds[intent] = raw  # refused by the service with the intent's name
+    try:
+        services.bot_settings_update(organisation=organisation, intent_thresholds=thresholds)
+    except TrellisError as exc:
+        _fail(request, exc)
+        return _setup_page(request, status=400)
+    return _saved(request, f"{len(thresholds)} intent threshold{'s' if len(thresholds) != 1 else ''} saved.")
+
+
+@require_POST
+@member_required("org.manage")
+def office_hours_save(request):
+    form = forms.OfficeHoursForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.bot_settings_update(
+                organisation=request.organisation,
+                office_hours_enabled=data["office_hours_enabled"],
+                timezone=data["timezone"],
+                office_hours=data["office_hours"],
+            )
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            return _saved(request, "Office hours saved.")
+    return _setup_page(request, office_hours_form=form, status=400)
 
 
 @require_POST

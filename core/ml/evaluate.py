@@ -1,5 +1,6 @@
-"""Held-out evaluation: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and calibration
-(ECE).
+"""Held-out evaluation: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, calibration
+(ECE) and the coverage curve (at each confidence threshold, the share of rows a threshold rule would answer
+and the share it would answer wrongly: what a product shows its tenant to choose an operating point).
 
 Pure functions over labels and confidences (:func:`compute_metrics`) plus :func:`evaluate_classifier`, which
 runs any object with ``predict(texts)`` (a trained model or a loaded predictor) over labelled rows. No torch
@@ -9,7 +10,7 @@ import.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,6 +19,8 @@ from core.ml.errors import MLError, UnknownLabelError
 from core.ml.predictions import SupportsPredict
 
 ECE_BINS = 15
+# Thresholds of the coverage curve: 0.05 to 0.95 in steps of 0.05.
+COVERAGE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class Metrics:
     labels: list[str]
     ece: float
     n: int
+    # [{"threshold", "answered", "wrong"}]: shares of all ``n`` rows whose top confidence is >= threshold
+    # (answered) and of those answered with the wrong label (wrong), one entry per COVERAGE_THRESHOLDS.
+    coverage: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +77,31 @@ def expected_calibration_error(
     return sum(abs(s_ok - s_conf) / n for count, s_conf, s_ok in totals if count)
 
 
+def coverage_curve(
+    confidences: Sequence[float],
+    correct: Sequence[bool],
+    thresholds: Sequence[float] = COVERAGE_THRESHOLDS,
+) -> list[dict[str, float]]:
+    """At each threshold, the share of rows answered (top confidence >= threshold) and the share answered
+    wrongly, both over all rows: the trade-off of a "answer when sure enough, else hand off" rule."""
+    n = len(confidences)
+    if n == 0:
+        return []
+    conf = np.asarray(confidences, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    curve = []
+    for threshold in thresholds:
+        answered = conf >= threshold
+        curve.append(
+            {
+                "threshold": float(threshold),
+                "answered": float(answered.sum() / n),
+                "wrong": float((answered & ~ok).sum() / n),
+            }
+        )
+    return curve
+
+
 def compute_metrics(
     *, gold: Sequence[str], predicted: Sequence[str], confidences: Sequence[float], labels: Sequence[str]
 ) -> Metrics:
@@ -93,6 +124,7 @@ def compute_metrics(
         labels=list(labels),
         ece=expected_calibration_error(confidences, correct),
         n=len(gold),
+        coverage=coverage_curve(confidences, correct),
     )
 
 

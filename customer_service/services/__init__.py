@@ -3,7 +3,11 @@
 - ``bot``: the bot's settings and its public widget (allowed origins, key, per-visitor throttle);
 - ``knowledge``: answer templates and the knowledge base (articles, passages, vector search);
 - ``conversations``: a conversation's life (start, resume, visitor messages stored, operators' actions);
-- ``answering``: how the bot answers a visitor's message (the rule, metering, hand-off);
+- ``answering``: how the bot answers a visitor's message (the rule, metering, the uncertain band);
+- ``suggestions``: the bot's best guesses as buttons, and the visitor's choice (a labelled example);
+- ``handoff``: handing off, and what the visitor is told (asked for an e-mail address when nobody can
+  answer now);
+- ``availability``: office hours and operators' presence (who has the inbox open);
 - ``corrections``: operators' intent corrections, retraining from them, classifying past messages;
 - ``imports``: CSV imports of answer templates and historical questions and answers;
 - ``common``: the app and model task names they share.
@@ -19,11 +23,23 @@ from customer_service.services.answering import (
     visitor_message,
     visitor_message_answer,
 )
+from customer_service.services.availability import (
+    WEEKDAYS,
+    handoff_availability,
+    office_hours_check,
+    office_hours_rows,
+    operator_presence_clear,
+    operator_presence_mark,
+    operators_online,
+    within_office_hours,
+)
 from customer_service.services.bot import (
     WIDGET_LIMITS,
     bot_for_widget,
     bot_settings_for,
     bot_settings_update,
+    intent_threshold_for,
+    intent_thresholds_check,
     widget_key_rotate,
     widget_throttle,
 )
@@ -40,6 +56,7 @@ from customer_service.services.conversations import (
     conversation_start,
     conversation_take_over,
     conversations_close_idle,
+    email_wanted,
     message_payload,
     operator_message,
     public_name,
@@ -49,9 +66,11 @@ from customer_service.services.corrections import (
     UNCLASSIFIED_MESSAGES,
     corrections_csv,
     message_correct_intent,
+    message_label_by_visitor,
     messages_classify_start,
     retrain_with_corrections,
 )
+from customer_service.services.handoff import email_from_text
 from customer_service.services.imports import (
     MAX_QA_ROWS,
     MAX_UPLOAD_BYTES,
@@ -73,12 +92,15 @@ from customer_service.services.knowledge import (
     template_delete,
     template_save,
 )
+from customer_service.services.suggestions import intent_label, suggestion_choose
 
 __all__ = [
     "APP",
     "CHUNK_WORDS",
+    "Decision",
     "HANDOFF_INTENTS",
     "HUMAN_REQUEST",
+    "Hit",
     "INTENT_TASK",
     "KB_VECTORS",
     "MAX_ARTICLE_CHARS",
@@ -89,9 +111,8 @@ __all__ = [
     "MIN_QA_PAIRS_TO_TRAIN",
     "RETRIEVAL_TASK",
     "UNCLASSIFIED_MESSAGES",
+    "WEEKDAYS",
     "WIDGET_LIMITS",
-    "Decision",
-    "Hit",
     "answer_preview",
     "article_delete",
     "article_save",
@@ -112,15 +133,28 @@ __all__ = [
     "conversations_close_idle",
     "corrections_csv",
     "decide",
+    "email_from_text",
+    "email_wanted",
+    "handoff_availability",
+    "intent_label",
+    "intent_threshold_for",
+    "intent_thresholds_check",
     "kb_reindex",
     "kb_search",
     "message_correct_intent",
+    "message_label_by_visitor",
     "message_payload",
     "messages_classify_start",
+    "office_hours_check",
+    "office_hours_rows",
     "operator_message",
+    "operator_presence_clear",
+    "operator_presence_mark",
+    "operators_online",
     "public_name",
     "qa_import",
     "retrain_with_corrections",
+    "suggestion_choose",
     "template_delete",
     "template_save",
     "templates_import",
@@ -129,4 +163,5 @@ __all__ = [
     "visitor_message_store",
     "widget_key_rotate",
     "widget_throttle",
+    "within_office_hours",
 ]

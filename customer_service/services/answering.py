@@ -1,17 +1,23 @@
 """How the bot answers a visitor's message (``bot_answer``; ``decide`` is the rule, without writes):
 1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off;
-2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction
-   (>= ``intent_threshold``) of an intent with an active answer template -> that template;
+2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction (at or
+   above the intent's threshold: its own in ``intent_thresholds``, else ``intent_threshold``) of an intent
+   with an active answer template -> that template;
 3. otherwise the knowledge base: the closest article passage by cosine (>= ``retrieval_threshold``);
-4. otherwise hand-off to an operator (the conversation waits in the live inbox).
+4. otherwise, not sure: as the tenant chose (``uncertain_mode``), the bot offers its best guesses with an
+   answer (at or above ``suggestion_floor``) as buttons (``suggestions``), or asks the visitor to rephrase
+   (once: if its previous word was already that, it hands off), or hands off;
+5. otherwise hand-off to an operator (``handoff``: the conversation waits in the live inbox, and the visitor
+   is told what happens next, asked for an e-mail address when nobody can answer now).
 Each answered visitor message is one metered prediction; over the quota, the bot hands off instead of
 answering, and the visitor's message is kept either way. ``answer_preview`` is the same rule for the API,
-without a conversation.
+without a conversation. While a hand-off waits for the visitor's e-mail address, the bot reads their
+messages for it (``handoff.email_reply_locked``), unmetered.
 """
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -29,16 +35,20 @@ from customer_service.models import (
     ConversationStatus,
     Message,
     Sender,
+    UncertainMode,
 )
-from customer_service.services.bot import bot_settings_for
+from customer_service.services.bot import bot_settings_for, intent_threshold_for
 from customer_service.services.common import APP, INTENT_TASK
 from customer_service.services.conversations import (
     _add_message,
     _announce,
     _clean_text,
+    email_wanted,
     visitor_message_store,
 )
+from customer_service.services.handoff import email_reply_locked, hand_off_locked
 from customer_service.services.knowledge import kb_search
+from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +66,22 @@ def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
     message, bot_has_it = visitor_message_store(conversation=conversation, text=text)
     if not bot_has_it:
         return [message]  # a person has it (or is about to): the bot stays quiet
-    return [message, *bot_answer(conversation=conversation, message=message)]
+    return [message, *visitor_message_answer(conversation=conversation, message=message)]
 
 
 def visitor_message_answer(*, conversation: Conversation, message: Message) -> list[Message]:
     """The bot's answer to a visitor message stored earlier (``visitor_message_store``), worked out apart
     from accepting it; nothing if a person has the conversation by now (an operator took over, or the
-    answer to an earlier message handed off, or it was closed): the message waits for them in the inbox."""
-    status = Conversation.all_tenants.filter(pk=conversation.pk).values_list("status", flat=True).first()
-    if status != ConversationStatus.BOT:
+    answer to an earlier message handed off, or it was closed): the message waits for them in the inbox.
+    A hand-off that asked for the visitor's e-mail address reads the message for it."""
+    current = Conversation.all_tenants.filter(pk=conversation.pk).first()
+    if current is None:
+        return []
+    if email_wanted(current):
+        with transaction.atomic():
+            current = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+            return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
+    if current.status != ConversationStatus.BOT:
         return []
     return bot_answer(conversation=conversation, message=message)
 
@@ -78,13 +95,30 @@ class Decision:
     confidence: float | None = None
     article_id: int | None = None
     model_version_id: int | None = None
+    suggestions: tuple[dict[str, Any], ...] = ()  # on ``suggestions``: [{"intent", "label", "probability"}]
+    uncertain: bool = False  # a hand-off because the bot was not sure (not asked, not failed)
 
 
-def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
-    """What the bot would answer to ``text`` (no writes, not metered): the rule in the module docstring."""
+def decide(*, organisation, bot: BotSettings, text: str, asked_to_rephrase: bool = False) -> Decision:
+    """What the bot would answer to ``text`` (no writes, not metered): the rule in the module docstring.
+    ``asked_to_rephrase``: the bot's previous word in the conversation asked for other words."""
+    decision = _decide(organisation=organisation, bot=bot, text=text)
+    if not decision.uncertain or bot.uncertain_mode == UncertainMode.HANDOFF:
+        return decision
+    if bot.uncertain_mode == UncertainMode.SUGGEST and decision.suggestions:
+        return replace(
+            decision, source=AnswerSource.SUGGESTIONS, text=suggestions_text(list(decision.suggestions))
+        )
+    if bot.uncertain_mode == UncertainMode.REPHRASE and not asked_to_rephrase:
+        return replace(decision, source=AnswerSource.REPHRASE, text=bot.rephrase_message)
+    return decision
+
+
+def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     if HUMAN_REQUEST.search(text):
         return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason="The visitor asked for a person.")
     intent, confidence, version_id = "", None, None
+    probabilities: dict[str, float] = {}
     version = active_version(organisation, APP, INTENT_TASK)
     if version is not None and version.labels:
         prediction = registry.predictor_for(version=version).predict([text])[0]
@@ -93,7 +127,9 @@ def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
             float(prediction.probabilities[prediction.label]),
             version.pk,
         )
-        if intent in HANDOFF_INTENTS and confidence >= bot.intent_threshold:
+        probabilities = dict(prediction.probabilities)
+        threshold = intent_threshold_for(bot=bot, intent=intent)
+        if intent in HANDOFF_INTENTS and confidence >= threshold:
             return Decision(
                 AnswerSource.HANDOFF,
                 bot.handoff_message,
@@ -103,7 +139,7 @@ def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
                 model_version_id=version_id,
             )
         template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
-        if template is not None and confidence >= bot.intent_threshold:
+        if template is not None and confidence >= threshold:
             return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
     hits = kb_search(organisation=organisation, query=text, k=1)
     if hits and hits[0].score >= bot.retrieval_threshold:
@@ -112,11 +148,44 @@ def decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         return Decision(AnswerSource.ARTICLE, answer, "", intent, confidence, hit.article_id, version_id)
     if version is None:
         reason = "No intent model is active and no article matches."
-    elif confidence is not None and confidence < bot.intent_threshold:
-        reason = f"Not sure: '{intent}' at {confidence:.2f} (threshold {bot.intent_threshold:.2f})."
+    elif confidence is not None and confidence < intent_threshold_for(bot=bot, intent=intent):
+        threshold = intent_threshold_for(bot=bot, intent=intent)
+        reason = f"Not sure: '{intent}' at {confidence:.2f} (threshold {threshold:.2f})."
     else:
         reason = f"No answer template for '{intent}' and no article matches."
-    return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason, intent, confidence, None, version_id)
+    options = (
+        suggestion_options(
+            organisation=organisation,
+            probabilities=probabilities,
+            floor=bot.suggestion_floor,
+            exclude=HANDOFF_INTENTS,
+        )
+        if probabilities and bot.uncertain_mode == UncertainMode.SUGGEST
+        else []
+    )
+    return Decision(
+        AnswerSource.HANDOFF,
+        bot.handoff_message,
+        reason,
+        intent,
+        confidence,
+        None,
+        version_id,
+        suggestions=tuple(options),
+        uncertain=True,
+    )
+
+
+def _asked_to_rephrase(conversation: Conversation, before: Message) -> bool:
+    """Whether the bot's last word before ``before`` asked the visitor to rephrase."""
+    last = (
+        Message.all_tenants.filter(conversation=conversation, pk__lt=before.pk)
+        .exclude(sender=Sender.VISITOR)
+        .order_by("-pk")
+        .values_list("source", flat=True)
+        .first()
+    )
+    return last == AnswerSource.REPHRASE
 
 
 def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]:
@@ -126,12 +195,17 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
 
     def answer() -> billing.Charge[list[Message]]:  # only an answer the bot worked out and gave is charged
         try:
-            decision = decide(organisation=organisation, bot=bot, text=message.text)
+            decision = decide(
+                organisation=organisation,
+                bot=bot,
+                text=message.text,
+                asked_to_rephrase=_asked_to_rephrase(conversation, message),
+            )
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
             failed = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
-            return billing.Charge(_bot_reply(conversation, message, failed), quantity=0)
-        replies = _bot_reply(conversation, message, decision)
+            return billing.Charge(_bot_reply(conversation, message, failed, bot), quantity=0)
+        replies = _bot_reply(conversation, message, decision, bot)
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if replies else 0, metadata=metadata)
 
@@ -143,10 +217,12 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
         used_up = Decision(
             AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
         )
-        return _bot_reply(conversation, message, used_up)
+        return _bot_reply(conversation, message, used_up, bot)
 
 
-def _bot_reply(conversation: Conversation, message: Message, decision: Decision) -> list[Message]:
+def _bot_reply(
+    conversation: Conversation, message: Message, decision: Decision, bot: BotSettings
+) -> list[Message]:
     """Give the bot's decision, unless an operator took the conversation over while the bot thought."""
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
@@ -156,20 +232,31 @@ def _bot_reply(conversation: Conversation, message: Message, decision: Decision)
             )
         if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
+        if decision.source == AnswerSource.HANDOFF:
+            reply = hand_off_locked(
+                conversation,
+                bot=bot,
+                reason=decision.reason,
+                intent=decision.intent,
+                confidence=decision.confidence,
+                model_version_id=decision.model_version_id,
+            )
+            return [reply]
+        suggestions: dict[str, Any] = {}
+        if decision.source == AnswerSource.SUGGESTIONS:
+            options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
+            suggestions = {"question": message.pk, "options": options, "chosen": ""}
         reply = _add_message(
             conversation,
-            sender=Sender.BOT if decision.source != AnswerSource.HANDOFF else Sender.SYSTEM,
+            sender=Sender.BOT,
             text=decision.text,
             source=decision.source,
             intent=decision.intent,
             confidence=decision.confidence,
             article_id=decision.article_id,
             model_version_id=decision.model_version_id,
+            suggestions=suggestions,
         )
-        if decision.source == AnswerSource.HANDOFF:
-            conversation.status = ConversationStatus.WAITING
-            conversation.handoff_reason = decision.reason[:200]
-            conversation.save(update_fields=["status", "handoff_reason", "updated_at"])
         _announce(conversation, reply)
     return [reply]
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from core.errors import InvalidInput, NotFound, RateLimited
 from core.ratelimit import rate_limit_hit
-from customer_service.models import BotSettings
+from customer_service.models import BotSettings, UncertainMode
 
 
 def bot_settings_for(*, organisation) -> BotSettings:
@@ -27,15 +27,71 @@ def _origin(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def _share(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise InvalidInput(f"{name} must be a number between 0 and 1.", details={"field": name})
+    return float(value)
+
+
+def intent_thresholds_check(thresholds: Any) -> dict[str, float]:
+    """Per-intent thresholds ``{intent: 0..1}`` (an intent not listed uses ``intent_threshold``)."""
+    if not isinstance(thresholds, dict):
+        raise InvalidInput(
+            "intent_thresholds must map intents to numbers between 0 and 1.",
+            details={"field": "intent_thresholds"},
+        )
+    checked = {}
+    for intent, value in thresholds.items():
+        name = str(intent).strip()
+        if not name or len(name) > 100:
+            raise InvalidInput(
+                "An intent must be 1 to 100 characters.", details={"field": "intent_thresholds"}
+            )
+        try:
+            checked[name] = _share(f"The threshold of '{name}'", value)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, details={"field": "intent_thresholds"}) from None
+    return dict(sorted(checked.items()))
+
+
+def intent_threshold_for(*, bot: BotSettings, intent: str) -> float:
+    """The confidence at or above which the bot answers ``intent``: its own threshold, else the global one."""
+    return float(bot.intent_thresholds.get(intent, bot.intent_threshold))
+
+
 def bot_settings_update(*, organisation, **fields: Any) -> BotSettings:
+    from customer_service.services.availability import office_hours_check, timezone_check
+
     bot = bot_settings_for(organisation=organisation)
-    for name in ("intent_threshold", "retrieval_threshold"):
+    for name in ("intent_threshold", "retrieval_threshold", "suggestion_floor"):
         if name in fields:
-            value = fields[name]
-            if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-                raise InvalidInput(f"{name} must be a number between 0 and 1.", details={"field": name})
-            setattr(bot, name, float(value))
-    for name, limit in (("greeting", 500), ("handoff_message", 500), ("bot_name", 60)):
+            setattr(bot, name, _share(name, fields[name]))
+    if "intent_thresholds" in fields:
+        bot.intent_thresholds = intent_thresholds_check(fields["intent_thresholds"])
+    if "uncertain_mode" in fields:
+        if fields["uncertain_mode"] not in UncertainMode.values:
+            raise InvalidInput(
+                f"uncertain_mode must be one of {', '.join(UncertainMode.values)}.",
+                details={"field": "uncertain_mode"},
+            )
+        bot.uncertain_mode = fields["uncertain_mode"]
+    if "timezone" in fields:
+        bot.timezone = timezone_check(fields["timezone"])
+    if "office_hours" in fields:
+        bot.office_hours = office_hours_check(fields["office_hours"])
+    if "office_hours_enabled" in fields:
+        bot.office_hours_enabled = bool(fields["office_hours_enabled"])
+    if bot.office_hours_enabled and not bot.office_hours:
+        raise InvalidInput(
+            "Give the hours of at least one weekday, or turn office hours off.",
+            details={"field": "office_hours"},
+        )
+    for name, limit in (
+        ("greeting", 500),
+        ("handoff_message", 500),
+        ("bot_name", 60),
+        ("rephrase_message", 500),
+    ):
         if name in fields:
             value = str(fields[name]).strip()
             if not value or len(value) > limit:

@@ -21,6 +21,7 @@ from customer_service.models import (
 )
 
 MAX_MESSAGE_CHARS = 2000
+NONE_LABEL = "None of these / talk to a person"  # the button after the bot's suggestions
 
 
 def _hash(token: str) -> str:
@@ -30,6 +31,18 @@ def _hash(token: str) -> str:
 def public_name(user) -> str:
     """How visitors see an operator: the first name, never the e-mail address."""
     return (user.first_name or "").strip() or "Our support team"
+
+
+def _suggestions_shown(message: Message) -> dict[str, Any] | None:
+    """What the widget shows of a suggestions message: the options' labels (picked by position: intent names
+    stay internal), the "none of these" button, and whether the visitor answered already."""
+    if message.source != AnswerSource.SUGGESTIONS or not message.suggestions:
+        return None
+    return {
+        "options": [option["label"] for option in message.suggestions.get("options", [])],
+        "none": NONE_LABEL,
+        "answered": bool(message.suggestions.get("chosen")),
+    }
 
 
 def message_payload(message: Message) -> dict[str, Any]:
@@ -43,6 +56,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "intent": message.intent,
         "confidence": message.confidence,
         "article": message.article_id,
+        "suggestions": _suggestions_shown(message),
         "created_at": message.created_at.isoformat(),
     }
 
@@ -55,6 +69,8 @@ def conversation_payload(conversation: Conversation) -> dict[str, Any]:
         "assigned_to": conversation.assigned_to.email if conversation.assigned_to else None,
         "handoff_reason": conversation.handoff_reason,
         "rating": conversation.rating,
+        "visitor_email": conversation.visitor_email,
+        "email_requested": conversation.email_requested,
         "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
     }
 
@@ -74,7 +90,17 @@ def _announce(conversation: Conversation, message: Message | None = None) -> Non
     broadcast(
         group=conversation_group(conversation),
         event_type="cs.status",
-        payload={"status": conversation.status},
+        payload={"status": conversation.status, "email_requested": email_wanted(conversation)},
+    )
+
+
+def email_wanted(conversation: Conversation) -> bool:
+    """Whether the bot reads the visitor's next message for the e-mail address it asked for (a hand-off
+    when nobody could answer: ``handoff``)."""
+    return (
+        conversation.status == ConversationStatus.WAITING
+        and conversation.email_requested
+        and not conversation.visitor_email
     )
 
 
@@ -135,7 +161,8 @@ def _clean_text(text: Any) -> str:
 
 
 def visitor_message_store(*, conversation: Conversation, text: Any) -> tuple[Message, bool]:
-    """Store the visitor's message; returns it and whether the bot should answer (the bot has the chat)."""
+    """Store the visitor's message; returns it and whether the bot should answer (the bot has the chat, or
+    waits for the visitor's e-mail address)."""
     text = _clean_text(text)
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
@@ -143,7 +170,7 @@ def visitor_message_store(*, conversation: Conversation, text: Any) -> tuple[Mes
             raise Conflict("This conversation is closed. Start a new one.")
         message = _add_message(conversation, sender=Sender.VISITOR, text=text)
         _announce(conversation, message)
-    return message, conversation.status == ConversationStatus.BOT
+    return message, conversation.status == ConversationStatus.BOT or email_wanted(conversation)
 
 
 def _check_assignee(conversation: Conversation, user) -> None:

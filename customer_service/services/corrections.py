@@ -6,7 +6,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import feedback
 from core.registry import rows as rows_infer
 from core.registry.services.common import active_version
-from customer_service.models import Message, Sender
+from customer_service.models import LabelSource, Message, Sender
 from customer_service.services.common import APP, INTENT_TASK
 from customer_service.services.knowledge import _intent_name
 
@@ -31,8 +31,23 @@ def message_correct_intent(*, organisation, message_id: int, intent: str) -> Mes
     version = active_version(organisation, APP, INTENT_TASK)
     if version is not None and version.labels and intent not in version.labels:
         raise InvalidInput(f"'{intent}' is not an intent of the active model.", details={"field": "intent"})
-    message.corrected_intent = intent
-    message.save(update_fields=["corrected_intent", "updated_at"])
+    message.corrected_intent, message.label_source = intent, LabelSource.OPERATOR
+    message.save(update_fields=["corrected_intent", "label_source", "updated_at"])
+    return message
+
+
+def message_label_by_visitor(*, organisation, message_id: int, intent: str) -> Message | None:
+    """The visitor picked ``intent`` among the bot's suggestions for their question: a labelled example for
+    the next retrain (``retrain_with_corrections``), like an operator's correction, which it never overrides.
+    Returns the message, or None if an operator labelled it already."""
+    intent = _intent_name(intent)
+    message = Message.objects.for_org(organisation).filter(pk=message_id, sender=Sender.VISITOR).first()
+    if message is None:
+        raise NotFound("No such visitor message.")
+    if message.label_source == LabelSource.OPERATOR:
+        return None
+    message.corrected_intent, message.label_source = intent, LabelSource.VISITOR
+    message.save(update_fields=["corrected_intent", "label_source", "updated_at"])
     return message
 
 

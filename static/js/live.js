@@ -4,11 +4,13 @@
 // backoff. Usage:
 //   TrellisLive.follow({ socket: "/ws/jobs/", every: 1500, refresh: async () => {...}, message: (msg) => {...} })
 // refresh() is called at once, then `every` ms after each call ends; message(msg) for each socket frame (parsed
-// JSON; without `message`, a frame calls refresh()); open() when a socket connects. Returns { refresh, stop }.
+// JSON; without `message`, a frame calls refresh()); open() when a socket connects. With `heartbeat: { every,
+// frame }`, the socket sends `frame` when it opens and every `every` ms (the inbox says its operator is still
+// there). Returns { refresh, stop }.
 (function () {
   function follow(options) {
     const every = options.every || 3000;
-    let stopped = false, timer = null, socket = null, backoff = 1000, running = null, again = false;
+    let stopped = false, timer = null, socket = null, backoff = 1000, running = null, again = false, beat = null;
 
     function refresh() {
       if (running) { again = true; return running; }  // one at a time; a change meanwhile gets one more
@@ -25,7 +27,16 @@
       try {
         socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + options.socket);
       } catch (e) { return; }  // polling covers it
-      socket.onopen = () => { backoff = 1000; if (options.open) options.open(); };
+      socket.onopen = () => {
+        backoff = 1000;
+        if (options.open) options.open();
+        if (options.heartbeat) {
+          const sendBeat = () => { if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(options.heartbeat.frame)); };
+          sendBeat();
+          clearInterval(beat);
+          beat = setInterval(sendBeat, options.heartbeat.every);
+        }
+      };
       socket.onmessage = (event) => {
         let msg = null;
         try { msg = JSON.parse(event.data); } catch (e) { return; }
@@ -33,6 +44,7 @@
       };
       socket.onclose = () => {
         socket = null;
+        clearInterval(beat);
         if (!stopped) { setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 30000); }
       };
     }
@@ -40,7 +52,7 @@
     tick();
     return {
       refresh,
-      stop() { stopped = true; clearTimeout(timer); if (socket) socket.close(); },
+      stop() { stopped = true; clearTimeout(timer); clearInterval(beat); if (socket) socket.close(); },
     };
   }
   window.TrellisLive = { follow };

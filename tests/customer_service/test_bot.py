@@ -63,10 +63,14 @@ def test_template_article_and_handoff_in_one_conversation(bot_org, make_member, 
     assert "Saturday mornings" in reply.text and "Opening hours" in reply.text
     assert _prediction_lines(organisation) == 2
 
-    # 3. asks for a person -> hand-off; the bot then stays quiet
+    # 3. asks for a person -> hand-off (an operator has the inbox open); the bot then stays quiet
+    first, second = make_member(organisation, Role.OPERATOR), make_member(organisation, Role.OPERATOR)
+    services.operator_presence_mark(organisation_id=organisation.pk, user_id=first.pk, channel="inbox-tab")
     _visitor, reply = services.visitor_message(conversation=conversation, text="Can I talk to a human please")
+    services.operator_presence_clear(organisation_id=organisation.pk, user_id=first.pk, channel="inbox-tab")
     conversation.refresh_from_db()
     assert reply.source == AnswerSource.HANDOFF and reply.sender == Sender.SYSTEM
+    assert reply.text == bot.handoff_message and not conversation.email_requested
     assert (
         conversation.status == ConversationStatus.WAITING
         and "asked for a person" in conversation.handoff_reason
@@ -75,7 +79,6 @@ def test_template_article_and_handoff_in_one_conversation(bot_org, make_member, 
     assert len(services.visitor_message(conversation=conversation, text="anyone?")) == 1
 
     # operators: one takes over, a second is refused, the first replies and hands back
-    first, second = make_member(organisation, Role.OPERATOR), make_member(organisation, Role.OPERATOR)
     services.conversation_take_over(organisation=organisation, conversation_id=conversation.pk, user=first)
     with pytest.raises(Conflict, match="is handling"):
         services.conversation_take_over(
@@ -125,14 +128,14 @@ def test_template_article_and_handoff_in_one_conversation(bot_org, make_member, 
 @pytest.mark.django_db
 def test_unsure_or_uncovered_questions_go_to_a_person(bot_org):
     organisation, _owner, _version = bot_org
-    bot = services.bot_settings_update(organisation=organisation, intent_threshold=1.0)
+    services.bot_settings_update(organisation=organisation, intent_threshold=1.0, uncertain_mode="handoff")
     _bot, conversation, _token, _greeting = _start(organisation)
     question = next(t for t, label in banking_rows("test_slice.csv") if label == "change_pin")
     services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
     _visitor, reply = services.visitor_message(conversation=conversation, text=question)
     conversation.refresh_from_db()
-    assert reply.source == AnswerSource.HANDOFF and reply.text == bot.handoff_message
-    assert conversation.status == ConversationStatus.WAITING
+    assert reply.source == AnswerSource.HANDOFF and reply.text.startswith("Nobody from our team is online")
+    assert conversation.status == ConversationStatus.WAITING and conversation.email_requested
     assert "Not sure: 'change_pin'" in conversation.handoff_reason
 
 

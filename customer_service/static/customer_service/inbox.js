@@ -99,7 +99,8 @@
     $("conversation").hidden = false;
     $("conversation-title").textContent = "Conversation #" + c.id + " · " + c.status;
     $("conversation").dataset.status = c.status;
-    $("conversation-reason").textContent = c.handoff_reason ? "Handed off: " + c.handoff_reason : "";
+    $("conversation-reason").textContent = (c.handoff_reason ? "Handed off: " + c.handoff_reason : "")
+      + (c.visitor_email ? " · Answer by e-mail: " + c.visitor_email : c.email_requested ? " · Asked for an e-mail address" : "");
     const box = $("messages");
     // Rebuild only when something changed, so a poll never closes a menu the operator has open.
     const closed = c.status === "closed";  // a closed conversation is a read-only transcript
@@ -178,5 +179,10 @@
       if (current !== null) await open(current);
     } catch (e) { /* next tick */ }
   }
-  TrellisLive.follow({ socket: "/ws/inbox/", every: 3000, refresh });
+  // An open inbox counts its operator online (the bot tells visitors when nobody is): it says so every 20 s;
+  // the server forgets a silent one after CS_PRESENCE_TTL_S.
+  TrellisLive.follow({
+    socket: "/ws/inbox/", every: 3000, refresh,
+    heartbeat: { every: 20000, frame: { type: "presence" } },
+  });
 })();

@@ -2,7 +2,8 @@
 //   <script src="https://<trellis host>/customer-service/widget.js" data-key="wk_..." async></script>
 // It draws a launcher and a chat panel in a shadow root (the host page's CSS cannot reach it), opens a websocket
 // to /ws/chat/<key>/, starts a conversation the first time the visitor opens the panel, and resumes it (id and
-// token in localStorage) on later pages and visits.
+// token in localStorage) on later pages and visits. When the bot is not sure it may offer its best guesses as
+// buttons ("choose" frames); when nobody can take a hand-off it asks for an e-mail address in the chat.
 (function () {
   const script = document.currentScript;
   const key = script && script.dataset.key;
@@ -39,6 +40,11 @@
       .note { color: #b3261e; font-size: 12px; padding: 0 12px 6px; }
       .rate { padding: 8px 12px; border-top: 1px solid #d8dde6; text-align: center; }
       .rate button { background: none; border: 1px solid #d8dde6; border-radius: 6px; margin: 0 2px; cursor: pointer; }
+      .suggestions { display: flex; flex-wrap: wrap; gap: 6px; margin: 4px 0 8px; }
+      .suggestions button { background: #fff; border: 1px solid #3056d3; color: #3056d3; border-radius: 14px;
+        padding: 4px 10px; font: 13px system-ui, sans-serif; cursor: pointer; }
+      .suggestions button.none { border-color: #6b7385; color: #6b7385; }
+      .suggestions button:disabled { opacity: .5; cursor: default; }
     </style>
     <button class="launcher" id="launcher" type="button">Chat with us</button>
     <div class="panel" id="panel" role="dialog" aria-label="Chat" hidden>
@@ -68,7 +74,34 @@
     }
     p.appendChild(document.createTextNode(m.text));
     $("log").appendChild(p);
+    if (m.suggestions && !m.suggestions.answered) $("log").appendChild(choices(m));
     $("log").scrollTop = $("log").scrollHeight;
+  }
+
+  // The bot's best guesses as buttons, and "none of these": picked by position, answered once.
+  function choices(m) {
+    const box = document.createElement("div");
+    box.className = "suggestions";
+    box.dataset.for = String(m.id);
+    const pick = (option) => {
+      box.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      send({ type: "choose", message: m.id, option });
+    };
+    m.suggestions.options.forEach((label, i) => {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "suggestion"; b.textContent = label; b.onclick = () => pick(i);
+      box.appendChild(b);
+    });
+    const none = document.createElement("button");
+    none.type = "button"; none.className = "suggestion none"; none.textContent = m.suggestions.none;
+    none.onclick = () => pick("none");
+    box.appendChild(none);
+    return box;
+  }
+
+  function emailWanted(wantedNow) {  // after a hand-off nobody could take, the bot waits for an address
+    $("input").placeholder = wantedNow ? "Your e-mail address" : "Type your message";
+    $("input").type = wantedNow ? "email" : "text";
   }
 
   function send(frame) {
@@ -92,10 +125,12 @@
         ready = true; note("");
         queue.splice(0).forEach((f) => socket.send(JSON.stringify(f)));
         closedState(frame.data.status === "closed");
+        emailWanted(!!frame.data.email_requested);
       } else if (frame.type === "message") {
         render(frame.data);
       } else if (frame.type === "status") {
         closedState(frame.data.status === "closed");
+        emailWanted(!!frame.data.email_requested);
       } else if (frame.type === "error") {
         if (frame.error.code === "not_found" && !ready && saved()) { save(null); if (wanted) start(); }
         else note(frame.error.message);

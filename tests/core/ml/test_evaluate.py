@@ -29,6 +29,19 @@ def test_hand_built_metrics():
     assert m.to_dict()["labels"] == ["a", "b", "c"]
 
 
+def test_coverage_curve_counts_answered_and_wrong_over_all_rows():
+    m = compute_metrics(gold=GOLD, predicted=PRED, confidences=CONF, labels=["a", "b", "c"])
+    by_threshold = {point["threshold"]: point for point in m.coverage}
+    assert len(m.coverage) == 19
+    assert m.coverage[0]["threshold"] == 0.05 and m.coverage[-1]["threshold"] == 0.95
+    # 0.6: all but 0.55 (wrong) answered -> 5/6 answered, 1 wrong (0.62); 0.8: 0.9, 0.82, 0.95, all right
+    assert by_threshold[0.6] == pytest.approx({"threshold": 0.6, "answered": 5 / 6, "wrong": 1 / 6})
+    assert by_threshold[0.8] == pytest.approx({"threshold": 0.8, "answered": 3 / 6, "wrong": 0.0})
+    assert by_threshold[0.5] == pytest.approx({"threshold": 0.5, "answered": 1.0, "wrong": 2 / 6})
+    assert by_threshold[0.95] == pytest.approx({"threshold": 0.95, "answered": 1 / 6, "wrong": 0.0})
+    assert m.to_dict()["coverage"] == m.coverage
+
+
 def test_ece_shares_a_bin():
     # 0.91 and 0.93 share bin 13; one right, one wrong -> |0.5 - 0.92| * 2/3; 0.5 alone -> |1 - 0.5| / 3
     ece = expected_calibration_error([0.91, 0.93, 0.5], [True, False, True])
