@@ -72,14 +72,24 @@ def _decode(fields: dict[bytes, bytes]) -> list[dict[str, str]]:
     ]
 
 
+_LEDGER_COLUMNS = (
+    "organisation",
+    "meter",
+    "quantity",
+    "idempotency_key",
+    "api_key",
+    "metadata",
+    "created_at",
+    "updated_at",
+)
+
+
 def _insert(org_id: int, rows: list[dict[str, str]]) -> None:
     """The rows as ledger lines in one ``executemany`` of a single-row INSERT (psycopg pipelines it; what
     ``bulk_create`` sends, without building a model instance per line: the flusher writes two lines per
     metered request)."""
     meta, now = UsageEvent._meta, timezone.now()
-    names = ("organisation", "meter", "quantity", "idempotency_key", "api_key", "metadata", "created_at")
-    names += ("updated_at",)
-    fields = [meta.get_field(name) for name in names]
+    fields = [meta.get_field(name) for name in _LEDGER_COLUMNS]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
     quantity, metadata, stamp = (meta.get_field(n) for n in ("quantity", "metadata", "created_at"))
     at = stamp.get_db_prep_save(now, connection)

@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from core.billing.meters import meter_specs, stock_count
+from core.billing.meters import meter_specs
 from core.billing.models import Plan, UsageEvent
-from core.billing.services import period_bounds, period_used, subscription_for
+from core.billing.services import meter_used, period_bounds, subscription_for
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,8 @@ def usage_summary(*, organisation) -> UsageSummary:
     start, end, period = period_bounds()
     meters = []
     for spec in meter_specs():
-        if spec.monthly:
-            used, kind = (
-                float(period_used(organisation=organisation, meter=spec.code, period=period)),
-                "monthly",
-            )
-        else:
-            used, kind = float(stock_count(organisation=organisation, meter=spec.code)), "current"
+        used = float(meter_used(organisation=organisation, meter=spec.code, period=period))
+        kind = "monthly" if spec.monthly else "current"
         meters.append(MeterUsage(spec.code, spec.label, used, plan.limit_for(spec.code), kind, spec.unit))
     return UsageSummary(
         period=period,

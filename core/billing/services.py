@@ -138,10 +138,7 @@ def subscription_cover_set_up(*, organisation, reason: str) -> Subscription:
     )
     covered: dict[str, int] = {}
     for spec in meter_specs():
-        if spec.kind == "stock":
-            used = Decimal(stock_count(organisation=organisation, meter=spec.code))
-        else:
-            used = period_used(organisation=organisation, meter=spec.code)
+        used = meter_used(organisation=organisation, meter=spec.code)
         spent = math.ceil(used) if used > 0 else 0
         PlanLimit.objects.create(plan=plan, meter_id=spec.code, limit=base.limit_for(spec.code) + spent)
         if spent:
@@ -236,6 +233,14 @@ def period_used(*, organisation, meter: str, period: str | None = None) -> Decim
         .first()
     )
     return used if used is not None else Decimal(0)
+
+
+def meter_used(*, organisation, meter: str, period: str | None = None) -> Decimal:
+    """What the organisation has used of a meter: the period's total for a monthly meter (default: the current
+    period), the current count for a stock meter."""
+    if meter_spec(meter).monthly:
+        return period_used(organisation=organisation, meter=meter, period=period)
+    return Decimal(stock_count(organisation=organisation, meter=meter))
 
 
 def quota_check(*, organisation, meter: str, quantity: float = 1) -> Subscription:
