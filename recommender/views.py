@@ -34,7 +34,7 @@ def index(request):
         context["history"] = selectors.user_recent_events(organisation=organisation, user=user)
         try:
             context["answer"] = serving.recommendations_for_user(
-                organisation=organisation, user=user, k=10, filters=serving.Filters()
+                organisation=organisation, user=user, k=10, filters=serving.Filters(), record=False
             )
         except TrellisError as exc:
             context["error"] = exc.message

@@ -204,6 +204,7 @@ def _serve(
     k: int,
     filters: Filters,
     subject: str | None = None,
+    record: bool = True,
 ):
     """Score with the experiment arm's or the active version (loaded once per process), or with live
     popularity before the first model; merge the text neighbours in, pick, explain and meter; under an
@@ -222,7 +223,9 @@ def _serve(
         )
 
     answer = billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
-    if experiment is not None:
+    if experiment is None:
+        return answer
+    if record:
         experiments.impression_record(
             organisation=organisation,
             experiment=experiment,
@@ -230,14 +233,21 @@ def _serve(
             subject=subject or "",
             items=[item["id"] for item in answer["items"]],
         )
-        answer["experiment"] = {"id": experiment.pk, "name": experiment.name, "arm": arm}
-    return answer
+    return {**answer, "experiment": {"id": experiment.pk, "name": experiment.name, "arm": arm}}
 
 
 def recommendations_for_user(
-    *, organisation, user: str, k: int, filters: Filters, exclude_purchased: bool = True, api_key=None
+    *,
+    organisation,
+    user: str,
+    k: int,
+    filters: Filters,
+    exclude_purchased: bool = True,
+    api_key=None,
+    record: bool = True,
 ) -> dict[str, Any]:
-    """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items)."""
+    """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items).
+    ``record=False`` (the explorer: staff looking, not the user) leaves no experiment impression."""
     check_k(k)
     history, purchased = user_history(organisation=organisation, user=user)
     skip = set(purchased) if exclude_purchased else set()
@@ -249,6 +259,7 @@ def recommendations_for_user(
         k=k,
         filters=filters,
         subject=user,
+        record=record,
     )
     return {"user": user, "history_items": len(history), **answer}
 
