@@ -292,6 +292,7 @@ class RecommendationsOut(serializers.Serializer):
 
 class SimilarOut(serializers.Serializer):
     item = serializers.CharField()
+    experiment = ServedExperimentOut(allow_null=True, help_text="always null: similar items are not tested")
     model_version = serializers.IntegerField(allow_null=True)
     version = serializers.IntegerField(allow_null=True)
     method = serializers.CharField()
