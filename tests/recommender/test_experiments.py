@@ -168,6 +168,8 @@ def test_one_running_experiment_and_bad_input(two_versions, user_client, make_or
         answer = client.post(EXPERIMENTS, bad, format="json")
         assert answer.status_code == 400, bad
         assert answer.json()["error"]["message"]
+    long_session = client.get(RECO, {"items": "A", "session": "s" * 201})
+    assert long_session.status_code == 400 and "session" in long_session.json()["error"]["message"]
     ModelVersion.all_tenants.filter(pk=pop.pk).update(kind="classifier")
     wrong_kind = client.post(EXPERIMENTS, body, format="json")
     assert wrong_kind.status_code == 400 and "not a recommender" in wrong_kind.json()["error"]["message"]
