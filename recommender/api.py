@@ -14,7 +14,7 @@ from core.api.serializers import StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from recommender import selectors
-from recommender.services import catalogue, events, serving, training
+from recommender.services import catalogue, diversity, events, experiments, serving, training
 from recommender.services.rows import MAX_BATCH
 
 
@@ -67,7 +67,12 @@ def _ids(value: str | None, name: str, limit: int) -> list[str]:
 
 
 def _filters(request) -> serving.Filters:
+    limit = None
+    if request.query_params.get("max_per_category") not in (None, ""):
+        limit = _int(request, "max_per_category", 0)
+        diversity.check_max_per_category(limit, allow_zero=True)
     return serving.Filters(
+        max_per_category=limit,
         category=(request.query_params.get("category") or None),
         min_price=_price(request, "min_price"),
         max_price=_price(request, "max_price"),
@@ -83,6 +88,11 @@ FILTER_PARAMETERS = [
     OpenApiParameter("max_price", float),
     OpenApiParameter("available_only", bool, description="default true"),
     OpenApiParameter("exclude", str, description="comma-separated item ids never to return"),
+    OpenApiParameter(
+        "max_per_category",
+        int,
+        description="at most this many items of any one category (0: no limit; default: the organisation's)",
+    ),
 ]
 
 
@@ -263,9 +273,17 @@ class RecommendedOut(serializers.Serializer):
     )
 
 
+class ServedExperimentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    arm = serializers.CharField(help_text="A or B")
+
+
 class RecommendationsOut(serializers.Serializer):
     user = serializers.CharField(allow_null=True)
+    session = serializers.CharField(allow_null=True, required=False)
     history_items = serializers.IntegerField()
+    experiment = ServedExperimentOut(allow_null=True, help_text="the running experiment and the arm served")
     model_version = serializers.IntegerField(allow_null=True)
     version = serializers.IntegerField(allow_null=True)
     method = serializers.CharField()
@@ -274,6 +292,7 @@ class RecommendationsOut(serializers.Serializer):
 
 class SimilarOut(serializers.Serializer):
     item = serializers.CharField()
+    experiment = ServedExperimentOut(allow_null=True, help_text="always null: similar items are not tested")
     model_version = serializers.IntegerField(allow_null=True)
     version = serializers.IntegerField(allow_null=True)
     method = serializers.CharField()
@@ -289,6 +308,9 @@ class RecommendationsView(APIView):
         parameters=[
             OpenApiParameter("user", str, description="the user's id (or give items)"),
             OpenApiParameter("items", str, description="comma-separated item ids of an anonymous session"),
+            OpenApiParameter(
+                "session", str, description="the anonymous session's id (assigns it to an experiment's arm)"
+            ),
             OpenApiParameter("exclude_purchased", bool, description="default true"),
             *FILTER_PARAMETERS,
         ],
@@ -312,9 +334,13 @@ class RecommendationsView(APIView):
                 api_key=_api_key(request),
             )
         else:
+            session = (request.query_params.get("session") or "").strip()
+            if len(session) > 200:
+                raise InvalidInput("session takes at most 200 characters.", details={"field": "session"})
             answer = serving.recommendations_for_session(
                 organisation=request.organisation,
                 items=items,
+                session=session or None,
                 k=k,
                 filters=filters,
                 api_key=_api_key(request),
@@ -335,3 +361,109 @@ class SimilarView(APIView):
             api_key=_api_key(request),
         )
         return Response(answer)
+
+
+# --- diversity and experiments --------------------------------------------------------------------------
+
+
+class DiversityIn(StrictSerializer):
+    max_per_category = serializers.IntegerField(allow_null=True, help_text="1 to 100, or null for no limit")
+
+
+class DiversityView(APIView):
+    """The organisation's default limit of items per category in an answer (a request's
+    ``max_per_category`` overrides it)."""
+
+    permissions = {"GET": "org.view", "PUT": "recommender.manage"}
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response({"max_per_category": diversity.diversity_get(organisation=request.organisation)})
+
+    @extend_schema(request=DiversityIn, responses={200: OpenApiTypes.OBJECT})
+    def put(self, request):
+        value = _valid(DiversityIn, request)["max_per_category"]
+        limit = diversity.diversity_set(organisation=request.organisation, max_per_category=value)
+        return Response({"max_per_category": limit})
+
+
+class ExperimentIn(StrictSerializer):
+    name = serializers.CharField(max_length=120)
+    version_a = serializers.IntegerField(help_text="a model version id of your recommender (ready or active)")
+    version_b = serializers.IntegerField(help_text="another one")
+    share_b = serializers.FloatField(required=False, default=0.5, help_text="share of users on B, 0.01-0.99")
+    window_hours = serializers.IntegerField(
+        required=False, default=24, help_text="how long after an answer its feedback counts (1-720)"
+    )
+
+
+class ExperimentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version_a = serializers.IntegerField(source="version_a_id")
+    version_b = serializers.IntegerField(source="version_b_id")
+    share_b = serializers.FloatField()
+    window_hours = serializers.IntegerField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    stopped_at = serializers.DateTimeField(allow_null=True)
+
+
+class ExperimentListView(APIView):
+    pagination_class = Pagination
+    permissions = {"GET": "org.view", "POST": "recommender.manage"}
+
+    @extend_schema(responses=ExperimentOut(many=True))
+    def get(self, request):
+        found = experiments.experiment_list(organisation=request.organisation)
+        return paginate(self, request, found, ExperimentOut)
+
+    @extend_schema(request=ExperimentIn, responses={201: ExperimentOut})
+    def post(self, request):
+        data = _valid(ExperimentIn, request)
+        made = experiments.experiment_create(organisation=request.organisation, **data)
+        return Response(ExperimentOut(made).data, status=201)
+
+
+class ExperimentDetailView(APIView):
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses=ExperimentOut)
+    def get(self, request, experiment_id: int):
+        found = experiments.experiment_get(organisation=request.organisation, experiment_id=experiment_id)
+        return Response(ExperimentOut(found).data)
+
+
+class ExperimentStartView(APIView):
+    """Start a draft experiment (409 while another one runs)."""
+
+    permissions = {"POST": "recommender.manage"}
+
+    @extend_schema(request=None, responses=ExperimentOut)
+    def post(self, request, experiment_id: int):
+        started = experiments.experiment_start(organisation=request.organisation, experiment_id=experiment_id)
+        return Response(ExperimentOut(started).data)
+
+
+class ExperimentStopView(APIView):
+    permissions = {"POST": "recommender.manage"}
+
+    @extend_schema(request=None, responses=ExperimentOut)
+    def post(self, request, experiment_id: int):
+        stopped = experiments.experiment_stop(organisation=request.organisation, experiment_id=experiment_id)
+        return Response(ExperimentOut(stopped).data)
+
+
+class ExperimentResultsView(APIView):
+    """Per arm: impressions, click-through and conversion with Wilson 95% intervals; B - A with Newcombe's
+    interval."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, experiment_id: int):
+        results = experiments.experiment_results(
+            organisation=request.organisation, experiment_id=experiment_id
+        )
+        return Response({**results, "experiment": ExperimentOut(results["experiment"]).data})

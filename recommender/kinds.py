@@ -22,6 +22,7 @@ from core.registry.kinds import Trained
 from recommender import hybrid, ranking
 
 RECOMMENDER = "recommender"
+APP, TASK = "recommender", "ranking"  # where the registry keeps the recommender's versions
 FORMAT = "trellis.recommender"
 CONFIG_KEYS = {"method", "ease_lambda", "neighbours", "half_life_days"}
 HYBRID_KEYS = {

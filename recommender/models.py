@@ -7,7 +7,7 @@ sent twice is stored once.
 
 from django.db import models
 
-from core.base_models import TenantModel
+from core.base_models import TenantManager, TenantModel
 
 
 class Item(TenantModel):
@@ -74,9 +74,76 @@ class Event(TenantModel):
 
 
 class RecommenderSettings(TenantModel):
-    """Per-organisation settings: the weight of each event type (missing types take the default)."""
+    """Per-organisation settings: the weight of each event type (missing types take the default) and the
+    default diversity of an answer (at most ``max_per_category`` items of a category; null: no limit)."""
 
     event_weights = models.JSONField(default=dict, blank=True)
+    max_per_category = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organisation"], name="uniq_reco_settings_org")]
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+
+
+class Experiment(TenantModel):
+    """An A/B test between two of the organisation's recommender versions (``services.experiments``).
+
+    While it runs, each user (or anonymous session) is served by arm B with probability ``share_b``, decided
+    by a stable hash of (experiment id, user id); every answer served under it leaves an ``Impression``."""
+
+    name = models.CharField(max_length=120)
+    version_a = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    version_b = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    share_b = models.FloatField(default=0.5)  # the share of users served by version_b
+    window_hours = models.PositiveIntegerField(default=24)  # feedback counts for an impression this long
+    status = models.CharField(max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation"],
+                condition=models.Q(status="running"),
+                name="reco_one_running_experiment",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(share_b__gt=0) & models.Q(share_b__lt=1), name="reco_experiment_share"
+            ),
+        ]  # two different versions: checked by experiment_create (core's deletion test fills FKs alike)
+
+
+class Impression(models.Model):
+    """What one answer served under an experiment showed: one lean row per response (no updated_at, one
+    index), marked ``clicked`` / ``converted`` when the subject's feedback on one of its items arrives within
+    the experiment's window (``services.experiments.feedback_attribute``)."""
+
+    # no index of its own: the (organisation, subject, served_at) index starts with it
+    organisation = models.ForeignKey(
+        "tenancy.Organisation", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    arm = models.CharField(max_length=1)  # "A" | "B"
+    subject = models.CharField(max_length=200)  # the user id, or an anonymous session's id
+    items = models.JSONField(default=list)  # the served item ids, in order
+    served_at = models.DateTimeField()
+    clicked = models.BooleanField(default=False)  # a click, add-to-cart or purchase of a served item
+    converted = models.BooleanField(default=False)  # a purchase of a served item
+
+    all_tenants = models.Manager()
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["served_at", "id"]
+        indexes = [
+            models.Index(fields=["organisation", "subject", "served_at"], name="reco_impression_subject")
+        ]
+
+    def __str__(self) -> str:
+        return f"impression {self.pk} ({self.arm})"

@@ -50,5 +50,11 @@ PRODUCT = Product(
     ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion
     # removes them in reverse (core.privacy).
-    owned_models=("recommender.RecommenderSettings", "recommender.Item", "recommender.Event"),
+    owned_models=(
+        "recommender.RecommenderSettings",
+        "recommender.Item",
+        "recommender.Event",
+        "recommender.Experiment",
+        "recommender.Impression",
+    ),
 )

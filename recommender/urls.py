@@ -3,4 +3,9 @@ from django.urls import path
 from recommender import views
 
 app_name = "recommender"
-urlpatterns = [path("", views.index, name="index")]
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("experiments/", views.experiments_page, name="experiments"),
+    path("experiments/<int:experiment_id>/", views.experiment_page, name="experiment"),
+    path("experiments/<int:experiment_id>/<str:action>", views.experiment_action, name="experiment-action"),
+]

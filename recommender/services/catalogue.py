@@ -150,6 +150,11 @@ def items_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
     return result
 
 
+def items_check_room(*, organisation, rows: list[dict[str, Any]]) -> None:
+    """Refuse (402) a set of rows whose new items would pass the plan's catalogue limit."""
+    _check_room(organisation, list(enumerate(rows)))
+
+
 def _check_room(organisation, numbered: list[tuple[int, dict[str, Any]]]) -> None:
     """Refuse a whole file whose new items would pass the plan's catalogue limit, before any is stored
     (the file is stored in batches, each its own transaction)."""

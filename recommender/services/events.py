@@ -8,6 +8,8 @@ Rules, per row (a bad row is rejected with its reason; the rest are stored):
   accepted and a new id starts a new history.
 - ``type`` is one of view, click, add_to_cart, purchase, rating; a rating needs a ``value`` from 0 to 5.
 - ``occurred_at`` is ISO 8601 with a time zone and not more than five minutes in the future.
+A newly stored click, add-to-cart or purchase is credited to the experiment impression that showed its item
+(``services.experiments.feedback_attribute``).
 Each organisation weighs event types (``event_weights_set``); the model and the histories read at request
 time use those weights.
 """
@@ -20,6 +22,7 @@ from django.db import transaction
 
 from core.errors import InvalidInput
 from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
+from recommender.services import experiments
 from recommender.services.rows import (
     MAX_BATCH,
     IngestResult,
@@ -133,6 +136,7 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
         .values_list("external_id", "pk")
     )
     new: list[Event] = []
+    created: set[str] = set()
     for key, (index, event) in valid.items():
         if key in stored:
             continue
@@ -141,6 +145,7 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
                 Rejection(index, f"unknown item {event.item[:60]!r}: send it to the catalogue first")
             )
             continue
+        created.add(key)
         new.append(
             Event(
                 organisation=organisation,
@@ -155,6 +160,13 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
     # a concurrent batch may store the same id between the check and here: the database keeps one
     Event.all_tenants.bulk_create(new, ignore_conflicts=True)
     result.created = len(new)
+    # feedback on items an experiment served is credited to its arm (a flag: a repeat cannot count twice)
+    experiments.feedback_attribute(
+        organisation=organisation,
+        events=[
+            (e.user, e.item, e.type, e.occurred_at) for _, e in valid.values() if e.external_id in created
+        ],
+    )
     result.rejected.sort(key=lambda r: r.index)
     return result
 

@@ -13,6 +13,11 @@ items nobody has bought are served through their text: the hybrid ranker scores 
 by their text; every model ranks by text alone when it knows none of the history's items (a new user who
 only looked at new items, or the similar items of an item nobody has bought).
 
+Experiments (``services.experiments``): while one runs, a user's (or a session id's) answer comes from the
+version of the arm its stable hash picks, carries ``experiment`` (id, name, arm) and leaves an impression;
+otherwise ``experiment`` is null. Diversity (``services.diversity``): at most ``max_per_category`` items of
+any one category, the request's limit or the organisation's default.
+
 Metering: ``recommendations_served`` counts one per answered request, whatever ``k`` (a request refused or
 failed counts nothing; an empty answer still counts).
 """
@@ -31,7 +36,7 @@ from core.registry.services.serving import loaded_model
 from recommender import hybrid, ranking
 from recommender.kinds import RECOMMENDER
 from recommender.selectors import item_get, items_servable, items_titles, popular_items, user_history
-from recommender.services import text
+from recommender.services import diversity, experiments, text
 from recommender.services.training import APP, TASK
 
 SERVED_METER = "recommendations_served"
@@ -48,6 +53,7 @@ class Filters:
     max_price: Decimal | None = None
     available_only: bool = True
     exclude: frozenset[str] = field(default_factory=frozenset)
+    max_per_category: int | None = None  # None: the organisation's default (``services.diversity``); 0: none
 
 
 def check_k(k: int) -> int:
@@ -70,9 +76,12 @@ def _live_popularity(organisation) -> ranking.RankModel:
 def _pick(
     *, organisation, ids: list[str], scores: np.ndarray, k: int, filters: Filters, skip: set[str]
 ) -> list[tuple[Any, float]]:
-    """The k best-scored items that pass the filters, in order, reading candidates in growing chunks."""
+    """The k best-scored items that pass the filters and the limit per category, in order, reading
+    candidates in growing chunks."""
     order = np.argsort(-scores, kind="stable")
     picked: list[tuple[Any, float]] = []
+    limit = diversity.effective_limit(organisation=organisation, requested=filters.max_per_category)
+    counts: dict[str, int] = {}
     start, chunk = 0, max(50, 4 * k)
     while len(picked) < k and start < len(order):
         ranked = [(ids[i], float(scores[i])) for i in order[start : start + chunk]]
@@ -86,8 +95,13 @@ def _pick(
             available_only=filters.available_only,
         )
         for external_id, score in ranked:
-            if external_id in rows and len(picked) < k:
-                picked.append((rows[external_id], score))
+            item = rows.get(external_id)
+            if (
+                item is not None
+                and len(picked) < k
+                and diversity.within_limit(item.categories, counts, limit)
+            ):
+                picked.append((item, score))
         start, chunk = start + chunk, chunk * 4
     return picked
 
@@ -146,6 +160,7 @@ def _answer(*, organisation, version, model, picked, history: dict[str, float], 
     explaining = sorted({i for reasons in why.values() for i in reasons})
     titles = items_titles(organisation=organisation, external_ids=explaining)
     return {
+        "experiment": None,
         "model_version": None if version is None else version.pk,
         "version": None if version is None else version.version,
         "method": "live_popularity" if version is None else version.method,
@@ -166,13 +181,35 @@ def _answer(*, organisation, version, model, picked, history: dict[str, float], 
     }
 
 
-def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], k: int, filters: Filters):
-    """Score with the active version (loaded once per process), or with live popularity before the first
-    model; merge the text neighbours in, pick, explain and meter."""
+def _serving_version(*, organisation, subject: str | None):
+    """The version that answers, and the running experiment and arm when the subject (a user or a session
+    id) falls in one: the arm's version; else the active version."""
+    running = None if not subject else experiments.experiment_running(organisation=organisation)
+    if running is not None:
+        arm = experiments.arm_for(experiment_id=running.pk, subject=subject or "", share_b=running.share_b)
+        return (running.version_a if arm == "A" else running.version_b), running, arm
     version = active_version(organisation, APP, TASK)
     if version is not None and version.kind != RECOMMENDER:
         # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
         version = None
+    return version, None, ""
+
+
+def _serve(
+    *,
+    organisation,
+    api_key,
+    history: dict[str, float],
+    skip: set[str],
+    k: int,
+    filters: Filters,
+    subject: str | None = None,
+    record: bool = True,
+):
+    """Score with the experiment arm's or the active version (loaded once per process), or with live
+    popularity before the first model; merge the text neighbours in, pick, explain and meter; under an
+    experiment, record the impression."""
+    version, experiment, arm = _serving_version(organisation=organisation, subject=subject)
 
     def run() -> dict[str, Any]:
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
@@ -185,34 +222,67 @@ def _serve(*, organisation, api_key, history: dict[str, float], skip: set[str], 
             organisation=organisation, version=version, model=model, picked=picked, history=history, why=why
         )
 
-    return billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
+    answer = billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
+    if experiment is None:
+        return answer
+    if record:
+        experiments.impression_record(
+            organisation=organisation,
+            experiment=experiment,
+            arm=arm,
+            subject=subject or "",
+            items=[item["id"] for item in answer["items"]],
+        )
+    return {**answer, "experiment": {"id": experiment.pk, "name": experiment.name, "arm": arm}}
 
 
 def recommendations_for_user(
-    *, organisation, user: str, k: int, filters: Filters, exclude_purchased: bool = True, api_key=None
+    *,
+    organisation,
+    user: str,
+    k: int,
+    filters: Filters,
+    exclude_purchased: bool = True,
+    api_key=None,
+    record: bool = True,
 ) -> dict[str, Any]:
-    """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items)."""
+    """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items).
+    ``record=False`` (the explorer: staff looking, not the user) leaves no experiment impression."""
     check_k(k)
     history, purchased = user_history(organisation=organisation, user=user)
     skip = set(purchased) if exclude_purchased else set()
     answer = _serve(
-        organisation=organisation, api_key=api_key, history=history, skip=skip, k=k, filters=filters
+        organisation=organisation,
+        api_key=api_key,
+        history=history,
+        skip=skip,
+        k=k,
+        filters=filters,
+        subject=user,
+        record=record,
     )
     return {"user": user, "history_items": len(history), **answer}
 
 
 def recommendations_for_session(
-    *, organisation, items: list[str], k: int, filters: Filters, api_key=None
+    *, organisation, items: list[str], k: int, filters: Filters, session: str | None = None, api_key=None
 ) -> dict[str, Any]:
-    """Top ``k`` for an anonymous session from the items it saw (those items are not served back)."""
+    """Top ``k`` for an anonymous session from the items it saw (those items are not served back); with a
+    ``session`` id it takes part in the running experiment (its feedback events use that id as their user)."""
     check_k(k)
     if len(items) > MAX_SESSION_ITEMS:
         raise InvalidInput(f"At most {MAX_SESSION_ITEMS} session items.", details={"field": "items"})
     history = {item: 1.0 for item in items}
     answer = _serve(
-        organisation=organisation, api_key=api_key, history=history, skip=set(items), k=k, filters=filters
+        organisation=organisation,
+        api_key=api_key,
+        history=history,
+        skip=set(items),
+        k=k,
+        filters=filters,
+        subject=session or None,
     )
-    return {"user": None, "history_items": len(history), **answer}
+    return {"user": None, "session": session or None, "history_items": len(history), **answer}
 
 
 def items_similar(

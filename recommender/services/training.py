@@ -27,12 +27,11 @@ from core.registry.paths import model_dir
 from core.registry.services.common import encrypt_model_dir, next_version
 from core.registry.services.promotion import model_promote_if_better
 from recommender import hybrid, ranking
-from recommender.kinds import RECOMMENDER, encode_interaction, held_out_rows
+from recommender.kinds import APP, RECOMMENDER, TASK, encode_interaction, held_out_rows
 from recommender.models import Item
 from recommender.selectors import interactions
 from recommender.services import text
 
-APP, TASK = "recommender", "ranking"
 TRAIN_JOB = "recommender.train"
 MIN_EVENTS = 2
 

@@ -36,6 +36,7 @@ from finance_monitor.models import Alert, Document
 from finance_monitor.services import alerts as fm_alerts
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
+from recommender.models import Experiment
 from recommender.services import catalogue as reco_catalogue
 from recommender.services import events as reco_events
 from tests.core.registry.trained import train_intent_model
@@ -158,14 +159,31 @@ def org_with_data(make_org, make_member, tmp_path):
             }
         ],
     )
+    # a stopped recommender experiment between two archived versions (no artifact: nothing can serve them, and
+    # neither a new experiment nor a start can use them), so its detail and results answer
+    archived = [
+        ModelVersion.all_tenants.create(
+            organisation=org,
+            app="recommender",
+            task="ranking",
+            version=n,
+            kind="recommender",
+            status="archived",
+        )
+        for n in (1, 2)
+    ]
+    experiment = Experiment.all_tenants.create(
+        organisation=org, name="fuzz", version_a=archived[0], version_b=archived[1], status="stopped"
+    )
     ids = {
         "item_id": "85123A",
+        "experiment_id": experiment.pk,
         "document_id": document.pk,
         "source_id": document.source_id,  # the API source: polling it is refused, nothing is fetched
         "entity_id": entity.pk,
         "rule_id": rule.pk,
         "alert_id": alert.pk,
-        "version_id": ModelVersion.objects.for_org(org).get().pk,
+        "version_id": ModelVersion.objects.for_org(org).get(kind="classifier").pk,
         "dataset_id": Dataset.objects.for_org(org).get().pk,
         "job_id": export.pk,
         "export_id": archive.pk,
