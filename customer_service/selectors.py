@@ -45,8 +45,9 @@ _Conversations = TypeVar("_Conversations", bound=QuerySet[Any])
 
 
 def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
-    """Conversations whose messages (what the visitor wrote: names, e-mails, questions), site, operator's
-    e-mail or number contain ``query``, case-insensitively (LIKE on SQLite, ILIKE-alike on PostgreSQL)."""
+    """Conversations whose messages (what the visitor wrote: names, e-mails, questions), internal notes,
+    site or page, operator's e-mail or number contain ``query``, case-insensitively (LIKE on SQLite,
+    ILIKE-alike on PostgreSQL)."""
     query = query.strip()
     if len(query) > MAX_SEARCH_CHARS:
         raise InvalidInput(f"Search for at most {MAX_SEARCH_CHARS} characters.", details={"field": "q"})
@@ -55,7 +56,14 @@ def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
     if not query:
         return qs
     matching = Message.objects.for_org(organisation).filter(text__icontains=query).values("conversation_id")
-    found = Q(pk__in=matching) | Q(origin__icontains=query) | Q(assigned_to__email__icontains=query)
+    noted = InternalNote.objects.for_org(organisation).filter(text__icontains=query).values("conversation_id")
+    found = (
+        Q(pk__in=matching)
+        | Q(pk__in=noted)
+        | Q(origin__icontains=query)
+        | Q(page_url__icontains=query)
+        | Q(assigned_to__email__icontains=query)
+    )
     number = query.removeprefix("#")
     if number.isdigit() and len(number) < 18:
         found |= Q(pk=int(number))

@@ -123,6 +123,9 @@ def test_notes_for_operators_and_another_organisations_conversation_is_404(team,
     detail = client.get(f"{BASE}/conversations/{conversation.pk}/").json()
     assert [n["text"] for n in detail["notes"]] == ["VIP customer: offer the refund"]
     assert "VIP" not in str(detail["messages"])  # a note is not a message
+    found = client.get(f"{BASE}/conversations/", {"q": "vip CUSTOMER"}).json()["results"]
+    assert [c["id"] for c in found] == [conversation.pk]  # operators find their notes
+    assert user_client(other_owner).get(f"{BASE}/conversations/", {"q": "vip"}).json()["count"] == 0
     assert [n["text"] for n in client.get(url).json()] == ["VIP customer: offer the refund"]
     assert client.post(url, {"text": "   "}, format="json").status_code == 400
     too_long = client.post(url, {"text": "x" * 5001}, format="json")
@@ -183,6 +186,8 @@ def test_assignment_to_members_who_operate_only(team, user_client, make_member):
     client = user_client(sam)
     operators = client.get(f"{BASE}/operators/").json()
     assert {o["email"] for o in operators} == {owner.email, sam.email, lee.email}  # not the viewer
+    theirs = user_client(other_owner).get(f"{BASE}/operators/").json()
+    assert {o["email"] for o in theirs} == {other_owner.email, outsider.email}
 
     for who, message in [
         (outsider.pk, "members of this organisation only"),

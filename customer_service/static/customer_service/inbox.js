@@ -215,8 +215,9 @@
       const link = document.createElement("a");
       link.href = c.page_url; link.textContent = c.page_url; link.target = "_blank"; link.rel = "noopener noreferrer";
       page.appendChild(link);
-    } else {
-      page.innerHTML = "<span class='muted'>not known</span>";
+    } else {  // a chat from before the widget said: the site it came from, at least
+      page.innerHTML = "<span class='muted'></span>";
+      page.firstChild.textContent = c.origin ? c.origin + " (the site; the page is not known)" : "not known";
     }
     const list = $("visitor-history");
     list.innerHTML = "";
