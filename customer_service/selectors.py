@@ -141,8 +141,8 @@ MAX_VISITOR_CONVERSATIONS = 20
 
 
 def visitor_conversations(*, conversation: Conversation) -> list[Conversation]:
-    """The same visitor's other conversations, newest first (at most 20): the same e-mail address when they
-    left one, else the same widget visitor id; none when neither is known."""
+    """The same visitor's other conversations, newest first (at most 20): the same e-mail address (when they
+    left one) or the same widget visitor id (the same browser); none when neither is known."""
     same = Q()
     if conversation.visitor_email:
         same |= Q(visitor_email__iexact=conversation.visitor_email)
