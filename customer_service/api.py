@@ -3,7 +3,8 @@
 from dataclasses import asdict
 
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -12,12 +13,15 @@ from rest_framework.views import APIView
 from core.api.fields import text_field
 from core.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from core.api.pagination import Pagination
+from core.api.permissions import permission_scope
 from core.api.serializers import JobOut, StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
+from core.tenancy.models import ApiKey
 from core.tenancy.roles import role_can
 from customer_service import selectors, services
 from customer_service.models import ConversationStatus, UncertainMode
+from customer_service.services import analytics, unanswered
 
 
 class SettingsOut(serializers.Serializer):
@@ -638,3 +642,111 @@ class SavedReplyDetailView(APIView):
     def delete(self, request, reply_id: int):
         services.saved_reply_delete(organisation=request.organisation, reply_id=reply_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TimingOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    median_s = serializers.FloatField(allow_null=True)
+    p90_s = serializers.FloatField(allow_null=True)
+
+
+class CsatOut(serializers.Serializer):
+    rated = serializers.IntegerField()
+    satisfied = serializers.IntegerField(help_text="rated 4 or 5")
+    score = serializers.FloatField(allow_null=True, help_text="satisfied / rated")
+    mean = serializers.FloatField(allow_null=True)
+
+
+class ReasonOut(serializers.Serializer):
+    reason = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class IntentShareOut(serializers.Serializer):
+    intent = serializers.CharField()
+    count = serializers.IntegerField()
+    share = serializers.FloatField()
+
+
+class DayOut(serializers.Serializer):
+    date = serializers.DateField()
+    conversations = serializers.IntegerField()
+    closed = serializers.IntegerField()
+    automated = serializers.IntegerField()
+    handed_off = serializers.IntegerField()
+    rated = serializers.IntegerField()
+    rated_4_or_5 = serializers.IntegerField()
+    mean_rating = serializers.FloatField(allow_null=True)
+
+
+class ClusterOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    examples = serializers.ListField(child=serializers.CharField())
+    intent = serializers.CharField(help_text="the intent the model guessed most often for them, or empty")
+    message_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class AnalyticsOut(serializers.Serializer):
+    date_from = serializers.DateField()
+    date_to = serializers.DateField()
+    timezone = serializers.CharField()
+    conversations = serializers.IntegerField()
+    closed = serializers.IntegerField()
+    automated = serializers.IntegerField(help_text="closed without a person")
+    automation_rate = serializers.FloatField(allow_null=True, help_text="automated / closed")
+    handed_off = serializers.IntegerField()
+    handoff_rate = serializers.FloatField(allow_null=True, help_text="handed_off / conversations")
+    handoff_reasons = ReasonOut(many=True)
+    first_response = TimingOut(help_text="hand-off to the first operator message")
+    resolution = TimingOut(help_text="start to close, for conversations a person handled")
+    csat = CsatOut()
+    intents = IntentShareOut(many=True)
+    daily = DayOut(many=True)
+    unanswered = ClusterOut(
+        many=True,
+        allow_null=True,
+        help_text="unanswered questions grouped by meaning (null without the inbox.operate permission)",
+    )
+
+    def get_fields(self):  # "from" and "to" are Python keywords: declared as date_from and date_to
+        fields = super().get_fields()
+        fields["from"] = fields.pop("date_from")
+        fields["to"] = fields.pop("date_to")
+        return fields
+
+
+def _reads_conversations(request) -> bool:
+    """Whether the caller may read visitors' texts (operators and up; keys with the scope for that)."""
+    if isinstance(request.auth, ApiKey):
+        return permission_scope("inbox.operate") in request.auth.scopes
+    return role_can(request.role, "inbox.operate")
+
+
+class AnalyticsView(APIView):
+    """Support analytics for a date range (``from``/``to``, YYYY-MM-DD, in the bot's time zone; default the
+    last 30 days; at most 366): volume, automation and hand-off rates, reasons, operators' response and
+    resolution times, CSAT, the bot's intent mix, the daily series and the unanswered questions by meaning."""
+
+    permissions = {"GET": "org.view"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, description="first day (default: 29 days before to)"),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="last day, inclusive (default: today)"),
+        ],
+        responses=AnalyticsOut,
+    )
+    def get(self, request):
+        organisation = request.organisation
+        period = analytics.analytics_period(
+            organisation=organisation,
+            date_from=request.query_params.get("from"),
+            date_to=request.query_params.get("to"),
+        )
+        figures = analytics.support_analytics(organisation=organisation, period=period)
+        figures["unanswered"] = (
+            unanswered.unanswered_clusters(organisation=organisation, period=period)
+            if _reads_conversations(request)
+            else None
+        )
+        return Response(figures)

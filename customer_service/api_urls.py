@@ -35,4 +35,5 @@ urlpatterns = [
     path("messages/<int:message_id>/correct/", api.CorrectView.as_view(), name="api-cs-correct"),
     path("corrections.csv", api.CorrectionsView.as_view(), name="api-cs-corrections"),
     path("retrain", api.RetrainView.as_view(), name="api-cs-retrain"),
+    path("analytics", api.AnalyticsView.as_view(), name="api-cs-analytics"),
 ]

@@ -78,3 +78,15 @@ class OfficeHoursForm(forms.Form):
                 hours[str(day)] = [start.strftime("%H:%M"), end.strftime("%H:%M")]
         data["office_hours"] = hours
         return data
+
+
+class AnalyticsRangeForm(forms.Form):
+    """The analytics page's date range (``from``/``to`` in the query string; both optional). The rules (a
+    real date, from not after to, at most 366 days) are the service's: ``services.analytics``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, label in (("from", "From"), ("to", "To")):
+            self.fields[name] = forms.CharField(
+                required=False, max_length=40, label=label, widget=forms.DateInput(attrs={"type": "date"})
+            )

@@ -12,7 +12,10 @@ PRODUCT = Product(
     urls="customer_service.urls",
     api_urls="customer_service.api_urls",
     websocket_routes="customer_service.routing",
-    nav=(NavEntry("Customer service", "customer_service:index"),),
+    nav=(
+        NavEntry("Customer service", "customer_service:index"),
+        NavEntry("Support analytics", "customer_service:analytics"),
+    ),
     cards=(
         DashboardCard("Customer service", "Support chatbot and operator inbox.", "customer_service:index"),
     ),

@@ -5,7 +5,7 @@ a form that fails validation is shown again, with its errors, on the set-up page
 from pathlib import Path
 
 from django.contrib import messages
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -14,6 +14,7 @@ from core.errors import TrellisError
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 from customer_service import forms, selectors, services
+from customer_service.services import analytics, unanswered
 
 WIDGET_JS = Path(__file__).resolve().parent / "static" / "customer_service" / "widget.js"
 
@@ -314,4 +315,68 @@ def widget_script(request):
     response = HttpResponse(WIDGET_JS.read_bytes(), content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "public, max-age=300"
     response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _analytics_period(request):
+    """The form and the period it asks for (None, with the form's error, when it is refused)."""
+    form = forms.AnalyticsRangeForm(request.GET)
+    form.is_valid()
+    try:
+        period = analytics.analytics_period(
+            organisation=request.organisation,
+            date_from=form.cleaned_data.get("from"),
+            date_to=form.cleaned_data.get("to"),
+        )
+    except TrellisError as exc:
+        _fail(request, exc, form)
+        return form, None
+    return form, period
+
+
+@require_GET
+@member_required()
+def analytics_page(request):
+    """Support analytics for a date range; the unanswered questions (visitors' texts) for operators and up."""
+    organisation = request.organisation
+    form, period = _analytics_period(request)
+    if period is None:
+        return render(request, "customer_service/analytics.html", {"form": form}, status=400)
+    figures = analytics.support_analytics(organisation=organisation, period=period)
+    may_read = role_can(request.role, "inbox.operate")
+    context = {
+        "form": form,
+        "figures": figures,
+        "chart": analytics.chart_data(figures=figures),
+        "timings": [
+            (label, timing, analytics.duration(timing["median_s"]), analytics.duration(timing["p90_s"]))
+            for label, timing in (
+                ("First response", figures["first_response"]),
+                ("Resolution", figures["resolution"]),
+            )
+        ],
+        "max_questions": unanswered.MAX_QUESTIONS,
+        "clusters": unanswered.unanswered_clusters(organisation=organisation, period=period)
+        if may_read
+        else None,
+        "can_manage": role_can(request.role, "org.manage"),
+        "intents": selectors.intent_labels(organisation=organisation),
+        "query": f"from={period.start.isoformat()}&to={period.end.isoformat()}",
+    }
+    return render(request, "customer_service/analytics.html", context)
+
+
+@require_GET
+@member_required()
+def analytics_export(request):
+    """The daily series of the analytics as CSV."""
+    form, period = _analytics_period(request)
+    if period is None:
+        errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+        message = next(iter(errors.values()))[0]
+        return JsonResponse({"error": {"code": "invalid", "message": message, "details": errors}}, status=400)
+    figures = analytics.support_analytics(organisation=request.organisation, period=period)
+    response = HttpResponse(analytics.analytics_csv(figures=figures), content_type="text/csv; charset=utf-8")
+    name = f"support-analytics-{period.start.isoformat()}-{period.end.isoformat()}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -46,46 +46,70 @@ CLAIM_IDLE_MS = 30_000  # a line read this long ago and not acknowledged belongs
 FLUSH_INTERVAL_S = 0.25  # the flusher writes what gathered in this long in one batch (one transaction)
 FLUSH_BATCH = 2000
 
-# KEYS: the quota counters, then (when a ledger entry comes with the request) the stream. ARGV: slot-key
-# prefix, current slot, slots, requests per minute, slot TTL, the number of quota counters, then limit and
-# quantity per quota counter, then the ledger entry's field names and values. The rate-limit slot keys are
-# built here from the prefix (one node). Admitted, the entry is appended in the same step: the counters and
-# the ledger move together or not at all.
+# One call admits every request that concurrent threads handed in meanwhile (``_Combiner``), each on its own
+# terms and all or nothing for itself, in order. ARGV[1]: the number of requests; then per request: slot-key
+# prefix, current slot, slots, requests per minute, slot TTL, the number of quota counters, limit and quantity
+# per quota counter, the number of ledger fields (0: no ledger entry), then the ledger entry's field names and
+# values. KEYS: per request its quota counters, then the stream (last). The rate-limit slot keys are built
+# here from the prefix (one node); the past slots' total is read once per prefix and slot. Admitted, a
+# request's entry is appended in the same step: its counters and ledger lines move together or not at all.
+# A reply per request: {0, count} admitted; {1, count, past counts} rate limited; {2, j, used} quota j
+# refused; {3, j} quota counter j not started (the caller seeds it from the database and asks again).
 _ADMIT = """
-local prefix, current, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local rpm, nq = tonumber(ARGV[4]), tonumber(ARGV[6])
-local names = {}
-for i = 1, n do names[i] = prefix .. (current - n + i - 1) end
-local past = redis.call('MGET', unpack(names))
-local total = 0
-for i = 1, n do
-  if past[i] then total = total + tonumber(past[i]) end
-end
-if rpm <= 0 then return {1, total} end
-local slot = prefix .. current
-local position = redis.call('INCR', slot)
-if position == 1 then redis.call('EXPIRE', slot, tonumber(ARGV[5])) end
-if total + position > rpm then
-  redis.call('DECR', slot)
-  local counts = {}
-  for i = 1, n do counts[i] = tonumber(past[i] or 0) end
-  return {1, total + position - 1, counts}
-end
-for j = 1, nq do
-  local used = redis.call('GET', KEYS[j])
-  if not used then
-    redis.call('DECR', slot)
-    return {3, j}
+local stream = KEYS[#KEYS]
+local pasts = {}
+local function admit_one(a, k)
+  local prefix, current, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local rpm, ttl, nq = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local nf = tonumber(ARGV[a + 6 + 2 * nq])
+  local f = a + 7 + 2 * nq
+  local slot = prefix .. current
+  local past = pasts[slot]
+  if not past then
+    local names = {}
+    for i = 1, n do names[i] = prefix .. (current - n + i - 1) end
+    past = redis.call('MGET', unpack(names))
+    pasts[slot] = past
   end
-  if tonumber(used) + tonumber(ARGV[6 + 2 * j]) > tonumber(ARGV[5 + 2 * j]) then
-    return {2, j, used}
+  local total = 0
+  for i = 1, n do
+    if past[i] then total = total + tonumber(past[i]) end
   end
+  local nxt = f + 2 * nf
+  if rpm > 0 then
+    local position = redis.call('INCR', slot)
+    if position == 1 then redis.call('EXPIRE', slot, ttl) end
+    if total + position > rpm then
+      redis.call('DECR', slot)
+      local counts = {}
+      for i = 1, n do counts[i] = tonumber(past[i] or 0) end
+      return {1, total + position - 1, counts}, nxt
+    end
+    for j = 1, nq do
+      local used = redis.call('GET', KEYS[k + j - 1])
+      if not used then
+        redis.call('DECR', slot)
+        return {3, j}, nxt
+      end
+      if tonumber(used) + tonumber(ARGV[a + 7 + 2 * (j - 1)]) > tonumber(ARGV[a + 6 + 2 * (j - 1)]) then
+        return {2, j, used}, nxt
+      end
+    end
+    for j = 1, nq do redis.call('INCRBYFLOAT', KEYS[k + j - 1], ARGV[a + 7 + 2 * (j - 1)]) end
+    if nf > 0 then redis.call('XADD', stream, '*', unpack(ARGV, f, nxt - 1)) end
+    return {0, total + position}, nxt
+  end
+  return {1, total}, nxt
 end
-for j = 1, nq do redis.call('INCRBYFLOAT', KEYS[j], ARGV[6 + 2 * j]) end
-if #KEYS > nq then
-  redis.call('XADD', KEYS[nq + 1], '*', unpack(ARGV, 7 + 2 * nq))
+local out = {}
+local a, k = 2, 1
+for r = 1, tonumber(ARGV[1]) do
+  local reply, nxt = admit_one(a, k)
+  out[r] = reply
+  k = k + tonumber(ARGV[a + 5])
+  a = nxt
 end
-return {0, total + position}
+return out
 """
 
 _ADD_IF_PRESENT = """
@@ -132,6 +156,85 @@ class Admission:
     retry_after: float = 0.0
 
 
+class _Request:
+    """One request's part of a combined admission call."""
+
+    __slots__ = ("keys", "args", "reply", "error", "done", "lead")
+
+    def __init__(self, keys: list[str], args: list[Any]) -> None:
+        self.keys, self.args = keys, args
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.lead = False
+
+
+class _Combiner:
+    """Admits the requests of many threads in one Redis call (flat combining).
+
+    A thread that finds no call in flight makes one for everything queued (its own request first) and, when
+    it returns, hands the lead to the oldest request that queued meanwhile, whose thread makes the next call;
+    the others wait for their reply. One thread alone pays one round trip as before; under concurrency the
+    round trips, the syscalls and the script calls are shared. Each request is admitted on its own terms (the
+    script takes them in order), so combining changes no answer.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_Request] = []
+        self._busy = False
+        self.calls = 0  # script calls made, for tests
+
+    def submit(self, request: _Request) -> Any:
+        with self._lock:
+            self._queue.append(request)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            request.done.wait()
+        if lead or request.lead:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        return request.reply
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
+        try:
+            replies = _call(batch)
+            for request, reply in zip(batch, replies, strict=True):
+                request.reply = reply
+        except BaseException as exc:  # every request of the call gets the error (the caller falls back)
+            for request in batch:
+                request.error = exc
+        finally:
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                self._busy = successor is not None
+            for request in batch:
+                request.done.set()
+            if successor is not None:
+                successor.lead = True
+                successor.done.set()
+
+
+def _call(batch: list[_Request]) -> list[Any]:
+    client = redis_client()
+    keys = [key for request in batch for key in request.keys]
+    keys.append(STREAM)
+    args: list[Any] = [len(batch)]
+    for request in batch:
+        args += request.args
+    _combiner.calls += 1
+    return _scripts["admit"](keys=keys, args=args, client=client)
+
+
+_combiner = _Combiner()
+
+
 def admit(
     *,
     organisation,
@@ -145,26 +248,26 @@ def admit(
     """Count one hit on ``rate_key`` and reserve every charge, or refuse with the reason (nothing kept).
 
     With ``ledger``, the request's ledger lines are appended to the stream in the same script when it is
-    admitted (the hot path runs the work first and then admits and records it in one Redis call).
+    admitted (the hot path runs the work first and then admits and records it in one Redis call, shared
+    with the requests other threads admit at the same time: ``_Combiner``).
     The rate-limit counters are ``core.ratelimit``'s (60 one-second slots, keys made by the cache), so the
     full stack and the hot path share one limit per key.
     """
-    client = redis_client()
     now = time.time() if now is None else now
     window, slots = 60.0, 60
     width = window / slots
     current = math.floor(now / width)
-    prefix = cache.make_key(slot_key(rate_key, current))[: -len(str(current))]  # less the slot number
+    prefix = _slot_prefix(rate_key, current)
     keys = [used_key(organisation, meter, period) for meter, _q, _l in charges]
     args: list[Any] = [prefix, current, slots, requests_per_minute, int(window + 2 * width), len(charges)]
     for _meter, quantity, limit in charges:
         args += [limit, repr(float(quantity))]
-    if ledger is not None:
-        keys.append(STREAM)
-        for name, value in ledger.fields(organisation).items():
-            args += [name, value]
+    fields = ledger.fields(organisation) if ledger is not None else {}
+    args.append(len(fields))
+    for name, value in fields.items():
+        args += [name, value]
     for _attempt in range(3):
-        result = _scripts["admit"](keys=keys, args=args, client=client)
+        result = _combiner.submit(_Request(keys, args))
         code = int(result[0])
         if code == 0:
             return Admission("ok")
@@ -175,8 +278,23 @@ def admit(
         meter = charges[int(result[1]) - 1][0]
         if code == 2:
             return Admission("quota", meter=meter, used=float(result[2]))
-        _seed(client, organisation, meter, period)
+        _seed(redis_client(), organisation, meter, period)
     raise RuntimeError("could not seed the quota counters")
+
+
+_prefixes: dict[tuple[str, int], str] = {}
+
+
+def _slot_prefix(rate_key: str, current: int) -> str:
+    """The cache's name of ``rate_key``'s slot ``current`` less the slot number (made once per key and slot:
+    the cache's key function is the same for every slot)."""
+    hit = _prefixes.get((rate_key, current))
+    if hit is None:
+        if len(_prefixes) > 10_000:
+            _prefixes.clear()
+        hit = cache.make_key(slot_key(rate_key, current))[: -len(str(current))]
+        _prefixes[(rate_key, current)] = hit
+    return hit
 
 
 def _seed(client, organisation, meter: str, period: str) -> None:

@@ -113,6 +113,38 @@ def _insert(org_id: int, rows: list[dict[str, str]]) -> None:
         cursor.executemany(sql, params)
 
 
+def _insert_new_postgresql(org_id: int, rows: list[dict[str, str]]) -> set[str]:
+    """PostgreSQL: the rows in one statement (arrays unnested), skipping any whose idempotency key the ledger
+    already has (``ON CONFLICT DO NOTHING`` on the unique constraint; a concurrent writer of the same key is
+    waited for, then skipped): the keys that were new."""
+    meta = UsageEvent._meta
+    name = {n: connection.ops.quote_name(meta.get_field(n).column) for n in _LEDGER_COLUMNS}  # type: ignore[union-attr]
+    table = connection.ops.quote_name(meta.db_table)
+    # identifiers from the model's metadata, every value a parameter
+    sql = (
+        f"INSERT INTO {table} ({', '.join(name[n] for n in _LEDGER_COLUMNS)}) "  # noqa: S608
+        "SELECT %s, u.meter, u.quantity, u.key, u.api_key, u.metadata::jsonb, %s, %s "
+        "FROM unnest(%s::text[], %s::numeric[], %s::text[], %s::bigint[], %s::text[]) "
+        "AS u(meter, quantity, key, api_key, metadata) "
+        f"ON CONFLICT ({name['organisation']}, {name['idempotency_key']}) DO NOTHING "
+        f"RETURNING {name['idempotency_key']}"
+    )
+    now = timezone.now()
+    params = [
+        org_id,
+        now,
+        now,
+        [r["meter"] for r in rows],
+        [r["quantity"] for r in rows],
+        [r["key"] for r in rows],
+        [int(r["api_key"]) if r["api_key"] else None for r in rows],
+        [r["metadata"] for r in rows],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {key for (key,) in cursor.fetchall()}
+
+
 def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     """Write a batch of stream entries into the ledger in one transaction; how many lines were new."""
 
@@ -135,13 +167,18 @@ def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     with transaction.atomic():
         for org_id, org_rows in by_org.items():
             organisation = organisations[org_id]
-            seen = set(
-                UsageEvent.all_tenants.filter(
-                    organisation_id=org_id, idempotency_key__in=[r["key"] for r in org_rows]
-                ).values_list("idempotency_key", flat=True)
-            )
-            fresh = {r["key"]: r for r in org_rows if r["key"] not in seen}.values()
-            _insert(org_id, list(fresh))
+            unique = list({r["key"]: r for r in org_rows}.values())
+            if connection.vendor == "postgresql":
+                written = _insert_new_postgresql(org_id, unique)
+                fresh = [r for r in unique if r["key"] in written]
+            else:
+                seen = set(
+                    UsageEvent.all_tenants.filter(
+                        organisation_id=org_id, idempotency_key__in=[r["key"] for r in unique]
+                    ).values_list("idempotency_key", flat=True)
+                )
+                fresh = [r for r in unique if r["key"] not in seen]
+                _insert(org_id, fresh)
             totals: dict[tuple[str, datetime], Decimal] = defaultdict(Decimal)
             for r in fresh:
                 start = period_bounds(datetime.fromisoformat(r["at"]))[0]

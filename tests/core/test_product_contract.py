@@ -164,6 +164,7 @@ def test_navigation_and_dashboard_keep_their_order_and_labels(make_org):
     assert re.findall(r'<a href="([^"]+)">([^<]+)</a>', nav) == [
         ("/dashboard/", "Dashboard"),
         ("/customer-service/", "Customer service"),
+        ("/customer-service/analytics/", "Support analytics"),
         ("/finance-monitor/", "Finance monitor"),
         ("/recommender/", "Recommender"),
         ("/datasets/", "Datasets"),

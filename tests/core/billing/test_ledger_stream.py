@@ -86,3 +86,57 @@ def test_an_entry_written_one_line_per_entry_before_the_change_is_still_written(
     (line,) = _drained(org, 1)
     assert (line.idempotency_key, line.quantity, line.api_key_id) == ("req:old:0", Decimal(2), None)
     assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 2
+
+
+def test_concurrent_admissions_share_redis_calls_and_never_pass_a_limit(make_org, make_key):
+    """Threads admitting at once are combined into shared script calls, each request on its own terms: a
+    quota of 50 admits exactly 50 requests out of 160 (each with its ledger entry), a rate limit of 30 a
+    minute exactly 30."""
+    import threading
+
+    from django.db import connection
+
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    flusher.ledger_drain()
+    period = services.period_bounds()[2]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def run(rate_key: str, rpm: int, limit: int, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        for _ in range(10):
+            admission = deferred.admit(
+                organisation=org,
+                rate_key=rate_key,
+                requests_per_minute=rpm,
+                charges=[(str(Meter.PREDICTIONS), 1.0, limit)],
+                period=period,
+                ledger=deferred.LedgerEntry(
+                    api_key_id=key.pk,
+                    request_id=deferred.new_request_id(),
+                    lines=[deferred.Line(Meter.PREDICTIONS, 1, {"model_version": 1})],
+                ),
+            )
+            with lock:
+                outcomes.append(admission.status)
+        connection.close()  # a thread that seeded a counter read the database on its own connection
+
+    def burst(rate_key: str, rpm: int, limit: int) -> None:
+        barrier = threading.Barrier(16)
+        threads = [threading.Thread(target=run, args=(rate_key, rpm, limit, barrier)) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    calls = deferred._combiner.calls
+    burst(f"api-key:quota-{deferred.new_request_id()}", 10_000, 50)
+    assert outcomes.count("ok") == 50 and outcomes.count("quota") == 110
+    assert deferred._combiner.calls - calls < 160  # some requests shared a call
+    outcomes.clear()
+    burst(f"api-key:rate-{deferred.new_request_id()}", 30, 10_000)
+    assert outcomes.count("ok") == 30 and outcomes.count("rate_limited") == 130
+    lines = _drained(org, 80)
+    assert len(lines) == 80 and len({e.idempotency_key for e in lines}) == 80
+    assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 80
