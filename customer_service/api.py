@@ -126,6 +126,9 @@ class ConversationOut(serializers.Serializer):
     closed_at = serializers.DateTimeField(allow_null=True)
     preview = serializers.CharField(default="", allow_null=True)  # the visitor's first message (lists)
     created_at = serializers.DateTimeField()
+    assigned_to_id = serializers.IntegerField(allow_null=True, help_text="the assigned operator's user id")
+    page_url = serializers.CharField(help_text="the page the visitor is on (as the widget last said)")
+    unread = serializers.IntegerField(default=0, help_text="visitor messages no operator has seen yet")
 
 
 class MessageOut(serializers.Serializer):
@@ -157,8 +160,19 @@ class AnswerOut(serializers.Serializer):
     handoff = serializers.BooleanField()
 
 
+class NoteOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.EmailField(source="author.email", allow_null=True, default=None)
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class ConversationDetailOut(ConversationOut):
     messages = MessageOut(many=True)
+    notes = NoteOut(many=True, help_text="internal notes: operators only, never sent to the visitor")
+    visitor_conversations = ConversationOut(
+        many=True, help_text="the visitor's other conversations (same e-mail, or same widget visitor id)"
+    )
     intents = serializers.ListField(child=serializers.CharField(), help_text="labels an operator may pick")
 
 
@@ -341,6 +355,12 @@ class ConversationFilter(serializers.Serializer):
     q = serializers.CharField(
         max_length=selectors.MAX_SEARCH_CHARS, required=False, allow_blank=True, default=""
     )
+    assigned = serializers.RegexField(
+        r"^(me|none|[0-9]{1,12})$",
+        required=False,
+        allow_blank=True,
+        help_text="me (mine), none (unassigned) or an operator's user id",
+    )
 
 
 class ConversationListView(APIView):
@@ -352,16 +372,21 @@ class ConversationListView(APIView):
         wanted = ConversationFilter(data=request.query_params)
         if not wanted.is_valid():
             field, problems = next(iter(wanted.errors.items()))
-            message = (
-                "status must be open, bot, waiting, operator or closed."
-                if field == "status"
-                else f"{field}: {problems[0]}"
-            )
+            message = {
+                "status": "status must be open, bot, waiting, operator or closed.",
+                "assigned": "assigned must be me, none or an operator's user id.",
+            }.get(field, f"{field}: {problems[0]}")
             raise InvalidInput(message, details={"field": field})
+        assigned = wanted.validated_data.get("assigned") or None
+        if assigned == "me":
+            if request.user.pk is None:
+                raise InvalidInput("assigned=me needs a signed-in operator.", details={"field": "assigned"})
+            assigned = request.user.pk
         qs = selectors.conversation_list(
             organisation=request.organisation,
             status=wanted.validated_data.get("status") or None,
             query=wanted.validated_data["q"],
+            assignee="none" if assigned == "none" else int(assigned) if assigned is not None else None,
         )
         return paginate(self, request, qs, ConversationOut)
 
@@ -381,6 +406,10 @@ class ConversationDetailView(APIView):
             {
                 **ConversationOut(conversation).data,
                 "messages": MessageOut(messages, many=True).data,
+                "notes": NoteOut(selectors.note_list(conversation=conversation), many=True).data,
+                "visitor_conversations": ConversationOut(
+                    selectors.visitor_conversations(conversation=conversation), many=True
+                ).data,
                 "intents": selectors.intent_labels(organisation=request.organisation),
             }
         )
@@ -451,6 +480,168 @@ class CorrectionsView(APIView):
         )
         response["Content-Disposition"] = 'attachment; filename="corrections.csv"'
         return response
+
+
+def _person(request) -> None:
+    if request.user.pk is None:
+        raise InvalidInput("Operators act in the inbox as themselves: sign in rather than use an API key.")
+
+
+class NoteIn(StrictSerializer):
+    text = text_field(max_length=services.MAX_NOTE_CHARS)
+
+
+class NoteListView(APIView):
+    """A conversation's internal notes: for operators only, never sent to the visitor."""
+
+    permissions = {"GET": "inbox.operate", "POST": "inbox.operate"}
+
+    @extend_schema(responses=NoteOut(many=True))
+    def get(self, request, conversation_id: int):
+        conversation = selectors.conversation_get(
+            organisation=request.organisation, conversation_id=conversation_id
+        )
+        if conversation is None:
+            raise NotFound("No such conversation.")
+        return Response(NoteOut(selectors.note_list(conversation=conversation), many=True).data)
+
+    @extend_schema(request=NoteIn, responses={201: NoteOut})
+    def post(self, request, conversation_id: int):
+        _person(request)
+        note = services.note_add(
+            organisation=request.organisation,
+            conversation_id=conversation_id,
+            user=request.user,
+            text=_valid(NoteIn, request)["text"],
+        )
+        return Response(NoteOut(note).data, status=status.HTTP_201_CREATED)
+
+
+class AssignIn(StrictSerializer):
+    operator = serializers.IntegerField(
+        allow_null=True, min_value=1, help_text="a member's user id (owner, admin or operator), or null"
+    )
+
+
+class AssignView(APIView):
+    """Name the operator who handles a conversation (null: nobody)."""
+
+    permissions = {"POST": "inbox.operate"}
+
+    @extend_schema(request=AssignIn, responses=ConversationOut)
+    def post(self, request, conversation_id: int):
+        _person(request)
+        services.conversation_assign(
+            organisation=request.organisation,
+            conversation_id=conversation_id,
+            actor=request.user,
+            operator_id=_valid(AssignIn, request)["operator"],
+            may_reassign=role_can(request.role, "org.manage"),
+        )
+        conversation = selectors.conversation_get(
+            organisation=request.organisation, conversation_id=conversation_id
+        )
+        return Response(ConversationOut(conversation).data)
+
+
+class SeenIn(StrictSerializer):
+    message = serializers.IntegerField(min_value=1, help_text="the last message the operator was shown")
+
+
+class SeenView(APIView):
+    """Operators have read the conversation up to a message: the visitor's later messages stay unread."""
+
+    permissions = {"POST": "inbox.operate"}
+
+    @extend_schema(request=SeenIn, responses=ConversationOut)
+    def post(self, request, conversation_id: int):
+        services.conversation_mark_seen(
+            organisation=request.organisation,
+            conversation_id=conversation_id,
+            message_id=_valid(SeenIn, request)["message"],
+        )
+        conversation = selectors.conversation_get(
+            organisation=request.organisation, conversation_id=conversation_id
+        )
+        return Response(ConversationOut(conversation).data)
+
+
+class OperatorOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+    name = serializers.CharField()
+    role = serializers.CharField()
+
+
+class OperatorListView(APIView):
+    """The members conversations can be assigned to."""
+
+    permissions = {"GET": "inbox.operate"}
+
+    @extend_schema(responses=OperatorOut(many=True))
+    def get(self, request):
+        return Response(
+            OperatorOut(selectors.inbox_operators(organisation=request.organisation), many=True).data
+        )
+
+
+class SavedReplyOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    body = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+
+
+class SavedReplyIn(StrictSerializer):
+    title = text_field(max_length=services.MAX_SAVED_REPLY_TITLE)
+    body = text_field(max_length=services.MAX_MESSAGE_CHARS)
+
+
+class SavedReplyFilter(serializers.Serializer):
+    q = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class SavedReplyListView(APIView):
+    """The organisation's saved replies (canned responses), which operators insert into the reply box."""
+
+    pagination_class = Pagination
+    permissions = {"GET": "inbox.operate", "POST": "inbox.operate"}
+
+    @extend_schema(parameters=[SavedReplyFilter], responses=SavedReplyOut(many=True))
+    def get(self, request):
+        wanted = SavedReplyFilter(data=request.query_params)
+        if not wanted.is_valid():
+            raise InvalidInput("q: search for at most 100 characters.", details={"field": "q"})
+        qs = selectors.saved_reply_list(organisation=request.organisation, query=wanted.validated_data["q"])
+        return paginate(self, request, qs, SavedReplyOut)
+
+    @extend_schema(request=SavedReplyIn, responses={201: SavedReplyOut})
+    def post(self, request):
+        reply = services.saved_reply_save(organisation=request.organisation, **_valid(SavedReplyIn, request))
+        return Response(SavedReplyOut(reply).data, status=status.HTTP_201_CREATED)
+
+
+class SavedReplyDetailView(APIView):
+    permissions = {"GET": "inbox.operate", "PUT": "inbox.operate", "DELETE": "inbox.operate"}
+
+    @extend_schema(responses=SavedReplyOut)
+    def get(self, request, reply_id: int):
+        reply = selectors.saved_reply_get(organisation=request.organisation, reply_id=reply_id)
+        if reply is None:
+            raise NotFound("No such saved reply.")
+        return Response(SavedReplyOut(reply).data)
+
+    @extend_schema(request=SavedReplyIn, responses=SavedReplyOut)
+    def put(self, request, reply_id: int):
+        reply = services.saved_reply_save(
+            organisation=request.organisation, reply_id=reply_id, **_valid(SavedReplyIn, request)
+        )
+        return Response(SavedReplyOut(reply).data)
+
+    @extend_schema(responses=None)
+    def delete(self, request, reply_id: int):
+        services.saved_reply_delete(organisation=request.organisation, reply_id=reply_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TimingOut(serializers.Serializer):

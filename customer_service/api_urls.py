@@ -26,6 +26,12 @@ urlpatterns = [
         )
         for action in ("take-over", "reply", "hand-back", "close")
     ],
+    path("conversations/<int:conversation_id>/notes/", api.NoteListView.as_view(), name="api-cs-notes"),
+    path("conversations/<int:conversation_id>/assign/", api.AssignView.as_view(), name="api-cs-assign"),
+    path("conversations/<int:conversation_id>/seen/", api.SeenView.as_view(), name="api-cs-seen"),
+    path("operators/", api.OperatorListView.as_view(), name="api-cs-operators"),
+    path("saved-replies/", api.SavedReplyListView.as_view(), name="api-cs-saved-replies"),
+    path("saved-replies/<int:reply_id>/", api.SavedReplyDetailView.as_view(), name="api-cs-saved-reply"),
     path("messages/<int:message_id>/correct/", api.CorrectView.as_view(), name="api-cs-correct"),
     path("corrections.csv", api.CorrectionsView.as_view(), name="api-cs-corrections"),
     path("retrain", api.RetrainView.as_view(), name="api-cs-retrain"),

@@ -59,8 +59,10 @@ def _header(scope, name: bytes) -> str | None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """``/ws/chat/<widget_key>/``. Frames in: start, resume, message, choose (a suggestion, by position, or
-    "none"), rate, close. Out: conversation, message, status, error."""
+    """``/ws/chat/<widget_key>/``. Frames in: start (with the visitor's ``page`` and widget ``visitor`` id),
+    resume (with ``page``), message, choose (a suggestion, by position, or "none"), rate, close. Out:
+    conversation, message, status, error. Operators' internal notes never come here: they are not messages
+    and are broadcast to the inbox only."""
 
     async def connect(self):
         self.bot, self.conversation, self.group = None, None, None
@@ -162,13 +164,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not await self._admit("start"):
             return
         conversation, token, _greeting = await database_sync_to_async(services.conversation_start)(
-            bot=self.bot, origin=_header(self.scope, b"origin") or ""
+            bot=self.bot,
+            origin=_header(self.scope, b"origin") or "",
+            page=content.get("page"),
+            visitor=content.get("visitor"),
         )
         await self._join(conversation, token)
 
     async def _resume(self, content):
         conversation = await database_sync_to_async(services.conversation_resume)(
-            bot=self.bot, public_id=str(content.get("conversation", "")), token=str(content.get("token", ""))
+            bot=self.bot,
+            public_id=str(content.get("conversation", "")),
+            token=str(content.get("token", "")),
+            page=content.get("page"),
         )
         await self._join(conversation)
 

@@ -127,10 +127,21 @@ class Conversation(TenantModel):
     visitor_email = models.EmailField(blank=True, default="")
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # The page the visitor is on (the widget says so when it starts or resumes the chat on a page).
+    page_url = models.CharField(max_length=500, blank=True, default="")
+    # sha256 of the widget's visitor id (kept in the visitor's browser across chats): their earlier chats.
+    visitor_hash = models.CharField(max_length=64, blank=True, default="")
+    # Operators have seen the conversation up to this message's time: later visitor messages are unread
+    # (one mark for the team, as a shared inbox works: whoever opens it reads it for everyone).
+    operator_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
-        indexes = [models.Index(fields=["organisation", "status"])]
+        indexes = [
+            models.Index(fields=["organisation", "status"]),
+            models.Index(fields=["organisation", "visitor_hash"], name="cs_conv_visitor"),
+            models.Index(fields=["organisation", "visitor_email"], name="cs_conv_email"),
+        ]
 
 
 class Sender(models.TextChoices):
@@ -184,3 +195,30 @@ class Message(TenantModel):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class InternalNote(TenantModel):
+    """An operator's note on a conversation, for operators only. Kept apart from ``Message`` on purpose: the
+    widget replays and forwards messages, and a note must never reach the visitor."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class SavedReply(TenantModel):
+    """A reply operators insert into the reply box rather than type it (canned), per organisation."""
+
+    title = models.CharField(max_length=80)
+    body = models.TextField()
+
+    class Meta:
+        ordering = ["title"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "title"], name="uniq_saved_reply_title")
+        ]

@@ -40,5 +40,7 @@ PRODUCT = Product(
         "customer_service.ArticleChunk",
         "customer_service.Conversation",
         "customer_service.Message",
+        "customer_service.InternalNote",
+        "customer_service.SavedReply",
     ),
 )

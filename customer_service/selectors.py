@@ -1,17 +1,22 @@
 """Tenant-scoped reads for the support chatbot."""
 
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
-from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Substr
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce, Substr
 
 from core.errors import InvalidInput
+from core.tenancy.models import Membership
+from core.tenancy.roles import role_can
 from customer_service.models import (
     AnswerTemplate,
     Article,
     Conversation,
     ConversationStatus,
+    InternalNote,
     Message,
+    SavedReply,
     Sender,
 )
 
@@ -40,8 +45,9 @@ _Conversations = TypeVar("_Conversations", bound=QuerySet[Any])
 
 
 def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
-    """Conversations whose messages (what the visitor wrote: names, e-mails, questions), site, operator's
-    e-mail or number contain ``query``, case-insensitively (LIKE on SQLite, ILIKE-alike on PostgreSQL)."""
+    """Conversations whose messages (what the visitor wrote: names, e-mails, questions), internal notes,
+    site or page, operator's e-mail or number contain ``query``, case-insensitively (LIKE on SQLite,
+    ILIKE-alike on PostgreSQL)."""
     query = query.strip()
     if len(query) > MAX_SEARCH_CHARS:
         raise InvalidInput(f"Search for at most {MAX_SEARCH_CHARS} characters.", details={"field": "q"})
@@ -50,28 +56,60 @@ def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
     if not query:
         return qs
     matching = Message.objects.for_org(organisation).filter(text__icontains=query).values("conversation_id")
-    found = Q(pk__in=matching) | Q(origin__icontains=query) | Q(assigned_to__email__icontains=query)
+    noted = InternalNote.objects.for_org(organisation).filter(text__icontains=query).values("conversation_id")
+    found = (
+        Q(pk__in=matching)
+        | Q(pk__in=noted)
+        | Q(origin__icontains=query)
+        | Q(page_url__icontains=query)
+        | Q(assigned_to__email__icontains=query)
+    )
     number = query.removeprefix("#")
     if number.isdigit() and len(number) < 18:
         found |= Q(pk=int(number))
     return qs.filter(found)
 
 
-def conversation_list(*, organisation, status: str | None = None, query: str = "") -> QuerySet[Conversation]:
-    """Conversations by status ("open": all but closed, what needs a person first; "closed": the history,
-    latest closed first), optionally searched (``query``), each with its first visitor message as preview."""
-    first_question = (
-        Message.objects.for_org(organisation)
-        .filter(conversation=OuterRef("pk"), sender=Sender.VISITOR)
-        .order_by("created_at", "id")
-        .values("text")[:1]
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _with_preview_and_unread(qs: QuerySet[Conversation], *, organisation) -> QuerySet[Conversation]:
+    """Each conversation with its first visitor message (``preview``) and how many of the visitor's messages
+    operators have not seen yet (``unread``: after ``operator_seen_at``)."""
+    messages = Message.objects.for_org(organisation).filter(
+        conversation=OuterRef("pk"), sender=Sender.VISITOR
     )
-    qs = (
-        Conversation.objects.for_org(organisation)
-        .select_related("assigned_to")
-        .annotate(preview=Substr(Subquery(first_question), 1, PREVIEW_CHARS))
+    first_question = messages.order_by("created_at", "id").values("text")[:1]
+    unread = (
+        messages.filter(created_at__gt=Coalesce(OuterRef("operator_seen_at"), Value(_NEVER)))
+        .order_by()
+        .values("conversation")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return qs.annotate(
+        preview=Substr(Subquery(first_question), 1, PREVIEW_CHARS),
+        unread=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
+    )
+
+
+Assignee = int | Literal["none"] | None
+
+
+def conversation_list(
+    *, organisation, status: str | None = None, query: str = "", assignee: Assignee = None
+) -> QuerySet[Conversation]:
+    """Conversations by status ("open": all but closed, what needs a person first; "closed": the history,
+    latest closed first; otherwise newest activity first), optionally searched (``query``) and by who is
+    assigned (a user id, or "none"), each with its first visitor message as preview and its unread count."""
+    qs = _with_preview_and_unread(
+        Conversation.objects.for_org(organisation).select_related("assigned_to"), organisation=organisation
     )
     qs = _search(qs, organisation=organisation, query=query)
+    if assignee == "none":
+        qs = qs.filter(assigned_to__isnull=True)
+    elif assignee is not None:
+        qs = qs.filter(assigned_to_id=assignee)
     if status == "open":  # what needs a person first: waiting, then with an operator, then with the bot
         priority = Case(
             When(status=ConversationStatus.WAITING, then=Value(0)),
@@ -88,17 +126,63 @@ def conversation_list(*, organisation, status: str | None = None, query: str = "
             F("closed_at").desc(nulls_last=True), F("last_message_at").desc(nulls_last=True), "-id"
         )
     if status:
-        return qs.filter(status=status)
-    return qs
+        qs = qs.filter(status=status)
+    return qs.order_by(F("last_message_at").desc(nulls_last=True), "-id")
 
 
 def conversation_get(*, organisation, conversation_id: int) -> Conversation | None:
+    return _with_preview_and_unread(
+        Conversation.objects.for_org(organisation).select_related("assigned_to").filter(pk=conversation_id),
+        organisation=organisation,
+    ).first()
+
+
+MAX_VISITOR_CONVERSATIONS = 20
+
+
+def visitor_conversations(*, conversation: Conversation) -> list[Conversation]:
+    """The same visitor's other conversations, newest first (at most 20): the same e-mail address (when they
+    left one) or the same widget visitor id (the same browser); none when neither is known."""
+    same = Q()
+    if conversation.visitor_email:
+        same |= Q(visitor_email__iexact=conversation.visitor_email)
+    if conversation.visitor_hash:
+        same |= Q(visitor_hash=conversation.visitor_hash)
+    if not same:
+        return []
+    organisation = conversation.organisation
+    others = Conversation.objects.for_org(organisation).filter(same).exclude(pk=conversation.pk)
+    qs = _with_preview_and_unread(others, organisation=organisation).select_related("assigned_to")
+    return list(qs.order_by("-created_at", "-id")[:MAX_VISITOR_CONVERSATIONS])
+
+
+def note_list(*, conversation: Conversation) -> QuerySet[InternalNote]:
     return (
-        Conversation.objects.for_org(organisation)
-        .select_related("assigned_to")
-        .filter(pk=conversation_id)
-        .first()
+        InternalNote.objects.for_org(conversation.organisation)
+        .filter(conversation=conversation)
+        .select_related("author")
+        .order_by("created_at", "id")
     )
+
+
+def saved_reply_list(*, organisation, query: str = "") -> QuerySet[SavedReply]:
+    qs = SavedReply.objects.for_org(organisation).order_by("title", "id")
+    query = query.strip()
+    return qs.filter(Q(title__icontains=query) | Q(body__icontains=query)) if query else qs
+
+
+def saved_reply_get(*, organisation, reply_id: int) -> SavedReply | None:
+    return SavedReply.objects.for_org(organisation).filter(pk=reply_id).first()
+
+
+def inbox_operators(*, organisation) -> list[dict[str, Any]]:
+    """The members a conversation can be assigned to (their role may operate the inbox)."""
+    members = Membership.objects.for_org(organisation).select_related("user").order_by("user__email")
+    return [
+        {"id": m.user_id, "email": m.user.email, "name": m.user.get_full_name(), "role": m.role}
+        for m in members
+        if role_can(m.role, "inbox.operate")
+    ]
 
 
 def message_list(*, conversation: Conversation) -> QuerySet[Message]:

@@ -10,6 +10,8 @@
 - ``availability``: office hours and operators' presence (who has the inbox open);
 - ``corrections``: operators' intent corrections, retraining from them, classifying past messages;
 - ``imports``: CSV imports of answer templates and historical questions and answers;
+- ``inbox``: operators' internal notes, saved replies, assignment, and marking conversations seen;
+- ``visitors``: what the widget tells about the visitor (their page, a visitor id across chats), checked;
 - ``common``: the app and model task names they share.
 """
 
@@ -78,6 +80,17 @@ from customer_service.services.imports import (
     qa_import,
     templates_import,
 )
+from customer_service.services.inbox import (
+    MAX_NOTE_CHARS,
+    MAX_SAVED_REPLIES,
+    MAX_SAVED_REPLY_TITLE,
+    conversation_assign,
+    conversation_mark_seen,
+    note_add,
+    note_payload,
+    saved_reply_delete,
+    saved_reply_save,
+)
 from customer_service.services.knowledge import (
     CHUNK_WORDS,
     KB_VECTORS,
@@ -93,8 +106,21 @@ from customer_service.services.knowledge import (
     template_save,
 )
 from customer_service.services.suggestions import intent_label, suggestion_choose
+from customer_service.services.visitors import MAX_PAGE_CHARS, page_check, visitor_hash
 
 __all__ = [
+    "MAX_SAVED_REPLY_TITLE",
+    "visitor_hash",
+    "page_check",
+    "MAX_PAGE_CHARS",
+    "saved_reply_save",
+    "saved_reply_delete",
+    "note_payload",
+    "note_add",
+    "conversation_mark_seen",
+    "conversation_assign",
+    "MAX_SAVED_REPLIES",
+    "MAX_NOTE_CHARS",
     "APP",
     "CHUNK_WORDS",
     "Decision",

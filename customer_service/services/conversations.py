@@ -19,6 +19,7 @@ from customer_service.models import (
     Message,
     Sender,
 )
+from customer_service.services.visitors import page_check, visitor_hash
 
 MAX_MESSAGE_CHARS = 2000
 NONE_LABEL = "None of these / talk to a person"  # the button after the bot's suggestions
@@ -67,6 +68,8 @@ def conversation_payload(conversation: Conversation) -> dict[str, Any]:
         "public_id": str(conversation.public_id),
         "status": conversation.status,
         "assigned_to": conversation.assigned_to.email if conversation.assigned_to else None,
+        "assigned_to_id": conversation.assigned_to_id,
+        "page_url": conversation.page_url,
         "handoff_reason": conversation.handoff_reason,
         "rating": conversation.rating,
         "visitor_email": conversation.visitor_email,
@@ -113,12 +116,20 @@ def _add_message(conversation: Conversation, **fields: Any) -> Message:
     return message
 
 
-def conversation_start(*, bot: BotSettings, origin: str = "") -> tuple[Conversation, str, Message]:
-    """A new chat for the widget: returns it, the visitor's resume token (shown once) and the greeting."""
+def conversation_start(
+    *, bot: BotSettings, origin: str = "", page: Any = "", visitor: Any = ""
+) -> tuple[Conversation, str, Message]:
+    """A new chat for the widget: returns it, the visitor's resume token (shown once) and the greeting.
+    ``page`` and ``visitor``: the page the visitor is on and the widget's visitor id (``visitors``)."""
+    page_url, visitor_digest = page_check(page), visitor_hash(visitor)
     token = secrets.token_urlsafe(24)
     with transaction.atomic():
         conversation = Conversation.all_tenants.create(
-            organisation=bot.organisation, token_hash=_hash(token), origin=(origin or "")[:200]
+            organisation=bot.organisation,
+            token_hash=_hash(token),
+            origin=(origin or "")[:200],
+            page_url=page_url,
+            visitor_hash=visitor_digest,
         )
         greeting = _add_message(
             conversation, sender=Sender.BOT, text=bot.greeting, source=AnswerSource.GREETING
@@ -126,7 +137,10 @@ def conversation_start(*, bot: BotSettings, origin: str = "") -> tuple[Conversat
     return conversation, token, greeting
 
 
-def conversation_resume(*, bot: BotSettings, public_id: str, token: str) -> Conversation:
+def conversation_resume(*, bot: BotSettings, public_id: str, token: str, page: Any = "") -> Conversation:
+    """The visitor's conversation again (on another page or visit); ``page``, when given, is where they are
+    now: the inbox shows it."""
+    page_url = page_check(page)
     conversation = (
         Conversation.objects.for_org(bot.organisation).filter(public_id=public_id).first()
         if _is_uuid(public_id)
@@ -134,6 +148,17 @@ def conversation_resume(*, bot: BotSettings, public_id: str, token: str) -> Conv
     )
     if conversation is None or not secrets.compare_digest(conversation.token_hash, _hash(token or "")):
         raise NotFound("No such conversation.")
+    if page_url and page_url != conversation.page_url:
+        with transaction.atomic():
+            Conversation.all_tenants.filter(pk=conversation.pk).update(
+                page_url=page_url, updated_at=timezone.now()
+            )
+            conversation.page_url = page_url
+            broadcast(
+                group=org_group(conversation.organisation_id, "inbox"),
+                event_type="cs.conversation",
+                payload=conversation_payload(conversation),
+            )
     return conversation
 
 

@@ -4,6 +4,8 @@
 // to /ws/chat/<key>/, starts a conversation the first time the visitor opens the panel, and resumes it (id and
 // token in localStorage) on later pages and visits. When the bot is not sure it may offer its best guesses as
 // buttons ("choose" frames); when nobody can take a hand-off it asks for an e-mail address in the chat.
+// It tells the inbox the page the visitor is on (when it starts or resumes the chat there) and a visitor id it
+// keeps in localStorage across chats, so operators see the visitor's earlier conversations.
 (function () {
   const script = document.currentScript;
   const key = script && script.dataset.key;
@@ -11,6 +13,7 @@
   const base = new URL(script.src);
   const socketUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host + "/ws/chat/" + encodeURIComponent(key) + "/";
   const storeKey = "trellis-chat:" + key;
+  const visitorKey = "trellis-visitor:" + key;
 
   const host = document.createElement("div");
   host.id = "trellis-chat";
@@ -61,6 +64,19 @@
 
   function saved() { try { return JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { return null; } }
   function save(value) { try { value ? localStorage.setItem(storeKey, JSON.stringify(value)) : localStorage.removeItem(storeKey); } catch (e) {} }
+  function visitorId() {  // random, made once per browser and site; undefined where storage is refused
+    try {
+      let id = localStorage.getItem(visitorKey);
+      if (!/^[A-Za-z0-9_-]{16,64}$/.test(id || "")) {
+        const bytes = new Uint8Array(16);
+        (window.crypto || window.msCrypto).getRandomValues(bytes);
+        id = "v_" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+        localStorage.setItem(visitorKey, id);
+      }
+      return id;
+    } catch (e) { return undefined; }
+  }
+  function page() { return /^https?:$/.test(location.protocol) ? location.href.slice(0, 500) : undefined; }
   function note(text) { $("note").textContent = text || ""; $("note").hidden = !text; }
 
   function render(m) {
@@ -107,14 +123,14 @@
   function send(frame) {
     if (ready && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame)); else queue.push(frame);
   }
-  function start() { closed = false; socket.send(JSON.stringify({ type: "start" })); }
+  function start() { closed = false; socket.send(JSON.stringify({ type: "start", page: page(), visitor: visitorId() })); }
 
   function connect() {
     socket = new WebSocket(socketUrl);
     socket.onopen = () => {
       retry = 0;
       const previous = saved();
-      if (previous) socket.send(JSON.stringify({ type: "resume", conversation: previous.id, token: previous.token }));
+      if (previous) socket.send(JSON.stringify({ type: "resume", conversation: previous.id, token: previous.token, page: page() }));
       else if (wanted && !closed) start();  // after the visitor ended a chat, only they start a new one
     };
     socket.onmessage = (event) => {

@@ -116,6 +116,7 @@ def org_with_data(make_org, make_member, tmp_path):
     archive = jobs.job_create(organisation=org, kind="organisation.export", created_by=owner)
     jobs.job_execute(job_id=archive.pk)
     conversation, _, greeting = cs.conversation_start(bot=cs.bot_settings_for(organisation=org))
+    saved_reply = cs.saved_reply_save(organisation=org, title="Refund", body="Your refund is on its way.")
     key, secret = tenancy.api_key_create(
         organisation=org, created_by=owner, name="fuzz", scopes=["read", "predict", "train", "admin"]
     )
@@ -193,6 +194,7 @@ def org_with_data(make_org, make_member, tmp_path):
         "invitation_id": Invitation.objects.for_org(org).get().pk,
         "conversation_id": conversation.pk,
         "message_id": greeting.pk,
+        "reply_id": saved_reply.pk,
         "key_id": key.pk,
     }
     return org, secret, ids

@@ -32,7 +32,7 @@ from core.registry.services import dataset_rows, dataset_upload, model_predict
 from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, Role
 from customer_service import services as cs
-from customer_service.models import Conversation, Message
+from customer_service.models import Conversation, InternalNote, Message
 from finance_monitor.models import Document, Entity, Mention, TrendBucket
 from finance_monitor.services import documents as fm_documents
 from finance_monitor.services import entities as fm_entities
@@ -77,6 +77,9 @@ def _populate(org, *, trained: bool, tmp_path: Path) -> None:
     conversation, _, _ = cs.conversation_start(bot=cs.bot_settings_for(organisation=org))
     cs.visitor_message_store(conversation=conversation, text="Where is my card?")
     cs.visitor_message_store(conversation=conversation, text="It has been a week, ann@example.com")
+    owner = Membership.objects.for_org(org).get(role=Role.OWNER).user
+    cs.note_add(organisation=org, conversation_id=conversation.pk, user=owner, text="Card sent on Monday")
+    cs.saved_reply_save(organisation=org, title="Card", body="Cards arrive within 5 working days.")
     entity = fm_entities.entity_save(organisation=org, kind="company", name="Acme Corp", ticker="ACME")
     fm_documents.documents_ingest(
         organisation=org,
@@ -95,7 +98,6 @@ def _populate(org, *, trained: bool, tmp_path: Path) -> None:
         bucket_start="2026-12-01T00:00:00Z",
     )
     billing.usage_record(organisation=org, meter=Meter.PREDICTIONS, enforce=False, metadata={"job": 1})
-    owner = Membership.objects.for_org(org).get(role=Role.OWNER).user
     tenancy.api_key_create(organisation=org, created_by=owner, name="ci", scopes=["read"])
 
 
@@ -178,6 +180,8 @@ def test_round_trip_into_a_fresh_organisation(make_org, user_client, stores, at_
     assert sorted(m.text for m in messages) == sorted(
         Message.objects.for_org(old).values_list("text", flat=True)
     )
+    note = InternalNote.objects.for_org(new).get()  # an operator's note, on the new conversation
+    assert note.conversation_id in conversations and note.author is None  # members are not imported
     for mention in Mention.objects.for_org(new).select_related("document", "entity"):
         assert mention.document.organisation_id == new.pk and mention.entity.organisation_id == new.pk
     new_entity = Entity.objects.for_org(new).get()
