@@ -114,7 +114,13 @@ TEMPLATES = [
 
 # --- Data --------------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'trellis.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# PostgreSQL connections are kept (per thread, checked before reuse): every websocket frame and answer runs
+# its database work through channels' database_sync_to_async, which closes a connection older than this
+# after each call, and at 0 every chat message opened three or four new PostgreSQL connections (about a
+# fifth of an answer's CPU: bench/chat_latency.py).
+_postgres = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60 if _postgres else 0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker and the web process share the file: wait on locks instead of failing at once.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}

@@ -21,6 +21,8 @@ from core.tenancy.models import Role  # noqa: E402
 
 settings.ML_WARMUP = environ.Env().bool("ML_WARMUP")  # pytest-django read the settings before this file
 settings.OUTBOUND_ALLOW_NETWORKS = environ.Env().list("OUTBOUND_ALLOW_NETWORKS")
+# Passwords hashed with one PBKDF2 iteration (tests/hashers.py); the default hashers still verify them.
+settings.PASSWORD_HASHERS = ["tests.hashers.OneIterationPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
 
 _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"

@@ -18,12 +18,6 @@ SITE = "https://shop.example.com"
 VISITOR = "v_0123456789abcdefXYZ"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """Members are made per test; PBKDF2's deliberate slowness tests nothing here (a second a test)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _chat(organisation, *texts: str, page: str = "", visitor: str = ""):
     bot = services.bot_settings_for(organisation=organisation)
     conversation, _token, _greeting = services.conversation_start(

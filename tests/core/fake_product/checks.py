@@ -24,9 +24,10 @@ def test_its_page_and_nav_entry_for_members_with_its_permission(make_org, make_m
     client.force_login(owner)
     page = client.get("/fake-product/")
     assert page.status_code == 200
-    assert _nav(page.content.decode())[:5] == [
+    assert _nav(page.content.decode())[:6] == [
         "Dashboard",
         "Customer service",
+        "Support analytics",
         "Finance monitor",
         "Recommender",
         "Fake product",
