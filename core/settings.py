@@ -114,13 +114,11 @@ TEMPLATES = [
 
 # --- Data --------------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'trellis.sqlite3'}")}
-# PostgreSQL connections are kept (per thread, checked before reuse): every websocket frame and answer runs
-# its database work through channels' database_sync_to_async, which closes a connection older than this
-# after each call, and at 0 every chat message opened three or four new PostgreSQL connections (about a
-# fifth of an answer's CPU: bench/chat_latency.py).
-_postgres = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60 if _postgres else 0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# 0: a connection per request or websocket call. Persistent connections (> 0) are per thread, and Django's
+# ASGI handler runs each request's sync code in a thread of its own: at 60 the full stack ran PostgreSQL out
+# of connections under 8 clients. The websocket path pays for it instead (bench/chat_latency.py: three or
+# four new connections per chat message); a connection pool is the fix (BENCHMARKS.md section 13).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker and the web process share the file: wait on locks instead of failing at once.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
