@@ -10,9 +10,15 @@ days count alerts (episodes that fire) per 30 days. Each planted surge starts af
 first surge bucket itself; "missed" if not within the 6 hours). Peer: a fixed threshold on one bucket,
 negative share > baseline share + 10 points (same baseline, same minimum volume and the same cool-down),
 and for volume a bucket above 1.5 x the baseline mean.
+
+Then the same on a stream whose volume follows the trading day (``DAY_PROFILE``: a quiet night, a peak at the
+US open, mean 60/h): false volume alerts per 30 days and planted volume surges (x2 and x1.5 the hour's own
+rate, starting at every hour of the day in turn), the volume test with a flat mean (``season`` 0, as before)
+beside the same test with the hour-of-day expectation (``season`` 24, the product's default for hour buckets).
 """
 
 import argparse
+import math
 import statistics
 import zlib
 from dataclasses import dataclass
@@ -50,6 +56,19 @@ SURGES = (
 )
 
 
+_SHAPE = [0.4 + 1.6 * math.exp(-(((h - 15) / 4) ** 2)) for h in range(24)]
+DAY_PROFILE = [x * 24 / sum(_SHAPE) for x in _SHAPE]  # volume by hour of day, mean 1 (night 0.4x, 15h 2.7x)
+
+
+def cyclic_buckets(rng, n: int, start: int = 0, factor: float = 1.0) -> list[Counts]:
+    """Hourly buckets ``start``..``start + n`` of the trading-day stream, the volume times ``factor``."""
+    out = []
+    for i in range(start, start + n):
+        volume = int(rng.poisson(BASE_RATE * DAY_PROFILE[i % 24] * factor))
+        out.append(Counts(volume, int(rng.binomial(volume, BASE_SHARE))))
+    return out
+
+
 def flat_buckets(rng, n: int) -> list[Counts]:
     volumes = rng.poisson(BASE_RATE, n)
     return [Counts(int(v), int(rng.binomial(v, BASE_SHARE))) for v in volumes]
@@ -72,6 +91,8 @@ class Product:
     def __init__(self, config: SurgeConfig) -> None:
         self.config = config
         self.name = f"product: binomial/Poisson, windows {','.join(map(str, config.windows))}"
+        if config.season:
+            self.name += f", season {config.season}"
 
     def fires(self, history: list[Counts], kind: str) -> bool:
         return any(f.kind == kind and f.significant for f in detect(history, self.config))
@@ -112,7 +133,8 @@ def run(args) -> None:
     windows = tuple(int(w) for w in args.windows.split(","))
     config = SurgeConfig(significance=args.significance, windows=windows)
     warm = config.history_buckets
-    detectors = [Product(config), Naive(config)]
+    seasonal = SurgeConfig(**{**config.__dict__, "season": 24})  # the product's default for hour buckets
+    detectors = [Product(config), Product(seasonal), Naive(config)]
     print(
         f"config: baseline {config.baseline_buckets} buckets, significance {config.significance}, "
         f"min volume {config.min_volume}/bucket, windows {config.windows}, cool-down {COOLDOWN}"
@@ -146,6 +168,46 @@ def run(args) -> None:
             )
 
 
+def run_cycle(args, config: SurgeConfig) -> None:
+    """The trading-day stream (module docstring): the volume test with a flat mean beside the seasonal one."""
+    warm = config.history_buckets
+    detectors = [
+        Product(SurgeConfig(**{**config.__dict__, "season": 0})),
+        Product(SurgeConfig(**{**config.__dict__, "season": 24})),
+        Naive(config),
+    ]
+    rng = np.random.default_rng([args.seed, 24])
+    stream = cyclic_buckets(rng, warm + args.flat_days * 24)
+    print(
+        f"\ntrading-day stream: {args.flat_days} days, volume by hour x{min(DAY_PROFILE):.2f} to "
+        f"x{max(DAY_PROFILE):.2f} of 60/h (false volume alerts per 30 days)"
+    )
+    for detector in detectors:
+        alerts = len(replay(detector, stream, warm, VOLUME))
+        print(f"  {detector.name:60s} {alerts * 30 / args.flat_days:6.2f}  ({alerts} alerts)")
+    print(
+        f"\nplanted volume surges on the trading-day stream: {args.trials} trials each, {SURGE_HOURS} h long"
+    )
+    for factor in (2.0, 1.5):
+        for detector in detectors:
+            delays, missed = [], 0
+            for trial in range(args.trials):
+                rng = np.random.default_rng([args.seed, trial, int(factor * 10)])
+                begin = warm + trial % 24  # every hour of the day in turn
+                buckets = cyclic_buckets(rng, begin) + cyclic_buckets(rng, SURGE_HOURS, begin, factor)
+                fired = replay(detector, buckets, begin, VOLUME)
+                if fired:
+                    delays.append(fired[0])
+                else:
+                    missed += 1
+            within2 = sum(d <= 2 for d in delays) / args.trials
+            median = statistics.median(delays) if delays else float("nan")
+            print(
+                f"  volume x{factor:<4} {detector.name:60s} within 2 buckets {within2:6.1%}  "
+                f"median delay {median:3.1f}  missed {missed}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=200)
@@ -154,7 +216,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--significance", type=float, default=SurgeConfig.significance)
     parser.add_argument("--windows", default=",".join(map(str, SurgeConfig.windows)), help="e.g. 1,2,3")
-    run(parser.parse_args())
+    parser.add_argument("--skip-flat", action="store_true", help="only the trading-day stream")
+    args = parser.parse_args()
+    if not args.skip_flat:
+        run(args)
+    windows = tuple(int(w) for w in args.windows.split(","))
+    run_cycle(args, SurgeConfig(significance=args.significance, windows=windows))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ the embedded default (SQLite, in-memory channel layer). The visitor throttle
 (``CS_WIDGET_MESSAGES_PER_MINUTE``, 20 a minute per visitor) is lifted on the server: this load sends a
 message every 0.2 s per visitor, which a real person does not.
 
-    .venv/bin/python bench/chat_latency.py --visitors 1 10 50 --duration 30
+    .venv/bin/python bench/chat_latency.py --visitors 1 10 50 --duration 30 --pool 0 20
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/trellis_bench_chat")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="DB_POOL_MAX_SIZE of the server on PostgreSQL, one server per size (0: no pool)",
+    )
     parser.add_argument("--prepare", help=argparse.SUPPRESS)  # internal: set up the database, write JSON here
     return parser.parse_args()
 
@@ -194,6 +201,8 @@ async def level(url: str, questions: list[str], visitors: int, duration: float, 
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen:
+    """uvicorn as bin/run-all starts it; the visitors' X-Forwarded-For believed from this machine
+    (TRUSTED_PROXIES=127.0.0.1), as from a load balancer."""
     import socket
 
     proc = subprocess.Popen(
@@ -206,6 +215,9 @@ def serve(env: dict[str, str], port: int) -> subprocess.Popen:
             str(port),
             "--log-level",
             "warning",
+            "--proxy-headers",
+            "--forwarded-allow-ips",
+            env["TRUSTED_PROXIES"],
         ],
         cwd=ROOT,
         env=env,
@@ -221,32 +233,9 @@ def serve(env: dict[str, str], port: int) -> subprocess.Popen:
     raise SystemExit("the server did not start")
 
 
-def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
-    from bench.http_serving import ensure_database, free_port
+def serve_levels(name: str, env: dict[str, str], data: dict, questions: list[str], args) -> list[tuple]:
+    from bench.http_serving import free_port
 
-    store = tempfile.mkdtemp(prefix=f"trellis-bench-chat-{name}-")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "core.settings",
-            "TRELLIS_VAR_DIR": store,
-            "HF_HUB_OFFLINE": "1",
-            "ML_WARMUP": "1",
-            "CS_WIDGET_MESSAGES_PER_MINUTE": "1000000",
-            "CS_WIDGET_STARTS_PER_MINUTE": "1000000",
-        }
-    )
-    if name == "postgres":
-        ensure_database(args.database_url)
-        env.update({"DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url})
-    setup = Path(store) / "setup.json"
-    subprocess.run([sys.executable, __file__, "--prepare", str(setup)], cwd=ROOT, env=env, check=True)
-    data = json.loads(setup.read_text())
-    questions = data["templates"] + data["articles"] * (len(data["templates"]) // (4 * len(data["articles"])))
     port = free_port()
     proc = serve(env, port)
     url = f"ws://127.0.0.1:{port}/ws/chat/{data['widget_key']}/"
@@ -277,6 +266,45 @@ def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
         except subprocess.TimeoutExpired:  # still closing sockets
             proc.kill()
             proc.wait()
+    return rows
+
+
+def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
+    from bench.http_serving import ensure_database
+
+    store = tempfile.mkdtemp(prefix=f"trellis-bench-chat-{name}-")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "core.settings",
+            "TRELLIS_VAR_DIR": store,
+            "HF_HUB_OFFLINE": "1",
+            "ML_WARMUP": "1",
+            "CS_WIDGET_MESSAGES_PER_MINUTE": "1000000",
+            "CS_WIDGET_STARTS_PER_MINUTE": "1000000",
+            "TRUSTED_PROXIES": "127.0.0.1",
+        }
+    )
+    if name == "postgres":
+        ensure_database(args.database_url)
+        env.update({"DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url})
+    setup = Path(store) / "setup.json"
+    subprocess.run([sys.executable, __file__, "--prepare", str(setup)], cwd=ROOT, env=env, check=True)
+    data = json.loads(setup.read_text())
+    questions = data["templates"] + data["articles"] * (len(data["templates"]) // (4 * len(data["articles"])))
+    rows = []
+    for pool in args.pool if name == "postgres" else [0]:
+        rows += serve_levels(
+            f"{name} pool {pool}" if pool else name,
+            {**env, "DB_POOL_MAX_SIZE": str(pool)},
+            data,
+            questions,
+            args,
+        )
     return rows
 
 

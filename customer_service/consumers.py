@@ -13,10 +13,18 @@ frame is stored, echoed and broadcast to the inbox at once; answering runs as on
 socket that answers the queued messages one by one, in the order they came. The task outlives a
 disconnect (the visitor moving to another page): the answers are stored and reach the visitor's next
 socket through the conversation's group; it only stops sending on the closed one.
+
+A visitor's ``message`` frame may carry the widget's ``client_id``: the ``ack`` frame names it once the
+message is stored (the widget shows it delivered), and a frame sent again with the same id is acknowledged
+without being stored or answered twice. While the bot works out an answer the widget gets ``typing``
+frames; visitor and operator typing travel through the inbox and the conversation's group, throttled here.
+Hostile frames (binary, not JSON, not an object, over ``MAX_FRAME_BYTES``, an unknown type) get an error
+frame and change nothing; the socket stays open.
 """
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from channels.db import database_sync_to_async
@@ -25,9 +33,13 @@ from django.conf import settings
 
 from core.consumers import OrganisationFeedConsumer
 from core.errors import TrellisError
+from core.proxies import client_address
 from customer_service import selectors, services
 
 log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 16 * 1024
+TYPING_EVERY_S = 2.0  # at most one typing signal relayed per socket (and conversation) in this time
 
 # Answering tasks of all sockets in this process: a strong reference (asyncio keeps only weak ones), so a
 # task whose socket has gone still finishes; also what a shutdown or a test waits on.
@@ -41,7 +53,9 @@ VISITOR_FIELDS = (
     "text",
     "source",
     "article",
+    "article_link",
     "suggestions",
+    "client_id",
     "created_at",
 )
 
@@ -49,6 +63,24 @@ VISITOR_FIELDS = (
 def visitor_view(payload: dict) -> dict:
     """What a visitor may see of a message: not the bot's intent guesses or confidences."""
     return {key: payload[key] for key in VISITOR_FIELDS}
+
+
+async def decode_frame(consumer, text_data, bytes_data) -> dict | None:
+    """The frame as a JSON object, or None after telling the client what is wrong with it."""
+    if text_data is None:
+        await consumer.send_error("invalid", "Binary frames are not accepted: send JSON text frames.")
+        return None
+    if len(text_data) > MAX_FRAME_BYTES or len(text_data.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
+        await consumer.send_error("too_large", f"Frames are at most {MAX_FRAME_BYTES // 1024} KB.")
+        return None
+    try:
+        content = await consumer.decode_json(text_data)
+    except ValueError:
+        content = None
+    if not isinstance(content, dict):
+        await consumer.send_error("invalid", "Frames are JSON objects.")
+        return None
+    return content
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -60,19 +92,20 @@ def _header(scope, name: bytes) -> str | None:
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/chat/<widget_key>/``. Frames in: start (with the visitor's ``page`` and widget ``visitor`` id),
-    resume (with ``page``), message, choose (a suggestion, by position, or "none"), rate, close. Out:
-    conversation, message, status, error. Operators' internal notes never come here: they are not messages
-    and are broadcast to the inbox only."""
+    resume (with ``page``), message (``text``, ``client_id``), choose (a suggestion, by position, or "none"),
+    rate, close, typing, transcript (``email``). Out: conversation, message, ack, typing, status, transcript,
+    error. Operators' internal notes never come here: they are not messages and are broadcast to the inbox
+    only."""
 
     async def connect(self):
         self.bot, self.conversation, self.group = None, None, None
+        self.typed_at = 0.0
         self.sent: set[int] = set()
         self.unanswered: deque = deque()  # (conversation, message) stored, for the bot to answer in order
         self.answering: asyncio.Task | None = None
         self.gone = False
         self.widget_key = self.scope["url_route"]["kwargs"]["widget_key"]
-        client = self.scope.get("client") or ("unknown", 0)
-        self.client = str(client[0])
+        self.client = client_address(self.scope)  # behind a trusted proxy, the visitor's (core.proxies)
         await self.accept()
         await self._check_bot()
 
@@ -102,12 +135,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        try:
-            content = await self.decode_json(text_data) if text_data is not None else None
-        except ValueError:
-            await self._error("invalid", "Frames are JSON objects.")
-            return
-        await self.receive_json(content)
+        content = await decode_frame(self, text_data, bytes_data)
+        if content is not None:
+            await self.receive_json(content)
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self._error(code, message)
 
     async def disconnect(self, code):
         self.gone = True  # queued answers are still worked out and stored; only sending here stops
@@ -125,19 +158,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "choose": self._choose,
             "rate": self._rate,
             "close": self._close,
+            "typing": self._typing,
+            "transcript": self._transcript,
         }.get(kind)
         if handler is None:
             await self._error(
-                "invalid", "Unknown frame type: send start, resume, message, choose, rate or close."
+                "invalid",
+                "Unknown frame type: send start, resume, message, choose, rate, close, typing or transcript.",
             )
             return
+        # an error about a message names its client id, so the widget marks that message failed
+        client_id = content.get("client_id") if kind == "message" else None
+        client_id = client_id if isinstance(client_id, str) and len(client_id) <= 64 else None
         if kind not in ("start", "resume") and self.conversation is None:
-            await self._error("conflict", "Start or resume a conversation first.")
+            await self._error("conflict", "Start or resume a conversation first.", client_id)
             return
         try:
             await handler(content)
         except TrellisError as exc:
-            await self._error(exc.code, exc.message)
+            await self._error(exc.code, exc.message, client_id, exc.details.get("retry_after"))
 
     async def _join(self, conversation, token: str | None = None) -> None:
         if self.group:
@@ -184,8 +223,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not await self._admit("message"):
             return
         message, bot_has_it = await database_sync_to_async(services.visitor_message_store)(
-            conversation=self.conversation, text=content.get("text")
+            conversation=self.conversation, text=content.get("text"), client_id=content.get("client_id")
         )
+        if message.client_id:  # the widget shows the message delivered (a frame without an id gets no ack)
+            await self.send_json({"type": "ack", "data": {"client_id": message.client_id, "id": message.pk}})
         await self._send_message(await database_sync_to_async(services.message_payload)(message))
         if bot_has_it:  # stored and shown: the answer follows, without holding back the next frames
             self.unanswered.append((self.conversation, message))
@@ -199,6 +240,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         a hand-off or a takeover meanwhile silences the bot for the rest)."""
         while self.unanswered:
             conversation, message = self.unanswered.popleft()
+            await self._bot_typing(conversation, True)
             try:
                 # Off the shared database thread: one slow answer must not stall every other socket.
                 answers = await database_sync_to_async(
@@ -210,12 +252,38 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )()
             except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
                 log.exception("answering visitor message %s failed", message.pk)
+                await self._bot_typing(conversation, False)
                 continue
-            showing = (
-                not self.gone and self.conversation is not None and self.conversation.pk == conversation.pk
-            )
-            for payload in answers if showing else []:  # else stored; the visitor's next socket shows it
+            await self._bot_typing(conversation, False)
+            for payload in answers if self._showing(conversation) else []:  # else the next socket shows it
                 await self._send_message(payload)
+
+    def _showing(self, conversation) -> bool:
+        return not self.gone and self.conversation is not None and self.conversation.pk == conversation.pk
+
+    async def _bot_typing(self, conversation, typing: bool) -> None:
+        """The bot "is typing" while it works out an answer (this socket only: it is the one that asked)."""
+        if self._showing(conversation):
+            frame = {"who": "bot", "name": self.bot.bot_name if self.bot else "", "typing": typing}
+            await self.send_json({"type": "typing", "data": frame})
+
+    async def _typing(self, content):
+        """The visitor is typing: told to the inbox, at most once per ``TYPING_EVERY_S`` (others dropped)."""
+        now = time.monotonic()
+        if now - self.typed_at < TYPING_EVERY_S:
+            return
+        self.typed_at = now
+        await database_sync_to_async(services.visitor_typing)(conversation=self.conversation)
+
+    async def _transcript(self, content):
+        """The visitor asks for the transcript by e-mail (checked and throttled; a task sends it). It counts
+        as one of the visitor's messages too: the address given receives mail, so asking is not free."""
+        if not await self._admit("message"):
+            return
+        email = await database_sync_to_async(services.transcript_request)(
+            conversation=self.conversation, email=content.get("email")
+        )
+        await self.send_json({"type": "transcript", "data": {"email": email, "status": "queued"}})
 
     async def _choose(self, content):
         """The visitor picked one of the bot's suggestions (or none of them): stored, then answered."""
@@ -251,24 +319,35 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.sent.add(payload["id"])
         await self.send_json({"type": "message", "data": visitor_view(payload)})
 
-    async def _error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+    async def _error(
+        self, code: str, message: str, client_id: str | None = None, retry_after: int | None = None
+    ) -> None:
+        error: dict = {"code": code, "message": message}
+        if client_id:
+            error["client_id"] = client_id
+        if retry_after is not None:
+            error["retry_after"] = retry_after
+        await self.send_json({"type": "error", "error": error})
 
     async def event_forward(self, message):
         if message["event"] == "cs.message":
             await self._send_message(message["data"])
         elif message["event"] == "cs.status":
             await self.send_json({"type": "status", "data": message["data"]})
+        elif message["event"] == "cs.typing":
+            await self.send_json({"type": "typing", "data": message["data"]})
 
 
 class InboxConsumer(OrganisationFeedConsumer):
     """``/ws/inbox/``: conversation and message events of the member's organisation, for operators. Open, it
-    counts its operator online; frames in: ``presence`` (still here, every third of ``CS_PRESENCE_TTL_S``)."""
+    counts its operator online; frames in: ``presence`` (still here, every third of ``CS_PRESENCE_TTL_S``) and
+    ``typing`` (``conversation``: its id; the visitor's widget shows the operator typing)."""
 
     topic = "inbox"
     permission = "inbox.operate"
 
     async def connect(self):
+        self.typed_at: dict[int, float] = {}
         await super().connect()
         if getattr(self, "organisation_id", None) is not None:
             await self._present()
@@ -278,14 +357,38 @@ class InboxConsumer(OrganisationFeedConsumer):
             organisation_id=self.organisation_id, user_id=self.scope["user"].pk, channel=self.channel_name
         )
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        content = await decode_frame(self, text_data, bytes_data)
+        if content is not None:
+            await self.receive_json(content)
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+
     async def receive_json(self, content, **kwargs):
-        if isinstance(content, dict) and content.get("type") == "presence":
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "presence":
             await self._present()
             await self.send_json({"type": "presence", "data": {"ttl": settings.CS_PRESENCE_TTL_S}})
+        elif kind == "typing":
+            await self._typing(content.get("conversation"))
         else:
-            await self.send_json(
-                {"type": "error", "error": {"code": "invalid", "message": "Send presence frames only."}}
+            await self.send_error("invalid", "Send presence or typing frames only.")
+
+    async def _typing(self, conversation_id) -> None:
+        """An operator typing a reply: relayed to the visitor at most once per ``TYPING_EVERY_S`` each."""
+        key = conversation_id if isinstance(conversation_id, int) else -1
+        now = time.monotonic()
+        if now - self.typed_at.get(key, -TYPING_EVERY_S) < TYPING_EVERY_S:
+            return
+        try:
+            await database_sync_to_async(services.operator_typing)(
+                organisation=self.organisation_id, conversation_id=conversation_id, user=self.scope["user"]
             )
+        except TrellisError as exc:
+            await self.send_error(exc.code, exc.message)
+            return
+        self.typed_at[key] = now
 
     async def disconnect(self, code):
         if getattr(self, "organisation_id", None) is not None:

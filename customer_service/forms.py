@@ -1,6 +1,6 @@
 from django import forms
 
-from customer_service.models import UncertainMode
+from customer_service.models import UncertainMode, WidgetPosition
 
 
 class SettingsForm(forms.Form):
@@ -17,6 +17,12 @@ class SettingsForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Sites that may embed the widget, one per line (https://shop.example.com); empty: any.",
+    )
+    grounded_answers = forms.BooleanField(
+        required=False,
+        label="Grounded answers",
+        help_text="Write answers from the matching article passages only, with links to them; when they do "
+        "not answer the question, say so and offer a person. Slower (a few seconds per answer).",
     )
 
 
@@ -90,3 +96,35 @@ class AnalyticsRangeForm(forms.Form):
             self.fields[name] = forms.CharField(
                 required=False, max_length=40, label=label, widget=forms.DateInput(attrs={"type": "date"})
             )
+
+
+class BrandingForm(forms.Form):
+    """The widget's look. The colour and the avatar are checked by the service (``services.branding``):
+    its refusals are shown on the field."""
+
+    colour = forms.CharField(
+        max_length=7,
+        label="Colour",
+        widget=forms.TextInput(attrs={"type": "color"}),
+        help_text="The launcher, the header and the visitor's messages.",
+    )
+    bot_name = forms.CharField(max_length=60, label="Bot name")
+    avatar = forms.FileField(
+        required=False,
+        label="Avatar",
+        widget=forms.ClearableFileInput(attrs={"accept": "image/png,image/jpeg,image/webp"}),
+        help_text="A PNG, JPEG or WebP image, at most 1 MB and 2048x2048 pixels (shown at 128 pixels).",
+    )
+    remove_avatar = forms.BooleanField(required=False, label="Remove the avatar")
+    position = forms.ChoiceField(choices=WidgetPosition.choices, label="Position")
+    welcome_text = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Welcome text",
+        help_text="Shown above the conversation when the chat opens.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        # its own element ids: the set-up page also shows the settings form, which has a bot_name too
+        kwargs.setdefault("auto_id", "branding_%s")
+        super().__init__(*args, **kwargs)

@@ -21,6 +21,11 @@ class UncertainMode(models.TextChoices):
     HANDOFF = "handoff", "Hand off to a person at once"
 
 
+class WidgetPosition(models.TextChoices):
+    BOTTOM_RIGHT = "bottom-right", "Bottom right"
+    BOTTOM_LEFT = "bottom-left", "Bottom left"
+
+
 class BotSettings(TenantModel):
     """One per organisation. The widget key is public (it sits in the tenant's web page): it names the
     organisation, and ``allowed_origins`` limits which sites may open a chat with it."""
@@ -49,6 +54,19 @@ class BotSettings(TenantModel):
     office_hours_enabled = models.BooleanField(default=False)
     office_hours = models.JSONField(default=dict, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
+    # The widget's branding (``services.branding``): public through ``widget/<key>/config.json``. The avatar
+    # is kept re-encoded (never the uploaded bytes), with its type and a digest that names the version.
+    brand_colour = models.CharField(max_length=7, default="#3056d3")
+    widget_position = models.CharField(
+        max_length=16, choices=WidgetPosition.choices, default=WidgetPosition.BOTTOM_RIGHT
+    )
+    welcome_text = models.CharField(max_length=200, blank=True, default="")
+    avatar = models.BinaryField(blank=True, default=b"")
+    avatar_type = models.CharField(max_length=32, blank=True, default="")
+    avatar_digest = models.CharField(max_length=16, blank=True, default="")
+    # Answers from the knowledge base phrased by a small generative model from the top passages only, the
+    # passages cited (``services.grounded``); off: the closest passage itself, as before.
+    grounded_answers = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -134,6 +152,8 @@ class Conversation(TenantModel):
     # Operators have seen the conversation up to this message's time: later visitor messages are unread
     # (one mark for the team, as a shared inbox works: whoever opens it reads it for everyone).
     operator_seen_at = models.DateTimeField(null=True, blank=True)
+    # The visitor's last transcript request (one per conversation per ``TRANSCRIPT_EVERY_S``).
+    transcript_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
@@ -156,6 +176,7 @@ class AnswerSource(models.TextChoices):
     GREETING = "greeting", "Greeting"
     TEMPLATE = "template", "Answer template"
     ARTICLE = "article", "Knowledge-base article"
+    GROUNDED = "grounded", "Answer written from knowledge-base passages"
     HANDOFF = "handoff", "Hand-off to a person"
     SUGGESTIONS = "suggestions", "Suggestions (did you mean)"
     REPHRASE = "rephrase", "Asked to rephrase"
@@ -192,9 +213,20 @@ class Message(TenantModel):
     # On a suggestions message: {"question": <visitor message id>, "options": [{"intent", "label"}],
     # "chosen": "" | <intent> | "none"}.
     suggestions = models.JSONField(default=dict, blank=True)
+    # On a grounded answer: the articles of the passages it cites, [{"article": id, "title", "url"}].
+    citations = models.JSONField(default=list, blank=True)
+    # The widget's own id for a visitor message: a frame sent again (no ack seen) is stored once.
+    client_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=~models.Q(client_id=""),
+                name="uniq_cs_message_client_id",
+            )
+        ]
 
 
 class InternalNote(TenantModel):

@@ -5,8 +5,13 @@ from typing import Any, Literal, TypeVar
 
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Substr
+from django.urls import reverse
 
+from core.billing.models import UsageEvent
 from core.errors import InvalidInput
+from core.jobs.models import ACTIVE_STATUSES, TrainingJob
+from core.products import OnboardingStep, StepLink
+from core.registry.models import Dataset, ModelVersion
 from core.tenancy.models import Membership
 from core.tenancy.roles import role_can
 from customer_service.models import (
@@ -19,6 +24,7 @@ from customer_service.models import (
     SavedReply,
     Sender,
 )
+from customer_service.services.onboarding import SAMPLE_DATASET
 
 OPEN_STATUSES = (ConversationStatus.BOT, ConversationStatus.WAITING, ConversationStatus.OPERATOR)
 PREVIEW_CHARS = 120
@@ -189,7 +195,7 @@ def message_list(*, conversation: Conversation) -> QuerySet[Message]:
     return (
         Message.objects.for_org(conversation.organisation)
         .filter(conversation=conversation)
-        .select_related("author", "conversation")
+        .select_related("author", "conversation", "article")
         .order_by("created_at", "id")
     )
 
@@ -214,7 +220,8 @@ def intent_labels(*, organisation) -> list[str]:
 def operating_points(*, organisation, version=None) -> list[dict[str, Any]] | None:
     """The active intent model's coverage curve on its held-out rows, for choosing the threshold: per
     threshold, the share of questions it would answer and the share it would answer wrongly (of all, and of
-    those answered), in percent. None for a model evaluated before the curve was stored (retrain it)."""
+    those answered), in percent. None for a model evaluated before the curve was stored (retrain it). The
+    curve is over what the bot's rule compares: the top probability."""
     version = version or intent_model(organisation=organisation)
     curve = (version.metrics or {}).get("coverage") if version is not None else None
     if not curve:
@@ -232,3 +239,116 @@ def operating_points(*, organisation, version=None) -> list[dict[str, Any]] | No
             }
         )
     return points
+
+
+# --- onboarding ----------------------------------------------------------------------------------------
+
+TRY_PAGE = "/customer-service/try/"
+
+
+def _setup(tab: str) -> str:
+    return f"{reverse('customer_service:index')}#{tab}"
+
+
+def _training_job(organisation) -> TrainingJob | None:
+    """The intent model's training job still queued or running, if any."""
+    jobs = TrainingJob.objects.for_org(organisation).filter(
+        kind="ml.train", app="customer_service", status__in=ACTIVE_STATUSES, params__task="intent"
+    )
+    return jobs.order_by("-created_at").first()
+
+
+def dataset_intents(*, organisation) -> list[str]:
+    """The labels of the organisation's latest classification dataset: the intents to write answers for
+    before a model is trained on it."""
+    dataset = Dataset.objects.for_org(organisation).filter(task="classification").first()
+    return sorted(dataset.labels) if dataset is not None else []
+
+
+def _train_step(organisation, model) -> OnboardingStep:
+    datasets = Dataset.objects.for_org(organisation).filter(task="classification")
+    dataset = datasets.filter(name=SAMPLE_DATASET).order_by("-version").first() or datasets.first()
+    links = [StepLink("Datasets", reverse("datasets"))]
+    if dataset is not None:
+        fields = (("app", "customer_service"), ("task", "intent"), ("method", "auto"))
+        train = StepLink(
+            f"Train on {dataset.name}", reverse("dataset-train", args=[dataset.pk]), True, fields
+        )
+        links.insert(0, train)
+    running = _training_job(organisation)
+    if running is not None:
+        detail = f"Training now: job #{running.pk}."
+        links.insert(0, StepLink(f"Follow job #{running.pk}", reverse("job-detail", args=[running.pk])))
+    elif model is not None:
+        detail = f"Version {model.version} answers {len(model.labels)} intents."
+    else:
+        detail = "The fast model trains in seconds on the questions you uploaded."
+    return OnboardingStep("train", "Train the intent model", model is not None, detail, tuple(links))
+
+
+def _answers_step(organisation, model) -> OnboardingStep:
+    answered = set(
+        AnswerTemplate.objects.for_org(organisation).filter(active=True).values_list("intent", flat=True)
+    )
+    intents = list(model.labels) if model is not None else []
+    covered = [i for i in intents if i in answered] if intents else sorted(answered)
+    detail = (
+        f"{len(covered)} of {len(intents)} intents have an answer."
+        if intents
+        else f"{len(covered)} answer{'s' if len(covered) != 1 else ''} written."
+    )
+    links = (StepLink("Write answers", _setup("answers")),)
+    return OnboardingStep("answers", "Add answers for the intents", bool(covered), detail, links)
+
+
+def _intent_model_tried(organisation) -> bool:
+    """Whether an intent model answered a prediction (the model page's try box, the API): its ledger line."""
+    versions = ModelVersion.objects.for_org(organisation).filter(app="customer_service", task="intent")
+    ids = list(versions.values_list("pk", flat=True))
+    lines = UsageEvent.objects.for_org(organisation).filter(meter="predictions")
+    return bool(ids) and lines.filter(metadata__model_version__in=ids).exists()
+
+
+def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
+    """The chatbot's five steps to a working bot, each done or not as the organisation's data says: data to
+    start from, a trained intent model, answers for its intents, a conversation tried, the widget used on a
+    page outside Trellis (its try page does not count). Trying counts a chat or a prediction of an intent
+    model (the model page's try box)."""
+    model = intent_model(organisation=organisation)
+    has_data = (
+        Dataset.objects.for_org(organisation).filter(task="classification").exists()
+        or Article.objects.for_org(organisation).exists()
+    )
+    conversations = Conversation.objects.for_org(organisation)
+    tried = conversations.exists() or _intent_model_tried(organisation)
+    embedded = conversations.exclude(page_url="").exclude(page_url__contains=TRY_PAGE).exists()
+    data = OnboardingStep(
+        "data",
+        "Start from sample data, or upload your questions",
+        has_data,
+        "The sample: 160 banking questions in 8 intents (BANKING77, CC BY 4.0) and an answer for each. "
+        "Yours: questions labelled with intents (a text,label CSV), or questions with their answers.",
+        (
+            StepLink("Load the sample data", reverse("customer_service:sample"), post=True),
+            StepLink("Upload intents (text,label)", reverse("datasets")),
+            StepLink("Upload questions and answers", _setup("knowledge")),
+        ),
+    )
+    try_links = [StepLink("Try the chat widget", reverse("customer_service:try"))]
+    if model is not None:
+        try_links.append(StepLink("Try the model", reverse("model-detail", args=[model.pk]) + "#try"))
+    return [
+        data,
+        _train_step(organisation, model),
+        _answers_step(organisation, model),
+        OnboardingStep(
+            "try", "Try it", tried, "Ask the bot a question as a visitor would.", tuple(try_links)
+        ),
+        OnboardingStep(
+            "embed",
+            "Embed the widget on your site",
+            embedded,
+            "Paste the snippet into your pages; this is done once a visitor chats on one of them.",
+            (StepLink("Get the snippet", _setup("widget")),),
+        ),
+    ]

@@ -8,13 +8,13 @@ from django.contrib import messages
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import TrellisError
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 from customer_service import forms, selectors, services
-from customer_service.services import analytics, unanswered
+from customer_service.services import analytics, branding, onboarding, unanswered
 
 WIDGET_JS = Path(__file__).resolve().parent / "static" / "customer_service" / "widget.js"
 
@@ -28,9 +28,9 @@ def _fail(request, exc: TrellisError, form=None) -> None:
         messages.error(request, exc.message)
 
 
-def _setup_page(request, *, status: int = 200, **bound):
+def _setup_page(request, *, status: int = 200, tab: str = "", **bound):
     """The set-up page, with any bound form (``settings_form``, ``template_form``, ``article_form``) that
-    failed validation shown with its errors in place of the blank one."""
+    failed validation shown with its errors in place of the blank one, on its tab (``tab``)."""
     organisation = request.organisation
     bot = services.bot_settings_for(organisation=organisation)
     initial = {
@@ -40,6 +40,7 @@ def _setup_page(request, *, status: int = 200, **bound):
         "intent_threshold": bot.intent_threshold,
         "retrieval_threshold": bot.retrieval_threshold,
         "allowed_origins": "\n".join(bot.allowed_origins),
+        "grounded_answers": bot.grounded_answers,
     }
     script_url = request.build_absolute_uri(reverse("customer_service:widget-script"))
     version = selectors.intent_model(organisation=organisation)
@@ -54,12 +55,20 @@ def _setup_page(request, *, status: int = 200, **bound):
         hours_initial[f"start_{row['day']}"], hours_initial[f"end_{row['day']}"] = row["start"], row["end"]
     templates = list(selectors.template_list(organisation=organisation))
     covered = {t.intent for t in templates}
+    checklist = selectors.onboarding_checklist(organisation=organisation)
     context = {
+        "tab": tab,
+        "checklist": checklist,
+        "checklist_done": sum(step.done for step in checklist),
         "bot": bot,
         "can_manage": role_can(request.role, "org.manage"),
         "can_operate": role_can(request.role, "inbox.operate"),
         "settings_form": forms.SettingsForm(initial=initial),
-        "template_form": forms.TemplateForm(),
+        "template_form": forms.TemplateForm(initial={"intent": request.GET.get("intent", "")[:100]}),
+        # the intent picker: the active model's intents, those without an answer first
+        "intent_choices": [(i, False) for i in intents if i not in covered]
+        + [(i, True) for i in intents if i in covered],
+        "intent_suggestions": [] if intents else selectors.dataset_intents(organisation=organisation),
         "article_form": forms.ArticleForm(),
         "templates": templates,
         "articles": selectors.article_list(organisation=organisation),
@@ -93,9 +102,14 @@ def index(request):
     return _setup_page(request)
 
 
-def _saved(request, message: str):
+def _setup_redirect(tab: str):
+    """Back to the set-up page, on the tab (``setup_tabs.js``) of the form just sent."""
+    return redirect(f"{reverse('customer_service:index')}#{tab}")
+
+
+def _saved(request, message: str, *, tab: str):
     messages.success(request, message)
-    return redirect("customer_service:index")
+    return _setup_redirect(tab)
 
 
 @require_POST
@@ -110,8 +124,8 @@ def settings_save(request):
         except TrellisError as exc:
             _fail(request, exc, form)
         else:
-            return _saved(request, "Chatbot settings saved.")
-    return _setup_page(request, settings_form=form)
+            return _saved(request, "Chatbot settings saved.", tab="widget")
+    return _setup_page(request, tab="widget", settings_form=form)
 
 
 @require_POST
@@ -125,8 +139,8 @@ def conversing_save(request):
         except TrellisError as exc:
             _fail(request, exc, form)
         else:
-            return _saved(request, "Saved: what the bot does when it is not sure.")
-    return _setup_page(request, conversing_form=form, status=400)
+            return _saved(request, "Saved: what the bot does when it is not sure.", tab="model")
+    return _setup_page(request, tab="model", conversing_form=form, status=400)
 
 
 @require_POST
@@ -136,10 +150,12 @@ def threshold_pick(request):
     form = forms.ThresholdPickForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Pick a threshold between 0 and 1.")
-        return redirect("customer_service:index")
+        return _setup_redirect("model")
     threshold = form.cleaned_data["threshold"]
     services.bot_settings_update(organisation=request.organisation, intent_threshold=threshold)
-    return _saved(request, f"The bot now answers from a template at {threshold:.2f} confidence or more.")
+    return _saved(
+        request, f"The bot now answers from a template at {threshold:.2f} confidence or more.", tab="model"
+    )
 
 
 @require_POST
@@ -160,8 +176,12 @@ def intent_thresholds_save(request):
         services.bot_settings_update(organisation=organisation, intent_thresholds=thresholds)
     except TrellisError as exc:
         _fail(request, exc)
-        return _setup_page(request, status=400)
-    return _saved(request, f"{len(thresholds)} intent threshold{'s' if len(thresholds) != 1 else ''} saved.")
+        return _setup_page(request, tab="model", status=400)
+    return _saved(
+        request,
+        f"{len(thresholds)} intent threshold{'s' if len(thresholds) != 1 else ''} saved.",
+        tab="model",
+    )
 
 
 @require_POST
@@ -180,8 +200,8 @@ def office_hours_save(request):
         except TrellisError as exc:
             _fail(request, exc, form)
         else:
-            return _saved(request, "Office hours saved.")
-    return _setup_page(request, office_hours_form=form, status=400)
+            return _saved(request, "Office hours saved.", tab="model")
+    return _setup_page(request, tab="model", office_hours_form=form, status=400)
 
 
 @require_POST
@@ -194,8 +214,8 @@ def template_save(request):
         except TrellisError as exc:
             _fail(request, exc, form)
         else:
-            return _saved(request, f"Answer for '{form.cleaned_data['intent']}' saved.")
-    return _setup_page(request, template_form=form)
+            return _saved(request, f"Answer for '{form.cleaned_data['intent']}' saved.", tab="answers")
+    return _setup_page(request, tab="answers", template_form=form)
 
 
 def _report_rejections(request, rejected: list[dict]) -> None:
@@ -209,14 +229,14 @@ def templates_import(request):
     upload = request.FILES.get("file")
     if upload is None:
         messages.error(request, "Choose a CSV file with intent,answer columns.")
-        return redirect("customer_service:index")
+        return _setup_redirect("answers")
     try:
         result = services.templates_import(organisation=request.organisation, data=upload.read())
     except TrellisError as exc:
         _fail(request, exc)
-        return _setup_page(request)
+        return _setup_page(request, tab="answers")
     _report_rejections(request, result["rejected"])
-    return _saved(request, f"{result['saved']} answers saved.")
+    return _saved(request, f"{result['saved']} answers saved.", tab="answers")
 
 
 @require_POST
@@ -229,8 +249,10 @@ def article_save(request):
         except TrellisError as exc:
             _fail(request, exc, form)
         else:
-            return _saved(request, f"Article '{form.cleaned_data['title']}' added and indexed.")
-    return _setup_page(request, article_form=form)
+            return _saved(
+                request, f"Article '{form.cleaned_data['title']}' added and indexed.", tab="knowledge"
+            )
+    return _setup_page(request, tab="knowledge", article_form=form)
 
 
 @require_POST
@@ -239,17 +261,17 @@ def qa_import(request):
     upload = request.FILES.get("file")
     if upload is None or not role_can(request.role, "models.train"):
         messages.error(request, "Choose a CSV file with question,answer columns.")
-        return redirect("customer_service:index")
+        return _setup_redirect("knowledge")
     try:
         result = services.qa_import(
             organisation=request.organisation, data=upload.read(), created_by=request.user
         )
     except TrellisError as exc:
         _fail(request, exc)
-        return _setup_page(request)
+        return _setup_page(request, tab="knowledge")
     _report_rejections(request, result["rejected"])
     note = " A job is training the retrieval model on them." if result["job"] else ""
-    return _saved(request, f"{result['articles']} questions and answers added.{note}")
+    return _saved(request, f"{result['articles']} questions and answers added.{note}", tab="knowledge")
 
 
 @require_POST
@@ -260,7 +282,7 @@ def template_delete(request, template_id: int):
         messages.success(request, "Answer deleted.")
     except TrellisError as exc:
         _fail(request, exc)
-    return redirect("customer_service:index")
+    return _setup_redirect("answers")
 
 
 @require_POST
@@ -271,7 +293,28 @@ def article_delete(request, article_id: int):
         messages.success(request, "Article deleted.")
     except TrellisError as exc:
         _fail(request, exc)
-    return redirect("customer_service:index")
+    return _setup_redirect("knowledge")
+
+
+@require_POST
+@member_required("org.manage")
+def sample_load(request):
+    """The checklist's first step: the BANKING77 sample (an intent dataset and an answer per intent)."""
+    try:
+        loaded = onboarding.sample_data_load(organisation=request.organisation)
+    except TrellisError as exc:  # over the plan's stored records, for one
+        _fail(request, exc)
+        return _setup_redirect("checklist")
+    dataset = loaded.dataset
+    if loaded.dataset_created or loaded.answers_added:
+        messages.success(
+            request,
+            f"Sample data loaded: {dataset.row_count} questions in {len(dataset.labels)} intents, and "
+            f"{loaded.answers_added} answers. Next: train the intent model.",
+        )
+    else:
+        messages.info(request, "The sample data was already loaded; nothing was added.")
+    return _setup_redirect("checklist")
 
 
 @require_POST
@@ -281,7 +324,7 @@ def retrain(request):
         job = services.retrain_with_corrections(organisation=request.organisation, created_by=request.user)
     except TrellisError as exc:
         _fail(request, exc)
-        return redirect("customer_service:index")
+        return _setup_redirect("model")
     messages.success(
         request, "Training on the corrected data: the new model replaces the active one if it scores better."
     )
@@ -295,7 +338,7 @@ def rotate_key(request):
     messages.success(
         request, "New widget key made: update the snippet on your site; the old key no longer works."
     )
-    return redirect("customer_service:index")
+    return _setup_redirect("widget")
 
 
 @member_required()
@@ -316,6 +359,87 @@ def widget_script(request):
     response["Cache-Control"] = "public, max-age=300"
     response["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+def branding_initial(bot) -> dict:
+    return {
+        "colour": bot.brand_colour,
+        "bot_name": bot.bot_name,
+        "position": bot.widget_position,
+        "welcome_text": bot.welcome_text,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@member_required("org.manage")
+def branding_save(request):
+    """The widget's branding on its own page (the set-up page shows the same form, posting here)."""
+    bot = services.bot_settings_for(organisation=request.organisation)
+    if request.method != "POST":
+        form = forms.BrandingForm(initial=branding_initial(bot))
+        return render(request, "customer_service/branding.html", {"bot": bot, "branding_form": form})
+    form = forms.BrandingForm(request.POST, request.FILES)
+    if form.is_valid():
+        data = dict(form.cleaned_data)
+        upload = data.pop("avatar")
+        # One byte over the cap is enough for the service to refuse it: a large file is never read in full.
+        avatar = upload.read(branding.AVATAR_MAX_BYTES + 1) if upload else None
+        try:
+            branding.branding_update(organisation=request.organisation, avatar=avatar, **data)
+        except TrellisError as exc:
+            _fail(request, exc, form)
+        else:
+            messages.success(request, "Widget branding saved.")
+            return redirect("customer_service:branding")
+    context = {"bot": bot, "branding_form": form}
+    return render(request, "customer_service/branding.html", context, status=400)
+
+
+def _public(response: HttpResponse, max_age: int) -> HttpResponse:
+    response["Cache-Control"] = f"public, max-age={max_age}"
+    response["Access-Control-Allow-Origin"] = "*"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def widget_config(request, widget_key: str):
+    """The widget's public branding (it runs on the tenant's site): these fields and nothing else."""
+    try:
+        config = branding.widget_config(widget_key=widget_key)
+    except TrellisError as exc:
+        body = {"error": {"code": exc.code, "message": exc.message, "details": {}}}
+        return _public(JsonResponse(body, status=exc.status), 60)
+    avatar = (
+        reverse("customer_service:widget-avatar", args=[widget_key]) + f"?v={config.avatar_digest}"
+        if config.avatar_digest
+        else None
+    )
+    data = {
+        "bot_name": config.bot_name,
+        "colour": config.colour,
+        "position": config.position,
+        "welcome_text": config.welcome_text,
+        "avatar": request.build_absolute_uri(avatar) if avatar else None,
+    }
+    return _public(JsonResponse(data), 60)
+
+
+@require_GET
+def widget_avatar(request, widget_key: str):
+    """The avatar, re-encoded when it was saved; its address carries its digest, so it may be cached long."""
+    try:
+        data, content_type, digest = branding.widget_avatar(widget_key=widget_key)
+    except TrellisError as exc:
+        return _public(HttpResponse(exc.message, status=exc.status, content_type="text/plain"), 60)
+    etag = f'"{digest}"'
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(data, content_type=content_type)
+    response["ETag"] = etag
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return _public(response, 86400)
 
 
 def _analytics_period(request):

@@ -115,22 +115,31 @@ class DocumentOut(serializers.Serializer):
     model_answer = serializers.DictField(
         allow_null=True, help_text="the model's classification before the first correction"
     )
+    duplicate_of = serializers.IntegerField(
+        source="duplicate_of_id", allow_null=True, help_text="a copy's original (null: an original)"
+    )
+    copies = serializers.IntegerField(help_text="how many copies of this original are stored")
 
 
 class OutcomeOut(serializers.Serializer):
     index = serializers.IntegerField()
     status = serializers.ChoiceField(choices=["created", "existing", "duplicate", "rejected"])
-    document_id = serializers.IntegerField(allow_null=True)
+    document_id = serializers.IntegerField(
+        allow_null=True, help_text="a duplicate's: its stored copy, if any"
+    )
     duplicate_of = serializers.IntegerField(allow_null=True)
     reason = serializers.CharField()
+    copy = serializers.BooleanField(help_text="a duplicate stored as a copy of duplicate_of")
 
 
 class DuplicateOut(serializers.Serializer):
-    """A pushed document whose url or text is already stored: nothing new was kept."""
+    """A pushed document whose text is another's (stored as its copy, ``id``) or whose url is already stored
+    (nothing new kept, ``id`` null)."""
 
     status = serializers.ChoiceField(choices=["duplicate"])
     duplicate_of = serializers.IntegerField()
     reason = serializers.CharField()
+    id = serializers.IntegerField(allow_null=True, help_text="the stored copy (null: same url, not stored)")
 
 
 # 200 answers either the stored document (same client id sent again) or that the text duplicates another.
@@ -146,8 +155,19 @@ class BatchOut(serializers.Serializer):
     results = OutcomeOut(many=True)
 
 
+def _copy_of(request) -> int | None:
+    """``copy_of``: an original of the organisation (another's, or none, is a 404)."""
+    original_id = _query_int(request, "copy_of")
+    if original_id is not None and not selectors.document_get(
+        organisation=request.organisation, document_id=original_id
+    ):
+        raise NotFound("No such document.")
+    return original_id
+
+
 class DocumentListView(APIView):
-    """List with filters (topic, sentiment, source, entity, since, until, q, classified); push one."""
+    """List with filters (topic, sentiment, source, entity, since, until, q, classified,
+    copies=hide|show|only, copy_of); push one."""
 
     pagination_class = Pagination
     permissions = {"GET": "org.view", "POST": "monitor.ingest"}
@@ -166,6 +186,8 @@ class DocumentListView(APIView):
             classified={"true": True, "false": False, None: None}[
                 query_choice(request, "classified", ["true", "false"])
             ],
+            copies=query_choice(request, "copies", selectors.COPIES) or "hide",
+            copy_of=_copy_of(request),
         )
         return paginate(self, request, found, DocumentOut)
 
@@ -177,7 +199,12 @@ class DocumentListView(APIView):
         outcome = result.outcomes[0]
         if outcome.status == "duplicate":
             return Response(
-                {"status": "duplicate", "duplicate_of": outcome.duplicate_of, "reason": outcome.reason},
+                {
+                    "status": "duplicate",
+                    "duplicate_of": outcome.duplicate_of,
+                    "reason": outcome.reason,
+                    "id": outcome.document_id,
+                },
                 status=status.HTTP_200_OK,
             )
         document = selectors.document_get(organisation=request.organisation, document_id=outcome.document_id)

@@ -41,6 +41,12 @@ class DocumentFilterForm(forms.Form):
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     alert = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    copies = forms.ChoiceField(
+        required=False,
+        label="Copies",
+        choices=[("hide", "hide"), ("show", "show"), ("only", "only copies")],
+    )
+    copy_of = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def __init__(self, *args, topics: list[str], sources: list, entities: list, **kwargs) -> None:
@@ -67,6 +73,8 @@ class DocumentFilterForm(forms.Form):
             "since": data.get("since"),
             "until": data.get("until"),
             "alert_id": data.get("alert"),
+            "copies": data.get("copies") or "hide",
+            "copy_of": data.get("copy_of"),
         }
 
 

@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from core.base_models import TenantModel
+from core.privacy.fields import SealedCharField
 
 
 class SourceKind(models.TextChoices):
@@ -82,6 +83,12 @@ class Document(TenantModel):
     # the time trends count it at: published_at when known and not in the future, else received_at
     occurred_at = models.DateTimeField()
     text_hash = models.CharField(max_length=64)  # sha256 of the normalised text (near-duplicates)
+    # a copy (same normalised text as an earlier document of the organisation): stored and listed, never
+    # classified nor counted in trends or alerts; ``copies`` is how many copies an original has
+    duplicate_of = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
+    )
+    copies = models.PositiveIntegerField(default=0)
     topic = models.CharField(max_length=100, blank=True, default="")
     topic_probability = models.FloatField(null=True, blank=True)
     sentiment = models.CharField(max_length=10, choices=Sentiment.choices, blank=True, default="")
@@ -106,7 +113,12 @@ class Document(TenantModel):
             models.UniqueConstraint(
                 fields=["organisation", "url"], condition=~Q(url=""), name="uniq_fm_doc_url"
             ),
-            models.UniqueConstraint(fields=["organisation", "text_hash"], name="uniq_fm_doc_text_hash"),
+            # one original per normalised text; its copies share the hash
+            models.UniqueConstraint(
+                fields=["organisation", "text_hash"],
+                condition=Q(duplicate_of__isnull=True),
+                name="uniq_fm_doc_text_hash",
+            ),
         ]
         indexes = [
             models.Index(fields=["organisation", "-occurred_at"], name="fm_doc_org_time"),
@@ -114,7 +126,13 @@ class Document(TenantModel):
             models.Index(fields=["organisation", "topic", "-occurred_at"], name="fm_doc_org_topic_time"),
             # the classification queue's pick: the organisation's pending documents in id order
             models.Index(
-                fields=["organisation", "id"], condition=Q(classified_at__isnull=True), name="fm_doc_pending"
+                fields=["organisation", "id"],
+                condition=Q(classified_at__isnull=True, duplicate_of__isnull=True),
+                name="fm_doc_pending",
+            ),
+            # an original's copies, in order
+            models.Index(
+                fields=["duplicate_of", "id"], condition=Q(duplicate_of__isnull=False), name="fm_doc_copies"
             ),
             models.Index(
                 fields=["organisation", "corrected_at"],
@@ -224,7 +242,7 @@ class AlertRule(TenantModel):
     enabled = models.BooleanField(default=True)
     email_recipients = models.JSONField(default=list, blank=True)
     webhook_url = models.URLField(max_length=2000, blank=True, default="")
-    webhook_secret = models.CharField(max_length=100, blank=True, default="")
+    webhook_secret = SealedCharField(max_length=100, blank=True, default="")  # sealed in the column
     state = models.JSONField(default=dict, blank=True)
     evaluated_until = models.DateTimeField(null=True, blank=True)
 

@@ -1,6 +1,6 @@
 """The finance monitor as a product of the platform (``core.products``), declared once.
 
-Its meters: ``documents_ingested`` (each accepted, not duplicate, document: push, batch, upload, feed) and
+Its meters: ``documents_ingested`` (each stored document, copies included: push, batch, upload, feed) and
 ``documents_classified`` (each document given a topic and sentiment by the organisation's models). Its model
 tasks: ``topic`` and ``sentiment`` (classifiers; the defaults are trained for a new organisation from the
 shipped twitter financial news sets, ``services.defaults``).

@@ -9,6 +9,8 @@ from django.utils import timezone
 from finance_monitor.models import Document, FeedPoll, Source, SourceKind
 from finance_monitor.services.feeds import FAILING_AFTER
 
+COPIES = ("hide", "show", "only")  # the document list's ``copies`` filter
+
 
 def document_list(
     *,
@@ -22,8 +24,18 @@ def document_list(
     q: str = "",
     classified: bool | None = None,
     alert_id: int | None = None,
+    copies: str = "hide",
+    copy_of: int | None = None,
 ) -> QuerySet:
+    """The organisation's documents matching every filter given. ``copies``: ``hide`` (the default: originals
+    only), ``show`` (copies too) or ``only``; ``copy_of``: the copies of that original (any ``copies``)."""
     docs = Document.objects.for_org(organisation).select_related("source")
+    if copy_of is not None:
+        docs = docs.filter(duplicate_of_id=copy_of)
+    elif copies == "hide":
+        docs = docs.filter(duplicate_of__isnull=True)
+    elif copies == "only":
+        docs = docs.filter(duplicate_of__isnull=False)
     if alert_id is not None:  # an alert's stored evidence
         from finance_monitor.models import AlertEvidence
 
@@ -192,7 +204,7 @@ def classification_status(*, organisation) -> dict:
 
     docs = Document.objects.for_org(organisation)
     return {
-        "pending": docs.filter(classified_at__isnull=True).count(),
+        "pending": docs.filter(classified_at__isnull=True, duplicate_of__isnull=True).count(),
         "corrected": docs.filter(corrected_at__isnull=False).count(),
         "topic": active_version(organisation, APP, TOPIC_TASK),
         "sentiment": active_version(organisation, APP, SENTIMENT_TASK),

@@ -6,8 +6,14 @@ Two one-sided tests of the bucket being evaluated against the trailing baseline 
 - **share**: is the share of negative documents higher than the baseline's pooled negative share? An exact
   binomial upper tail, P(X >= k | n, p0), with k negative documents among n and p0 = baseline negatives /
   baseline volume.
-- **volume**: are there more documents than the baseline's mean rate predicts? An exact Poisson upper tail,
-  P(X >= n | mu), mu = baseline volume per bucket (empty buckets count as zero) times the window length.
+- **volume**: are there more documents than the baseline predicts? An exact Poisson upper tail,
+  P(X >= n | mu), mu = the baseline's volume per bucket (empty buckets count as zero) times the window length.
+  With a ``season`` (buckets per cycle: 24 for hour buckets, the trading day; 7 for day buckets, the week)
+  and a baseline of at least two cycles, mu instead sums, over the window's buckets, the baseline's mean
+  volume at the same place in the cycle (the same hour of the day), since news volume follows the trading day
+  and a flat mean fires on every busy morning; each such mean rests on a few buckets only (7 in a week of
+  hours), so the tail is the negative binomial with mean mu and variance mu plus the variance of those means
+  (mean / buckets each, a Poisson mean's own), not the Poisson's, which would fire too often.
 
 Each test scans short windows ending at the evaluated bucket (the last 1, 2 and 3 buckets by default): a
 sharp surge shows in one bucket, a moderate one only once two or three buckets are pooled. The smallest
@@ -26,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from scipy.stats import binom, poisson
+from scipy.stats import binom, nbinom, poisson
 
 SHARE, VOLUME = "share", "volume"
 KINDS = (SHARE, VOLUME)
@@ -47,6 +53,7 @@ class SurgeConfig:
     test_share: bool = True
     test_volume: bool = True
     windows: tuple[int, ...] = DEFAULT_WINDOWS
+    season: int = 0  # buckets per cycle for the volume test's expectation (0: a flat mean)
 
     @property
     def history_buckets(self) -> int:
@@ -63,7 +70,9 @@ class Finding:
     volume: int  # documents in that window
     negative: int  # negative documents in that window
     observed: float  # share: negative share of the window; volume: documents per bucket in the window
-    baseline: float  # share: the baseline's pooled negative share; volume: its documents per bucket
+    baseline: (
+        float  # share: the baseline's pooled negative share; volume: the documents per bucket it expects
+    )
     baseline_volume: int  # documents in the baseline
 
 
@@ -123,12 +132,40 @@ def share_test(history: Sequence[Counts], config: SurgeConfig) -> Finding | None
     )
 
 
+def _expected(history: Sequence[Counts], w: int, n_base: int, season: int) -> tuple[float, float]:
+    """Documents the baseline predicts in the last ``w`` buckets, and the variance of that prediction itself
+    (0 for a flat mean; the module says how)."""
+    end = len(history) - w
+    if season < 2 or n_base < 2 * season:
+        return sum(b.volume for b in history[end - n_base : end]) / n_base * w, 0.0
+    total = [0.5] * season  # half a document per place: a place never seen predicts a little, not nothing
+    count = [0] * season
+    for i in range(end - n_base, end):  # the place in the cycle: the bucket's index modulo the season
+        total[i % season] += history[i].volume
+        count[i % season] += 1
+    means = [total[i % season] / count[i % season] for i in range(end, len(history))]
+    spread = sum(mean / count[i % season] for mean, i in zip(means, range(end, len(history)), strict=True))
+    return sum(means), spread
+
+
+def count_upper_tail(k: int, mu: float, spread: float) -> float:
+    """P(X >= k) for a count of mean ``mu`` itself uncertain by variance ``spread``: the negative binomial
+    with that mean and variance ``mu + spread`` (Poisson when ``spread`` is 0)."""
+    if spread <= 0:
+        return poisson_upper_tail(k, mu)
+    if k <= 0:
+        return 1.0
+    r = mu * mu / spread
+    return float(nbinom.sf(k - 1, r, r / (r + mu)))
+
+
 def volume_test(history: Sequence[Counts], config: SurgeConfig) -> Finding | None:
     """The volume test of the last bucket of ``history``; None when no window can be tested."""
     tried = []
     for w, window, baseline, n_base in _windows(history, config):
-        rate = baseline.volume / n_base
-        p = poisson_upper_tail(window.volume, rate * w)
+        expected, spread = _expected(history, w, n_base, config.season)
+        rate = expected / w
+        p = count_upper_tail(window.volume, expected, spread)
         tried.append((p, w, window, rate, baseline.volume))
     if not tried:
         return None

@@ -77,6 +77,16 @@ def _alert_or_404(request, form: DocumentFilterForm):
     return alert
 
 
+def _original_or_404(request, form: DocumentFilterForm):
+    original_id = form.cleaned_data.get("copy_of")
+    if original_id is None:
+        return None
+    original = selectors.document_get(organisation=request.organisation, document_id=original_id)
+    if original is None:
+        raise Http404("No such document.")
+    return original
+
+
 @member_required()
 def documents(request):
     """The drill-down: documents with filters, 50 a page, each correctable by analysts (monitor.correct)."""
@@ -86,6 +96,7 @@ def documents(request):
     if not form.is_valid():
         return render(request, "finance_monitor/documents.html", context, status=400)
     context["alert"] = _alert_or_404(request, form)
+    context["original"] = _original_or_404(request, form)
     found = selectors.document_list(organisation=organisation, **form.selector_filters())
     page = Paginator(found, PAGE_SIZE).get_page(form.cleaned_data.get("page") or 1)
     query = request.GET.copy()

@@ -29,7 +29,10 @@ def wilson(successes: int, trials: int, z: float = Z95) -> Proportion:
     denominator = 1 + z2 / trials
     centre = (p + z2 / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
-    return Proportion(successes, trials, p, max(0.0, centre - half), min(1.0, centre + half))
+    # the interval holds the rate: exactly 0 at no success and 1 at all (rounding gave 5.6e-17 for 0 of 3)
+    low = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    high = 1.0 if successes == trials else max(p, min(1.0, centre + half))
+    return Proportion(successes, trials, p, low, high)
 
 
 @dataclass(frozen=True)

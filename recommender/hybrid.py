@@ -11,19 +11,30 @@ Features of a candidate item ``j`` for a user with weighted history ``x`` (each 
   items nobody has bought have text too, so this is how cold items are reached;
 - ``popularity``: log(1 + buyers), at most 1; ``trend``: events decayed with a ``trend_days`` half-life,
   at most 1;
+- ``sequence``: what users went on to next: a transition matrix from each item to the items the same user
+  took up within the ``sequence_window`` events after it (in time order; rows normalised, pruned like
+  EASE), applied to the user's ``sequence_recent`` most recent items, the most recent weighing most
+  (``sequence_decay`` per step back); the history is given most recent first (``user_history``'s order);
+- ``tower``: the two-tower model's cosine of the user's vector with the item's (``twotower``: a projection
+  of the item's text plus an item-id embedding, the user pooled from their recent items, trained on behaviour
+  with a sampled softmax), divided by the user's largest; only with ``tower_epochs`` above 0 (trained once
+  on the validation split's training part, its epochs chosen there by early stopping, then again on every
+  event for that many epochs); cold items have its text part only. ``why`` does not explain this part;
 - ``boost``: the catalogue's ``boost`` attribute (a number, clipped to 0..1), a business signal whose weight
   the tenant sets (``boost_weight``); it is not fitted, since it says what the shop wants, not what users do.
 
 Fitting (``fit``): the training events' last ``validation_days`` (at most a quarter of their span) are cut
-off as a validation split; for each EASE lambda and decay in the config's grid the components are fitted
+off as a validation split (``validation="time"``, a shop whose customers all buy in the same months), or
+each user's last ``validation_share`` of items (``validation="user"``, users active in different years, as
+MovieLens's are); for each EASE lambda and decay in the config's grid the components are fitted
 on the events before the cut, and the weights of text, popularity and trend (collab's is 1) are fitted by
 coordinate ascent over a grid on NDCG@10 of the validation users' new items. The best setting is then
 fitted on every training event. ``fit_like`` reuses another model's setting and weights (no validation),
 as the served model reuses the evaluation model's.
 
 Explanations: every feature but the global ones is a sum over history items, so each history item's share
-of a candidate's score is ``w_c * x_i * B_ij / cmax + w_t * x_i * (v_i . v_j) / tmax``; ``why`` gives the
-history items with the largest positive share.
+of a candidate's score is ``w_c * x_i * B_ij / cmax + w_t * x_i * (v_i . v_j) / tmax`` plus, for the recent
+items, ``w_s * d^k_i * T_ij / smax``; ``why`` gives the history items with the largest positive share.
 """
 
 from __future__ import annotations
@@ -38,14 +49,24 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from recommender import ranking
+from recommender import ranking, twotower
 
-LEARNED = ("text", "popularity", "trend")  # collab's weight is 1: the scale of the others is relative to it
-GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
+LEARNED = (
+    "text",
+    "popularity",
+    "trend",
+    "sequence",
+    "tower",
+)  # collab's weight is 1: the scale of the others is relative to it
+GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0)
 ROUNDS = 2
 MIN_VALIDATION_USERS = 10
 COLD_PLACE = 10
-FALLBACK_WEIGHTS = {"text": 0.2, "popularity": 0.05, "trend": 0.1}  # when too few users validate
+FALLBACK_WEIGHTS = {"text": 0.2, "popularity": 0.05, "trend": 0.1, "sequence": 0.1, "tower": 0.0}
+FULL_SCORING_MAX = 50_000  # items above which serving scores candidates only (``candidate_scores``)
+BASE_CANDIDATES = 500  # the items with the best user-independent part (popularity, trend, boost) among them
+VALIDATIONS = ("time", "user")
+HISTORY_FLOOR = 0.2  # when too few users validate
 
 
 @dataclass(frozen=True)
@@ -53,12 +74,21 @@ class HybridConfig:
     method: str = "hybrid"
     ease_lambdas: tuple[float, ...] = (100.0, 300.0)
     decay_days: tuple[float, ...] = (30.0, 90.0)
+    history_decays: tuple[float, ...] = (1.0,)  # per step back in the history (1: every item alike)
     neighbours: int = 200
     trend_days: float = 3.0
     validation_days: float = 28.0
     validation_users: int = 1500
+    validation: str = "time"  # or "user": each user's last ``validation_share`` of items
+    validation_share: float = 0.2
+    sequence_window: int = 10  # the events after an item that count as "went on to" (0: no sequence)
+    sequence_recent: int = 50  # the history's most recent items that the sequence reads
+    sequence_decay: float = 0.9  # the weight of each step back in the history
     boost_weight: float = 0.1
     cold_slots: int = 1  # items nobody has bought lifted to about the 10th place (by text, best first)
+    tower_epochs: int = 0  # the two-tower model's most epochs (``twotower``; 0: no two-tower component)
+    tower_dim: int = 64
+    tower_threads: int = 1
     seed: int = 0
 
     def validate(self) -> None:
@@ -66,10 +96,12 @@ class HybridConfig:
             raise ValueError("method must be hybrid")
         if not self.ease_lambdas or not all(0 < v <= 1e7 for v in self.ease_lambdas):
             raise ValueError("ease_lambdas must be one or more numbers above 0 (at most 10,000,000)")
-        if not self.decay_days or not all(0 < v <= 3650 for v in self.decay_days):
-            raise ValueError("decay_days must be one or more numbers above 0 (at most 3,650)")
-        if len(self.ease_lambdas) * len(self.decay_days) > 9:
-            raise ValueError("at most 9 (ease_lambdas x decay_days) settings")
+        if not self.decay_days or not all(0 < v <= 36500 for v in self.decay_days):
+            raise ValueError("decay_days must be one or more numbers above 0 (at most 36,500)")
+        if not self.history_decays or not all(0.5 <= v <= 1 for v in self.history_decays):
+            raise ValueError("history_decays must be one or more numbers from 0.5 to 1")
+        if len(self.ease_lambdas) * len(self.decay_days) * len(self.history_decays) > 9:
+            raise ValueError("at most 9 (ease_lambdas x decay_days x history_decays) settings")
         if not 1 <= self.neighbours <= 5000:
             raise ValueError("neighbours must be from 1 to 5,000")
         if not 0 < self.trend_days <= 3650 or not 0 < self.validation_days <= 3650:
@@ -80,11 +112,29 @@ class HybridConfig:
             raise ValueError("boost_weight must be from 0 to 10")
         if not 0 <= self.cold_slots <= 5:
             raise ValueError("cold_slots must be from 0 to 5")
+        if self.validation not in VALIDATIONS:
+            raise ValueError("validation must be time or user")
+        if not 0.05 <= self.validation_share <= 0.5:
+            raise ValueError("validation_share must be from 0.05 to 0.5")
+        if not 0 <= self.sequence_window <= 100 or not 1 <= self.sequence_recent <= 500:
+            raise ValueError("sequence_window must be from 0 to 100 and sequence_recent from 1 to 500")
+        if not 0 < self.sequence_decay <= 1:
+            raise ValueError("sequence_decay must be above 0 and at most 1")
+        if not 0 <= self.tower_epochs <= 100:
+            raise ValueError("tower_epochs must be from 0 (no two-tower model) to 100")
+        if self.tower_epochs:
+            self.tower().validate()
+
+    def tower(self) -> twotower.TowerConfig:
+        """The two-tower model's settings (``tower_epochs`` the most, early stopping on validation)."""
+        return twotower.TowerConfig(
+            dim=self.tower_dim, epochs=max(1, self.tower_epochs), threads=self.tower_threads, seed=self.seed
+        )
 
     @classmethod
     def from_dict(cls, raw: dict) -> HybridConfig:
         raw = dict(raw)
-        for key in ("ease_lambdas", "decay_days"):
+        for key in ("ease_lambdas", "decay_days", "history_decays"):
             if key in raw:
                 value = raw[key]
                 raw[key] = tuple(float(v) for v in (value if isinstance(value, list | tuple) else [value]))
@@ -116,6 +166,8 @@ class HybridModel:
     setting: dict[str, float]  # the chosen ease_lambda and decay_days
     validation: dict[str, float] = field(default_factory=dict)  # the validation split's figures
     evaluation: HybridModel | None = None
+    sequence: sp.csr_matrix | None = None  # (n_collab, n_collab) float32: item -> what users took up next
+    tower: twotower.TowerModel | None = None  # the two-tower model over ``items`` (the same order)
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
@@ -123,19 +175,24 @@ class HybridModel:
         # its ten items from one history)
 
     def vector(self, history: dict[str, float]) -> np.ndarray:
+        """The history as a vector; with a ``history_decay`` below 1, the ``k``-th most recent item weighs
+        ``max(history_decay^k, HISTORY_FLOOR)`` times its weight (the history is most recent first)."""
         x = np.zeros(len(self.items), dtype=np.float32)
-        for item, weight in history.items():
+        decay = float(self.setting.get("history_decay", 1.0))
+        for k, (item, weight) in enumerate(history.items()):
             i = self.index.get(item)
             if i is not None:
-                x[i] += weight
+                x[i] += weight if decay == 1.0 else weight * max(decay**k, HISTORY_FLOOR)
         return x
 
     def _parts(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float, np.ndarray]:
         """collab (n,), its scale, text (n,), its scale, the unit text profile (dim,)."""
         collab = np.zeros(len(self.items), dtype=np.float32)
-        if x[: self.n_collab].any():
-            collab[: self.n_collab] = self.collab.T @ x[: self.n_collab]
-        profile = x @ self.vectors
+        held = np.flatnonzero(x)  # the history's items: products over their rows only (the same numbers)
+        in_collab = held[held < self.n_collab]
+        if len(in_collab):
+            collab[: self.n_collab] = self.collab[in_collab].T @ x[in_collab]
+        profile = x[held] @ self.vectors[held]
         norm = float(np.linalg.norm(profile))
         profile = profile / norm if norm > 0 else profile
         text = self.vectors @ profile
@@ -157,6 +214,12 @@ class HybridModel:
             return base, w["boost"] * np.asarray(boosts, dtype=np.float32)
         collab, cmax, text, tmax, profile = self._parts(x)
         scores = w["collab"] * collab / cmax + w["text"] * text / tmax + base
+        if w.get("sequence"):
+            sequence = self.sequence_scores(history)
+            scores += w["sequence"] * sequence / _scale(sequence)
+        if w.get("tower") and self.tower is not None:
+            tower = self.tower.scores(history)
+            scores += w["tower"] * tower / _scale(tower)
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         if self.config.cold_slots:
@@ -181,6 +244,154 @@ class HybridModel:
             target = scores if where == 0 else extra
             target[i] = max(float(target[i]), floor)
 
+    def _recent(self, history: dict[str, float]) -> tuple[list[int], np.ndarray]:
+        """The rows of the history's most recent known items (the history is most recent first) and the
+        weight of each (``sequence_decay`` per step back)."""
+        rows: list[int] = []
+        for item in history:
+            i = self.index.get(item)
+            if i is not None and i < self.n_collab:
+                rows.append(i)
+                if len(rows) == self.config.sequence_recent:
+                    break
+        return rows, self.config.sequence_decay ** np.arange(len(rows), dtype=np.float32)
+
+    def sequence_scores(self, history: dict[str, float]) -> np.ndarray:
+        """(n_items,) what users went on to after the history's recent items (0 without a sequence)."""
+        out = np.zeros(len(self.items), dtype=np.float32)
+        if self.sequence is None:
+            return out
+        rows, decay = self._recent(history)
+        if rows:
+            out[: self.n_collab] = self.sequence[rows].T @ decay
+        return out
+
+    def _explaining(
+        self,
+        history: dict[str, float],
+        known: list[tuple[str, float]],
+        scales: tuple[float, float] | None = None,
+    ) -> dict:
+        """What ``why`` needs of one history, computed once for the ten items of a request (``scales``: the
+        collab and text scales when the caller has them, as ``candidate_scores`` does)."""
+        x = self.vector(history)
+        if scales is None:
+            _, cmax, _, tmax, _ = self._parts(x)
+        else:
+            cmax, tmax = scales
+        rows = [self.index[i] for i, _ in known]
+        in_collab = [n for n, r in enumerate(rows) if r < self.n_collab]
+        held = np.flatnonzero(x)
+        out = {
+            "cmax": cmax,
+            "tnorm": (float(np.linalg.norm(x[held] @ self.vectors[held])) or 1.0) * tmax,
+            "vectors": self.vectors[rows],
+            "weights": np.array([weight for _, weight in known]),
+            "collab_rows": in_collab,
+            "collab": self.collab[[rows[n] for n in in_collab]].tocsc() if in_collab else None,
+            "recent": [],
+        }
+        if self.weights.get("sequence") and self.sequence is not None:
+            recent, decay = self._recent(history)
+            if recent:
+                place = {r: n for n, r in enumerate(rows)}
+                out |= {
+                    "recent": recent,
+                    "recent_places": [place[r] for r in recent],
+                    "decay": decay,
+                    "sequence": self.sequence[recent].tocsc(),
+                    "smax": _scale(self.sequence_scores(history)),
+                }
+        return out
+
+    # --- serving a large catalogue: candidates only -------------------------------------------------------
+
+    def candidate_scores(
+        self, history: dict[str, float], text_hits: list[int], cosines: np.ndarray, boosts: list[float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``scores_with`` for a catalogue too large to score whole per request (``FULL_SCORING_MAX``): the
+        candidates (item indices), their scores, and the extra items' scores. Candidates: every item the
+        history's collaborative (and sequence) rows reach, ``text_hits`` (the vector index's nearest items to
+        the history's text, which hold the item closest to it) and the ``BASE_CANDIDATES`` best by popularity,
+        trend and boost. Each candidate's score is ``scores_with``'s except that the text part is scaled by
+        the candidates' largest text score (the same when the index found the closest item) and the cold lift
+        chooses among candidates."""
+        w = self.weights
+        x = self.vector(history)
+        held = np.flatnonzero(x)
+        in_collab = held[held < self.n_collab]
+        reach = [self.collab[in_collab].indices] if len(in_collab) else []
+        if w.get("sequence") and self.sequence is not None:
+            recent, _ = self._recent(history)
+            reach += [self.sequence[recent].indices] if recent else []
+        found = [np.asarray(text_hits, np.int64), self._base_top(), *reach]
+        candidates = np.unique(np.concatenate(found).astype(np.int64))
+        base = (
+            w["popularity"] * self.popularity[candidates]
+            + w["trend"] * self.trend[candidates]
+            + w["boost"] * self.boost[candidates]
+        )
+        if not len(held):
+            return candidates, base, w["boost"] * np.asarray(boosts, dtype=np.float32)
+        collab = np.zeros(self.n_collab, dtype=np.float32)
+        if len(in_collab):
+            collab = np.asarray(self.collab[in_collab].T @ x[in_collab], dtype=np.float32)
+        cmax = _scale(collab)
+        collab_c = np.where(
+            candidates < self.n_collab, collab[np.minimum(candidates, self.n_collab - 1)], 0.0
+        )
+        profile = x[held] @ self.vectors[held]
+        norm = float(np.linalg.norm(profile))
+        text = self.vectors[candidates] @ (profile / norm if norm > 0 else profile)
+        tmax = _scale(text)
+        scores = w["collab"] * collab_c / cmax + w["text"] * text / tmax + base
+        if w.get("sequence"):
+            sequence = self.sequence_scores(history)
+            scores += w["sequence"] * sequence[candidates] / _scale(sequence)
+        if w.get("tower") and self.tower is not None:  # scaled by the candidates' largest, as text is
+            tower = self.tower.item_vectors[candidates] @ self.tower.user_vector(history)
+            scores += w["tower"] * tower / _scale(tower)
+        cosines = np.asarray(cosines, np.float32)
+        extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
+        known = [(i, weight) for i, weight in history.items() if i in self.index]
+        if known:  # what ``why`` reads for this history, with these scales
+            self._last = (tuple(history.items()), self._explaining(history, known, (cmax, tmax)))
+        if self.config.cold_slots:
+            self._lift_cold_among(candidates, scores, extra, x, text, cosines)
+        return candidates, scores.astype(np.float32), extra
+
+    def _base_top(self) -> np.ndarray:
+        top = getattr(self, "_base_top_cache", None)
+        if top is None:
+            w = self.weights
+            base = w["popularity"] * self.popularity + w["trend"] * self.trend + w["boost"] * self.boost
+            keep = min(BASE_CANDIDATES, len(base))
+            top = np.sort(np.argpartition(-base, keep - 1)[:keep]) if keep else np.zeros(0, np.int64)
+            self._base_top_cache = top
+        return top
+
+    def _lift_cold_among(
+        self,
+        candidates: np.ndarray,
+        scores: np.ndarray,
+        extra: np.ndarray,
+        x: np.ndarray,
+        text: np.ndarray,
+        cosines: np.ndarray,
+    ) -> None:
+        """``_lift_cold`` over the candidates (in place)."""
+        outside = x[candidates] == 0
+        warm = scores[(candidates < self.n_collab) & outside]
+        if len(warm) < COLD_PLACE:
+            return
+        floor = float(np.partition(warm, -COLD_PLACE)[-COLD_PLACE]) + 1e-6
+        cold = np.flatnonzero((candidates >= self.n_collab) & outside)
+        pairs = [(float(text[i]), 0, int(i)) for i in cold[np.argsort(-text[cold])[:5]]]
+        pairs += [(float(c), 1, n) for n, c in enumerate(cosines)]
+        for _, where, i in sorted(pairs, reverse=True)[: self.config.cold_slots]:
+            target = scores if where == 0 else extra
+            target[i] = max(float(target[i]), floor)
+
     def similar(self, item: str) -> np.ndarray:
         return self.scores({item: 1.0})
 
@@ -192,23 +403,21 @@ class HybridModel:
         known = [(i, weight) for i, weight in history.items() if i in self.index]
         if not known:
             return []
-        key = tuple(sorted(history.items()))
-        last = self._last
-        if last[0] != key or last[1] is None:
-            x = self.vector(history)
-            last = (key, (x, self._parts(x)))
-            self._last = last
-        x, (_, cmax, _, tmax, _) = last[1]
-        rows = [self.index[i] for i, _ in known]
+        key = tuple(history.items())  # the order matters: the sequence reads the most recent items
+        if self._last[0] != key or self._last[1] is None:
+            self._last = (key, self._explaining(history, known))
+        cached = self._last[1]
         share = np.zeros(len(known), dtype=np.float64)
-        if j < self.n_collab:
-            in_collab = [n for n, r in enumerate(rows) if r < self.n_collab]
-            if in_collab:
-                column = self.collab[[rows[n] for n in in_collab]][:, [j]].toarray().ravel()
-                share[in_collab] += self.weights["collab"] * column / cmax
-        norm = float(np.linalg.norm(x @ self.vectors)) or 1.0
-        share += self.weights["text"] * (self.vectors[rows] @ self.vectors[j]) / norm / tmax
-        share *= np.array([weight for _, weight in known])
+        if j < self.n_collab and cached["collab_rows"]:
+            column = cached["collab"][:, [j]].toarray().ravel()
+            share[cached["collab_rows"]] += self.weights["collab"] * column / cached["cmax"]
+        share += self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
+        share *= cached["weights"]
+        if cached["recent"] and j < self.n_collab:
+            column = cached["sequence"][:, [j]].toarray().ravel()
+            share[cached["recent_places"]] += (
+                self.weights["sequence"] * cached["decay"] * column / cached["smax"]
+            )
         order = np.argsort(-share, kind="stable")
         return [known[n][0] for n in order[:limit] if share[n] > 0]
 
@@ -225,9 +434,8 @@ def _components(
     train: list[ranking.Interaction], catalogue: Catalogue, config: HybridConfig, lam: float, decay: float
 ) -> HybridModel:
     """Every part of the model but the weights, fitted on ``train``."""
-    collab_items = sorted({i for _, i, _, _ in train})
-    known = set(collab_items)
-    items = collab_items + [i for i in catalogue.items if i not in known]
+    items = _order(train, catalogue)
+    collab_items = items[: len({i for _, i, _, _ in train})]
     index = {item: n for n, item in enumerate(items)}
     newest = max(t for *_, t in train)
     users = sorted({u for u, _, _, _ in train})
@@ -254,8 +462,63 @@ def _components(
         popularity=_popularity(items, buyers),
         trend=_pad(ranking._popularity(train, collab_items, config.trend_days), len(items)),
         boost=np.array([min(1.0, max(0.0, catalogue.boosts.get(i, 0.0))) for i in items], dtype=np.float32),
-        weights={"collab": 1.0, "text": 0.0, "popularity": 0.0, "trend": 0.0, "boost": config.boost_weight},
+        weights={
+            "collab": 1.0,
+            "text": 0.0,
+            "popularity": 0.0,
+            "trend": 0.0,
+            "sequence": 0.0,
+            "tower": 0.0,
+            "boost": config.boost_weight,
+        },
         setting={"ease_lambda": lam, "decay_days": decay},
+        sequence=_sequence(train, index, len(collab_items), config) if config.sequence_window else None,
+    )
+
+
+def _sequence(
+    train: list[ranking.Interaction], index: dict[str, int], n: int, config: HybridConfig
+) -> sp.csr_matrix:
+    """Item -> the items the same users took up within ``sequence_window`` events after it (each user's
+    items in time order, an item counted at its first event), rows normalised to sum 1, pruned to the
+    ``neighbours`` largest per row."""
+    firsts: dict[str, dict[int, float]] = defaultdict(dict)
+    for user, item, _, when in train:  # ``train`` is any order: keep each item's first time per user
+        i = index[item]
+        seen = firsts[user]
+        if i not in seen or when < seen[i]:
+            seen[i] = when
+    sources, targets = [], []
+    for seen in firsts.values():
+        order = np.array(sorted(seen, key=lambda i: (seen[i], i)), dtype=np.int64)
+        for step in range(1, min(config.sequence_window, len(order) - 1) + 1):
+            sources.append(order[:-step])
+            targets.append(order[step:])
+    if not sources:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    rows, cols = np.concatenate(sources), np.concatenate(targets)
+    counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    counts.sum_duplicates()
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    counts = sp.diags(1.0 / np.maximum(totals, 1.0)).astype(np.float32) @ counts
+    return _prune_sparse(counts.tocsr(), config.neighbours)
+
+
+def _prune_sparse(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Keep the ``keep`` largest entries of each row of a sparse matrix."""
+    data, indices, indptr = [], [], [0]
+    for r in range(matrix.shape[0]):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        values, columns = matrix.data[start:end], matrix.indices[start:end]
+        if len(values) > keep:
+            top = np.argpartition(-values, keep - 1)[:keep]
+            values, columns = values[top], columns[top]
+        data.append(values)
+        indices.append(columns)
+        indptr.append(indptr[-1] + len(values))
+    return sp.csr_matrix(
+        (np.concatenate(data).astype(np.float32), np.concatenate(indices), np.array(indptr)),
+        shape=matrix.shape,
     )
 
 
@@ -295,32 +558,80 @@ class _Validation:
 def time_split(
     train: list[ranking.Interaction], config: HybridConfig
 ) -> tuple[list[ranking.Interaction], _Validation]:
-    """The events before the validation cut, and the users' new items after it (a sample of users)."""
+    """The events before the validation cut, and the users' new items after it (a sample of users).
+    Histories are most recent first, as serving reads them."""
+    if config.validation == "user":
+        return _user_split(train, config)
     times = [t for *_, t in train]
     newest, oldest = max(times), min(times)
     cut = newest - min(config.validation_days * 86400, 0.25 * (newest - oldest))
     before = [row for row in train if row[3] < cut]
-    history: dict[str, dict[str, float]] = defaultdict(dict)
-    for user, item, weight, _ in before:
-        history[user][item] = history[user].get(item, 0.0) + weight
+    history = _histories(before)
     after: dict[str, set[str]] = defaultdict(set)
     for user, item, _, when in train:
         if when >= cut and user in history and item not in history[user]:
             after[user].add(item)
-    users = sorted(after)
+    return before, _sample(history, after, config)
+
+
+def _user_split(
+    train: list[ranking.Interaction], config: HybridConfig
+) -> tuple[list[ranking.Interaction], _Validation]:
+    """Each user's last ``validation_share`` of items (by their first event) held out: the events before
+    the user's own cut are the training part."""
+    firsts: dict[str, dict[str, float]] = defaultdict(dict)
+    for user, item, _, when in train:
+        seen = firsts[user]
+        seen[item] = min(seen.get(item, when), when)
+    cuts: dict[str, float] = {}
+    after: dict[str, set[str]] = {}
+    for user, seen in firsts.items():
+        order = sorted(seen, key=lambda i: (seen[i], i))
+        held = math.ceil(config.validation_share * len(order)) if len(order) >= 2 else 0
+        if held:
+            cuts[user] = seen[order[-held]]
+            after[user] = set(order[-held:])
+    before = [row for row in train if row[3] < cuts.get(row[0], math.inf)]
+    history = _histories(before)
+    return before, _sample(history, {u: t for u, t in after.items() if u in history}, config)
+
+
+def _histories(rows: list[ranking.Interaction]) -> dict[str, dict[str, float]]:
+    """Each user's weighted items, most recent first."""
+    latest: dict[str, dict[str, float]] = defaultdict(dict)
+    totals: dict[str, dict[str, float]] = defaultdict(dict)
+    for user, item, weight, when in rows:
+        totals[user][item] = totals[user].get(item, 0.0) + weight
+        latest[user][item] = max(latest[user].get(item, when), when)
+    return {
+        user: {i: totals[user][i] for i in sorted(seen, key=lambda i: (-seen[i], i))}
+        for user, seen in latest.items()
+    }
+
+
+def _sample(
+    history: dict[str, dict[str, float]], after: dict[str, set[str]], config: HybridConfig
+) -> _Validation:
+    users = sorted(u for u in after if after[u])
     rng = np.random.default_rng(config.seed)
     if len(users) > config.validation_users:
         users = sorted(rng.choice(users, config.validation_users, replace=False).tolist())
-    return before, _Validation([history[u] for u in users], [after[u] for u in users])
+    return _Validation([history[u] for u in users], [after[u] for u in users])
 
 
 def _features(model: HybridModel, val: _Validation) -> dict[str, np.ndarray]:
     """(users, n_items) per-user scaled features of the validation users; own items set to -inf later."""
     n = len(model.items)
-    out = {name: np.zeros((len(val.histories), n), dtype=np.float32) for name in ("collab", "text")}
+    names = ("collab", "text", "sequence", "tower")
+    out = {name: np.zeros((len(val.histories), n), dtype=np.float32) for name in names}
     for u, history in enumerate(val.histories):
         collab, cmax, text, tmax, _ = model._parts(model.vector(history))
         out["collab"][u], out["text"][u] = collab / cmax, text / tmax
+        sequence = model.sequence_scores(history)
+        out["sequence"][u] = sequence / _scale(sequence)
+        if model.tower is not None:
+            tower = model.tower.scores(history)
+            out["tower"][u] = tower / _scale(tower)
     return out
 
 
@@ -344,17 +655,23 @@ def _fit_weights(model: HybridModel, val: _Validation) -> tuple[dict[str, float]
     glob = {"popularity": model.popularity, "trend": model.trend}
     own = [np.array([model.index[i] for i in h if i in model.index], dtype=np.int64) for h in val.histories]
     targets = [np.array([model.index[i] for i in t if i in model.index], dtype=np.int64) for t in val.targets]
-    weights = {"text": 0.0, "popularity": 0.0, "trend": 0.0}
+    weights = {"text": 0.0, "popularity": 0.0, "trend": 0.0, "sequence": 0.0, "tower": 0.0}
+    absent = {"sequence": model.sequence is None, "tower": model.tower is None}
+    learned = tuple(name for name in LEARNED if not absent.get(name))
     boost = model.weights["boost"] * model.boost
 
     def score(w: dict[str, float]) -> float:
         total = feats["collab"] + w["text"] * feats["text"] + boost
         total = total + w["popularity"] * glob["popularity"] + w["trend"] * glob["trend"]
+        if w["sequence"]:
+            total = total + w["sequence"] * feats["sequence"]
+        if w["tower"]:
+            total = total + w["tower"] * feats["tower"]
         return _ndcg(total, own, targets)
 
     best = score(weights)
     for _ in range(ROUNDS):
-        for name in LEARNED:
+        for name in learned:
             for value in GRID:
                 trial = {**weights, name: value}
                 result = score(trial)
@@ -371,25 +688,106 @@ def fit(
     if not train:
         raise ValueError("there are no events to train on")
     before, val = time_split(train, config)
-    choice: tuple[float, dict[str, float], float, float] | None = None
+    choice: tuple[float, dict[str, float], float, float, float] | None = None
+    tower: twotower.TowerModel | None = None
     if len(val.histories) >= MIN_VALIDATION_USERS and before:
         for lam in config.ease_lambdas:
             for decay in config.decay_days:
-                weights, ndcg = _fit_weights(_components(before, catalogue, config, lam, decay), val)
-                if progress is not None:
-                    progress(f"lambda {lam:g}, decay {decay:g} days: validation NDCG@10 {ndcg:.4f}")
-                if choice is None or ndcg > choice[0]:
-                    choice = (ndcg, weights, lam, decay)
+                part = _components(before, catalogue, config, lam, decay)
+                if config.tower_epochs and tower is None:  # one tower for every setting (same items)
+                    tower = _tower(part, before, config, val=val, progress=progress)
+                part.tower = tower
+                for history_decay in config.history_decays:
+                    part.setting["history_decay"] = history_decay
+                    weights, ndcg = _fit_weights(part, val)
+                    if progress is not None:
+                        progress(
+                            f"lambda {lam:g}, decay {decay:g} days, history decay {history_decay:g}: "
+                            f"validation NDCG@10 {ndcg:.4f}"
+                        )
+                    if choice is None or ndcg > choice[0]:
+                        choice = (ndcg, weights, lam, decay, history_decay)
     if choice is None:  # too few users to fit on: the grid's first setting, and a little of everything
         model = _components(train, catalogue, config, *_first(config))
         model.weights.update(FALLBACK_WEIGHTS)
         model.validation = {"users": float(len(val.histories))}
         return model
-    ndcg, weights, lam, decay = choice
+    ndcg, weights, lam, decay, history_decay = choice
     model = _components(train, catalogue, config, lam, decay)
+    model.setting["history_decay"] = history_decay
     model.weights.update(weights)
     model.validation = {"ndcg@10": ndcg, "users": float(len(val.histories))}
+    if tower is not None:
+        model.setting["tower_epochs"] = float(tower.epochs)
+        model.validation["tower_ndcg@10"] = tower.validation.get("ndcg@10", 0.0)
+        if weights.get("tower"):  # fitted again on every training event, for the epochs validation chose
+            model.tower = _tower(model, train, config, epochs=tower.epochs)
     return model
+
+
+def _tower(
+    model: HybridModel,
+    train: list[ranking.Interaction],
+    config: HybridConfig,
+    *,
+    val: _Validation | None = None,
+    epochs: int | None = None,
+    progress=None,
+) -> twotower.TowerModel:
+    """The two-tower model over ``model``'s items and text vectors: with ``val``, early stopping on it."""
+    validation = None if val is None else twotower.Validation(val.histories, val.targets)
+    return twotower.train(
+        config=config.tower(),
+        events=train,
+        items=model.items,
+        text=model.vectors,
+        validation=validation,
+        epochs=epochs,
+        progress=progress,
+    )
+
+
+def fit_tower(
+    *, config: HybridConfig, train: list[ranking.Interaction], catalogue: Catalogue, progress=None
+) -> twotower.TowerModel:
+    """The two-tower model alone, over every catalogue item: its epochs chosen on the validation split of
+    ``train`` (as ``fit`` chooses), then fitted again on all of ``train`` for that many epochs."""
+    config.validate()
+    if not config.tower_epochs:
+        raise ValueError("tower_epochs must be at least 1 for the two-tower model")
+    if not train:
+        raise ValueError("there are no events to train on")
+    before, val = time_split(train, config)
+    epochs = None
+    if len(val.histories) >= MIN_VALIDATION_USERS and before:
+        items = _order(before, catalogue)
+        chosen = twotower.train(
+            config=config.tower(),
+            events=before,
+            items=items,
+            text=_vectors(items, catalogue),
+            validation=twotower.Validation(val.histories, val.targets),
+            progress=progress,
+        )
+        epochs = chosen.epochs
+    items = _order(train, catalogue)
+    tower = twotower.train(
+        config=config.tower(),
+        events=train,
+        items=items,
+        text=_vectors(items, catalogue),
+        epochs=epochs or config.tower_epochs,
+    )
+    if epochs:
+        tower.validation = chosen.validation
+    return tower
+
+
+def _order(train: list[ranking.Interaction], catalogue: Catalogue) -> list[str]:
+    """The items with events (sorted), then the catalogue's others: ``_components``' order."""
+    known = sorted({i for _, i, _, _ in train})
+    seen = set(known)
+    return known + [i for i in catalogue.items if i not in seen]
 
 
 def _first(config: HybridConfig) -> tuple[float, float]:
@@ -402,7 +800,12 @@ def fit_like(*, model: HybridModel, train: list[ranking.Interaction], catalogue:
         train, catalogue, model.config, model.setting["ease_lambda"], model.setting["decay_days"]
     )
     fitted.weights = dict(model.weights)
+    fitted.setting["history_decay"] = model.setting.get("history_decay", 1.0)
     fitted.validation = dict(model.validation)
+    if "tower_epochs" in model.setting:  # what validation chose, even when it gave the tower no weight
+        fitted.setting["tower_epochs"] = model.setting["tower_epochs"]
+    if model.tower is not None:
+        fitted.tower = _tower(fitted, train, model.config, epochs=model.tower.epochs)
     return fitted
 
 
@@ -430,8 +833,17 @@ def save(model: HybridModel, folder: Path, prefix: str = "") -> None:
         ("collab_indices", model.collab.indices.astype(np.int32)),
         ("collab_indptr", model.collab.indptr.astype(np.int64)),
     )
+    if model.sequence is not None:
+        arrays = (
+            *arrays,
+            ("sequence_data", model.sequence.data.astype(np.float32)),
+            ("sequence_indices", model.sequence.indices.astype(np.int32)),
+            ("sequence_indptr", model.sequence.indptr.astype(np.int64)),
+        )
     for name, values in arrays:
         np.save(folder / f"{prefix}{name}.npy", values, allow_pickle=False)
+    if model.tower is not None:
+        twotower.save(model.tower, folder, prefix)
     if model.evaluation is not None and not prefix:
         save(model.evaluation, folder, prefix="evaluation_")
 
@@ -446,6 +858,11 @@ def load(folder: Path, prefix: str = "") -> HybridModel:
     collab = sp.csr_matrix(
         (array("collab_data"), array("collab_indices"), array("collab_indptr")), shape=(n, n)
     )
+    sequence = None
+    if (folder / f"{prefix}sequence_data.npy").exists():  # models fitted before the sequence have none
+        sequence = sp.csr_matrix(
+            (array("sequence_data"), array("sequence_indices"), array("sequence_indptr")), shape=(n, n)
+        )
     evaluation = None
     if not prefix and (folder / "evaluation_hybrid.json").exists():
         evaluation = load(folder, prefix="evaluation_")
@@ -463,6 +880,8 @@ def load(folder: Path, prefix: str = "") -> HybridModel:
         setting=meta["setting"],
         validation=meta["validation"],
         evaluation=evaluation,
+        sequence=sequence,
+        tower=twotower.load(folder, meta["items"], prefix),  # None for models fitted before it
     )
 
 

@@ -35,6 +35,8 @@ HYBRID_KEYS = {
     "validation_users",
     "boost_weight",
     "cold_slots",
+    "tower_epochs",
+    "tower_dim",
     "seed",
 }
 Model = ranking.RankModel | hybrid.HybridModel

@@ -74,11 +74,15 @@ class Event(TenantModel):
 
 
 class RecommenderSettings(TenantModel):
-    """Per-organisation settings: the weight of each event type (missing types take the default) and the
-    default diversity of an answer (at most ``max_per_category`` items of a category; null: no limit)."""
+    """Per-organisation settings: the weight of each event type (missing types take the default), the
+    default diversity of an answer (at most ``max_per_category`` items of a category; null: no limit), and
+    the catalogue's version (what serving's cached catalogue is checked against)."""
 
     event_weights = models.JSONField(default=dict, blank=True)
     max_per_category = models.PositiveSmallIntegerField(null=True, blank=True)
+    # one more at every catalogue write (``services.snapshot``): serving's in-memory catalogue is rebuilt when
+    # it differs
+    catalogue_version = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organisation"], name="uniq_reco_settings_org")]

@@ -35,6 +35,27 @@ Interaction = tuple[str, str, float, float]  # user, item, weight, unix time
 HeldOut = tuple[list[str], str]  # the user's training items, the item to find
 
 
+class RowColumns:
+    """Entries ``matrix[rows, j]`` for one set of rows and many ``j``: one request explains its k items from
+    one history. The rows are sliced into a CSC copy once per set (scipy's fancy indexing per item cost about
+    0.7 ms each), then each column is read from its index pointers."""
+
+    def __init__(self) -> None:
+        self._last: tuple = ((), None)
+
+    def column(self, matrix: sp.csr_matrix, rows: list[int], j: int) -> np.ndarray:
+        key = tuple(rows)
+        last = self._last
+        if last[0] != key or last[1] is None:
+            last = (key, sp.csc_matrix(matrix[rows]))
+            self._last = last
+        sub = last[1]
+        out = np.zeros(len(rows), dtype=np.float64)
+        start, end = sub.indptr[j], sub.indptr[j + 1]
+        out[sub.indices[start:end]] = sub.data[start:end]
+        return out
+
+
 @dataclass(frozen=True)
 class RankConfig:
     method: str = "ease"
@@ -65,6 +86,7 @@ class RankModel:
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
+        self._columns = RowColumns()
 
     def vector(self, history: dict[str, float]) -> np.ndarray:
         x = np.zeros(len(self.items), dtype=np.float32)
@@ -80,9 +102,11 @@ class RankModel:
         if self.similarity is None:
             return self.popularity.copy()
         x = self.vector(history)
-        if not x.any():
+        held = np.flatnonzero(x)
+        if not len(held):
             return self.popularity.copy()
-        return np.asarray(self.similarity.T @ x, dtype=np.float32) + base
+        # the history's rows only: the same sum as S.T @ x, without a pass over the whole matrix
+        return np.asarray(self.similarity[held].T @ x[held], dtype=np.float32) + base
 
     def similar(self, item: str) -> np.ndarray:
         """(n_items,) scores of the items like ``item`` (its row of the matrix; popularity for popularity)."""
@@ -97,7 +121,7 @@ class RankModel:
         if not known:
             return []
         rows = [self.index[i] for i, _ in known]  # row slices of a CSR matrix are cheap, columns are not
-        column = self.similarity[rows][:, [j]].toarray().ravel()
+        column = self._columns.column(self.similarity, rows, j)
         contributions = [(weight * column[n], i) for n, (i, weight) in enumerate(known)]
         ranked = sorted((c for c in contributions if c[0] > 0), reverse=True)
         return [i for _, i in ranked[:limit]]

@@ -1,13 +1,14 @@
 """The recommender's tenant-scoped reads: items, and a user's history as the models score it."""
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from recommender.models import Event, EventType, Item
+from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
 from recommender.services.events import event_weight, event_weights
 
 HISTORY_LIMIT = 500  # the most recent events of a user that a request reads
@@ -53,10 +54,31 @@ def items_servable(
     return {item.external_id: item for item in qs if not category or category in item.categories}
 
 
-def user_history(*, organisation, user: str) -> tuple[dict[str, float], set[str]]:
-    """A user's weighted affinity per item (their most recent events, the organisation's weights) and the
-    items they purchased."""
-    weights = event_weights(organisation=organisation)
+@dataclass(frozen=True)
+class ServingSettings:
+    """What a recommendation request reads of the organisation's settings, in one query."""
+
+    weights: dict[str, float]
+    max_per_category: int | None
+    catalogue_version: int
+
+
+def serving_settings(*, organisation) -> ServingSettings:
+    row = RecommenderSettings.objects.for_org(organisation).first()
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    if row is None:
+        return ServingSettings(weights, None, 0)
+    weights.update({k: float(v) for k, v in row.event_weights.items() if k in weights})
+    return ServingSettings(weights, row.max_per_category, row.catalogue_version)
+
+
+def user_history(
+    *, organisation, user: str, weights: dict[str, float] | None = None
+) -> tuple[dict[str, float], set[str]]:
+    """A user's weighted affinity per item (their most recent events, the organisation's weights, read here
+    unless given) and the items they purchased."""
+    if weights is None:
+        weights = event_weights(organisation=organisation)
     rows = (
         Event.objects.for_org(organisation)
         .filter(user=user)

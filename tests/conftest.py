@@ -2,6 +2,8 @@
 
 import itertools
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,6 +12,12 @@ os.environ.setdefault("ML_WARMUP", "0")
 # Feeds and webhooks in the tests are served on 127.0.0.1, which the outbound guard refuses by default
 # (core.outbound); the servers and workers the tests start inherit this. test_outbound.py turns it off.
 os.environ.setdefault("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
+# Models and datasets the tests write go to a folder of this run, not to the checkout's var/: the tests'
+# first organisation has id 1 like `make run`'s demo organisation, and its models would replace the demo's
+# (a test store path is the same organisation/app/task/version as the demo's). Servers and workers inherit it.
+_STORE = tempfile.mkdtemp(prefix="trellis-test-store-")
+os.environ.setdefault("MODEL_STORE", f"{_STORE}/models")
+os.environ.setdefault("DATASET_STORE", f"{_STORE}/datasets")
 
 import environ  # noqa: E402
 import pytest  # noqa: E402
@@ -21,6 +29,8 @@ from core.tenancy.models import Role  # noqa: E402
 
 settings.ML_WARMUP = environ.Env().bool("ML_WARMUP")  # pytest-django read the settings before this file
 settings.OUTBOUND_ALLOW_NETWORKS = environ.Env().list("OUTBOUND_ALLOW_NETWORKS")
+settings.MODEL_STORE = Path(os.environ["MODEL_STORE"])
+settings.DATASET_STORE = Path(os.environ["DATASET_STORE"])
 # Passwords hashed with one PBKDF2 iteration (tests/hashers.py); the default hashers still verify them.
 settings.PASSWORD_HASHERS = ["tests.hashers.OneIterationPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
 

@@ -93,8 +93,9 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, proc=None):
 
 
 @contextmanager
-def asgi_server(extra_env: dict | None = None):
-    """The real ASGI application (HTTP and websockets) under uvicorn, on the test database; yields its URL."""
+def asgi_server(extra_env: dict | None = None, args: tuple[str, ...] = ()):
+    """The real ASGI application (HTTP and websockets) under uvicorn, on the test database; yields its URL.
+    ``args``: more uvicorn options."""
     import socket
     import tempfile
     import urllib.request
@@ -114,6 +115,7 @@ def asgi_server(extra_env: dict | None = None):
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         cwd=ROOT,
         env=env,

@@ -153,7 +153,12 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
         "model_version": version.pk,
         "version": version.version,
         "predictions": [
-            {"label": p.label, "probabilities": p.probabilities, "version": version.version}
+            {
+                "label": p.label,
+                "probabilities": p.probabilities,
+                "in_scope": p.in_scope,
+                "version": version.version,
+            }
             for p in predictions
         ],
     }

@@ -117,6 +117,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBYFLOAT', KEYS
 return false
 """
 
+# A charge for work already done (``core.billing.streamed``): add to the period's counter and append the
+# ledger entry in one step, or nothing when the counter has not started (the caller seeds it and asks again).
+# KEYS[1]: the counter, KEYS[2]: the stream; ARGV[1]: the quantity, then the entry's field names and values.
+_CHARGE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+return 1
+"""
+
 _lock = threading.Lock()
 _client = None
 _scripts: dict[str, Any] = {}
@@ -136,6 +146,7 @@ def redis_client():
             _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
             _scripts["admit"] = _client.register_script(_ADMIT)
             _scripts["add"] = _client.register_script(_ADD_IF_PRESENT)
+            _scripts["charge"] = _client.register_script(_CHARGE)
     return _client
 
 
@@ -305,6 +316,31 @@ def _seed(client, organisation, meter: str, period: str) -> None:
         .first()
     )
     client.set(used_key(organisation, meter, period), str(used or 0), nx=True, ex=USED_TTL_S)
+
+
+def used(*, organisation, meter: str, period: str) -> float:
+    """The period's use of ``meter`` as Redis counts it (started from the database's counter if need be)."""
+    client = redis_client()
+    value = client.get(used_key(organisation, meter, period))
+    if value is None:
+        _seed(client, organisation, meter, period)
+        value = client.get(used_key(organisation, meter, period))
+    return float(value or 0)
+
+
+def charge(*, organisation, meter: str, quantity: float, period: str, ledger: "LedgerEntry") -> None:
+    """Add ``quantity`` to the period's Redis counter and append the ledger entry, together."""
+    client = redis_client()
+    fields = ledger.fields(organisation)
+    args: list[Any] = [repr(float(quantity))]
+    for name, value in fields.items():
+        args += [name, value]
+    keys = [used_key(organisation, meter, period), STREAM]
+    for _attempt in range(3):
+        if int(_scripts["charge"](keys=keys, args=args, client=client)):
+            return
+        _seed(client, organisation, meter, period)
+    raise RuntimeError("could not seed the quota counter")
 
 
 def release(*, organisation, charges: list[tuple[str, float, int]], period: str) -> None:

@@ -246,17 +246,31 @@ def _flush_once(
     return len(entries), new
 
 
-def ledger_drain(*, claim_idle_ms: int = 0) -> int:
-    """Write every line in the stream, pending ones of any (dead) flusher included; lines written."""
+def ledger_drain(*, claim_idle_ms: int = 0, wait_s: float = 10.0) -> int:
+    """Write every line in the stream, pending ones of any (dead) flusher included; lines written.
+
+    A read that finds nothing does not mean the stream is empty: a flusher thread of this or another process
+    may have taken the lines between this drain's claim and its read, and be writing them. The drain goes on
+    (claiming what became pending, reading what came) until the stream holds no line, every line written being
+    acknowledged and deleted, or ``wait_s`` passed (lines a live flusher holds that ``claim_idle_ms`` does not
+    let it take are written by that flusher meanwhile)."""
     consumer = f"drain:{_consumer_name()}"
     client, total = redis_client(), 0
     _ensure_group(client)
+    deadline = time.monotonic() + wait_s
     while True:
         read, new = ledger_flush_once(consumer=consumer, block_ms=None, claim_idle_ms=claim_idle_ms)
         total += new
-        if not read:
+        if read:
+            continue
+        if not client.xlen(STREAM) or time.monotonic() > deadline:
             break
-    client.xgroup_delconsumer(STREAM, GROUP, consumer)  # it has nothing pending: every read was written
+        time.sleep(0.02)
+    try:
+        client.xgroup_delconsumer(STREAM, GROUP, consumer)  # it has nothing pending: every read was written
+    except redis.ResponseError as exc:  # the stream went meanwhile (its Redis database was emptied)
+        if "NOGROUP" not in str(exc):
+            raise
     return total
 
 

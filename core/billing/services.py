@@ -319,6 +319,13 @@ class Charge(Generic[T]):
     quantity: float | None = None  # None: the quantity that was checked
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @staticmethod
+    def of(outcome: "T | Charge[T]", *, quantity: float, metadata: dict | None) -> "tuple[T, float, dict]":
+        """What a metered run returned as (result, quantity to charge, the line's metadata)."""
+        charge = outcome if isinstance(outcome, Charge) else Charge(outcome)
+        amount = quantity if charge.quantity is None else charge.quantity
+        return charge.result, amount, {**(metadata or {}), **charge.metadata}
+
 
 @overload
 def metered(
@@ -366,9 +373,7 @@ def metered(
     than the requests in flight).
     """
     quota_check(organisation=organisation, meter=meter, quantity=quantity)
-    outcome = run()
-    charge = outcome if isinstance(outcome, Charge) else Charge(outcome)
-    amount = quantity if charge.quantity is None else charge.quantity
+    result, amount, line = Charge.of(run(), quantity=quantity, metadata=metadata)
     if amount:
         usage_record(
             organisation=organisation,
@@ -376,10 +381,10 @@ def metered(
             quantity=amount,
             idempotency_key=idempotency_key,
             api_key=api_key,
-            metadata={**(metadata or {}), **charge.metadata},
+            metadata=line,
             enforce=False,
         )
-    return charge.result
+    return result
 
 
 def _add_to_counter(organisation, meter: str, amount: Decimal, when: datetime, *, enforce: bool) -> None:

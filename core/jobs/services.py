@@ -21,6 +21,7 @@ from core.billing import services as billing
 from core.billing.models import Meter
 from core.celery import app as celery_app
 from core.errors import Conflict, InvalidInput, NotFound, TrellisError
+from core.jobs.describe import job_sentence
 from core.jobs.handlers import job_kind
 from core.jobs.models import ACTIVE_STATUSES, JobStatus, TrainingJob
 from core.realtime import broadcast, org_group
@@ -48,6 +49,7 @@ def job_payload(job: TrainingJob) -> dict[str, Any]:
         "metrics": job.metrics,
         "device": job.device,
         "error": job.error,
+        "sentence": job_sentence(job),
     }
 
 

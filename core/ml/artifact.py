@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.ml.errors import ArtifactError
 from core.ml.lexical import LexicalModel
+from core.ml.ood import OutOfScope
 from core.ml.runtime import Runtime, base_model_identity, base_model_path
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ EMBEDDER_RESERVED_KEYS = frozenset(
 )
 RESERVED_KEYS = frozenset(
     {"format", "format_version", "task", "weights", "files", "base_model", "labels", "label_map"}
-    | {"hyperparameters", "training", "libraries", "created_at", "lexical"}
+    | {"hyperparameters", "training", "libraries", "created_at", "lexical", "ood", "calibration"}
 )
 
 
@@ -92,6 +93,8 @@ def _write_weights(model: TrainedClassifier, folder: Path) -> str:
     model.tokenizer.save_pretrained(str(folder))
     if model.lexical is not None:
         model.lexical.save(folder)
+    if model.ood is not None:
+        model.ood.save(folder)
     return kind
 
 
@@ -114,6 +117,8 @@ def build_manifest(model: TrainedClassifier, kind: str, files: dict[str, str], e
         "libraries": library_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "lexical": None if model.lexical is None else {"blend_weight": model.blend_weight},
+        "ood": None if model.ood is None else model.ood.manifest(),
+        "calibration": None if model.temperature == 1.0 else {"temperature": model.temperature},
         **extra,
     }
     try:
@@ -257,3 +262,20 @@ def load_lexical(*, directory: Path, manifest: dict) -> tuple[LexicalModel | Non
     if not manifest.get("lexical"):
         return None, 1.0
     return LexicalModel.load(Path(directory)), float(manifest["lexical"]["blend_weight"])
+
+
+def load_ood(*, directory: Path, manifest: dict) -> OutOfScope | None:
+    """The version's out-of-scope model, or None for a version saved without one (older versions too)."""
+    if not manifest.get("ood"):
+        return None
+    return OutOfScope.load(Path(directory), manifest["ood"])
+
+
+def load_temperature(manifest: dict) -> float:
+    """The version's calibration temperature (1.0 for a version saved without one, or before calibration
+    existed)."""
+    calibration = manifest.get("calibration") or {}
+    temperature = float(calibration.get("temperature", 1.0))
+    if not temperature > 0:
+        raise ArtifactError("The artifact's calibration temperature must be positive.")
+    return temperature

@@ -3,7 +3,8 @@
 Stages: load the base encoder -> embed the training rows once and fit a logistic head (method "head", or the
 warm start for "lora"/"full") -> fine-tune in the shared loop (``core.ml.loop``; this module supplies the
 batches, the weighted cross-entropy and the validation metric) -> merge LoRA adapters -> optionally fit the
-TF-IDF member and its blend weight (``core.ml.lexical``).
+TF-IDF member and its blend weight (``core.ml.lexical``) -> fit the out-of-scope model on the final embeddings
+(``core.ml.ood``; for method "head" the warm start's embeddings are the final ones, so it costs no pass).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from core.ml.calibration import apply_temperature, fit_temperature
 from core.ml.evaluate import compute_metrics
 from core.ml.head import class_weights, select_and_fit_head
 from core.ml.lexical import LexicalModel, blend, choose_blend_weight, fit_lexical
@@ -41,6 +43,7 @@ from core.ml.modeling import (
     predict_proba,
     tokenize,
 )
+from core.ml.ood import OutOfScope, fit_out_of_scope
 from core.ml.predictions import Prediction, to_predictions
 from core.ml.runtime import Runtime, base_model_identity
 from core.ml.types import Progress, TrainConfig, TrainStats
@@ -61,15 +64,26 @@ class TrainedClassifier:
     device: str
     lexical: LexicalModel | None = None
     blend_weight: float = 1.0  # weight of the neural model when ``lexical`` is set
+    ood: OutOfScope | None = None  # the out-of-scope model (``config.ood``)
+    temperature: float = 1.0  # applied to the (blended) probabilities; 1 = uncalibrated
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         self.model.eval()
         kwargs = {"max_length": self.config.max_length, "batch_size": self.config.eval_batch_size}
         neural = predict_proba(self.model, self.tokenizer, texts, device=self.device, **kwargs)
-        return blend(neural, self.lexical, self.blend_weight, texts)
+        return apply_temperature(blend(neural, self.lexical, self.blend_weight, texts), self.temperature)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        return to_predictions(self.predict_proba(texts), self.labels, "unsaved")
+        if self.ood is None:
+            return to_predictions(self.predict_proba(texts), self.labels, "unsaved")
+        self.model.eval()
+        kwargs = {"max_length": self.config.max_length, "batch_size": self.config.eval_batch_size}
+        embeddings = embed_texts(self.model, self.tokenizer, texts, device=self.device, **kwargs)
+        with torch.inference_mode():
+            neural = torch.softmax(self.model.head(embeddings.to(self.device)).float(), dim=-1).cpu()
+        proba = blend(neural, self.lexical, self.blend_weight, texts)
+        in_scope = self.ood.in_scope(embeddings.numpy(), proba.max(dim=-1).values.numpy())
+        return to_predictions(proba, self.labels, "unsaved", in_scope.tolist())
 
 
 @dataclass
@@ -88,6 +102,7 @@ class Job:
     should_stop: Callable[[], bool]
     started: float = field(default_factory=now)
     loss_fn: nn.Module | None = None
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # the base encoder's embeddings, by split
 
     @property
     def steps_per_epoch(self) -> int:
@@ -165,11 +180,12 @@ def _embed(model: TextClassifier, job: Job, texts: Sequence[str], what: str) -> 
 
 def fit_head(model: TextClassifier, job: Job) -> float:
     """Fit the linear head on frozen embeddings (choosing C on validation); returns the C used."""
-    features = _embed(model, job, job.train_texts, "training")
+    features = job.frozen["train"] = _embed(model, job, job.train_texts, "training")
     validation = None
     if job.val_texts:
         val_targets = torch.tensor([job.labels.index(g) for g in job.val_gold])
         validation = (_embed(model, job, job.val_texts, "validation"), val_targets)
+        job.frozen["validation"] = validation[0]
     head, c = select_and_fit_head(
         train=(features, job.train_targets),
         validation=validation,
@@ -196,6 +212,44 @@ def fit_lexical_member(model: TextClassifier, job: Job) -> tuple[LexicalModel, f
     neural = job.validation_proba(model).numpy()
     targets = np.array([job.labels.index(g) for g in job.val_gold])
     return lexical, choose_blend_weight(neural, lexical.predict_proba(job.val_texts), targets)
+
+
+def fit_ood_member(
+    model: TextClassifier, job: Job, lexical: LexicalModel | None, weight: float, temperature: float = 1.0
+) -> OutOfScope:
+    """The out-of-scope model: a bank of the final training embeddings, calibrated on the validation rows
+    (on the training rows without them) with the final probabilities (blended, then tempered, as served).
+    A fine-tuned encoder embeds the rows again; a head reuses the frozen embeddings it was fitted on."""
+    check_cancel(job.should_stop)
+    job.progress(Progress(0, 0, 0.0, None, None, None, "Fitting the out-of-scope model"))
+    reuse = job.config.method == "head"
+    train = job.frozen.get("train") if reuse else None
+    if train is None:
+        train = _embed(model, job, job.train_texts, "training (out-of-scope)")
+    held, texts = None, job.val_texts or job.train_texts
+    if job.val_texts:
+        held = job.frozen.get("validation") if reuse else None
+        if held is None:
+            held = _embed(model, job, job.val_texts, "validation (out-of-scope)")
+    with torch.inference_mode():
+        neural = torch.softmax(model.head((train if held is None else held).to(job.device)).float(), -1).cpu()
+    proba = apply_temperature(blend(neural, lexical, weight, texts), temperature).numpy()
+    return fit_out_of_scope(
+        train=train.numpy(),
+        held_out=None if held is None else (held.numpy(), proba),
+        train_proba=proba if held is None else None,
+        seed=job.config.seed,
+    )
+
+
+def fit_calibration(model: TextClassifier, job: Job, lexical: LexicalModel | None, weight: float) -> float:
+    """The temperature of the final (blended) probabilities on the validation rows; 1.0 without them."""
+    if not job.val_texts:
+        return 1.0
+    check_cancel(job.should_stop)
+    job.progress(Progress(0, 0, 0.0, None, None, None, "Calibrating confidence (temperature)"))
+    probs = blend(job.validation_proba(model), lexical, weight, job.val_texts).numpy()
+    return fit_temperature(probs, np.array([job.labels.index(g) for g in job.val_gold]))
 
 
 def _head_only(model: TextClassifier, job: Job) -> tuple[Best, Meter, str]:
@@ -260,6 +314,8 @@ def run_training(
     model.requires_grad_(False)
     model.eval()
     lexical, weight = fit_lexical_member(model, job) if config.lexical else (None, 1.0)
+    temperature = fit_calibration(model, job, lexical, weight) if config.calibrate else 1.0
+    ood = fit_ood_member(model, job, lexical, weight, temperature) if config.ood else None
     stats = TrainStats(
         method=config.method,
         train_rows=len(train),
@@ -276,4 +332,6 @@ def run_training(
         history=tuple(meter.history),
     )
     identity = base_model_identity(runtime.base_model_path)
-    return TrainedClassifier(labels, model, job.tokenizer, config, stats, identity, device, lexical, weight)
+    return TrainedClassifier(
+        labels, model, job.tokenizer, config, stats, identity, device, lexical, weight, ood, temperature
+    )

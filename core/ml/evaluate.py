@@ -10,7 +10,7 @@ import.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +37,9 @@ class Metrics:
     # [{"threshold", "answered", "wrong"}]: shares of all ``n`` rows whose top confidence is >= threshold
     # (answered) and of those answered with the wrong label (wrong), one entry per COVERAGE_THRESHOLDS.
     coverage: list[dict[str, float]] = field(default_factory=list)
+    # The same curve over ``Prediction.confidence`` (the top probability capped by ``in_scope``), for a
+    # version with an out-of-scope model (``core.ml.ood``); empty without one.
+    in_scope_coverage: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,12 +137,16 @@ def evaluate_classifier(*, model_or_predictor: SupportsPredict, rows: Sequence[t
     if not predictions:
         raise MLError("Cannot evaluate on zero rows.")
     labels = list(predictions[0].probabilities)
-    return compute_metrics(
+    metrics = compute_metrics(
         gold=[label for _, label in rows],
         predicted=[p.label for p in predictions],
         confidences=[p.probabilities[p.label] for p in predictions],
         labels=labels,
     )
+    if any(p.in_scope is None for p in predictions):
+        return metrics
+    correct = [p.label == label for p, (_, label) in zip(predictions, rows, strict=True)]
+    return replace(metrics, in_scope_coverage=coverage_curve([p.confidence for p in predictions], correct))
 
 
 class SupportsEmbed(Protocol):

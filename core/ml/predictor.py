@@ -1,8 +1,14 @@
 """A loaded classifier version that answers ``predict(texts)`` (torch code), behind ``core.ml.serving``.
 
 A :class:`Predictor` owns a merged model on one device and answers with labels, probabilities and the
-version id; it runs a verified TorchScript trace on CPU when one matches the eager module, and the dynamic
-int8 copy of the model when the version passed the gate (``core.ml.serving.quantization_gate``).
+version id; it runs a verified TorchScript trace of its encoder on CPU when one matches the eager module, and
+the dynamic int8 copy of the model when the version passed the gate (``core.ml.serving.quantization_gate``).
+
+Every answer is two steps, exposed so that several heads can share one encoder pass
+(``core.registry.services.serving.predict_shared``): :meth:`Predictor.embed` (the encoder: tokenise, encode,
+mean-pool, normalise; the costly part) and :meth:`Predictor.head_proba` (the linear head, softmax and the
+lexical blend; a few percent of the time). ``encoder_key`` names the encoder's weights: two predictors with
+the same key compute the same embeddings, so one's ``embed`` feeds the other's ``head_proba``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from core.ml.artifact import load_lexical, load_model
+from core.ml.artifact import WEIGHTS, load_lexical, load_model, load_ood, load_temperature
+from core.ml.calibration import apply_temperature
 from core.ml.errors import MLError
 from core.ml.lexical import LexicalModel, blend
 from core.ml.modeling import TextClassifier, length_sorted_batches, tokenize
+from core.ml.ood import OutOfScope
 from core.ml.predictions import Prediction, to_predictions
 from core.ml.runtime import Runtime, apply_threads, resolve_device
 
@@ -42,6 +50,9 @@ class Predictor:
         lexical: LexicalModel | None = None,
         blend_weight: float = 1.0,
         traced: Any = None,
+        encoder_key: str = "",
+        ood: OutOfScope | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
@@ -51,21 +62,54 @@ class Predictor:
         # exactly what serves.
         self.max_length, self.batch_size = max_length, 1 if quantized else batch_size
         self.lexical, self.blend_weight = lexical, blend_weight
-        self.traced = traced  # a TorchScript trace of ``model`` (CPU), or None to run the eager module
+        self.ood = ood  # the out-of-scope model (``core.ml.ood``), or None: predictions carry no ``in_scope``
+        self.temperature = temperature  # calibration of the final probabilities (core.ml.calibration)
+        self.traced = traced  # a TorchScript trace of ``model.embed`` (CPU), or None to run the eager module
+        # identical for predictors whose encoders compute the same embeddings (see the module docstring);
+        # a predictor built by hand shares with nobody
+        self.encoder_key = encoder_key or f"own:{id(self)}"
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
 
-    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
-        """(N, n_labels) probabilities in input order."""
-        out = torch.empty((len(texts), len(self.labels)), dtype=torch.float32)
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, H) unit-length sentence embeddings in input order: the encoder pass, length-sorted batches."""
+        out = torch.empty((len(texts), self.model.head.in_features), dtype=torch.float32)
         with torch.inference_mode():
             for idx in length_sorted_batches(texts, self.batch_size):
                 batch = self._tokenize([texts[i] for i in idx])
-                if self.traced is not None:
-                    logits = self.traced(batch["input_ids"], batch["attention_mask"])
-                else:
-                    logits = self.model(**batch)
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu()
-        return blend(out, self.lexical, self.blend_weight, texts)
+                out[idx] = self._encode(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        return out
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One batch through the encoder (the traced one when there is one): (B, T) -> (B, H)."""
+        if self.traced is not None:
+            return self.traced(input_ids, attention_mask)
+        return self.model.embed(input_ids, attention_mask)
+
+    def head_proba(self, embeddings: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """(N, n_labels) probabilities from (N, H) embeddings of ``texts`` (the texts feed the lexical member
+        of a blended version; the neural part reads only the embeddings)."""
+        with torch.inference_mode():
+            rows = embeddings.to(self.device)
+            # an int8 head scales its input per call: one row at a time, so answers keep to their own text
+            step = 1 if self.quantized else max(len(rows), 1)
+            parts = [self.model.head(rows[i : i + step]) for i in range(0, len(rows), step)]
+            logits = torch.cat(parts) if parts else self.model.head(rows)
+            out = torch.softmax(logits.float(), dim=-1).cpu()
+        return apply_temperature(blend(out, self.lexical, self.blend_weight, texts), self.temperature)
+
+    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, n_labels) probabilities in input order."""
+        return self.head_proba(self.embed(texts), texts)
+
+    def predictions(self, embeddings: torch.Tensor, texts: Sequence[str]) -> list[Prediction]:
+        """Predictions from (N, H) embeddings of ``texts``: :meth:`head_proba`, plus ``in_scope`` when the
+        version has an out-of-scope model."""
+        proba = self.head_proba(embeddings, texts)
+        in_scope = None
+        if self.ood is not None:
+            top = proba.max(dim=-1).values.numpy()
+            in_scope = self.ood.in_scope(embeddings.float().cpu().numpy(), top).tolist()
+        return to_predictions(proba, self.labels, self.version, in_scope)
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         with self._tokenizer_lock:
@@ -76,7 +120,7 @@ class Predictor:
             raise MLError("predict() takes a list of texts, not a single string.")
         if not texts:
             return []
-        return to_predictions(self.predict_proba(texts), self.labels, self.version)
+        return self.predictions(self.embed(texts), texts)
 
 
 def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
@@ -89,8 +133,21 @@ def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
         return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
 
 
+class _Encoder(nn.Module):
+    """``model.embed`` as a module's forward, so the encoder alone can be traced (the head stays eager: it is
+    one small matrix product, and heads that share an encoder pass run on embeddings)."""
+
+    def __init__(self, model: TextClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(input_ids, attention_mask)
+
+
 def trace_for_cpu(model: TextClassifier, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any:
-    """A TorchScript trace of ``model``, or None when tracing fails or changes the outputs.
+    """A TorchScript trace of ``model``'s encoder (``model.embed``: (B, T) -> (B, H)), or None when tracing
+    fails or changes the outputs.
 
     On CPU, most of a short text's latency is Python dispatch inside the encoder; a trace removes it (about 3x
     faster at batch 1 for MiniLM-L6). The example has padding so the traced graph keeps the masking path, and
@@ -99,15 +156,16 @@ def trace_for_cpu(model: TextClassifier, tokenizer: PreTrainedTokenizerBase, max
     texts = ["a", "a longer example sentence, long enough to need padding"]
     padded = tokenize(tokenizer, texts, max_length=max_length, device="cpu")
     single = tokenize(tokenizer, texts[1:], max_length=max_length, device="cpu")
+    encoder = _Encoder(model).eval()
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript deprecation notice
             traced = torch.jit.trace(
-                model, (padded["input_ids"], padded["attention_mask"]), check_trace=False
+                encoder, (padded["input_ids"], padded["attention_mask"]), check_trace=False
             )
             for batch in (padded, single):
                 if not torch.allclose(
-                    traced(batch["input_ids"], batch["attention_mask"]), model(**batch), atol=1e-5
+                    traced(batch["input_ids"], batch["attention_mask"]), encoder(**batch), atol=1e-5
                 ):
                     return None
     except Exception:  # any tracing failure means: serve the eager module
@@ -128,6 +186,8 @@ def load_predictor(
     max_length = int(manifest["hyperparameters"]["max_length"])
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
     return Predictor(
+        ood=load_ood(directory=Path(directory), manifest=manifest),
+        encoder_key=encoder_key(manifest, device=device, quantized=quantized),
         model=model,
         tokenizer=tokenizer,
         labels=manifest["labels"],
@@ -138,7 +198,25 @@ def load_predictor(
         lexical=lexical,
         blend_weight=blend_weight,
         traced=traced,
+        temperature=load_temperature(manifest),
     )
+
+
+def encoder_key(manifest: dict, *, device: str, quantized: bool) -> str:
+    """What identifies a version's encoder as served: a "head" version runs the frozen base model (its
+    artifact holds the head alone, and loading checked the base's hash), so every head version on the same
+    base, tokenisation length and serving path (device, int8) computes the same embeddings; a fine-tuned
+    ("full", or LoRA merged into it) version's encoder is its own weights file."""
+    path = f"{'int8' if quantized else 'float'}@{device}"
+    if manifest.get("weights") == "head":
+        base = manifest["base_model"]["sha256"]
+        return f"base:{base}:{manifest['hyperparameters']['max_length']}:{path}"
+    return f"weights:{manifest['files'][WEIGHTS]}:{path}"
+
+
+def _int8_key(key: str) -> str:
+    """The encoder key of a float predictor's int8 copy (a hand-built predictor's copy shares with nobody)."""
+    return "" if key.startswith("own:") else f"{key.rsplit(':', 1)[0]}:int8@cpu"
 
 
 def int8_copy(predictor: Predictor) -> Predictor:
@@ -153,4 +231,7 @@ def int8_copy(predictor: Predictor) -> Predictor:
         quantized=True,
         lexical=predictor.lexical,
         blend_weight=predictor.blend_weight,
+        encoder_key=_int8_key(predictor.encoder_key),
+        ood=predictor.ood,
+        temperature=predictor.temperature,
     )

@@ -76,6 +76,11 @@ class TrainConfig:
     progress_every: int = 10  # steps between progress reports
     lexical: bool = False  # blend in a TF-IDF + logistic-regression model (weight chosen on validation)
     lexical_c: float = 10.0
+    # fit the out-of-scope model (core.ml.ood): free for "head", one more embedding pass after a fine-tune
+    ood: bool = True
+    # fit a temperature on the validation rows after training (``core.ml.calibration``); stored with the
+    # version and applied to its probabilities (argmax, so accuracy, unchanged)
+    calibrate: bool = False
 
     @property
     def effective_learning_rate(self) -> float:
@@ -100,6 +105,7 @@ class TrainConfig:
             ),
             (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be positive"),
             (self.evals_per_epoch >= 1 and self.progress_every >= 1, "evals_per_epoch/progress_every >= 1"),
+            (isinstance(self.calibrate, bool), "calibrate must be true or false"),
         ]
         _check(checks, "training")
 

@@ -187,15 +187,49 @@ def _plain_value(field: models.Field, raw: Any, remap: _Remap, table: str) -> An
 
 def _insert(model, zf, members, remap: _Remap) -> list[tuple[models.Model, dict[str, Any]]]:
     table = label(model)
-    built = [_build(model, row, remap, table) for row in archive.table_rows(zf, members, table)]
-    if not built:
+    rows = list(archive.table_rows(zf, members, table))
+    if not rows:
         return []
     if _singleton(model):
         rows_of(model, remap.organisation_id).order_by().delete()
-    objs = [obj for _, obj, _ in built]
-    model._base_manager.bulk_create(objs, batch_size=_BATCH)
-    remap.ids[table] = {old: obj.pk for (old, _, _), obj in zip(built, objs, strict=True)}
-    return [(obj, later) for _, obj, later in built if later]
+    remap.ids[table] = {}
+    pending: list[tuple[models.Model, dict[str, Any]]] = []
+    for wave in _waves(model, rows):
+        built = [_build(model, row, remap, table) for row in wave]
+        objs = [obj for _, obj, _ in built]
+        model._base_manager.bulk_create(objs, batch_size=_BATCH)
+        remap.ids[table].update({old: obj.pk for (old, _, _), obj in zip(built, objs, strict=True)})
+        pending += [(obj, later) for _, obj, later in built if later]
+    return pending
+
+
+def _waves(model, rows: list) -> list[list]:
+    """The rows in the order a relation of the table to itself needs (a document's copies point at their
+    original): first those that point at no row of the archive, then those that point at the first wave, and
+    so on, so that each row's reference is known when it is built (and constraints that hold only for rows
+    with no such reference, one original per text, hold at every insert). Most tables: one wave."""
+    own = [f.attname for f in model._meta.concrete_fields if f.is_relation and f.related_model is model]
+    pk = model._meta.pk.attname
+    if not own:
+        return [rows]
+    present = {row.get(pk) for row in rows if isinstance(row, dict)}
+    placed: set = set()
+    waves: list[list] = []
+    left = rows
+    while left:
+        ready = [
+            row
+            for row in left
+            if not isinstance(row, dict)
+            or all(row.get(a) is None or row.get(a) not in present or row.get(a) in placed for a in own)
+        ]
+        if not ready:  # a cycle: the references that remain cannot be kept
+            ready = left
+        waves.append(ready)
+        placed.update(row.get(pk) for row in ready if isinstance(row, dict))
+        taken = {id(row) for row in ready}
+        left = [row for row in left if id(row) not in taken]
+    return waves
 
 
 def _second_pass(model, pending: list[tuple[models.Model, dict[str, Any]]], remap: _Remap) -> None:

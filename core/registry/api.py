@@ -79,6 +79,12 @@ class PredictIn(StrictSerializer):
 class PredictionOut(serializers.Serializer):
     label = serializers.CharField()
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="per label, summing to 1")
+    in_scope = serializers.FloatField(
+        allow_null=True,
+        help_text="0 to 1: how much the text looks like the labels' training questions (0.5: as unlike "
+        "them as the least typical 5% of held-out ones); the support bot's thresholds read it; null for "
+        "versions trained without it",
+    )
     version = serializers.IntegerField()
 
 

@@ -26,6 +26,7 @@ class RegistryConfig(AppConfig):
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue
         from core.registry.batch import batch_predict_handler, batch_predict_release
+        from core.registry.describe import train_job_sentence
         from core.registry.kinds import register_kind
         from core.registry.rows import KIND, rows_infer_handler, rows_infer_release
         from core.registry.services import train_job_handler
@@ -36,7 +37,13 @@ class RegistryConfig(AppConfig):
         register_kind(ClassifierKind())
         register_kind(EmbeddingKind())
 
-        register_job_kind("ml.train", queue=Queue.TRAIN, handler=train_job_handler, metered=True)
+        register_job_kind(
+            "ml.train",
+            queue=Queue.TRAIN,
+            handler=train_job_handler,
+            metered=True,
+            describe=train_job_sentence,
+        )
         register_job_kind(
             "ml.batch_predict",
             queue=Queue.INFER,

@@ -5,11 +5,13 @@ from django.http import Http404, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.errors import InvalidInput, TrellisError
+from core.errors import InvalidInput, NotFound, TrellisError
 from core.products import model_tasks
 from core.registry import selectors, services
+from core.registry.describe import version_sentences
 from core.registry.files import dataset_report_response
 from core.registry.paths import PLATFORM_APP, model_apps
+from core.registry.services import trying
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 
@@ -86,6 +88,25 @@ def dataset_train(request, dataset_id: int):
     return redirect("job-detail", job_id=job.pk)
 
 
+@member_required("models.train")
+@require_POST
+def job_fine_tune(request, job_id: int):
+    """The fine-tune a finished fast model's job page offers: one more training job, started on request."""
+    try:
+        follow = services.model_fine_tune_start(
+            organisation=request.organisation, job_id=job_id, created_by=request.user
+        )
+    except NotFound:
+        raise Http404
+    except TrellisError as exc:
+        messages.error(request, exc.message)
+        return redirect("job-detail", job_id=job_id)
+    messages.success(
+        request, "Fine-tuning started: it replaces the fast model only if it does better on held-out rows."
+    )
+    return redirect("job-detail", job_id=follow.pk)
+
+
 @member_required()
 def models_page(request):
     return render(
@@ -98,6 +119,25 @@ def model_detail(request, version_id: int):
     version = selectors.model_get(organisation=request.organisation, version_id=version_id)
     if version is None:
         raise Http404
+    return _model_page(request, version)
+
+
+@member_required("models.predict")
+@require_POST
+def model_try(request, version_id: int):
+    """The model page's try box: one text, the prediction in words (metered as one prediction)."""
+    version = selectors.model_get(organisation=request.organisation, version_id=version_id)
+    if version is None:
+        raise Http404
+    text = request.POST.get("text", "")
+    try:
+        result = trying.model_try(organisation=request.organisation, version_id=version.pk, text=text)
+    except TrellisError as exc:
+        return _model_page(request, version, tried=text, try_error=exc.message, status=exc.status)
+    return _model_page(request, version, tried=text, try_result=result)
+
+
+def _model_page(request, version, *, status: int = 200, **extra):
     labels = version.metrics.get("labels", [])
     matrix = version.metrics.get("confusion", [])
     peak = max((max(row) for row in matrix), default=1) or 1
@@ -109,8 +149,12 @@ def model_detail(request, version_id: int):
         "per_class": sorted(version.metrics.get("per_class", {}).items()),
         "can_promote": role_can(request.role, "models.promote"),
         "retrieval": [(k, v) for k, v in version.metrics.items() if k.startswith("recall@")],
+        "sentences": version_sentences(version),
+        "can_try": role_can(request.role, "models.predict"),
+        "cannot_try": trying.model_can_try(version=version),
+        **extra,
     }
-    return render(request, "registry/model_detail.html", context)
+    return render(request, "registry/model_detail.html", context, status=status)
 
 
 @member_required("models.promote")

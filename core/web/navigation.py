@@ -36,3 +36,29 @@ def product_cards(role: str | None) -> list[Link]:
         for card in p.cards
         if _allowed(role, card.permission)
     ]
+
+
+@dataclass(frozen=True)
+class NextStep:
+    product: str
+    url: str  # the product's page, where its checklist is
+    title: str
+    done: int
+    total: int
+
+
+def product_next_steps(organisation, role: str | None) -> list[NextStep]:
+    """Per product with a checklist (``Product.onboarding``) whose page the member may open, its first step
+    not done yet; a product whose checklist is complete is left out."""
+    steps: list[NextStep] = []
+    for p in products():
+        if p.onboarding is None or not p.cards or not _allowed(role, p.cards[0].permission):
+            continue
+        checklist = list(p.onboarding(organisation=organisation))
+        pending = next((step for step in checklist if not step.done), None)
+        if pending is not None:
+            done = sum(step.done for step in checklist)
+            steps.append(
+                NextStep(p.display_name, reverse(p.cards[0].url_name), pending.title, done, len(checklist))
+            )
+    return steps

@@ -1,5 +1,6 @@
 """Server-rendered pages of the platform. Each view: check role, call a service/selector, render."""
 
+import json
 from functools import wraps
 
 from django.contrib import messages
@@ -14,13 +15,15 @@ from core.billing import services as billing
 from core.errors import TrellisError
 from core.jobs import selectors as job_selectors
 from core.jobs import services as jobs
+from core.jobs.describe import job_sentence
 from core.jobs.handlers import job_kinds
+from core.registry.services import fine_tune_offered
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
 from core.tenancy.middleware import current_membership
 from core.tenancy.roles import role_can, role_descriptions
 from core.web import forms
-from core.web.navigation import product_cards
+from core.web.navigation import product_cards, product_next_steps
 
 
 def member_required(permission: str = "org.view"):
@@ -102,8 +105,14 @@ def dashboard(request):
     summary = billing_selectors.usage_summary(organisation=request.organisation)
     recent_jobs = job_selectors.job_list(organisation=request.organisation)[:5]
     memberships = tenancy_selectors.memberships_for_user(user=request.user)
-    context = {"summary": summary, "jobs": recent_jobs, "memberships": memberships}
-    return render(request, "web/dashboard.html", context | {"cards": product_cards(request.role)})
+    context = {
+        "summary": summary,
+        "jobs": recent_jobs,
+        "memberships": memberships,
+        "cards": product_cards(request.role),
+        "next_steps": product_next_steps(request.organisation, request.role),
+    }
+    return render(request, "web/dashboard.html", context)
 
 
 @member_required()
@@ -265,8 +274,9 @@ def billing_page(request):
 
 @member_required()
 def jobs_page(request):
+    rows = list(job_selectors.job_list(organisation=request.organisation)[:100])
     context = {
-        "jobs": job_selectors.job_list(organisation=request.organisation)[:100],
+        "jobs": [(job, job_sentence(job)) for job in rows],  # each in a sentence, as on its own page
         "kinds": job_kinds(),
         "can_cancel": role_can(request.role, "jobs.cancel"),
     }
@@ -295,7 +305,17 @@ def job_detail(request, job_id: int):
     job = job_selectors.job_get(organisation=request.organisation, job_id=job_id)
     if job is None:
         raise Http404
-    return render(request, "web/job_detail.html", {"job": job})
+    context = {
+        "job": job,
+        "sentence": job_sentence(job),
+        "fine_tune": role_can(request.role, "models.train") and fine_tune_offered(job),
+        "detail": {
+            name: json.dumps(value, indent=2, sort_keys=True, default=str)
+            for name, value in (("Parameters", job.params), ("Progress", job.metrics), ("Result", job.result))
+            if value
+        },
+    }
+    return render(request, "web/job_detail.html", context)
 
 
 @member_required()

@@ -12,6 +12,8 @@
 - ``imports``: CSV imports of answer templates and historical questions and answers;
 - ``inbox``: operators' internal notes, saved replies, assignment, and marking conversations seen;
 - ``visitors``: what the widget tells about the visitor (their page, a visitor id across chats), checked;
+- ``branding``: the widget's look per organisation (colour, name, avatar, position, welcome text), public;
+- ``widget``: typing signals between visitor, bot and operators, and e-mail transcripts on request;
 - ``common``: the app and model task names they share.
 """
 
@@ -48,6 +50,7 @@ from customer_service.services.bot import (
 from customer_service.services.common import APP, INTENT_TASK, RETRIEVAL_TASK
 from customer_service.services.conversations import (
     MAX_MESSAGE_CHARS,
+    client_id_check,
     conversation_close,
     conversation_close_by_operator,
     conversation_group,
@@ -107,8 +110,21 @@ from customer_service.services.knowledge import (
 )
 from customer_service.services.suggestions import intent_label, suggestion_choose
 from customer_service.services.visitors import MAX_PAGE_CHARS, page_check, visitor_hash
+from customer_service.services.widget import (
+    TRANSCRIPT_EVERY_S,
+    operator_typing,
+    transcript_request,
+    transcript_send,
+    visitor_typing,
+)
 
 __all__ = [
+    "TRANSCRIPT_EVERY_S",
+    "client_id_check",
+    "operator_typing",
+    "transcript_request",
+    "transcript_send",
+    "visitor_typing",
     "MAX_SAVED_REPLY_TITLE",
     "visitor_hash",
     "page_check",

@@ -2,8 +2,14 @@
 1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off;
 2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction (at or
    above the intent's threshold: its own in ``intent_thresholds``, else ``intent_threshold``) of an intent
-   with an active answer template -> that template;
-3. otherwise the knowledge base: the closest article passage by cosine (>= ``retrieval_threshold``);
+   with an active answer template -> that template. The confidence is the top probability. (The model's
+   ``in_scope``, ``core.ml.ood``, is not part of the rule: calibrated on held-out rows of the tenant's own
+   training set, it judged the demo's "where is my package, I want to track it" out of scope, so capping the
+   confidence with it sent ordinary visitors' questions to suggestions; BENCHMARKS.md section 17);
+3. otherwise the knowledge base (``kb_search``: BM25 and cosine fused): the best passage whose cosine is at
+   or above ``retrieval_threshold``; with ``grounded_answers`` on, an answer written from the top passages
+   and citing them (``grounded``), or, when they do not answer it, "not in our articles" and a hand-off
+   (a refused generation, or a missing or failing generator: the passage itself, as with the setting off);
 4. otherwise, not sure: as the tenant chose (``uncertain_mode``), the bot offers its best guesses with an
    answer (at or above ``suggestion_floor``) as buttons (``suggestions``), or asks the visitor to rephrase
    (once: if its previous word was already that, it hands off), or hands off;
@@ -25,6 +31,7 @@ from django.db import transaction
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import QuotaExceeded
+from core.ml.errors import MLError
 from core.registry import services as registry
 from core.registry.services.common import active_version
 from customer_service.models import (
@@ -46,8 +53,9 @@ from customer_service.services.conversations import (
     email_wanted,
     visitor_message_store,
 )
+from customer_service.services.grounded import NOT_FOUND, grounded_answer
 from customer_service.services.handoff import email_reply_locked, hand_off_locked
-from customer_service.services.knowledge import kb_search
+from customer_service.services.knowledge import Hit, kb_search
 from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
@@ -97,6 +105,8 @@ class Decision:
     model_version_id: int | None = None
     suggestions: tuple[dict[str, Any], ...] = ()  # on ``suggestions``: [{"intent", "label", "probability"}]
     uncertain: bool = False  # a hand-off because the bot was not sure (not asked, not failed)
+    citations: tuple[dict[str, Any], ...] = ()  # on ``grounded``: [{"article", "title", "url"}]
+    preface: str = ""  # on a hand-off: what the bot says first (a grounded answer's "not in our articles")
 
 
 def decide(*, organisation, bot: BotSettings, text: str, asked_to_rephrase: bool = False) -> Decision:
@@ -141,11 +151,14 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
         if template is not None and confidence >= threshold:
             return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
-    hits = kb_search(organisation=organisation, query=text, k=1)
-    if hits and hits[0].score >= bot.retrieval_threshold:
-        hit = hits[0]
-        answer = f"{hit.passage}\n\n(From: {hit.title}{' - ' + hit.url if hit.url else ''})"
-        return Decision(AnswerSource.ARTICLE, answer, "", intent, confidence, hit.article_id, version_id)
+    hits = kb_search(organisation=organisation, query=text, k=KB_HITS)
+    top = next((hit for hit in hits if hit.score >= bot.retrieval_threshold), None)
+    if top is not None:
+        answer = f"{top.passage}\n\n(From: {top.title}{' - ' + top.url if top.url else ''})"
+        article = Decision(AnswerSource.ARTICLE, answer, "", intent, confidence, top.article_id, version_id)
+        if not bot.grounded_answers:
+            return article
+        return _grounded(article, text, [top, *(hit for hit in hits if hit is not top)], bot)
     if version is None:
         reason = "No intent model is active and no article matches."
     elif confidence is not None and confidence < intent_threshold_for(bot=bot, intent=intent):
@@ -173,6 +186,36 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         version_id,
         suggestions=tuple(options),
         uncertain=True,
+    )
+
+
+KB_HITS = 3  # articles the knowledge base gives: the best one above the threshold answers
+
+
+def _grounded(article: Decision, text: str, hits: list[Hit], bot: BotSettings) -> Decision:
+    """The grounded answer from ``hits`` (the one above the threshold first), a hand-off saying the articles
+    do not answer it, or ``article`` (the passage itself): when the check refused the generation without
+    grounds to decline (``grounded.grounded_answer``), or the generator is missing or fails."""
+    try:
+        result = grounded_answer(question=text, hits=hits)
+    except Exception as exc:  # noqa: BLE001 - a missing or broken generator: answer as without it
+        level = logging.WARNING if isinstance(exc, MLError) else logging.ERROR
+        log.log(level, "grounded answer failed, answering with the article: %s", exc, exc_info=True)
+        return article
+    if result.outcome == "article":
+        return article
+    if result.outcome == "decline":
+        return replace(
+            article,
+            source=AnswerSource.HANDOFF,
+            text=bot.handoff_message,
+            reason=f"Not in the articles: {result.reason}"[:200],
+            article_id=None,
+            preface=NOT_FOUND,
+        )
+    first = result.citations[0]["article"] if result.citations else article.article_id
+    return replace(
+        article, source=AnswerSource.GROUNDED, text=result.text, article_id=first, citations=result.citations
     )
 
 
@@ -233,6 +276,10 @@ def _bot_reply(
         if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
         if decision.source == AnswerSource.HANDOFF:
+            said = []
+            if decision.preface:
+                said.append(_add_message(conversation, sender=Sender.BOT, text=decision.preface))
+                _announce(conversation, said[0])
             reply = hand_off_locked(
                 conversation,
                 bot=bot,
@@ -241,7 +288,7 @@ def _bot_reply(
                 confidence=decision.confidence,
                 model_version_id=decision.model_version_id,
             )
-            return [reply]
+            return [*said, reply]
         suggestions: dict[str, Any] = {}
         if decision.source == AnswerSource.SUGGESTIONS:
             options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
@@ -256,6 +303,7 @@ def _bot_reply(
             article_id=decision.article_id,
             model_version_id=decision.model_version_id,
             suggestions=suggestions,
+            citations=list(decision.citations),
         )
         _announce(conversation, reply)
     return [reply]

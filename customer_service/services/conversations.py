@@ -3,8 +3,10 @@ take it over, reply, hand it back and close it; idle ones are closed and visitor
 is announced to the inbox and the widget after commit (``_announce``); the rows are the truth."""
 
 import hashlib
+import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.utils import timezone
@@ -46,6 +48,26 @@ def _suggestions_shown(message: Message) -> dict[str, Any] | None:
     }
 
 
+def _link(title: str, url: str) -> dict[str, str]:
+    return {"title": title, "url": url if urlsplit(url or "").scheme in ("http", "https") else ""}
+
+
+def _article_link(message: Message) -> dict[str, str] | None:
+    """The knowledge-base article an answer came from, as the widget links it: its title, and its address
+    only when it is http(s) (the widget also checks; anything else is shown as the title alone)."""
+    if message.source not in (AnswerSource.ARTICLE, AnswerSource.GROUNDED) or message.article is None:
+        return None
+    return _link(message.article.title, message.article.url or "")
+
+
+def _article_links(message: Message) -> list[dict[str, str]]:
+    """Every article a grounded answer cites (as cited), else the one ``_article_link`` gives, if any."""
+    if message.source == AnswerSource.GROUNDED and message.citations:
+        return [_link(str(c.get("title", "")), str(c.get("url", ""))) for c in message.citations]
+    link = _article_link(message)
+    return [link] if link else []
+
+
 def message_payload(message: Message) -> dict[str, Any]:
     return {
         "id": message.pk,
@@ -57,7 +79,10 @@ def message_payload(message: Message) -> dict[str, Any]:
         "intent": message.intent,
         "confidence": message.confidence,
         "article": message.article_id,
+        "article_link": _article_link(message),
+        "article_links": _article_links(message),
         "suggestions": _suggestions_shown(message),
+        "client_id": message.client_id,
         "created_at": message.created_at.isoformat(),
     }
 
@@ -185,15 +210,38 @@ def _clean_text(text: Any) -> str:
     return text
 
 
-def visitor_message_store(*, conversation: Conversation, text: Any) -> tuple[Message, bool]:
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def client_id_check(value: Any) -> str:
+    """The widget's id for a visitor message (1 to 64 letters, digits, ``-`` or ``_``; none: "")."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not _CLIENT_ID.match(value):
+        raise InvalidInput(
+            "client_id must be 1 to 64 letters, digits, '-' or '_'.", details={"field": "client_id"}
+        )
+    return value
+
+
+def visitor_message_store(
+    *, conversation: Conversation, text: Any, client_id: Any = None
+) -> tuple[Message, bool]:
     """Store the visitor's message; returns it and whether the bot should answer (the bot has the chat, or
-    waits for the visitor's e-mail address)."""
+    waits for the visitor's e-mail address). A ``client_id`` already stored in the conversation (the widget
+    sent the frame again, not having seen its acknowledgement) returns that message, not to be answered
+    again."""
     text = _clean_text(text)
+    client_id = client_id_check(client_id)
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        if client_id:  # under the conversation's lock: two copies of a frame cannot both pass
+            earlier = Message.all_tenants.filter(conversation=conversation, client_id=client_id).first()
+            if earlier is not None:
+                return earlier, False
         if conversation.status == ConversationStatus.CLOSED:
             raise Conflict("This conversation is closed. Start a new one.")
-        message = _add_message(conversation, sender=Sender.VISITOR, text=text)
+        message = _add_message(conversation, sender=Sender.VISITOR, text=text, client_id=client_id)
         _announce(conversation, message)
     return message, conversation.status == ConversationStatus.BOT or email_wanted(conversation)
 

@@ -1,15 +1,22 @@
 """What the bot answers from: answer templates (one per intent) and the knowledge base (articles cut
-into passages, embedded through the platform's vector index ``core.vectors``, searched by cosine)."""
+into passages, embedded through the platform's vector index ``core.vectors``, searched by BM25 and cosine,
+the two rankings fused: ``kb_search``)."""
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Max, Sum
 
 from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput, NotFound
+from core.ml.grounding import BM25, rrf_fuse
 from customer_service.models import AnswerTemplate, Article, ArticleChunk
 from customer_service.services.common import APP, RETRIEVAL_TASK
 
@@ -181,12 +188,36 @@ class Hit:
     score: float
 
 
-def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
-    """The ``k`` published passages closest to ``query`` (cosine), best first, one per article.
+KB_SEARCH_MODES = ("hybrid", "dense", "lexical")
+KB_POOL = 20  # passages each ranking gives to the fusion
 
-    Passages are ranked by the platform's vector index (``core.vectors``), which first re-embeds the
-    articles made by an older model; a few more passages than ``k`` are asked for, since several may
-    come from one article."""
+
+def kb_search(*, organisation, query: str, k: int = 3, mode: str | None = None) -> list[Hit]:
+    """The ``k`` best published passages for ``query``, best first, one per article; ``score`` is each
+    passage's cosine to the query (what ``retrieval_threshold`` is compared with).
+
+    ``mode`` (default: the ``CS_KB_SEARCH`` setting): "hybrid" fuses the BM25 and the cosine rankings by
+    reciprocal rank fusion (``core.ml.grounding``); "dense" is cosine alone, "lexical" BM25 alone (both for
+    comparison: bench/grounded.py). Passages are ranked by the platform's vector index (``core.vectors``),
+    which first re-embeds the articles made by an older model."""
+    mode = mode or settings.CS_KB_SEARCH
+    if mode not in KB_SEARCH_MODES:
+        raise InvalidInput(f"The search mode must be one of {', '.join(KB_SEARCH_MODES)}.")
+    if mode == "dense":
+        return _dense_search(organisation, query, k)
+    pool = max(k * 4, KB_POOL)
+    dense, embedded = vectors.vector_search(source=KB_VECTORS, organisation=organisation, query=query, k=pool)
+    if embedded is None:
+        return []
+    lexical = [key for key, _score in _bm25(organisation).top(query, pool)]
+    fused = rrf_fuse([[hit.key for hit in dense], lexical] if mode == "hybrid" else [lexical])
+    cosine = {hit.key: hit.score for hit in dense}
+    cosine |= _cosines(organisation, [key for key, _ in fused if key not in cosine], embedded)
+    found = [vectors.VectorHit(key, cosine[key]) for key, _ in fused if key in cosine]
+    return _one_per_article(organisation, found, k)
+
+
+def _dense_search(organisation, query: str, k: int) -> list[Hit]:
     query_or_vector: str | vectors.Embedded = query
     wanted = k * 4
     while True:
@@ -199,6 +230,40 @@ def kb_search(*, organisation, query: str, k: int = 3) -> list[Hit]:
         if len(hits) == k or len(found) < wanted:
             return hits
         wanted, query_or_vector = wanted * 4, embedded
+
+
+def _cosines(organisation, keys: list, embedded: vectors.Embedded) -> dict:
+    """The cosine of ``embedded``'s query to the passages ``keys`` (those made by the same model)."""
+    if not keys:
+        return {}
+    rows = _kb_rows(organisation).filter(pk__in=keys, embedder=embedded.model).values_list("pk", "vector")
+    query = embedded.vectors[0]
+    return {pk: float(np.frombuffer(bytes(vector), dtype=np.float32) @ query) for pk, vector in rows}
+
+
+_bm25_cache: OrderedDict[tuple, BM25] = OrderedDict()
+_bm25_lock = threading.Lock()
+BM25_CACHE_SIZE = 16
+
+
+def _bm25(organisation) -> BM25:
+    """BM25 over the organisation's published passages, built once per process while they stay the same."""
+    rows = _kb_rows(organisation)
+    shape = rows.aggregate(n=Count("pk"), pks=Sum("pk"), changed=Max("updated_at"))
+    key = (organisation.pk, shape["n"], shape["pks"], shape["changed"])
+    with _bm25_lock:
+        if key in _bm25_cache:
+            _bm25_cache.move_to_end(key)
+            return _bm25_cache[key]
+    pairs = list(rows.values_list("pk", "text"))
+    index = BM25([pk for pk, _ in pairs], [text for _, text in pairs])
+    with _bm25_lock:
+        for old in [k for k in _bm25_cache if k[0] == organisation.pk]:
+            del _bm25_cache[old]
+        _bm25_cache[key] = index
+        while len(_bm25_cache) > BM25_CACHE_SIZE:
+            _bm25_cache.popitem(last=False)
+    return index
 
 
 def _one_per_article(organisation, found: list, k: int) -> list[Hit]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db.models import OuterRef, Q, Subquery
+from django.db.models.fields.json import KT
 
 from core.vectors import texts_embed
 from customer_service.models import AnswerSource, Message, Sender
@@ -51,7 +52,8 @@ def unanswered_questions(*, organisation, period: Period, limit: int = MAX_QUEST
         .exclude(source=AnswerSource.CHOICE)
         .annotate(
             next_source=Subquery(later.values("source")[:1]),
-            next_chosen=Subquery(later.values("suggestions__chosen")[:1]),
+            # the key as text (KT): compared as JSON, "none" never matched on SQLite
+            next_chosen=Subquery(later.annotate(chosen=KT("suggestions__chosen")).values("chosen")[:1]),
         )
         .filter(
             Q(next_source__in=(AnswerSource.HANDOFF, AnswerSource.REPHRASE))

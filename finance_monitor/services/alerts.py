@@ -137,6 +137,11 @@ def rule_series(rule: AlertRule) -> tuple[str, str]:
     return "all", ""
 
 
+# The volume test's cycle per bucket size (finance_monitor.surge): the trading day for hours, the week for
+# days.
+SEASON: dict[str, int] = {Granularity.HOUR: 24, Granularity.DAY: 7}
+
+
 def rule_config(rule: AlertRule) -> surge.SurgeConfig:
     return surge.SurgeConfig(
         baseline_buckets=rule.baseline_buckets,
@@ -144,6 +149,7 @@ def rule_config(rule: AlertRule) -> surge.SurgeConfig:
         min_volume=rule.min_volume,
         test_share=rule.test_share,
         test_volume=rule.test_volume,
+        season=SEASON[rule.granularity],
     )
 
 

@@ -6,16 +6,19 @@ Accepting documents queues ``finance_monitor.classify_documents`` for the organi
 queues it again for every organisation with pending documents, so documents that waited for a model, for the
 quota, or for a worker that died are picked up. :func:`documents_classify_pending` takes the pending documents
 (``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time, each batch in one transaction that
-locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, every document
-is recorded and counted in the trends (``trends.document_classified``) and the batch is charged to the
+locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, the batch is
+recorded and counted in the trends (``trends.documents_classified``: one upsert per batch), charged to the
 ``documents_classified`` meter, and its documents go to the organisation's live feed (``fm.documents``,
 sent after commit: ``services.dashboard``). A worker that dies mid-batch commits nothing of it; the next run
 takes the same rows again and the trends count them once.
 
-Both models run their own encoder pass: the registry's classifier kind serves each version as one traced
-module (encoder and head together), so sharing one pass between two heads would need the kind to expose
-the encoder and heads separately (``core.ml.predictor``); the time of each pass is reported so the cost is
-visible (the job's result, ``seconds``).
+One encoder pass per document feeds both heads: the registry's ``predict_shared`` embeds the batch once
+for every version on the same encoder (the default models are heads on the frozen base encoder) and runs
+each head on those embeddings; a fine-tuned version (its own encoder) makes its own pass. When both versions
+serve int8 (each passed its gate) the pass is int8; when one did not, both are served by their float models
+(``float_encoder``) rather than split into an int8 and a float pass: one float pass costs less than the two
+(bench/fm_ingest.py), and float is what each gate measured int8 against.
+The job's result reports the seconds of the encoder passes and of each head (``seconds``).
 
 Without an active topic or sentiment model the documents stay pending; the first time that happens, the
 organisation's default models are trained (``services.defaults``, when ``FM_DEFAULT_MODELS_ON_FIRST_USE``),
@@ -23,7 +26,6 @@ and their job queues classification again when it succeeds.
 """
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -34,11 +36,11 @@ from core.billing import services as billing
 from core.celery import app as celery_app
 from core.errors import QuotaExceeded
 from core.jobs.queues import Queue
-from core.registry.services import predictor_for
+from core.registry.services import predict_shared
 from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
 from finance_monitor.services.dashboard import documents_classified_broadcast
-from finance_monitor.services.trends import document_classified
+from finance_monitor.services.trends import Classified, documents_classified
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,9 @@ class ClassifyRun:
     batches: int = 0
     pending: int = 0  # documents still pending when the run stopped
     stopped: str = ""  # why it stopped before the queue was empty ("" when it emptied it)
-    seconds: dict[str, float] = field(default_factory=lambda: {TOPIC_TASK: 0.0, SENTIMENT_TASK: 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"encoder": 0.0, TOPIC_TASK: 0.0, SENTIMENT_TASK: 0.0}
+    )
     models: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -94,7 +98,10 @@ class ClassifyRun:
 
 
 def pending_documents(*, organisation):
-    return Document.objects.for_org(organisation).filter(classified_at__isnull=True)
+    # copies are never classified (their original is): ``services.documents``
+    return Document.objects.for_org(organisation).filter(
+        classified_at__isnull=True, duplicate_of__isnull=True
+    )
 
 
 def _allowance(organisation, wanted: int) -> tuple[int, str]:
@@ -133,11 +140,10 @@ def documents_classify_pending(
         log.warning("organisation %s: %s", organisation.pk, run.stopped)
         return run
     run.models = {TOPIC_TASK: topic_version.pk, SENTIMENT_TASK: sentiment_version.pk}
-    topic_model = predictor_for(version=topic_version)
-    sentiment_model = predictor_for(version=sentiment_version)
+    versions = (topic_version, sentiment_version)
     while run.classified < max_documents:
         wanted = min(batch_size, max_documents - run.classified)
-        done = _classify_batch(organisation, wanted, topic_model, sentiment_model, run)
+        done = _classify_batch(organisation, wanted, versions, run)
         if not done:
             break
     run.pending = pending_documents(organisation=organisation).count()
@@ -146,15 +152,34 @@ def documents_classify_pending(
     return run
 
 
-def _classify_batch(organisation, wanted: int, topic_model, sentiment_model, run: ClassifyRun) -> int:
+def _classify_batch(organisation, wanted: int, versions, run: ClassifyRun) -> int:
     try:
-        return _classify_locked_batch(organisation, wanted, topic_model, sentiment_model, run)
+        return _classify_locked_batch(organisation, wanted, versions, run)
     except QuotaExceeded as exc:  # a concurrent charge took the rest of the month: nothing of it committed
         run.stopped = exc.message
         return 0
 
 
-def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_model, run: ClassifyRun) -> int:
+def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
+    """Topic and sentiment of ``texts``, one encoder pass for both when they share an encoder."""
+    seconds: dict[str, float] = {}
+    if settings.FM_SHARED_ENCODER_PASS:
+        # both int8 (each passed its gate): one int8 pass; otherwise one float pass (see the module docstring)
+        float_encoder = not all(v.quantized for v in versions)
+        topics, sentiments = predict_shared(
+            versions=versions, texts=texts, seconds=seconds, float_encoder=float_encoder
+        )
+    else:  # the old path: each model its own encoder pass, as it serves online
+        ((topics,), (sentiments,)) = (
+            predict_shared(versions=[version], texts=texts, seconds=seconds) for version in versions
+        )
+    run.seconds["encoder"] += seconds.get("encoder", 0.0)
+    for task, version in zip((TOPIC_TASK, SENTIMENT_TASK), versions, strict=True):
+        run.seconds[task] += seconds.get(str(version.pk), 0.0)
+    return topics, sentiments
+
+
+def _classify_locked_batch(organisation, wanted: int, versions, run: ClassifyRun) -> int:
     with transaction.atomic():
         batch = list(
             pending_documents(organisation=organisation)
@@ -170,20 +195,19 @@ def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_mod
             if not batch:
                 return 0
         texts = [document_text(d) for d in batch]
-        started = time.perf_counter()
-        topics = topic_model.predict(texts)
-        run.seconds[TOPIC_TASK] += time.perf_counter() - started
-        started = time.perf_counter()
-        sentiments = sentiment_model.predict(texts)
-        run.seconds[SENTIMENT_TASK] += time.perf_counter() - started
-        for document, topic, sentiment in zip(batch, topics, sentiments, strict=True):
-            document_classified(
-                organisation=organisation,
-                document_id=document.pk,
-                topic=topic.label,
-                topic_probability=float(topic.probabilities[topic.label]),
-                probabilities={s: float(sentiment.probabilities[s]) for s in Sentiment.values},
-            )
+        topics, sentiments = _predict(versions, texts, run)
+        documents_classified(
+            organisation=organisation,
+            items=[
+                Classified(
+                    document_id=document.pk,
+                    topic=topic.label,
+                    topic_probability=float(topic.probabilities[topic.label]),
+                    probabilities={s: float(sentiment.probabilities[s]) for s in Sentiment.values},
+                )
+                for document, topic, sentiment in zip(batch, topics, sentiments, strict=True)
+            ],
+        )
         billing.usage_record(
             organisation=organisation,
             meter=METER,
@@ -200,7 +224,9 @@ def _classify_locked_batch(organisation, wanted: int, topic_model, sentiment_mod
 def organisations_with_pending() -> list[int]:
     """Every organisation with pending documents (beat's sweep; the one cross-tenant read here)."""
     return list(
-        Document.all_tenants.filter(classified_at__isnull=True, organisation__deleted_at__isnull=True)
+        Document.all_tenants.filter(
+            classified_at__isnull=True, duplicate_of__isnull=True, organisation__deleted_at__isnull=True
+        )
         .values_list("organisation_id", flat=True)
         .distinct()
         .order_by("organisation_id")

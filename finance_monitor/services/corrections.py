@@ -52,6 +52,12 @@ def document_correct(
         document = Document.objects.for_org(organisation).select_for_update().filter(pk=document_id).first()
         if document is None:
             raise NotFound("No such document.")
+        if document.duplicate_of_id is not None:
+            raise InvalidInput(
+                f"This document is a copy of document {document.duplicate_of_id}; copies are not classified "
+                "(their original is): correct the original.",
+                details={"duplicate_of": document.duplicate_of_id},
+            )
         if document.classified_at is None and (topic is None or sentiment is None):
             raise InvalidInput(
                 "This document is not classified yet: give both its topic and its sentiment.",

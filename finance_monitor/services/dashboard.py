@@ -199,6 +199,8 @@ CSV_COLUMNS = (
     "p_neutral",
     "p_negative",
     "corrected",
+    "duplicate_of",
+    "copies",
 )
 
 
@@ -235,6 +237,8 @@ def _csv_row(document: Document) -> list[str]:
         _number(p.get("neutral")),
         _number(p.get("negative")),
         "yes" if document.corrected_at else "no",
+        str(document.duplicate_of_id or ""),
+        str(document.copies),
     ]
 
 

@@ -1,15 +1,23 @@
 """Accepting documents: validation, de-duplication and idempotency, one or a batch of up to 1,000.
 
 De-duplication is done by PostgreSQL, atomically, with three partial unique constraints per organisation:
-the client's id (a re-push returns the stored document), the url, and the sha256 of the *normalised* text
-(lower case, Unicode NFKC, links, ``RT @user:`` prefixes, punctuation and runs of white space removed).
+the client's id (a re-push returns the stored document), the url (not stored again), and, among originals,
+the sha256 of the *normalised* text
+(lower case, Unicode NFKC; links, ``RT @user:`` prefixes, a reply's leading @mentions, a trailing ``via
+@user``, punctuation and runs of white space removed; @mentions inside the text kept).
 The normalised hash catches what duplicates look like in news and social feeds (the same wire story with
 other tracking links, a retweet, re-spaced or re-punctuated copies) at O(1) per document and under
 concurrency, with no scan. MinHash over shingles would also catch reworded copies but needs LSH tables and a
 threshold to tune; semantic near-duplicates will come from the core vector index once it lands.
 
-Metering: every document accepted (``created``; not an ``existing`` re-push, a ``duplicate`` or a rejected
-item) counts one on the ``documents_ingested`` meter, in the transaction that stores it. A call that would
+A document whose normalised text an earlier one of the organisation holds is a *copy*: stored (so analysts see
+that a story was retweeted 40 times), with ``duplicate_of`` its original, whose ``copies`` counts them; it is
+answered ``duplicate`` (with ``duplicate_of`` and its own id), and is never tagged, classified, counted in the
+trends or taken as an alert's evidence: the original stands for the story.
+
+Metering: every document stored (``created``, and copies; not an ``existing`` re-push, a same-url duplicate or
+a rejected item) counts one on the ``documents_ingested`` meter, in the transaction that stores it; copies are
+never classified, so never count on ``documents_classified``. A call that would
 pass the plan's monthly limit is refused whole (QuotaExceeded, HTTP 402 naming the meter, the limit and what
 remains) and stores nothing: a batch is all or nothing, and so is an upload or a feed poll (their callers
 wrap every batch of the file or feed in one transaction). Accepted documents queue their classification
@@ -24,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core.billing import services as billing
@@ -40,16 +48,21 @@ MAX_TITLE_CHARS = 500
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks drift; a date further ahead is refused
 
 _LINK = re.compile(r"https?://\S+|www\.\S+")
-_RETWEET = re.compile(r"^\s*rt\s+@\w+:?\s*")
-_MENTION = re.compile(r"@\w+")
+# what a copy adds around a text: "RT @user:" (repeated), a reply's leading @addressees, a final "via @user"
+_WRAPPING = re.compile(r"^\s*(?:rt\s+@\w+:?|@\w+:?)\s*|\s*\(?\bvia\s+@\w+\)?\s*$")
 _NON_WORD = re.compile(r"[\W_]+")
 
 
 def normalise_text(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = _RETWEET.sub("", text)
-    text = _LINK.sub(" ", text)
-    text = _MENTION.sub(" ", text)
+    """The text two copies of a document share: NFKC, lower case, no links, no retweet/reply/via wrapping,
+    punctuation and white space runs as one space. @mentions inside the text stay: "a recall at @tesla" and
+    "a recall at @ford" are different news (bench/fm_duplicates.py measures the rule)."""
+    text = _LINK.sub(" ", unicodedata.normalize("NFKC", text).lower())
+    while True:
+        unwrapped = _WRAPPING.sub("", text)
+        if unwrapped == text:
+            break
+        text = unwrapped
     return _NON_WORD.sub(" ", text).strip()
 
 
@@ -70,13 +83,15 @@ class DocumentIn:
 
 @dataclass
 class Outcome:
-    """What became of one pushed document: ``created``, ``existing`` (same client id), or ``duplicate``."""
+    """What became of one pushed document: ``created``, ``existing`` (same client id), ``duplicate`` (same
+    url: not stored; same text: stored as a copy, ``copy`` true), or ``rejected``."""
 
     index: int
     status: str
     document_id: int | None = None
     duplicate_of: int | None = None
     reason: str = ""
+    copy: bool = False  # a duplicate stored as a copy of ``duplicate_of`` (its id in ``document_id``)
 
 
 @dataclass
@@ -87,10 +102,16 @@ class BatchResult:
     def created(self) -> list[int]:
         return [o.document_id for o in self.outcomes if o.status == "created" and o.document_id]
 
+    @property
+    def copies(self) -> list[int]:
+        return [o.document_id for o in self.outcomes if o.copy and o.document_id]
+
     def counts(self) -> dict[str, int]:
-        out = {"created": 0, "existing": 0, "duplicate": 0, "rejected": 0}
+        """Each status's count; ``copies``: how many of the duplicates were stored as copies."""
+        out = {"created": 0, "existing": 0, "duplicate": 0, "rejected": 0, "copies": 0}
         for o in self.outcomes:
             out[o.status] += 1
+            out["copies"] += o.copy
         return out
 
 
@@ -147,96 +168,191 @@ def documents_ingest(
     with transaction.atomic():
         result.outcomes.extend(_store(organisation, source, pending, now))
         result.outcomes.sort(key=lambda o: o.index)
-        created = result.created
-        if created:
+        created, stored = result.created, sorted(result.created + result.copies)
+        if stored:
             # over the quota this raises QuotaExceeded (402) and the transaction keeps nothing of the call
             billing.usage_record(
                 organisation=organisation,
                 meter=METER,
-                quantity=len(created),
-                metadata={"source": source.pk, "documents": [created[0], created[-1]]},
+                quantity=len(stored),
+                metadata={"source": source.pk, "documents": [stored[0], stored[-1]]},
             )
             latest = max(now, source.last_document_at or now)
             Source.objects.for_org(organisation).filter(pk=source.pk).update(last_document_at=latest)
+        if created:  # copies are neither tagged nor classified: their original stands for them
             documents_tag(organisation=organisation, document_ids=created)
             classify_enqueue(organisation_id=organisation.pk)
     return result
 
 
 def _store(organisation, source, pending, now) -> list[Outcome]:
-    """Insert in one statement, letting the unique constraints decide; then say what each item became."""
+    """Insert in one statement, letting the unique constraints decide; then say what each item became.
+    Items whose text an earlier document holds are stored next, as copies of it (``_store_copies``)."""
     if not pending:
         return []
-    docs = Document.objects.for_org(organisation)
     outcomes: list[Outcome] = []
-    seen: dict[str, int] = {}  # key -> index of the first item in this batch holding it
+    seen: dict[str, int] = {}  # client id or url -> index of the first item in this batch holding it
+    first_of_hash: set[str] = set()
     rows: list[tuple[int, DocumentIn, str]] = []
+    copies: list[tuple[int, DocumentIn, str]] = []  # same text as an earlier item of this batch
     for index, item, digest in pending:
-        keys = [f"h:{digest}"] + ([f"u:{item.url}"] if item.url else [])
-        keys += [f"c:{item.client_id}"] if item.client_id else []
+        keys = ([f"u:{item.url}"] if item.url else []) + ([f"c:{item.client_id}"] if item.client_id else [])
         first = next((seen[k] for k in keys if k in seen), None)
         if first is not None:
             outcomes.append(Outcome(index, "duplicate", reason=f"same as item {first} of this batch"))
             continue
         seen.update({k: index for k in keys})
-        rows.append((index, item, digest))
-    with transaction.atomic():
-        Document.all_tenants.bulk_create(
-            [
-                Document(
-                    organisation=organisation,
-                    source=source,
-                    client_id=item.client_id,
-                    url=item.url,
-                    title=item.title,
-                    text=item.text,
-                    author=item.author,
-                    language=item.language,
-                    published_at=item.published_at,
-                    received_at=now,
-                    occurred_at=item.published_at if item.published_at and item.published_at <= now else now,
-                    text_hash=digest,
-                )
-                for _, item, digest in rows
-            ],
-            ignore_conflicts=True,
-        )
+        if digest in first_of_hash:
+            copies.append((index, item, digest))
+        else:
+            first_of_hash.add(digest)
+            rows.append((index, item, digest))
+    Document.all_tenants.bulk_create(
+        [_row(organisation, source, item, digest, now) for _, item, digest in rows], ignore_conflicts=True
+    )
+    stored = _stored(organisation, rows)
+    for index, item, digest in rows:
+        outcome = _outcome(index, item, digest, stored, source, now)
+        if outcome is None:  # its text is another document's: a copy of it
+            copies.append((index, item, digest))
+        else:
+            outcomes.append(outcome)
+    done, orphans = _store_copies(organisation, source, copies, stored["h"], now)
+    outcomes.extend(done)
+    if (
+        orphans
+    ):  # the first item of their text was not stored (same url as another): one of them is the original
+        outcomes.extend(_store(organisation, source, orphans, now))
+    return outcomes
+
+
+def _row(organisation, source, item: DocumentIn, digest: str, now, original: int | None = None) -> Document:
+    return Document(
+        organisation=organisation,
+        source=source,
+        client_id=item.client_id,
+        url=item.url,
+        title=item.title,
+        text=item.text,
+        author=item.author,
+        language=item.language,
+        published_at=item.published_at,
+        received_at=now,
+        occurred_at=item.published_at if item.published_at and item.published_at <= now else now,
+        text_hash=digest,
+        duplicate_of_id=original,
+    )
+
+
+def _stored(organisation, rows) -> dict[str, dict[str, Any]]:
+    """The stored documents holding the items' client ids and urls (any), and their texts (originals)."""
     clients = [item.client_id for _, item, _ in rows if item.client_id]
     urls = [item.url for _, item, _ in rows if item.url]
     hashes = [digest for _, _, digest in rows]
-    stored = list(
-        docs.filter(Q(text_hash__in=hashes) | Q(url__in=urls) | Q(client_id__in=clients)).values(
-            "id", "client_id", "url", "text_hash", "received_at", "source_id"
+    found = list(
+        Document.objects.for_org(organisation)
+        .filter(
+            Q(text_hash__in=hashes, duplicate_of__isnull=True) | Q(url__in=urls) | Q(client_id__in=clients)
         )
+        .values("id", "client_id", "url", "text_hash", "received_at", "source_id", "duplicate_of_id")
     )
-    by_client = {d["client_id"]: d for d in stored if d["client_id"]}
-    by_url = {d["url"]: d for d in stored if d["url"]}
-    by_hash = {d["text_hash"]: d for d in stored}
-    for index, item, digest in rows:
-        if item.client_id and item.client_id in by_client:
-            same = by_client[item.client_id]
-            if same["text_hash"] == digest and same["received_at"] == now and same["source_id"] == source.pk:
-                outcomes.append(Outcome(index, "created", document_id=same["id"]))
+    return {
+        "c": {d["client_id"]: d for d in found if d["client_id"]},
+        "u": {d["url"]: d for d in found if d["url"]},
+        "h": {d["text_hash"]: d for d in found if d["duplicate_of_id"] is None},
+    }
+
+
+def _is_this(row: dict, item: DocumentIn, digest: str, source, now) -> bool:
+    """Whether ``row`` is the one this call just inserted for ``item``."""
+    return (
+        row["text_hash"] == digest
+        and row["received_at"] == now
+        and row["source_id"] == source.pk
+        and row["client_id"] == item.client_id
+        and row["url"] == item.url
+    )
+
+
+def _outcome(index, item, digest, stored, source, now) -> Outcome | None:
+    """What an item inserted as an original became; None when its text is held by an earlier document."""
+    if item.client_id and item.client_id in stored["c"]:
+        same = stored["c"][item.client_id]
+        if _is_this(same, item, digest, source, now):
+            return Outcome(index, "created", document_id=same["id"])
+        return Outcome(index, "existing", document_id=same["id"], reason="same client id")
+    hit = stored["u"].get(item.url) if item.url else None
+    if hit is not None:
+        if _is_this(hit, item, digest, source, now):
+            return Outcome(index, "created", document_id=hit["id"])
+        return Outcome(index, "duplicate", duplicate_of=hit["id"], reason="same url")
+    hit = stored["h"].get(digest)
+    if hit is not None and _is_this(hit, item, digest, source, now):
+        return Outcome(index, "created", document_id=hit["id"])
+    if hit is None:  # lost to a concurrent delete: report rather than guess
+        return Outcome(index, "rejected", reason="conflicted with a concurrent change; retry")
+    return None
+
+
+def _store_copies(
+    organisation, source, copies, originals: dict[str, dict], now
+) -> tuple[list[Outcome], list]:
+    """Store each copy with ``duplicate_of`` its original, and add them to the originals' ``copies``; the
+    copies whose text no stored original holds come back apart (stored as originals by the caller).
+
+    A copy with a client id or url can still meet the unique constraints (a concurrent push of the same
+    id): those go in with ``ignore_conflicts`` and are looked up by their keys; the rest cannot conflict
+    and go in with their ids returned."""
+    outcomes: list[Outcome] = []
+    orphans: list[tuple[int, DocumentIn, str]] = []
+    keyed: list[tuple[int, DocumentIn, str, int]] = []
+    plain: list[tuple[int, int, Document]] = []
+    for index, item, digest in copies:
+        original = originals.get(digest)
+        if original is None:
+            orphans.append((index, item, digest))
+        elif item.client_id or item.url:
+            keyed.append((index, item, digest, original["id"]))
+        else:
+            plain.append(
+                (index, original["id"], _row(organisation, source, item, digest, now, original["id"]))
+            )
+    made: dict[int, int] = {}  # original -> copies stored now
+    Document.all_tenants.bulk_create([row for _, _, row in plain])
+    for index, original_id, row in plain:
+        outcomes.append(_copy_outcome(index, row.pk, original_id))
+        made[original_id] = made.get(original_id, 0) + 1
+    if keyed:
+        Document.all_tenants.bulk_create(
+            [_row(organisation, source, item, digest, now, orig) for _, item, digest, orig in keyed],
+            ignore_conflicts=True,
+        )
+        stored = _stored(organisation, [(i, item, d) for i, item, d, _ in keyed])
+        for index, item, digest, original_id in keyed:
+            hit = stored["c"].get(item.client_id) if item.client_id else stored["u"].get(item.url)
+            if hit is not None and _is_this(hit, item, digest, source, now):
+                outcomes.append(_copy_outcome(index, hit["id"], original_id))
+                made[original_id] = made.get(original_id, 0) + 1
+            elif hit is not None and item.client_id:
+                outcomes.append(Outcome(index, "existing", document_id=hit["id"], reason="same client id"))
+            elif hit is not None:
+                outcomes.append(Outcome(index, "duplicate", duplicate_of=hit["id"], reason="same url"))
             else:
-                outcomes.append(Outcome(index, "existing", document_id=same["id"], reason="same client id"))
-            continue
-        hit = by_url.get(item.url) if item.url else None
-        if hit is not None:
-            reason = "same url"
-        else:
-            hit, reason = by_hash.get(digest), "same text"
-        if hit is None:  # lost to a concurrent delete: report rather than guess
-            outcomes.append(Outcome(index, "rejected", reason="conflicted with a concurrent change; retry"))
-        elif (
-            hit["text_hash"] == digest
-            and hit["received_at"] == now
-            and hit["client_id"] == item.client_id
-            and hit["url"] == item.url
-        ):
-            outcomes.append(Outcome(index, "created", document_id=hit["id"]))
-        else:
-            outcomes.append(Outcome(index, "duplicate", duplicate_of=hit["id"], reason=reason))
-    return outcomes
+                outcomes.append(
+                    Outcome(index, "rejected", reason="conflicted with a concurrent change; retry")
+                )
+    by_count: dict[int, list[int]] = {}  # one UPDATE per distinct number of new copies (mostly one)
+    for original_id, n in made.items():
+        by_count.setdefault(n, []).append(original_id)
+    for n, ids in sorted(by_count.items()):
+        Document.objects.for_org(organisation).filter(pk__in=sorted(ids)).update(copies=F("copies") + n)
+    return outcomes, orphans
+
+
+def _copy_outcome(index: int, document_id: int, original_id: int) -> Outcome:
+    return Outcome(
+        index, "duplicate", document_id=document_id, duplicate_of=original_id, reason="same text", copy=True
+    )
 
 
 def document_in_from_mapping(row: dict[str, Any], *, parse_time) -> DocumentIn:

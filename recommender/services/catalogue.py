@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.billing import services as billing
 from core.errors import InvalidInput
 from recommender.models import Item
-from recommender.services import text
+from recommender.services import snapshot, text
 from recommender.services.rows import (
     MAX_BATCH,
     IngestResult,
@@ -206,6 +206,8 @@ def _store(
             changed.append(stored)
         if changed:
             Item.all_tenants.bulk_update(changed, [*ITEM_FIELDS, "vector", "embedder", "updated_at"])
+        if new or changed:
+            snapshot.catalogue_changed(organisation=organisation)
         if new or rewritten:
             text.items_embed_enqueue(organisation_id=organisation.pk)
     result.created, result.updated = len(new), len(changed)

@@ -1,12 +1,14 @@
 """Serving: top-k items for a user (their history read now), for an anonymous session (its items), and the
 items similar to an item, from the organisation's active recommender version.
 
-The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``); the
-user's history is read at request time, so a new event changes the next answer without retraining. Items are
-served only while they exist, are not deleted, not expired and (by default) available, and within the
-request's filters (category, price range); the request's exclusions, the history's own items and (by
-default) the user's purchases are left out. Each item comes with ``why``: the history items that drove it
-(empty when it is there for its popularity), and ``why_words``: the words its title shares with theirs.
+The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``), and
+so is the catalogue (``services.snapshot``: arrays rebuilt after any catalogue write); the user's history is
+read at request time (one query, with the organisation's settings in another), so a new event changes the
+next answer without retraining. Items are served only while they exist, are not deleted, not expired and (by
+default) available, and within the request's filters (category, price range: masks over the snapshot);
+the request's exclusions, the history's own items and (by default) the user's purchases are left out. Each
+item comes with ``why``: the history items that drove it (empty when it is there for its popularity), and
+``why_words``: the words its title shares with theirs.
 
 Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
 items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
@@ -19,24 +21,33 @@ otherwise ``experiment`` is null. Diversity (``services.diversity``): at most ``
 any one category, the request's limit or the organisation's default.
 
 Metering: ``recommendations_served`` counts one per answered request, whatever ``k`` (a request refused or
-failed counts nothing; an empty answer still counts).
+failed counts nothing; an empty answer still counts), through ``core.billing.streamed``: with Redis the quota
+is read from its counter and the ledger line goes through the ledger stream, so a request makes no metering
+statement of its own (five before).
 """
 
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
-from core import vectors
-from core.billing import services as billing
+from core.billing.streamed import metered_streamed
 from core.errors import InvalidInput, NotFound
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
 from recommender import hybrid, ranking
 from recommender.kinds import RECOMMENDER
-from recommender.selectors import item_get, items_servable, items_titles, popular_items, user_history
-from recommender.services import diversity, experiments, text
+from recommender.selectors import (
+    ServingSettings,
+    item_get,
+    items_titles,
+    popular_items,
+    serving_settings,
+    user_history,
+)
+from recommender.services import diversity, experiments, snapshot, text
 from recommender.services.training import APP, TASK
 
 SERVED_METER = "recommendations_served"
@@ -73,35 +84,51 @@ def _live_popularity(organisation) -> ranking.RankModel:
     )
 
 
+def _order(scores: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Positions ``start:stop`` of the best-first order of ``scores`` (a partition, not a full sort, while
+    ``stop`` is below the length: a catalogue of a million is not sorted for ten items)."""
+    n = len(scores)
+    if stop >= n:
+        return np.argsort(-scores, kind="stable")[start:]
+    top = np.argpartition(-scores, stop - 1)[:stop]
+    return top[np.argsort(-scores[top], kind="stable")][start:]
+
+
 def _pick(
-    *, organisation, ids: list[str], scores: np.ndarray, k: int, filters: Filters, skip: set[str]
-) -> list[tuple[Any, float]]:
-    """The k best-scored items that pass the filters and the limit per category, in order, reading
-    candidates in growing chunks."""
-    order = np.argsort(-scores, kind="stable")
-    picked: list[tuple[Any, float]] = []
-    limit = diversity.effective_limit(organisation=organisation, requested=filters.max_per_category)
+    *, snap: snapshot.Snapshot, ranked: "Ranked", k: int, filters: Filters, skip: set[str], limit: int | None
+) -> list[tuple[int, float]]:
+    """The k best-scored items that may be served (the snapshot's masks: live, not expired, available,
+    within the filters) and within the limit per category, in order, as (snapshot row, score); candidates
+    are read in growing chunks."""
+    ids, scores = ranked.ids, ranked.scores
+    rows = ranked.rows(snap)
+    if filters.category:
+        scores = np.where(
+            snap.category_mask(filters.category)[np.maximum(rows, 0)] & (rows >= 0), scores, -np.inf
+        )
+    now = time.time()
+    picked: list[tuple[int, float]] = []
     counts: dict[str, int] = {}
     start, chunk = 0, max(50, 4 * k)
-    while len(picked) < k and start < len(order):
-        ranked = [(ids[i], float(scores[i])) for i in order[start : start + chunk]]
-        ranked = [(i, s) for i, s in ranked if i not in skip and i not in filters.exclude and s > -np.inf]
-        rows = items_servable(
-            organisation=organisation,
-            external_ids=[i for i, _ in ranked],
-            category=filters.category,
+    while len(picked) < k and start < len(scores):
+        block = _order(scores, start, start + chunk)
+        ok = snap.servable(
+            rows[block],
+            now=now,
+            category=None,
             min_price=filters.min_price,
             max_price=filters.max_price,
             available_only=filters.available_only,
         )
-        for external_id, score in ranked:
-            item = rows.get(external_id)
-            if (
-                item is not None
-                and len(picked) < k
-                and diversity.within_limit(item.categories, counts, limit)
-            ):
-                picked.append((item, score))
+        for position, good in zip(block.tolist(), ok.tolist(), strict=True):
+            score = float(scores[position])
+            if not good or score == -np.inf or ids[position] in skip or ids[position] in filters.exclude:
+                continue
+            row = int(rows[position])
+            if diversity.within_limit(snap.categories[row], counts, limit):
+                picked.append((row, score))
+                if len(picked) == k:
+                    break
         start, chunk = start + chunk, chunk * 4
     return picked
 
@@ -114,70 +141,92 @@ class Ranked:
     scores: np.ndarray
     by_text: set[str]
     neighbours: text.TextNeighbours
+    model: Any = None  # the model whose ``items`` start ``ids`` (their rows are cached in the snapshot)
+
+    def rows(self, snap: snapshot.Snapshot) -> np.ndarray:
+        if self.model is None:
+            return snap.rows_of(self.ids)
+        known = snap.model_rows(self.model)
+        return (
+            np.concatenate([known, snap.rows_of(self.ids[len(known) :])])
+            if len(self.ids) > len(known)
+            else known
+        )
 
 
-def _rank(*, organisation, model, history: dict[str, float], skip: set[str], k: int) -> Ranked:
+def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str], k: int) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
     - any model ranks by text alone when it knows none of the history's items (a user who only saw new
       items, or the similar items of an item nobody has bought yet);
     - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
-      and the other models rank as they are (text adds nothing to them)."""
-    want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
-    neighbours = text.text_neighbours(organisation=organisation, history=history, k=want)
+      and the other models rank as they are (text adds nothing to them). A hybrid of more than
+      ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``)."""
     knows = any(i in model.index for i in history)
+    if knows and not isinstance(model, hybrid.HybridModel):
+        return Ranked(model.items, model.scores(history), set(), text.TextNeighbours([], {}), model)
+    want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
+    neighbours = text.text_neighbours(organisation=organisation, snap=snap, history=history, k=want)
     if neighbours.hits and not knows:
         ids = [i for i, _ in neighbours.hits]
         return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
     if isinstance(model, hybrid.HybridModel):
         extra = [(i, c) for i, c in neighbours.hits if i not in model.index]
-        scores, extra_scores = model.scores_with(history, np.array([c for _, c in extra]), [0.0] * len(extra))
+        cosines = np.array([c for _, c in extra], dtype=np.float32)
+        if len(model.items) > hybrid.FULL_SCORING_MAX:
+            found = [model.index[i] for i, _ in neighbours.hits if i in model.index]
+            candidates, scores, extra_scores = model.candidate_scores(
+                history, found, cosines, [0.0] * len(extra)
+            )
+            ids = [model.items[i] for i in candidates.tolist()] + [i for i, _ in extra]
+            return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours)
+        scores, extra_scores = model.scores_with(history, cosines, [0.0] * len(extra))
         ids = model.items + [i for i, _ in extra]
-        return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours)
-    return Ranked(list(model.items), model.scores(history), set(), neighbours)
+        return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours, model)
+    return Ranked(model.items, model.scores(history), set(), neighbours, model)
 
 
-def _why(*, organisation, model, ranked: Ranked, picked, history) -> dict[str, list[str]]:
+def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, list[str]]:
     """Per picked item, the history items that drove it (by the model, or by text for text-only ones)."""
-    by_text = [item.external_id for item, _ in picked if item.external_id in ranked.by_text]
-    vectors_of = {}
-    if by_text:
-        reference = vectors.current_model(organisation=organisation, app=text.APP, task=text.TEXT_TASK)
-        vectors_of = text.item_vectors(organisation=organisation, external_ids=by_text, model=reference)
     out = {}
-    for item, _ in picked:
-        key = item.external_id
+    for row, _ in picked:
+        key = snap.ids[row]
         if key in ranked.by_text:
             out[key] = text.text_why(
-                vector=vectors_of.get(key), history_vectors=ranked.neighbours.history_vectors, history=history
+                vector=ranked.neighbours.vector_of(key),
+                history_vectors=ranked.neighbours.history_vectors,
+                history=history,
             )
         else:
             out[key] = model.why(history, key)
     return out
 
 
-def _answer(*, organisation, version, model, picked, history: dict[str, float], why) -> dict[str, Any]:
+def _answer(*, organisation, snap, version, picked, why) -> dict[str, Any]:
     explaining = sorted({i for reasons in why.values() for i in reasons})
-    titles = items_titles(organisation=organisation, external_ids=explaining)
+    titles = {i: snap.titles[snap.row[i]] for i in explaining if i in snap.row}
+    missing = [i for i in explaining if i not in titles]  # deleted items still explain
+    titles.update(items_titles(organisation=organisation, external_ids=missing))
+    items = []
+    for row, score in picked:
+        key, title = snap.ids[row], snap.titles[row]
+        items.append(
+            {
+                "id": key,
+                "title": title,
+                "score": round(score, 6),
+                "categories": snap.categories[row],
+                "price": snap.prices[row],
+                "why": why[key],
+                "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key]]),
+            }
+        )
     return {
         "experiment": None,
         "model_version": None if version is None else version.pk,
         "version": None if version is None else version.version,
         "method": "live_popularity" if version is None else version.method,
-        "items": [
-            {
-                "id": item.external_id,
-                "title": item.title,
-                "score": round(score, 6),
-                "categories": item.categories,
-                "price": None if item.price is None else str(item.price),
-                "why": why[item.external_id],
-                "why_words": text.shared_words(
-                    title=item.title, others=[titles.get(i, "") for i in why[item.external_id]]
-                ),
-            }
-            for item, score in picked
-        ],
+        "items": items,
     }
 
 
@@ -198,6 +247,7 @@ def _serving_version(*, organisation, subject: str | None):
 def _serve(
     *,
     organisation,
+    settings: ServingSettings,
     api_key,
     history: dict[str, float],
     skip: set[str],
@@ -210,19 +260,19 @@ def _serve(
     popularity before the first model; merge the text neighbours in, pick, explain and meter; under an
     experiment, record the impression."""
     version, experiment, arm = _serving_version(organisation=organisation, subject=subject)
+    limit = (
+        settings.max_per_category if filters.max_per_category is None else (filters.max_per_category or None)
+    )
 
     def run() -> dict[str, Any]:
+        snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
-        ranked = _rank(organisation=organisation, model=model, history=history, skip=skip, k=k)
-        picked = _pick(
-            organisation=organisation, ids=ranked.ids, scores=ranked.scores, k=k, filters=filters, skip=skip
-        )
-        why = _why(organisation=organisation, model=model, ranked=ranked, picked=picked, history=history)
-        return _answer(
-            organisation=organisation, version=version, model=model, picked=picked, history=history, why=why
-        )
+        ranked = _rank(organisation=organisation, snap=snap, model=model, history=history, skip=skip, k=k)
+        picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
+        why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
+        return _answer(organisation=organisation, snap=snap, version=version, picked=picked, why=why)
 
-    answer = billing.metered(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
+    answer = metered_streamed(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
     if experiment is None:
         return answer
     if record:
@@ -249,10 +299,12 @@ def recommendations_for_user(
     """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items).
     ``record=False`` (the explorer: staff looking, not the user) leaves no experiment impression."""
     check_k(k)
-    history, purchased = user_history(organisation=organisation, user=user)
+    settings = serving_settings(organisation=organisation)
+    history, purchased = user_history(organisation=organisation, user=user, weights=settings.weights)
     skip = set(purchased) if exclude_purchased else set()
     answer = _serve(
         organisation=organisation,
+        settings=settings,
         api_key=api_key,
         history=history,
         skip=skip,
@@ -275,6 +327,7 @@ def recommendations_for_session(
     history = {item: 1.0 for item in items}
     answer = _serve(
         organisation=organisation,
+        settings=serving_settings(organisation=organisation),
         api_key=api_key,
         history=history,
         skip=set(items),
@@ -295,6 +348,12 @@ def items_similar(
         raise NotFound("No such item.")
     history = {external_id: 1.0}
     answer = _serve(
-        organisation=organisation, api_key=api_key, history=history, skip={external_id}, k=k, filters=filters
+        organisation=organisation,
+        settings=serving_settings(organisation=organisation),
+        api_key=api_key,
+        history=history,
+        skip={external_id},
+        k=k,
+        filters=filters,
     )
     return {"item": external_id, **answer}

@@ -11,8 +11,9 @@ Training the hybrid ranker embeds whatever is still pending before it reads the 
 ``recommender.embed_pending`` queues a run every five minutes for each organisation with items left
 without a vector.
 
-Serving reads the vectors of a history's items, sums them with the history's weights into a profile and asks
-the index for the closest items: that is how items nobody has bought are reached (``text_neighbours``).
+Serving reads the vectors of a history's items from the catalogue's in-memory snapshot
+(``services.snapshot``), sums them with the history's weights into a profile and asks the snapshot's index
+for the closest items: that is how items nobody has bought are reached (``text_neighbours``).
 """
 
 import re
@@ -27,6 +28,7 @@ from core import vectors
 from core.celery import app as celery_app
 from core.jobs.queues import Queue
 from recommender.models import Item
+from recommender.services import snapshot
 
 APP, TEXT_TASK = "recommender", "item_text"
 EMBED_TASK_NAME = "recommender.embed_items"
@@ -107,6 +109,7 @@ def items_embed_pending(*, organisation, batch_size: int = EMBED_BATCH) -> int:
             for item in batch:
                 item.updated_at = now  # bulk_update skips auto_now; the vector index keys on it
             Item.all_tenants.bulk_update(batch, ["vector", "embedder", "updated_at"])
+            snapshot.catalogue_changed(organisation=organisation)
             done += len(batch)
 
 
@@ -121,39 +124,52 @@ def organisations_with_items_to_embed() -> list[int]:
     )
 
 
-def item_vectors(*, organisation, external_ids: list[str], model: str) -> dict[str, np.ndarray]:
-    """The current-model vectors of those items that have one."""
-    rows = (
-        _item_rows(organisation)
-        .filter(external_id__in=external_ids, embedder=model)
-        .values_list("external_id", "vector")
-    )
-    return {key: np.frombuffer(bytes(vector), dtype=np.float32) for key, vector in rows}
-
-
 @dataclass(frozen=True)
 class TextNeighbours:
-    """What the index says about a history: the closest items (cosine), and the history's own vectors."""
+    """What the index says about a history: the closest items (cosine), the history's own vectors, and the
+    snapshot and model they come from (the vectors of the hits)."""
 
     hits: list[tuple[str, float]]
     history_vectors: dict[str, np.ndarray]
+    snap: snapshot.Snapshot | None = None
+    model: str = ""
+
+    def vector_of(self, key: str) -> np.ndarray | None:
+        return None if self.snap is None else self.snap.vector_of(key, self.model)
 
 
-def text_neighbours(*, organisation, history: dict[str, float], k: int) -> TextNeighbours:
-    """The ``k`` items whose text is closest to the history's (weighted sum of its items' vectors)."""
-    if not history or not _item_rows(organisation).filter(external_id__in=list(history)).exists():
-        return TextNeighbours([], {})  # nothing embedded yet: the encoder is not even loaded
+def _embedded_history(snap: snapshot.Snapshot, history: dict[str, float]) -> bool:
+    rows = [snap.row[i] for i in history if i in snap.row]
+    return bool(rows) and bool((snap.embedder[rows] >= 0).any())
+
+
+def text_neighbours(
+    *, organisation, snap: snapshot.Snapshot, history: dict[str, float], k: int
+) -> TextNeighbours:
+    """The ``k`` items whose text is closest to the history's (weighted sum of its items' vectors), from the
+    snapshot's index (exact below ``VECTOR_ANN_MIN_VECTORS`` items, faiss IVF above). When some items carry
+    vectors of another model than the current one (a new embedding version was activated), they are embedded
+    again first, as ``core.vectors.vector_search`` does, so one ranking never mixes two models."""
+    if not history or not _embedded_history(snap, history):
+        return TextNeighbours([], {})  # nothing of the history is embedded: the encoder is not even loaded
     model = vectors.current_model(organisation=organisation, app=APP, task=TEXT_TASK)
-    own = item_vectors(organisation=organisation, external_ids=list(history), model=model)
+    if snap.stale(model):
+        items_embed_pending(organisation=organisation)
+        snap = snapshot.catalogue_snapshot(
+            organisation=organisation, version=snapshot.catalogue_version(organisation)
+        )
+    own = {key: v for key in history if (v := snap.vector_of(key, model)) is not None}
     if not own:
         return TextNeighbours([], {})
     profile = sum(history[key] * vector for key, vector in own.items())
     norm = float(np.linalg.norm(profile))
     if norm == 0:
         return TextNeighbours([], own)
-    query = vectors.Embedded(np.asarray(profile / norm, dtype=np.float32)[None, :], model)
-    found, _ = vectors.vector_search(source=ITEM_VECTORS, organisation=organisation, query=query, k=k)
-    return TextNeighbours([(str(hit.key), hit.score) for hit in found], own)
+    _rows, index = snap.index(model)
+    if not len(index):
+        return TextNeighbours([], own)
+    found = index.search(np.asarray(profile / norm, dtype=np.float32)[None, :], k)[0]
+    return TextNeighbours([(str(m.key), m.score) for m in found], own, snap, model)
 
 
 def text_why(

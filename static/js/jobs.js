@@ -17,13 +17,18 @@
     status.textContent = job.status;
     status.className = "status " + job.status;
     row.querySelector(".bar > span").style.width = Math.round(job.progress * 100) + "%";
-    row.querySelector(".message").textContent = job.error || job.message;
+    row.querySelector(".message").textContent = job.sentence || job.error || job.message;
+    const sentence = document.querySelector(`[data-sentence-for="${job.id}"]`);
+    if (sentence && job.sentence) sentence.textContent = job.sentence;
     const metrics = document.querySelector(`[data-metrics-for="${job.id}"]`);
     if (metrics && job.metrics && job.metrics.step !== undefined) metrics.textContent = describe(job.metrics);
     const device = row.querySelector(".device");
     if (device) device.textContent = job.device;
     const active = job.status === "queued" || job.status === "running";
+    const wasActive = row.dataset.active === "1";
     row.dataset.active = active ? "1" : "0";
+    // A job's own page shows what a finished job offers (its model, a fine-tune): load it once it ends.
+    if (wasActive && !active && row.dataset.reloadWhenDone) window.location.reload();
     if (!active) { const b = row.querySelector("button.danger"); if (b) b.remove(); }
   }
   async function poll() {

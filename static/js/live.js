@@ -6,7 +6,7 @@
 // refresh() is called at once, then `every` ms after each call ends; message(msg) for each socket frame (parsed
 // JSON; without `message`, a frame calls refresh()); open() when a socket connects. With `heartbeat: { every,
 // frame }`, the socket sends `frame` when it opens and every `every` ms (the inbox says its operator is still
-// there). Returns { refresh, stop }.
+// there). Returns { refresh, stop, send } (send(frame): to the open socket, dropped when there is none).
 (function () {
   function follow(options) {
     const every = options.every || 3000;
@@ -52,6 +52,7 @@
     tick();
     return {
       refresh,
+      send(frame) { if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame)); },
       stop() { stopped = true; clearTimeout(timer); clearInterval(beat); if (socket) socket.close(); },
     };
   }

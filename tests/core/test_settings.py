@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(args, env_extra, tmp_path):
     env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "MODEL_STORE", "DATASET_STORE")
     }
     env.update({"TRELLIS_VAR_DIR": str(tmp_path), **env_extra})
     return subprocess.run(
@@ -53,6 +55,19 @@ def test_embedded_default_needs_no_services(tmp_path):
         "django.core.cache.backends.locmem.LocMemCache",
     ]
     assert out[4] == str(tmp_path / "models")
+
+
+def test_embedded_database_writes_ahead_and_syncs_at_checkpoints(tmp_path):
+    """The embedded default's SQLite file: write-ahead log (readers go on while the worker writes) and
+    ``synchronous=NORMAL`` (no disk sync per commit: a chat message makes several)."""
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','core.settings'); django.setup();"
+        "from django.db import connection;"
+        "c = connection.cursor();"
+        "print(c.execute('PRAGMA journal_mode').fetchone()[0], c.execute('PRAGMA synchronous').fetchone()[0])"
+    )
+    out = _run(["-c", code], {}, tmp_path)
+    assert out.stdout.split() == ["wal", "1"], out.stdout + out.stderr  # 1: NORMAL (2 is FULL, the default)
 
 
 def test_services_from_environment(tmp_path):

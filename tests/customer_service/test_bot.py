@@ -6,6 +6,7 @@ from core.billing import services as billing
 from core.billing.models import Meter, UsageEvent
 from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import services as registry
+from core.registry.services.common import active_version
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import (
@@ -137,6 +138,22 @@ def test_unsure_or_uncovered_questions_go_to_a_person(bot_org):
     assert reply.source == AnswerSource.HANDOFF and reply.text.startswith("Nobody from our team is online")
     assert conversation.status == ConversationStatus.WAITING and conversation.email_requested
     assert "Not sure: 'change_pin'" in conversation.handoff_reason
+
+
+@pytest.mark.django_db
+def test_the_model_scores_an_off_topic_question_out_of_scope_and_the_rule_reads_the_top_probability(bot_org):
+    """The intent model's ``in_scope`` ranks a question about nothing it knows below one like its training
+    questions; the bot's rule compares the top probability (``answering``'s docstring says why)."""
+    organisation, _owner, _version = bot_org
+    bot = services.bot_settings_update(organisation=organisation, uncertain_mode="handoff")
+    known = next(t for t, label in banking_rows("train_slice.csv") if label == "change_pin")
+    off_topic = "What is the boiling point of tungsten in kelvin?"
+    version = active_version(organisation, "customer_service", "intent")
+    scored_known, scored_off = registry.predictor_for(version=version).predict([known, off_topic])
+    assert scored_off.in_scope is not None and scored_known.in_scope is not None
+    assert scored_off.in_scope < scored_known.in_scope
+    decided = services.decide(organisation=organisation, bot=bot, text=off_topic)
+    assert decided.confidence == pytest.approx(scored_off.probabilities[scored_off.label])
 
 
 @pytest.mark.django_db

@@ -110,7 +110,7 @@ def test_jobs_page_follows_progress_without_reload(live_server, page):
         arg=job.pk,
         timeout=15_000,
     )
-    expect(row.locator(".message")).to_have_text("Done")
+    expect(row.locator(".message")).to_have_text("Finished: Done.")  # in a sentence, as on the job's page
     expect(row).to_have_attribute("data-active", "0")
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert navigations == [], navigations

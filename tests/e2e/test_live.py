@@ -84,5 +84,5 @@ def test_without_a_socket_the_inbox_and_jobs_follow_by_polling(live_server, page
     page.goto(f"{live_server.url}/jobs/")
     row = page.locator(f'tr[data-job="{job.pk}"]')
     TrainingJob.all_tenants.filter(pk=job.pk).update(progress=0.9, message="polled")
-    expect(row.locator(".message")).to_have_text("polled", timeout=10_000)
+    expect(row.locator(".message")).to_have_text("Running: polled.", timeout=10_000)
     expect(row.locator(".bar > span")).to_have_attribute("style", re.compile(r"width:\s*90%"))

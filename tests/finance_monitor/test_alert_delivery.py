@@ -4,6 +4,7 @@ locmem outbox, the live socket per organisation, and the whole path through a re
 
 import hashlib
 import hmac
+import io
 import json
 import time
 from datetime import timedelta
@@ -11,11 +12,15 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from finance_monitor import tasks
-from finance_monitor.models import Delivery
+from finance_monitor.models import AlertRule, Delivery
 from finance_monitor.services import alert_delivery, alerts
 from finance_monitor.services.trends import bucket_start
 from tests.conftest import PASSWORD
@@ -72,6 +77,38 @@ def test_webhooks_are_signed_as_stripe_signs(make_org, http_server):
         )
     [delivered] = deliveries(alert)
     assert (delivered.channel, delivered.attempt, delivered.state) == ("webhook", 1, "delivered")
+
+
+def _column(rule) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT webhook_secret FROM finance_monitor_alertrule WHERE id = %s", [rule.pk])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_webhook_secrets_are_sealed_at_rest_and_still_sign(make_org, http_server, settings):
+    settings.TRELLIS_ENCRYPT_AT_REST = False  # a rule made before encryption was on: clear in its column
+    organisation, _ = make_org()
+    http_server.routes["/hook"] = lambda request: (200, {}, b"thanks")
+    before = topic_rule(organisation, name="before", webhook_url=f"{http_server.url}/hook")
+    assert _column(before) == before.webhook_secret
+
+    settings.TRELLIS_ENCRYPT_AT_REST, settings.TRELLIS_MASTER_KEY = True, Fernet.generate_key().decode()
+    rule = topic_rule(organisation, webhook_url=f"{http_server.url}/hook")
+    secret = AlertRule.objects.for_org(organisation).get(pk=rule.pk).webhook_secret
+    assert secret.startswith("whsec_") and secret == rule.webhook_secret
+    raw = _column(rule)
+    assert raw.startswith("sealed:") and secret not in raw  # a copy of the database does not give it away
+    assert alert_delivery.rule_webhook_test(rule=AlertRule.all_tenants.get(pk=rule.pk)).state == "delivered"
+    assert verify(http_server.requests[-1], secret)["type"] == "alert.test"  # the receiver's secret verifies
+
+    call_command("seal_secrets", stdout=io.StringIO())  # the rule from before is sealed too, same secret
+    assert _column(before).startswith("sealed:")
+    assert AlertRule.all_tenants.get(pk=before.pk).webhook_secret == before.webhook_secret
+
+    settings.TRELLIS_MASTER_KEY = Fernet.generate_key().decode()  # not the key that sealed it: a clear error
+    with pytest.raises(ImproperlyConfigured, match="does not open"):
+        AlertRule.all_tenants.get(pk=rule.pk)
 
 
 @pytest.mark.django_db

@@ -176,3 +176,28 @@ def test_bad_rules_are_refused_with_a_reason(make_org):
     assert rule.webhook_secret.startswith("whsec_")
     with pytest.raises(InvalidInput, match="exists"):
         alerts.alert_rule_save(organisation=organisation, name="r")
+
+
+@pytest.mark.django_db
+def test_hour_rules_expect_the_hours_own_volume_and_day_rules_the_weekdays(make_org):
+    from finance_monitor.surge import Counts, detect
+
+    organisation, _ = make_org()
+    hourly = alerts.rule_config(
+        topic_rule(
+            organisation,
+            name="hourly",
+            test_share=False,
+            test_volume=True,
+            baseline_buckets=168,
+            significance=0.002,
+        )
+    )
+    daily = alerts.rule_config(topic_rule(organisation, name="daily", granularity="day"))
+    assert (hourly.season, daily.season) == (24, 7)
+    # a week of hours, 100 an hour from 13:00 to 20:00 and 10 otherwise, evaluated at 14:00 at its usual 100
+    history = [Counts(v, 0) for v in ([10] * 13 + [100] * 8 + [10] * 3) * 8][
+        -hourly.history_buckets - 10 : -9
+    ]
+    assert history[-1].volume == 100 and history[-2].volume == 100
+    assert not any(f.significant for f in detect(history, hourly))  # a busy hour is not a surge

@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from core.billing.models import Plan, UsageEvent, plan_limits_write
-from core.errors import Conflict
+from core.errors import Conflict, InvalidInput
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
 from core.realtime import org_group
@@ -30,8 +30,10 @@ TEXTS = [
 
 
 def install_defaults(organisation, settings, rows: int = 40) -> list[int]:
-    """The default models, trained here on small slices of the shipped sets; the active version ids."""
+    """The fast default models, trained here on small slices of the shipped sets; the active version ids
+    (their follow-up fine-tune is tested on its own)."""
     settings.FM_DEFAULT_TRAIN_ROWS = rows
+    settings.FM_DEFAULT_FINE_TUNE = False
     queued = defaults.monitor_defaults_install(organisation=organisation)
     for job in queued:
         jobs.job_execute(job_id=job.pk)
@@ -79,6 +81,20 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
     organisation, _ = monitor_org
     other, _ = make_org()
     ids = push(organisation)
+    # copies (same normalised text) are stored and counted as ingested, never classified nor counted in trends
+    copies = docs.documents_ingest(
+        organisation=organisation,
+        items=[docs.DocumentIn(text=f"RT @desk{i}: {TEXTS[1].upper()}!") for i in range(3)]
+        + [docs.DocumentIn(text=TEXTS[2] + " https://t.co/x")],
+    ).copies
+    assert len(copies) == 4 and classification.pending_documents(organisation=organisation).count() == 5
+    assert [d.copies for d in Document.objects.for_org(organisation).filter(pk__in=ids).order_by("pk")] == [
+        0,
+        3,
+        1,
+        0,
+        0,
+    ]
     theirs = push(other, ["Fed signals it will keep raising interest rates"])
     layer = get_channel_layer()  # the dashboards' live feed: one fm.documents frame per batch, after commit
     mine, their_feed = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
@@ -101,6 +117,15 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
     assert overall.volume == 5 and overall.negative + overall.neutral + overall.positive == 5
     charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
     assert sum(e.quantity for e in charged) == 5
+    assert (
+        not Document.objects.for_org(organisation).filter(pk__in=copies, classified_at__isnull=False).exists()
+    )
+    ingested_meter = UsageEvent.objects.for_org(organisation).filter(meter="documents_ingested")
+    assert sum(e.quantity for e in ingested_meter) == 9
+    with pytest.raises(
+        InvalidInput, match="copy of document"
+    ):  # a copy is not corrected apart from its original
+        corrections.document_correct(organisation=organisation, document_id=copies[0], sentiment="negative")
     with pytest.raises(asyncio.TimeoutError):  # nothing reached the other organisation's feed
         receive(layer, their_feed, timeout=0.3)
     # nothing left: a second run classifies and charges nothing; the other tenant's document is untouched
@@ -131,17 +156,16 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
 def test_a_batch_that_fails_half_way_keeps_nothing_and_the_next_run_counts_once(monitor_org, monkeypatch):
     organisation, _ = monitor_org
     push(organisation)
-    calls = []
+    counted = []
 
-    def dies_on_the_third(**kwargs):
-        calls.append(kwargs["document_id"])
-        if len(calls) == 3:
-            raise RuntimeError("worker lost")
-        return trends.document_classified(**kwargs)
+    def dies_after_counting(**kwargs):  # the batch's trends are written, then the worker is lost
+        counted.append(trends.documents_classified(**kwargs))
+        raise RuntimeError("worker lost")
 
-    monkeypatch.setattr(classification, "document_classified", dies_on_the_third)
+    monkeypatch.setattr(classification, "documents_classified", dies_after_counting)
     with pytest.raises(RuntimeError):
         classification.documents_classify_pending(organisation=organisation, batch_size=5)
+    assert len(counted[0]) == 5  # counted inside the batch's transaction, which rolled back
     assert classification.pending_documents(organisation=organisation).count() == 5
     assert not TrendBucket.objects.for_org(organisation).filter(volume__gt=0).exists()
     assert not UsageEvent.objects.for_org(organisation).filter(meter="documents_classified").exists()
@@ -188,3 +212,32 @@ def test_without_models_documents_wait_then_defaults_train_uncounted_and_classif
     with pytest.raises(Conflict, match="active or their default training is under way"):
         defaults.monitor_defaults_install(organisation=organisation)
     assert classification.documents_classify_pending(organisation=organisation).classified == 2
+
+
+@pytest.mark.django_db
+def test_a_fast_default_queues_its_calibrated_fine_tune_as_an_uncounted_default_job(make_org, settings):
+    organisation, _ = make_org()
+    settings.FM_DEFAULT_TRAIN_ROWS = 40
+    settings.FM_DEFAULT_FINE_TUNE = True
+    fast = next(
+        j
+        for j in defaults.monitor_defaults_install(organisation=organisation)
+        if j.params["task"] == "sentiment"
+    )
+    assert fast.params["config"] == {"method": "head", "lexical": True}
+    assert fast.params["fine_tune"] == defaults.FINE_TUNED_CONFIG
+    jobs.job_execute(job_id=fast.pk)
+    fast.refresh_from_db()
+    assert fast.status == JobStatus.SUCCEEDED, fast.error
+    follow = TrainingJob.objects.for_org(organisation).get(pk=fast.result["fine_tune"]["job"])
+    assert follow.kind == defaults.JOB_KIND and follow.params["fine_tune"] is None
+    assert follow.params["config"] == defaults.FINE_TUNED_CONFIG
+    assert follow.params["dataset_id"] == fast.params["dataset_id"]
+    jobs.job_execute(job_id=follow.pk)
+    follow.refresh_from_db()
+    assert follow.status == JobStatus.SUCCEEDED, follow.error
+    assert "fine_tune" not in follow.result  # no third job
+    version = ModelVersion.objects.for_org(organisation).get(pk=follow.result["model_version"])
+    assert version.method == "full" and version.manifest["calibration"]["temperature"] > 0
+    assert version.manifest["hyperparameters"]["calibrate"] is True
+    assert not UsageEvent.objects.for_org(organisation).filter(meter="training_jobs").exists()

@@ -192,6 +192,47 @@ def test_drill_down_filters_pages_and_alert_evidence(monitor, make_org, settings
     assert theirs.get("/finance-monitor/documents/").context["page"].paginator.count == 0
 
 
+def test_drill_down_shows_copy_counts_links_their_copies_and_hides_them_by_default(monitor, make_org):
+    organisation, owner, _ = monitor
+    client = login(owner)
+    original = Document.objects.for_org(organisation).get(text="Fed holds rates, statement 0")
+    retweets = [f"RT @desk{i}: Fed holds rates — statement 0 https://t.co/{i}" for i in range(3)]
+    copies = docs.documents_ingest(
+        organisation=organisation, items=[docs.DocumentIn(text=t) for t in retweets]
+    ).copies
+    assert len(copies) == 3
+
+    def listed(query: str = "") -> list[int]:
+        answer = client.get(f"/finance-monitor/documents/?{query}")
+        assert answer.status_code == 200, answer.content[:500]
+        return [d.pk for d in answer.context["page"].object_list]
+
+    shown = client.get("/finance-monitor/documents/")
+    assert shown.context["page"].paginator.count == 10 and not set(copies) & set(listed())
+    link = f'href="/finance-monitor/documents/?copy_of={original.pk}">3 copies</a>'
+    assert link.encode() in shown.content
+    assert sorted(listed(f"copy_of={original.pk}")) == sorted(copies)
+    of_original = client.get(f"/finance-monitor/documents/?copy_of={original.pk}")
+    assert (
+        b'id="copies-of"' in of_original.content
+        and b"correct" not in of_original.content.split(b"<tbody>")[1]
+    )
+    assert len(listed("copies=show")) == 13 and sorted(listed("copies=only")) == sorted(copies)
+    # the other filters still apply to copies, which are not classified
+    assert listed("copies=show&topic=macro") == listed("topic=macro")
+    assert len(listed("copies=show&q=statement+0")) == 4
+    bad = client.get("/finance-monitor/documents/?copies=all")
+    assert bad.status_code == 400 and set(bad.context["form"].errors) == {"copies"}
+    exported = client.get("/finance-monitor/documents.csv?copies=show&q=statement+0")
+    rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert (
+        sorted((r["duplicate_of"], r["copies"]) for r in rows) == [("", "3")] + [(str(original.pk), "0")] * 3
+    )
+    # another organisation cannot list these copies
+    _, other_owner = make_org()
+    assert login(other_owner).get(f"/finance-monitor/documents/?copy_of={original.pk}").status_code == 404
+
+
 def test_csv_export_is_streamed_formula_safe_and_tenant_scoped(monitor, make_org):
     organisation, owner, _ = monitor
     other, other_owner = make_org()

@@ -35,17 +35,18 @@ def test_ingestion_is_metered_per_accepted_document_and_refused_whole_over_quota
     assert error["details"]["meter"] == "documents_ingested" and error["details"]["remaining"] == 3
     assert "documents ingested" in error["message"] and month in error["message"]
     assert Document.objects.for_org(organisation).count() == 0 and ingested(organisation) == 0
-    # duplicates, re-pushes and rejected items are not counted
-    two = {
-        "documents": [{"text": "Rates rise"}, {"text": "rates RISE!"}, {"text": "Oil falls"}, {"text": ""}]
-    }
+    # a copy (same text) is stored, so it counts as ingested; re-pushes of an id, same-url duplicates and
+    # rejected items are not stored and not counted
+    oil = {"text": "Oil falls", "url": "https://news.example.com/oil"}
+    two = {"documents": [{"text": "Rates rise", "id": "r1"}, {"text": "rates RISE!"}, oil, {"text": ""}]}
     counts = api.post(f"{BASE}/documents/batch", two, format="json").json()["counts"]
-    assert counts == {"created": 2, "existing": 0, "duplicate": 1, "rejected": 1}
-    assert (
-        api.post(f"{BASE}/documents/", {"text": "Oil falls."}, format="json").json()["status"] == "duplicate"
-    )
-    assert ingested(organisation) == 2
-    assert api.post(f"{BASE}/documents/", {"text": "Gold climbs"}, format="json").status_code == 201
+    assert counts == {"created": 2, "existing": 0, "duplicate": 1, "rejected": 1, "copies": 1}
+    assert ingested(organisation) == 3
+    again = api.post(f"{BASE}/documents/", {"text": "Rates rise", "id": "r1"}, format="json")
+    assert again.status_code == 200 and again.json()["duplicate_of"] is None
+    same_url = api.post(f"{BASE}/documents/", {**oil, "text": "Oil falls again"}, format="json").json()
+    assert same_url["status"] == "duplicate" and same_url["id"] is None and same_url["reason"] == "same url"
+    assert ingested(organisation) == 3
     last = api.post(f"{BASE}/documents/", {"text": "Copper slides"}, format="json")
     assert last.status_code == 402
     assert (

@@ -1,9 +1,11 @@
 """Sources: pushes (one, batch, idempotent), de-duplication, uploads, feeds from a local server, health."""
 
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from finance_monitor import selectors
@@ -35,6 +37,22 @@ FEED = rss(
 )
 
 
+def test_copies_normalise_alike_and_other_mentions_numbers_and_tickers_do_not():
+    same = docs.text_hash("Fed holds rates at 5.25%, says @Reuters https://t.co/a")
+    for copy in (
+        "RT @wsj: RT @markets: fed holds rates at 5.25% says @reuters  https://t.co/zzz",
+        "@desk @wire: Fed holds rates at 5.25%... says @Reuters (via @newsbot)",
+        "FED   HOLDS RATES AT 5.25%, SAYS @REUTERS",
+    ):
+        assert docs.text_hash(copy) == same, copy
+    for other in (
+        "Fed holds rates at 5.50%, says @Reuters",  # another number
+        "Fed holds rates at 5.25%, says @Bloomberg",  # another @mention inside the text
+        "Fed holds rates at 5.25%, says $JPM",  # another ticker
+    ):
+        assert docs.text_hash(other) != same, other
+
+
 @pytest.mark.django_db
 def test_push_one_is_idempotent_by_client_id_and_deduplicates(make_org, make_key, key_client):
     organisation, _ = make_org()
@@ -49,14 +67,27 @@ def test_push_one_is_idempotent_by_client_id_and_deduplicates(make_org, make_key
     assert first.status_code == 201, first.json()
     again = client.post(f"{BASE}/documents/", body, format="json")
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    # the same text, re-punctuated and with a link, under another id: a duplicate, not stored
-    copy = client.post(
-        f"{BASE}/documents/",
-        {"id": "x-2", "text": "RT @wire: ACME shares jump 8%  after earnings!! https://t.co/abc"},
-        format="json",
-    )
-    assert copy.json() == {"status": "duplicate", "duplicate_of": first.json()["id"], "reason": "same text"}
-    assert Document.objects.for_org(organisation).count() == 1
+    # the same text, re-punctuated and with a link, under another id: a duplicate, stored as a copy
+    retweet = {"id": "x-2", "text": "RT @wire: ACME shares jump 8%  after earnings!! https://t.co/abc"}
+    copy = client.post(f"{BASE}/documents/", retweet, format="json")
+    assert copy.status_code == 200
+    copy_id = copy.json()["id"]
+    assert copy.json() == {
+        "status": "duplicate",
+        "duplicate_of": first.json()["id"],
+        "reason": "same text",
+        "id": copy_id,
+    }
+    stored = Document.objects.for_org(organisation)
+    assert stored.get(pk=copy_id).duplicate_of_id == first.json()["id"]
+    assert stored.get(pk=first.json()["id"]).copies == 1
+    # the copy's id pushed again is that row, not another copy
+    repushed = client.post(f"{BASE}/documents/", retweet, format="json")
+    assert repushed.status_code == 200 and repushed.json()["id"] == copy_id
+    assert repushed.json()["duplicate_of"] == first.json()["id"] and repushed.json()["copies"] == 0
+    assert stored.count() == 2 and stored.get(pk=first.json()["id"]).copies == 1
+    detail = client.get(f"{BASE}/documents/{first.json()['id']}/").json()
+    assert (detail["copies"], detail["duplicate_of"]) == (1, None)
     naive = client.post(
         f"{BASE}/documents/", {"text": "x y", "published_at": "2026-12-01T08:00:00"}, format="json"
     )
@@ -71,6 +102,43 @@ def test_push_one_is_idempotent_by_client_id_and_deduplicates(make_org, make_key
     assert key_client(read_only).post(f"{BASE}/documents/", {"text": "hi"}, format="json").status_code == 403
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_copy_pushed_while_its_original_is_uncommitted_waits_and_becomes_its_copy(make_org):
+    organisation, _ = make_org()
+    text = "Chipmaker recalls a batch of processors"
+    first_stored, outcomes = threading.Event(), {}
+
+    def original() -> None:
+        try:
+            with transaction.atomic():
+                result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=text)])
+                outcomes["original"] = result.outcomes[0]
+                first_stored.set()
+                time.sleep(0.5)  # the copy's insert waits on this transaction's unique index entry
+        finally:
+            connection.close()
+
+    def copy() -> None:
+        try:
+            first_stored.wait(5)
+            result = docs.documents_ingest(
+                organisation=organisation, items=[docs.DocumentIn(text=f"RT @a: {text}")]
+            )
+            outcomes["copy"] = result.outcomes[0]
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=original), threading.Thread(target=copy)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert outcomes["original"].status == "created" and not outcomes["original"].copy
+    assert outcomes["copy"].copy and outcomes["copy"].duplicate_of == outcomes["original"].document_id
+    stored = Document.objects.for_org(organisation)
+    assert stored.count() == 2 and stored.get(pk=outcomes["original"].document_id).copies == 1
+
+
 @pytest.mark.django_db
 def test_batch_reports_each_document(make_org, user_client):
     organisation, owner = make_org()
@@ -78,7 +146,7 @@ def test_batch_reports_each_document(make_org, user_client):
     documents = [{"id": f"b{i}", "text": f"Story number {i} about the bond market."} for i in range(5)]
     documents += [
         {"id": "b0", "text": "Story number 0 about the bond market."},  # same id: existing
-        {"text": "story number 1 about the BOND market"},  # same text: duplicate
+        {"text": "story number 1 about the BOND market"},  # same text: duplicate, stored as a copy
         {"text": "Unique take", "url": "https://n.example.com/1"},
         {"text": "Another take", "url": "https://n.example.com/1"},  # same url within the batch
         {"text": ""},  # rejected
@@ -95,14 +163,60 @@ def test_batch_reports_each_document(make_org, user_client):
         "rejected",
         "rejected",
     ]
-    assert answer.json()["counts"] == {"created": 6, "existing": 0, "duplicate": 3, "rejected": 2}
+    assert answer.json()["counts"] == {
+        "created": 6,
+        "existing": 0,
+        "duplicate": 3,
+        "rejected": 2,
+        "copies": 1,
+    }
+    results = answer.json()["results"]
+    copy_id, original_id = results[6]["document_id"], results[1]["document_id"]
+    assert results[6]["copy"] and results[6]["duplicate_of"] == original_id
+    assert not results[5]["copy"] and results[5]["document_id"] is None  # the same id twice in a batch
     again = client.post(f"{BASE}/documents/batch", {"documents": documents[:5]}, format="json")
     assert [r["status"] for r in again.json()["results"]] == ["existing"] * 5
-    assert Document.objects.for_org(organisation).count() == 6
+    assert Document.objects.for_org(organisation).count() == 7
     too_many = client.post(f"{BASE}/documents/batch", {"documents": [{"text": "x"}] * 1001}, format="json")
     assert too_many.status_code == 400
+    # the list hides copies unless asked; an original says how many it has; copy_of lists them
     listed = client.get(f"{BASE}/documents/?q=bond&page_size=2").json()
     assert listed["count"] == 5 and len(listed["results"]) == 2
+    assert client.get(f"{BASE}/documents/?q=bond&copies=show").json()["count"] == 6
+    only = client.get(f"{BASE}/documents/?copies=only").json()["results"]
+    assert [(d["id"], d["duplicate_of"]) for d in only] == [(copy_id, original_id)]
+    shown = {d["id"]: d["copies"] for d in client.get(f"{BASE}/documents/?q=bond").json()["results"]}
+    assert shown[original_id] == 1 and sum(shown.values()) == 1
+    assert [d["id"] for d in client.get(f"{BASE}/documents/?copy_of={original_id}").json()["results"]] == [
+        copy_id
+    ]
+    bad = client.get(f"{BASE}/documents/?copies=all")
+    assert bad.status_code == 400 and "copies must be one of" in bad.json()["error"]["message"]
+    assert client.get(f"{BASE}/documents/?copy_of=abc").status_code == 400
+    # a text whose first item is not stored (same url as another document) is stored once, as an original
+    odd = [
+        {"text": "Fresh angle on gilts", "url": "https://n.example.com/1"},
+        {"text": "fresh angle on GILTS"},
+    ]
+    odd_results = client.post(f"{BASE}/documents/batch", {"documents": odd}, format="json").json()["results"]
+    assert [(r["status"], r["copy"]) for r in odd_results] == [("duplicate", False), ("created", False)]
+    # copies with ids, pushed twice: the second push is the same rows, not new copies
+    retweets = [
+        {"id": f"rt{i}", "text": f"RT @desk: Story number 2 about the bond market {'!' * i}"}
+        for i in range(2)
+    ]
+    made = client.post(f"{BASE}/documents/batch", {"documents": retweets}, format="json").json()
+    repeat = client.post(f"{BASE}/documents/batch", {"documents": retweets}, format="json").json()
+    assert made["counts"]["copies"] == 2 and repeat["counts"] == {
+        "created": 0,
+        "existing": 2,
+        "duplicate": 0,
+        "rejected": 0,
+        "copies": 0,
+    }
+    assert [r["document_id"] for r in repeat["results"]] == [r["document_id"] for r in made["results"]]
+    third = Document.objects.for_org(organisation).get(client_id="b2")
+    assert third.copies == 2
 
 
 @pytest.mark.django_db
@@ -257,9 +371,18 @@ def test_tenant_isolation_of_documents_and_sources(make_org, user_client, http_s
     assert other.post(f"{BASE}/sources/{source.pk}/poll").status_code == 404
     assert other.get(f"{BASE}/sources/{source.pk}/polls/").status_code == 404
     assert [s["name"] for s in other.get(f"{BASE}/sources/").json()["results"]] == []
-    # the same text in another organisation is not a duplicate there
+    # the same text in another organisation is not a duplicate there: A's document never becomes its original
     again = other.post(f"{BASE}/documents/", {"text": "A's secret story"}, format="json")
-    assert again.status_code == 201
+    assert again.status_code == 201 and again.json()["duplicate_of"] is None
+    b_copy = other.post(f"{BASE}/documents/", {"text": "RT @x: a's secret story!"}, format="json").json()
+    assert b_copy["duplicate_of"] == again.json()["id"]
+    assert Document.objects.for_org(org_a).get(pk=created.json()["id"]).copies == 0
+    # and B cannot list A's copies
+    assert other.get(f"{BASE}/documents/?copy_of={created.json()['id']}").status_code == 404
+    assert (
+        user_client(owner_b).get(f"/finance-monitor/documents/?copy_of={created.json()['id']}").status_code
+        == 404
+    )
     page = user_client(owner_b).get("/finance-monitor/")
     assert page.status_code == 200 and b"A feed" not in page.content
     assert b"A feed" in user_client(owner_a).get("/finance-monitor/").content

@@ -13,6 +13,7 @@ from finance_monitor.surge import (
     Episode,
     SurgeConfig,
     binomial_upper_tail,
+    count_upper_tail,
     detect,
     episode_step,
     poisson_upper_tail,
@@ -107,3 +108,42 @@ def test_a_filling_bucket_may_alert_early():
     assert fired
     fired, state = step(state, True, 0)  # the same bucket, now complete: no second alert
     assert not fired and state.open
+
+
+# A week of hours whose volume follows the trading day: 10 an hour at night, 100 from 13:00 to 20:00.
+DAY = [100 if 13 <= h <= 20 else 10 for h in range(24)]
+
+
+def _cycle(hours: int, last: int | None = None) -> list[Counts]:
+    """``hours`` buckets of the trading day (oldest first), the last at hour 14 with ``last`` documents."""
+    volumes = [DAY[(h + 15 - hours) % 24] for h in range(hours)]  # ends at hour 14
+    if last is not None:
+        volumes[-1] = last
+    return [Counts(v, v * 3 // 10) for v in volumes]
+
+
+def test_the_volume_test_expects_the_hours_own_volume_with_a_season():
+    flat, daily = SurgeConfig(test_share=False), SurgeConfig(test_share=False, season=24)
+    usual = _cycle(flat.history_buckets)
+    assert usual[-1].volume == 100
+    # a busy hour at its usual level: a flat mean (about 40 an hour) calls it a surge, the hour's own does not
+    [finding] = detect(usual, flat)
+    assert finding.significant and finding.baseline == pytest.approx(40, abs=1)
+    [finding] = detect(usual, daily)
+    assert not finding.significant and finding.baseline == pytest.approx(100, abs=1)
+    # twice the hour's usual volume is a surge for both
+    [finding] = detect(_cycle(daily.history_buckets, last=200), daily)
+    assert finding.significant and finding.observed == 200
+    # under two cycles of baseline, the flat mean stands (the hour's mean would rest on one bucket)
+    short = SurgeConfig(test_share=False, season=24, baseline_buckets=47)
+    assert detect(_cycle(short.history_buckets), short)[0].baseline == pytest.approx(
+        detect(_cycle(short.history_buckets), SurgeConfig(test_share=False, baseline_buckets=47))[0].baseline
+    )
+
+
+def test_the_seasonal_tail_allows_for_the_few_buckets_behind_each_hours_mean():
+    assert count_upper_tail(130, 100.0, 0.0) == pytest.approx(poisson_upper_tail(130, 100.0))
+    # seven buckets behind a mean of 100: variance 100 + 100 / 7, a wider tail than the Poisson's
+    wider = count_upper_tail(130, 100.0, 100 / 7)
+    assert poisson_upper_tail(130, 100.0) < wider < 10 * poisson_upper_tail(130, 100.0)
+    assert count_upper_tail(0, 5.0, 1.0) == 1.0

@@ -7,7 +7,12 @@ import pytest
 from finance_monitor.models import Document, TrendBucket
 from finance_monitor.services import documents as docs
 from finance_monitor.services import entities
-from finance_monitor.services.trends import document_classified, trend_series
+from finance_monitor.services.trends import (
+    Classified,
+    document_classified,
+    documents_classified,
+    trend_series,
+)
 
 BASE = "/api/finance-monitor"
 NEG = {"positive": 0.1, "neutral": 0.2, "negative": 0.7}
@@ -24,13 +29,10 @@ def push(organisation, texts_times):
 def test_buckets_match_a_recount_and_retries_count_once(make_org):
     organisation, _ = make_org()
     ids = push(organisation, [(f"story {i} about rates", T0 + timedelta(minutes=20 * i)) for i in range(6)])
-    for i, document_id in enumerate(ids):
-        document_classified(
-            organisation=organisation,
-            document_id=document_id,
-            topic="macro",
-            probabilities=NEG if i % 3 else POS,
-        )
+    # one batch: six documents in three hours, one upsert; the same batch again (a retry) changes nothing
+    batch = [Classified(d, "macro", NEG if i % 3 else POS) for i, d in enumerate(ids)]
+    assert documents_classified(organisation=organisation, items=batch) == ids
+    assert documents_classified(organisation=organisation, items=batch) == []
     # a retried document (same result) changes nothing; a correction moves it
     assert not document_classified(
         organisation=organisation, document_id=ids[1], topic="macro", probabilities=NEG

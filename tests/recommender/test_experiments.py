@@ -55,6 +55,12 @@ def test_wilson_and_newcombe_match_the_published_figures():
     assert round(d.value, 4) == 0.2 and round(d.low, 4) == 0.0524 and round(d.high, 4) == 0.3339
     with pytest.raises(ValueError):
         abstats.wilson(3, 2)
+    for trials in range(1, 200):  # the interval holds the rate at the ends too (no rounding past 0 or 1)
+        none, every = abstats.wilson(0, trials), abstats.wilson(trials, trials)
+        assert none.low == 0.0 <= none.high and every.low <= every.high == 1.0
+        for successes in range(trials + 1):
+            one = abstats.wilson(successes, trials)
+            assert one.low <= one.rate <= one.high
 
 
 def test_an_experiment_serves_both_arms_and_credits_feedback(two_versions, user_client):

@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from core.billing import deferred, flusher
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from core.registry.models import ModelVersion
 from recommender.models import Item
@@ -138,6 +139,9 @@ def test_live_popularity_serves_before_any_model(shop, user_client):
     assert _ids(answer)[0] == "E"
 
 
+@pytest.mark.django_db(
+    transaction=True
+)  # with Redis, the flusher thread writes the lines: it sees committed rows
 def test_requests_are_metered_and_refused_over_quota(shop, make_key, key_client):
     org, _ = shop
     train_now(org)
@@ -151,6 +155,8 @@ def test_requests_are_metered_and_refused_over_quota(shop, make_key, key_client)
     assert refused.status_code == 402
     assert refused.json()["error"]["details"]["meter"] == "recommendations_served"
     assert _get(client, "/api/recommender/items/A/similar").status_code == 402
+    if deferred.enabled():  # the served lines went through the ledger stream (core.billing.streamed)
+        flusher.ledger_drain()
     served = UsageEvent.objects.for_org(org).filter(meter="recommendations_served")
     assert sum(e.quantity for e in served) == 2
 

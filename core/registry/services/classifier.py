@@ -36,6 +36,7 @@ TRAIN_KEYS = {
     "label_smoothing",
     "time_budget_s",
     "lexical",
+    "calibrate",
 }
 # A new tenant's first model: a head on frozen embeddings blended with TF-IDF trains in seconds on CPU
 # and was the strongest setting on BANKING77 (BENCHMARKS.md); fine-tuning follows as its own job.

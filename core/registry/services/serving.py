@@ -6,6 +6,8 @@ gets models through :func:`loaded_model` and never branches on the kind.
 """
 
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -41,23 +43,24 @@ def model_cache() -> ModelCache:
         return _cache
 
 
-def _key(version: ModelVersion) -> tuple[str, bool]:
-    return artifact_key(version), version.quantized
+def _key(version: ModelVersion, quantized: bool | None = None) -> tuple[str, bool]:
+    return artifact_key(version), version.quantized if quantized is None else quantized
 
 
-def _loader(version: ModelVersion):
+def _loader(version: ModelVersion, quantized: bool | None = None):
     kind, key = kind_of(version), artifact_key(version)
     rt = runtime(threads=settings.ML_SERVE_THREADS)
+    quantized = version.quantized if quantized is None else quantized
     # plaintext_model_dir decrypts (encryption at rest) only when the cache misses, not on every request
     return lambda: kind.load(
-        directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=version.quantized
+        directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=quantized
     )
 
 
-def loaded_model(*, version: ModelVersion):
+def loaded_model(*, version: ModelVersion, quantized: bool | None = None):
     """The version's loaded model, as its kind serves it (whole files and evaluations: they batch by
-    themselves)."""
-    return model_cache().fetch(_key(version), _loader(version))
+    themselves); ``quantized=False`` loads the float model of a version that serves int8."""
+    return model_cache().fetch(_key(version, quantized), _loader(version, quantized))
 
 
 def predictor_for(*, version: ModelVersion):
@@ -100,6 +103,61 @@ def version_run(*, version: ModelVersion, texts: list[str]):
         return kind.run(model=online_model_for(version=version), texts=texts)
     except BatcherClosed:  # the version was evicted from this process between lookup and call
         return kind.run(model=loaded_model(version=version), texts=texts)
+
+
+def _shares_encoder(model) -> bool:
+    return all(hasattr(model, name) for name in ("encoder_key", "embed", "predictions"))
+
+
+def predict_shared(
+    *,
+    versions: Sequence[ModelVersion],
+    texts: list[str],
+    seconds: dict[str, float] | None = None,
+    float_encoder: bool = False,
+) -> list[Any]:
+    """Every version's answer on ``texts`` (in the order of ``versions``), one encoder pass per encoder.
+
+    Loaded classifiers (``core.ml.predictor.Predictor``) are grouped by ``encoder_key``: a group embeds the
+    texts once (its first member's encoder) and every member's head reads those embeddings. Head versions on
+    the frozen base model share a pass; a fine-tuned (full or LoRA) version has an encoder of its own, and a
+    version of another kind runs its own operation, so each of those makes its own pass. ``seconds``, when
+    given, collects the time of the encoder passes (``"encoder"``) and of each version's head or own pass
+    (by version id), so callers can report where the time went.
+
+    An int8 version's encoder differs from the float one (and runs each text alone). ``float_encoder``
+    serves every version from its float model, so head versions on the base share a pass whatever their
+    int8 gates decided (float is the reference each gate measured int8 against): for batch work, where one
+    float pass costs less than a float and an int8 pass.
+    """
+    seconds = {} if seconds is None else seconds
+    models = [loaded_model(version=v, quantized=False if float_encoder else None) for v in versions]
+    groups: dict[str, list[int]] = {}
+    for i, model in enumerate(models):
+        key = model.encoder_key if _shares_encoder(model) else f"alone:{i}"
+        groups.setdefault(key, []).append(i)
+    answers: list[Any] = [None] * len(versions)
+    for members in groups.values():
+        first = models[members[0]]
+        if len(members) == 1 or not _shares_encoder(first):
+            for i in members:
+                started = time.perf_counter()
+                answers[i] = kind_of(versions[i]).run(model=models[i], texts=texts)
+                _add(seconds, str(versions[i].pk), started)
+            continue
+        started = time.perf_counter()
+        embeddings = first.embed(texts)
+        _add(seconds, "encoder", started)
+        for i in members:
+            started = time.perf_counter()
+            model = models[i]
+            answers[i] = model.predictions(embeddings, texts)
+            _add(seconds, str(versions[i].pk), started)
+    return answers
+
+
+def _add(seconds: dict[str, float], key: str, started: float) -> None:
+    seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
 
 
 def servable_version(*, organisation, version_id: int | None, app: str = "", task: str = "") -> ModelVersion:
@@ -186,7 +244,12 @@ def model_predict(
         "model_version": version.pk,
         "version": version.version,
         "predictions": [
-            {"label": p.label, "probabilities": p.probabilities, "version": version.version}
+            {
+                "label": p.label,
+                "probabilities": p.probabilities,
+                "in_scope": p.in_scope,
+                "version": version.version,
+            }
             for p in predictions
         ],
     }

@@ -15,6 +15,7 @@ from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import InvalidInput, NotFound, TrellisError
 from core.jobs import services as jobs
+from core.jobs.models import JobStatus, TrainingJob
 from core.ml.runtime import resolve_device
 from core.products import model_task
 from core.registry.kinds import ModelKind, Trained, kind_for_training
@@ -30,9 +31,11 @@ from core.registry.services.common import encrypt_model_dir, next_version, runti
 from core.registry.services.datasets import dataset_rows
 from core.registry.services.promotion import model_promote_if_better
 
-# What the pages offer: name -> (config, search, follow_up).
+# What the pages offer: name -> (config, search, follow_up). The pages' Train starts the fast model only
+# (one training job of the plan); the fine-tune after it is offered on the finished job's page
+# (``model_fine_tune_start``), never spent silently. The API's ``follow_up`` stays an explicit choice.
 TRAINING_PRESETS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]] = {
-    "auto": (None, None, FINE_TUNE_CONFIG),
+    "auto": (None, None, None),
     "head": (None, None, None),
     "lora": (FINE_TUNE_CONFIG, None, None),
     "full": ({"method": "full"}, None, None),
@@ -72,6 +75,7 @@ def model_train_start(
         "config": config,
         "search": search,
         "follow_up": follow_up,
+        "rows": (dataset.split_counts or {}).get("train") or dataset.row_count,  # what the job page says
     }
     return jobs.job_create(
         organisation=organisation, kind="ml.train", params=params, created_by=created_by, app=app
@@ -175,6 +179,50 @@ def _start_follow_up(job) -> dict[str, Any]:
     except TrellisError as exc:
         return {"error": exc.message}
     return {"job": follow.pk}
+
+
+def fine_tune_offered(job) -> bool:
+    """Whether the finished job's page offers a fine-tune: a classifier trained with the fast default (a head
+    on frozen embeddings) whose job succeeded and has started no fine-tune yet."""
+    if job.kind != "ml.train" or job.status != JobStatus.SUCCEEDED or not isinstance(job.params, dict):
+        return False
+    if (job.result or {}).get("follow_up") or (job.params.get("config") or {}).get("method") != "head":
+        return False
+    version = ModelVersion.objects.for_org(job.organisation).filter(training_job=job).first()
+    return version is not None and version.kind == "classifier"
+
+
+def model_fine_tune_start(*, organisation, job_id: int, created_by=None):
+    """Start the fine-tune a finished fast-model job offers (one more training job of the plan), on the same
+    dataset, product and task; it replaces the fast model only through the promotion rule. Idempotent: a
+    second click returns the job the first one started."""
+    with transaction.atomic():
+        job = (
+            TrainingJob.objects.for_org(organisation)
+            .select_for_update()
+            .filter(pk=validate_id(job_id, "job"))
+            .first()
+        )
+        if job is None:
+            raise NotFound("No such job.")
+        started = ((job.result or {}).get("follow_up") or {}).get("job")
+        if started:
+            follow = TrainingJob.objects.for_org(organisation).filter(pk=started).first()
+            if follow is not None:
+                return follow
+        if not fine_tune_offered(job):
+            raise InvalidInput("Only a finished fast model can be fine-tuned from its job page.")
+        follow = model_train_start(
+            organisation=organisation,
+            dataset_id=job.params["dataset_id"],
+            app=job.params["app"],
+            task=job.params["task"],
+            config=dict(FINE_TUNE_CONFIG),
+            created_by=created_by,
+        )
+        job.result = {**job.result, "follow_up": {"job": follow.pk, "offered": True}}
+        job.save(update_fields=["result", "updated_at"])
+    return follow
 
 
 def store_version(*, job, dataset, kind: ModelKind, trained: Trained, device: str) -> ModelVersion:

@@ -9,7 +9,9 @@
   own retrieval model), then looks again every ``ML_WARMUP_INTERVAL_S`` seconds for versions activated
   since its last look: a version promoted in another process (a train worker) is loaded in every web
   process within that interval. One cheap query per interval; each version is loaded once per process
-  (the periodic look never reloads what traffic evicted, so it cannot thrash the LRU).
+  (the periodic look never reloads what traffic evicted, so it cannot thrash the LRU). After the versions,
+  a web process runs each product's own warm-up (``Product.warmup``), for what its serving loads outside the
+  registry (the support chatbot's answer generator).
 ``ML_WARMUP`` turns all of it off (the test suite does; a test turns it on to check it).
 """
 
@@ -23,6 +25,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from core.products import products
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.embedding import base_embedder
 from core.registry.services.serving import model_is_loaded, version_run
@@ -139,7 +142,20 @@ def _warm_base_embedder() -> None:
         log.warning("could not warm the base encoder", exc_info=True)
 
 
-def _warm_loop(limit: int, interval_s: float, first_pass: threading.Event, stop: threading.Event) -> None:
+def _warm_products() -> None:
+    """Each product's own warm-up (``Product.warmup``: a model its serving loads outside the registry)."""
+    for product in products():
+        if product.warmup is None:
+            continue
+        try:
+            product.warmup()
+        except Exception:  # noqa: BLE001 - a product's warm-up never stops the others or the process
+            log.warning("the %s warm-up failed", product.name, exc_info=True)
+
+
+def _warm_loop(
+    limit: int, interval_s: float, first_pass: threading.Event, stop: threading.Event, with_products: bool
+) -> None:
     look = timezone.now()
     try:
         loaded = active_versions_warm(limit=limit)
@@ -147,6 +163,9 @@ def _warm_loop(limit: int, interval_s: float, first_pass: threading.Event, stop:
         log.info("warmed %d active model versions at start-up", len(loaded))
     except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet
         log.warning("start-up warm-up failed", exc_info=True)
+    try:
+        if with_products:
+            _warm_products()
     finally:
         connections.close_all()
         first_pass.set()
@@ -178,8 +197,9 @@ def _import_ml_modules() -> None:
         importlib.import_module(name)
 
 
-def warmup_at_start() -> threading.Thread | None:
-    """This process's warm-up thread (started once; none when ``ML_WARMUP`` is off)."""
+def warmup_at_start(*, with_products: bool = True) -> threading.Thread | None:
+    """This process's warm-up thread (started once; none when ``ML_WARMUP`` is off). ``with_products``: the
+    products' own warm-ups too (web processes, which serve them; workers pass False)."""
     global _looper
     if not settings.ML_WARMUP:
         return None
@@ -189,7 +209,7 @@ def warmup_at_start() -> threading.Thread | None:
             limit = min(settings.ML_WARMUP_VERSIONS, settings.ML_PREDICTOR_CACHE_SIZE)
             _looper = threading.Thread(
                 target=_warm_loop,
-                args=(limit, settings.ML_WARMUP_INTERVAL_S, _first_pass, _stop),
+                args=(limit, settings.ML_WARMUP_INTERVAL_S, _first_pass, _stop, with_products),
                 name="trellis-warmup-loop",
                 daemon=True,
             )

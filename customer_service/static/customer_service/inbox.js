@@ -2,7 +2,8 @@
 // the REST API; the /ws/inbox/ socket only makes new messages show up sooner (both through live.js).
 // Besides chatting: status and assignment filters, unread counts, internal notes (operators only), saved replies,
 // assignment, the visitor's page and earlier conversations, a sound and a browser notification for a new waiting
-// visitor, and keyboard shortcuts (listed on the page).
+// visitor, and keyboard shortcuts (listed on the page). Typing: the visitor's shows under the open conversation;
+// the operator's (in the reply box) is sent to the visitor's widget, at most every 2 s.
 (function () {
   const script = document.currentScript;
   const api = script.dataset.api;
@@ -446,8 +447,31 @@
   loadSavedReplies().catch(() => {});
   // An open inbox counts its operator online (the bot tells visitors when nobody is): it says so every 20 s;
   // the server forgets a silent one after CS_PRESENCE_TTL_S.
-  TrellisLive.follow({
+  const typingLine = document.createElement("p");
+  typingLine.id = "visitor-typing"; typingLine.className = "muted"; typingLine.hidden = true;
+  $("messages").after(typingLine);
+  let typingTimer = null, typedAt = 0;
+  function visitorTyping(data) {
+    if (!data || data.who !== "visitor" || data.conversation !== current) return;
+    typingLine.textContent = "The visitor is typing\u2026";
+    typingLine.hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(() => { typingLine.hidden = true; }, 5000);
+  }
+  const live = TrellisLive.follow({
     socket: "/ws/inbox/", every: 3000, refresh,
     heartbeat: { every: 20000, frame: { type: "presence" } },
+    message: (msg) => {
+      if (msg.type === "cs.typing") { visitorTyping(msg.data); return; }
+      if (msg.type === "cs.message" && msg.data && msg.data.sender === "visitor") typingLine.hidden = true;
+      live.refresh();
+    },
+  });
+  $("reply").addEventListener("input", () => {
+    const now = Date.now();
+    if (current !== null && $("reply").value && now - typedAt > 2000) {
+      typedAt = now;
+      live.send({ type: "typing", conversation: current });
+    }
   });
 })();

@@ -52,6 +52,8 @@ def _server(port: int, log) -> subprocess.Popen:
             "127.0.0.1",
             "--port",
             str(port),
+            "--timeout-keep-alive",  # the test's connection waits while it calls the full stack in process
+            "60",
         ],
         cwd=ROOT,
         env=env,

@@ -1,12 +1,14 @@
 """The hot path's ledger stream (core.billing.deferred -> core.billing.flusher) against the real Redis."""
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from core.billing import deferred, flusher, services
 from core.billing.meters import Meter
@@ -140,3 +142,43 @@ def test_concurrent_admissions_share_redis_calls_and_never_pass_a_limit(make_org
     lines = _drained(org, 80)
     assert len(lines) == 80 and len({e.idempotency_key for e in lines}) == 80
     assert services.period_used(organisation=org, meter=Meter.PREDICTIONS) == 80
+
+
+def test_a_drain_returns_only_once_lines_another_flusher_took_are_written(make_org, make_key):
+    """A flusher (this process's thread or another web process) may take the stream's lines between a drain's
+    claim and its read; the drain must not return, as if the stream were empty, before they are written."""
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    flusher.ledger_drain()  # whatever an earlier test left
+    # Another flusher reads both lines as they are appended (one Redis transaction: this process's flusher
+    # thread, blocked on the stream, cannot take them first) and writes them 0.5 s later; a drain that may not
+    # claim them (they are not idle long enough) has to wait for that write.
+    client = deferred.redis_client()
+    pipe = client.pipeline(transaction=True)
+    for request_id in ("c" * 32, "d" * 32):
+        entry = deferred.LedgerEntry(
+            api_key_id=key.pk,
+            request_id=request_id,
+            lines=[deferred.Line(Meter.PREDICTIONS, 1, {"model_version": 7})],
+        )
+        pipe.xadd(deferred.STREAM, entry.fields(org))
+    pipe.xreadgroup(deferred.GROUP, "slow-flusher", {deferred.STREAM: ">"}, count=100)
+    taken = pipe.execute()[-1]
+    assert [fields[b"org"] for _id, fields in taken[0][1]] == [str(org.pk).encode()] * 2
+
+    def slow() -> None:
+        time.sleep(0.5)
+        try:
+            flusher.ledger_flush_once(consumer="slow-flusher", block_ms=None)  # its own pending lines
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow)
+    writer.start()
+    try:
+        flusher.ledger_drain(claim_idle_ms=60_000)
+        written = UsageEvent.objects.for_org(org).filter(meter="predictions").count()
+    finally:
+        writer.join()
+    assert written == 2
+    assert client.xlen(deferred.STREAM) == 0

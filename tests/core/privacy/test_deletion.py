@@ -295,6 +295,9 @@ def test_a_deleted_organisation_cannot_be_deleted_again_or_reached(two_orgs):
     assert [m.organisation_id for m in memberships_for_user(user=both)] == [other.pk]
 
 
+# Committed rows: a flusher thread this process started in another test reads the stream too, and drops a line
+# of an organisation its own connection cannot see (one created inside a test's open transaction).
+@pytest.mark.django_db(transaction=True)
 def test_metered_lines_still_in_redis_are_kept_and_later_ones_dropped(two_orgs, settings):
     """Lines of the hot path waiting in the Redis stream are written (then anonymised) before the rows go;
     a line that arrives for the deleted organisation afterwards is dropped by the flusher."""

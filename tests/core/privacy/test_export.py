@@ -86,6 +86,8 @@ def _populate(org, *, trained: bool, tmp_path: Path) -> None:
         items=[
             fm_documents.DocumentIn(text="Shares of Acme Corp rose 4% on earnings.", client_id="a1"),
             fm_documents.DocumentIn(text="Acme Corp cuts its forecast.", client_id="a2"),
+            # a copy: it points at its original, so the import must insert the original first
+            fm_documents.DocumentIn(text="RT @wire: ACME Corp cuts its forecast!", client_id="a3"),
         ],
     )
     ids = list(Document.objects.for_org(org).values_list("pk", flat=True))
@@ -184,6 +186,9 @@ def test_round_trip_into_a_fresh_organisation(make_org, user_client, stores, at_
     assert note.conversation_id in conversations and note.author is None  # members are not imported
     for mention in Mention.objects.for_org(new).select_related("document", "entity"):
         assert mention.document.organisation_id == new.pk and mention.entity.organisation_id == new.pk
+    copy = Document.objects.for_org(new).select_related("duplicate_of").get(duplicate_of__isnull=False)
+    assert copy.duplicate_of.organisation_id == new.pk and copy.duplicate_of.client_id == "a2"
+    assert copy.duplicate_of.copies == 1
     new_entity = Entity.objects.for_org(new).get()
     assert TrendBucket.objects.for_org(new).get().key == str(new_entity.pk)
     old_bot, new_bot = cs.bot_settings_for(organisation=old), cs.bot_settings_for(organisation=new)

@@ -40,6 +40,7 @@ SETTINGS = [
     ("--label-smoothing", float, "label smoothing of the loss (lora, full)"),
     ("--time-budget-s", float, "stop training after this many seconds"),
     ("--lexical", argparse.BooleanOptionalAction, "blend in a TF-IDF model (weight chosen on validation)"),
+    ("--calibrate", argparse.BooleanOptionalAction, "fit a confidence temperature on the validation rows"),
 ]
 assert {option[2:].replace("-", "_") for option, _, _ in SETTINGS} == TRAIN_KEYS
 

@@ -1,0 +1,231 @@
+"""The catalogue as serving reads it, held in memory once per process and organisation (a snapshot).
+
+What a request needs of the catalogue (which items may be served now, their title, categories and price, their
+text vectors and the vector index over them) does not change between two catalogue writes, so serving reads
+it from here instead of querying the item table per request: filters become numpy masks over cached arrays,
+``why`` and the answer's titles are lookups, and the text neighbours come from an index built once.
+
+Freshness: every write that changes the catalogue (``catalogue.items_upsert``/``items_upload``, the embedding
+job) calls ``catalogue_changed`` in its transaction, which adds one to the organisation's
+``RecommenderSettings.catalogue_version``; a request reads that number with the organisation's settings (one
+query it makes anyway) and a snapshot of another number is rebuilt before it is used, so a committed change is
+served by the next request in every process. Expiry (``expires_at``) is a time, compared at each request.
+
+Vectors: each row keeps the reference of the model that made its vector; the index over the rows of one
+model is ``core.ml.vector_index.VectorIndex`` (exact numpy top-k below ``VECTOR_ANN_MIN_VECTORS``, faiss IVF
+at or above it, as ``core.vectors`` builds it), built on first use and kept with the snapshot. Memory: about
+1.6 KB per item with a 384-dim vector (2x above the ANN size: IVF-Flat keeps its own copy); the last
+``CACHE_SIZE`` organisations' snapshots are kept.
+"""
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from django.conf import settings
+from django.db.models import F
+
+from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
+from recommender.models import Item, RecommenderSettings
+
+CACHE_SIZE = 8  # organisations whose catalogue snapshot a process keeps
+
+
+def catalogue_changed(*, organisation) -> None:
+    """Call inside the transaction that changes the organisation's items: snapshots of the old catalogue
+    are rebuilt by the next request of every process once it commits."""
+    updated = RecommenderSettings.all_tenants.filter(organisation=organisation).update(
+        catalogue_version=F("catalogue_version") + 1
+    )
+    if not updated:
+        RecommenderSettings.all_tenants.get_or_create(
+            organisation=organisation, defaults={"catalogue_version": 1}
+        )
+
+
+def catalogue_version(organisation) -> int:
+    return (
+        RecommenderSettings.objects.for_org(organisation).values_list("catalogue_version", flat=True).first()
+        or 0
+    )
+
+
+@dataclass
+class Snapshot:
+    """The organisation's live (not deleted) items, one row each, in arrays."""
+
+    version: int
+    ids: list[str]
+    row: dict[str, int]
+    titles: list[str]
+    categories: list[list[str]]
+    prices: list[str | None]  # as the answer shows them
+    price: np.ndarray  # (n,) float64, NaN without a price
+    available: np.ndarray  # (n,) bool
+    expires: np.ndarray  # (n,) float64 unix time, inf without one
+    embedder: np.ndarray  # (n,) int: position in ``models``, -1 without a vector
+    models: list[str]
+    vectors: np.ndarray  # (n, dim) float32; zero rows without a vector
+    in_category: dict[str, np.ndarray] = field(default_factory=dict)  # category -> (n,) bool, built on demand
+    indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
+    known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, external_ids) -> np.ndarray:
+        """The rows of those ids (-1 for ids not in the catalogue)."""
+        get = self.row.get
+        return np.fromiter((get(i, -1) for i in external_ids), dtype=np.int64)
+
+    def model_rows(self, model) -> np.ndarray:
+        """The rows of ``model.items`` (-1 for items not in the catalogue any more), kept for the last model
+        asked (a model serves many requests between two catalogue changes)."""
+        last, rows = self.known
+        if last is not model:
+            rows = self.rows_of(model.items)
+            self.known = (model, rows)
+        return rows
+
+    def servable(
+        self, rows: np.ndarray, *, now: float, category, min_price, max_price, available_only
+    ) -> np.ndarray:
+        """(len(rows),) bool: the rows that may be served now within the filters (-1 rows never)."""
+        ok = rows >= 0
+        safe = np.where(ok, rows, 0)
+        ok &= self.expires[safe] > now
+        if available_only:
+            ok &= self.available[safe]
+        if min_price is not None:
+            ok &= self.price[safe] >= float(min_price)  # NaN (no price) compares false: left out, as in SQL
+        if max_price is not None:
+            ok &= self.price[safe] <= float(max_price)
+        if category:
+            ok &= self.category_mask(category)[safe]
+        return ok
+
+    def category_mask(self, category: str) -> np.ndarray:
+        mask = self.in_category.get(category)
+        if mask is None:
+            mask = np.fromiter((category in c for c in self.categories), dtype=bool, count=len(self.ids))
+            self.in_category[category] = mask
+        return mask
+
+    def has_vectors(self) -> bool:
+        return bool(self.models)
+
+    def vector_of(self, external_id: str, model: str) -> np.ndarray | None:
+        r = self.row.get(external_id)
+        if r is None or self.embedder[r] < 0 or self.models[self.embedder[r]] != model:
+            return None
+        return self.vectors[r]
+
+    def stale(self, model: str) -> bool:
+        """Whether some rows carry a vector of another model than ``model``."""
+        return any(m != model for m in self.models)
+
+    def index(self, model: str) -> tuple[np.ndarray, VectorIndex]:
+        """The rows with a vector of ``model`` and the index over them (built once)."""
+        with self.lock:
+            found = self.indexes.get(model)
+            if found is None:
+                code = self.models.index(model) if model in self.models else -2
+                rows = np.flatnonzero(self.embedder == code)
+                ann_min = int(getattr(settings, "VECTOR_ANN_MIN_VECTORS", ANN_MIN_VECTORS))
+                found = (
+                    rows,
+                    VectorIndex([self.ids[r] for r in rows.tolist()], self.vectors[rows], ann_min=ann_min),
+                )
+                self.indexes[model] = found
+            return found
+
+
+def _unix(when: datetime | None) -> float:
+    return np.inf if when is None else when.timestamp()
+
+
+def _build(organisation, version: int) -> Snapshot:
+    rows = (
+        Item.objects.for_org(organisation)
+        .filter(deleted=False)
+        .order_by("pk")
+        .values_list(
+            "external_id", "title", "categories", "price", "available", "expires_at", "vector", "embedder"
+        )
+    )
+    ids, titles, categories, prices, price, available, expires, codes = [], [], [], [], [], [], [], []
+    models: dict[str, int] = {}
+    chunks: list[tuple[int, bytes]] = []
+    for n, (key, title, cats, amount, avail, expires_at, vector, embedder) in enumerate(
+        rows.iterator(chunk_size=5000)
+    ):
+        ids.append(key)
+        titles.append(title)
+        categories.append(list(cats or []))
+        prices.append(None if amount is None else str(amount))
+        price.append(np.nan if amount is None else float(amount))
+        available.append(avail)
+        expires.append(_unix(expires_at))
+        if vector is not None and embedder:
+            codes.append(models.setdefault(embedder, len(models)))
+            chunks.append((n, bytes(vector)))
+        else:
+            codes.append(-1)
+    dim = len(chunks[0][1]) // 4 if chunks else 1
+    matrix = np.zeros((len(ids), dim), dtype=np.float32)
+    for n, raw in chunks:
+        if len(raw) == 4 * dim:
+            matrix[n] = np.frombuffer(raw, dtype=np.float32)
+        else:
+            codes[n] = -1  # a vector of another size cannot share the index
+    return Snapshot(
+        version=version,
+        ids=ids,
+        row={key: n for n, key in enumerate(ids)},
+        titles=titles,
+        categories=categories,
+        prices=prices,
+        price=np.asarray(price, dtype=np.float64),
+        available=np.asarray(available, dtype=bool),
+        expires=np.asarray(expires, dtype=np.float64),
+        embedder=np.asarray(codes, dtype=np.int64),
+        models=list(models),
+        vectors=matrix,
+    )
+
+
+_cache: OrderedDict[int, Snapshot] = OrderedDict()
+_cache_lock = threading.Lock()
+_build_locks: dict[int, threading.Lock] = {}
+
+
+def catalogue_snapshot(*, organisation, version: int) -> Snapshot:
+    """The organisation's snapshot at ``version`` (its settings' ``catalogue_version``): the cached one,
+    or built now (one build per organisation at a time; the others wait for it)."""
+    with _cache_lock:
+        found = _cache.get(organisation.pk)
+        if found is not None and found.version == version:
+            _cache.move_to_end(organisation.pk)
+            return found
+        build_lock = _build_locks.setdefault(organisation.pk, threading.Lock())
+    with build_lock:
+        with _cache_lock:
+            found = _cache.get(organisation.pk)
+            if found is not None and found.version == version:
+                return found
+        built = _build(organisation, version)
+        with _cache_lock:
+            _cache[organisation.pk] = built
+            _cache.move_to_end(organisation.pk)
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+        return built
+
+
+def snapshots_clear() -> None:
+    """Forget every snapshot (tests that rewrite rows behind the services' back)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,71 @@
+"""``core.billing.streamed.metered_streamed``: a metered charge through Redis and the ledger stream."""
+
+import pytest
+from django.conf import settings
+
+from core.billing import deferred, flusher, streamed
+from core.billing import services as billing
+from core.billing.models import Plan, PlanLimit, UsageEvent
+from core.errors import QuotaExceeded
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="the ledger stream lives in Redis (REDIS_URL)"),
+]
+
+METER = "predictions"
+
+
+def _lines(org) -> list[UsageEvent]:
+    flusher.ledger_drain()
+    return list(UsageEvent.objects.for_org(org).filter(meter=METER))
+
+
+def test_a_streamed_charge_reaches_the_ledger_and_the_counter_once(make_org, make_key):
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    assert deferred.enabled()
+    result = streamed.metered_streamed(
+        lambda: "done", organisation=org, meter=METER, quantity=3, api_key=key, metadata={"model_version": 7}
+    )
+    assert result == "done"
+    (line,) = _lines(org)
+    assert line.quantity == 3 and line.api_key_id == key.pk and line.metadata == {"model_version": 7}
+    assert line.idempotency_key.startswith("req:")
+    assert billing.period_used(organisation=org, meter=METER) == 3
+    # a Charge of another quantity (0: nothing), and work that fails, charge only what was used
+    streamed.metered_streamed(lambda: billing.Charge("x", quantity=0), organisation=org, meter=METER)
+    with pytest.raises(RuntimeError):
+        streamed.metered_streamed(
+            lambda: (_ for _ in ()).throw(RuntimeError("boom")), organisation=org, meter=METER
+        )
+    streamed.metered_streamed(lambda: billing.Charge("y", quantity=2), organisation=org, meter=METER)
+    assert sorted(line.quantity for line in _lines(org)) == [2, 3]
+    assert billing.period_used(organisation=org, meter=METER) == 5
+
+
+def test_the_quota_counts_database_charges_and_refuses_with_the_full_stacks_message(make_org):
+    org, _ = make_org()
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id=METER, defaults={"limit": 4})
+    billing.usage_record(organisation=org, meter=METER, quantity=2)  # through the database, before Redis
+    ran = []
+    streamed.metered_streamed(lambda: ran.append(1), organisation=org, meter=METER, quantity=2)
+    with pytest.raises(QuotaExceeded) as streamed_refusal:
+        streamed.metered_streamed(lambda: ran.append(2), organisation=org, meter=METER)
+    assert ran == [1]  # the refused work did not run
+    _lines(org)
+    with pytest.raises(QuotaExceeded) as database_refusal:
+        billing.quota_check(organisation=org, meter=METER)
+    assert str(streamed_refusal.value) == str(database_refusal.value)
+    assert streamed_refusal.value.details == database_refusal.value.details
+    # a charge written to the database later moves the Redis counter too: one unit freed is one unit usable
+    PlanLimit.objects.filter(plan=trial, meter_id=METER).update(limit=6)
+    org._subscription = None  # the next request's organisation instance reads the plan again
+    billing.usage_record(organisation=org, meter=METER, quantity=1)
+    streamed.metered_streamed(lambda: ran.append(3), organisation=org, meter=METER)
+    with pytest.raises(QuotaExceeded):
+        streamed.metered_streamed(lambda: ran.append(4), organisation=org, meter=METER)
+    assert ran == [1, 3]
+    _lines(org)
+    assert billing.period_used(organisation=org, meter=METER) == 6

@@ -1,0 +1,93 @@
+"""Serving's in-memory catalogue (``services.snapshot``): kept between requests while the catalogue does not
+change, rebuilt after any write that changes it (an upsert, a deletion, the embedding job), filters as masks
+over it; and the hybrid's candidate scoring for large catalogues, which must rank as full scoring does."""
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from recommender import hybrid
+from recommender.selectors import serving_settings
+from recommender.services import catalogue, serving, snapshot, text
+from tests.recommender.conftest import train_now
+
+pytestmark = pytest.mark.django_db
+
+
+def _ids(answer) -> list[str]:
+    return [item["id"] for item in answer["items"]]
+
+
+def _snap(org) -> snapshot.Snapshot:
+    return snapshot.catalogue_snapshot(
+        organisation=org, version=serving_settings(organisation=org).catalogue_version
+    )
+
+
+def _for(org, user: str = "u0", **filters):
+    return serving.recommendations_for_user(
+        organisation=org, user=user, k=10, filters=serving.Filters(**filters)
+    )
+
+
+def test_the_snapshot_is_kept_until_the_catalogue_changes(shop):
+    org, _ = shop
+    train_now(org)
+    assert "C" in _ids(_for(org))
+    first = _snap(org)
+    _for(org)
+    assert _snap(org) is first  # nothing changed: the same arrays serve
+    catalogue.items_upsert(organisation=org, rows=[{"id": "C", "title": "White plate", "available": False}])
+    assert _snap(org) is not first
+    assert "C" not in _ids(_for(org))  # the next request sees the change
+    assert "C" in _ids(_for(org, available_only=False))
+    changed = _snap(org)
+    catalogue.items_upsert(organisation=org, rows=[{"id": "D", "title": "Green plate", "deleted": True}])
+    assert "D" not in _ids(_for(org)) and _snap(org) is not changed
+    embedded = _snap(org)
+    assert text.items_embed_pending(organisation=org) == 5
+    assert _snap(org) is not embedded and _snap(org).has_vectors()
+
+
+def test_masks_apply_price_category_expiry_and_exclusions(shop):
+    org, _ = shop
+    train_now(org)
+    soon = (timezone.now() + timedelta(seconds=1)).isoformat()
+    catalogue.items_upsert(
+        organisation=org, rows=[{"id": "E", "title": "Gift bag", "categories": ["wrap"], "expires_at": soon}]
+    )
+    assert set(_ids(_for(org, "u10", category="mugs"))) <= {"A", "B", "F"}
+    assert set(_ids(_for(org, "u10", max_price="10"))) <= {"A", "B", "E"}
+    assert "A" not in _ids(_for(org, "u10", exclude=frozenset({"A"})))
+    snap = _snap(org)
+    rows = snap.rows_of(["A", "E", "nope"])
+    ok = snap.servable(
+        rows,
+        now=timezone.now().timestamp() + 5,
+        category=None,
+        min_price=None,
+        max_price=None,
+        available_only=True,
+    )
+    assert ok.tolist() == [True, False, False]  # E expired by then; an unknown id is never servable
+
+
+def test_hybrid_candidate_scoring_ranks_as_full_scoring(shop, monkeypatch):
+    org, _ = shop
+    catalogue.items_upsert(
+        organisation=org,
+        rows=[{"id": f"N{i}", "title": f"Blue mug number {i}", "categories": ["mugs"]} for i in range(6)],
+    )
+    text.items_embed_pending(organisation=org)
+    train_now(org, "hybrid")
+    full = {user: _for(org, user) for user in ("u0", "u12", "u19")}
+    monkeypatch.setattr(hybrid, "FULL_SCORING_MAX", 0)  # every catalogue is "large" now
+    for user, answer in full.items():
+        by_candidates = _for(org, user)
+        assert _ids(by_candidates) == _ids(answer), (user, by_candidates, answer)
+        assert [i["why"] for i in by_candidates["items"]] == [i["why"] for i in answer["items"]]
+        assert np.allclose(
+            [i["score"] for i in by_candidates["items"]], [i["score"] for i in answer["items"]], atol=1e-5
+        )
