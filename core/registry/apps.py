@@ -1,4 +1,15 @@
+from celery.signals import worker_process_init
 from django.apps import AppConfig
+
+
+def _warm_worker_process(**_kwargs) -> None:
+    """Each process that runs tasks (a prefork child, or the solo worker itself) loads the active models in
+    the background at start, as web processes do (core.registry.services.warmup), less the products' own
+    warm-ups (what web processes serve, such as the chatbot's answer generator). Connected here, not in
+    ``core.celery``: the warm-up reads the products, and ``core.products`` reads the Celery app."""
+    from core.registry.services.warmup import warmup_at_start
+
+    warmup_at_start(with_products=False)
 
 
 class RegistryConfig(AppConfig):
@@ -56,3 +67,4 @@ class RegistryConfig(AppConfig):
         )
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)
+        worker_process_init.connect(_warm_worker_process, weak=False, dispatch_uid="registry.warm_worker")
