@@ -19,6 +19,7 @@ both alike. Torch runs one thread, as a serving process does (``ML_SERVE_THREADS
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -55,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--var", help="the bench's folder (database set-up and models): reused when it has one"
+    )
+    parser.add_argument(
+        "--show-sql", action="store_true", help="print the SQL of one message of each type, for each tree"
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: JSON job for one code tree
     return parser.parse_args()
@@ -99,6 +103,9 @@ def measure(job: dict) -> dict:
     layer.group_send = counted_send  # the one layer instance every broadcast uses
     bot = BotSettings.all_tenants.get(widget_key=job["widget_key"])
     origin, host = "https://shop.example", "127.0.0.1:8000"
+    shown: set[str] = set()
+    # the consumer hands the answer the settings it read for the frame, where the tree's service takes them
+    pass_bot = "bot" in inspect.signature(services.visitor_message_answer).parameters
 
     def one(text: str, n: int) -> tuple[str, float, float, int, int]:
         conversation, _token, _greeting = services.conversation_start(bot=bot, visitor=f"profile-{n:08d}")
@@ -116,13 +123,19 @@ def measure(job: dict) -> dict:
             answers = (
                 [
                     services.message_payload(a)
-                    for a in services.visitor_message_answer(conversation=conversation, message=stored)
+                    for a in services.visitor_message_answer(
+                        conversation=conversation, message=stored, **({"bot": checked} if pass_bot else {})
+                    )
                 ]
                 if bot_has_it
                 else []
             )
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         source = answers[0]["source"] if answers else "none"
+        if job["show_sql"] and source not in shown:
+            shown.add(source)
+            print(f"--- {job['code']}: {source} ({text!r})")
+            print("\n".join(f"{i + 1:3d} {q['sql'][:300]}" for i, q in enumerate(queries.captured_queries)))
         return source, 1000 * cpu, 1000 * wall, len(queries.captured_queries), sends[0]
 
     questions = {kind: job["questions"][kind] for kind in TYPES}
@@ -208,6 +221,7 @@ def main() -> None:
                 "questions": questions,
                 "messages": args.messages,
                 "offset": offset,
+                "show_sql": args.show_sql,
                 "out": str(out_file),
             }
             job_file.write_text(json.dumps(job))

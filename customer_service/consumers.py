@@ -246,7 +246,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 answers = await database_sync_to_async(
                     lambda c=conversation, m=message: [
                         services.message_payload(a)
-                        for a in services.visitor_message_answer(conversation=c, message=m)
+                        for a in services.visitor_message_answer(conversation=c, message=m, bot=self.bot)
                     ],
                     thread_sensitive=False,
                 )()

@@ -77,11 +77,15 @@ def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
     return [message, *visitor_message_answer(conversation=conversation, message=message)]
 
 
-def visitor_message_answer(*, conversation: Conversation, message: Message) -> list[Message]:
+def visitor_message_answer(
+    *, conversation: Conversation, message: Message, bot: BotSettings | None = None
+) -> list[Message]:
     """The bot's answer to a visitor message stored earlier (``visitor_message_store``), worked out apart
     from accepting it; nothing if a person has the conversation by now (an operator took over, or the
     answer to an earlier message handed off, or it was closed): the message waits for them in the inbox.
-    A hand-off that asked for the visitor's e-mail address reads the message for it."""
+    A hand-off that asked for the visitor's e-mail address reads the message for it. ``bot``: the
+    organisation's settings when the caller has them in hand (the widget's socket reads them for every
+    frame), else they are read here."""
     current = Conversation.all_tenants.filter(pk=conversation.pk).first()
     if current is None:
         return []
@@ -91,7 +95,7 @@ def visitor_message_answer(*, conversation: Conversation, message: Message) -> l
             return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
     if current.status != ConversationStatus.BOT:
         return []
-    return bot_answer(conversation=conversation, message=message)
+    return bot_answer(conversation=conversation, message=message, bot=bot)
 
 
 @dataclass(frozen=True)
@@ -231,24 +235,33 @@ def _asked_to_rephrase(conversation: Conversation, before: Message) -> bool:
     return last == AnswerSource.REPHRASE
 
 
-def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]:
-    """Answer one visitor message (metered as one prediction) or hand the conversation to a person."""
+def bot_answer(
+    *, conversation: Conversation, message: Message, bot: BotSettings | None = None
+) -> list[Message]:
+    """Answer one visitor message (metered as one prediction) or hand the conversation to a person.
+    ``bot``: the organisation's settings if the caller has them (else read here)."""
     organisation = conversation.organisation
-    bot = bot_settings_for(organisation=organisation)
+    settings = (
+        bot
+        if bot is not None and bot.organisation_id == organisation.pk
+        else bot_settings_for(organisation=organisation)
+    )
 
     def answer() -> billing.Charge[list[Message]]:  # only an answer the bot worked out and gave is charged
         try:
             decision = decide(
                 organisation=organisation,
-                bot=bot,
+                bot=settings,
                 text=message.text,
-                asked_to_rephrase=_asked_to_rephrase(conversation, message),
+                # read only where the rule reads it: a bot that asks to rephrase
+                asked_to_rephrase=settings.uncertain_mode == UncertainMode.REPHRASE
+                and _asked_to_rephrase(conversation, message),
             )
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
-            failed = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
-            return billing.Charge(_bot_reply(conversation, message, failed, bot), quantity=0)
-        replies = _bot_reply(conversation, message, decision, bot)
+            failed = Decision(AnswerSource.HANDOFF, settings.handoff_message, "The bot failed to answer.")
+            return billing.Charge(_bot_reply(conversation, message, failed, settings), quantity=0)
+        replies = _bot_reply(conversation, message, decision, settings)
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if replies else 0, metadata=metadata)
 
@@ -258,9 +271,9 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
         )
     except QuotaExceeded:
         used_up = Decision(
-            AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
+            AnswerSource.HANDOFF, settings.handoff_message, "The plan's prediction quota is used up."
         )
-        return _bot_reply(conversation, message, used_up, bot)
+        return _bot_reply(conversation, message, used_up, settings)
 
 
 def _bot_reply(
@@ -268,7 +281,9 @@ def _bot_reply(
 ) -> list[Message]:
     """Give the bot's decision, unless an operator took the conversation over while the bot thought."""
     with transaction.atomic():
+        organisation = conversation.organisation  # in hand: not read again through the locked row
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        conversation.organisation = organisation
         if decision.intent:
             Message.all_tenants.filter(pk=message.pk).update(
                 intent=decision.intent, confidence=decision.confidence

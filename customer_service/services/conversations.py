@@ -164,7 +164,10 @@ def conversation_resume(*, bot: BotSettings, public_id: str, token: str, page: A
     now: the inbox shows it."""
     page_url = page_check(page)
     conversation = (
-        Conversation.objects.for_org(bot.organisation).filter(public_id=public_id).first()
+        Conversation.objects.for_org(bot.organisation)
+        .select_related("organisation")  # what answering reads for every message of the socket
+        .filter(public_id=public_id)
+        .first()
         if _is_uuid(public_id)
         else None
     )
