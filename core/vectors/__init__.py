@@ -15,11 +15,12 @@ fields hold the key, the vector bytes and the model reference, and how to rebuil
 
 The search runs on ``core.ml.vector_index.VectorIndex``: exact numpy top-k below ``VECTOR_ANN_MIN_VECTORS``
 rows (a setting, default ``core.ml.vector_index.ANN_MIN_VECTORS`` = 50 000), a faiss HNSW index at or above
-it. An ANN index is built once per process per (source, organisation, model, row-set fingerprint) and kept
-in a small LRU (``INDEX_CACHE_SIZE``); any insert, delete or update of the source's rows changes the
-fingerprint and the next search builds a fresh one, in that request: 1M vectors took 2.4 minutes to build on
-a loaded 2-core machine (``BENCHMARKS.md``, section 7), so a product with a large, often-changing set should
-warm the index from a job after its writes (the search then finds it cached).
+it. Either index is built once per process per (source, organisation, model, row-set fingerprint: count, sum
+of keys, last ``updated_at``, one aggregate query per search) and kept in a small LRU (``INDEX_CACHE_SIZE``);
+any insert, delete or update of the source's rows changes the fingerprint (a bulk update must set
+``updated_at``) and the next search builds a fresh one, in that request: 1M vectors took 2.4 minutes to build
+on a loaded 2-core machine (``BENCHMARKS.md``, section 7), so a product with a large, often-changing set
+should warm the index from a job after its writes (the search then finds it cached).
 Tenancy: every read is ``source.rows(organisation)`` filtered again on ``organisation``, and the cache
 key carries the organisation, so no search can return another tenant's rows.
 """
