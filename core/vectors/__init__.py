@@ -8,6 +8,8 @@ fields hold the key, the vector bytes and the model reference, and how to rebuil
 - ``texts_embed`` to embed texts with the model its retrieval uses (``core.registry.services.text_embedder``:
   the organisation's active embedding version for the source's app/task, else the base encoder) and get
   the reference naming that model, stored beside every vector;
+- ``embedding_reuse`` to search with vectors a classifier already computed for the query, when the source's
+  model computes the same ones (the base encoder under a "head" classifier, in float);
 - ``vectors_fill`` to put those vectors and that reference on unsaved rows before it saves them;
 - ``vector_search`` for the ``k`` closest rows to a query. Rows made by another model than the current one
   are stale: the search first has the source rebuild them (``VectorSource.rebuild``) and never mixes
@@ -31,6 +33,7 @@ from core.vectors.services import (
     VectorHit,
     VectorSource,
     current_model,
+    embedding_reuse,
     texts_embed,
     vector_bytes,
     vector_index,
@@ -45,6 +48,7 @@ __all__ = [
     "VectorHit",
     "VectorSource",
     "current_model",
+    "embedding_reuse",
     "texts_embed",
     "vector_bytes",
     "vector_index",

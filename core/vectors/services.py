@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Max, QuerySet, Sum
 
 from core.errors import InvalidInput
+from core.ml.predictor import embeds_like
 from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
 from core.registry import services as registry
 
@@ -65,6 +66,20 @@ def texts_embed(*, organisation, app: str, task: str, texts: Sequence[str]) -> E
 
 def vector_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def embedding_reuse(
+    *, organisation, app: str, task: str, texts: Sequence[str], predictor: Any, vectors: Any
+) -> Embedded | None:
+    """``vectors``, which the classifier ``predictor`` computed for ``texts`` (``Predictor.embed``), as this
+    app/task's embedding of them when its current model computes the same (``core.ml.predictor.embeds_like``:
+    the base encoder, served in float), else None (the caller embeds them itself)."""
+    if predictor.quantized or not predictor.encoder_key.startswith("base:"):
+        return None  # its vectors are no embedder's: no need to look up which one serves
+    embedder, reference = registry.text_embedder(organisation=organisation, app=app, task=task)
+    if not embeds_like(predictor, embedder, texts):
+        return None
+    return Embedded(np.asarray(vectors, dtype=np.float32), reference)
 
 
 def vectors_fill(*, source: VectorSource, objects: Sequence[Any], embedded: Embedded) -> None:

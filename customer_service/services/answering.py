@@ -28,6 +28,7 @@ from typing import Any
 
 from django.db import transaction
 
+from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import QuotaExceeded
@@ -45,7 +46,7 @@ from customer_service.models import (
     UncertainMode,
 )
 from customer_service.services.bot import bot_settings_for, intent_threshold_for
-from customer_service.services.common import APP, INTENT_TASK
+from customer_service.services.common import APP, INTENT_TASK, RETRIEVAL_TASK
 from customer_service.services.conversations import (
     _add_message,
     _announce,
@@ -134,8 +135,11 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     intent, confidence, version_id = "", None, None
     probabilities: dict[str, float] = {}
     version = active_version(organisation, APP, INTENT_TASK)
+    predictor, embeddings = None, None  # kept for the knowledge base: its search may reuse the pass
     if version is not None and version.labels:
-        prediction = registry.predictor_for(version=version).predict([text])[0]
+        predictor = registry.predictor_for(version=version)
+        embeddings = predictor.embed([text])
+        prediction = predictor.predictions(embeddings, [text])[0]  # what predictor.predict([text]) gives
         intent, confidence, version_id = (
             prediction.label,
             float(prediction.probabilities[prediction.label]),
@@ -155,7 +159,19 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
         if template is not None and confidence >= threshold:
             return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
-    hits = kb_search(organisation=organisation, query=text, k=KB_HITS)
+    embedded = (
+        vectors.embedding_reuse(
+            organisation=organisation,
+            app=APP,
+            task=RETRIEVAL_TASK,
+            texts=[text],
+            predictor=predictor,
+            vectors=embeddings.numpy(),
+        )
+        if predictor is not None and embeddings is not None
+        else None
+    )
+    hits = kb_search(organisation=organisation, query=text, k=KB_HITS, embedded=embedded)
     top = next((hit for hit in hits if hit.score >= bot.retrieval_threshold), None)
     if top is not None:
         answer = f"{top.passage}\n\n(From: {top.title}{' - ' + top.url if top.url else ''})"
