@@ -8,7 +8,8 @@ stored and its payload (``visitor_message_store``), then the answer worked out a
 and the channel layer are the production shape (PostgreSQL + Redis: every broadcast is a real group send),
 set up once as ``bench/chat_latency.py`` sets it up (the product's default intent model trained on the
 shipped Bitext set, the demo's templates and articles). The peer is another code tree on the same database
-and model store: by default ``main`` exported with ``git archive`` (``--peer-ref``), or ``--peer-code PATH``.
+and model store: by default where this branch left ``main`` (``git merge-base HEAD main``) exported with
+``git archive`` (``--peer-ref`` names another ref), or ``--peer-code PATH``.
 Each tree is measured in its own process, the two alternating in rounds so that the machine's load falls on
 both alike. Torch runs one thread, as a serving process does (``ML_SERVE_THREADS``).
 
@@ -49,7 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/trellis_chatlat_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument(
-        "--peer-ref", default="main", help="git ref exported as the peer (unless --peer-code)"
+        "--peer-ref",
+        help="git ref exported as the peer (unless --peer-code); default: where this branch left main"
+        " (git merge-base HEAD main), so that the peer differs by this branch's changes alone",
     )
     parser.add_argument(
         "--peer-code", help="a code tree to measure as the peer (default: --peer-ref exported)"
@@ -205,8 +208,14 @@ def main() -> None:
         }
     )
     data = prepare(env)
-    peer = Path(args.peer_code) if args.peer_code else export_peer(args.peer_ref)
-    trees = {f"peer ({args.peer_code or args.peer_ref})": peer, "this tree": ROOT}
+    ref = (
+        args.peer_ref
+        or subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    peer = Path(args.peer_code) if args.peer_code else export_peer(ref)
+    trees = {f"peer ({args.peer_code or ref[:12]})": peer, "this tree": ROOT}
     questions = {"template": data["templates"], "article": data["articles"], "handoff": HANDOFF_QUESTIONS}
     results: dict[str, dict[str, list]] = {name: {} for name in trees}
     offset = 0
