@@ -10,6 +10,7 @@ set up once as ``bench/chat_latency.py`` sets it up (the product's default inten
 shipped Bitext set, the demo's templates and articles). The peer is another code tree on the same database
 and model store: by default where this branch left ``main`` (``git merge-base HEAD main``) exported with
 ``git archive`` (``--peer-ref`` names another ref), or ``--peer-code PATH``.
+``--steps REF ...`` measures commits between the two as well (a row each: what each change adds).
 Each tree is measured in its own process, the two alternating in rounds so that the machine's load falls on
 both alike. Torch runs one thread, as a serving process does (``ML_SERVE_THREADS``).
 
@@ -56,6 +57,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--peer-code", help="a code tree to measure as the peer (default: --peer-ref exported)"
+    )
+    parser.add_argument(
+        "--steps",
+        nargs="*",
+        default=[],
+        help="commits measured too, between the peer and this tree (a row each)",
     )
     parser.add_argument(
         "--var", help="the bench's folder (database set-up and models): reused when it has one"
@@ -215,7 +222,9 @@ def main() -> None:
         ).stdout.strip()
     )
     peer = Path(args.peer_code) if args.peer_code else export_peer(ref)
-    trees = {f"peer ({args.peer_code or ref[:12]})": peer, "this tree": ROOT}
+    trees = {f"peer ({args.peer_code or ref[:12]})": peer}
+    trees |= {f"at {step}": export_peer(step) for step in args.steps}  # each change alone, in order
+    trees["this tree"] = ROOT
     questions = {"template": data["templates"], "article": data["articles"], "handoff": HANDOFF_QUESTIONS}
     results: dict[str, dict[str, list]] = {name: {} for name in trees}
     offset = 0
