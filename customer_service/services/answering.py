@@ -18,7 +18,9 @@
 Each answered visitor message is one metered prediction; over the quota, the bot hands off instead of
 answering, and the visitor's message is kept either way. ``answer_preview`` is the same rule for the API,
 without a conversation. While a hand-off waits for the visitor's e-mail address, the bot reads their
-messages for it (``handoff.email_reply_locked``), unmetered.
+messages for it (``handoff.email_reply_locked``), unmetered; a message with no ``@`` in it is a question,
+not a try at the address: the bot answers it when it is sure (a template, an article, a grounded answer;
+metered as any answer) and the hand-off still waits for the address, and otherwise asks for the address.
 """
 
 import logging
@@ -86,6 +88,8 @@ def visitor_message_answer(*, conversation: Conversation, message: Message) -> l
     if current is None:
         return []
     if email_wanted(current):
+        if "@" not in message.text:  # a question meanwhile, not a try at the address: answer it if sure
+            return bot_answer(conversation=conversation, message=message, waiting_for_email=True)
         with transaction.atomic():
             current = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
             return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
@@ -231,8 +235,16 @@ def _asked_to_rephrase(conversation: Conversation, before: Message) -> bool:
     return last == AnswerSource.REPHRASE
 
 
-def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]:
-    """Answer one visitor message (metered as one prediction) or hand the conversation to a person."""
+# The bot's own answers: while a hand-off waits for an e-mail address, only these are given.
+ANSWERS = (AnswerSource.TEMPLATE, AnswerSource.ARTICLE, AnswerSource.GROUNDED)
+
+
+def bot_answer(
+    *, conversation: Conversation, message: Message, waiting_for_email: bool = False
+) -> list[Message]:
+    """Answer one visitor message (metered as one prediction) or hand the conversation to a person.
+    ``waiting_for_email``: the conversation waits for a person and for the visitor's e-mail address (nobody
+    was online); a sure answer is given and charged, anything else asks for the address again, uncharged."""
     organisation = conversation.organisation
     bot = bot_settings_for(organisation=organisation)
 
@@ -247,10 +259,12 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
             failed = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
-            return billing.Charge(_bot_reply(conversation, message, failed, bot), quantity=0)
-        replies = _bot_reply(conversation, message, decision, bot)
+            replies = _bot_reply(conversation, message, failed, bot, waiting_for_email)
+            return billing.Charge(replies, quantity=0)
+        replies = _bot_reply(conversation, message, decision, bot, waiting_for_email)
+        answered = bool(replies) and (not waiting_for_email or replies[0].source in ANSWERS)
         metadata = {"conversation": conversation.pk, "source": decision.source}
-        return billing.Charge(replies, quantity=1 if replies else 0, metadata=metadata)
+        return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
 
     try:
         return billing.metered(
@@ -260,20 +274,31 @@ def bot_answer(*, conversation: Conversation, message: Message) -> list[Message]
         used_up = Decision(
             AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
         )
-        return _bot_reply(conversation, message, used_up, bot)
+        return _bot_reply(conversation, message, used_up, bot, waiting_for_email)
 
 
 def _bot_reply(
-    conversation: Conversation, message: Message, decision: Decision, bot: BotSettings
+    conversation: Conversation,
+    message: Message,
+    decision: Decision,
+    bot: BotSettings,
+    waiting_for_email: bool = False,
 ) -> list[Message]:
-    """Give the bot's decision, unless an operator took the conversation over while the bot thought."""
+    """Give the bot's decision, unless an operator took the conversation over while the bot thought. While a
+    hand-off waits for the visitor's e-mail address, only a sure answer is given (the conversation keeps
+    waiting); otherwise the bot asks for the address again."""
     with transaction.atomic():
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
         if decision.intent:
             Message.all_tenants.filter(pk=message.pk).update(
                 intent=decision.intent, confidence=decision.confidence
             )
-        if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
+        if waiting_for_email:
+            if not email_wanted(conversation):  # an operator took over, or the address came meanwhile
+                return []
+            if decision.source not in ANSWERS:
+                return [email_reply_locked(conversation, text=message.text)]
+        elif conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
         if decision.source == AnswerSource.HANDOFF:
             said = []
