@@ -1,5 +1,6 @@
 """How the bot answers a visitor's message (``bot_answer``; ``decide`` is the rule, without writes):
-1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off;
+1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off; a greeting,
+   thanks or goodbye on its own -> a short answer (``smalltalk``: the tenant's greeting for a greeting);
 2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction (at or
    above the intent's threshold: its own in ``intent_thresholds``, else ``intent_threshold``) of an intent
    with an active answer template -> that template. The confidence is the top probability. (The model's
@@ -58,6 +59,7 @@ from customer_service.services.conversations import (
 from customer_service.services.grounded import NOT_FOUND, grounded_answer
 from customer_service.services.handoff import email_reply_locked, hand_off_locked
 from customer_service.services.knowledge import Hit, kb_search
+from customer_service.services.smalltalk import small_talk
 from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,9 @@ def decide(*, organisation, bot: BotSettings, text: str, asked_to_rephrase: bool
 def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     if HUMAN_REQUEST.search(text):
         return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason="The visitor asked for a person.")
+    talk = small_talk(text, greeting=bot.greeting)
+    if talk is not None:
+        return Decision(AnswerSource.SMALLTALK, talk.text, reason=f"Small talk: {talk.kind}.")
     intent, confidence, version_id = "", None, None
     probabilities: dict[str, float] = {}
     version = active_version(organisation, APP, INTENT_TASK)
