@@ -148,6 +148,20 @@ class Document(TenantModel):
         ]
 
 
+class DocumentBand(TenantModel):
+    """One LSH band of an original document's MinHash signature (``finance_monitor.near_duplicates``): the
+    index ``services.near_copies`` looks near copies up in. Written in the transaction that stores the
+    document; only originals have bands (a copy's original stands for it); ``created_at`` bounds the lookup
+    to ``FM_NEAR_DUPLICATE_WINDOW_DAYS``."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+    band = models.PositiveSmallIntegerField()
+    hash = models.BigIntegerField()  # the band's rows hashed with its index: unique across bands
+
+    class Meta:
+        indexes = [models.Index(fields=["organisation", "hash", "created_at"], name="fm_band_lookup")]
+
+
 class EntityKind(models.TextChoices):
     COMPANY = "company", "Company"
     TICKER = "ticker", "Ticker"
