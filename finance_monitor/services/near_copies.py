@@ -62,14 +62,19 @@ def _candidates(
         return {}, {}
     rows = (
         DocumentBand.objects.for_org(organisation)
-        .filter(hash__in=hashes, created_at__gte=since, document__duplicate_of__isnull=True)
+        .filter(hash__in=hashes, created_at__gte=since)
         .values_list("hash", "document_id")
     )
     index: dict[int, list[int]] = {}
     for value, doc_id in rows:
         index.setdefault(value, []).append(doc_id)
     ids = sorted({i for ids in index.values() for i in ids})
-    texts = Document.objects.for_org(organisation).filter(pk__in=ids).values_list("id", "text")
+    # only originals have bands, and stay originals; the filter is a guard, not a join in the band lookup
+    texts = (
+        Document.objects.for_org(organisation)
+        .filter(pk__in=ids, duplicate_of__isnull=True)
+        .values_list("id", "text")
+    )
     known = {doc_id: near.fingerprint(near.unwrap_text(text)) for doc_id, text in texts}
     return {k: fp for k, fp in known.items() if fp is not None}, index
 
@@ -89,16 +94,23 @@ def _best(fp: near.Fingerprint, candidates: Iterable[int], known: dict[int, near
 
 def _make_copies(organisation, found: dict[int, int]) -> None:
     """Each found document becomes its original's copy; the exact copies this call stored of it follow it to
-    that original, whose ``copies`` counts them all."""
+    that original, whose ``copies`` counts them all. A few statements whatever the number of copies."""
     if not found:
         return
     docs = Document.objects.for_org(organisation)
-    had = dict(docs.filter(pk__in=sorted(found)).values_list("id", "copies"))
+    had = dict(docs.filter(pk__in=sorted(found), copies__gt=0).values_list("id", "copies"))
+    for doc_id in sorted(had):  # rare: a batch held a near copy and an exact copy of it
+        docs.filter(duplicate_of_id=doc_id).update(duplicate_of_id=found[doc_id])
+    Document.all_tenants.bulk_update(
+        [Document(pk=doc_id, duplicate_of_id=orig, copies=0) for doc_id, orig in sorted(found.items())],
+        ["duplicate_of", "copies"],
+        batch_size=500,
+    )
     added: dict[int, int] = {}
-    for doc_id, original in sorted(found.items()):
-        if had.get(doc_id):
-            docs.filter(duplicate_of_id=doc_id).update(duplicate_of_id=original)
-        docs.filter(pk=doc_id).update(duplicate_of_id=original, copies=0)
+    for doc_id, original in found.items():
         added[original] = added.get(original, 0) + 1 + had.get(doc_id, 0)
-    for original, n in sorted(added.items()):
-        docs.filter(pk=original).update(copies=F("copies") + n)
+    by_count: dict[int, list[int]] = {}  # one UPDATE per distinct number of new copies (mostly one)
+    for original, n in added.items():
+        by_count.setdefault(n, []).append(original)
+    for n, ids in sorted(by_count.items()):
+        docs.filter(pk__in=sorted(ids)).update(copies=F("copies") + n)
