@@ -122,7 +122,7 @@ class HybridConfig:
             raise ValueError("neighbours must be from 1 to 5,000")
         if not 0 < self.trend_days <= 3650 or not 0 < self.validation_days <= 3650:
             raise ValueError("trend_days and validation_days must be above 0 (at most 3,650)")
-        if not 0 <= self.rising_days <= 3650:
+        if not isinstance(self.rising_days, int | float) or not 0 <= self.rising_days <= 3650:
             raise ValueError("rising_days must be from 0 (no rising component) to 3,650")
         if not 10 <= self.validation_users <= 100_000:
             raise ValueError("validation_users must be from 10 to 100,000")
