@@ -34,8 +34,9 @@ Fitting (``fit``): the training events' last ``validation_days`` (at most a quar
 off as a validation split (``validation="time"``, a shop whose customers all buy in the same months), or
 each user's last ``validation_share`` of items (``validation="user"``, users active in different years, as
 MovieLens's are); for each EASE lambda and decay in the config's grid the components are fitted
-on the events before the cut, and the weights of text, popularity and trend (collab's is 1) are fitted by
-coordinate ascent over a grid on NDCG@10 of the validation users' new items. The best setting is then
+on the events before the cut, and the weights of the others (``LEARNED``; collab's is 1) are fitted by
+coordinate ascent over a grid on NDCG@10 of the validation users' new items (rising's is fitted last, so
+when it earns no weight the others are what they were without it). The best setting is then
 fitted on every training event. ``fit_like`` reuses another model's setting and weights (no validation),
 as the served model reuses the evaluation model's.
 
@@ -180,7 +181,7 @@ class HybridModel:
     popularity: np.ndarray  # (n_items,) float32
     trend: np.ndarray  # (n_items,) float32
     boost: np.ndarray  # (n_items,) float32
-    weights: dict[str, float]  # collab, text, popularity, trend, boost
+    weights: dict[str, float]  # collab, boost and the ``LEARNED`` ones
     setting: dict[str, float]  # the chosen ease_lambda and decay_days
     validation: dict[str, float] = field(default_factory=dict)  # the validation split's figures
     evaluation: HybridModel | None = None
