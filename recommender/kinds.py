@@ -31,6 +31,7 @@ HYBRID_KEYS = {
     "decay_days",
     "neighbours",
     "trend_days",
+    "rising_days",
     "validation_days",
     "validation_users",
     "boost_weight",
