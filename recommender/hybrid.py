@@ -694,10 +694,13 @@ def _ndcg(scores: np.ndarray, own: list[np.ndarray], targets: list[np.ndarray], 
     for u in range(scores.shape[0]):
         row = scores[u].copy()
         row[own[u]] = -np.inf
-        top = np.argpartition(-row, k)[:k]
-        top = top[np.argsort(-row[top], kind="stable")]
+        if row.size > k:
+            top = np.argpartition(-row, k)[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
+        else:  # a catalogue of k items or fewer: all of them, ranked
+            top = np.argsort(-row, kind="stable")
         hits = np.isin(top, targets[u])
-        dcg = float((hits / np.log2(np.arange(2, k + 2))).sum())
+        dcg = float((hits / np.log2(np.arange(2, len(top) + 2))).sum())
         ideal = float((1 / np.log2(np.arange(2, min(k, len(targets[u])) + 2))).sum())
         total += dcg / ideal
     return total / max(1, scores.shape[0])
