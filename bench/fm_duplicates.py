@@ -1,23 +1,30 @@
-"""The finance monitor's near-duplicate rule, measured on pairs built from the shipped twitter texts.
+"""The finance monitor's copy rules, measured on labelled pairs built from twitter financial news texts.
 
-The rule (``finance_monitor.services.documents``): two documents are the same when their normalised texts are
-equal (NFKC, lower case, links, ``RT @user:`` prefixes, @mentions, punctuation and runs of white space
-removed), checked at ingest through a unique constraint on the sha256 of that text.
+The rules: (1) the normalised-text hash (``finance_monitor.services.documents``): two documents are the same
+when their normalised texts are equal (NFKC, lower case, links, the ``RT @user:`` / reply / ``via @user``
+wrapping, punctuation and runs of white space removed), checked at ingest through a unique constraint on the
+sha256 of that text; (2) the hash, or else near-identical text (``finance_monitor.near_duplicates``: a shared
+MinHash LSH band, word-shingle Jaccard >= the threshold, the same numbers, $cashtags, @mentions and
+negations), what the ingest runs with ``FM_NEAR_DUPLICATES`` on.
 
-Pairs, from ``--pairs`` shipped texts (``finance_monitor/data/twitter_financial_news``, MIT):
+Texts: ``--texts shared`` (default) the validation splits of the twitter financial news topic and sentiment
+sets (MIT) read from ``--data`` (``../shared/data``; not shipped, so not the texts the near-copy parameters
+were chosen on), distinct by the normalised hash; ``--texts shipped`` the training splits shipped in
+``finance_monitor/data/twitter_financial_news``. Pairs, from ``--pairs`` of them:
 
 - duplicates (should be caught): a retweet (``RT @user: ...``), a reply (``@user ...``) with ``via @user``,
   the same text with another or an extra tracking link, other case, other white space, re-punctuated, and
-  all of these at once;
+  all of these at once; and reworded copies: one ordinary word replaced, one dropped, one added, two
+  replaced (never a number, $cashtag, @mention or negation: those change the news);
 - different documents (should not be caught), the hard cases: each text's nearest other shipped text by word
   overlap (Jaccard), and edited copies whose meaning changed: another number, another cashtag, a negation,
   another @mention inside the text.
 
-Precision (caught pairs that are duplicates) and recall (duplicates caught) per kind, beside the peer: cosine
-similarity of the base encoder's embeddings (the vector a document gets at classification) at
-``--threshold``, the "semantic" rule.
+Precision (caught pairs that are duplicates) and recall (duplicates caught) per kind, for both rules and the
+peer, in the same run: cosine similarity of the base encoder's embeddings (the vector a document gets at
+classification) at ``--threshold``, the "semantic" rule.
 
-    .venv/bin/python bench/fm_duplicates.py --pairs 300
+    .venv/bin/python bench/fm_duplicates.py --pairs 300 --data /work/shared/data
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ import django  # noqa: E402
 django.setup()  # the rule is the product's own function, in a module that imports the ORM
 
 from bench.common import machine_note  # noqa: E402
-from finance_monitor.services.documents import normalise_text, text_hash  # noqa: E402
+from finance_monitor import near_duplicates as near  # noqa: E402
+from finance_monitor.services.documents import normalise_text, text_hash, unwrap_text  # noqa: E402
 
 DATA = ROOT / "finance_monitor" / "data" / "twitter_financial_news"
 
@@ -51,6 +59,8 @@ def parse_args() -> argparse.Namespace:
         "--pairs", type=int, default=300, help="shipped texts each kind of pair is built from"
     )
     parser.add_argument("--threshold", type=float, default=0.95, help="cosine of the embedding peer")
+    parser.add_argument("--texts", choices=("shared", "shipped"), default="shared")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args()
@@ -62,6 +72,19 @@ def shipped() -> list[str]:
         with gzip.open(DATA / name, "rt", encoding="utf-8") as handle:
             texts += [row["text"] for row in csv.DictReader(handle)]
     return list(dict.fromkeys(texts))
+
+
+def shared(data: Path) -> list[str]:
+    """The validation splits (MIT), one text per normalised hash (the sets hold copies of their own)."""
+    texts: dict[str, str] = {}
+    for name in (
+        "twitter_financial_news_topic/valid_data.csv",
+        "twitter_financial_news_sentiment/sent_valid.csv",
+    ):
+        with open(data / name, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                texts.setdefault(text_hash(row["text"]), row["text"])
+    return list(texts.values())
 
 
 def strip_links(text: str) -> str:
@@ -121,6 +144,33 @@ def other_mention(text: str, rng: random.Random) -> tuple[str, str] | None:
 EDITS = {"other number": other_number, "other cashtag": other_cashtag, "negation": negated}
 EDITS["other @mention"] = other_mention
 
+_ORDINARY = re.compile(r"[A-Za-z]{3,}")
+_NOT_ORDINARY = {"not", "no", "never", "nor", "without", "neither", "none"}
+
+
+def reword(text: str, rng: random.Random, vocabulary: list[str], replace: int, drop: int, add: int) -> str:
+    """``text`` (links dropped) with ordinary words replaced, dropped or added: never a number, $cashtag,
+    @mention or negation, which change the news."""
+    words = strip_links(text).split(" ")
+    ordinary = [i for i, w in enumerate(words) if _ORDINARY.fullmatch(w) and w.lower() not in _NOT_ORDINARY]
+    if len(ordinary) < max(replace, drop, 1):
+        return text  # left alone: too few ordinary words to edit (counted, and caught as an exact copy)
+    for i in rng.sample(ordinary, replace):
+        words[i] = rng.choice([w for w in vocabulary if w.lower() != words[i].lower()][:50])
+    for i in sorted(rng.sample(ordinary, drop), reverse=True):
+        del words[i]
+    for _ in range(add):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(vocabulary))
+    return " ".join(words)
+
+
+REWORDED = {
+    "a word replaced": dict(replace=1, drop=0, add=0),
+    "a word dropped": dict(replace=0, drop=1, add=0),
+    "a word added": dict(replace=0, drop=0, add=1),
+    "two words replaced": dict(replace=2, drop=0, add=0),
+}
+
 
 def nearest_neighbours(texts: list[str], pool: list[str]) -> list[tuple[str, str]]:
     """Each text with the pool's other text sharing the most words (Jaccard): the closest distinct tweet."""
@@ -143,9 +193,13 @@ def nearest_neighbours(texts: list[str], pool: list[str]) -> list[tuple[str, str
 def build(args: argparse.Namespace) -> list[tuple[str, bool, str, str]]:
     """(kind, is a duplicate, a, b)."""
     rng = random.Random(args.seed)
-    texts = shipped()
+    texts = shipped() if args.texts == "shipped" else shared(args.data)
     sample = rng.sample(texts, args.pairs)
     pairs = [(kind, True, t, make(t, rng)) for kind, make in DUPLICATES.items() for t in sample]
+    words = sorted({w for t in texts for w in t.split(" ") if _ORDINARY.fullmatch(w)})
+    for kind, edit in REWORDED.items():
+        for t in sample:
+            pairs.append((kind, True, t, reword(t, rng, rng.sample(words, 60), **edit)))
     for kind, edit in EDITS.items():
         for t in sample:
             changed = edit(t, rng)
@@ -183,15 +237,25 @@ def report(name: str, pairs, caught: list[bool]) -> None:
         print(f"    {kind:<20} {sum(c for c, _ in rows):>4} of {len(rows):>4} {what}")
 
 
+def near_rule(pairs) -> list[bool]:
+    """The ingest's rule with ``FM_NEAR_DUPLICATES`` on: the hash, else a shared band and the confirmation."""
+    prints = {t: near.fingerprint(unwrap_text(t)) for t in {t for _, _, a, b in pairs for t in (a, b)}}
+    return [text_hash(a) == text_hash(b) or near.near_copy_pair(prints[a], prints[b]) for _, _, a, b in pairs]
+
+
 def main() -> None:
     args = parse_args()
     pairs = build(args)
-    print(f"{machine_note()}; {len(pairs)} pairs from {args.pairs} shipped texts (seed {args.seed})")
+    print(
+        f"{machine_note()}; {len(pairs)} pairs from {args.pairs} {args.texts} texts (seed {args.seed});"
+        f" near-copy rule {near.DEFAULT}"
+    )
     report(
-        "normalised-text hash (the ingest's rule)",
+        "normalised-text hash alone (FM_NEAR_DUPLICATES off)",
         pairs,
         [text_hash(a) == text_hash(b) for _, _, a, b in pairs],
     )
+    report("hash + MinHash near copies (the ingest's rule)", pairs, near_rule(pairs))
     report(f"peer: base-encoder cosine >= {args.threshold}", pairs, embedding_rule(pairs, args))
 
 

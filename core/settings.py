@@ -266,6 +266,11 @@ FM_CLASSIFY_MAX_PER_RUN = env.int("FM_CLASSIFY_MAX_PER_RUN", default=5000)
 # One encoder pass feeds the topic and sentiment heads when they share an encoder (off: a pass per model,
 # the old path, kept for bench/fm_ingest.py's comparison).
 FM_SHARED_ENCODER_PASS = env.bool("FM_SHARED_ENCODER_PASS", default=True)
+# Near copies (finance_monitor.near_duplicates): a document whose text is near-identical to an original of the
+# organisation received in the last FM_NEAR_DUPLICATE_WINDOW_DAYS (a word or two edited, added or dropped; the
+# same numbers, cashtags, @mentions and negations) is stored as its copy, like an exact copy.
+FM_NEAR_DUPLICATES = env.bool("FM_NEAR_DUPLICATES", default=True)
+FM_NEAR_DUPLICATE_WINDOW_DAYS = env.int("FM_NEAR_DUPLICATE_WINDOW_DAYS", default=7)
 # Train the default topic and sentiment models when the first document waits with no active model.
 FM_DEFAULT_MODELS_ON_FIRST_USE = env.bool("FM_DEFAULT_MODELS_ON_FIRST_USE", default=True)
 # Rows per task the default models train on (a stratified sample of the shipped sets; 0: all of them).

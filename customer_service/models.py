@@ -182,6 +182,7 @@ class AnswerSource(models.TextChoices):
     REPHRASE = "rephrase", "Asked to rephrase"
     CHOICE = "choice", "The visitor's choice of a suggestion"
     EMAIL = "email", "E-mail address asked or noted"
+    SMALLTALK = "smalltalk", "Small talk (a greeting, thanks or goodbye)"
     OPERATOR = "operator", "Operator"
 
 

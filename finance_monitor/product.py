@@ -74,6 +74,7 @@ PRODUCT = Product(
         "finance_monitor.Replay",
         "finance_monitor.FeedPoll",
         "finance_monitor.Document",
+        "finance_monitor.DocumentBand",  # a near-copy index row of an original (services.near_copies)
         "finance_monitor.Entity",
         "finance_monitor.Mention",
         "finance_monitor.TrendBucket",

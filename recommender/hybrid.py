@@ -1,5 +1,5 @@
-"""The hybrid ranker, in plain Python (numpy/scipy, no Django): collaborative, text, popularity, trend and
-the tenant's boost, blended with weights fitted on a time-based validation split.
+"""The hybrid ranker, in plain Python (numpy/scipy, no Django): collaborative, text, popularity, trend,
+rising sales and the tenant's boost, blended with weights fitted on a time-based validation split.
 
 Features of a candidate item ``j`` for a user with weighted history ``x`` (each scaled to at most 1):
 
@@ -11,6 +11,13 @@ Features of a candidate item ``j`` for a user with weighted history ``x`` (each 
   items nobody has bought have text too, so this is how cold items are reached;
 - ``popularity``: log(1 + buyers), at most 1; ``trend``: events decayed with a ``trend_days`` half-life,
   at most 1;
+- ``rising``: items whose sales are rising just before the newest event: the item's (weighted) events in the
+  last ``rising_days`` days against what its rate over all the time before them predicts for that many days,
+  as a Poisson z-score ``max(0, (recent - expected) / sqrt(expected + 1))``, divided by the largest (so at
+  most 1). Trend says what sells now; rising says what sells more now than it used to (a shop's seasonal
+  items in the weeks before their season). 0 everywhere when ``rising_days`` is 0 or the events span no more
+  than ``rising_days``. Like popularity and trend it is the same for every user, so ``why`` names no
+  history item for it;
 - ``sequence``: what users went on to next: a transition matrix from each item to the items the same user
   took up within the ``sequence_window`` events after it (in time order; rows normalised, pruned like
   EASE), applied to the user's ``sequence_recent`` most recent items, the most recent weighing most
@@ -27,8 +34,9 @@ Fitting (``fit``): the training events' last ``validation_days`` (at most a quar
 off as a validation split (``validation="time"``, a shop whose customers all buy in the same months), or
 each user's last ``validation_share`` of items (``validation="user"``, users active in different years, as
 MovieLens's are); for each EASE lambda and decay in the config's grid the components are fitted
-on the events before the cut, and the weights of text, popularity and trend (collab's is 1) are fitted by
-coordinate ascent over a grid on NDCG@10 of the validation users' new items. The best setting is then
+on the events before the cut, and the weights of the others (``LEARNED``; collab's is 1) are fitted by
+coordinate ascent over a grid on NDCG@10 of the validation users' new items (rising's is fitted last, so
+when it earns no weight the others are what they were without it). The best setting is then
 fitted on every training event. ``fit_like`` reuses another model's setting and weights (no validation),
 as the served model reuses the evaluation model's.
 
@@ -57,14 +65,22 @@ LEARNED = (
     "trend",
     "sequence",
     "tower",
+    "rising",
 )  # collab's weight is 1: the scale of the others is relative to it
 GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0)
 ROUNDS = 2
 MIN_VALIDATION_USERS = 10
 COLD_PLACE = 10
-FALLBACK_WEIGHTS = {"text": 0.2, "popularity": 0.05, "trend": 0.1, "sequence": 0.1, "tower": 0.0}
+FALLBACK_WEIGHTS = {
+    "text": 0.2,
+    "popularity": 0.05,
+    "trend": 0.1,
+    "sequence": 0.1,
+    "tower": 0.0,
+    "rising": 0.0,
+}
 FULL_SCORING_MAX = 50_000  # items above which serving scores candidates only (``candidate_scores``)
-BASE_CANDIDATES = 500  # the items with the best user-independent part (popularity, trend, boost) among them
+BASE_CANDIDATES = 500  # the items with the best user-independent part (``HybridModel.base``) among them
 VALIDATIONS = ("time", "user")
 HISTORY_FLOOR = 0.2  # when too few users validate
 
@@ -77,6 +93,7 @@ class HybridConfig:
     history_decays: tuple[float, ...] = (1.0,)  # per step back in the history (1: every item alike)
     neighbours: int = 200
     trend_days: float = 3.0
+    rising_days: float = 14.0  # the recent window of the rising component (0: no rising component)
     validation_days: float = 28.0
     validation_users: int = 1500
     validation: str = "time"  # or "user": each user's last ``validation_share`` of items
@@ -106,6 +123,8 @@ class HybridConfig:
             raise ValueError("neighbours must be from 1 to 5,000")
         if not 0 < self.trend_days <= 3650 or not 0 < self.validation_days <= 3650:
             raise ValueError("trend_days and validation_days must be above 0 (at most 3,650)")
+        if not isinstance(self.rising_days, int | float) or not 0 <= self.rising_days <= 3650:
+            raise ValueError("rising_days must be from 0 (no rising component) to 3,650")
         if not 10 <= self.validation_users <= 100_000:
             raise ValueError("validation_users must be from 10 to 100,000")
         if not 0 <= self.boost_weight <= 10:
@@ -162,12 +181,13 @@ class HybridModel:
     popularity: np.ndarray  # (n_items,) float32
     trend: np.ndarray  # (n_items,) float32
     boost: np.ndarray  # (n_items,) float32
-    weights: dict[str, float]  # collab, text, popularity, trend, boost
+    weights: dict[str, float]  # collab, boost and the ``LEARNED`` ones
     setting: dict[str, float]  # the chosen ease_lambda and decay_days
     validation: dict[str, float] = field(default_factory=dict)  # the validation split's figures
     evaluation: HybridModel | None = None
     sequence: sp.csr_matrix | None = None  # (n_collab, n_collab) float32: item -> what users took up next
     tower: twotower.TowerModel | None = None  # the two-tower model over ``items`` (the same order)
+    rising: np.ndarray | None = None  # (n_items,) float32; None with ``rising_days`` 0 and in older models
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
@@ -198,6 +218,20 @@ class HybridModel:
         text = self.vectors @ profile
         return collab, _scale(collab), text, _scale(text), profile
 
+    def base(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The user-independent part of the score (popularity, trend, boost, rising) of every item, or of
+        ``rows``; with the rising weight 0 it is the same sum, to the bit, as before the rising component."""
+        w = self.weights
+
+        def part(values: np.ndarray) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        out = w["popularity"] * part(self.popularity) + w["trend"] * part(self.trend)
+        out = out + w["boost"] * part(self.boost)
+        if w.get("rising") and self.rising is not None:
+            out = out + w["rising"] * part(self.rising)
+        return out
+
     def scores(self, history: dict[str, float]) -> np.ndarray:
         """(n_items,) blended scores for a weighted history (unknown items are ignored)."""
         return self.scores_with(history, np.zeros(0, np.float32), [])[0]
@@ -209,7 +243,7 @@ class HybridModel:
         profile (items added to the catalogue since training: they have text, and nothing else yet)."""
         w = self.weights
         x = self.vector(history)
-        base = w["popularity"] * self.popularity + w["trend"] * self.trend + w["boost"] * self.boost
+        base = self.base()
         if not x.any():
             return base, w["boost"] * np.asarray(boosts, dtype=np.float32)
         collab, cmax, text, tmax, profile = self._parts(x)
@@ -313,9 +347,9 @@ class HybridModel:
         candidates (item indices), their scores, and the extra items' scores. Candidates: every item the
         history's collaborative (and sequence) rows reach, ``text_hits`` (the vector index's nearest items to
         the history's text, which hold the item closest to it) and the ``BASE_CANDIDATES`` best by popularity,
-        trend and boost. Each candidate's score is ``scores_with``'s except that the text part is scaled by
-        the candidates' largest text score (the same when the index found the closest item) and the cold lift
-        chooses among candidates."""
+        trend, rising and boost. Each candidate's score is ``scores_with``'s except that the text part is
+        scaled by the candidates' largest text score (the same when the index found the closest item) and the
+        cold lift chooses among candidates."""
         w = self.weights
         x = self.vector(history)
         held = np.flatnonzero(x)
@@ -326,11 +360,7 @@ class HybridModel:
             reach += [self.sequence[recent].indices] if recent else []
         found = [np.asarray(text_hits, np.int64), self._base_top(), *reach]
         candidates = np.unique(np.concatenate(found).astype(np.int64))
-        base = (
-            w["popularity"] * self.popularity[candidates]
-            + w["trend"] * self.trend[candidates]
-            + w["boost"] * self.boost[candidates]
-        )
+        base = self.base(candidates)
         if not len(held):
             return candidates, base, w["boost"] * np.asarray(boosts, dtype=np.float32)
         collab = np.zeros(self.n_collab, dtype=np.float32)
@@ -363,8 +393,7 @@ class HybridModel:
     def _base_top(self) -> np.ndarray:
         top = getattr(self, "_base_top_cache", None)
         if top is None:
-            w = self.weights
-            base = w["popularity"] * self.popularity + w["trend"] * self.trend + w["boost"] * self.boost
+            base = self.base()
             keep = min(BASE_CANDIDATES, len(base))
             top = np.sort(np.argpartition(-base, keep - 1)[:keep]) if keep else np.zeros(0, np.int64)
             self._base_top_cache = top
@@ -452,6 +481,7 @@ def _components(
         (2.0 ** (-ages / decay), (rows, cols)), shape=(len(users), len(collab_items)), dtype=np.float64
     )
     collab = ranking._prune(ranking._ease(x, lam), config.neighbours)
+    rising = _rising(train, collab_items, config.rising_days) if config.rising_days else None
     return HybridModel(
         config=config,
         items=items,
@@ -469,11 +499,35 @@ def _components(
             "trend": 0.0,
             "sequence": 0.0,
             "tower": 0.0,
+            "rising": 0.0,
             "boost": config.boost_weight,
         },
         setting={"ease_lambda": lam, "decay_days": decay},
         sequence=_sequence(train, index, len(collab_items), config) if config.sequence_window else None,
+        rising=None if rising is None else _pad(rising, len(items)),
     )
+
+
+def _rising(train: list[ranking.Interaction], items: list[str], days: float) -> np.ndarray:
+    """(len(items),) float32: each item's weighted events in the last ``days`` days before the newest event
+    against what its rate over all the time before them predicts for ``days`` days, as a Poisson z-score
+    clipped at 0 (only rising items score), divided by the largest. 0 everywhere when the events span no
+    more than ``days`` (no longer run to compare with)."""
+    times = np.fromiter((t for *_, t in train), dtype=np.float64, count=len(train))
+    newest, oldest = float(times.max()), float(times.min())
+    longer_days = (newest - oldest) / 86400 - days
+    if longer_days <= 0:
+        return np.zeros(len(items), dtype=np.float32)
+    index = {i: n for n, i in enumerate(items)}
+    rows = np.fromiter((index[i] for _, i, _, _ in train), dtype=np.int64, count=len(train))
+    weights = np.fromiter((w for _, _, w, _ in train), dtype=np.float64, count=len(train))
+    recent_mask = times > newest - days * 86400
+    recent = np.bincount(rows[recent_mask], weights[recent_mask], minlength=len(items))
+    before = np.bincount(rows[~recent_mask], weights[~recent_mask], minlength=len(items))
+    expected = before * days / longer_days
+    out = np.maximum((recent - expected) / np.sqrt(expected + 1.0), 0.0)
+    top = out.max() if len(out) else 0.0
+    return (out / top if top > 0 else out).astype(np.float32)
 
 
 def _sequence(
@@ -640,10 +694,13 @@ def _ndcg(scores: np.ndarray, own: list[np.ndarray], targets: list[np.ndarray], 
     for u in range(scores.shape[0]):
         row = scores[u].copy()
         row[own[u]] = -np.inf
-        top = np.argpartition(-row, k)[:k]
-        top = top[np.argsort(-row[top], kind="stable")]
+        if row.size > k:
+            top = np.argpartition(-row, k)[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
+        else:  # a catalogue of k items or fewer: all of them, ranked
+            top = np.argsort(-row, kind="stable")
         hits = np.isin(top, targets[u])
-        dcg = float((hits / np.log2(np.arange(2, k + 2))).sum())
+        dcg = float((hits / np.log2(np.arange(2, len(top) + 2))).sum())
         ideal = float((1 / np.log2(np.arange(2, min(k, len(targets[u])) + 2))).sum())
         total += dcg / ideal
     return total / max(1, scores.shape[0])
@@ -652,11 +709,16 @@ def _ndcg(scores: np.ndarray, own: list[np.ndarray], targets: list[np.ndarray], 
 def _fit_weights(model: HybridModel, val: _Validation) -> tuple[dict[str, float], float]:
     """Coordinate ascent over ``GRID`` for the learned weights; returns them and the validation NDCG@10."""
     feats = _features(model, val)
-    glob = {"popularity": model.popularity, "trend": model.trend}
+    rising = model.rising if model.rising is not None else np.zeros(len(model.items), np.float32)
+    glob = {"popularity": model.popularity, "trend": model.trend, "rising": rising}
     own = [np.array([model.index[i] for i in h if i in model.index], dtype=np.int64) for h in val.histories]
     targets = [np.array([model.index[i] for i in t if i in model.index], dtype=np.int64) for t in val.targets]
-    weights = {"text": 0.0, "popularity": 0.0, "trend": 0.0, "sequence": 0.0, "tower": 0.0}
-    absent = {"sequence": model.sequence is None, "tower": model.tower is None}
+    weights = {"text": 0.0, "popularity": 0.0, "trend": 0.0, "sequence": 0.0, "tower": 0.0, "rising": 0.0}
+    absent = {
+        "sequence": model.sequence is None,
+        "tower": model.tower is None,
+        "rising": model.rising is None,
+    }
     learned = tuple(name for name in LEARNED if not absent.get(name))
     boost = model.weights["boost"] * model.boost
 
@@ -667,6 +729,8 @@ def _fit_weights(model: HybridModel, val: _Validation) -> tuple[dict[str, float]
             total = total + w["sequence"] * feats["sequence"]
         if w["tower"]:
             total = total + w["tower"] * feats["tower"]
+        if w["rising"]:
+            total = total + w["rising"] * glob["rising"]
         return _ndcg(total, own, targets)
 
     best = score(weights)
@@ -829,6 +893,7 @@ def save(model: HybridModel, folder: Path, prefix: str = "") -> None:
         ("popularity", model.popularity),
         ("trend", model.trend),
         ("boost", model.boost),
+        *((("rising", model.rising),) if model.rising is not None else ()),
         ("collab_data", model.collab.data.astype(np.float32)),
         ("collab_indices", model.collab.indices.astype(np.int32)),
         ("collab_indptr", model.collab.indptr.astype(np.int64)),
@@ -866,6 +931,7 @@ def load(folder: Path, prefix: str = "") -> HybridModel:
     evaluation = None
     if not prefix and (folder / "evaluation_hybrid.json").exists():
         evaluation = load(folder, prefix="evaluation_")
+    rising = array("rising") if (folder / f"{prefix}rising.npy").exists() else None  # older models have none
     return HybridModel(
         config=HybridConfig.from_dict(meta["config"]),
         items=meta["items"],
@@ -882,6 +948,7 @@ def load(folder: Path, prefix: str = "") -> HybridModel:
         evaluation=evaluation,
         sequence=sequence,
         tower=twotower.load(folder, meta["items"], prefix),  # None for models fitted before it
+        rising=rising,
     )
 
 

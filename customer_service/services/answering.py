@@ -1,5 +1,6 @@
 """How the bot answers a visitor's message (``bot_answer``; ``decide`` is the rule, without writes):
-1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off;
+1. an explicit request for a person, or a confident intent in ``HANDOFF_INTENTS`` -> hand-off; a greeting,
+   thanks or goodbye on its own -> a short answer (``smalltalk``: the tenant's greeting for a greeting);
 2. the organisation's active intent model (``customer_service``/``intent``): a confident prediction (at or
    above the intent's threshold: its own in ``intent_thresholds``, else ``intent_threshold``) of an intent
    with an active answer template -> that template. The confidence is the top probability. (The model's
@@ -18,7 +19,9 @@
 Each answered visitor message is one metered prediction; over the quota, the bot hands off instead of
 answering, and the visitor's message is kept either way. ``answer_preview`` is the same rule for the API,
 without a conversation. While a hand-off waits for the visitor's e-mail address, the bot reads their
-messages for it (``handoff.email_reply_locked``), unmetered.
+messages for it (``handoff.email_reply_locked``), unmetered; a message with no ``@`` in it is a question,
+not a try at the address: the bot answers it when it is sure (a template, an article, a grounded answer;
+metered as any answer) and the hand-off still waits for the address, and otherwise asks for the address.
 """
 
 import logging
@@ -57,6 +60,7 @@ from customer_service.services.conversations import (
 from customer_service.services.grounded import NOT_FOUND, grounded_answer
 from customer_service.services.handoff import email_reply_locked, hand_off_locked
 from customer_service.services.knowledge import Hit, kb_search
+from customer_service.services.smalltalk import small_talk
 from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,8 @@ def visitor_message_answer(
     if current is None:
         return []
     if email_wanted(current):
+        if "@" not in message.text:  # a question meanwhile, not a try at the address: answer it if sure
+            return bot_answer(conversation=conversation, message=message, waiting_for_email=True, bot=bot)
         with transaction.atomic():
             current = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
             return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
@@ -132,6 +138,9 @@ def decide(*, organisation, bot: BotSettings, text: str, asked_to_rephrase: bool
 def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     if HUMAN_REQUEST.search(text):
         return Decision(AnswerSource.HANDOFF, bot.handoff_message, reason="The visitor asked for a person.")
+    talk = small_talk(text, greeting=bot.greeting)
+    if talk is not None:
+        return Decision(AnswerSource.SMALLTALK, talk.text, reason=f"Small talk: {talk.kind}.")
     intent, confidence, version_id = "", None, None
     probabilities: dict[str, float] = {}
     version = active_version(organisation, APP, INTENT_TASK)
@@ -251,10 +260,20 @@ def _asked_to_rephrase(conversation: Conversation, before: Message) -> bool:
     return last == AnswerSource.REPHRASE
 
 
+# The bot's own answers: while a hand-off waits for an e-mail address, only these are given.
+ANSWERS = (AnswerSource.TEMPLATE, AnswerSource.ARTICLE, AnswerSource.GROUNDED)
+
+
 def bot_answer(
-    *, conversation: Conversation, message: Message, bot: BotSettings | None = None
+    *,
+    conversation: Conversation,
+    message: Message,
+    waiting_for_email: bool = False,
+    bot: BotSettings | None = None,
 ) -> list[Message]:
     """Answer one visitor message (metered as one prediction) or hand the conversation to a person.
+    ``waiting_for_email``: the conversation waits for a person and for the visitor's e-mail address (nobody
+    was online); a sure answer is given and charged, anything else asks for the address again, uncharged.
     ``bot``: the organisation's settings if the caller has them (else read here)."""
     organisation = conversation.organisation
     settings = (
@@ -276,10 +295,12 @@ def bot_answer(
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
             failed = Decision(AnswerSource.HANDOFF, settings.handoff_message, "The bot failed to answer.")
-            return billing.Charge(_bot_reply(conversation, message, failed, settings), quantity=0)
-        replies = _bot_reply(conversation, message, decision, settings)
+            replies = _bot_reply(conversation, message, failed, settings, waiting_for_email)
+            return billing.Charge(replies, quantity=0)
+        replies = _bot_reply(conversation, message, decision, settings, waiting_for_email)
+        answered = bool(replies) and (not waiting_for_email or replies[0].source in ANSWERS)
         metadata = {"conversation": conversation.pk, "source": decision.source}
-        return billing.Charge(replies, quantity=1 if replies else 0, metadata=metadata)
+        return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
 
     try:
         return billing.metered(
@@ -289,13 +310,19 @@ def bot_answer(
         used_up = Decision(
             AnswerSource.HANDOFF, settings.handoff_message, "The plan's prediction quota is used up."
         )
-        return _bot_reply(conversation, message, used_up, settings)
+        return _bot_reply(conversation, message, used_up, settings, waiting_for_email)
 
 
 def _bot_reply(
-    conversation: Conversation, message: Message, decision: Decision, bot: BotSettings
+    conversation: Conversation,
+    message: Message,
+    decision: Decision,
+    bot: BotSettings,
+    waiting_for_email: bool = False,
 ) -> list[Message]:
-    """Give the bot's decision, unless an operator took the conversation over while the bot thought."""
+    """Give the bot's decision, unless an operator took the conversation over while the bot thought. While a
+    hand-off waits for the visitor's e-mail address, only a sure answer is given (the conversation keeps
+    waiting); otherwise the bot asks for the address again."""
     with transaction.atomic():
         organisation = conversation.organisation  # in hand: not read again through the locked row
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
@@ -304,7 +331,12 @@ def _bot_reply(
             Message.all_tenants.filter(pk=message.pk).update(
                 intent=decision.intent, confidence=decision.confidence
             )
-        if conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
+        if waiting_for_email:
+            if not email_wanted(conversation):  # an operator took over, or the address came meanwhile
+                return []
+            if decision.source not in ANSWERS:
+                return [email_reply_locked(conversation, text=message.text)]
+        elif conversation.status != ConversationStatus.BOT:  # an operator took over while the bot thought
             return []
         if decision.source == AnswerSource.HANDOFF:
             said = []

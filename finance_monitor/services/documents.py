@@ -7,8 +7,11 @@ the sha256 of the *normalised* text
 @user``, punctuation and runs of white space removed; @mentions inside the text kept).
 The normalised hash catches what duplicates look like in news and social feeds (the same wire story with
 other tracking links, a retweet, re-spaced or re-punctuated copies) at O(1) per document and under
-concurrency, with no scan. MinHash over shingles would also catch reworded copies but needs LSH tables and a
-threshold to tune; semantic near-duplicates will come from the core vector index once it lands.
+concurrency, with no scan (``finance_monitor.near_duplicates`` holds the text rules). Then, in the same
+transaction, ``services.near_copies`` turns each new original whose text is *near*-identical to an original
+of the organisation in the last ``FM_NEAR_DUPLICATE_WINDOW_DAYS`` (a word or two edited, added or dropped,
+the same numbers, cashtags, @mentions and negations; MinHash LSH bands) into a copy of it, and records the
+bands of the others (``FM_NEAR_DUPLICATES``, on by default).
 
 A document whose normalised text an earlier one of the organisation holds is a *copy*: stored (so analysts see
 that a story was retweeted 40 times), with ``duplicate_of`` its original, whose ``copies`` counts them; it is
@@ -24,9 +27,7 @@ wrap every batch of the file or feed in one transaction). Accepted documents que
 (``services.classification``) after commit.
 """
 
-import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,36 +39,16 @@ from django.utils import timezone
 from core.billing import services as billing
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Source, SourceKind
+from finance_monitor.near_duplicates import normalise_text, text_hash, unwrap_text
 from finance_monitor.services.classification import classify_enqueue
 from finance_monitor.services.entities import documents_tag
+from finance_monitor.services.near_copies import near_copies_mark
 
 METER = "documents_ingested"
 MAX_BATCH = 1000
 MAX_TEXT_CHARS = 20_000
 MAX_TITLE_CHARS = 500
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks drift; a date further ahead is refused
-
-_LINK = re.compile(r"https?://\S+|www\.\S+")
-# what a copy adds around a text: "RT @user:" (repeated), a reply's leading @addressees, a final "via @user"
-_WRAPPING = re.compile(r"^\s*(?:rt\s+@\w+:?|@\w+:?)\s*|\s*\(?\bvia\s+@\w+\)?\s*$")
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def normalise_text(text: str) -> str:
-    """The text two copies of a document share: NFKC, lower case, no links, no retweet/reply/via wrapping,
-    punctuation and white space runs as one space. @mentions inside the text stay: "a recall at @tesla" and
-    "a recall at @ford" are different news (bench/fm_duplicates.py measures the rule)."""
-    text = _LINK.sub(" ", unicodedata.normalize("NFKC", text).lower())
-    while True:
-        unwrapped = _WRAPPING.sub("", text)
-        if unwrapped == text:
-            break
-        text = unwrapped
-    return _NON_WORD.sub(" ", text).strip()
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(normalise_text(text).encode()).hexdigest()
 
 
 @dataclass
@@ -84,7 +65,7 @@ class DocumentIn:
 @dataclass
 class Outcome:
     """What became of one pushed document: ``created``, ``existing`` (same client id), ``duplicate`` (same
-    url: not stored; same text: stored as a copy, ``copy`` true), or ``rejected``."""
+    url: not stored; same or near-identical text: stored as a copy, ``copy`` true), or ``rejected``."""
 
     index: int
     status: str
@@ -168,6 +149,7 @@ def documents_ingest(
     with transaction.atomic():
         result.outcomes.extend(_store(organisation, source, pending, now))
         result.outcomes.sort(key=lambda o: o.index)
+        _mark_near_copies(organisation, result, {index: item for index, item, _ in pending}, now)
         created, stored = result.created, sorted(result.created + result.copies)
         if stored:
             # over the quota this raises QuotaExceeded (402) and the transaction keeps nothing of the call
@@ -224,6 +206,25 @@ def _store(organisation, source, pending, now) -> list[Outcome]:
     ):  # the first item of their text was not stored (same url as another): one of them is the original
         outcomes.extend(_store(organisation, source, orphans, now))
     return outcomes
+
+
+def _mark_near_copies(organisation, result: BatchResult, items: dict[int, DocumentIn], now) -> None:
+    """The originals just stored that are near copies of an earlier original become its copies (their
+    outcomes say so, like an exact copy's); the exact copies stored of them follow them to that original."""
+    created = [
+        (o.document_id, unwrap_text(items[o.index].text))
+        for o in result.outcomes
+        if o.status == "created" and o.document_id is not None
+    ]
+    found = near_copies_mark(organisation=organisation, documents=created, now=now)
+    if not found:
+        return
+    for outcome in result.outcomes:
+        if outcome.status == "created" and outcome.document_id in found:
+            outcome.status, outcome.copy, outcome.reason = "duplicate", True, "near-identical text"
+            outcome.duplicate_of = found[outcome.document_id]
+        elif outcome.copy and outcome.duplicate_of in found:
+            outcome.duplicate_of = found[outcome.duplicate_of]
 
 
 def _row(organisation, source, item: DocumentIn, digest: str, now, original: int | None = None) -> Document:

@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from core.asgi import application
+from core.billing.models import Meter, UsageEvent
 from core.errors import InvalidInput
 from core.tenancy.models import Role
 from customer_service import services
@@ -31,6 +32,7 @@ from tests.customer_service.conftest import banking_rows
 
 SITE = b"https://shop.example.com"
 PIN = "You can change your PIN at any of our ATMs."
+PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 ARRIVAL = "Cards arrive within 5 working days."
 
 
@@ -261,6 +263,7 @@ def test_nobody_online_or_outside_office_hours_the_bot_takes_an_email(make_org, 
     organisation, owner = make_org()
     bot = services.bot_settings_update(organisation=organisation, uncertain_mode="handoff")
     operator = make_member(organisation, Role.OPERATOR)
+    parking = services.article_save(organisation=organisation, title="Parking", body=PARKING)
 
     async def scenario():
         widget, conversation = await _widget(bot)
@@ -269,6 +272,16 @@ def test_nobody_online_or_outside_office_hours_the_bot_takes_an_email(make_org, 
         assert handoff["data"]["text"].startswith("Nobody from our team is online right now.")
         assert "e-mail address" in handoff["data"]["text"]
         assert await _status(widget, "waiting") == {"status": "waiting", "email_requested": True}
+        # a question meanwhile (no "@"): answered if the bot is sure; the hand-off still waits for an address
+        await widget.send_json_to({"type": "message", "text": "Is there parking for my car?"})
+        answer = await _next_from(widget, "bot")
+        assert answer["data"]["source"] == "article" and answer["data"]["article"] == parking.pk
+        assert await _status(widget, "waiting") == {"status": "waiting", "email_requested": True}
+        # a question it is not sure of: the address is asked for again, and nothing is charged
+        await widget.send_json_to({"type": "message", "text": "My parcel never arrived"})
+        asked = await _next_from(widget, "bot")
+        assert asked["data"]["source"] == "email"
+        assert asked["data"]["text"].startswith("I did not find an e-mail address")
         await widget.send_json_to({"type": "message", "text": "sam@nowhere"})
         again = await _next_from(widget, "bot")
         assert (
@@ -287,6 +300,8 @@ def test_nobody_online_or_outside_office_hours_the_bot_takes_an_email(make_org, 
     public_id = async_to_sync(scenario)()["id"]
     conversation = Conversation.objects.for_org(organisation).get(public_id=public_id)
     assert conversation.status == ConversationStatus.WAITING
+    # charged: the hand-off and the article's answer; not the unsure question, nor reading for the address
+    assert UsageEvent.objects.for_org(organisation).filter(meter=Meter.PREDICTIONS).count() == 2
     assert (conversation.visitor_email, conversation.email_requested) == ("sam.jones@example.com", False)
     api = Client()
     api.force_login(owner)

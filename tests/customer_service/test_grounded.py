@@ -125,6 +125,8 @@ def test_the_setting_through_the_api_is_the_callers_tenants(make_org, user_clien
 
 @pytest.mark.django_db(transaction=True)
 def test_a_starting_process_loads_the_generator_only_when_a_tenant_answers_with_it(make_org, settings):
+    from celery.signals import worker_process_init
+
     from core.ml.generator import generators_forget
     from core.registry.services import warmup
     from customer_service.services.grounded import generator_loaded
@@ -145,7 +147,8 @@ def test_a_starting_process_loads_the_generator_only_when_a_tenant_answers_with_
         warmup.warmup_stop(timeout=60)
 
         services.bot_settings_update(organisation=organisation, grounded_answers=True)
-        warmup.warmup_at_start(with_products=False)
+        worker_process_init.send(sender=None)  # what Celery sends in each process that runs tasks
+        assert warmup.warmup_started()
         assert warmup.warmups_wait(timeout=120)
         assert not generator_loaded()
         warmup.warmup_stop(timeout=60)

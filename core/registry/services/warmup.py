@@ -217,6 +217,11 @@ def warmup_at_start(*, with_products: bool = True) -> threading.Thread | None:
     return _looper
 
 
+def warmup_started() -> bool:
+    """Whether this process's warm-up thread has been started (and not stopped since)."""
+    return _looper is not None
+
+
 def warmup_stop(timeout: float | None = None) -> None:
     """End this process's warm-up thread (its periodic looks) and let a later ``warmup_at_start`` begin
     again, as in a new process."""

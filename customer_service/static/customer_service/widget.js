@@ -254,8 +254,9 @@
   }
 
   function emailWanted(wantedNow) {  // after a hand-off nobody could take, the bot waits for an address
-    $("input").placeholder = wantedNow ? "Your e-mail address" : "Type your message";
-    $("input").type = wantedNow ? "email" : "text";
+    // a text field still: the visitor may ask another question meanwhile, which the bot answers if sure
+    $("input").placeholder = wantedNow ? "Your e-mail address, or another question" : "Type your message";
+    $("input").autocomplete = wantedNow ? "email" : "off";
   }
 
   function send(frame) {

@@ -1,0 +1,149 @@
+"""Near copies: the MinHash rule on its own (no database), and through the ingest: a near copy is stored as
+its original's copy like an exact copy, within the organisation and the window only, and counted once."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from finance_monitor import near_duplicates as near
+from finance_monitor.models import Document, DocumentBand, TrendBucket
+from finance_monitor.services import classification
+from finance_monitor.services import documents as docs
+from finance_monitor.services.trends import document_classified
+
+BASE = "/api/finance-monitor"
+# 30 words, with a number, a cashtag and an @mention (anchors)
+STORY = (
+    "Shares of $KEY climbed 4% on Tuesday after the regional lender reported stronger quarterly earnings "
+    "and raised its full year guidance citing resilient consumer demand and lower funding costs @analyst"
+)
+EDITED = STORY.replace("stronger", "better")  # one ordinary word edited
+NEU = {"positive": 0.2, "neutral": 0.7, "negative": 0.1}
+
+
+def fingerprint(text: str) -> near.Fingerprint:
+    fp = near.fingerprint(near.unwrap_text(text))
+    assert fp is not None
+    return fp
+
+
+def test_identical_texts_have_the_same_signature_and_bands():
+    a, b = fingerprint(STORY), fingerprint("RT @desk: " + STORY + " https://t.co/x")
+    assert len(STORY.split()) == 30
+    assert a == b and len(a.bands) == near.DEFAULT.bands
+    items = near.shingles(near.tokens(near.unwrap_text(STORY)), 1)
+    assert (near.signature(items) == near.signature(items)).all()
+    assert near.near_copy_pair(a, b)
+
+
+def test_a_one_word_edit_is_found_and_unrelated_or_other_news_is_not():
+    story = fingerprint(STORY)
+    for copy in (EDITED, STORY.replace(" full year", " year"), STORY.replace("Tuesday", "Tuesday morning")):
+        assert docs.text_hash(copy) != docs.text_hash(STORY) and near.near_copy_pair(story, fingerprint(copy))
+    unrelated = "Oil prices slump as OPEC output rises and traders brace for a weaker winter demand outlook"
+    assert not near.near_copy_pair(story, fingerprint(unrelated))
+    for other_news in (
+        STORY.replace("4%", "6%"),  # another number
+        STORY.replace("$KEY", "$CFG"),  # another cashtag
+        STORY.replace("@analyst", "@bloomberg"),  # another @mention
+        STORY.replace("reported", "has not reported"),  # a negation
+    ):
+        assert not near.near_copy_pair(story, fingerprint(other_news)), other_news
+    assert near.fingerprint(near.unwrap_text("Apple shares rise")) is None  # too short to judge
+
+
+def push(client, documents):
+    answer = client.post(f"{BASE}/documents/batch", {"documents": documents}, format="json")
+    assert answer.status_code == 200, answer.json()
+    return answer.json()
+
+
+@pytest.mark.django_db
+def test_a_near_copy_pushed_through_the_api_is_a_copy_counted_once(make_org, make_key, key_client):
+    organisation, _ = make_org()
+    _, secret = make_key(organisation, scopes=("train", "read"))
+    client = key_client(secret)
+    first = push(client, [{"id": "s-1", "text": STORY}])["results"][0]
+    assert first["status"] == "created"
+    made = push(client, [{"id": "s-2", "text": EDITED}])
+    copy = made["results"][0]
+    assert made["counts"]["copies"] == 1 and copy["copy"] and copy["status"] == "duplicate"
+    assert copy["duplicate_of"] == first["document_id"] and copy["document_id"]
+    again = push(client, [{"id": "s-2", "text": EDITED}])  # idempotent by client id: the same copy
+    assert again["results"][0]["status"] == "existing"
+    assert again["results"][0]["document_id"] == copy["document_id"]
+    stored = Document.objects.for_org(organisation)
+    assert stored.get(pk=first["document_id"]).copies == 1
+    assert stored.get(pk=copy["document_id"]).duplicate_of_id == first["document_id"]
+    # only originals have bands; the copy waits for no classification and is never counted in the trends
+    assert set(DocumentBand.objects.for_org(organisation).values_list("document_id", flat=True)) == {
+        first["document_id"]
+    }
+    pending = list(classification.pending_documents(organisation=organisation).values_list("id", flat=True))
+    assert pending == [first["document_id"]]
+    for document_id in pending:
+        document_classified(
+            organisation=organisation, document_id=document_id, topic="earnings", probabilities=NEU
+        )
+    day = TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="day")
+    assert day.volume == 1
+
+
+@pytest.mark.django_db
+def test_near_copies_in_one_batch_and_their_exact_copies_follow_the_first(make_org):
+    organisation, _ = make_org()
+    items = [STORY, EDITED, "RT @desk: " + EDITED.upper(), STORY.replace("4%", "6%")]
+    result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=t) for t in items])
+    original = result.outcomes[0].document_id
+    assert [(o.status, o.copy, o.duplicate_of) for o in result.outcomes] == [
+        ("created", False, None),
+        ("duplicate", True, original),  # near copy of the first
+        ("duplicate", True, original),  # an exact copy of the near copy: the first's copy too
+        ("created", False, None),  # another number: other news
+    ]
+    stored = Document.objects.for_org(organisation)
+    assert stored.get(pk=original).copies == 2 and stored.filter(duplicate_of_id=original).count() == 2
+    assert result.counts()["copies"] == 2 and len(result.created) == 2
+    bands = DocumentBand.objects.for_org(organisation)
+    assert set(bands.values_list("document_id", flat=True)) == set(result.created)
+
+
+@pytest.mark.django_db
+def test_another_organisations_document_is_never_the_original(make_org):
+    mine, _ = make_org()
+    theirs, _ = make_org()
+    docs.documents_ingest(organisation=theirs, items=[docs.DocumentIn(text=STORY)])
+    result = docs.documents_ingest(organisation=mine, items=[docs.DocumentIn(text=EDITED)])
+    assert [o.status for o in result.outcomes] == ["created"]
+    again = docs.documents_ingest(organisation=theirs, items=[docs.DocumentIn(text=EDITED)])
+    assert again.outcomes[0].copy and Document.objects.for_org(mine).get().copies == 0
+
+
+@pytest.mark.django_db
+def test_outside_the_window_or_with_the_setting_off_a_near_copy_is_an_original(make_org, settings):
+    organisation, _ = make_org()
+    first = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)]).created
+    settings.FM_NEAR_DUPLICATE_WINDOW_DAYS = 7
+    DocumentBand.objects.for_org(organisation).update(created_at=timezone.now() - timedelta(days=8))
+    late = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED)])
+    assert late.outcomes[0].status == "created"
+    settings.FM_NEAR_DUPLICATES = False  # the late one is in the window, but the rule is off
+    off = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED + " today")])
+    assert off.outcomes[0].status == "created"
+    assert not DocumentBand.objects.for_org(organisation).filter(document_id=off.created[0]).exists()
+    settings.FM_NEAR_DUPLICATES = True
+    on = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED + " again")])
+    assert on.outcomes[0].duplicate_of == late.created[0] and first[0] != late.created[0]
+
+
+@pytest.mark.django_db
+def test_bands_are_written_in_the_documents_transaction(make_org):
+    organisation, _ = make_org()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)])
+        assert DocumentBand.objects.for_org(organisation).count() == near.DEFAULT.bands
+        raise RuntimeError("the caller's transaction fails")
+    assert not DocumentBand.objects.for_org(organisation).exists()
+    assert not Document.objects.for_org(organisation).exists()
