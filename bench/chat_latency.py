@@ -20,6 +20,10 @@ the embedded default (SQLite, in-memory channel layer). The visitor throttle
 message every 0.2 s per visitor, which a real person does not.
 
     .venv/bin/python bench/chat_latency.py --visitors 1 10 50 --duration 30 --pool 0 20
+
+``--workers 1 2`` serves with one and with two uvicorn processes (``WEB_CONCURRENCY`` in ``bin/run-all``;
+PostgreSQL + Redis only), and ``--peer-code DIR`` serves another code tree too (e.g. ``main`` exported with
+``git archive``), on the same database, for a peer row measured in the same run.
 """
 
 from __future__ import annotations
@@ -71,6 +75,18 @@ def parse_args() -> argparse.Namespace:
         nargs="+",
         default=[0],
         help="DB_POOL_MAX_SIZE of the server on PostgreSQL, one server per size (0: no pool)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="uvicorn processes (WEB_CONCURRENCY in bin/run-all), one server per count; >1 needs Redis",
+    )
+    parser.add_argument(
+        "--peer-code",
+        help="another code tree (e.g. main exported with git archive) served too, on the same database, one"
+        " process, for a peer row in the same run",
     )
     parser.add_argument("--prepare", help=argparse.SUPPRESS)  # internal: set up the database, write JSON here
     return parser.parse_args()
@@ -127,9 +143,29 @@ def prepare(out: str) -> None:
     )
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out += _tree(int(child))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of the server: the process and its workers (a worker's CPU counts while it lives)."""
+    total = 0.0
+    for one in _tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def visitor(
@@ -200,9 +236,10 @@ async def level(url: str, questions: list[str], visitors: int, duration: float, 
     return out
 
 
-def serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    """uvicorn as bin/run-all starts it; the visitors' X-Forwarded-For believed from this machine
-    (TRUSTED_PROXIES=127.0.0.1), as from a load balancer."""
+def serve(env: dict[str, str], port: int, workers: int = 1, code: Path = ROOT) -> subprocess.Popen:
+    """uvicorn as bin/run-all starts it, from the code tree ``code``, with ``workers`` processes; the
+    visitors' X-Forwarded-For believed from this machine (TRUSTED_PROXIES=127.0.0.1), as from a load
+    balancer."""
     import socket
 
     proc = subprocess.Popen(
@@ -218,9 +255,11 @@ def serve(env: dict[str, str], port: int) -> subprocess.Popen:
             "--proxy-headers",
             "--forwarded-allow-ips",
             env["TRUSTED_PROXIES"],
+            "--workers",
+            str(workers),
         ],
-        cwd=ROOT,
-        env=env,
+        cwd=code,
+        env={**env, "PYTHONPATH": str(code)},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -233,15 +272,24 @@ def serve(env: dict[str, str], port: int) -> subprocess.Popen:
     raise SystemExit("the server did not start")
 
 
-def serve_levels(name: str, env: dict[str, str], data: dict, questions: list[str], args) -> list[tuple]:
+def serve_levels(
+    name: str,
+    env: dict[str, str],
+    data: dict,
+    questions: list[str],
+    args,
+    workers: int = 1,
+    code: Path = ROOT,
+) -> list[tuple]:
     from bench.http_serving import free_port
 
     port = free_port()
-    proc = serve(env, port)
+    proc = serve(env, port, workers, code)
     url = f"ws://127.0.0.1:{port}/ws/chat/{data['widget_key']}/"
     rows = []
     try:
-        asyncio.run(level(url, questions, 2, 5.0, args.think))  # warm: models loaded, connections open
+        # warm: models loaded, connections open (in every worker: the kernel spreads the sockets)
+        asyncio.run(level(url, questions, 2 * workers, 5.0 * workers, args.think))
         for visitors in args.visitors:
             cpu = cpu_seconds(proc.pid)
             result = asyncio.run(level(url, questions, visitors, args.duration, args.think))
@@ -297,14 +345,22 @@ def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
     data = json.loads(setup.read_text())
     questions = data["templates"] + data["articles"] * (len(data["templates"]) // (4 * len(data["articles"])))
     rows = []
-    for pool in args.pool if name == "postgres" else [0]:
-        rows += serve_levels(
-            f"{name} pool {pool}" if pool else name,
-            {**env, "DB_POOL_MAX_SIZE": str(pool)},
-            data,
-            questions,
-            args,
-        )
+    trees = [("", ROOT)] + ([(" (peer)", Path(args.peer_code))] if args.peer_code else [])
+    for suffix, code in trees:
+        for pool in args.pool if name == "postgres" else [0]:
+            # more than one process only with Redis (the embedded channel layer does not cross processes)
+            # and for this tree (the peer as it was served: one process)
+            for workers in args.workers if name == "postgres" and not suffix else [1]:
+                label = f"{name} pool {pool}" if pool else name
+                rows += serve_levels(
+                    f"{label}{f', {workers} workers' if workers > 1 else ''}{suffix}",
+                    {**env, "DB_POOL_MAX_SIZE": str(pool)},
+                    data,
+                    questions,
+                    args,
+                    workers,
+                    code,
+                )
     return rows
 
 

@@ -2,7 +2,8 @@
 
 A subclass names its ``topic`` (the group is ``org_group(organisation, topic)``) and the ``permission`` a
 member's role needs; events broadcast with ``core.realtime.broadcast`` arrive as ``{"type", "data"}``
-frames. Close codes: 4401 not signed in, 4403 no organisation where the role has the permission.
+frames (several events to one group in one ``event.batch`` message: ``forward_batch``). Close codes: 4401 not
+signed in, 4403 no organisation where the role has the permission.
 """
 
 from channels.db import database_sync_to_async
@@ -11,6 +12,15 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from core.realtime import org_group
 from core.tenancy.roles import role_can
 from core.tenancy.selectors import memberships_for_user
+
+
+async def forward_batch(consumer, message: dict) -> None:
+    """An ``event.batch`` message (``core.realtime.broadcast_groups``): each of its events through the
+    consumer's ``event_forward``, in order, as if each had come alone."""
+    for event in message["events"]:
+        await consumer.event_forward(
+            {"type": "event.forward", "event": event["event"], "data": event["data"]}
+        )
 
 
 @database_sync_to_async
@@ -48,3 +58,6 @@ class OrganisationFeedConsumer(AsyncJsonWebsocketConsumer):
 
     async def event_forward(self, message):
         await self.send_json({"type": message["event"], "data": message["data"]})
+
+    async def event_batch(self, message):
+        await forward_batch(self, message)

@@ -31,7 +31,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from core.consumers import OrganisationFeedConsumer
+from core.consumers import OrganisationFeedConsumer, forward_batch
 from core.errors import TrellisError
 from core.proxies import client_address
 from customer_service import selectors, services
@@ -246,7 +246,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 answers = await database_sync_to_async(
                     lambda c=conversation, m=message: [
                         services.message_payload(a)
-                        for a in services.visitor_message_answer(conversation=c, message=m)
+                        for a in services.visitor_message_answer(conversation=c, message=m, bot=self.bot)
                     ],
                     thread_sensitive=False,
                 )()
@@ -336,6 +336,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "status", "data": message["data"]})
         elif message["event"] == "cs.typing":
             await self.send_json({"type": "typing", "data": message["data"]})
+
+    async def event_batch(self, message):
+        await forward_batch(self, message)
 
 
 class InboxConsumer(OrganisationFeedConsumer):

@@ -21,7 +21,7 @@ manifest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ class OutOfScope:
 
     bank: np.ndarray  # (M, H) float16, unit rows
     calibration: Calibration
+    # the bank as float32 (exactly the float16 values), made once: converting it per call cost more than the
+    # similarity product itself (a chat message is one call)
+    _bank32: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._bank32 = np.asarray(self.bank, dtype=np.float32)
 
     def nearness(self, embeddings: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
         """(N,) mean cosine similarity of each (N, H) unit embedding to its nearest bank rows; with
@@ -72,7 +78,7 @@ class OutOfScope:
         k = min(self.calibration.neighbours, len(self.bank) - int(leave_one_out))
         if k < 1:
             raise MLError("The out-of-scope model needs at least two training rows.")
-        bank = self.bank.astype(np.float32)
+        bank = self._bank32
         x = np.asarray(embeddings, dtype=np.float32)
         out = np.empty(len(x))
         for begin in range(0, len(x), CHUNK):

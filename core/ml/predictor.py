@@ -123,6 +123,30 @@ class Predictor:
         return self.predictions(self.embed(texts), texts)
 
 
+def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str]) -> bool:
+    """Whether ``predictor.embed(texts)`` gives the vectors ``embedder.embed(texts)`` gives, so that one pass
+    can serve both (a chat message classified, then searched for in the knowledge base): ``embedder`` is the
+    base encoder (``core.ml.embedder.BaseEmbedder``: it has an ``identity``), the predictor's encoder is that
+    frozen base (a "head" version: ``encoder_key``) served in float on the same device, and no text is cut
+    by either's token limit (beyond it the two truncate differently). A quantised encoder computes other
+    vectors. Float noise aside: a traced encoder agrees with the eager one to 1e-5 (``trace_for_cpu``)."""
+    identity = getattr(embedder, "identity", None)
+    if (
+        predictor.quantized
+        or not isinstance(identity, dict)
+        or getattr(embedder, "device", None) != predictor.device
+    ):
+        return False
+    if not predictor.encoder_key.startswith(
+        f"base:{identity.get('sha256')}:"
+    ) or not predictor.encoder_key.endswith(f":float@{predictor.device}"):
+        return False
+    limit = min(predictor.max_length, int(getattr(embedder, "max_length", 0)))
+    with predictor._tokenizer_lock:
+        ids = predictor.tokenizer(list(texts), truncation=False)["input_ids"]
+    return all(len(row) <= limit for row in ids)
+
+
 def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
     """A copy of ``model`` with every ``nn.Linear`` as dynamic int8 (CPU only)."""
     with warnings.catch_warnings():

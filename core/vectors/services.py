@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Max, QuerySet, Sum
 
 from core.errors import InvalidInput
+from core.ml.predictor import embeds_like
 from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
 from core.registry import services as registry
 
@@ -67,6 +68,20 @@ def vector_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
+def embedding_reuse(
+    *, organisation, app: str, task: str, texts: Sequence[str], predictor: Any, vectors: Any
+) -> Embedded | None:
+    """``vectors``, which the classifier ``predictor`` computed for ``texts`` (``Predictor.embed``), as this
+    app/task's embedding of them when its current model computes the same (``core.ml.predictor.embeds_like``:
+    the base encoder, served in float), else None (the caller embeds them itself)."""
+    if predictor.quantized or not predictor.encoder_key.startswith("base:"):
+        return None  # its vectors are no embedder's: no need to look up which one serves
+    embedder, reference = registry.text_embedder(organisation=organisation, app=app, task=task)
+    if not embeds_like(predictor, embedder, texts):
+        return None
+    return Embedded(np.asarray(vectors, dtype=np.float32), reference)
+
+
 def vectors_fill(*, source: VectorSource, objects: Sequence[Any], embedded: Embedded) -> None:
     """Put one vector and the model's reference on each (unsaved) row, in order."""
     if len(objects) != len(embedded.vectors):
@@ -103,18 +118,33 @@ def _load(rows: QuerySet, source: VectorSource) -> VectorIndex:
     return VectorIndex([key for key, _v in pairs], matrix, ann_min=_ann_min())
 
 
-def vector_index(*, source: VectorSource, organisation, model: str) -> VectorIndex:
-    """The index over the organisation's rows made by ``model``: read fresh while the set is small (exact
-    search), built once and cached while the row set stays the same above ``VECTOR_ANN_MIN_VECTORS``."""
-    rows = _rows(source, organisation).filter(**{source.model_field: model})
-    shape = rows.aggregate(n=Count("pk"), pks=Sum("pk"), changed=Max("updated_at"))
-    if shape["n"] < _ann_min():
-        return _load(rows, source)
-    key = (source.name, organisation.pk, model, shape["n"], shape["pks"], shape["changed"])
+Shape = tuple[int, Any, Any]  # (rows, sum of keys, last change): a row set's fingerprint
+
+
+def _shapes(source: VectorSource, organisation) -> dict[str, Shape]:
+    """The fingerprint of the organisation's rows per model reference, in one query: whether there are rows
+    at all, whether any are stale, and what the current model's rows look like."""
+    rows = (
+        _rows(source, organisation)
+        .values(source.model_field)
+        .annotate(n=Count("pk"), pks=Sum("pk"), changed=Max("updated_at"))
+        .order_by()
+    )
+    return {row[source.model_field]: (row["n"], row["pks"], row["changed"]) for row in rows}
+
+
+def _index(source: VectorSource, organisation, model: str, shape: Shape | None) -> VectorIndex:
+    """The index over the rows of ``model`` whose fingerprint is ``shape`` (None: there are none): from the
+    cache while the fingerprint holds, else read and cached. Any insert, delete or save of a row changes the
+    fingerprint (its count, its keys' sum or its last ``updated_at``)."""
+    if shape is None:
+        return VectorIndex([], np.zeros((0, 1), dtype=np.float32))
+    key = (source.name, organisation.pk, model, *shape)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
+    rows = _rows(source, organisation).filter(**{source.model_field: model})
     index = _load(rows, source)  # outside the lock: building a large index takes seconds
     with _cache_lock:
         stale = [k for k in _cache if k[:3] == key[:3]]  # the same rows before their last change
@@ -124,6 +154,13 @@ def vector_index(*, source: VectorSource, organisation, model: str) -> VectorInd
         while len(_cache) > INDEX_CACHE_SIZE:
             _cache.popitem(last=False)
     return index
+
+
+def vector_index(*, source: VectorSource, organisation, model: str) -> VectorIndex:
+    """The index over the organisation's rows made by ``model``, kept per process (exact numpy top-k below
+    ``VECTOR_ANN_MIN_VECTORS`` rows, faiss above) while the row set stays the same: one aggregate query
+    checks that it does, where reading every vector again cost a question more than ranking them."""
+    return _index(source, organisation, model, _shapes(source, organisation).get(model))
 
 
 def vector_search(
@@ -136,16 +173,18 @@ def vector_search(
         raise InvalidInput(f"The query is over {MAX_QUERY_CHARS} characters.", details={"field": "query"})
     if k < 1:
         raise InvalidInput("k must be at least 1.", details={"field": "k"})
-    if not _rows(source, organisation).exists():
+    shapes = _shapes(source, organisation)
+    if not shapes:
         return [], None
     embedded = (
         query
         if isinstance(query, Embedded)
         else texts_embed(organisation=organisation, app=source.app, task=source.task, texts=[query])
     )
-    if vectors_stale(source=source, organisation=organisation, model=embedded.model).exists():
+    if any(model != embedded.model for model in shapes):  # rows of another model (or none): stale
         source.rebuild(organisation, embedded.model)
-    index = vector_index(source=source, organisation=organisation, model=embedded.model)
+        shapes = _shapes(source, organisation)
+    index = _index(source, organisation, embedded.model, shapes.get(embedded.model))
     if not len(index):
         return [], embedded
     matches = index.search(embedded.vectors[:1], k)[0]

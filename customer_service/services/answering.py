@@ -31,6 +31,7 @@ from typing import Any
 
 from django.db import transaction
 
+from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.errors import QuotaExceeded
@@ -48,7 +49,7 @@ from customer_service.models import (
     UncertainMode,
 )
 from customer_service.services.bot import bot_settings_for, intent_threshold_for
-from customer_service.services.common import APP, INTENT_TASK
+from customer_service.services.common import APP, INTENT_TASK, RETRIEVAL_TASK
 from customer_service.services.conversations import (
     _add_message,
     _announce,
@@ -81,23 +82,27 @@ def visitor_message(*, conversation: Conversation, text: Any) -> list[Message]:
     return [message, *visitor_message_answer(conversation=conversation, message=message)]
 
 
-def visitor_message_answer(*, conversation: Conversation, message: Message) -> list[Message]:
+def visitor_message_answer(
+    *, conversation: Conversation, message: Message, bot: BotSettings | None = None
+) -> list[Message]:
     """The bot's answer to a visitor message stored earlier (``visitor_message_store``), worked out apart
     from accepting it; nothing if a person has the conversation by now (an operator took over, or the
     answer to an earlier message handed off, or it was closed): the message waits for them in the inbox.
-    A hand-off that asked for the visitor's e-mail address reads the message for it."""
+    A hand-off that asked for the visitor's e-mail address reads the message for it. ``bot``: the
+    organisation's settings when the caller has them in hand (the widget's socket reads them for every
+    frame), else they are read here."""
     current = Conversation.all_tenants.filter(pk=conversation.pk).first()
     if current is None:
         return []
     if email_wanted(current):
         if "@" not in message.text:  # a question meanwhile, not a try at the address: answer it if sure
-            return bot_answer(conversation=conversation, message=message, waiting_for_email=True)
+            return bot_answer(conversation=conversation, message=message, waiting_for_email=True, bot=bot)
         with transaction.atomic():
             current = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
             return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
     if current.status != ConversationStatus.BOT:
         return []
-    return bot_answer(conversation=conversation, message=message)
+    return bot_answer(conversation=conversation, message=message, bot=bot)
 
 
 @dataclass(frozen=True)
@@ -139,8 +144,11 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     intent, confidence, version_id = "", None, None
     probabilities: dict[str, float] = {}
     version = active_version(organisation, APP, INTENT_TASK)
+    predictor, embeddings = None, None  # kept for the knowledge base: its search may reuse the pass
     if version is not None and version.labels:
-        prediction = registry.predictor_for(version=version).predict([text])[0]
+        predictor = registry.predictor_for(version=version)
+        embeddings = predictor.embed([text])
+        prediction = predictor.predictions(embeddings, [text])[0]  # what predictor.predict([text]) gives
         intent, confidence, version_id = (
             prediction.label,
             float(prediction.probabilities[prediction.label]),
@@ -160,7 +168,19 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
         if template is not None and confidence >= threshold:
             return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
-    hits = kb_search(organisation=organisation, query=text, k=KB_HITS)
+    embedded = (
+        vectors.embedding_reuse(
+            organisation=organisation,
+            app=APP,
+            task=RETRIEVAL_TASK,
+            texts=[text],
+            predictor=predictor,
+            vectors=embeddings.numpy(),
+        )
+        if predictor is not None and embeddings is not None
+        else None
+    )
+    hits = kb_search(organisation=organisation, query=text, k=KB_HITS, embedded=embedded)
     top = next((hit for hit in hits if hit.score >= bot.retrieval_threshold), None)
     if top is not None:
         answer = f"{top.passage}\n\n(From: {top.title}{' - ' + top.url if top.url else ''})"
@@ -245,28 +265,39 @@ ANSWERS = (AnswerSource.TEMPLATE, AnswerSource.ARTICLE, AnswerSource.GROUNDED)
 
 
 def bot_answer(
-    *, conversation: Conversation, message: Message, waiting_for_email: bool = False
+    *,
+    conversation: Conversation,
+    message: Message,
+    waiting_for_email: bool = False,
+    bot: BotSettings | None = None,
 ) -> list[Message]:
     """Answer one visitor message (metered as one prediction) or hand the conversation to a person.
     ``waiting_for_email``: the conversation waits for a person and for the visitor's e-mail address (nobody
-    was online); a sure answer is given and charged, anything else asks for the address again, uncharged."""
+    was online); a sure answer is given and charged, anything else asks for the address again, uncharged.
+    ``bot``: the organisation's settings if the caller has them (else read here)."""
     organisation = conversation.organisation
-    bot = bot_settings_for(organisation=organisation)
+    settings = (
+        bot
+        if bot is not None and bot.organisation_id == organisation.pk
+        else bot_settings_for(organisation=organisation)
+    )
 
     def answer() -> billing.Charge[list[Message]]:  # only an answer the bot worked out and gave is charged
         try:
             decision = decide(
                 organisation=organisation,
-                bot=bot,
+                bot=settings,
                 text=message.text,
-                asked_to_rephrase=_asked_to_rephrase(conversation, message),
+                # read only where the rule reads it: a bot that asks to rephrase
+                asked_to_rephrase=settings.uncertain_mode == UncertainMode.REPHRASE
+                and _asked_to_rephrase(conversation, message),
             )
         except Exception:  # noqa: BLE001 - a broken model must not leave the visitor unanswered
             log.exception("the bot could not answer message %s", message.pk)
-            failed = Decision(AnswerSource.HANDOFF, bot.handoff_message, "The bot failed to answer.")
-            replies = _bot_reply(conversation, message, failed, bot, waiting_for_email)
+            failed = Decision(AnswerSource.HANDOFF, settings.handoff_message, "The bot failed to answer.")
+            replies = _bot_reply(conversation, message, failed, settings, waiting_for_email)
             return billing.Charge(replies, quantity=0)
-        replies = _bot_reply(conversation, message, decision, bot, waiting_for_email)
+        replies = _bot_reply(conversation, message, decision, settings, waiting_for_email)
         answered = bool(replies) and (not waiting_for_email or replies[0].source in ANSWERS)
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
@@ -277,9 +308,9 @@ def bot_answer(
         )
     except QuotaExceeded:
         used_up = Decision(
-            AnswerSource.HANDOFF, bot.handoff_message, "The plan's prediction quota is used up."
+            AnswerSource.HANDOFF, settings.handoff_message, "The plan's prediction quota is used up."
         )
-        return _bot_reply(conversation, message, used_up, bot, waiting_for_email)
+        return _bot_reply(conversation, message, used_up, settings, waiting_for_email)
 
 
 def _bot_reply(
@@ -293,7 +324,9 @@ def _bot_reply(
     hand-off waits for the visitor's e-mail address, only a sure answer is given (the conversation keeps
     waiting); otherwise the bot asks for the address again."""
     with transaction.atomic():
+        organisation = conversation.organisation  # in hand: not read again through the locked row
         conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        conversation.organisation = organisation
         if decision.intent:
             Message.all_tenants.filter(pk=message.pk).update(
                 intent=decision.intent, confidence=decision.confidence

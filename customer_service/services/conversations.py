@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.realtime import broadcast, org_group
+from core.realtime import broadcast, broadcast_groups, org_group
 from customer_service.models import (
     AnswerSource,
     BotSettings,
@@ -108,18 +108,15 @@ def conversation_group(conversation: Conversation) -> str:
 
 
 def _announce(conversation: Conversation, message: Message | None = None) -> None:
-    """Push to the operators' inbox and to the visitor's widget (after commit; the rows are the truth)."""
-    inbox = org_group(conversation.organisation_id, "inbox")
-    broadcast(group=inbox, event_type="cs.conversation", payload=conversation_payload(conversation))
+    """Push to the operators' inbox and to the visitor's widget (after commit; the rows are the truth): one
+    channel-layer message to each group (``broadcast_groups``)."""
+    inbox, chat = org_group(conversation.organisation_id, "inbox"), conversation_group(conversation)
+    events = [(inbox, "cs.conversation", conversation_payload(conversation))]
     if message is not None:
         payload = message_payload(message)
-        broadcast(group=inbox, event_type="cs.message", payload=payload)
-        broadcast(group=conversation_group(conversation), event_type="cs.message", payload=payload)
-    broadcast(
-        group=conversation_group(conversation),
-        event_type="cs.status",
-        payload={"status": conversation.status, "email_requested": email_wanted(conversation)},
-    )
+        events += [(inbox, "cs.message", payload), (chat, "cs.message", payload)]
+    status = {"status": conversation.status, "email_requested": email_wanted(conversation)}
+    broadcast_groups(events=[*events, (chat, "cs.status", status)])
 
 
 def email_wanted(conversation: Conversation) -> bool:
@@ -167,7 +164,10 @@ def conversation_resume(*, bot: BotSettings, public_id: str, token: str, page: A
     now: the inbox shows it."""
     page_url = page_check(page)
     conversation = (
-        Conversation.objects.for_org(bot.organisation).filter(public_id=public_id).first()
+        Conversation.objects.for_org(bot.organisation)
+        .select_related("organisation")  # what answering reads for every message of the socket
+        .filter(public_id=public_id)
+        .first()
         if _is_uuid(public_id)
         else None
     )

@@ -192,21 +192,26 @@ KB_SEARCH_MODES = ("hybrid", "dense", "lexical")
 KB_POOL = 20  # passages each ranking gives to the fusion
 
 
-def kb_search(*, organisation, query: str, k: int = 3, mode: str | None = None) -> list[Hit]:
+def kb_search(
+    *, organisation, query: str, k: int = 3, mode: str | None = None, embedded: vectors.Embedded | None = None
+) -> list[Hit]:
     """The ``k`` best published passages for ``query``, best first, one per article; ``score`` is each
     passage's cosine to the query (what ``retrieval_threshold`` is compared with).
 
     ``mode`` (default: the ``CS_KB_SEARCH`` setting): "hybrid" fuses the BM25 and the cosine rankings by
     reciprocal rank fusion (``core.ml.grounding``); "dense" is cosine alone, "lexical" BM25 alone (both for
     comparison: bench/grounded.py). Passages are ranked by the platform's vector index (``core.vectors``),
-    which first re-embeds the articles made by an older model."""
+    which first re-embeds the articles made by an older model. ``embedded``: the query's vector from the
+    current retrieval model when the caller has it already (``core.vectors.embedding_reuse``)."""
     mode = mode or settings.CS_KB_SEARCH
     if mode not in KB_SEARCH_MODES:
         raise InvalidInput(f"The search mode must be one of {', '.join(KB_SEARCH_MODES)}.")
     if mode == "dense":
-        return _dense_search(organisation, query, k)
+        return _dense_search(organisation, embedded or query, k)
     pool = max(k * 4, KB_POOL)
-    dense, embedded = vectors.vector_search(source=KB_VECTORS, organisation=organisation, query=query, k=pool)
+    dense, embedded = vectors.vector_search(
+        source=KB_VECTORS, organisation=organisation, query=embedded or query, k=pool
+    )
     if embedded is None:
         return []
     lexical = [key for key, _score in _bm25(organisation).top(query, pool)]
@@ -217,8 +222,8 @@ def kb_search(*, organisation, query: str, k: int = 3, mode: str | None = None) 
     return _one_per_article(organisation, found, k)
 
 
-def _dense_search(organisation, query: str, k: int) -> list[Hit]:
-    query_or_vector: str | vectors.Embedded = query
+def _dense_search(organisation, query: str | vectors.Embedded, k: int) -> list[Hit]:
+    query_or_vector = query
     wanted = k * 4
     while True:
         found, embedded = vectors.vector_search(

@@ -1,0 +1,181 @@
+"""What one answered visitor message costs the server: SQL statements and channel-layer group sends.
+
+The work of one ``message`` frame as the widget's socket does it (``consumers.ChatConsumer``):
+the message stored, its payload, the answer with the settings the socket read for the frame, the answers'
+payloads. The bounds are today's counts (``bench/chat_profile.py`` measures the same path with CPU time):
+a change that adds a statement or a send to every chat message fails here. One trained model (``bot_org``).
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from core.consumers import forward_batch
+from core.realtime import org_group
+from customer_service import services
+from customer_service.models import AnswerSource, BotSettings
+from tests.customer_service.conftest import banking_rows
+
+PIN_ANSWER = "You can change your PIN at any of our ATMs: insert your card and choose 'Change PIN'."
+HOURS = (
+    "Our branches are open Monday to Friday from 9am to 5pm, and on Saturday mornings from 9am to noon. "
+    "They are closed on Sundays and public holidays."
+)
+PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
+ARTICLE_QUESTION = "What time do your branches open on Saturday?"
+
+# Statements per answered message inside the test's transaction (each atomic block is a SAVEPOINT and a
+# RELEASE here, where a server has BEGIN and COMMIT): the message stored (lock, duplicate check, insert,
+# conversation touched), the conversation re-read, the quota, the active intent model, the template; an
+# article answer adds the knowledge base's fingerprint queries, the passages and the article's title; the
+# reply written (lock, the visitor message's intent, insert, conversation touched) and metered.
+TEMPLATE_STATEMENTS = 20
+ARTICLE_STATEMENTS = 25
+GROUP_SENDS = 4  # two announcements (the visitor's message, the bot's answer), each to the inbox and the chat
+
+
+@pytest.fixture
+def answering(bot_org, monkeypatch, django_capture_on_commit_callbacks):
+    """A bot with a template and two articles, and ``answer(text)``: the frame's work on a new conversation,
+    returning (the answer's source, the SQL statements, the group sends, the conversation)."""
+    organisation, _owner, _version = bot_org
+    services.template_save(organisation=organisation, intent="change_pin", body=PIN_ANSWER)
+    services.article_save(organisation=organisation, title="Opening hours", body=HOURS)
+    services.article_save(organisation=organisation, title="Parking", body=PARKING)
+    services.bot_settings_for(organisation=organisation)
+    bot = BotSettings.all_tenants.select_related("organisation").get(
+        organisation=organisation
+    )  # as the socket
+    layer = get_channel_layer()
+    sends: list[str] = []
+    real_send = layer.group_send
+
+    async def counted(group, message):
+        sends.append(group)
+        return await real_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+
+    def answer(text: str, conversation=None):
+        if conversation is None:
+            conversation, _token, _greeting = services.conversation_start(bot=bot)
+        sends.clear()
+        with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as queries:
+            stored, bot_has_it = services.visitor_message_store(
+                conversation=conversation, text=text, client_id="c1"
+            )
+            services.message_payload(stored)
+            assert bot_has_it
+            replies = services.visitor_message_answer(conversation=conversation, message=stored, bot=bot)
+            [services.message_payload(reply) for reply in replies]
+        return replies[0].source, len(queries.captured_queries), len(sends), conversation
+
+    return organisation, answer
+
+
+def _template_question() -> str:
+    return next(t for t, label in banking_rows("test_slice.csv") if label == "change_pin")
+
+
+@pytest.mark.django_db
+def test_template_and_article_answers_keep_to_their_sql_statements(answering):
+    _organisation, answer = answering
+    answer(_template_question())  # the model loaded, the plan read: what every later message finds
+    answer(ARTICLE_QUESTION)
+    source, statements, _sends, _ = answer(_template_question())
+    assert source == AnswerSource.TEMPLATE
+    assert statements <= TEMPLATE_STATEMENTS, f"a template answer took {statements} SQL statements"
+    source, statements, _sends, _ = answer(ARTICLE_QUESTION)
+    assert source == AnswerSource.ARTICLE
+    assert statements <= ARTICLE_STATEMENTS, f"an article answer took {statements} SQL statements"
+
+
+async def _drain(layer, channel: str, quiet_s: float = 0.5) -> list[dict]:
+    received = []
+    while True:
+        try:
+            received.append(await asyncio.wait_for(layer.receive(channel), timeout=quiet_s))
+        except TimeoutError:
+            return received
+
+
+def _events(messages: list[dict]) -> list[str]:
+    """The event types a socket forwards from these channel-layer messages, in order."""
+    out: list[str] = []
+    for message in messages:
+        out += (
+            [e["event"] for e in message["events"]]
+            if message["type"] == "event.batch"
+            else [message["event"]]
+        )
+    return out
+
+
+@pytest.mark.django_db
+def test_an_answered_message_is_four_group_sends_carrying_the_same_events(answering):
+    organisation, answer = answering
+    answer(_template_question())
+    layer = get_channel_layer()
+    bot = services.bot_settings_for(organisation=organisation)
+    conversation, _token, _greeting = services.conversation_start(bot=bot)
+    inbox, chat = org_group(organisation.pk, "inbox"), services.conversation_group(conversation)
+    inbox_channel, chat_channel = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(inbox, inbox_channel)
+    async_to_sync(layer.group_add)(chat, chat_channel)
+    try:
+        source, _statements, sends, _ = answer(_template_question(), conversation)
+        assert source == AnswerSource.TEMPLATE
+        assert sends == GROUP_SENDS
+        inbox_events = _events(async_to_sync(_drain)(layer, inbox_channel))
+        chat_events = _events(async_to_sync(_drain)(layer, chat_channel))
+    finally:
+        async_to_sync(layer.group_discard)(inbox, inbox_channel)
+        async_to_sync(layer.group_discard)(chat, chat_channel)
+    # what one broadcast per event delivered before: the same events, in the same order
+    assert inbox_events == ["cs.conversation", "cs.message", "cs.conversation", "cs.message"]
+    assert chat_events == ["cs.message", "cs.status", "cs.message", "cs.status"]
+
+
+def test_a_batch_reaches_the_socket_as_the_events_one_by_one():
+    forwarded: list[dict] = []
+
+    class Consumer:
+        async def event_forward(self, message):
+            forwarded.append(message)
+
+    events = [{"event": "cs.message", "data": {"id": 1}}, {"event": "cs.status", "data": {"status": "bot"}}]
+    async_to_sync(forward_batch)(Consumer(), {"type": "event.batch", "events": events})
+    assert forwarded == [{"type": "event.forward", **event} for event in events]
+
+
+@pytest.mark.django_db
+def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answering, monkeypatch):
+    """Served in float on the frozen base encoder, the intent model's vector of the question is the one the
+    knowledge base would compute: it is searched with it, to the same passages, and the base encoder is not
+    run again. Served in int8 (what the gate gives on CPU), its vector is another, and it is not lent."""
+    from core.ml.embedder import BaseEmbedder
+    from core.registry.models import ModelVersion
+    from core.registry.services.common import active_version
+
+    organisation, answer = answering
+    version = active_version(organisation, services.APP, services.INTENT_TASK)
+    bot = services.bot_settings_for(organisation=organisation)
+    base_calls: list[int] = []
+    real_embed = BaseEmbedder.embed
+    monkeypatch.setattr(
+        BaseEmbedder, "embed", lambda self, texts: base_calls.append(1) or real_embed(self, texts)
+    )
+    for quantized, base_passes in ((True, 1), (False, 0)):
+        ModelVersion.all_tenants.filter(pk=version.pk).update(quantized=quantized)
+        services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)  # loaded, warm
+        base_calls.clear()
+        decision = services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)
+        assert decision.source == AnswerSource.ARTICLE
+        assert len(base_calls) == base_passes
+        assert decision == services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)
+    hits = services.kb_search(organisation=organisation, query=ARTICLE_QUESTION, k=3)
+    assert hits[0].article_id == decision.article_id
