@@ -66,6 +66,12 @@ PRODUCT = Product(
         ),
         # timed replays of the shipped twitter sets (the demo's feed, services.replay): what has come due
         BeatEntry("finance-monitor-replay", task="finance_monitor.replay_tick", schedule=15.0),
+        # the near-copy index's bands older than FM_NEAR_DUPLICATE_WINDOW_DAYS (services.near_copies)
+        BeatEntry(
+            "finance-monitor-prune-near-copy-bands",
+            task="finance_monitor.prune_near_copy_bands",
+            schedule=86400.0,
+        ),
     ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion
     # removes them in reverse (core.privacy).

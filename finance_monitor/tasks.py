@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.tenancy.models import Organisation
 from finance_monitor.models import AlertRule, DeliveryState, Source
-from finance_monitor.services import alert_delivery, alerts, classification, feeds, replay
+from finance_monitor.services import alert_delivery, alerts, classification, feeds, near_copies, replay
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +92,9 @@ def classify_pending() -> int:
 def replay_tick() -> int:
     """Beat: push what has come due in every unfinished replay (the demo's timed feed)."""
     return replay.replays_tick()
+
+
+@shared_task(name="finance_monitor.prune_near_copy_bands", time_limit=1800)
+def prune_near_copy_bands() -> int:
+    """Beat, daily: the near-copy index's bands older than the window (services.near_copies)."""
+    return near_copies.near_copy_bands_prune()

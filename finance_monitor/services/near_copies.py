@@ -10,7 +10,9 @@ inside its transaction, with the originals it has just stored, in push order: th
 in one batch is the first one's copy. Another organisation's documents are never candidates.
 
 Documents stored before the index existed, or while ``FM_NEAR_DUPLICATES`` was off, have no bands and are
-never found; their exact copies still are.
+never found; their exact copies still are. Bands older than the window are never looked up again:
+``near_copy_bands_prune`` (the daily task ``finance_monitor.prune_near_copy_bands``) deletes them, so the
+index stays the window's size (a window made longer later finds only what is younger than the old one).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import F
+from django.utils import timezone
 
 from finance_monitor import near_duplicates as near
 from finance_monitor.models import Document, DocumentBand
@@ -114,3 +117,14 @@ def _make_copies(organisation, found: dict[int, int]) -> None:
         by_count.setdefault(n, []).append(original)
     for n, ids in sorted(by_count.items()):
         docs.filter(pk__in=sorted(ids)).update(copies=F("copies") + n)
+
+
+def near_copy_bands_prune(*, now: datetime | None = None, batch: int = 10_000) -> int:
+    """Delete every organisation's bands older than ``FM_NEAR_DUPLICATE_WINDOW_DAYS``, ``batch`` rows per
+    statement (short locks beside a running ingest); returns how many."""
+    cut = (now or timezone.now()) - timedelta(days=settings.FM_NEAR_DUPLICATE_WINDOW_DAYS)
+    old = DocumentBand.all_tenants.filter(created_at__lt=cut).order_by()
+    deleted = 0
+    while ids := list(old.values_list("id", flat=True)[:batch]):
+        deleted += DocumentBand.all_tenants.filter(id__in=ids).delete()[0]
+    return deleted

@@ -112,6 +112,11 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
         "finance-monitor-evaluate-alerts": ["finance_monitor.evaluate_alerts", 300.0, "default"],
         "finance-monitor-classify-pending": ["finance_monitor.classify_pending", 300.0, "default"],
         "finance-monitor-replay": ["finance_monitor.replay_tick", 15.0, "default"],
+        "finance-monitor-prune-near-copy-bands": [
+            "finance_monitor.prune_near_copy_bands",
+            86400.0,
+            "default",
+        ],
         "recommender-embed-pending": ["recommender.embed_pending", 300.0, "default"],
         **extra,
     }

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from finance_monitor import near_duplicates as near
 from finance_monitor.models import Document, DocumentBand, TrendBucket
-from finance_monitor.services import classification
+from finance_monitor.services import classification, near_copies
 from finance_monitor.services import documents as docs
 from finance_monitor.services.trends import document_classified
 
@@ -147,3 +147,23 @@ def test_bands_are_written_in_the_documents_transaction(make_org):
         raise RuntimeError("the caller's transaction fails")
     assert not DocumentBand.objects.for_org(organisation).exists()
     assert not Document.objects.for_org(organisation).exists()
+
+
+@pytest.mark.django_db
+def test_bands_older_than_the_window_are_pruned_and_the_rule_still_works(make_org, settings):
+    settings.FM_NEAR_DUPLICATE_WINDOW_DAYS = 7
+    organisation, _ = make_org()
+    other, _ = make_org()
+    old = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)]).created[0]
+    DocumentBand.objects.for_org(organisation).update(created_at=timezone.now() - timedelta(days=8))
+    young = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=STORY)]).created[0]
+
+    assert (
+        near_copies.near_copy_bands_prune(batch=5) == near.DEFAULT.bands
+    )  # in batches of 5 statements' rows
+    assert not DocumentBand.objects.for_org(organisation).exists()
+    assert DocumentBand.objects.for_org(other).filter(document_id=young).count() == near.DEFAULT.bands
+    assert Document.objects.for_org(organisation).filter(pk=old).exists()  # the document itself stays
+    assert near_copies.near_copy_bands_prune() == 0
+    copy = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=EDITED)])
+    assert copy.outcomes[0].duplicate_of == young  # the window's bands still find near copies
