@@ -275,32 +275,55 @@ def ledger_drain(*, claim_idle_ms: int = 0, wait_s: float = 10.0) -> int:
 
 
 _flusher: threading.Thread | None = None
+_flusher_stop: threading.Event | None = None
 
 
 def flusher_start() -> None:
     """Start this process's flusher thread (once)."""
-    global _flusher
+    global _flusher, _flusher_stop
     with _lock:
         if _flusher is not None and _flusher.is_alive():
             return
-        _flusher = threading.Thread(target=_flush_forever, name="ledger-flusher", daemon=True)
+        _flusher_stop = threading.Event()
+        _flusher = threading.Thread(
+            target=_flush_forever, args=(_flusher_stop,), name="ledger-flusher", daemon=True
+        )
         _flusher.start()
 
 
-def _flush_forever() -> None:
+def flusher_stop(timeout: float | None = None) -> None:
+    """End this process's flusher thread after the batch it is writing (between batches nothing it read is
+    left unwritten); a later ``flusher_start`` starts another. The tests stop it before the database is
+    emptied after a test: its writes beside a ``TRUNCATE`` deadlock."""
+    global _flusher, _flusher_stop
+    with _lock:
+        thread, stop = _flusher, _flusher_stop
+        _flusher, _flusher_stop = None, None
+    if stop is not None:
+        stop.set()
+    if thread is not None:
+        thread.join(timeout)
+
+
+def _flush_forever(stop: threading.Event) -> None:
     consumer = _consumer_name()
     last_claim = 0.0
-    while True:
-        try:
-            claim = None
-            if time.monotonic() - last_claim > 5:
-                claim, last_claim = CLAIM_IDLE_MS, time.monotonic()
-            read, _new = ledger_flush_once(
-                consumer=consumer, count=FLUSH_BATCH, block_ms=1000, claim_idle_ms=claim
-            )
-            if read < FLUSH_BATCH:  # let lines gather: a batch per interval, not a transaction per request
-                time.sleep(FLUSH_INTERVAL_S)
-        except Exception:  # noqa: BLE001 - keep flushing; the lines stay in the stream until written
-            log.exception("ledger flush failed")
-            close_old_connections()
-            time.sleep(1)
+    try:
+        while not stop.is_set():
+            try:
+                claim = None
+                if time.monotonic() - last_claim > 5:
+                    claim, last_claim = CLAIM_IDLE_MS, time.monotonic()
+                read, _new = ledger_flush_once(
+                    consumer=consumer, count=FLUSH_BATCH, block_ms=1000, claim_idle_ms=claim
+                )
+                if (
+                    read < FLUSH_BATCH
+                ):  # let lines gather: a batch per interval, not a transaction per request
+                    stop.wait(FLUSH_INTERVAL_S)
+            except Exception:  # noqa: BLE001 - keep flushing; the lines stay in the stream until written
+                log.exception("ledger flush failed")
+                close_old_connections()
+                stop.wait(1)
+    finally:
+        connection.close()  # this thread's own connection

@@ -69,3 +69,20 @@ def test_the_quota_counts_database_charges_and_refuses_with_the_full_stacks_mess
     assert ran == [1, 3]
     _lines(org)
     assert billing.period_used(organisation=org, meter=METER) == 6
+
+
+def test_a_stopped_flusher_ends_and_the_next_charge_starts_one_that_writes_it(make_org):
+    """The flusher thread stops between batches (the tests stop it before the database is emptied, with which
+    its writes deadlock); a later charge starts a new one, which writes the line without a drain."""
+    from tests.worker import wait_for
+
+    org, _ = make_org()
+    flusher.ledger_drain()
+    flusher.flusher_start()
+    thread = flusher._flusher
+    flusher.flusher_stop(timeout=30)
+    assert thread is not None and not thread.is_alive()
+    streamed.metered_streamed(lambda: "served", organisation=org, meter=METER, quantity=4)
+    assert flusher._flusher is not None and flusher._flusher.is_alive()
+    wait_for(lambda: UsageEvent.objects.for_org(org).filter(meter=METER, quantity=4).exists(), timeout=30)
+    flusher.flusher_stop(timeout=30)
