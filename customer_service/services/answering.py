@@ -298,7 +298,7 @@ def bot_answer(
             replies = _bot_reply(conversation, message, failed, settings, waiting_for_email)
             return billing.Charge(replies, quantity=0)
         replies = _bot_reply(conversation, message, decision, settings, waiting_for_email)
-        answered = bool(replies) and (not waiting_for_email or replies[0].source in ANSWERS)
+        answered = bool(replies) and (not waiting_for_email or decision.source in ANSWERS)
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
 
