@@ -151,21 +151,32 @@ def run(args) -> None:
     print(f"\nplanted surges: {args.trials} trials each, {SURGE_HOURS} h long (delay in buckets)")
     for surge in SURGES[: args.surges]:
         for detector in detectors:
-            delays, missed = [], 0
-            for trial in range(args.trials):
+
+            def trial_run(trial: int, detector=detector, surge=surge) -> list[int]:
                 rng = np.random.default_rng([args.seed, trial, zlib.crc32(surge.label.encode())])
                 buckets = flat_buckets(rng, warm) + surge_buckets(rng, surge)
-                fired = replay(detector, buckets, warm, surge.kind)
-                if fired:
-                    delays.append(fired[0])
-                else:
-                    missed += 1
-            within2 = sum(d <= 2 for d in delays) / args.trials
-            median = statistics.median(delays) if delays else float("nan")
+                return replay(detector, buckets, warm, surge.kind)
+
+            delays, within2, median, missed = detections(trial_run, args.trials)
             print(
                 f"  {surge.label:36s} {detector.name:50s} within 2 buckets {within2:6.1%}  "
                 f"median delay {median:3.1f}  max {max(delays, default=-1):2d}  missed {missed}"
             )
+
+
+def detections(trial_run, trials: int) -> tuple[list[int], float, float, int]:
+    """Planted-surge trials: each run's first alert's delay in buckets (none: missed); returns the delays, the
+    share detected within two buckets, the median delay and the number missed."""
+    delays, missed = [], 0
+    for trial in range(trials):
+        fired = trial_run(trial)
+        if fired:
+            delays.append(fired[0])
+        else:
+            missed += 1
+    within2 = sum(d <= 2 for d in delays) / trials
+    median = statistics.median(delays) if delays else float("nan")
+    return delays, within2, median, missed
 
 
 def run_cycle(args, config: SurgeConfig) -> None:
@@ -190,18 +201,14 @@ def run_cycle(args, config: SurgeConfig) -> None:
     )
     for factor in (2.0, 1.5):
         for detector in detectors:
-            delays, missed = [], 0
-            for trial in range(args.trials):
+
+            def trial_run(trial: int, detector=detector, factor=factor) -> list[int]:
                 rng = np.random.default_rng([args.seed, trial, int(factor * 10)])
                 begin = warm + trial % 24  # every hour of the day in turn
                 buckets = cyclic_buckets(rng, begin) + cyclic_buckets(rng, SURGE_HOURS, begin, factor)
-                fired = replay(detector, buckets, begin, VOLUME)
-                if fired:
-                    delays.append(fired[0])
-                else:
-                    missed += 1
-            within2 = sum(d <= 2 for d in delays) / args.trials
-            median = statistics.median(delays) if delays else float("nan")
+                return replay(detector, buckets, begin, VOLUME)
+
+            _delays, within2, median, missed = detections(trial_run, args.trials)
             print(
                 f"  volume x{factor:<4} {detector.name:60s} within 2 buckets {within2:6.1%}  "
                 f"median delay {median:3.1f}  missed {missed}"
