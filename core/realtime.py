@@ -26,18 +26,8 @@ def org_group(organisation_id: int, topic: str) -> str:
 
 
 def broadcast(*, group: str, event_type: str, payload: dict[str, Any]) -> None:
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(
-                group, {"type": "event.forward", "event": event_type, "data": payload}
-            )
-        except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
-            log.warning("broadcast to %s failed", group, exc_info=True)
-
-    transaction.on_commit(send)
+    """After commit, one event to one group (``broadcast_groups`` with one event)."""
+    broadcast_groups(events=[(group, event_type, payload)])
 
 
 Event = tuple[str, str, dict[str, Any]]  # (group, event type, payload)
