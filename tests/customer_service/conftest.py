@@ -5,12 +5,32 @@ import io
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
 from core.registry import services as registry
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "banking77"
+PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
+
+
+def login(user) -> Client:
+    """A browser session signed in with the member's password."""
+    from tests.conftest import PASSWORD
+
+    client = Client()
+    assert client.login(username=user.email, password=PASSWORD)
+    return client
+
+
+def member_headers(user) -> list[tuple[bytes, bytes]]:
+    """A signed-in member's websocket handshake headers (session cookie, same-site origin)."""
+    client = login(user)
+    return [
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        (b"origin", b"http://localhost"),
+    ]
 
 
 def banking_rows(name: str) -> list[tuple[str, str]]:

@@ -18,14 +18,13 @@ from core.consumers import forward_batch
 from core.realtime import org_group
 from customer_service import services
 from customer_service.models import AnswerSource, BotSettings
-from tests.customer_service.conftest import banking_rows
+from tests.customer_service.conftest import PARKING, banking_rows
 
 PIN_ANSWER = "You can change your PIN at any of our ATMs: insert your card and choose 'Change PIN'."
 HOURS = (
     "Our branches are open Monday to Friday from 9am to 5pm, and on Saturday mornings from 9am to noon. "
     "They are closed on Sundays and public holidays."
 )
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 ARTICLE_QUESTION = "What time do your branches open on Saturday?"
 
 # Statements per answered message inside the test's transaction (each atomic block is a SAVEPOINT and a

@@ -6,9 +6,9 @@ from core.billing.models import Meter, UsageEvent
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import Article, ArticleChunk, ConversationStatus
+from tests.customer_service.conftest import PARKING
 
 BASE = "/api/customer-service"
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 
 
 @pytest.mark.django_db

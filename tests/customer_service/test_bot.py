@@ -17,14 +17,13 @@ from customer_service.models import (
     Message,
     Sender,
 )
-from tests.customer_service.conftest import banking_rows
+from tests.customer_service.conftest import PARKING, banking_rows
 
 PIN_ANSWER = "You can change your PIN at any of our ATMs: insert your card and choose 'Change PIN'."
 HOURS = (
     "Our branches are open Monday to Friday from 9am to 5pm, and on Saturday mornings from 9am to noon. "
     "They are closed on Sundays and public holidays."
 )
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 
 
 def _prediction_lines(organisation) -> int:

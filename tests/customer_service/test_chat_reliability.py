@@ -20,8 +20,8 @@ from core.registry.services import classifier, serving
 from core.tenancy.models import Role
 from customer_service import consumers, services
 from customer_service.models import AnswerSource, Conversation, ConversationStatus, Message, Sender
-from tests.customer_service.conftest import banking_rows
-from tests.customer_service.test_sockets import SITE, _member_headers, _receive_until
+from tests.customer_service.conftest import banking_rows, member_headers
+from tests.customer_service.test_sockets import SITE, _receive_until
 
 INTENTS = ("change_pin", "card_arrival", "exchange_rate", "atm_support", "terminate_account")
 MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -102,7 +102,7 @@ def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_o
 
     async def scenario():
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         widget = WebsocketCommunicator(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])

@@ -27,27 +27,11 @@ from customer_service.models import (
     LabelSource,
     Message,
 )
-from tests.conftest import PASSWORD
-from tests.customer_service.conftest import banking_rows
+from tests.customer_service.conftest import PARKING, banking_rows, login, member_headers
 
 SITE = b"https://shop.example.com"
 PIN = "You can change your PIN at any of our ATMs."
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 ARRIVAL = "Cards arrive within 5 working days."
-
-
-def _login(user) -> Client:
-    client = Client()
-    assert client.login(username=user.email, password=PASSWORD)
-    return client
-
-
-def _member_headers(user) -> list[tuple[bytes, bytes]]:
-    client = _login(user)
-    return [
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
-        (b"origin", b"http://localhost"),
-    ]
 
 
 async def _next(socket, wanted: str = "message", timeout: float = 20):
@@ -187,7 +171,7 @@ def test_suggestions_label_the_question_per_intent_thresholds_and_the_operating_
     assert (labelled.corrected_intent, labelled.label_source) == ("change_pin", LabelSource.OPERATOR)
 
     # the operating point: the held-out coverage curve stored with the version, shown and picked
-    client = _login(owner)
+    client = login(owner)
     page = client.get("/customer-service/")
     assert page.status_code == 200 and b'id="operating-points"' in page.content
     points = page.context["operating_points"]
@@ -202,7 +186,7 @@ def test_suggestions_label_the_question_per_intent_thresholds_and_the_operating_
     saved = client.post("/customer-service/settings/intent-thresholds/", {"threshold-card_arrival": "0.8"})
     assert saved.status_code == 302
     assert services.bot_settings_for(organisation=organisation).intent_thresholds == {"card_arrival": 0.8}
-    stranger_page = _login(other_owner).get("/customer-service/")
+    stranger_page = login(other_owner).get("/customer-service/")
     assert (
         stranger_page.context["operating_points"] is None
         and b'id="operating-points"' not in stranger_page.content
@@ -220,13 +204,13 @@ def test_rephrase_once_then_hand_off_to_an_online_operator(make_org, make_member
     async def scenario():
         # another organisation's operator online does not count for this one
         strangers = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(other_owner)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
         assert await sync_to_async(services.operators_online)(organisation=organisation) == 0
         assert await sync_to_async(services.operators_online)(organisation=other) == 1
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         assert await sync_to_async(services.operators_online)(organisation=organisation) == 1
@@ -361,7 +345,7 @@ def test_office_hours_are_read_in_the_tenants_time_zone():
 def test_setup_page_saves_office_hours_and_the_uncertain_mode(make_org, make_member):
     organisation, owner = make_org()
     other, _other_owner = make_org()
-    client = _login(owner)
+    client = login(owner)
     page = client.get("/customer-service/")
     assert b'id="office-hours-form"' in page.content and b'id="conversing-form"' in page.content
     hours = {"office_hours_enabled": "on", "timezone": "Mars/Olympus", "start_0": "09:00", "end_0": "17:00"}
@@ -389,4 +373,4 @@ def test_setup_page_saves_office_hours_and_the_uncertain_mode(make_org, make_mem
     bot.refresh_from_db()
     assert (bot.uncertain_mode, bot.suggestion_floor, bot.rephrase_message) == ("rephrase", 0.2, "Say again?")
     viewer = make_member(organisation, Role.VIEWER)
-    assert _login(viewer).post("/customer-service/settings/uncertain/", mode).status_code == 403
+    assert login(viewer).post("/customer-service/settings/uncertain/", mode).status_code == 403

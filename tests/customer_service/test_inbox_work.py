@@ -11,7 +11,8 @@ from core.errors import InvalidInput
 from core.tenancy.models import Role
 from customer_service import selectors, services
 from customer_service.models import Conversation, ConversationStatus, InternalNote, Message, Sender
-from tests.customer_service.test_sockets import _member_headers, _receive_until
+from tests.customer_service.conftest import member_headers
+from tests.customer_service.test_sockets import _receive_until
 
 BASE = "/api/customer-service"
 SITE = "https://shop.example.com"
@@ -245,11 +246,11 @@ def test_notes_never_reach_the_visitors_socket(make_org, make_member):
 
     async def scenario():
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         strangers = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(other_owner)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
         widget = WebsocketCommunicator(

@@ -6,19 +6,13 @@ from django.test import Client
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import AnswerTemplate, Article
-from tests.conftest import PASSWORD
-
-
-def _login(user) -> Client:
-    client = Client()
-    assert client.login(username=user.email, password=PASSWORD)
-    return client
+from tests.customer_service.conftest import login
 
 
 @pytest.mark.django_db
 def test_setup_page_saves_content_and_shows_form_errors(make_org, make_member):
     organisation, owner = make_org()
-    client = _login(owner)
+    client = login(owner)
     page = client.get("/customer-service/")
     bot = services.bot_settings_for(organisation=organisation)
     assert page.status_code == 200 and f"data-key=&quot;{bot.widget_key}&quot;".encode() in page.content
@@ -72,11 +66,11 @@ def test_setup_page_saves_content_and_shows_form_errors(make_org, make_member):
     # One view per operation: the page itself only shows; a form posts to its own address.
     assert client.post("/customer-service/", {"form": "template"}).status_code == 405
 
-    viewer = _login(make_member(organisation, Role.VIEWER))
+    viewer = login(make_member(organisation, Role.VIEWER))
     assert viewer.get("/customer-service/").status_code == 200
     assert viewer.post("/customer-service/templates/", {"intent": "x", "body": "y"}).status_code == 403
     assert viewer.get("/customer-service/inbox/").status_code == 403
-    operator = _login(make_member(organisation, Role.OPERATOR))
+    operator = login(make_member(organisation, Role.OPERATOR))
     assert b"Live inbox" in operator.get("/customer-service/inbox/").content
 
     script = Client().get("/customer-service/widget.js")

@@ -3,23 +3,14 @@
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from core.asgi import application
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import Conversation, ConversationStatus, Message
-from tests.conftest import PASSWORD
+from tests.customer_service.conftest import PARKING, member_headers
 
 SITE = b"https://shop.example.com"
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
-
-
-def _member_headers(user) -> list[tuple[bytes, bytes]]:
-    client = Client()
-    assert client.login(username=user.email, password=PASSWORD)
-    cookie = f"sessionid={client.cookies['sessionid'].value}"
-    return [(b"cookie", cookie.encode()), (b"origin", b"http://localhost")]
 
 
 async def _receive_until(socket, wanted_type: str, timeout: float = 10):
@@ -40,11 +31,11 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
 
     async def scenario():
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         strangers = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(other_owner)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
 
@@ -130,7 +121,7 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
         assert (await unknown.receive_json_from())["error"]["code"] == "not_found"
         assert await unknown.receive_output() == {"type": "websocket.close", "code": 4404}
         watcher = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(viewer)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(viewer)
         )
         assert await watcher.connect() == (False, 4403)
         anonymous = WebsocketCommunicator(

@@ -22,17 +22,10 @@ from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import Article, Conversation, Message
 from customer_service.services import branding
-from tests.conftest import PASSWORD
+from tests.customer_service.conftest import PARKING, login, member_headers
 
 SITE = b"https://shop.example.com"
-PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 QUESTION = "Can I park my car at the branch?"
-
-
-def _login(user) -> Client:
-    client = Client()
-    assert client.login(username=user.email, password=PASSWORD)
-    return client
 
 
 def _image(fmt: str, size=(300, 200), mode="RGB") -> bytes:
@@ -54,7 +47,7 @@ def _branding(**overrides) -> dict:
 @pytest.mark.django_db
 def test_branding_form_saves_and_refuses_fake_images(make_org, make_member):
     organisation, owner = make_org()
-    client = _login(owner)
+    client = login(owner)
     page = client.get("/customer-service/")
     assert page.status_code == 200 and b'id="branding-form"' in page.content  # the set-up page's section
     assert page.content.count(b'id="id_bot_name"') == 1 and b'id="branding_bot_name"' in page.content
@@ -107,7 +100,7 @@ def test_branding_form_saves_and_refuses_fake_images(make_org, make_member):
         "Hi there",
     )
     viewer = make_member(organisation, Role.VIEWER)
-    assert _login(viewer).post("/customer-service/settings/branding/", _branding()).status_code == 403
+    assert login(viewer).post("/customer-service/settings/branding/", _branding()).status_code == 403
     removed = client.post("/customer-service/settings/branding/", {**_branding(), "remove_avatar": "on"})
     assert (
         removed.status_code == 302
@@ -158,14 +151,6 @@ def test_public_config_and_avatar_carry_only_their_tenants_branding(make_org):
     unknown = client.get("/customer-service/widget/wk_nope/config.json")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     assert client.get("/customer-service/widget/wk_nope/avatar").status_code == 404
-
-
-def _member_headers(user) -> list[tuple[bytes, bytes]]:
-    client = _login(user)
-    return [
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
-        (b"origin", b"http://localhost"),
-    ]
 
 
 async def _frames_until(socket, wanted, timeout: float = 10) -> list[dict]:
@@ -263,12 +248,12 @@ def test_typing_travels_between_visitor_and_operators_throttled(make_org, make_m
 
     async def scenario():
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         await inbox.receive_nothing(timeout=0.3)
         strangers = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(other_owner)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
         widget, _ = await _widget(bot)
@@ -423,7 +408,7 @@ def test_hostile_frames_get_an_error_and_change_nothing(make_org, make_member):
         )
         assert (await widget.connect())[0]
         inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(_member_headers)(operator)
+            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
         )
         assert (await inbox.connect())[0]
         await _drain(inbox, 0.3)
