@@ -3,7 +3,6 @@ answers for the intents it knows and a small knowledge base, so the widget answe
 ``make run``."""
 
 import csv
-import io
 from pathlib import Path
 
 from core.jobs import services as jobs
@@ -12,6 +11,7 @@ from core.registry import services as registry
 from core.registry.models import ModelVersion
 from customer_service import services
 from customer_service.models import AnswerTemplate, Article
+from customer_service.services.common import csv_bytes
 
 BITEXT = Path(__file__).resolve().parents[1] / "data" / "bitext_customer_support"
 
@@ -114,13 +114,9 @@ ARTICLES = [
 def bitext_dataset_csv() -> bytes:
     """The shipped Bitext customer-support set (CDLA-Sharing-1.0) as ``text,label`` rows."""
     source = BITEXT / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
     with source.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            writer.writerow([row["instruction"], row["intent"]])
-    return out.getvalue().encode()
+        rows = ((r["instruction"], r["intent"]) for r in csv.DictReader(handle))
+        return csv_bytes(("text", "label"), rows)
 
 
 def intent_model(organisation, log: DemoLog) -> None:

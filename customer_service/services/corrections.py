@@ -7,19 +7,8 @@ from core.registry import feedback
 from core.registry import rows as rows_infer
 from core.registry.services.common import active_version
 from customer_service.models import LabelSource, Message, Sender
-from customer_service.services.common import APP, INTENT_TASK
+from customer_service.services.common import APP, INTENT_TASK, csv_bytes
 from customer_service.services.knowledge import _intent_name
-
-
-def _csv_bytes(header: tuple[str, str], rows) -> bytes:
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 def message_correct_intent(*, organisation, message_id: int, intent: str) -> Message:
@@ -54,7 +43,7 @@ def message_label_by_visitor(*, organisation, message_id: int, intent: str) -> M
 def corrections_csv(*, organisation) -> bytes:
     """Operator-corrected visitor messages as a ``text,label`` dataset, ready to upload for training."""
     corrected = Message.objects.for_org(organisation).exclude(corrected_intent="")
-    return _csv_bytes(("text", "label"), corrected.values_list("text", "corrected_intent"))
+    return csv_bytes(("text", "label"), corrected.values_list("text", "corrected_intent"))
 
 
 def _unclassified_messages(organisation):

@@ -7,7 +7,6 @@ the organisation already wrote for these intents are kept.
 """
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from core.registry import services as registry
 from core.registry.models import Dataset
 from customer_service.models import AnswerTemplate, BotSettings
 from customer_service.services.bot import bot_settings_for
+from customer_service.services.common import csv_bytes
 from customer_service.services.knowledge import template_save
 
 BANKING77 = Path(__file__).resolve().parents[2] / "data" / "banking77" / "train_slice.csv"
@@ -61,13 +61,8 @@ class SampleData:
 
 
 def _sample_csv() -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
     with BANKING77.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            writer.writerow([row["text"], row["category"]])
-    return out.getvalue().encode()
+        return csv_bytes(("text", "label"), ((r["text"], r["category"]) for r in csv.DictReader(handle)))
 
 
 def sample_dataset(*, organisation) -> Dataset | None:
