@@ -32,12 +32,16 @@ def presented_secret(request) -> str | None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """The key, its organisation, subscription and plan limits from the per-process cache
+    (``api_key_authenticate_cached``: read again at most every ``KEY_CACHE_TTL_S``; a revocation, a plan or
+    subscription change in this process clears it at once, in another process within that time)."""
+
     def authenticate(self, request):
         secret = presented_secret(request)
         if not secret:
             return None
         try:
-            key = services.api_key_authenticate(secret=secret)
+            key = services.api_key_authenticate_cached(secret=secret)
         except TrellisError as exc:
             raise exceptions.AuthenticationFailed(exc.message)
         request._request.api_key = key  # for the usage middleware

@@ -2,15 +2,16 @@
 
 import logging
 
-from core.billing import services as billing
 from core.billing.models import Meter
+from core.billing.streamed import usage_record_streamed
 
 log = logging.getLogger(__name__)
 
 
 class ApiUsageMiddleware:
     """Record each accepted API-key call in the usage ledger. Refused calls (4xx, 5xx) and idempotent
-    replays record nothing."""
+    replays record nothing. With Redis the line goes through the ledger stream (``core.billing.streamed``):
+    one Redis call after the answer instead of a transaction of four statements."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -21,11 +22,11 @@ class ApiUsageMiddleware:
         replayed = response.has_header("Idempotent-Replayed")  # a retry answered from the stored answer
         if key is not None and response.status_code < 400 and not replayed:
             try:
-                billing.usage_record(
+                usage_record_streamed(
                     organisation=key.organisation,
                     meter=Meter.API_CALLS,
+                    quantity=1,
                     api_key=key,
-                    enforce=False,
                     metadata={
                         "method": request.method,
                         "path": request.path[:200],

@@ -6,6 +6,7 @@ from rest_framework.throttling import BaseThrottle
 
 from core.billing import services as billing
 from core.billing.models import Meter
+from core.billing.streamed import quota_check_streamed
 from core.ratelimit import rate_limit_hit
 from core.tenancy.models import ApiKey
 
@@ -26,8 +27,9 @@ class ApiKeyRateThrottle(BaseThrottle):
         self._wait = hit.retry_after
         if not hit.allowed:
             return False
-        # A call over the monthly API-call allowance is refused (402) before it does any work.
-        billing.quota_check(organisation=key.organisation, meter=Meter.API_CALLS)
+        # A call over the monthly API-call allowance is refused (402) before it does any work (the use read
+        # from the Redis counter where the calls are charged through the ledger stream).
+        quota_check_streamed(organisation=key.organisation, meter=Meter.API_CALLS)
         return True
 
     def wait(self) -> float:

@@ -1,23 +1,71 @@
 """``services.metered`` at request speed: the quota read from Redis, the ledger line sent through the stream.
 
-For work served on a hot request path (a recommendation, an answer) where the five statements of a metered
-charge (the counter check, then ``BEGIN``, the ledger ``INSERT``, the counter ``UPDATE``, ``COMMIT``) cost
-more than the work. With Redis (``core.billing.deferred.enabled``): the period's use is read from the Redis
-counter that the hot path keeps (``core.billing.deferred``; started from the database's counter), the work
-runs, and what it used is added to that counter and appended to the ledger stream in one Redis script; this
-process's flusher (``core.billing.flusher``) writes the line into ``UsageEvent`` and ``UsageCounter`` within
-its interval, under an idempotency key of its own, so a line is never counted twice. Without Redis (the
-embedded default) it is ``services.metered``. Same contract as ``services.metered``: ``QuotaExceeded`` before
-anything runs (the same 402 message), nothing charged when ``run`` raises, ``Charge`` for another quantity.
+For work served on a hot request path (a recommendation, an answer, every API call's own meter) where the five
+statements of a metered charge (the counter check, then ``BEGIN``, the ledger ``INSERT``, the counter
+``UPDATE``, ``COMMIT``) cost more than the work. With Redis (``core.billing.deferred.enabled``): the period's
+use is read from the Redis counter that the hot path keeps (``core.billing.deferred``; started from the
+database's counter), the work runs, and what it used is added to that counter and appended to the ledger
+stream in one Redis script; this process's flusher (``core.billing.flusher``) writes the line into
+``UsageEvent`` and ``UsageCounter`` within its interval, under an idempotency key of its own, so a line is
+never counted twice. Without Redis (the embedded default) it is ``services.metered``, and so it is inside
+a database transaction (``streaming``): a charge made in a transaction belongs to it, and the flusher, on its
+own connection, could not see what the transaction has not committed. Same contract as ``services.metered``:
+``QuotaExceeded`` before anything runs (the same 402 message), nothing charged when ``run`` raises, ``Charge``
+for another quantity.
 """
 
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.db import connection
+
 from core.billing import deferred, flusher
 from core.billing import services as billing
 
 T = TypeVar("T")
+
+
+def streaming() -> bool:
+    """Whether a charge made here goes through the stream: Redis is there and no transaction is open."""
+    return deferred.enabled() and not connection.in_atomic_block
+
+
+def quota_check_streamed(*, organisation, meter: str, quantity: float = 1) -> None:
+    """``services.quota_check`` of a monthly meter, the use read from the Redis counter when ``streaming``."""
+    if not streaming():
+        billing.quota_check(organisation=organisation, meter=meter, quantity=quantity)
+        return
+    subscription = billing.subscription_for(organisation=organisation)
+    period = billing.period_bounds()[2]
+    billing.quota_guard(subscription=subscription, meter=meter, period=period)
+    limit = subscription.plan.limit_for(meter)
+    used = deferred.used(organisation=organisation, meter=meter, period=period)
+    if used + float(quantity) > limit:
+        raise billing.quota_refusal(meter=meter, limit=limit, used=used, period=period, quantity=quantity)
+
+
+def usage_record_streamed(
+    *, organisation, meter: str, quantity: float, api_key=None, metadata: dict | None = None
+) -> None:
+    """``services.usage_record`` (not enforced: the work is done) through the stream when ``streaming``."""
+    if not streaming():
+        billing.usage_record(
+            organisation=organisation,
+            meter=meter,
+            quantity=quantity,
+            api_key=api_key,
+            metadata=metadata,
+            enforce=False,
+        )
+        return
+    entry = deferred.LedgerEntry(
+        api_key_id=None if api_key is None else api_key.pk,
+        request_id=deferred.new_request_id(),
+        lines=[deferred.Line(meter, float(quantity), metadata or {})],
+    )
+    period = billing.period_bounds()[2]
+    deferred.charge(organisation=organisation, meter=meter, quantity=quantity, period=period, ledger=entry)
+    flusher.flusher_start()
 
 
 def metered_streamed(
@@ -30,24 +78,14 @@ def metered_streamed(
     metadata: dict | None = None,
 ) -> Any:
     """``run()`` under ``meter``'s quota, its use charged through the ledger stream (see the module)."""
-    if not deferred.enabled():
+    if not streaming():
         return billing.metered(
             run, organisation=organisation, meter=meter, quantity=quantity, api_key=api_key, metadata=metadata
         )
-    subscription = billing.subscription_for(organisation=organisation)
-    period = billing.period_bounds()[2]
-    billing.quota_guard(subscription=subscription, meter=meter, period=period)
-    limit = subscription.plan.limit_for(meter)
-    used = deferred.used(organisation=organisation, meter=meter, period=period)
-    if used + float(quantity) > limit:
-        raise billing.quota_refusal(meter=meter, limit=limit, used=used, period=period, quantity=quantity)
+    quota_check_streamed(organisation=organisation, meter=meter, quantity=quantity)
     result, amount, line = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
     if amount:
-        entry = deferred.LedgerEntry(
-            api_key_id=None if api_key is None else api_key.pk,
-            request_id=deferred.new_request_id(),
-            lines=[deferred.Line(meter, float(amount), line)],
+        usage_record_streamed(
+            organisation=organisation, meter=meter, quantity=amount, api_key=api_key, metadata=line
         )
-        deferred.charge(organisation=organisation, meter=meter, quantity=amount, period=period, ledger=entry)
-        flusher.flusher_start()
     return result

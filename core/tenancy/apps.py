@@ -7,9 +7,22 @@ class TenancyConfig(AppConfig):
     verbose_name = "Tenancy"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
         from core.billing.meters import register_stock_counter
-        from core.billing.models import Meter
+        from core.billing.models import Meter, Plan, PlanLimit, Subscription
         from core.tenancy.models import Invitation, Membership
+        from core.tenancy.services import api_key_cache_clear
+
+        def forget_cached_keys(**_kwargs) -> None:
+            # a cached key carries its organisation's subscription and plan limits: a change to them is seen
+            # by this process's next request (other processes within the cache's TTL)
+            api_key_cache_clear()
+
+        for model in (Subscription, Plan, PlanLimit):
+            uid = f"api-keys-forget-{model.__name__}"
+            post_save.connect(forget_cached_keys, sender=model, weak=False, dispatch_uid=uid)
+            post_delete.connect(forget_cached_keys, sender=model, weak=False, dispatch_uid=f"{uid}-deleted")
 
         def seats(organisation) -> int:
             members = Membership.objects.for_org(organisation).count()

@@ -284,7 +284,12 @@ def api_key_authenticate_cached(*, secret: str) -> ApiKey:
     digest, now = _hash(secret), time.monotonic()
     hit = _key_cache.get(digest)
     if hit is not None and hit[0] > now:
-        return hit[1]
+        expires_at = hit[1].expires_at
+        if expires_at is None or expires_at > timezone.now():
+            return hit[1]
+        with _key_cache_lock:  # expired while cached: the lookup below says so
+            _key_cache.pop(digest, None)
+        hit = None
     with _key_cache_lock:
         if hit is not None and digest in _key_refreshing:
             return hit[1]  # being refreshed by another thread

