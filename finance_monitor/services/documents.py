@@ -42,7 +42,7 @@ from finance_monitor.models import Document, Source, SourceKind
 from finance_monitor.near_duplicates import normalise_text, text_hash, unwrap_text
 from finance_monitor.services.classification import classify_enqueue
 from finance_monitor.services.entities import documents_tag
-from finance_monitor.services.near_copies import near_copies_mark
+from finance_monitor.services.near_copies import near_copies_fingerprint, near_copies_lock, near_copies_mark
 
 METER = "documents_ingested"
 MAX_BATCH = 1000
@@ -146,10 +146,14 @@ def documents_ingest(
             result.outcomes.append(Outcome(index, "rejected", reason=reason))
         else:
             pending.append((index, item, text_hash(item.text)))
+    alone = not transaction.get_connection().in_atomic_block  # no caller's transaction around this call
+    prints = near_copies_fingerprint(texts={unwrap_text(item.text) for _, item, _ in pending})
     with transaction.atomic():
+        # before the inserts: two concurrent near copies of each other wait here, the second sees the first
+        near_copies_lock(organisation=organisation, prints=prints.values(), alone=alone)
         result.outcomes.extend(_store(organisation, source, pending, now))
         result.outcomes.sort(key=lambda o: o.index)
-        _mark_near_copies(organisation, result, {index: item for index, item, _ in pending}, now)
+        _mark_near_copies(organisation, result, {index: item for index, item, _ in pending}, now, prints)
         created, stored = result.created, sorted(result.created + result.copies)
         if stored:
             # over the quota this raises QuotaExceeded (402) and the transaction keeps nothing of the call
@@ -208,7 +212,7 @@ def _store(organisation, source, pending, now) -> list[Outcome]:
     return outcomes
 
 
-def _mark_near_copies(organisation, result: BatchResult, items: dict[int, DocumentIn], now) -> None:
+def _mark_near_copies(organisation, result: BatchResult, items: dict[int, DocumentIn], now, prints) -> None:
     """The originals just stored that are near copies of an earlier original become its copies (their
     outcomes say so, like an exact copy's); the exact copies stored of them follow them to that original."""
     created = [
@@ -216,7 +220,7 @@ def _mark_near_copies(organisation, result: BatchResult, items: dict[int, Docume
         for o in result.outcomes
         if o.status == "created" and o.document_id is not None
     ]
-    found = near_copies_mark(organisation=organisation, documents=created, now=now)
+    found = near_copies_mark(organisation=organisation, documents=created, now=now, prints=prints)
     if not found:
         return
     for outcome in result.outcomes:

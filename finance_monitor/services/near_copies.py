@@ -9,37 +9,107 @@ up by band hash within the organisation and ``FM_NEAR_DUPLICATE_WINDOW_DAYS``. `
 inside its transaction, with the originals it has just stored, in push order: the second of two near copies
 in one batch is the first one's copy. Another organisation's documents are never candidates.
 
-Documents stored before the index existed, or while ``FM_NEAR_DUPLICATES`` was off, have no bands and are
-never found; their exact copies still are. Bands older than the window are never looked up again:
+Concurrency (PostgreSQL): two workers storing near copies of each other at once would not see each other's
+uncommitted bands, so ``near_copies_lock`` takes transaction-scoped advisory locks before the documents are
+inserted: one per (organisation, band hash) of the new texts, in sorted order (no deadlock between two such
+calls), with the organisation's lock in shared mode. Two texts sharing a band (every near copy pair: the
+lookup needs a shared band) wait for each other, and the second one's lookup sees the first one's committed
+bands; texts with no band in common never wait. A call with more than ``FINE_LOCKS_MAX`` band hashes, or one
+inside a caller's transaction (an upload or a feed poll: several calls in one transaction, whose later locks
+could not be taken in order), takes the organisation's lock in exclusive mode instead: that call and the rest
+of its transaction run alone among the organisation's ingests of texts with bands. SQLite (the embedded
+default) has one writer at a time, and a transaction's first statement is the documents' insert, so it needs
+no lock.
+
+Documents stored before the index existed, or while ``FM_NEAR_DUPLICATES`` was off, have no bands: until
+``near_copy_bands_backfill`` (the command ``manage.py near_copy_backfill``, the task
+``finance_monitor.backfill_near_copy_bands``) writes them, they are never found; their exact copies still are.
+
+Bands older than the window are never looked up again:
 ``near_copy_bands_prune`` (the daily task ``finance_monitor.prune_near_copy_bands``) deletes them, so the
 index stays the window's size (a window made longer later finds only what is younger than the old one).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
 from finance_monitor import near_duplicates as near
 from finance_monitor.models import Document, DocumentBand
 
+# band hashes (16 documents' worth) a call locks one by one; more lock the organisation: each lock is an
+# entry in PostgreSQL's shared lock table (max_locks_per_transaction x connections, 6,400 by default)
+FINE_LOCKS_MAX = 256
+_LOCK_NAMESPACE = b"finance_monitor.near_copies"
 
-def near_copies_mark(*, organisation, documents: list[tuple[int, str]], now: datetime) -> dict[int, int]:
-    """``documents``: (id, unwrapped text) of the originals this transaction has just stored, in push order.
+
+def near_copies_fingerprint(*, texts: Iterable[str]) -> dict[str, near.Fingerprint | None]:
+    """unwrapped text -> its fingerprint (None: too short), for the texts a call is about to store; empty
+    when the rule is off."""
+    if not settings.FM_NEAR_DUPLICATES:
+        return {}
+    return {text: near.fingerprint(text) for text in texts}
+
+
+def near_copies_lock(*, organisation, prints: Iterable[near.Fingerprint | None], alone: bool) -> None:
+    """On PostgreSQL, inside the ingest's transaction and before its inserts: the advisory locks that make
+    two concurrent near copies one original and its copy (module docstring). ``alone``: the call owns its
+    transaction (no caller's ``atomic`` around it), so it takes no other lock after these."""
+    if connection.vendor != "postgresql":
+        return
+    hashes = {h for fp in prints if fp is not None for h in fp.bands}
+    if not hashes:
+        return
+    whole = _lock_key(organisation.pk)
+    with connection.cursor() as cursor:
+        if not alone or len(hashes) > FINE_LOCKS_MAX:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [whole])
+            return
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [whole])
+        keys = sorted({_lock_key(organisation.pk, h) for h in hashes})
+        # unnest returns the array in its order: the locks are taken in ascending order
+        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+
+
+def _lock_key(organisation_id: int, band_hash: int | None = None) -> int:
+    """A signed 64-bit advisory lock key for the organisation (``band_hash`` None) or one of its band hashes;
+    a collision only makes two calls wait for each other."""
+    data = _LOCK_NAMESPACE + organisation_id.to_bytes(8, "little", signed=True)
+    if band_hash is not None:
+        data += band_hash.to_bytes(8, "little", signed=True)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def near_copies_mark(
+    *,
+    organisation,
+    documents: list[tuple[int, str]],
+    now: datetime,
+    prints: dict[str, near.Fingerprint | None] | None = None,
+) -> dict[int, int]:
+    """``documents``: (id, unwrapped text) of the originals this transaction has just stored, in push order;
+    ``prints``: the texts' fingerprints when the caller has them (``near_copies_fingerprint``).
     Each near copy of an original in the window (or of an earlier one of these) becomes its copy; the bands
     of the rest are recorded. Returns {copy's id: its original's id}."""
     if not settings.FM_NEAR_DUPLICATES or not documents:
         return {}
-    prints = {doc_id: near.fingerprint(text) for doc_id, text in documents}
+    known_prints = prints or {}
+    prints_by_id = {
+        doc_id: known_prints[text] if text in known_prints else near.fingerprint(text)
+        for doc_id, text in documents
+    }
     since = now - timedelta(days=settings.FM_NEAR_DUPLICATE_WINDOW_DAYS)
-    known, index = _candidates(organisation, [fp for fp in prints.values() if fp is not None], since)
+    known, index = _candidates(organisation, [fp for fp in prints_by_id.values() if fp is not None], since)
     found: dict[int, int] = {}
     bands: list[DocumentBand] = []
-    for doc_id, fp in prints.items():
+    for doc_id, fp in prints_by_id.items():
         if fp is None:  # too short to judge: an original, with no bands
             continue
         original = _best(fp, {i for h in fp.bands for i in index.get(h, ())}, known)

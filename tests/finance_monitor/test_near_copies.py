@@ -1,14 +1,16 @@
 """Near copies: the MinHash rule on its own (no database), and through the ingest: a near copy is stored as
 its original's copy like an exact copy, within the organisation and the window only, and counted once."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from finance_monitor import near_duplicates as near
-from finance_monitor.models import Document, DocumentBand, TrendBucket
+from finance_monitor.models import Document, DocumentBand, SourceKind, TrendBucket
 from finance_monitor.services import classification, near_copies
 from finance_monitor.services import documents as docs
 from finance_monitor.services.trends import document_classified
@@ -167,3 +169,90 @@ def test_bands_older_than_the_window_are_pruned_and_the_rule_still_works(make_or
     assert near_copies.near_copy_bands_prune() == 0
     copy = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=EDITED)])
     assert copy.outcomes[0].duplicate_of == young  # the window's bands still find near copies
+
+
+def _in_thread(target, errors: list) -> threading.Thread:
+    """``target`` in a thread with its own database connection (closed at the end); what it raises lands in
+    ``errors``."""
+
+    def run() -> None:
+        try:
+            target()
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    return threading.Thread(target=run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_near_copies_pushed_at_the_same_instant_by_two_workers_are_an_original_and_its_copy(make_org):
+    """Two workers, each with its own connection and transaction, push near copies of each other at once,
+    round after round (without the band locks 11 of the 12 rounds left two originals)."""
+    organisation, _ = make_org()
+    rounds = 12
+    stories = [STORY.replace("4%", f"{n + 10}%") for n in range(rounds)]  # another number: another story
+    pairs = [(story, story.replace("stronger", "better")) for story in stories]
+    docs.source_for(
+        organisation=organisation, kind=SourceKind.API, name="API"
+    )  # not created by the race itself
+    assert all(near.near_copy_pair(fingerprint(a), fingerprint(b)) for a, b in pairs)
+    barrier, errors = threading.Barrier(2), []
+    outcomes: dict[int, list[docs.Outcome]] = {0: [], 1: []}
+
+    def worker(side: int):
+        def push_each_round() -> None:
+            for pair in pairs:
+                barrier.wait(10)
+                item = docs.DocumentIn(text=pair[side])
+                outcomes[side].append(
+                    docs.documents_ingest(organisation=organisation, items=[item]).outcomes[0]
+                )
+
+        return push_each_round
+
+    threads = [_in_thread(worker(0), errors), _in_thread(worker(1), errors)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and len(outcomes[0]) == len(outcomes[1]) == rounds
+    for a, b in zip(outcomes[0], outcomes[1], strict=True):
+        original, copy = (a, b) if a.status == "created" else (b, a)
+        assert original.status == "created" and copy.copy and copy.duplicate_of == original.document_id
+    stored = Document.objects.for_org(organisation)
+    assert stored.filter(duplicate_of__isnull=True).count() == rounds
+    assert stored.filter(duplicate_of__isnull=False).count() == rounds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_near_copy_pushed_while_an_upload_holds_its_original_uncommitted_becomes_its_copy(make_org):
+    """A caller's transaction (an upload, a feed poll) holds the organisation's lock until it commits: a
+    near copy pushed meanwhile waits, then finds the original."""
+    organisation, _ = make_org()
+    stored, errors, outcomes = threading.Event(), [], {}
+    docs.source_for(
+        organisation=organisation, kind=SourceKind.API, name="API"
+    )  # the push waits on nothing else
+
+    def upload() -> None:
+        with transaction.atomic():
+            result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)])
+            outcomes["original"] = result.outcomes[0]
+            stored.set()
+            time.sleep(0.5)  # the push below must wait for this commit
+
+    def push() -> None:
+        assert stored.wait(10)
+        result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED)])
+        outcomes["copy"] = result.outcomes[0]
+
+    threads = [_in_thread(upload, errors), _in_thread(push, errors)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not errors and outcomes["original"].status == "created"
+    assert outcomes["copy"].copy and outcomes["copy"].duplicate_of == outcomes["original"].document_id
+    assert Document.objects.for_org(organisation).get(pk=outcomes["original"].document_id).copies == 1
