@@ -33,14 +33,18 @@ index stays the window's size (a window made longer later finds only what is you
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
+from core.celery import app as celery_app
+from core.jobs.queues import Queue
+from core.tenancy.models import Organisation
 from finance_monitor import near_duplicates as near
 from finance_monitor.models import Document, DocumentBand
 
@@ -198,3 +202,83 @@ def near_copy_bands_prune(*, now: datetime | None = None, batch: int = 10_000) -
     while ids := list(old.values_list("id", flat=True)[:batch]):
         deleted += DocumentBand.all_tenants.filter(id__in=ids).delete()[0]
     return deleted
+
+
+def near_copy_bands_backfill(
+    *, organisation=None, now: datetime | None = None, batch: int = 500
+) -> dict[str, int]:
+    """Write the bands of the originals received in the last ``FM_NEAR_DUPLICATE_WINDOW_DAYS`` that have none
+    (stored before migration 0009 or while ``FM_NEAR_DUPLICATES`` was off), of ``organisation`` or of every
+    live organisation, ``batch`` documents per transaction. Idempotent: a document with bands is skipped, so
+    a second run (or one cut short and run again) writes only what is missing. Each band is dated with its
+    document's ``received_at``, so it leaves the window (and is pruned) when the document would have.
+
+    Returns {"documents": banded, "bands": written, "short": too short to have bands (left without)}. With the
+    rule off it writes nothing: the ingest would not look the bands up."""
+    counts = {"documents": 0, "bands": 0, "short": 0}
+    if not settings.FM_NEAR_DUPLICATES:
+        return counts
+    since = (now or timezone.now()) - timedelta(days=settings.FM_NEAR_DUPLICATE_WINDOW_DAYS)
+    for org in _organisations_to_backfill(organisation, since):
+        last = 0
+        todo = _originals_without_bands(org).filter(received_at__gte=since).values_list("id", "text")
+        while rows := list(todo.filter(pk__gt=last).order_by("pk")[:batch]):
+            last = rows[-1][0]
+            for key, n in _backfill_batch(org, rows).items():
+                counts[key] += n
+    return counts
+
+
+BACKFILL_TASK = "finance_monitor.backfill_near_copy_bands"
+
+
+def near_copy_bands_backfill_enqueue(*, organisation=None) -> str:
+    """Queue ``near_copy_bands_backfill`` (one organisation, or all) on the ``default`` queue after commit;
+    returns the task's id."""
+    task_id = uuid.uuid4().hex
+    args = [organisation.pk if organisation is not None else None]
+    transaction.on_commit(
+        lambda: celery_app.send_task(BACKFILL_TASK, args=args, queue=Queue.DEFAULT, task_id=task_id)
+    )
+    return task_id
+
+
+def _organisations_to_backfill(organisation, since: datetime) -> list:
+    if organisation is not None:
+        return [organisation]
+    with_documents = Document.all_tenants.filter(received_at__gte=since, duplicate_of__isnull=True)
+    return list(
+        Organisation.objects.filter(deleted_at__isnull=True)
+        .filter(Exists(with_documents.filter(organisation_id=OuterRef("pk"))))
+        .order_by("pk")
+    )
+
+
+def _originals_without_bands(organisation):
+    banded = DocumentBand.objects.for_org(organisation).filter(document_id=OuterRef("pk"))
+    return Document.objects.for_org(organisation).filter(~Exists(banded), duplicate_of__isnull=True)
+
+
+def _backfill_batch(organisation, rows: list[tuple[int, str]]) -> dict[str, int]:
+    """One transaction: the same locks as an ingest (a near copy pushed meanwhile waits and then finds these
+    bands), the documents checked again (another backfill may have banded them, or a concurrent change made
+    one a copy), then their bands."""
+    every = {doc_id: near.fingerprint(near.unwrap_text(text)) for doc_id, text in rows}
+    prints = {doc_id: fp for doc_id, fp in every.items() if fp is not None}
+    alone = not transaction.get_connection().in_atomic_block
+    with transaction.atomic():
+        near_copies_lock(organisation=organisation, prints=prints.values(), alone=alone)
+        still = set(
+            _originals_without_bands(organisation).filter(pk__in=sorted(prints)).values_list("id", flat=True)
+        )
+        bands = [
+            DocumentBand(organisation=organisation, document_id=doc_id, band=band, hash=value)
+            for doc_id in sorted(still)
+            for band, value in enumerate(prints[doc_id].bands)
+        ]
+        DocumentBand.all_tenants.bulk_create(bands, batch_size=2000)
+        received = Document.all_tenants.filter(pk=OuterRef("document_id")).values("received_at")[:1]
+        DocumentBand.objects.for_org(organisation).filter(document_id__in=sorted(still)).update(
+            created_at=Subquery(received)
+        )
+    return {"documents": len(still), "bands": len(bands), "short": len(every) - len(prints)}

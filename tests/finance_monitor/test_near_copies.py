@@ -4,12 +4,16 @@ its original's copy like an exact copy, within the organisation and the window o
 import threading
 import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.celery import app as celery_app
 from finance_monitor import near_duplicates as near
+from finance_monitor import tasks
 from finance_monitor.models import Document, DocumentBand, SourceKind, TrendBucket
 from finance_monitor.services import classification, near_copies
 from finance_monitor.services import documents as docs
@@ -256,3 +260,81 @@ def test_a_near_copy_pushed_while_an_upload_holds_its_original_uncommitted_becom
     assert not errors and outcomes["original"].status == "created"
     assert outcomes["copy"].copy and outcomes["copy"].duplicate_of == outcomes["original"].document_id
     assert Document.objects.for_org(organisation).get(pk=outcomes["original"].document_id).copies == 1
+
+
+@pytest.mark.django_db
+def test_the_backfill_bands_the_windows_originals_without_bands_once_and_their_near_copies_are_found(
+    make_org, settings
+):
+    settings.FM_NEAR_DUPLICATES, settings.FM_NEAR_DUPLICATE_WINDOW_DAYS = False, 7  # stored before the rule
+    organisation, _ = make_org()
+    other, _ = make_org()
+    other_story = "Oil prices slump as OPEC output rises and traders brace for a weaker winter demand outlook"
+    texts = [STORY, "RT @desk: " + STORY, other_story, "Apple shares rise", STORY.replace("4%", "6%")]
+    stored = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=t) for t in texts])
+    story, _, oil, _, old = (o.document_id for o in stored.outcomes)
+    theirs = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=STORY)]).created[0]
+    received = timezone.now() - timedelta(days=2)
+    Document.objects.for_org(organisation).update(received_at=received)
+    Document.objects.for_org(organisation).filter(pk=old).update(
+        received_at=timezone.now() - timedelta(days=8)
+    )
+    settings.FM_NEAR_DUPLICATES = True
+    bands = DocumentBand.objects.for_org(organisation)
+    assert not bands.exists()
+
+    counts = near_copies.near_copy_bands_backfill(organisation=organisation, batch=1)
+    # the story and the oil story; the copy has its original, "Apple shares rise" is too short, the 8 days
+    # old one is outside the window; another organisation's documents are left alone
+    assert counts == {"documents": 2, "bands": 2 * near.DEFAULT.bands, "short": 1}
+    assert set(bands.values_list("document_id", flat=True)) == {story, oil}
+    assert set(bands.values_list("created_at", flat=True)) == {received}  # dated with their document
+    assert not DocumentBand.objects.for_org(other).exists()
+    assert near_copies.near_copy_bands_backfill(organisation=organisation)["documents"] == 0  # idempotent
+
+    copy = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED)])
+    assert copy.outcomes[0].copy and copy.outcomes[0].duplicate_of == story
+    assert near_copies.near_copy_bands_backfill()["documents"] == 1  # every organisation: the other's one
+    assert set(DocumentBand.objects.for_org(other).values_list("document_id", flat=True)) == {theirs}
+
+
+@pytest.mark.django_db
+def test_the_backfill_command_and_task(make_org, settings):
+    settings.FM_NEAR_DUPLICATES = False
+    organisation, _ = make_org()
+    docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)])
+    out = StringIO()
+    with pytest.raises(CommandError, match="FM_NEAR_DUPLICATES is off"):
+        call_command("near_copy_backfill", "--all", stdout=out)
+    settings.FM_NEAR_DUPLICATES = True
+    with pytest.raises(CommandError, match="No organisation"):
+        call_command("near_copy_backfill", "--org", "no-such-org", stdout=out)
+    call_command("near_copy_backfill", "--org", organisation.slug, stdout=out)
+    assert "1 documents given 16 bands (0 too short to have any)" in out.getvalue()
+    DocumentBand.objects.for_org(organisation).delete()
+    assert tasks.backfill_near_copy_bands(organisation.pk) == {"documents": 1, "bands": 16, "short": 0}
+    assert tasks.backfill_near_copy_bands(organisation.pk + 10_000) == {"stopped": "gone"}
+
+
+@pytest.mark.django_db
+def test_the_backfill_command_queues_the_task_on_the_default_queue(
+    make_org, django_capture_on_commit_callbacks
+):
+    organisation, _ = make_org()
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("near_copy_backfill", "--org", organisation.slug, "--queue", stdout=out)
+    task_id = out.getvalue().split()[3]
+    found = None
+    with celery_app.connection_for_read() as conn:
+        queue = conn.SimpleQueue("default")
+        try:
+            while found is None:
+                message = queue.get(timeout=5)  # raises Empty when the message never came
+                message.ack()
+                if message.headers.get("id") == task_id:
+                    found = message.headers
+        finally:
+            queue.close()
+    assert found["task"] == "finance_monitor.backfill_near_copy_bands"
+    assert found["argsrepr"] == repr([organisation.pk])
