@@ -3,11 +3,13 @@ becomes that original's copy, as an exact copy does (``services.documents``: sto
 ingested; never tagged, classified, counted in the trends or taken as an alert's evidence).
 
 The rule is ``finance_monitor.near_duplicates`` (MinHash LSH bands, a Jaccard confirmation, the same numbers,
-cashtags, @mentions and negations). This module owns its index: one ``DocumentBand`` row per band of each
-original, written in the ingest's transaction (no orphan bands: a rolled back call leaves none), and looked
-up by band hash within the organisation and ``FM_NEAR_DUPLICATE_WINDOW_DAYS``. ``documents_ingest`` calls it,
-inside its transaction, with the originals it has just stored, in push order: the second of two near copies
-in one batch is the first one's copy. Another organisation's documents are never candidates.
+cashtags, @mentions, negations and watch-list entries, no name swapped for another); this module gives it the
+organisation's watch-list (``services.entities.tag``: the entries each text mentions must be the same). This
+module owns its index: one ``DocumentBand`` row per band of each original, written in the ingest's transaction
+(no orphan bands: a rolled back call leaves none), and looked up by band hash within the organisation and
+``FM_NEAR_DUPLICATE_WINDOW_DAYS``. ``documents_ingest`` calls it, inside its transaction, with the originals
+it has just stored, in push order: the second of two near copies in one batch is the first one's copy. Another
+organisation's documents are never candidates.
 
 Concurrency (PostgreSQL): two workers storing near copies of each other at once would not see each other's
 uncommitted bands, so ``near_copies_lock`` takes transaction-scoped advisory locks before the documents are
@@ -46,7 +48,8 @@ from core.celery import app as celery_app
 from core.jobs.queues import Queue
 from core.tenancy.models import Organisation
 from finance_monitor import near_duplicates as near
-from finance_monitor.models import Document, DocumentBand
+from finance_monitor.models import Document, DocumentBand, Entity
+from finance_monitor.services import entities
 
 # band hashes (16 documents' worth) a call locks one by one; more lock the organisation: each lock is an
 # entry in PostgreSQL's shared lock table (max_locks_per_transaction x connections, 6,400 by default)
@@ -54,12 +57,24 @@ FINE_LOCKS_MAX = 256
 _LOCK_NAMESPACE = b"finance_monitor.near_copies"
 
 
-def near_copies_fingerprint(*, texts: Iterable[str]) -> dict[str, near.Fingerprint | None]:
-    """unwrapped text -> its fingerprint (None: too short), for the texts a call is about to store; empty
-    when the rule is off."""
+def near_copies_fingerprint(*, organisation, texts: Iterable[str]) -> dict[str, near.Fingerprint | None]:
+    """text -> its fingerprint (None: too short), for the texts a call is about to store, with the
+    organisation's watch-list entries each mentions among its anchors; empty when the rule is off."""
     if not settings.FM_NEAR_DUPLICATES:
         return {}
-    return {text: near.fingerprint(text) for text in texts}
+    watch = _watch_list(organisation)
+    return {text: _fingerprint(text, watch) for text in texts}
+
+
+def _watch_list(organisation) -> list[entities.EntitySpec]:
+    return [entities.spec(e) for e in Entity.objects.for_org(organisation)]
+
+
+def _fingerprint(text: str, watch: list[entities.EntitySpec]) -> near.Fingerprint | None:
+    """The rule's fingerprint of a stored or pushed text: unwrapped, with the watch-list entries it mentions
+    (``services.entities.tag``, the tagging that counts a document in an entry's trend)."""
+    mentioned = [str(key) for key, _ in entities.tag(text, watch)] if watch else []
+    return near.fingerprint(near.unwrap_text(text), entities=mentioned)
 
 
 def near_copies_lock(*, organisation, prints: Iterable[near.Fingerprint | None], alone: bool) -> None:
@@ -98,19 +113,21 @@ def near_copies_mark(
     now: datetime,
     prints: dict[str, near.Fingerprint | None] | None = None,
 ) -> dict[int, int]:
-    """``documents``: (id, unwrapped text) of the originals this transaction has just stored, in push order;
+    """``documents``: (id, text) of the originals this transaction has just stored, in push order;
     ``prints``: the texts' fingerprints when the caller has them (``near_copies_fingerprint``).
     Each near copy of an original in the window (or of an earlier one of these) becomes its copy; the bands
     of the rest are recorded. Returns {copy's id: its original's id}."""
     if not settings.FM_NEAR_DUPLICATES or not documents:
         return {}
+    watch = _watch_list(organisation)
     known_prints = prints or {}
     prints_by_id = {
-        doc_id: known_prints[text] if text in known_prints else near.fingerprint(text)
+        doc_id: known_prints[text] if text in known_prints else _fingerprint(text, watch)
         for doc_id, text in documents
     }
     since = now - timedelta(days=settings.FM_NEAR_DUPLICATE_WINDOW_DAYS)
-    known, index = _candidates(organisation, [fp for fp in prints_by_id.values() if fp is not None], since)
+    new = [fp for fp in prints_by_id.values() if fp is not None]
+    known, index = _candidates(organisation, new, since, watch)
     found: dict[int, int] = {}
     bands: list[DocumentBand] = []
     for doc_id, fp in prints_by_id.items():
@@ -130,7 +147,7 @@ def near_copies_mark(
 
 
 def _candidates(
-    organisation, prints: list[near.Fingerprint], since: datetime
+    organisation, prints: list[near.Fingerprint], since: datetime, watch: list[entities.EntitySpec]
 ) -> tuple[dict[int, near.Fingerprint], dict[int, list[int]]]:
     """The organisation's originals in the window sharing a band with ``prints``: their fingerprints, and
     band hash -> their ids."""
@@ -152,7 +169,7 @@ def _candidates(
         .filter(pk__in=ids, duplicate_of__isnull=True)
         .values_list("id", "text")
     )
-    known = {doc_id: near.fingerprint(near.unwrap_text(text)) for doc_id, text in texts}
+    known = {doc_id: _fingerprint(text, watch) for doc_id, text in texts}
     return {k: fp for k, fp in known.items() if fp is not None}, index
 
 
@@ -263,7 +280,9 @@ def _backfill_batch(organisation, rows: list[tuple[int, str]]) -> dict[str, int]
     """One transaction: the same locks as an ingest (a near copy pushed meanwhile waits and then finds these
     bands), the documents checked again (another backfill may have banded them, or a concurrent change made
     one a copy), then their bands."""
-    every = {doc_id: near.fingerprint(near.unwrap_text(text)) for doc_id, text in rows}
+    every = {
+        doc_id: near.fingerprint(near.unwrap_text(text)) for doc_id, text in rows
+    }  # bands: no watch-list
     prints = {doc_id: fp for doc_id, fp in every.items() if fp is not None}
     alone = not transaction.get_connection().in_atomic_block
     with transaction.atomic():

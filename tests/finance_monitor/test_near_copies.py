@@ -15,7 +15,7 @@ from core.celery import app as celery_app
 from finance_monitor import near_duplicates as near
 from finance_monitor import tasks
 from finance_monitor.models import Document, DocumentBand, SourceKind, TrendBucket
-from finance_monitor.services import classification, near_copies
+from finance_monitor.services import classification, entities, near_copies
 from finance_monitor.services import documents as docs
 from finance_monitor.services.trends import document_classified
 
@@ -58,6 +58,55 @@ def test_a_one_word_edit_is_found_and_unrelated_or_other_news_is_not():
     ):
         assert not near.near_copy_pair(story, fingerprint(other_news)), other_news
     assert near.fingerprint(near.unwrap_text("Apple shares rise")) is None  # too short to judge
+
+
+APPLE = "Apple shares fall 3% after earnings miss"
+
+
+def test_one_company_written_for_another_is_another_document_an_edit_beside_a_name_is_not():
+    apple = fingerprint(APPLE)
+    microsoft = fingerprint(APPLE.replace("Apple", "Microsoft"))
+    # everything else says copy: a shared band, the same anchors, Jaccard 6/8
+    assert near.share_band(apple, microsoft) and apple.anchors == microsoft.anchors
+    assert near.jaccard(apple.shingles, microsoft.shingles) >= near.DEFAULT.threshold
+    assert near.names_swapped(apple, microsoft) and not near.near_copy_pair(apple, microsoft)
+    headline = fingerprint("Apple Shares Fall 3% After Earnings Miss")  # the text's own case does not matter
+    assert not near.near_copy_pair(headline, fingerprint("TESLA SHARES FALL 3% AFTER EARNINGS MISS"))
+    assert {"apple", "microsoft", "tesla"} <= near.name_words() and "shares" not in near.name_words()
+    for copy in (
+        APPLE.replace("fall", "drop"),  # an ordinary word edited beside the name
+        APPLE.replace("Apple", "Apple and Microsoft"),  # a name added, none swapped
+        APPLE + " on Tuesday",  # a name added
+    ):
+        assert near.near_copy_pair(apple, fingerprint(copy)), copy
+    # unknown to the shipped texts: not a name, unless the watch-list says so (its entries are anchors)
+    zorblax, quintar = (
+        "Zorblax shares fall 3% after earnings miss",
+        "Quintar shares fall 3% after earnings miss",
+    )
+    assert near.near_copy_pair(fingerprint(zorblax), fingerprint(quintar))
+    watched = [
+        near.fingerprint(near.unwrap_text(t), entities=[key]) for t, key in ((zorblax, "1"), (quintar, "2"))
+    ]
+    assert watched[0] is not None and watched[1] is not None
+    assert "entity:1" in watched[0].anchors and not near.near_copy_pair(watched[0], watched[1])
+
+
+@pytest.mark.django_db
+def test_texts_about_two_watched_companies_stay_two_documents(make_org):
+    watching, _ = make_org()
+    entities.entity_save(organisation=watching, kind="company", name="Zorblax", ticker="ZBX")
+    entities.entity_save(organisation=watching, kind="company", name="Quintar Group", aliases=["Quintar"])
+    not_watching, _ = make_org()
+    zorblax = "Zorblax shares fall 3% after earnings miss, the chipmaker said on its call"
+    texts = [zorblax, zorblax.replace("Zorblax", "Quintar"), zorblax.replace("chipmaker", "company")]
+    for organisation, statuses in (
+        (watching, ["created", "created", "duplicate"]),  # the edit beside a watched name is still a copy
+        (not_watching, ["created", "duplicate", "duplicate"]),  # unknown names: one word edited
+    ):
+        items = [docs.DocumentIn(text=t) for t in texts]
+        result = docs.documents_ingest(organisation=organisation, items=items)
+        assert [o.status for o in result.outcomes] == statuses
 
 
 def push(client, documents):
