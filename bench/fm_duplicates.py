@@ -18,11 +18,14 @@ were chosen on), distinct by the normalised hash; ``--texts shipped`` the traini
   replaced (never a number, $cashtag, @mention or negation: those change the news);
 - different documents (should not be caught), the hard cases: each text's nearest other shipped text by word
   overlap (Jaccard), and edited copies whose meaning changed: another number, another cashtag, a negation,
-  another @mention inside the text.
+  another @mention inside the text, and another company: up to ``--pairs`` texts naming one of ``COMPANIES``
+  with it written as another of them (the template reused for another company: "Apple shares fall 3%" /
+  "Microsoft shares fall 3%").
 
 Precision (caught pairs that are duplicates) and recall (duplicates caught) per kind, for both rules and the
-peer, in the same run: cosine similarity of the base encoder's embeddings (the vector a document gets at
-classification) at ``--threshold``, the "semantic" rule.
+peer, in the same run; the ingest's rule twice: with an empty watch-list, and with ``COMPANIES`` on it (the
+watch-list entries a text mentions are anchors of the rule); cosine similarity of the base encoder's
+embeddings (the vector a document gets at classification) at ``--threshold``, the "semantic" rule.
 
     .venv/bin/python bench/fm_duplicates.py --pairs 300 --data /work/shared/data
 """
@@ -48,7 +51,8 @@ django.setup()  # the rule is the product's own function, in a module that impor
 
 from bench.common import machine_note  # noqa: E402
 from finance_monitor import near_duplicates as near  # noqa: E402
-from finance_monitor.services.documents import normalise_text, text_hash, unwrap_text  # noqa: E402
+from finance_monitor.near_duplicates import normalise_text, text_hash, unwrap_text  # noqa: E402
+from finance_monitor.services.entities import EntitySpec, tag  # noqa: E402
 
 DATA = ROOT / "finance_monitor" / "data" / "twitter_financial_news"
 
@@ -144,6 +148,79 @@ def other_mention(text: str, rng: random.Random) -> tuple[str, str] | None:
 EDITS = {"other number": other_number, "other cashtag": other_cashtag, "negation": negated}
 EDITS["other @mention"] = other_mention
 
+# companies the twitter financial news texts name often (the "other company" pairs and the watch-list line)
+COMPANIES = [
+    "Apple",
+    "Microsoft",
+    "Amazon",
+    "Tesla",
+    "Google",
+    "Alphabet",
+    "Meta",
+    "Facebook",
+    "Netflix",
+    "Nvidia",
+    "Intel",
+    "AMD",
+    "Boeing",
+    "Ford",
+    "JPMorgan",
+    "Citigroup",
+    "Exxon",
+    "Chevron",
+    "Walmart",
+    "Target",
+    "Disney",
+    "Pfizer",
+    "Moderna",
+    "Coinbase",
+    "Uber",
+    "Twitter",
+    "Salesforce",
+    "Oracle",
+    "IBM",
+    "Starbucks",
+    "Nike",
+    "Costco",
+    "PayPal",
+    "Visa",
+    "Mastercard",
+    "BlackRock",
+    "Snowflake",
+    "Shopify",
+    "Alibaba",
+    "Toyota",
+    "Volkswagen",
+    "Samsung",
+    "SoftBank",
+    "HSBC",
+    "Barclays",
+    "Goldman Sachs",
+    "Morgan Stanley",
+    "Wells Fargo",
+    "Bank of America",
+    "Berkshire Hathaway",
+    "McDonald's",
+    "Credit Suisse",
+    "Deutsche Bank",
+]
+_COMPANY = re.compile(
+    r"(?<![\w$@])(" + "|".join(re.escape(c) for c in sorted(COMPANIES, key=len, reverse=True)) + r")(?!\w)"
+)
+
+
+def other_companies(texts: list[str], count: int, rng: random.Random) -> list[tuple[str, bool, str, str]]:
+    """Up to ``count`` texts naming a listed company, each with that name written as another listed one."""
+    naming = [t for t in texts if _COMPANY.search(t)]
+    pairs = []
+    for text in rng.sample(naming, min(count, len(naming))):
+        m = _COMPANY.search(text)
+        assert m is not None
+        other = rng.choice([c for c in COMPANIES if c != m.group(1)])
+        pairs.append(("other company", False, text, text[: m.start()] + other + text[m.end() :]))
+    return pairs
+
+
 _ORDINARY = re.compile(r"[A-Za-z]{3,}")
 _NOT_ORDINARY = {"not", "no", "never", "nor", "without", "neither", "none"}
 
@@ -209,6 +286,8 @@ def build(args: argparse.Namespace) -> list[tuple[str, bool, str, str]]:
                 pairs.append((kind, False, t, changed))
     pool = rng.sample(texts, min(len(texts), 4000))
     pairs += [("nearest other tweet", False, a, b) for a, b in nearest_neighbours(sample, pool)]
+    # drawn last, from a generator of its own: the pairs above are the ones earlier runs measured
+    pairs += other_companies(texts, args.pairs, random.Random(args.seed + 4))
     return pairs
 
 
@@ -237,9 +316,14 @@ def report(name: str, pairs, caught: list[bool]) -> None:
         print(f"    {kind:<20} {sum(c for c, _ in rows):>4} of {len(rows):>4} {what}")
 
 
-def near_rule(pairs) -> list[bool]:
-    """The ingest's rule with ``FM_NEAR_DUPLICATES`` on: the hash, else a shared band and the confirmation."""
-    prints = {t: near.fingerprint(unwrap_text(t)) for t in {t for _, _, a, b in pairs for t in (a, b)}}
+def near_rule(pairs, watch_list: list[EntitySpec] | None = None) -> list[bool]:
+    """The ingest's rule with ``FM_NEAR_DUPLICATES`` on: the hash, else a shared band and the confirmation,
+    with the watch-list entries each text mentions among its anchors (``services.near_copies``)."""
+    texts = {t for _, _, a, b in pairs for t in (a, b)}
+    prints = {
+        t: near.fingerprint(unwrap_text(t), entities=[str(k) for k, _ in tag(t, watch_list or [])])
+        for t in texts
+    }
     return [text_hash(a) == text_hash(b) or near.near_copy_pair(prints[a], prints[b]) for _, _, a, b in pairs]
 
 
@@ -256,6 +340,8 @@ def main() -> None:
         [text_hash(a) == text_hash(b) for _, _, a, b in pairs],
     )
     report("hash + MinHash near copies (the ingest's rule)", pairs, near_rule(pairs))
+    watch_list = [EntitySpec(i, "company", name) for i, name in enumerate(COMPANIES)]
+    report("the ingest's rule, COMPANIES on the watch-list", pairs, near_rule(pairs, watch_list))
     report(f"peer: base-encoder cosine >= {args.threshold}", pairs, embedding_rule(pairs, args))
 
 

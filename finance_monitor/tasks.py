@@ -98,3 +98,16 @@ def replay_tick() -> int:
 def prune_near_copy_bands() -> int:
     """Beat, daily: the near-copy index's bands older than the window (services.near_copies)."""
     return near_copies.near_copy_bands_prune()
+
+
+@shared_task(name=near_copies.BACKFILL_TASK, time_limit=3600)  # default queue
+def backfill_near_copy_bands(organisation_id: int | None = None) -> dict:
+    """The near-copy bands of the window's originals that have none (services.near_copies), of one
+    organisation or, with no id, of all; ``manage.py near_copy_backfill --queue`` sends it
+    (``near_copies.near_copy_bands_backfill_enqueue``)."""
+    organisation = None
+    if organisation_id is not None:
+        organisation = Organisation.objects.filter(pk=organisation_id, deleted_at__isnull=True).first()
+        if organisation is None:
+            return {"stopped": "gone"}
+    return near_copies.near_copy_bands_backfill(organisation=organisation)

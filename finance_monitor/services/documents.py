@@ -5,13 +5,13 @@ the client's id (a re-push returns the stored document), the url (not stored aga
 the sha256 of the *normalised* text
 (lower case, Unicode NFKC; links, ``RT @user:`` prefixes, a reply's leading @mentions, a trailing ``via
 @user``, punctuation and runs of white space removed; @mentions inside the text kept).
-The normalised hash catches what duplicates look like in news and social feeds (the same wire story with
-other tracking links, a retweet, re-spaced or re-punctuated copies) at O(1) per document and under
-concurrency, with no scan (``finance_monitor.near_duplicates`` holds the text rules). Then, in the same
-transaction, ``services.near_copies`` turns each new original whose text is *near*-identical to an original
-of the organisation in the last ``FM_NEAR_DUPLICATE_WINDOW_DAYS`` (a word or two edited, added or dropped,
-the same numbers, cashtags, @mentions and negations; MinHash LSH bands) into a copy of it, and records the
-bands of the others (``FM_NEAR_DUPLICATES``, on by default).
+The normalised hash catches what duplicates look like in news and social feeds (the same wire story with other
+tracking links, a retweet, re-spaced or re-punctuated copies) at O(1) per document and under concurrency, with
+no scan (``finance_monitor.near_duplicates`` holds the text rules). Then, in the same transaction,
+``services.near_copies`` turns each new original whose text is *near*-identical to an original of the
+organisation in the last ``FM_NEAR_DUPLICATE_WINDOW_DAYS`` (a word or two edited, added or dropped, the same
+numbers, cashtags, @mentions, negations and watch-list entries, no company written for another; MinHash LSH
+bands) into a copy of it, and records the bands of the others (``FM_NEAR_DUPLICATES``, on by default).
 
 A document whose normalised text an earlier one of the organisation holds is a *copy*: stored (so analysts see
 that a story was retweeted 40 times), with ``duplicate_of`` its original, whose ``copies`` counts them; it is
@@ -39,10 +39,10 @@ from django.utils import timezone
 from core.billing import services as billing
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Source, SourceKind
-from finance_monitor.near_duplicates import normalise_text, text_hash, unwrap_text
+from finance_monitor.near_duplicates import normalise_text, text_hash
 from finance_monitor.services.classification import classify_enqueue
 from finance_monitor.services.entities import documents_tag
-from finance_monitor.services.near_copies import near_copies_mark
+from finance_monitor.services.near_copies import near_copies_fingerprint, near_copies_lock, near_copies_mark
 
 METER = "documents_ingested"
 MAX_BATCH = 1000
@@ -146,10 +146,14 @@ def documents_ingest(
             result.outcomes.append(Outcome(index, "rejected", reason=reason))
         else:
             pending.append((index, item, text_hash(item.text)))
+    alone = not transaction.get_connection().in_atomic_block  # no caller's transaction around this call
+    prints = near_copies_fingerprint(organisation=organisation, texts={item.text for _, item, _ in pending})
     with transaction.atomic():
+        # before the inserts: two concurrent near copies of each other wait here, the second sees the first
+        near_copies_lock(organisation=organisation, prints=prints.values(), alone=alone)
         result.outcomes.extend(_store(organisation, source, pending, now))
         result.outcomes.sort(key=lambda o: o.index)
-        _mark_near_copies(organisation, result, {index: item for index, item, _ in pending}, now)
+        _mark_near_copies(organisation, result, {index: item for index, item, _ in pending}, now, prints)
         created, stored = result.created, sorted(result.created + result.copies)
         if stored:
             # over the quota this raises QuotaExceeded (402) and the transaction keeps nothing of the call
@@ -208,15 +212,15 @@ def _store(organisation, source, pending, now) -> list[Outcome]:
     return outcomes
 
 
-def _mark_near_copies(organisation, result: BatchResult, items: dict[int, DocumentIn], now) -> None:
+def _mark_near_copies(organisation, result: BatchResult, items: dict[int, DocumentIn], now, prints) -> None:
     """The originals just stored that are near copies of an earlier original become its copies (their
     outcomes say so, like an exact copy's); the exact copies stored of them follow them to that original."""
     created = [
-        (o.document_id, unwrap_text(items[o.index].text))
+        (o.document_id, items[o.index].text)
         for o in result.outcomes
         if o.status == "created" and o.document_id is not None
     ]
-    found = near_copies_mark(organisation=organisation, documents=created, now=now)
+    found = near_copies_mark(organisation=organisation, documents=created, now=now, prints=prints)
     if not found:
         return
     for outcome in result.outcomes:

@@ -1,15 +1,21 @@
 """Near copies: the MinHash rule on its own (no database), and through the ingest: a near copy is stored as
 its original's copy like an exact copy, within the organisation and the window only, and counted once."""
 
+import threading
+import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
-from django.db import transaction
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.utils import timezone
 
+from core.celery import app as celery_app
 from finance_monitor import near_duplicates as near
-from finance_monitor.models import Document, DocumentBand, TrendBucket
-from finance_monitor.services import classification, near_copies
+from finance_monitor import tasks
+from finance_monitor.models import Document, DocumentBand, SourceKind, TrendBucket
+from finance_monitor.services import classification, entities, near_copies
 from finance_monitor.services import documents as docs
 from finance_monitor.services.trends import document_classified
 
@@ -52,6 +58,55 @@ def test_a_one_word_edit_is_found_and_unrelated_or_other_news_is_not():
     ):
         assert not near.near_copy_pair(story, fingerprint(other_news)), other_news
     assert near.fingerprint(near.unwrap_text("Apple shares rise")) is None  # too short to judge
+
+
+APPLE = "Apple shares fall 3% after earnings miss"
+
+
+def test_one_company_written_for_another_is_another_document_an_edit_beside_a_name_is_not():
+    apple = fingerprint(APPLE)
+    microsoft = fingerprint(APPLE.replace("Apple", "Microsoft"))
+    # everything else says copy: a shared band, the same anchors, Jaccard 6/8
+    assert near.share_band(apple, microsoft) and apple.anchors == microsoft.anchors
+    assert near.jaccard(apple.shingles, microsoft.shingles) >= near.DEFAULT.threshold
+    assert near.names_swapped(apple, microsoft) and not near.near_copy_pair(apple, microsoft)
+    headline = fingerprint("Apple Shares Fall 3% After Earnings Miss")  # the text's own case does not matter
+    assert not near.near_copy_pair(headline, fingerprint("TESLA SHARES FALL 3% AFTER EARNINGS MISS"))
+    assert {"apple", "microsoft", "tesla"} <= near.name_words() and "shares" not in near.name_words()
+    for copy in (
+        APPLE.replace("fall", "drop"),  # an ordinary word edited beside the name
+        APPLE.replace("Apple", "Apple and Microsoft"),  # a name added, none swapped
+        APPLE + " on Tuesday",  # a name added
+    ):
+        assert near.near_copy_pair(apple, fingerprint(copy)), copy
+    # unknown to the shipped texts: not a name, unless the watch-list says so (its entries are anchors)
+    zorblax, quintar = (
+        "Zorblax shares fall 3% after earnings miss",
+        "Quintar shares fall 3% after earnings miss",
+    )
+    assert near.near_copy_pair(fingerprint(zorblax), fingerprint(quintar))
+    watched = [
+        near.fingerprint(near.unwrap_text(t), entities=[key]) for t, key in ((zorblax, "1"), (quintar, "2"))
+    ]
+    assert watched[0] is not None and watched[1] is not None
+    assert "entity:1" in watched[0].anchors and not near.near_copy_pair(watched[0], watched[1])
+
+
+@pytest.mark.django_db
+def test_texts_about_two_watched_companies_stay_two_documents(make_org):
+    watching, _ = make_org()
+    entities.entity_save(organisation=watching, kind="company", name="Zorblax", ticker="ZBX")
+    entities.entity_save(organisation=watching, kind="company", name="Quintar Group", aliases=["Quintar"])
+    not_watching, _ = make_org()
+    zorblax = "Zorblax shares fall 3% after earnings miss, the chipmaker said on its call"
+    texts = [zorblax, zorblax.replace("Zorblax", "Quintar"), zorblax.replace("chipmaker", "company")]
+    for organisation, statuses in (
+        (watching, ["created", "created", "duplicate"]),  # the edit beside a watched name is still a copy
+        (not_watching, ["created", "duplicate", "duplicate"]),  # unknown names: one word edited
+    ):
+        items = [docs.DocumentIn(text=t) for t in texts]
+        result = docs.documents_ingest(organisation=organisation, items=items)
+        assert [o.status for o in result.outcomes] == statuses
 
 
 def push(client, documents):
@@ -167,3 +222,168 @@ def test_bands_older_than_the_window_are_pruned_and_the_rule_still_works(make_or
     assert near_copies.near_copy_bands_prune() == 0
     copy = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=EDITED)])
     assert copy.outcomes[0].duplicate_of == young  # the window's bands still find near copies
+
+
+def _in_thread(target, errors: list) -> threading.Thread:
+    """``target`` in a thread with its own database connection (closed at the end); what it raises lands in
+    ``errors``."""
+
+    def run() -> None:
+        try:
+            target()
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    return threading.Thread(target=run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_near_copies_pushed_at_the_same_instant_by_two_workers_are_an_original_and_its_copy(make_org):
+    """Two workers, each with its own connection and transaction, push near copies of each other at once,
+    round after round (without the band locks 11 of the 12 rounds left two originals)."""
+    organisation, _ = make_org()
+    rounds = 12
+    stories = [STORY.replace("4%", f"{n + 10}%") for n in range(rounds)]  # another number: another story
+    pairs = [(story, story.replace("stronger", "better")) for story in stories]
+    docs.source_for(
+        organisation=organisation, kind=SourceKind.API, name="API"
+    )  # not created by the race itself
+    assert all(near.near_copy_pair(fingerprint(a), fingerprint(b)) for a, b in pairs)
+    barrier, errors = threading.Barrier(2), []
+    outcomes: dict[int, list[docs.Outcome]] = {0: [], 1: []}
+
+    def worker(side: int):
+        def push_each_round() -> None:
+            for pair in pairs:
+                barrier.wait(10)
+                item = docs.DocumentIn(text=pair[side])
+                outcomes[side].append(
+                    docs.documents_ingest(organisation=organisation, items=[item]).outcomes[0]
+                )
+
+        return push_each_round
+
+    threads = [_in_thread(worker(0), errors), _in_thread(worker(1), errors)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and len(outcomes[0]) == len(outcomes[1]) == rounds
+    for a, b in zip(outcomes[0], outcomes[1], strict=True):
+        original, copy = (a, b) if a.status == "created" else (b, a)
+        assert original.status == "created" and copy.copy and copy.duplicate_of == original.document_id
+    stored = Document.objects.for_org(organisation)
+    assert stored.filter(duplicate_of__isnull=True).count() == rounds
+    assert stored.filter(duplicate_of__isnull=False).count() == rounds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_near_copy_pushed_while_an_upload_holds_its_original_uncommitted_becomes_its_copy(make_org):
+    """A caller's transaction (an upload, a feed poll) holds the organisation's lock until it commits: a
+    near copy pushed meanwhile waits, then finds the original."""
+    organisation, _ = make_org()
+    stored, errors, outcomes = threading.Event(), [], {}
+    docs.source_for(
+        organisation=organisation, kind=SourceKind.API, name="API"
+    )  # the push waits on nothing else
+
+    def upload() -> None:
+        with transaction.atomic():
+            result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)])
+            outcomes["original"] = result.outcomes[0]
+            stored.set()
+            time.sleep(0.5)  # the push below must wait for this commit
+
+    def push() -> None:
+        assert stored.wait(10)
+        result = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED)])
+        outcomes["copy"] = result.outcomes[0]
+
+    threads = [_in_thread(upload, errors), _in_thread(push, errors)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not errors and outcomes["original"].status == "created"
+    assert outcomes["copy"].copy and outcomes["copy"].duplicate_of == outcomes["original"].document_id
+    assert Document.objects.for_org(organisation).get(pk=outcomes["original"].document_id).copies == 1
+
+
+@pytest.mark.django_db
+def test_the_backfill_bands_the_windows_originals_without_bands_once_and_their_near_copies_are_found(
+    make_org, settings
+):
+    settings.FM_NEAR_DUPLICATES, settings.FM_NEAR_DUPLICATE_WINDOW_DAYS = False, 7  # stored before the rule
+    organisation, _ = make_org()
+    other, _ = make_org()
+    other_story = "Oil prices slump as OPEC output rises and traders brace for a weaker winter demand outlook"
+    texts = [STORY, "RT @desk: " + STORY, other_story, "Apple shares rise", STORY.replace("4%", "6%")]
+    stored = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=t) for t in texts])
+    story, _, oil, _, old = (o.document_id for o in stored.outcomes)
+    theirs = docs.documents_ingest(organisation=other, items=[docs.DocumentIn(text=STORY)]).created[0]
+    received = timezone.now() - timedelta(days=2)
+    Document.objects.for_org(organisation).update(received_at=received)
+    Document.objects.for_org(organisation).filter(pk=old).update(
+        received_at=timezone.now() - timedelta(days=8)
+    )
+    settings.FM_NEAR_DUPLICATES = True
+    bands = DocumentBand.objects.for_org(organisation)
+    assert not bands.exists()
+
+    counts = near_copies.near_copy_bands_backfill(organisation=organisation, batch=1)
+    # the story and the oil story; the copy has its original, "Apple shares rise" is too short, the 8 days
+    # old one is outside the window; another organisation's documents are left alone
+    assert counts == {"documents": 2, "bands": 2 * near.DEFAULT.bands, "short": 1}
+    assert set(bands.values_list("document_id", flat=True)) == {story, oil}
+    assert set(bands.values_list("created_at", flat=True)) == {received}  # dated with their document
+    assert not DocumentBand.objects.for_org(other).exists()
+    assert near_copies.near_copy_bands_backfill(organisation=organisation)["documents"] == 0  # idempotent
+
+    copy = docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=EDITED)])
+    assert copy.outcomes[0].copy and copy.outcomes[0].duplicate_of == story
+    assert near_copies.near_copy_bands_backfill()["documents"] == 1  # every organisation: the other's one
+    assert set(DocumentBand.objects.for_org(other).values_list("document_id", flat=True)) == {theirs}
+
+
+@pytest.mark.django_db
+def test_the_backfill_command_and_task(make_org, settings):
+    settings.FM_NEAR_DUPLICATES = False
+    organisation, _ = make_org()
+    docs.documents_ingest(organisation=organisation, items=[docs.DocumentIn(text=STORY)])
+    out = StringIO()
+    with pytest.raises(CommandError, match="FM_NEAR_DUPLICATES is off"):
+        call_command("near_copy_backfill", "--all", stdout=out)
+    settings.FM_NEAR_DUPLICATES = True
+    with pytest.raises(CommandError, match="No organisation"):
+        call_command("near_copy_backfill", "--org", "no-such-org", stdout=out)
+    call_command("near_copy_backfill", "--org", organisation.slug, stdout=out)
+    assert "1 documents given 16 bands (0 too short to have any)" in out.getvalue()
+    DocumentBand.objects.for_org(organisation).delete()
+    assert tasks.backfill_near_copy_bands(organisation.pk) == {"documents": 1, "bands": 16, "short": 0}
+    assert tasks.backfill_near_copy_bands(organisation.pk + 10_000) == {"stopped": "gone"}
+
+
+@pytest.mark.django_db
+def test_the_backfill_command_queues_the_task_on_the_default_queue(
+    make_org, django_capture_on_commit_callbacks
+):
+    organisation, _ = make_org()
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("near_copy_backfill", "--org", organisation.slug, "--queue", stdout=out)
+    task_id = out.getvalue().split()[3]
+    found = None
+    with celery_app.connection_for_read() as conn:
+        queue = conn.SimpleQueue("default")
+        try:
+            while found is None:
+                message = queue.get(timeout=5)  # raises Empty when the message never came
+                message.ack()
+                if message.headers.get("id") == task_id:
+                    found = message.headers
+        finally:
+            queue.close()
+    assert found["task"] == "finance_monitor.backfill_near_copy_bands"
+    assert found["argsrepr"] == repr([organisation.pk])
