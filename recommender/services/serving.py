@@ -1,14 +1,16 @@
 """Serving: top-k items for a user (their history read now), for an anonymous session (its items), and the
 items similar to an item, from the organisation's active recommender version.
 
-The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``), and
-so is the catalogue (``services.snapshot``: arrays rebuilt after any catalogue write); the user's history is
-read at request time (one query, with the organisation's settings in another), so a new event changes the
-next answer without retraining. Items are served only while they exist, are not deleted, not expired and (by
-default) available, and within the request's filters (category, price range: masks over the snapshot);
-the request's exclusions, the history's own items and (by default) the user's purchases are left out. Each
-item comes with ``why``: the history items that drove it (empty when it is there for its popularity), and
-``why_words``: the words its title shares with theirs.
+The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``), and so
+is the catalogue (``services.snapshot``: arrays rebuilt in the background after any catalogue write; while a
+rebuild runs, what is picked from the old arrays is checked against the item table, ``_pick_live``, so a
+deleted, unavailable or expired item is never served, and the answer shows the items as they are now); the
+user's history is read at request time (one query, with the organisation's settings in another), so a new
+event changes the next answer without retraining. Items are served only while they exist, are not deleted, not
+expired and (by default) available, and within the request's filters (category, price range: masks over the
+snapshot); the request's exclusions, the history's own items and (by default) the user's purchases are left
+out. Each item comes with ``why``: the history items that drove it (empty when it is there for its
+popularity), and ``why_words``: the words its title shares with theirs.
 
 Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
 items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
@@ -42,6 +44,7 @@ from recommender.kinds import RECOMMENDER
 from recommender.selectors import (
     ServingSettings,
     item_get,
+    items_servable,
     items_titles,
     popular_items,
     serving_settings,
@@ -133,6 +136,33 @@ def _pick(
     return picked
 
 
+def _pick_live(
+    *, organisation, snap, ranked: "Ranked", k: int, filters: Filters, skip: set[str], limit: int | None
+) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+    """``_pick`` from a stale snapshot (a newer catalogue version is being built): the picked items are read
+    from the item table (one query a round) and those deleted, unavailable, expired or outside the filters
+    since the snapshot are left out for the next best (twice as many asked each round); returns the picks and
+    their rows as they are now."""
+    gone: set[str] = set()
+    want = k
+    while True:
+        picked = _pick(snap=snap, ranked=ranked, k=want, filters=filters, skip=skip | gone, limit=limit)
+        ids = [snap.ids[row] for row, _ in picked]
+        live = items_servable(
+            organisation=organisation,
+            external_ids=ids,
+            category=filters.category,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            available_only=filters.available_only,
+        )
+        dropped = [i for i in ids if i not in live]
+        if not dropped:
+            return picked[:k], live
+        gone.update(dropped)
+        want *= 2
+
+
 @dataclass
 class Ranked:
     """Candidates and their scores, and how each came: by the model, or by text alone (``by_text``)."""
@@ -202,21 +232,31 @@ def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, list[str]
     return out
 
 
-def _answer(*, organisation, snap, version, picked, why) -> dict[str, Any]:
+def _answer(*, organisation, snap, version, picked, why, live=None) -> dict[str, Any]:
+    """The answer; ``live``: the picked items' rows as they are now (a stale snapshot's picks)."""
     explaining = sorted({i for reasons in why.values() for i in reasons})
     titles = {i: snap.titles[snap.row[i]] for i in explaining if i in snap.row}
     missing = [i for i in explaining if i not in titles]  # deleted items still explain
     titles.update(items_titles(organisation=organisation, external_ids=missing))
     items = []
     for row, score in picked:
-        key, title = snap.ids[row], snap.titles[row]
+        key, title, categories, price = (
+            snap.ids[row],
+            snap.titles[row],
+            snap.categories[row],
+            snap.prices[row],
+        )
+        if live is not None:
+            now = live[key]
+            title, categories = now.title, list(now.categories or [])
+            price = None if now.price is None else str(now.price)
         items.append(
             {
                 "id": key,
                 "title": title,
                 "score": round(score, 6),
-                "categories": snap.categories[row],
-                "price": snap.prices[row],
+                "categories": categories,
+                "price": price,
                 "why": why[key],
                 "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key]]),
             }
@@ -268,9 +308,23 @@ def _serve(
         snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
         ranked = _rank(organisation=organisation, snap=snap, model=model, history=history, skip=skip, k=k)
-        picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
+        live = None
+        if snap.version < settings.catalogue_version:  # a rebuild is under way: check against the table
+            picked, live = _pick_live(
+                organisation=organisation,
+                snap=snap,
+                ranked=ranked,
+                k=k,
+                filters=filters,
+                skip=skip,
+                limit=limit,
+            )
+        else:
+            picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
         why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
-        return _answer(organisation=organisation, snap=snap, version=version, picked=picked, why=why)
+        return _answer(
+            organisation=organisation, snap=snap, version=version, picked=picked, why=why, live=live
+        )
 
     answer = metered_streamed(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
     if experiment is None:
