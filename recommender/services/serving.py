@@ -10,7 +10,8 @@ event changes the next answer without retraining. Items are served only while th
 expired and (by default) available, and within the request's filters (category, price range: masks over the
 snapshot); the request's exclusions, the history's own items and (by default) the user's purchases are left
 out. Each item comes with ``why``: the history items that drove it (empty when it is there for its
-popularity), and ``why_words``: the words its title shares with theirs.
+popularity), ``why_words``: the words its title shares with theirs, and ``reason`` (``recommender.explain``):
+the component that contributed most, ``{"kind", "detail", "items"}``, never empty.
 
 Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
 items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
@@ -39,7 +40,7 @@ from core.billing.streamed import metered_streamed
 from core.errors import InvalidInput, NotFound
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
-from recommender import hybrid, ranking
+from recommender import explain, hybrid, ranking
 from recommender.kinds import RECOMMENDER
 from recommender.selectors import (
     ServingSettings,
@@ -216,28 +217,35 @@ def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str
     return Ranked(model.items, model.scores(history), set(), neighbours, model)
 
 
-def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, list[str]]:
-    """Per picked item, the history items that drove it (by the model, or by text for text-only ones)."""
+def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:
+    """Per picked item, the history items that drove it (by the model, or by text for text-only ones) and the
+    reason it is there (``recommender.explain``: the component that contributed most)."""
     out = {}
     for row, _ in picked:
         key = snap.ids[row]
-        if key in ranked.by_text:
-            out[key] = text.text_why(
+        by_text = key in ranked.by_text
+        if by_text:
+            why = text.text_why(
                 vector=ranked.neighbours.vector_of(key),
                 history_vectors=ranked.neighbours.history_vectors,
                 history=history,
             )
         else:
-            out[key] = model.why(history, key)
+            why = model.why(history, key)
+        out[key] = (why, explain.reason_of(model=model, history=history, item=key, why=why, by_text=by_text))
     return out
 
 
-def _answer(*, organisation, snap, version, picked, why, live=None) -> dict[str, Any]:
+def _answer(*, organisation, snap, version, model, picked, why, live=None) -> dict[str, Any]:
     """The answer; ``live``: the picked items' rows as they are now (a stale snapshot's picks)."""
-    explaining = sorted({i for reasons in why.values() for i in reasons})
+    explaining = sorted({i for reasons, _ in why.values() for i in reasons})
     titles = {i: snap.titles[snap.row[i]] for i in explaining if i in snap.row}
     missing = [i for i in explaining if i not in titles]  # deleted items still explain
     titles.update(items_titles(organisation=organisation, external_ids=missing))
+
+    def names(items: tuple[str, ...]) -> str:
+        return ", ".join(titles.get(i) or i for i in items)
+
     items = []
     for row, score in picked:
         key, title, categories, price = (
@@ -257,8 +265,9 @@ def _answer(*, organisation, snap, version, picked, why, live=None) -> dict[str,
                 "score": round(score, 6),
                 "categories": categories,
                 "price": price,
-                "why": why[key],
-                "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key]]),
+                "why": why[key][0],
+                "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key][0]]),
+                "reason": explain.as_dict(why[key][1], model=model, names=names, live=version is None),
             }
         )
     return {
@@ -323,7 +332,13 @@ def _serve(
             picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
         why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
         return _answer(
-            organisation=organisation, snap=snap, version=version, picked=picked, why=why, live=live
+            organisation=organisation,
+            snap=snap,
+            version=version,
+            model=model,
+            picked=picked,
+            why=why,
+            live=live,
         )
 
     answer = metered_streamed(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
