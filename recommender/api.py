@@ -261,7 +261,7 @@ class TrainView(APIView):
         return Response({"job": job.pk, "status": job.status}, status=202)
 
 
-class ReasonOut(serializers.Serializer):
+class ServedReasonOut(serializers.Serializer):
     kind = serializers.CharField(
         help_text="items, next, text, new, tower, rising, trend, popular, boost or catalogue (see the README)"
     )
@@ -281,7 +281,7 @@ class RecommendedOut(serializers.Serializer):
     why_words = serializers.ListField(
         child=serializers.CharField(), help_text="the words its title shares with the titles of those items"
     )
-    reason = ReasonOut(help_text="the part of the model's score that contributed most; never empty")
+    reason = ServedReasonOut(help_text="the part of the model's score that contributed most; never empty")
 
 
 class ServedExperimentOut(serializers.Serializer):
