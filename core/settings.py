@@ -271,6 +271,10 @@ FM_SHARED_ENCODER_PASS = env.bool("FM_SHARED_ENCODER_PASS", default=True)
 # same numbers, cashtags, @mentions and negations) is stored as its copy, like an exact copy.
 FM_NEAR_DUPLICATES = env.bool("FM_NEAR_DUPLICATES", default=True)
 FM_NEAR_DUPLICATE_WINDOW_DAYS = env.int("FM_NEAR_DUPLICATE_WINDOW_DAYS", default=7)
+# Recommender: experiment impressions older than this many days are deleted by the daily beat task
+# recommender.prune_impressions, their counts kept per arm on the experiment (its results do not change);
+# never fewer than the longest feedback window (30 days), so no impression feedback may still credit goes.
+RECOMMENDER_IMPRESSION_RETENTION_DAYS = env.int("RECOMMENDER_IMPRESSION_RETENTION_DAYS", default=30)
 # Train the default topic and sentiment models when the first document waits with no active model.
 FM_DEFAULT_MODELS_ON_FIRST_USE = env.bool("FM_DEFAULT_MODELS_ON_FIRST_USE", default=True)
 # Rows per task the default models train on (a stratified sample of the shipped sets; 0: all of them).

@@ -261,6 +261,16 @@ class TrainView(APIView):
         return Response({"job": job.pk, "status": job.status}, status=202)
 
 
+class ServedReasonOut(serializers.Serializer):
+    kind = serializers.CharField(
+        help_text="items, next, text, new, tower, rising, trend, popular, boost or catalogue (see the README)"
+    )
+    detail = serializers.CharField(help_text="the reason in words")
+    items = serializers.ListField(
+        child=serializers.CharField(), help_text="the history items it names (empty for a global reason)"
+    )
+
+
 class RecommendedOut(serializers.Serializer):
     id = serializers.CharField()
     title = serializers.CharField()
@@ -271,6 +281,7 @@ class RecommendedOut(serializers.Serializer):
     why_words = serializers.ListField(
         child=serializers.CharField(), help_text="the words its title shares with the titles of those items"
     )
+    reason = ServedReasonOut(help_text="the part of the model's score that contributed most; never empty")
 
 
 class ServedExperimentOut(serializers.Serializer):

@@ -17,7 +17,7 @@ Features of a candidate item ``j`` for a user with weighted history ``x`` (each 
   most 1). Trend says what sells now; rising says what sells more now than it used to (a shop's seasonal
   items in the weeks before their season). 0 everywhere when ``rising_days`` is 0 or the events span no more
   than ``rising_days``. Like popularity and trend it is the same for every user, so ``why`` names no
-  history item for it;
+  history item for it (the served ``reason`` names it when it is the largest part);
 - ``sequence``: what users went on to next: a transition matrix from each item to the items the same user
   took up within the ``sequence_window`` events after it (in time order; rows normalised, pruned like
   EASE), applied to the user's ``sequence_recent`` most recent items, the most recent weighing most
@@ -42,7 +42,9 @@ as the served model reuses the evaluation model's.
 
 Explanations: every feature but the global ones is a sum over history items, so each history item's share
 of a candidate's score is ``w_c * x_i * B_ij / cmax + w_t * x_i * (v_i . v_j) / tmax`` plus, for the recent
-items, ``w_s * d^k_i * T_ij / smax``; ``why`` gives the history items with the largest positive share.
+items, ``w_s * d^k_i * T_ij / smax``; ``why`` gives the history items with the largest positive share, and
+``parts`` each component's part of the score (those sums, the tower's, and the global ones), of which the
+served ``reason`` (``recommender.explain``) names the largest.
 """
 
 from __future__ import annotations
@@ -305,9 +307,11 @@ class HybridModel:
         history: dict[str, float],
         known: list[tuple[str, float]],
         scales: tuple[float, float] | None = None,
+        tower_scale: float | None = None,
     ) -> dict:
-        """What ``why`` needs of one history, computed once for the ten items of a request (``scales``: the
-        collab and text scales when the caller has them, as ``candidate_scores`` does)."""
+        """What ``why`` and ``parts`` need of one history, computed once for the ten items of a request
+        (``scales``, ``tower_scale``: the collab, text and tower scales when the caller has them, as
+        ``candidate_scores`` does)."""
         x = self.vector(history)
         if scales is None:
             _, cmax, _, tmax, _ = self._parts(x)
@@ -325,6 +329,10 @@ class HybridModel:
             "collab": self.collab[[rows[n] for n in in_collab]].tocsc() if in_collab else None,
             "recent": [],
         }
+        if self.weights.get("tower") and self.tower is not None:  # the user's tower vector and its scale
+            user = self.tower.user_vector(history)
+            scale = tower_scale if tower_scale is not None else _scale(self.tower.item_vectors @ user)
+            out["tower"] = (user, self.weights["tower"] / scale)
         if self.weights.get("sequence") and self.sequence is not None:
             recent, decay = self._recent(history)
             if recent:
@@ -378,14 +386,16 @@ class HybridModel:
         if w.get("sequence"):
             sequence = self.sequence_scores(history)
             scores += w["sequence"] * sequence[candidates] / _scale(sequence)
+        tower_scale = None
         if w.get("tower") and self.tower is not None:  # scaled by the candidates' largest, as text is
             tower = self.tower.item_vectors[candidates] @ self.tower.user_vector(history)
-            scores += w["tower"] * tower / _scale(tower)
+            tower_scale = _scale(tower)
+            scores += w["tower"] * tower / tower_scale
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         known = [(i, weight) for i, weight in history.items() if i in self.index]
         if known:  # what ``why`` reads for this history, with these scales
-            self._last = (tuple(history.items()), self._explaining(history, known, (cmax, tmax)))
+            self._last = (tuple(history.items()), self._explaining(history, known, (cmax, tmax), tower_scale))
         if self.config.cold_slots:
             self._lift_cold_among(candidates, scores, extra, x, text, cosines)
         return candidates, scores.astype(np.float32), extra
@@ -424,31 +434,68 @@ class HybridModel:
     def similar(self, item: str) -> np.ndarray:
         return self.scores({item: 1.0})
 
-    def why(self, history: dict[str, float], item: str, limit: int = 3) -> list[str]:
-        """The history items with the largest positive share of ``item``'s score (collab and text)."""
-        j = self.index.get(item)
-        if j is None:
-            return []
+    def _shares(self, history: dict[str, float], j: int) -> tuple[list[tuple[str, float]], dict] | None:
+        """Each history item's share of item ``j``'s collab, text and sequence parts (None: no known item)."""
         known = [(i, weight) for i, weight in history.items() if i in self.index]
         if not known:
-            return []
+            return None
         key = tuple(history.items())  # the order matters: the sequence reads the most recent items
         if self._last[0] != key or self._last[1] is None:
             self._last = (key, self._explaining(history, known))
         cached = self._last[1]
-        share = np.zeros(len(known), dtype=np.float64)
+        collab = np.zeros(len(known), dtype=np.float64)
         if j < self.n_collab and cached["collab_rows"]:
             column = cached["collab"][:, [j]].toarray().ravel()
-            share[cached["collab_rows"]] += self.weights["collab"] * column / cached["cmax"]
-        share += self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
-        share *= cached["weights"]
+            collab[cached["collab_rows"]] = self.weights["collab"] * column / cached["cmax"]
+        text = self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
+        sequence = np.zeros(len(known), dtype=np.float64)
         if cached["recent"] and j < self.n_collab:
             column = cached["sequence"][:, [j]].toarray().ravel()
-            share[cached["recent_places"]] += (
+            sequence[cached["recent_places"]] = (
                 self.weights["sequence"] * cached["decay"] * column / cached["smax"]
             )
+        parts = {"collab": collab * cached["weights"], "text": text * cached["weights"], "sequence": sequence}
+        if "tower" in cached and self.tower is not None:
+            user, weight = cached["tower"]
+            parts["tower"] = np.array([weight * float(self.tower.item_vectors[j] @ user)])
+        return known, parts
+
+    def why(self, history: dict[str, float], item: str, limit: int = 3) -> list[str]:
+        """The history items with the largest positive share of ``item``'s score (collab, text, sequence)."""
+        j = self.index.get(item)
+        found = None if j is None else self._shares(history, j)
+        if found is None:
+            return []
+        known, parts = found
+        share = parts["collab"] + parts["text"] + parts["sequence"]
         order = np.argsort(-share, kind="stable")
         return [known[n][0] for n in order[:limit] if share[n] > 0]
+
+    def parts(self, history: dict[str, float], item: str) -> dict[str, float]:
+        """Each component's part of ``item``'s score for ``history``, as the blend weighs it: collab, text,
+        sequence and tower come from the history, popularity, trend, rising and boost are the same for every
+        user (empty for an item the model does not know). What the served ``reason`` names the largest of."""
+        j = self.index.get(item)
+        if j is None:
+            return {}
+        w = self.weights
+        out = {
+            "popularity": float(w["popularity"] * self.popularity[j]),
+            "trend": float(w["trend"] * self.trend[j]),
+            "boost": float(w["boost"] * self.boost[j]),
+        }
+        if w.get("rising") and self.rising is not None:
+            out["rising"] = float(w["rising"] * self.rising[j])
+        found = self._shares(history, j)
+        if found is not None:
+            for name, values in found[1].items():
+                out[name] = float(np.sum(values))
+        return out
+
+    def cold(self, item: str) -> bool:
+        """Whether nobody had bought ``item`` in the events the model was fitted on (or it is not in it)."""
+        j = self.index.get(item)
+        return j is None or j >= self.n_collab
 
 
 def _scale(values: np.ndarray) -> float:

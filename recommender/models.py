@@ -108,6 +108,9 @@ class Experiment(TenantModel):
     status = models.CharField(max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # impressions pruned past the retention (``services.experiments.impressions_prune``), counted per arm:
+    # {"A": {"n": .., "clicks": .., "conversions": ..}, "B": ...}; the results add them to the rows left
+    pruned = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

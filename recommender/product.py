@@ -28,8 +28,12 @@ PRODUCT = Product(
     role_duties={Role.OPERATOR: "the recommender's catalogue intake"},
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
     demo_seeder=demo.seed,
-    # items left without a text vector (a run that never came, a worker that died): embedded again
-    beat=(BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),),
+    beat=(
+        # items left without a text vector (a run that never came, a worker that died): embedded again
+        BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),
+        # experiment impressions older than RECOMMENDER_IMPRESSION_RETENTION_DAYS, counted on their experiment
+        BeatEntry("recommender-prune-impressions", task="recommender.prune_impressions", schedule=86400.0),
+    ),
     model_tasks=(ModelTask(TASK, kind=RECOMMENDER, description="Top-k items for a user or a session"),),
     meters=(
         MeterSpec(

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from core.tenancy.models import Organisation
-from recommender.services import text
+from recommender.services import experiments, text
 
 
 @shared_task(name=text.EMBED_TASK_NAME, time_limit=3600, soft_time_limit=3500)
@@ -23,3 +23,9 @@ def embed_pending() -> int:
     for organisation_id in organisations:
         text.items_embed_enqueue(organisation_id=organisation_id)
     return len(organisations)
+
+
+@shared_task(name="recommender.prune_impressions", time_limit=1800)
+def prune_impressions() -> int:
+    """Beat, daily: experiment impressions older than the retention (services.experiments)."""
+    return experiments.impressions_prune()

@@ -12,6 +12,10 @@ served under the running experiment leaves an impression, and feedback on a serv
   event id sent again is not stored again, so it is never counted twice.
 - Results (``experiment_results``): per arm impressions, click-through and conversion (the shares of
   impressions clicked / converted) with Wilson 95% intervals, and B - A with Newcombe's interval.
+- Retention (``impressions_prune``, the daily beat task ``recommender.prune_impressions``): impressions
+  older than ``RECOMMENDER_IMPRESSION_RETENTION_DAYS`` (never fewer than the longest feedback window, so
+  nothing feedback may still credit goes) are deleted in batches, each batch's counts added per arm to its
+  experiment's ``pruned`` in the same transaction: the results read the same before and after.
 At most one experiment runs per organisation (a database constraint as well as the check here).
 """
 
@@ -20,6 +24,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -32,6 +37,8 @@ from recommender.kinds import APP, RECOMMENDER, TASK
 from recommender.models import EventType, Experiment, ExperimentStatus, Impression
 
 MAX_WINDOW_HOURS = 720  # 30 days: how far back feedback looks for the impression it answers
+PRUNE_BATCH = 5_000  # impressions per prune transaction (short locks beside serving and attribution)
+COUNTS = ("n", "clicks", "conversions")
 FEEDBACK_TYPES = (EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
 
 
@@ -212,7 +219,9 @@ def experiment_results(*, organisation, experiment_id: int) -> dict[str, Any]:
     arms: dict[str, dict[str, Any]] = {}
     rates: dict[str, dict[str, abstats.Proportion]] = {}
     for arm, version in (("A", experiment.version_a), ("B", experiment.version_b)):
-        row = counts.get(arm, {"n": 0, "clicks": 0, "conversions": 0})
+        live: dict[str, Any] = dict(counts.get(arm, {}))
+        pruned: dict[str, Any] = experiment.pruned.get(arm, {})
+        row = {key: int(live.get(key, 0)) + int(pruned.get(key, 0)) for key in COUNTS}
         rates[arm] = {
             "click_through": abstats.wilson(row["clicks"], row["n"]),
             "conversion": abstats.wilson(row["conversions"], row["n"]),
@@ -229,3 +238,43 @@ def experiment_results(*, organisation, experiment_id: int) -> dict[str, Any]:
         for metric in ("click_through", "conversion")
     }
     return {"experiment": experiment, "arms": arms, "difference_b_minus_a": difference}
+
+
+def impressions_retention_days() -> int:
+    """``RECOMMENDER_IMPRESSION_RETENTION_DAYS``, never below the longest feedback window."""
+    return max(int(settings.RECOMMENDER_IMPRESSION_RETENTION_DAYS), MAX_WINDOW_HOURS // 24)
+
+
+def impressions_prune(*, now: datetime | None = None, batch: int = PRUNE_BATCH) -> int:
+    """Delete every organisation's impressions served before the retention, ``batch`` rows per transaction,
+    adding each batch's counts per arm to its experiment's ``pruned``; returns how many were deleted."""
+    cut = (now or timezone.now()) - timedelta(days=impressions_retention_days())
+    deleted = 0
+    while done := _prune_batch(cut=cut, batch=batch):
+        deleted += done
+    return deleted
+
+
+def _prune_batch(*, cut: datetime, batch: int) -> int:
+    with transaction.atomic():
+        rows = list(
+            Impression.all_tenants.filter(served_at__lt=cut)
+            .order_by()
+            .select_for_update(skip_locked=True)  # a row attribution is marking now waits for the next run
+            .values_list("id", "experiment_id", "arm", "clicked", "converted")[:batch]
+        )
+        if not rows:
+            return 0
+        tally: dict[int, dict[str, dict[str, int]]] = {}
+        for _, experiment_id, arm, clicked, converted in rows:
+            counts = tally.setdefault(experiment_id, {}).setdefault(arm, dict.fromkeys(COUNTS, 0))
+            counts["n"] += 1
+            counts["clicks"] += int(clicked)
+            counts["conversions"] += int(converted)
+        for experiment in Experiment.all_tenants.select_for_update().filter(pk__in=tally).order_by("pk"):
+            for arm, counts in tally[experiment.pk].items():
+                kept = experiment.pruned.setdefault(arm, dict.fromkeys(COUNTS, 0))
+                for key, value in counts.items():
+                    kept[key] = int(kept.get(key, 0)) + value
+            experiment.save(update_fields=["pruned", "updated_at"])
+        return Impression.all_tenants.filter(id__in=[row[0] for row in rows]).delete()[0]

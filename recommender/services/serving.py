@@ -1,14 +1,17 @@
 """Serving: top-k items for a user (their history read now), for an anonymous session (its items), and the
 items similar to an item, from the organisation's active recommender version.
 
-The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``), and
-so is the catalogue (``services.snapshot``: arrays rebuilt after any catalogue write); the user's history is
-read at request time (one query, with the organisation's settings in another), so a new event changes the
-next answer without retraining. Items are served only while they exist, are not deleted, not expired and (by
-default) available, and within the request's filters (category, price range: masks over the snapshot);
-the request's exclusions, the history's own items and (by default) the user's purchases are left out. Each
-item comes with ``why``: the history items that drove it (empty when it is there for its popularity), and
-``why_words``: the words its title shares with theirs.
+The model is loaded once per process (the platform's model cache, ``core.registry.services.serving``), and so
+is the catalogue (``services.snapshot``: arrays rebuilt in the background after any catalogue write; while a
+rebuild runs, what is picked from the old arrays is checked against the item table, ``_pick_live``, so a
+deleted, unavailable or expired item is never served, and the answer shows the items as they are now); the
+user's history is read at request time (one query, with the organisation's settings in another), so a new
+event changes the next answer without retraining. Items are served only while they exist, are not deleted, not
+expired and (by default) available, and within the request's filters (category, price range: masks over the
+snapshot); the request's exclusions, the history's own items and (by default) the user's purchases are left
+out. Each item comes with ``why``: the history items that drove it (empty when it is there for its
+popularity), ``why_words``: the words its title shares with theirs, and ``reason`` (``recommender.explain``):
+the component that contributed most, ``{"kind", "detail", "items"}``, never empty.
 
 Text (``services.text``): the history's text neighbours from the catalogue's vector index are merged in, so
 items nobody has bought are served through their text: the hybrid ranker scores those it was not trained on
@@ -37,11 +40,12 @@ from core.billing.streamed import metered_streamed
 from core.errors import InvalidInput, NotFound
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
-from recommender import hybrid, ranking
+from recommender import explain, hybrid, ranking
 from recommender.kinds import RECOMMENDER
 from recommender.selectors import (
     ServingSettings,
     item_get,
+    items_servable,
     items_titles,
     popular_items,
     serving_settings,
@@ -133,6 +137,33 @@ def _pick(
     return picked
 
 
+def _pick_live(
+    *, organisation, snap, ranked: "Ranked", k: int, filters: Filters, skip: set[str], limit: int | None
+) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+    """``_pick`` from a stale snapshot (a newer catalogue version is being built): the picked items are read
+    from the item table (one query a round) and those deleted, unavailable, expired or outside the filters
+    since the snapshot are left out for the next best (twice as many asked each round); returns the picks and
+    their rows as they are now."""
+    gone: set[str] = set()
+    want = k
+    while True:
+        picked = _pick(snap=snap, ranked=ranked, k=want, filters=filters, skip=skip | gone, limit=limit)
+        ids = [snap.ids[row] for row, _ in picked]
+        live = items_servable(
+            organisation=organisation,
+            external_ids=ids,
+            category=filters.category,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            available_only=filters.available_only,
+        )
+        dropped = [i for i in ids if i not in live]
+        if not dropped:
+            return picked[:k], live
+        gone.update(dropped)
+        want *= 2
+
+
 @dataclass
 class Ranked:
     """Candidates and their scores, and how each came: by the model, or by text alone (``by_text``)."""
@@ -186,39 +217,57 @@ def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str
     return Ranked(model.items, model.scores(history), set(), neighbours, model)
 
 
-def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, list[str]]:
-    """Per picked item, the history items that drove it (by the model, or by text for text-only ones)."""
+def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:
+    """Per picked item, the history items that drove it (by the model, or by text for text-only ones) and the
+    reason it is there (``recommender.explain``: the component that contributed most)."""
     out = {}
     for row, _ in picked:
         key = snap.ids[row]
-        if key in ranked.by_text:
-            out[key] = text.text_why(
+        by_text = key in ranked.by_text
+        if by_text:
+            why = text.text_why(
                 vector=ranked.neighbours.vector_of(key),
                 history_vectors=ranked.neighbours.history_vectors,
                 history=history,
             )
         else:
-            out[key] = model.why(history, key)
+            why = model.why(history, key)
+        out[key] = (why, explain.reason_of(model=model, history=history, item=key, why=why, by_text=by_text))
     return out
 
 
-def _answer(*, organisation, snap, version, picked, why) -> dict[str, Any]:
-    explaining = sorted({i for reasons in why.values() for i in reasons})
+def _answer(*, organisation, snap, version, model, picked, why, live=None) -> dict[str, Any]:
+    """The answer; ``live``: the picked items' rows as they are now (a stale snapshot's picks)."""
+    explaining = sorted({i for reasons, _ in why.values() for i in reasons})
     titles = {i: snap.titles[snap.row[i]] for i in explaining if i in snap.row}
     missing = [i for i in explaining if i not in titles]  # deleted items still explain
     titles.update(items_titles(organisation=organisation, external_ids=missing))
+
+    def names(items: tuple[str, ...]) -> str:
+        return ", ".join(titles.get(i) or i for i in items)
+
     items = []
     for row, score in picked:
-        key, title = snap.ids[row], snap.titles[row]
+        key, title, categories, price = (
+            snap.ids[row],
+            snap.titles[row],
+            snap.categories[row],
+            snap.prices[row],
+        )
+        if live is not None:
+            now = live[key]
+            title, categories = now.title, list(now.categories or [])
+            price = None if now.price is None else str(now.price)
         items.append(
             {
                 "id": key,
                 "title": title,
                 "score": round(score, 6),
-                "categories": snap.categories[row],
-                "price": snap.prices[row],
-                "why": why[key],
-                "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key]]),
+                "categories": categories,
+                "price": price,
+                "why": why[key][0],
+                "why_words": text.shared_words(title=title, others=[titles.get(i, "") for i in why[key][0]]),
+                "reason": explain.as_dict(why[key][1], model=model, names=names, live=version is None),
             }
         )
     return {
@@ -268,9 +317,29 @@ def _serve(
         snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
         ranked = _rank(organisation=organisation, snap=snap, model=model, history=history, skip=skip, k=k)
-        picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
+        live = None
+        if snap.version < settings.catalogue_version:  # a rebuild is under way: check against the table
+            picked, live = _pick_live(
+                organisation=organisation,
+                snap=snap,
+                ranked=ranked,
+                k=k,
+                filters=filters,
+                skip=skip,
+                limit=limit,
+            )
+        else:
+            picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
         why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
-        return _answer(organisation=organisation, snap=snap, version=version, picked=picked, why=why)
+        return _answer(
+            organisation=organisation,
+            snap=snap,
+            version=version,
+            model=model,
+            picked=picked,
+            why=why,
+            live=live,
+        )
 
     answer = metered_streamed(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
     if experiment is None:

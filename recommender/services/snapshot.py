@@ -8,29 +8,43 @@ it from here instead of querying the item table per request: filters become nump
 Freshness: every write that changes the catalogue (``catalogue.items_upsert``/``items_upload``, the embedding
 job) calls ``catalogue_changed`` in its transaction, which adds one to the organisation's
 ``RecommenderSettings.catalogue_version``; a request reads that number with the organisation's settings (one
-query it makes anyway) and a snapshot of another number is rebuilt before it is used, so a committed change is
-served by the next request in every process. Expiry (``expires_at``) is a time, compared at each request.
+query it makes anyway). A snapshot of an older number is rebuilt off the request path: the request gets the
+stale snapshot at once, and one thread per process and organisation builds the new one and swaps it in when
+done (a build takes 2-3 minutes at a million items). Serving checks what it picks from a stale snapshot
+against the item table (``serving._pick_live``), so an item deleted, made unavailable or expired since is
+never served; items added since are served once the new snapshot is in. The first snapshot of an organisation
+in a process is built in the request (there is nothing to serve meanwhile), and so is one asked with ``wait``
+or from inside a transaction (its writes are not visible to another connection). Expiry (``expires_at``) is a
+time, compared at each request.
 
 Vectors: each row keeps the reference of the model that made its vector; the index over the rows of one
 model is ``core.ml.vector_index.VectorIndex`` (exact numpy top-k below ``VECTOR_ANN_MIN_VECTORS``, faiss IVF
 at or above it, as ``core.vectors`` builds it), built on first use and kept with the snapshot. Memory: about
 1.6 KB per item with a 384-dim vector (2x above the ANN size: IVF-Flat keeps its own copy); the last
-``CACHE_SIZE`` organisations' snapshots are kept.
+``CACHE_SIZE`` organisations' snapshots are kept, and while one is rebuilt its old copy stays until the swap.
 """
 
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 from django.conf import settings
+from django.db import connection, connections
 from django.db.models import F
 
 from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
 from recommender.models import Item, RecommenderSettings
 
 CACHE_SIZE = 8  # organisations whose catalogue snapshot a process keeps
+# Called with (organisation id, version) by every build before it reads the items, in the building thread:
+# where tests and benchmarks observe (or hold) a build.
+BUILD_HOOKS: list[Callable[[int, int], None]] = []
+
+logger = logging.getLogger(__name__)
 
 
 def catalogue_changed(*, organisation) -> None:
@@ -148,6 +162,8 @@ def _unix(when: datetime | None) -> float:
 
 
 def _build(organisation, version: int) -> Snapshot:
+    for hook in list(BUILD_HOOKS):
+        hook(organisation.pk, version)
     rows = (
         Item.objects.for_org(organisation)
         .filter(deleted=False)
@@ -200,29 +216,85 @@ def _build(organisation, version: int) -> Snapshot:
 _cache: OrderedDict[int, Snapshot] = OrderedDict()
 _cache_lock = threading.Lock()
 _build_locks: dict[int, threading.Lock] = {}
+_rebuilding: dict[int, threading.Thread] = {}  # organisation id -> the thread building its next snapshot
 
 
-def catalogue_snapshot(*, organisation, version: int) -> Snapshot:
-    """The organisation's snapshot at ``version`` (its settings' ``catalogue_version``): the cached one,
-    or built now (one build per organisation at a time; the others wait for it)."""
+def catalogue_snapshot(*, organisation, version: int, wait: bool = False) -> Snapshot:
+    """The organisation's snapshot for ``version`` (its settings' ``catalogue_version``): the cached one when
+    it is that version or newer; an older cached one while a background thread builds the new one (the caller
+    sees ``snap.version < version`` and checks what it serves against the table); or built now when none is
+    cached, with ``wait``, or inside a transaction (one build per organisation at a time; the others wait)."""
     with _cache_lock:
         found = _cache.get(organisation.pk)
-        if found is not None and found.version == version:
+        if found is not None and found.version >= version:
+            _cache.move_to_end(organisation.pk)
+            return found
+        if found is not None and not wait and not connection.in_atomic_block:
+            _rebuild_start(organisation, version)
             _cache.move_to_end(organisation.pk)
             return found
         build_lock = _build_locks.setdefault(organisation.pk, threading.Lock())
     with build_lock:
         with _cache_lock:
             found = _cache.get(organisation.pk)
-            if found is not None and found.version == version:
+            if found is not None and found.version >= version:
                 return found
-        built = _build(organisation, version)
-        with _cache_lock:
-            _cache[organisation.pk] = built
-            _cache.move_to_end(organisation.pk)
-            while len(_cache) > CACHE_SIZE:
-                _cache.popitem(last=False)
+        return _keep(organisation.pk, _build(organisation, version))
+
+
+def _keep(organisation_id: int, built: Snapshot) -> Snapshot:
+    """Swap ``built`` in (unless a newer one got there first); returns the one kept."""
+    with _cache_lock:
+        found = _cache.get(organisation_id)
+        if found is not None and found.version > built.version:
+            return found
+        _cache[organisation_id] = built
+        _cache.move_to_end(organisation_id)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
         return built
+
+
+def _rebuild_start(organisation, version: int) -> None:
+    """Start the organisation's background build unless one runs (call with ``_cache_lock`` held)."""
+    running = _rebuilding.get(organisation.pk)
+    if running is not None and running.is_alive():
+        return
+    thread = threading.Thread(
+        target=_rebuild,
+        args=(organisation, version),
+        name=f"catalogue-snapshot-{organisation.pk}",
+        daemon=True,
+    )
+    _rebuilding[organisation.pk] = thread
+    thread.start()
+
+
+def _rebuild(organisation, version: int) -> None:
+    """The background build: the version is read again first (the rows read after it are at least that
+    new), so a burst of writes is caught up by one build; a failure leaves the stale snapshot serving and
+    the next request starts another."""
+    try:
+        latest = max(version, catalogue_version(organisation))
+        with _build_locks.setdefault(organisation.pk, threading.Lock()):
+            _keep(organisation.pk, _build(organisation, latest))
+    except Exception:
+        logger.exception("catalogue snapshot rebuild failed for organisation %s", organisation.pk)
+    finally:
+        with _cache_lock:
+            if _rebuilding.get(organisation.pk) is threading.current_thread():
+                del _rebuilding[organisation.pk]
+        connections.close_all()  # this thread's connections only
+
+
+def rebuild_wait(*, organisation, timeout: float | None = None) -> bool:
+    """Wait for the organisation's background build, if one runs; whether none runs now."""
+    with _cache_lock:
+        running = _rebuilding.get(organisation.pk)
+    if running is not None:
+        running.join(timeout)
+        return not running.is_alive()
+    return True
 
 
 def snapshots_clear() -> None:

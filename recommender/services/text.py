@@ -155,8 +155,8 @@ def text_neighbours(
     model = vectors.current_model(organisation=organisation, app=APP, task=TEXT_TASK)
     if snap.stale(model):
         items_embed_pending(organisation=organisation)
-        snap = snapshot.catalogue_snapshot(
-            organisation=organisation, version=snapshot.catalogue_version(organisation)
+        snap = snapshot.catalogue_snapshot(  # now: the vectors just made are what this request ranks by
+            organisation=organisation, version=snapshot.catalogue_version(organisation), wait=True
         )
     own = {key: v for key in history if (v := snap.vector_of(key, model)) is not None}
     if not own:

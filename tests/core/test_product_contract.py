@@ -118,6 +118,7 @@ def test_celery_beat_schedules_core_and_product_entries(tmp_path, settings_modul
             "default",
         ],
         "recommender-embed-pending": ["recommender.embed_pending", 300.0, "default"],
+        "recommender-prune-impressions": ["recommender.prune_impressions", 86400.0, "default"],
         **extra,
     }
 

@@ -248,3 +248,41 @@ def test_the_experiment_pages(two_versions, client, make_member):
     assert "page test" in client.get("/recommender/experiments/").content.decode()
     assert client.post(f"{detail}stop").status_code == 403
     assert client.post("/recommender/experiments/", {"name": "v"}).status_code == 403
+
+
+def test_old_impressions_are_pruned_in_batches_and_the_results_do_not_change(two_versions, settings):
+    org, _, knn, pop = two_versions
+    experiment = experiments.experiment_create(
+        organisation=org, name="prune", version_a=knn.pk, version_b=pop.pk, window_hours=24
+    )
+    experiments.experiment_start(organisation=org, experiment_id=experiment.pk)
+    for n in range(7):
+        arm = "A" if n % 2 else "B"
+        experiments.impression_record(
+            organisation=org, experiment=experiment, arm=arm, subject=f"s{n}", items=["A", "B"]
+        )
+    rows = list(Impression.objects.for_org(org).order_by("id"))
+    now = timezone.now()
+    ages = [40, 40, 40, 40, 31, 20, 1]  # days: five past the retention, two inside it
+    for row, days, clicked in zip(rows, ages, [True, False, True, False, True, True, False], strict=True):
+        row.served_at, row.clicked, row.converted = now - timedelta(days=days), clicked, clicked and days > 35
+        row.save()
+    before = experiments.experiment_results(organisation=org, experiment_id=experiment.pk)["arms"]
+
+    settings.RECOMMENDER_IMPRESSION_RETENTION_DAYS = 7  # below the longest feedback window: 30 days hold
+    assert experiments.impressions_retention_days() == 30
+    assert experiments.impressions_prune(now=now, batch=2) == 5
+    left = Impression.objects.for_org(org)
+    assert sorted((now - r.served_at).days for r in left) == [1, 20]
+    experiment.refresh_from_db()
+    assert experiment.pruned == {
+        "A": {"n": 2, "clicks": 0, "conversions": 0},
+        "B": {"n": 3, "clicks": 3, "conversions": 2},
+    }
+    after = experiments.experiment_results(organisation=org, experiment_id=experiment.pk)["arms"]
+    assert after == before and after["A"]["impressions"] + after["B"]["impressions"] == 7
+    assert experiments.impressions_prune(now=now) == 0  # nothing left: the counts are not added twice
+    experiment.refresh_from_db()
+    assert experiment.pruned["B"]["n"] == 3
+    settings.RECOMMENDER_IMPRESSION_RETENTION_DAYS = 60
+    assert experiments.impressions_prune(now=now + timedelta(days=45)) == 1  # the 20-day-old one is 65 now

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
-from recommender import hybrid, kinds
+from recommender import explain, hybrid, kinds
+from recommender.services import catalogue, serving, snapshot
 
 DAY = 86400.0
 RISING = hybrid.HybridConfig(ease_lambdas=(10.0,), decay_days=(36500.0,), validation_users=10, cold_slots=0)
@@ -114,3 +115,36 @@ def test_a_bad_rising_days_is_refused_with_a_clear_error(value):
         kinds.hybrid_config({"method": "hybrid", "rising_days": value})
     assert kinds.hybrid_config({"method": "hybrid", "rising_days": 7}).rising_days == 7
     assert kinds.hybrid_config({"method": "hybrid", "rising_days": 0}).rising_days == 0
+
+
+@pytest.mark.django_db
+def test_an_item_served_for_its_rising_sales_says_so(make_org):
+    """Through serving's own ranking, picking and explaining, over a real catalogue snapshot of the shop."""
+    org, _ = make_org()
+    train, items = _shop()
+    model = hybrid._components(train, items, RISING, 10.0, 36500.0)
+    model.weights.update({"collab": 0.2, "text": 0.0, "popularity": 0.3, "trend": 0.3, "rising": 1.0})
+    catalogue.items_upsert(organisation=org, rows=[{"id": i, "title": f"Item {i}"} for i in model.items])
+    snap = snapshot.catalogue_snapshot(organisation=org, version=snapshot.catalogue_version(org))
+    history = {"H0": 1.0}
+    ranked = serving._rank(organisation=org, snap=snap, model=model, history=history, skip=set(history), k=5)
+    picked = serving._pick(
+        snap=snap, ranked=ranked, k=5, filters=serving.Filters(), skip=set(history), limit=None
+    )
+    why = serving._why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
+    answer = serving._answer(organisation=org, snap=snap, version=None, model=model, picked=picked, why=why)
+    first = answer["items"][0]
+    assert first["id"] == "R" and first["reason"]["kind"] == "rising"
+    assert first["reason"]["detail"] == "sales up in the last 14 days" and first["reason"]["items"] == []
+    parts = model.parts(history, "R")
+    assert max(parts, key=parts.__getitem__) == "rising"  # the largest part of its score, as the reason says
+    every = [sum(model.parts(history, item).values()) for item in model.items]
+    assert np.allclose(every, model.scores(history), atol=1e-5)  # the parts are the score, split
+    assert all(item["reason"]["detail"] for item in answer["items"])
+    g = next(item for item in answer["items"] if item["id"] == "G")  # flat: there by its steady sales
+    assert g["reason"]["kind"] in {"trend", "popular"} and "(ranked by" in g["reason"]["detail"]
+    model.weights["rising"] = 0.0  # the same item without the rising component: another reason, never empty
+    reason = explain.reason_of(
+        model=model, history=history, item="R", why=model.why(history, "R"), by_text=False
+    )
+    assert reason.kind != "rising"

@@ -11,7 +11,7 @@ from core.billing import deferred, flusher
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from core.registry.models import ModelVersion
 from recommender.models import Item
-from recommender.services import catalogue
+from recommender.services import catalogue, serving
 from tests.recommender.conftest import ITEMS, shop_events, train_now
 
 pytestmark = pytest.mark.django_db
@@ -209,3 +209,44 @@ def test_another_kind_under_the_recommenders_task_is_not_used_to_rank(shop, user
     ModelVersion.all_tenants.filter(organisation=org, app="recommender").update(kind="classifier")
     answer = _get(user_client(owner), "/api/recommender/recommendations", user="u0", k=2)
     assert answer.status_code == 200 and answer.json()["model_version"] is None
+
+
+KINDS = {"items", "next", "text", "new", "tower", "rising", "trend", "popular", "boost", "catalogue"}
+
+
+@pytest.mark.parametrize("method", [None, "popularity", "itemknn", "ease", "hybrid"])
+def test_every_served_item_says_why_it_is_there(shop, method):
+    """Each model the product serves (live popularity before the first model, then each method): no item comes
+    without a reason, a reason that names history items names what ``why`` lists, and an item the history
+    explains still lists those items."""
+    org, _ = shop
+    if method is not None:
+        train_now(org, method=method)
+    filters = serving.Filters()
+    answers = [
+        serving.recommendations_for_user(organisation=org, user="u0", k=10, filters=filters),
+        serving.recommendations_for_user(organisation=org, user="stranger", k=10, filters=filters),
+        serving.recommendations_for_session(organisation=org, items=["C"], k=10, filters=filters),
+        serving.items_similar(organisation=org, external_id="A", k=10, filters=filters),
+    ]
+    assert all(answer["items"] for answer in answers)
+    kinds = set()
+    for answer in answers:
+        for item in answer["items"]:
+            reason = item["reason"]
+            assert reason["kind"] in KINDS and reason["detail"], item
+            kinds.add(reason["kind"])
+            if reason["items"]:
+                assert reason["items"] == item["why"] and reason["kind"] in {"items", "next", "text", "new"}
+            if reason["kind"] in {"items", "next"}:
+                assert item["why"], item  # a reason from the history always names its items
+    stranger = answers[1]["items"]
+    assert all(not i["why"] and i["reason"]["items"] == [] for i in stranger)  # no history, nothing named
+    if method in (None, "popularity", "itemknn", "ease"):
+        assert {i["reason"]["kind"] for i in stranger} == {"popular"}
+    if method is None:
+        assert stranger[0]["reason"]["detail"] == "popular in the last 30 days (ranked by events)"
+    if method in ("itemknn", "ease", "hybrid"):
+        similar = answers[3]["items"][0]  # B, bought with A by everyone who bought A
+        assert similar["id"] == "B" and similar["why"] == ["A"]
+        assert similar["reason"] == {"kind": "items", "detail": "often taken with Red mug", "items": ["A"]}

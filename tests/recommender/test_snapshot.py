@@ -1,7 +1,11 @@
 """Serving's in-memory catalogue (``services.snapshot``): kept between requests while the catalogue does not
 change, rebuilt after any write that changes it (an upsert, a deletion, the embedding job), filters as masks
-over it; and the hybrid's candidate scoring for large catalogues, which must rank as full scoring does."""
+over it; rebuilt off the request path once there is one (a stale snapshot serves meanwhile, never an item
+deleted or unavailable since); and the hybrid's candidate scoring for large catalogues, which must rank as
+full scoring does."""
 
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -91,3 +95,52 @@ def test_hybrid_candidate_scoring_ranks_as_full_scoring(shop, monkeypatch):
         assert np.allclose(
             [i["score"] for i in by_candidates["items"]], [i["score"] for i in answer["items"]], atol=1e-5
         )
+
+
+@pytest.mark.django_db(transaction=True)  # the rebuilding thread reads committed rows on its own connection
+def test_a_stale_snapshot_serves_at_once_while_one_thread_rebuilds_it(shop):
+    org, _ = shop
+    train_now(org)
+    assert {"C", "D"} <= set(_ids(_for(org)))
+    first = _snap(org)  # the first build: in the request, there is nothing to serve before it
+    started, release, builds = threading.Event(), threading.Event(), []
+
+    def hold(organisation_id: int, version: int) -> None:  # the build waits here until the test lets it go
+        if organisation_id == org.pk:
+            builds.append((threading.current_thread().name, version))
+            started.set()
+            release.wait(30)
+
+    snapshot.BUILD_HOOKS.append(hold)
+    try:
+        catalogue.items_upsert(
+            organisation=org,
+            rows=[
+                {"id": "C", "title": "White plate", "deleted": True},
+                {"id": "D", "title": "Green plate", "available": False},
+                {"id": "F", "title": "Big teapot", "categories": ["mugs"], "price": "30"},
+            ],
+        )
+        version = serving_settings(organisation=org).catalogue_version
+        began = time.monotonic()
+        answer = _for(org)
+        took = time.monotonic() - began
+        assert started.wait(10) and not release.is_set()  # the rebuild is held, the request came back
+        assert took < 10, took  # a request that waited would sit here until the hold's 30 s ran out
+        assert _snap(org) is first and first.version < version and "C" in first.row  # the stale one serves
+        assert "C" not in _ids(answer) and "D" not in _ids(answer)  # deleted, unavailable: never served
+        assert {i["id"]: i["title"] for i in answer["items"]}.get("F") == "Big teapot"  # rows as they are now
+        everything = _ids(_for(org, available_only=False))
+        assert "D" in everything and "C" not in everything
+        assert "C" not in _ids(_for(org, "u12")) and "C" not in _ids(_for(org, "u19"))
+        assert len(builds) == 1 and builds[0][0].startswith("catalogue-snapshot-")  # one thread, not one each
+    finally:
+        release.set()
+        snapshot.BUILD_HOOKS.remove(hold)
+    assert snapshot.rebuild_wait(organisation=org, timeout=30)
+    fresh = _snap(org)
+    assert fresh is not first and fresh.version == version and "C" not in fresh.row
+    assert not fresh.available[fresh.row["D"]] and fresh.titles[fresh.row["F"]] == "Big teapot"
+    assert _snap(org) is fresh and len(builds) == 1  # used from now on, with no other build
+    assert "C" not in _ids(_for(org)) and "D" in _ids(_for(org, available_only=False))
+    snapshot.snapshots_clear()

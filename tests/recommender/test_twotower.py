@@ -118,6 +118,9 @@ def test_the_hybrid_learns_a_tower_weight_and_saves_it(tmp_path):
     every = list(range(len(model.items)))  # serving a large catalogue scores candidates: here every item
     candidates, scores, _ = loaded.candidate_scores(history, every, np.zeros(0, np.float32), [])
     assert np.allclose(scores, model.scores(history)[candidates], atol=1e-5)
+    parts = [loaded.parts(history, item) for item in loaded.items]  # what the served reason compares
+    assert all(p["tower"] for p in parts)
+    assert np.allclose([sum(p.values()) for p in parts], model.scores(history), atol=1e-5)  # they add up
     without = model.scores(history) - model.weights["tower"] * _scaled(model.tower.scores(history))
     plain = dataclasses.replace(model, tower=None)  # what an artifact without it scores
     assert np.allclose(plain.scores(history), without, atol=1e-5)
