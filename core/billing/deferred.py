@@ -127,6 +127,28 @@ redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 return 1
 """
 
+# A reservation before the work (``core.billing.streamed``): take ``quantity`` of the period's counter only if
+# it stays within the limit, so concurrent requests can never pass it. KEYS[1]: the counter; ARGV: quantity,
+# limit. {0} taken; {2, used} refused; {3} the counter has not started (the caller seeds it and asks again).
+_RESERVE = """
+local used = redis.call('GET', KEYS[1])
+if not used then return {3} end
+if tonumber(used) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {2, used} end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+return {0}
+"""
+
+# Settling a reservation once the work is done: move the counter by what was used less what was reserved
+# (unless the counter went meanwhile: it is seeded again from the database) and append the ledger entry, in
+# one step. KEYS[1]: the counter, KEYS[2]: the stream; ARGV[1]: the difference, then the entry's fields.
+_SETTLE = """
+if tonumber(ARGV[1]) ~= 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+end
+if #ARGV > 1 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2)) end
+return 1
+"""
+
 _lock = threading.Lock()
 _client = None
 _scripts: dict[str, Any] = {}
@@ -147,6 +169,8 @@ def redis_client():
             _scripts["admit"] = _client.register_script(_ADMIT)
             _scripts["add"] = _client.register_script(_ADD_IF_PRESENT)
             _scripts["charge"] = _client.register_script(_CHARGE)
+            _scripts["reserve"] = _client.register_script(_RESERVE)
+            _scripts["settle"] = _client.register_script(_SETTLE)
     return _client
 
 
@@ -341,6 +365,34 @@ def charge(*, organisation, meter: str, quantity: float, period: str, ledger: "L
             return
         _seed(client, organisation, meter, period)
     raise RuntimeError("could not seed the quota counter")
+
+
+def reserve(*, organisation, meter: str, quantity: float, limit: float, period: str) -> float | None:
+    """Take ``quantity`` of the period's counter if the limit allows it: None when taken, else the use that
+    refused it. ``settle`` ends every reservation."""
+    client = redis_client()
+    keys, args = [used_key(organisation, meter, period)], [repr(float(quantity)), repr(float(limit))]
+    for _attempt in range(3):
+        reply = _scripts["reserve"](keys=keys, args=args, client=client)
+        if int(reply[0]) == 0:
+            return None
+        if int(reply[0]) == 2:
+            return float(reply[1])
+        _seed(client, organisation, meter, period)
+    raise RuntimeError("could not seed the quota counter")
+
+
+def settle(
+    *, organisation, meter: str, reserved: float, used: float, period: str, ledger: "LedgerEntry | None"
+) -> None:
+    """End a reservation: the counter moves by ``used - reserved`` and the ledger entry (if any) is appended,
+    together."""
+    args: list[Any] = [repr(float(used) - float(reserved))]
+    if ledger is not None:
+        for name, value in ledger.fields(organisation).items():
+            args += [name, value]
+    keys = [used_key(organisation, meter, period), STREAM]
+    _scripts["settle"](keys=keys, args=args, client=redis_client())
 
 
 def release(*, organisation, charges: list[tuple[str, float, int]], period: str) -> None:

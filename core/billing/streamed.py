@@ -77,15 +77,43 @@ def metered_streamed(
     api_key=None,
     metadata: dict | None = None,
 ) -> Any:
-    """``run()`` under ``meter``'s quota, its use charged through the ledger stream (see the module)."""
+    """``run()`` under ``meter``'s quota, its use charged through the ledger stream (see the module).
+
+    The quantity is reserved on the Redis counter before the work runs, in one step with the limit's check,
+    so requests served at the same moment cannot pass the limit together; the reservation is given back
+    when ``run`` raises and corrected to what a ``Charge`` says was used."""
     if not streaming():
         return billing.metered(
             run, organisation=organisation, meter=meter, quantity=quantity, api_key=api_key, metadata=metadata
         )
-    quota_check_streamed(organisation=organisation, meter=meter, quantity=quantity)
-    result, amount, line = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
-    if amount:
-        usage_record_streamed(
-            organisation=organisation, meter=meter, quantity=amount, api_key=api_key, metadata=line
+    subscription = billing.subscription_for(organisation=organisation)
+    period = billing.period_bounds()[2]
+    billing.quota_guard(subscription=subscription, meter=meter, period=period)
+    limit = subscription.plan.limit_for(meter)
+    refused_at = deferred.reserve(
+        organisation=organisation, meter=meter, quantity=quantity, limit=limit, period=period
+    )
+    if refused_at is not None:
+        raise billing.quota_refusal(
+            meter=meter, limit=limit, used=refused_at, period=period, quantity=quantity
         )
+    try:
+        result, amount, line = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
+    except BaseException:
+        deferred.settle(
+            organisation=organisation, meter=meter, reserved=quantity, used=0, period=period, ledger=None
+        )
+        raise
+    entry = None
+    if amount:
+        entry = deferred.LedgerEntry(
+            api_key_id=None if api_key is None else api_key.pk,
+            request_id=deferred.new_request_id(),
+            lines=[deferred.Line(meter, float(amount), line)],
+        )
+    deferred.settle(
+        organisation=organisation, meter=meter, reserved=quantity, used=amount, period=period, ledger=entry
+    )
+    if entry is not None:
+        flusher.flusher_start()
     return result

@@ -1,5 +1,7 @@
 """``core.billing.streamed.metered_streamed``: a metered charge through Redis and the ledger stream."""
 
+import time
+
 import pytest
 from django.conf import settings
 
@@ -86,3 +88,50 @@ def test_a_stopped_flusher_ends_and_the_next_charge_starts_one_that_writes_it(ma
     assert flusher._flusher is not None and flusher._flusher.is_alive()
     wait_for(lambda: UsageEvent.objects.for_org(org).filter(meter=METER, quantity=4).exists(), timeout=30)
     flusher.flusher_stop(timeout=30)
+
+
+def test_requests_served_at_the_same_moment_never_pass_the_limit_together(make_org):
+    """The quantity is reserved with the limit's check in one Redis step before the work runs: of 24 requests
+    released at once against a limit of 5, exactly 5 run and are charged (checked, then charged after the
+    work, several passed together: 9 of 5 in the audit)."""
+    import threading
+
+    from django.db import connection
+
+    org, _ = make_org()
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id=METER, defaults={"limit": 5})
+    billing.subscription_for(organisation=org).plan.limits()  # the threads read nothing more of the plan
+    barrier, ran, refused = threading.Barrier(24), [], []
+
+    def request(i: int) -> None:
+        try:
+            barrier.wait()
+
+            def work():
+                time.sleep(0.05)  # the work takes a while, as a ranking does: others arrive meanwhile
+                ran.append(i)
+
+            streamed.metered_streamed(work, organisation=org, meter=METER)
+        except QuotaExceeded:
+            refused.append(i)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ran) == 5 and len(refused) == 19
+    assert len(_lines(org)) == 5
+    assert billing.period_used(organisation=org, meter=METER) == 5
+    assert deferred.used(organisation=org, meter=METER, period=billing.period_bounds()[2]) == 5
+    # work that fails gives its reservation back: the next request runs
+    PlanLimit.objects.filter(plan=trial, meter_id=METER).update(limit=6)
+    org._subscription = None
+    with pytest.raises(RuntimeError):
+        streamed.metered_streamed(
+            lambda: (_ for _ in ()).throw(RuntimeError("boom")), organisation=org, meter=METER
+        )
+    assert streamed.metered_streamed(lambda: "ran", organisation=org, meter=METER) == "ran"
