@@ -330,7 +330,7 @@ def compute_only(org, method: str, users: list[str], cold: list[str], top_price:
         ranked = serving._rank(organisation=org, snap=snap, model=model, history=history, skip=skip, k=K)
         picked = serving._pick(snap=snap, ranked=ranked, k=K, filters=filters, skip=skip, limit=3)
         why = serving._why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
-        serving._answer(organisation=org, snap=snap, version=version, picked=picked, why=why)
+        serving._answer(organisation=org, snap=snap, version=version, model=model, picked=picked, why=why)
 
     latencies = timed_requests(call, args.requests, args.warmup)
     return (args.size_label, f"{method}: its work without the database", *percentiles(latencies), "component")
