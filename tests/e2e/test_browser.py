@@ -8,9 +8,11 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
+from core.billing.models import UsageEvent
 from core.jobs.models import TrainingJob
 from core.tenancy import services as tenancy
 from core.tenancy.models import ApiKey, Organisation
+from tests.worker import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -56,6 +58,8 @@ def test_sign_up_create_key_call_api_and_see_usage(live_server, page):
     status, body = _api_get(f"{base}/api/organisation/", secret)
     assert status == 200 and body["name"] == "Browser Test Org" and body["id"] == org.pk
 
+    # with Redis the call's line reaches the ledger through the stream, within the flusher's interval
+    wait_for(lambda: UsageEvent.objects.for_org(org).filter(meter="api_calls").exists(), timeout=10)
     page.goto(f"{base}/usage/")
     events = page.locator("#usage-events")
     row = events.locator("tr", has_text="/api/organisation/")
