@@ -34,6 +34,7 @@ from django.db import transaction
 from core import vectors
 from core.billing import services as billing
 from core.billing.models import Meter
+from core.billing.streamed import metered_streamed
 from core.errors import QuotaExceeded
 from core.ml.errors import MLError
 from core.registry import services as registry
@@ -302,8 +303,8 @@ def bot_answer(
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
 
-    try:
-        return billing.metered(
+    try:  # with Redis, through the ledger stream: no transaction of its own after the reply's
+        return metered_streamed(
             answer, organisation=organisation, meter=Meter.PREDICTIONS, metadata={"app": APP}
         )
     except QuotaExceeded:

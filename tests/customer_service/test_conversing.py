@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from core.asgi import application
+from core.billing import flusher
 from core.billing.models import Meter, UsageEvent
 from core.errors import InvalidInput
 from core.tenancy.models import Role
@@ -285,6 +286,7 @@ def test_nobody_online_or_outside_office_hours_the_bot_takes_an_email(make_org, 
     conversation = Conversation.objects.for_org(organisation).get(public_id=public_id)
     assert conversation.status == ConversationStatus.WAITING
     # charged: the hand-off and the article's answer; not the unsure question, nor reading for the address
+    flusher.ledger_drain()  # with Redis the lines go through the ledger stream
     assert UsageEvent.objects.for_org(organisation).filter(meter=Meter.PREDICTIONS).count() == 2
     assert (conversation.visitor_email, conversation.email_requested) == ("sam.jones@example.com", False)
     api = Client()
