@@ -8,6 +8,7 @@ a scheme other than http(s), a DOCTYPE that declares entities (billion laughs, e
 legitimate feed needs one), and a body that is not a feed.
 """
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ MIN_POLL_INTERVAL_S = 60
 FAILING_AFTER = 3  # consecutive failures before the source is shown as failing
 USER_AGENT = "Trellis-FinanceMonitor/1.0 (+feed poller)"
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+# C0 control characters but tab, newline and carriage return, and DEL: a feed's ``&#0;`` is a NUL, which
+# PostgreSQL refuses in a text field (the whole poll failed on it); the others are noise in a headline
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+log = logging.getLogger(__name__)
 
 
 class FeedError(Exception):
@@ -129,6 +135,11 @@ def _published(entry) -> datetime | None:
 _TAGS = re.compile(r"<[^>]+>")
 
 
+def _clean(value: object) -> str:
+    """A feed's text without control characters (a third party writes it: anything can be in it)."""
+    return _CONTROLS.sub(" ", value if isinstance(value, str) else "")
+
+
 def parse(body: bytes) -> list[docs.DocumentIn]:
     """The entries of a feed as documents. Raises FeedError for what is not a (safe) feed."""
     if _ENTITY_DECL.search(body[:65536]):
@@ -141,10 +152,10 @@ def parse(body: bytes) -> list[docs.DocumentIn]:
     now = timezone.now()
     items = []
     for entry in parsed.entries:
-        summary = entry.get("summary") or ""
+        summary = _clean(entry.get("summary"))
         if not summary and entry.get("content"):
-            summary = entry.content[0].get("value", "")
-        title = _TAGS.sub(" ", entry.get("title") or "").strip()
+            summary = _clean(entry.content[0].get("value", ""))
+        title = _TAGS.sub(" ", _clean(entry.get("title"))).strip()
         text = " ".join(_TAGS.sub(" ", summary).split()) or title
         published = _published(entry)
         if published and published > now + docs.FUTURE_TOLERANCE:
@@ -153,11 +164,11 @@ def parse(body: bytes) -> list[docs.DocumentIn]:
             docs.DocumentIn(
                 text=text[: docs.MAX_TEXT_CHARS],
                 title=title[: docs.MAX_TITLE_CHARS],
-                url=(entry.get("link") or "")[:2000],
-                author=(entry.get("author") or "")[:200],
-                language=(parsed.feed.get("language") or "")[:16],
+                url=_clean(entry.get("link")).strip()[:2000],
+                author=_clean(entry.get("author")).strip()[:200],
+                language=_clean(parsed.feed.get("language")).strip()[:16],
                 published_at=published,
-                client_id=(entry.get("id") or "")[:200],
+                client_id=_clean(entry.get("id")).strip()[:200],
             )
         )
     return items
@@ -213,6 +224,12 @@ def feed_poll(*, source: Source, **fetch_options) -> FeedPoll:
         poll.error = str(exc)
     except QuotaExceeded as exc:
         poll.error = f"Not stored: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed poll, never a poll left unrecorded
+        # anything unforeseen (a value the database refuses, a parser's bug): without a record the source
+        # showed no error and kept its past next_poll_at, so every beat tick downloaded it again
+        log.exception("feed %s: the poll failed unexpectedly", source.pk)
+        poll.outcome = "error"
+        poll.error = f"the poll failed unexpectedly ({type(exc).__name__}); nothing of it was stored"
     poll.duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
         poll.save()

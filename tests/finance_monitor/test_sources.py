@@ -386,3 +386,43 @@ def test_tenant_isolation_of_documents_and_sources(make_org, user_client, http_s
     page = user_client(owner_b).get("/finance-monitor/")
     assert page.status_code == 200 and b"A feed" not in page.content
     assert b"A feed" in user_client(owner_a).get("/finance-monitor/").content
+
+
+@pytest.mark.django_db
+def test_control_characters_in_a_feed_are_scrubbed_and_the_poll_stored(make_org, http_server):
+    organisation, _ = make_org()
+    body = (
+        b"<rss version='2.0'><channel><title>t</title><item><title>Bad&#0;title&#7;</title>"
+        b"<description>Hello &#0; world\x01 stocks fall</description><link>https://x.example/a</link>"
+        b"<guid>g&#0;1</guid></item></channel></rss>"
+    )
+    http_server.routes["/nul"] = lambda r: (200, {"Content-Type": "application/rss+xml"}, body)
+    source = feeds.feed_create(organisation=organisation, name="Nul", feed_url=http_server.url + "/nul")
+    poll = feeds.feed_poll(source=source)
+    assert (poll.outcome, poll.created) == ("ok", 1), poll.error
+    document = Document.objects.for_org(organisation).get()
+    assert document.text == "Hello world stocks fall" and document.title == "Bad title"
+    assert "\x00" not in document.client_id and document.client_id.startswith("g")
+
+
+@pytest.mark.django_db
+def test_an_unexpected_failure_of_a_poll_is_recorded_and_the_next_poll_moved_on(
+    make_org, http_server, monkeypatch
+):
+    from django.db import DataError
+
+    organisation, _ = make_org()
+    http_server.routes["/feed"] = lambda r: (200, {}, FEED)
+    source = feeds.feed_create(organisation=organisation, name="Odd", feed_url=http_server.url + "/feed")
+
+    def refuse(**kwargs):  # a fault injected where the database refused a value (the audit's DataError)
+        raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    monkeypatch.setattr(docs, "documents_ingest", refuse)
+    before = timezone.now()
+    poll = feeds.feed_poll(source=source)
+    assert poll.pk and poll.outcome == "error" and "DataError" in poll.error, poll.error
+    source.refresh_from_db()
+    assert "DataError" in source.last_error and source.consecutive_failures == 1
+    assert source.next_poll_at > before + timedelta(seconds=source.poll_interval_s - 5)
+    assert Document.objects.for_org(organisation).count() == 0
