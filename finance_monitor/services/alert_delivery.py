@@ -8,9 +8,10 @@ failure is logged as ``failed``.
 
 Webhooks are signed as Stripe signs: ``Trellis-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" with the rule's secret>``; a receiver recomputes it and refuses an old ``t``. The POST has a
-short timeout, follows no redirect (a 3xx is a failure: the signed body is for the url the tenant gave),
-and reads at most ``MAX_RESPONSE_BYTES`` of the answer. Not built yet: refusing urls that resolve to
-private or loopback addresses (SSRF); see the README.
+short timeout and a deadline for the whole exchange (``DEADLINE_S``: the connection is cut then, however
+slowly the receiver drips), follows no redirect (a 3xx is a failure: the signed body is for the url the
+tenant gave), and reads at most ``MAX_RESPONSE_BYTES`` of the answer. Only public addresses are reached
+(``core.outbound``).
 """
 
 import hashlib
@@ -27,7 +28,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from core.outbound import OutboundRefused, outbound_session
+from core.outbound import OutboundRefused, OutboundTimeout, outbound_deadline, outbound_session
 from core.realtime import broadcast, org_group
 from finance_monitor.models import Alert, AlertRule, Delivery, DeliveryChannel, DeliveryState
 
@@ -104,9 +105,16 @@ class PostResult:
 
 
 def webhook_post(
-    *, url: str, secret: str, body: bytes, event: str, timeout: tuple[float, float] | None = None
+    *,
+    url: str,
+    secret: str,
+    body: bytes,
+    event: str,
+    timeout: tuple[float, float] | None = None,
+    deadline_s: float = DEADLINE_S,
 ) -> PostResult:
     timeout = timeout or TIMEOUT_S
+    timeout = (min(timeout[0], deadline_s), min(timeout[1], deadline_s))
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -116,28 +124,39 @@ def webhook_post(
     }
     started = time.monotonic()
     status_code, raw, error = None, b"", ""
-    try:
-        with (
-            outbound_session() as session,
-            session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-            ) as r,
-        ):
-            status_code = r.status_code
-            for chunk in r.iter_content(8192):
-                raw += chunk
-                if len(raw) >= MAX_RESPONSE_BYTES or time.monotonic() - started > DEADLINE_S:
-                    break
-            if r.is_redirect:
-                error = f"redirect to {r.headers.get('Location', '?')[:200]} not followed"
-            elif not 200 <= status_code < 300:
-                error = f"answered {status_code}"
-    except OutboundRefused as exc:
-        error = f"refused: {exc}"
-    except requests.Timeout:
-        error = f"timed out (connect {timeout[0]} s, read {timeout[1]} s)"
-    except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    # the deadline cuts the connection when the whole exchange has run deadline_s, however slowly the
+    # receiver drips its status line, headers or answer
+    with outbound_deadline(deadline_s) as deadline:
+        try:
+            with (
+                outbound_session() as session,
+                session.post(
+                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+                ) as r,
+            ):
+                status_code = r.status_code
+                if r.is_redirect:
+                    error = f"redirect to {r.headers.get('Location', '?')[:200]} not followed"
+                elif not 200 <= status_code < 300:
+                    error = f"answered {status_code}"
+                try:
+                    for chunk in r.iter_content(4096):
+                        raw += chunk
+                        if len(raw) >= MAX_RESPONSE_BYTES or deadline.expired:
+                            break
+                except (requests.RequestException, OSError):
+                    if not deadline.expired:
+                        raise
+                    # the status came within the deadline: the receiver has the alert; its answer is cut
+        except OutboundRefused as exc:
+            error = f"refused: {exc}"
+        except (requests.Timeout, OutboundTimeout):
+            error = f"timed out (connect {timeout[0]} s, read {timeout[1]} s, {deadline_s:g} s in all)"
+        except (requests.RequestException, OSError) as exc:
+            if deadline.expired:
+                error = f"no answer within {deadline_s:g} s"
+            else:
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
     excerpt = raw[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")[:EXCERPT_CHARS]
     return PostResult(status_code, excerpt, error, int((time.monotonic() - started) * 1000))
 

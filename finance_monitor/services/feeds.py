@@ -21,7 +21,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, QuotaExceeded
-from core.outbound import OutboundRefused, outbound_session, outbound_url_check
+from core.outbound import (
+    OutboundRefused,
+    OutboundTimeout,
+    outbound_deadline,
+    outbound_session,
+    outbound_url_check,
+)
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
 
@@ -67,58 +73,74 @@ def fetch(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    started = time.monotonic()
     visited: list[str] = []
-    # connects only to public addresses (every hop, after DNS) and ignores proxies from the environment
-    with outbound_session() as session:
-        while True:
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise FeedError(f"only http(s) feeds can be polled, not '{url[:100]}'")
-            if url in visited:
-                raise FeedError(f"redirect loop at {url[:200]}")
-            if len(visited) > MAX_REDIRECTS:
-                raise FeedError(f"more than {MAX_REDIRECTS} redirects")
-            visited.append(url)
-            try:
-                response = session.get(
-                    url, headers=headers, stream=True, timeout=timeouts, allow_redirects=False
-                )
-            except OutboundRefused as exc:
-                raise FeedError(f"refused: {exc}")
-            except requests.Timeout:
+    # connects only to public addresses (every hop, after DNS) and ignores proxies from the environment; the
+    # deadline cuts the connection when the whole fetch (every hop, headers and body) has run deadline_s
+    with outbound_deadline(deadline_s) as deadline, outbound_session() as session:
+        try:
+            return _fetch_hops(session, deadline, url, headers, visited, max_bytes, timeouts)
+        except (requests.RequestException, OutboundTimeout, OSError) as exc:
+            if deadline.expired:
+                raise FeedError(f"fetch took longer than {deadline_s:.0f} s")
+            if isinstance(exc, requests.Timeout):
                 raise FeedError(f"no answer within {timeouts[0]:.0f}+{timeouts[1]:.0f} s")
+            raise FeedError(f"cannot connect: {type(exc).__name__}")
+
+
+def _fetch_hops(session, deadline, url, headers, visited, max_bytes, timeouts) -> Fetched:  # noqa: ANN001
+    etag, last_modified = headers.get("If-None-Match", ""), headers.get("If-Modified-Since", "")
+    while True:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise FeedError(f"only http(s) feeds can be polled, not '{url[:100]}'")
+        if url in visited:
+            raise FeedError(f"redirect loop at {url[:200]}")
+        if len(visited) > MAX_REDIRECTS:
+            raise FeedError(f"more than {MAX_REDIRECTS} redirects")
+        visited.append(url)
+        left = deadline.remaining()
+        if left <= 0:
+            raise FeedError(f"fetch took longer than {deadline.seconds:.0f} s")
+        hop_timeouts = (min(timeouts[0], left), min(timeouts[1], left))
+        try:
+            response = session.get(
+                url, headers=headers, stream=True, timeout=hop_timeouts, allow_redirects=False
+            )
+        except OutboundRefused as exc:
+            raise FeedError(f"refused: {exc}")
+        with response:
+            if response.is_redirect:
+                location = response.headers.get("Location", "")
+                if not location:
+                    raise FeedError(f"redirect {response.status_code} without a Location")
+                url = urljoin(url, location)
+                continue
+            if response.status_code == 304:
+                return Fetched(304, b"", etag, last_modified)
+            if response.status_code != 200:
+                raise FeedError(f"HTTP {response.status_code}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise FeedError(f"body of {int(declared)} bytes is over the {max_bytes} byte cap")
+            body = bytearray()
+            try:
+                for chunk in response.iter_content(chunk_size=16384):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FeedError(f"body is over the {max_bytes} byte cap")
+                    if deadline.expired:
+                        break
             except requests.RequestException as exc:
-                raise FeedError(f"cannot connect: {type(exc).__name__}")
-            with response:
-                if response.is_redirect:
-                    location = response.headers.get("Location", "")
-                    if not location:
-                        raise FeedError(f"redirect {response.status_code} without a Location")
-                    url = urljoin(url, location)
-                    continue
-                if response.status_code == 304:
-                    return Fetched(304, b"", etag, last_modified)
-                if response.status_code != 200:
-                    raise FeedError(f"HTTP {response.status_code}")
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise FeedError(f"body of {int(declared)} bytes is over the {max_bytes} byte cap")
-                body = bytearray()
-                try:
-                    for chunk in response.iter_content(chunk_size=65536):
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise FeedError(f"body is over the {max_bytes} byte cap")
-                        if time.monotonic() - started > deadline_s:
-                            raise FeedError(f"fetch took longer than {deadline_s:.0f} s")
-                except requests.RequestException as exc:
-                    raise FeedError(f"reading the body failed: {type(exc).__name__}")
-                return Fetched(
-                    200,
-                    bytes(body),
-                    response.headers.get("ETag", ""),
-                    response.headers.get("Last-Modified", ""),
-                )
+                if deadline.expired:
+                    raise
+                raise FeedError(f"reading the body failed: {type(exc).__name__}")
+            if deadline.expired:  # a body without a length ends at the cut: what came is not the feed
+                raise FeedError(f"fetch took longer than {deadline.seconds:.0f} s")
+            return Fetched(
+                200,
+                bytes(body),
+                response.headers.get("ETag", ""),
+                response.headers.get("Last-Modified", ""),
+            )
 
 
 def _published(entry) -> datetime | None:

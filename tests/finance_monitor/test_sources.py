@@ -426,3 +426,13 @@ def test_an_unexpected_failure_of_a_poll_is_recorded_and_the_next_poll_moved_on(
     assert "DataError" in source.last_error and source.consecutive_failures == 1
     assert source.next_poll_at > before + timedelta(seconds=source.poll_interval_s - 5)
     assert Document.objects.for_org(organisation).count() == 0
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_a_trickling_feed_is_given_up_at_the_deadline(trickler, settings, mode):
+    settings.OUTBOUND_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    server = trickler(mode)
+    started = time.monotonic()
+    with pytest.raises(feeds.FeedError, match="longer than"):
+        feeds.fetch(server.url + "/feed", deadline_s=1.5, timeouts=(1.0, 1.0))
+    assert time.monotonic() - started < 2.2
