@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
@@ -104,6 +105,47 @@ class PostResult:
         return not self.error and self.status_code is not None and 200 <= self.status_code < 300
 
 
+def target_masked(*, channel: str, target: str) -> str:
+    """What a delivery's target may show to members who cannot manage rules: a webhook url is often a bearer
+    secret (Slack's ``hooks/services/T/B/XXXX``), so only its scheme and host; e-mail recipients are shown as
+    their domains (``j…@example.com``)."""
+    if channel == DeliveryChannel.EMAIL:
+        masked = []
+        for address in (a.strip() for a in target.split(",")):
+            local, at, domain = address.rpartition("@")
+            masked.append(f"{local[:1]}…@{domain}" if at else "…")
+        return ", ".join(masked)
+    return _url_host(target)
+
+
+def _url_host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "…"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme or 'http'}://{host}{port}/…"
+
+
+def _error_reason(exc: BaseException) -> str:
+    """A short reason for a failed request that never quotes the url: requests' and urllib3's texts embed
+    its path and query (``Max retries exceeded with url: /services/T/B/SECRET``), so only the operating
+    system's words for the innermost socket error (``Connection refused``, ``Name or service not known``)."""
+    stack, seen = [exc], set()
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and isinstance(error.strerror, str) and error.strerror:
+            return error.strerror[:100]
+        linked = [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    return "no details"
+
+
 def webhook_post(
     *,
     url: str,
@@ -136,7 +178,8 @@ def webhook_post(
             ):
                 status_code = r.status_code
                 if r.is_redirect:
-                    error = f"redirect to {r.headers.get('Location', '?')[:200]} not followed"
+                    location = urljoin(url, r.headers.get("Location", ""))
+                    error = f"redirect ({status_code}) to {_url_host(location)} not followed"
                 elif not 200 <= status_code < 300:
                     error = f"answered {status_code}"
                 try:
@@ -155,8 +198,8 @@ def webhook_post(
         except (requests.RequestException, OSError) as exc:
             if deadline.expired:
                 error = f"no answer within {deadline_s:g} s"
-            else:
-                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            else:  # never the exception's text: it quotes the url's path and query (a secret)
+                error = f"{type(exc).__name__} reaching {_url_host(url)}: {_error_reason(exc)}"
     excerpt = raw[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")[:EXCERPT_CHARS]
     return PostResult(status_code, excerpt, error, int((time.monotonic() - started) * 1000))
 
@@ -297,7 +340,9 @@ def alert_email_attempt(*, alert: Alert, attempt: int) -> Delivery | None:
     try:
         send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, rule.email_recipients, fail_silently=False)
     except Exception as exc:  # noqa: BLE001 - any backend failure is logged and retried
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        # the class and the SMTP code only: the backend's text may list the recipients
+        code = getattr(exc, "smtp_code", None)
+        error = f"{type(exc).__name__}{f' (SMTP {code})' if code else ''}: {_error_reason(exc)}"
     # 250 is SMTP's "ok": the backend accepted the message
     result = PostResult(None if error else 250, "", error, int((time.monotonic() - started) * 1000))
     return _record(
