@@ -436,3 +436,46 @@ def test_a_trickling_feed_is_given_up_at_the_deadline(trickler, settings, mode):
     with pytest.raises(feeds.FeedError, match="longer than"):
         feeds.fetch(server.url + "/feed", deadline_s=1.5, timeouts=(1.0, 1.0))
     assert time.monotonic() - started < 2.2
+
+
+@pytest.mark.django_db
+def test_hostile_upload_rows_are_rejected_each_with_its_reason(make_org, user_client):
+    """Year 1 with a positive offset (a BC time in UTC, unreadable once stored), a NUL in a cell and a JSONL
+    line nested 50,000 deep: each a rejected row, never a 500 nor a row that breaks later reads."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    organisation, owner = make_org()
+    client = user_client(owner)
+    csv_body = (
+        b"id,text,published_at\n"
+        b"c1,Ancient news,0001-01-01T00:00:00+14:00\n"
+        b"c2,Old news,1850-06-01T00:00:00Z\n"
+        b"c3,Nul \x00 news,2026-12-01T10:00:00Z\n"
+        b"c4,Fine news,2026-12-01T10:00:00Z\n"
+    )
+    answer = client.post(
+        f"{BASE}/documents/upload", {"file": SimpleUploadedFile("d.csv", csv_body)}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["created"] == 1
+    reasons = {r["line"]: r["reason"] for r in answer.json()["rejected"]}
+    assert "published_at" in reasons[2] and "out of range" in reasons[2]
+    assert "published_at" in reasons[3] and "out of range" in reasons[3]
+    assert reasons[4] == "text contains a NUL character"
+    deep = b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    jsonl = b'{"id": "j1", "text": "Bank of X raises rates"}\n' + deep + b'\n{"text": "a\\u0000b"}\n'
+    answer = client.post(
+        f"{BASE}/documents/upload", {"file": SimpleUploadedFile("d.jsonl", jsonl)}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["created"] == 1
+    assert [(r["line"], r["reason"]) for r in answer.json()["rejected"]] == [
+        (2, "not JSON we read (nested too deeply)"),
+        (3, "text contains a NUL character"),
+    ]
+    # what was stored reads back: the list and the export
+    assert client.get(f"{BASE}/documents/").json()["count"] == 2
+    pushed = client.post(
+        f"{BASE}/documents/", {"text": "x y", "published_at": "1850-01-01T00:00:00Z"}, format="json"
+    )
+    assert pushed.status_code == 400 and "out of range" in pushed.json()["error"]["message"]
