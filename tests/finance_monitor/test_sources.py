@@ -479,3 +479,20 @@ def test_hostile_upload_rows_are_rejected_each_with_its_reason(make_org, user_cl
         f"{BASE}/documents/", {"text": "x y", "published_at": "1850-01-01T00:00:00Z"}, format="json"
     )
     assert pushed.status_code == 400 and "out of range" in pushed.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_non_ascii_digits_in_id_query_params_are_a_400_not_a_500(make_org, user_client):
+    organisation, owner = make_org()
+    client = user_client(owner)
+    for url in (
+        f"{BASE}/documents/?source=%C2%B2",
+        f"{BASE}/documents/?entity=%C2%B2",
+        f"{BASE}/documents/?copy_of=%C2%B2",
+        f"{BASE}/alerts/?rule=%C2%B2",
+        f"{BASE}/documents/?source=99999999999999999999999",
+    ):
+        answer = client.get(url)
+        assert answer.status_code == 400 and "whole number" in answer.json()["error"]["message"], url
+    trend = client.get(f"{BASE}/trends/?dimension=entity&key=%C2%B2")
+    assert trend.status_code == 404 and "watch-list" in trend.json()["error"]["message"]
