@@ -528,10 +528,7 @@ class TrendView(APIView):
         key = request.query_params.get("key", "")
         if (
             dimension == "entity"
-            and selectors.entity_get(
-                organisation=request.organisation, entity_id=_id_value(key) or 0
-            )
-            is None
+            and selectors.entity_get(organisation=request.organisation, entity_id=_id_value(key) or 0) is None
         ):
             raise NotFound("No such watch-list entry.")
         series = trends.trend_series(
