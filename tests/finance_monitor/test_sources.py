@@ -496,3 +496,20 @@ def test_non_ascii_digits_in_id_query_params_are_a_400_not_a_500(make_org, user_
         assert answer.status_code == 400 and "whole number" in answer.json()["error"]["message"], url
     trend = client.get(f"{BASE}/trends/?dimension=entity&key=%C2%B2")
     assert trend.status_code == 404 and "watch-list" in trend.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_a_feed_never_polled_successfully_is_new_then_failing_never_ok(make_org, http_server):
+    organisation, _ = make_org()
+    http_server.routes["/e500"] = HOSTILE["/e500"]
+    http_server.routes["/feed"] = lambda r: (200, {}, FEED)
+    source = feeds.feed_create(organisation=organisation, name="Fresh", feed_url=http_server.url + "/e500")
+    assert selectors.source_health(source=source).status == "new"
+    feeds.feed_poll(source=source)
+    source.refresh_from_db()
+    health = selectors.source_health(source=source)
+    assert health.status == "failing" and "HTTP 500" in health.warning
+    source.feed_url = http_server.url + "/feed"
+    feeds.feed_poll(source=source)
+    source.refresh_from_db()
+    assert selectors.source_health(source=source).status == "ok"
