@@ -17,7 +17,9 @@ socket is cut (``shutdown``) when the time is up, which ends any blocked read at
 connection's connect timeout is shrunk to the time left.
 
 "Public" is Python's ``ipaddress`` ``is_global`` and not multicast: loopback, private (RFC 1918, ULA),
-link-local, carrier-grade NAT, reserved and documentation ranges are refused. ``OUTBOUND_ALLOW_NETWORKS``
+link-local, carrier-grade NAT, reserved and documentation ranges are refused. An IPv6 address that stands for
+an IPv4 one (IPv4-mapped, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) is judged by that IPv4 address; the
+local-use NAT64 prefix ``64:ff9b:1::/48`` and Teredo ``2001::/32`` are refused. ``OUTBOUND_ALLOW_NETWORKS``
 (CIDRs, comma-separated in the environment) admits networks an installation trusts: an intranet feed, or the
 127.0.0.1 servers of the tests.
 """
@@ -52,12 +54,34 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(n, strict=False) for n in getattr(settings, "OUTBOUND_ALLOW_NETWORKS", [])]
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix: the last 32 bits are the IPv4 address
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local-use translation (RFC 8215): refused
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # a tunnel to any IPv4 address behind a relay: refused
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, NAT64, 6to4), else None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour  # 2002::/16
+
+
 def address_allowed(address: str) -> bool:
     ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if any(ip in network for network in _allowed_networks()):
+    networks = _allowed_networks()
+    if any(ip in network for network in networks):
         return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL or ip in _TEREDO:
+            return False
+        # the address a translator or tunnel reaches is what counts (NAT64 of 127.0.0.1 is loopback)
+        embedded = _embedded(ip)
+        if embedded is not None:
+            ip = embedded
+            if any(ip in network for network in networks):
+                return True
     return ip.is_global and not ip.is_multicast
 
 
