@@ -28,13 +28,21 @@ def _valid(serializer_class, request, **kwargs):
     return data.validated_data
 
 
+def _id_value(value: str) -> int | None:
+    """An id written in ASCII digits (``"²".isdigit()`` is true but ``int("²")`` fails), within a bigint."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
+
+
 def _query_int(request, name: str) -> int | None:
     value = request.query_params.get(name)
     if not value:
         return None
-    if not value.isdigit():
-        raise InvalidInput(f"{name} must be a whole number.", details={"field": name})
-    return int(value)
+    number = _id_value(value)
+    if number is None:
+        raise InvalidInput(f"{name} must be a whole number (an id).", details={"field": name})
+    return number
 
 
 def _query_time(request, name: str):
@@ -520,10 +528,7 @@ class TrendView(APIView):
         key = request.query_params.get("key", "")
         if (
             dimension == "entity"
-            and selectors.entity_get(
-                organisation=request.organisation, entity_id=int(key) if key.isdigit() else 0
-            )
-            is None
+            and selectors.entity_get(organisation=request.organisation, entity_id=_id_value(key) or 0) is None
         ):
             raise NotFound("No such watch-list entry.")
         series = trends.trend_series(

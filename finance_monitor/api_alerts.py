@@ -1,7 +1,8 @@
 """Alert rules, alerts and their deliveries over the REST API (``/api/finance-monitor/``).
 
 Rules (and their webhook secrets) are for ``monitor.manage``; alerts, their evidence and deliveries are
-readable by every member and read key. Each view validates, calls one service or selector, serializes.
+readable by every member and read key, a delivery's target masked (the host of a webhook url) for those
+who cannot manage rules. Each view validates, calls one service or selector, serializes.
 """
 
 from drf_spectacular.utils import extend_schema
@@ -11,10 +12,13 @@ from rest_framework.views import APIView
 
 from core.api.fields import text_field
 from core.api.pagination import Pagination
+from core.api.permissions import permission_scope
 from core.api.request_checks import query_choice
 from core.api.serializers import StrictSerializer
 from core.api.views import paginate
 from core.errors import NotFound
+from core.tenancy.models import ApiKey
+from core.tenancy.roles import role_can
 from finance_monitor import selectors
 from finance_monitor.api import DocumentOut, _query_int, _query_time, _valid
 from finance_monitor.models import AlertKind, AlertTarget, Granularity
@@ -136,6 +140,23 @@ class DeliveryOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class DeliveryMaskedOut(DeliveryOut):
+    """A delivery as members who cannot manage rules see it: the target's host (or the recipients'
+    domains), never the webhook url, which is often a secret."""
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["target"] = alert_delivery.target_masked(channel=instance.channel, target=instance.target)
+        return data
+
+
+def _may(request, permission: str) -> bool:
+    if isinstance(request.auth, ApiKey):
+        scope = permission_scope(permission)
+        return scope is not None and scope in request.auth.scopes
+    return role_can(request.role, permission)
+
+
 class RuleTestWebhookView(APIView):
     """POST a signed ``alert.test`` event to the rule's webhook now; the logged attempt comes back."""
 
@@ -232,4 +253,5 @@ class AlertDeliveriesView(APIView):
     def get(self, request, alert_id: int):
         alert = _alert(request, alert_id)
         found = selectors.delivery_list(organisation=request.organisation, alert_id=alert.pk)
-        return paginate(self, request, found, DeliveryOut)
+        out = DeliveryOut if _may(request, "monitor.manage") else DeliveryMaskedOut
+        return paginate(self, request, found, out)

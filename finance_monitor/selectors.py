@@ -105,6 +105,11 @@ def source_health(*, source: Source, now: datetime | None = None, days: int = 7)
     if source.kind == SourceKind.FEED and source.consecutive_failures >= FAILING_AFTER:
         warning = f"{source.consecutive_failures} polls in a row failed; last: {source.last_error}"
         return Health("failing", warning, per_day)
+    if source.kind == SourceKind.FEED and source.last_success_at is None:
+        # never fetched successfully: not "ok" (nothing shows it works), failing as soon as a poll failed
+        if source.consecutive_failures:
+            return Health("failing", f"no poll has succeeded yet; last: {source.last_error}", per_day)
+        return Health("new", "waiting for the first poll", per_day)
     reference = source.last_document_at or (source.created_at if source.kind == SourceKind.FEED else None)
     if reference is None:
         return Health("new", "", per_day)

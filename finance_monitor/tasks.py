@@ -21,7 +21,9 @@ def poll_feeds() -> int:
     return polled
 
 
-@shared_task(name="finance_monitor.poll_feed")
+# the fetch has its own deadline (feeds.DEADLINE_S); the limits bound the rest (parsing, storing): a soft
+# limit is recorded as a failed poll by feed_poll, the hard one frees the worker slot whatever happens
+@shared_task(name="finance_monitor.poll_feed", soft_time_limit=120, time_limit=150)
 def poll_feed(source_id: int) -> str:
     source = Source.all_tenants.select_related("organisation").filter(pk=source_id).first()
     if source is None:

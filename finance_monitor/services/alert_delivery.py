@@ -8,9 +8,10 @@ failure is logged as ``failed``.
 
 Webhooks are signed as Stripe signs: ``Trellis-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" with the rule's secret>``; a receiver recomputes it and refuses an old ``t``. The POST has a
-short timeout, follows no redirect (a 3xx is a failure: the signed body is for the url the tenant gave),
-and reads at most ``MAX_RESPONSE_BYTES`` of the answer. Not built yet: refusing urls that resolve to
-private or loopback addresses (SSRF); see the README.
+short timeout and a deadline for the whole exchange (``DEADLINE_S``: the connection is cut then, however
+slowly the receiver drips), follows no redirect (a 3xx is a failure: the signed body is for the url the
+tenant gave), and reads at most ``MAX_RESPONSE_BYTES`` of the answer. Only public addresses are reached
+(``core.outbound``).
 """
 
 import hashlib
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
@@ -27,7 +29,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from core.outbound import OutboundRefused, outbound_session
+from core.outbound import OutboundRefused, OutboundTimeout, outbound_deadline, outbound_session
 from core.realtime import broadcast, org_group
 from finance_monitor.models import Alert, AlertRule, Delivery, DeliveryChannel, DeliveryState
 
@@ -103,10 +105,58 @@ class PostResult:
         return not self.error and self.status_code is not None and 200 <= self.status_code < 300
 
 
+def target_masked(*, channel: str, target: str) -> str:
+    """What a delivery's target may show to members who cannot manage rules: a webhook url is often a bearer
+    secret (Slack's ``hooks/services/T/B/XXXX``), so only its scheme and host; e-mail recipients are shown as
+    their domains (``j…@example.com``)."""
+    if channel == DeliveryChannel.EMAIL:
+        masked = []
+        for address in (a.strip() for a in target.split(",")):
+            local, at, domain = address.rpartition("@")
+            masked.append(f"{local[:1]}…@{domain}" if at else "…")
+        return ", ".join(masked)
+    return _url_host(target)
+
+
+def _url_host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "…"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme or 'http'}://{host}{port}/…"
+
+
+def _error_reason(exc: BaseException) -> str:
+    """A short reason for a failed request that never quotes the url: requests' and urllib3's texts embed
+    its path and query (``Max retries exceeded with url: /services/T/B/SECRET``), so only the operating
+    system's words for the innermost socket error (``Connection refused``, ``Name or service not known``)."""
+    stack, seen = [exc], set()
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and isinstance(error.strerror, str) and error.strerror:
+            return error.strerror[:100]
+        linked = [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    return "no details"
+
+
 def webhook_post(
-    *, url: str, secret: str, body: bytes, event: str, timeout: tuple[float, float] | None = None
+    *,
+    url: str,
+    secret: str,
+    body: bytes,
+    event: str,
+    timeout: tuple[float, float] | None = None,
+    deadline_s: float = DEADLINE_S,
 ) -> PostResult:
     timeout = timeout or TIMEOUT_S
+    timeout = (min(timeout[0], deadline_s), min(timeout[1], deadline_s))
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -116,28 +166,40 @@ def webhook_post(
     }
     started = time.monotonic()
     status_code, raw, error = None, b"", ""
-    try:
-        with (
-            outbound_session() as session,
-            session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-            ) as r,
-        ):
-            status_code = r.status_code
-            for chunk in r.iter_content(8192):
-                raw += chunk
-                if len(raw) >= MAX_RESPONSE_BYTES or time.monotonic() - started > DEADLINE_S:
-                    break
-            if r.is_redirect:
-                error = f"redirect to {r.headers.get('Location', '?')[:200]} not followed"
-            elif not 200 <= status_code < 300:
-                error = f"answered {status_code}"
-    except OutboundRefused as exc:
-        error = f"refused: {exc}"
-    except requests.Timeout:
-        error = f"timed out (connect {timeout[0]} s, read {timeout[1]} s)"
-    except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    # the deadline cuts the connection when the whole exchange has run deadline_s, however slowly the
+    # receiver drips its status line, headers or answer
+    with outbound_deadline(deadline_s) as deadline:
+        try:
+            with (
+                outbound_session() as session,
+                session.post(
+                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+                ) as r,
+            ):
+                status_code = r.status_code
+                if r.is_redirect:
+                    location = urljoin(url, r.headers.get("Location", ""))
+                    error = f"redirect ({status_code}) to {_url_host(location)} not followed"
+                elif not 200 <= status_code < 300:
+                    error = f"answered {status_code}"
+                try:
+                    for chunk in r.iter_content(4096):
+                        raw += chunk
+                        if len(raw) >= MAX_RESPONSE_BYTES or deadline.expired:
+                            break
+                except (requests.RequestException, OSError):
+                    if not deadline.expired:
+                        raise
+                    # the status came within the deadline: the receiver has the alert; its answer is cut
+        except OutboundRefused as exc:
+            error = f"refused: {exc}"
+        except (requests.Timeout, OutboundTimeout):
+            error = f"timed out (connect {timeout[0]} s, read {timeout[1]} s, {deadline_s:g} s in all)"
+        except (requests.RequestException, OSError) as exc:
+            if deadline.expired:
+                error = f"no answer within {deadline_s:g} s"
+            else:  # never the exception's text: it quotes the url's path and query (a secret)
+                error = f"{type(exc).__name__} reaching {_url_host(url)}: {_error_reason(exc)}"
     excerpt = raw[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")[:EXCERPT_CHARS]
     return PostResult(status_code, excerpt, error, int((time.monotonic() - started) * 1000))
 
@@ -278,7 +340,9 @@ def alert_email_attempt(*, alert: Alert, attempt: int) -> Delivery | None:
     try:
         send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, rule.email_recipients, fail_silently=False)
     except Exception as exc:  # noqa: BLE001 - any backend failure is logged and retried
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        # the class and the SMTP code only: the backend's text may list the recipients
+        code = getattr(exc, "smtp_code", None)
+        error = f"{type(exc).__name__}{f' (SMTP {code})' if code else ''}: {_error_reason(exc)}"
     # 250 is SMTP's "ok": the backend accepted the message
     result = PostResult(None if error else 250, "", error, int((time.monotonic() - started) * 1000))
     return _record(

@@ -29,7 +29,7 @@ wrap every batch of the file or feed in one transaction). Accepted documents que
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -49,6 +49,9 @@ MAX_BATCH = 1000
 MAX_TEXT_CHARS = 20_000
 MAX_TITLE_CHARS = 500
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks drift; a date further ahead is refused
+# the earliest publication time accepted: year 1 with a positive offset is a BC time in UTC, which PostgreSQL
+# stores but cannot read back (every later list of the organisation's documents failed on it)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -110,9 +113,14 @@ def validate(item: DocumentIn, *, now: datetime) -> str:
         return "url must be an http(s) address"
     if len(item.url) > 2000 or len(item.client_id) > 200 or len(item.author) > 200 or len(item.language) > 16:
         return "url, id, author or language is too long"
+    for name in ("text", "title", "url", "author", "language", "client_id"):
+        if "\x00" in getattr(item, name):  # PostgreSQL refuses a NUL in a text field
+            return f"{'id' if name == 'client_id' else name} contains a NUL character"
     if item.published_at is not None:
         if timezone.is_naive(item.published_at):
             return "published_at needs a time zone"
+        if item.published_at < EARLIEST:
+            return "published_at is out of range (before 1900-01-01 UTC)"
         if item.published_at > now + FUTURE_TOLERANCE:
             return "published_at is in the future"
     return ""

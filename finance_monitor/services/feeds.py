@@ -8,6 +8,7 @@ a scheme other than http(s), a DOCTYPE that declares entities (billion laughs, e
 legitimate feed needs one), and a body that is not a feed.
 """
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, QuotaExceeded
-from core.outbound import OutboundRefused, outbound_session, outbound_url_check
+from core.outbound import (
+    OutboundRefused,
+    OutboundTimeout,
+    outbound_deadline,
+    outbound_session,
+    outbound_url_check,
+)
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
 
@@ -33,6 +40,11 @@ MIN_POLL_INTERVAL_S = 60
 FAILING_AFTER = 3  # consecutive failures before the source is shown as failing
 USER_AGENT = "Trellis-FinanceMonitor/1.0 (+feed poller)"
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
+# C0 control characters but tab, newline and carriage return, and DEL: a feed's ``&#0;`` is a NUL, which
+# PostgreSQL refuses in a text field (the whole poll failed on it); the others are noise in a headline
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+log = logging.getLogger(__name__)
 
 
 class FeedError(Exception):
@@ -61,58 +73,74 @@ def fetch(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    started = time.monotonic()
     visited: list[str] = []
-    # connects only to public addresses (every hop, after DNS) and ignores proxies from the environment
-    with outbound_session() as session:
-        while True:
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise FeedError(f"only http(s) feeds can be polled, not '{url[:100]}'")
-            if url in visited:
-                raise FeedError(f"redirect loop at {url[:200]}")
-            if len(visited) > MAX_REDIRECTS:
-                raise FeedError(f"more than {MAX_REDIRECTS} redirects")
-            visited.append(url)
-            try:
-                response = session.get(
-                    url, headers=headers, stream=True, timeout=timeouts, allow_redirects=False
-                )
-            except OutboundRefused as exc:
-                raise FeedError(f"refused: {exc}")
-            except requests.Timeout:
+    # connects only to public addresses (every hop, after DNS) and ignores proxies from the environment; the
+    # deadline cuts the connection when the whole fetch (every hop, headers and body) has run deadline_s
+    with outbound_deadline(deadline_s) as deadline, outbound_session() as session:
+        try:
+            return _fetch_hops(session, deadline, url, headers, visited, max_bytes, timeouts)
+        except (requests.RequestException, OutboundTimeout, OSError) as exc:
+            if deadline.expired:
+                raise FeedError(f"fetch took longer than {deadline_s:.0f} s")
+            if isinstance(exc, requests.Timeout):
                 raise FeedError(f"no answer within {timeouts[0]:.0f}+{timeouts[1]:.0f} s")
+            raise FeedError(f"cannot connect: {type(exc).__name__}")
+
+
+def _fetch_hops(session, deadline, url, headers, visited, max_bytes, timeouts) -> Fetched:  # noqa: ANN001
+    etag, last_modified = headers.get("If-None-Match", ""), headers.get("If-Modified-Since", "")
+    while True:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise FeedError(f"only http(s) feeds can be polled, not '{url[:100]}'")
+        if url in visited:
+            raise FeedError(f"redirect loop at {url[:200]}")
+        if len(visited) > MAX_REDIRECTS:
+            raise FeedError(f"more than {MAX_REDIRECTS} redirects")
+        visited.append(url)
+        left = deadline.remaining()
+        if left <= 0:
+            raise FeedError(f"fetch took longer than {deadline.seconds:.0f} s")
+        hop_timeouts = (min(timeouts[0], left), min(timeouts[1], left))
+        try:
+            response = session.get(
+                url, headers=headers, stream=True, timeout=hop_timeouts, allow_redirects=False
+            )
+        except OutboundRefused as exc:
+            raise FeedError(f"refused: {exc}")
+        with response:
+            if response.is_redirect:
+                location = response.headers.get("Location", "")
+                if not location:
+                    raise FeedError(f"redirect {response.status_code} without a Location")
+                url = urljoin(url, location)
+                continue
+            if response.status_code == 304:
+                return Fetched(304, b"", etag, last_modified)
+            if response.status_code != 200:
+                raise FeedError(f"HTTP {response.status_code}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise FeedError(f"body of {int(declared)} bytes is over the {max_bytes} byte cap")
+            body = bytearray()
+            try:
+                for chunk in response.iter_content(chunk_size=16384):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FeedError(f"body is over the {max_bytes} byte cap")
+                    if deadline.expired:
+                        break
             except requests.RequestException as exc:
-                raise FeedError(f"cannot connect: {type(exc).__name__}")
-            with response:
-                if response.is_redirect:
-                    location = response.headers.get("Location", "")
-                    if not location:
-                        raise FeedError(f"redirect {response.status_code} without a Location")
-                    url = urljoin(url, location)
-                    continue
-                if response.status_code == 304:
-                    return Fetched(304, b"", etag, last_modified)
-                if response.status_code != 200:
-                    raise FeedError(f"HTTP {response.status_code}")
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise FeedError(f"body of {int(declared)} bytes is over the {max_bytes} byte cap")
-                body = bytearray()
-                try:
-                    for chunk in response.iter_content(chunk_size=65536):
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise FeedError(f"body is over the {max_bytes} byte cap")
-                        if time.monotonic() - started > deadline_s:
-                            raise FeedError(f"fetch took longer than {deadline_s:.0f} s")
-                except requests.RequestException as exc:
-                    raise FeedError(f"reading the body failed: {type(exc).__name__}")
-                return Fetched(
-                    200,
-                    bytes(body),
-                    response.headers.get("ETag", ""),
-                    response.headers.get("Last-Modified", ""),
-                )
+                if deadline.expired:
+                    raise
+                raise FeedError(f"reading the body failed: {type(exc).__name__}")
+            if deadline.expired:  # a body without a length ends at the cut: what came is not the feed
+                raise FeedError(f"fetch took longer than {deadline.seconds:.0f} s")
+            return Fetched(
+                200,
+                bytes(body),
+                response.headers.get("ETag", ""),
+                response.headers.get("Last-Modified", ""),
+            )
 
 
 def _published(entry) -> datetime | None:
@@ -129,6 +157,11 @@ def _published(entry) -> datetime | None:
 _TAGS = re.compile(r"<[^>]+>")
 
 
+def _clean(value: object) -> str:
+    """A feed's text without control characters (a third party writes it: anything can be in it)."""
+    return _CONTROLS.sub(" ", value if isinstance(value, str) else "")
+
+
 def parse(body: bytes) -> list[docs.DocumentIn]:
     """The entries of a feed as documents. Raises FeedError for what is not a (safe) feed."""
     if _ENTITY_DECL.search(body[:65536]):
@@ -141,10 +174,10 @@ def parse(body: bytes) -> list[docs.DocumentIn]:
     now = timezone.now()
     items = []
     for entry in parsed.entries:
-        summary = entry.get("summary") or ""
+        summary = _clean(entry.get("summary"))
         if not summary and entry.get("content"):
-            summary = entry.content[0].get("value", "")
-        title = _TAGS.sub(" ", entry.get("title") or "").strip()
+            summary = _clean(entry.content[0].get("value", ""))
+        title = _TAGS.sub(" ", _clean(entry.get("title"))).strip()
         text = " ".join(_TAGS.sub(" ", summary).split()) or title
         published = _published(entry)
         if published and published > now + docs.FUTURE_TOLERANCE:
@@ -153,11 +186,11 @@ def parse(body: bytes) -> list[docs.DocumentIn]:
             docs.DocumentIn(
                 text=text[: docs.MAX_TEXT_CHARS],
                 title=title[: docs.MAX_TITLE_CHARS],
-                url=(entry.get("link") or "")[:2000],
-                author=(entry.get("author") or "")[:200],
-                language=(parsed.feed.get("language") or "")[:16],
+                url=_clean(entry.get("link")).strip()[:2000],
+                author=_clean(entry.get("author")).strip()[:200],
+                language=_clean(parsed.feed.get("language")).strip()[:16],
                 published_at=published,
-                client_id=(entry.get("id") or "")[:200],
+                client_id=_clean(entry.get("id")).strip()[:200],
             )
         )
     return items
@@ -213,6 +246,12 @@ def feed_poll(*, source: Source, **fetch_options) -> FeedPoll:
         poll.error = str(exc)
     except QuotaExceeded as exc:
         poll.error = f"Not stored: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed poll, never a poll left unrecorded
+        # anything unforeseen (a value the database refuses, a parser's bug): without a record the source
+        # showed no error and kept its past next_poll_at, so every beat tick downloaded it again
+        log.exception("feed %s: the poll failed unexpectedly", source.pk)
+        poll.outcome = "error"
+        poll.error = f"the poll failed unexpectedly ({type(exc).__name__}); nothing of it was stored"
     poll.duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
         poll.save()

@@ -70,6 +70,14 @@ def no_private_networks(settings):
         ("fe80::1%eth0", False),
         ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
         ("224.0.0.1", False),
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::5db8:d822", True),  # NAT64 of a public address (DNS64 networks)
+        ("64:ff9b:1::5db8:d822", False),  # local-use NAT64
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2002:5db8:d822::1", True),  # 6to4 of a public address
+        ("2001:0:5ef5:79fd::1", False),  # Teredo
     ],
 )
 def test_only_public_addresses_are_allowed_by_default(no_private_networks, address, allowed):

@@ -143,3 +143,46 @@ def test_permissions_and_tenant_isolation(
     assert f'data-alert="{alert.pk}"' in partial and "<html" not in partial
     theirs = stranger.get("/finance-monitor/alerts/")
     assert theirs.status_code == 200 and f'data-alert="{alert.pk}"' not in theirs.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_webhook_url_never_reaches_viewers_through_deliveries(
+    make_org, make_member, make_key, user_client, key_client, settings
+):
+    """A webhook url is a bearer secret: deliveries show viewers and read keys its host only, and no stored
+    error quotes its path or query (requests' exception text does)."""
+    from finance_monitor.services.alert_delivery import alert_webhook_attempt
+
+    settings.OUTBOUND_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    organisation, owner = make_org()
+    plant_baseline(organisation, H)
+    plant(organisation, H, 20, 16)
+    secret_url = "http://127.0.0.1:1/services/T0001/B0001/SECRETTOKENxyz?token=abc123"  # nothing listens
+    rule = topic_rule(organisation, webhook_url=secret_url, email_recipients=["jane@example.com"])
+    [alert] = alerts.alert_rule_evaluate(rule=rule, now=AFTER)
+    delivery = alert_webhook_attempt(alert=alert, attempt=1)
+    assert delivery.state == "retrying" and "Connection refused" in delivery.error, delivery.error
+    assert "127.0.0.1" in delivery.error and "SECRET" not in delivery.error and "abc123" not in delivery.error
+    url = f"{BASE}/alerts/{alert.pk}/deliveries/"
+    _, read_secret = make_key(organisation, scopes=("read",))
+    for client in (user_client(make_member(organisation, Role.VIEWER)), key_client(read_secret)):
+        [shown] = client.get(url).json()["results"]
+        assert shown["target"] == "http://127.0.0.1:1/…", shown
+        assert "SECRET" not in str(shown) and "abc123" not in str(shown)
+    [managed] = user_client(owner).get(url).json()["results"]
+    assert managed["target"] == secret_url
+
+
+def test_masked_targets_keep_the_host_and_the_recipients_domains():
+    from finance_monitor.services.alert_delivery import target_masked
+
+    assert target_masked(channel="webhook", target="https://hooks.slack.com/services/T/B/X?y=1") == (
+        "https://hooks.slack.com/…"
+    )
+    assert (
+        target_masked(channel="webhook", target="http://[2001:db8::1]:8080/a")
+        == "http://[2001:db8::1]:8080/…"
+    )
+    assert target_masked(channel="email", target="jane@example.com, ops@corp.example") == (
+        "j…@example.com, o…@corp.example"
+    )

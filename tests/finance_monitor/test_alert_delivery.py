@@ -274,3 +274,22 @@ def test_beat_task_to_signed_webhook_through_a_real_worker(make_org, http_server
         )
     assert delivered.alert.bucket_start == surge_hour and delivered.status_code == 204
     assert verify(http_server.requests[-1], rule.webhook_secret)["data"]["id"] == delivered.alert_id
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_a_trickling_webhook_receiver_is_given_up_at_the_deadline(trickler, settings, mode):
+    settings.OUTBOUND_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    server = trickler(mode)
+    result = alert_delivery.webhook_post(
+        url=server.url + "/hook",
+        secret="s",
+        body=b"{}",
+        event="alert.test",
+        timeout=(1.0, 1.0),
+        deadline_s=1.5,
+    )
+    assert result.duration_ms < 2200, result
+    if mode == "body":  # the status came in time: delivered, the answer cut short
+        assert result.ok and result.status_code == 200 and len(result.excerpt) < 20
+    else:
+        assert not result.ok and "no answer within 1.5 s" in result.error, result

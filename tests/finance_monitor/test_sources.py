@@ -386,3 +386,130 @@ def test_tenant_isolation_of_documents_and_sources(make_org, user_client, http_s
     page = user_client(owner_b).get("/finance-monitor/")
     assert page.status_code == 200 and b"A feed" not in page.content
     assert b"A feed" in user_client(owner_a).get("/finance-monitor/").content
+
+
+@pytest.mark.django_db
+def test_control_characters_in_a_feed_are_scrubbed_and_the_poll_stored(make_org, http_server):
+    organisation, _ = make_org()
+    body = (
+        b"<rss version='2.0'><channel><title>t</title><item><title>Bad&#0;title&#7;</title>"
+        b"<description>Hello &#0; world\x01 stocks fall</description><link>https://x.example/a</link>"
+        b"<guid>g&#0;1</guid></item></channel></rss>"
+    )
+    http_server.routes["/nul"] = lambda r: (200, {"Content-Type": "application/rss+xml"}, body)
+    source = feeds.feed_create(organisation=organisation, name="Nul", feed_url=http_server.url + "/nul")
+    poll = feeds.feed_poll(source=source)
+    assert (poll.outcome, poll.created) == ("ok", 1), poll.error
+    document = Document.objects.for_org(organisation).get()
+    assert document.text == "Hello world stocks fall" and document.title == "Bad title"
+    assert "\x00" not in document.client_id and document.client_id.startswith("g")
+
+
+@pytest.mark.django_db
+def test_an_unexpected_failure_of_a_poll_is_recorded_and_the_next_poll_moved_on(
+    make_org, http_server, monkeypatch
+):
+    from django.db import DataError
+
+    organisation, _ = make_org()
+    http_server.routes["/feed"] = lambda r: (200, {}, FEED)
+    source = feeds.feed_create(organisation=organisation, name="Odd", feed_url=http_server.url + "/feed")
+
+    def refuse(**kwargs):  # a fault injected where the database refused a value (the audit's DataError)
+        raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    monkeypatch.setattr(docs, "documents_ingest", refuse)
+    before = timezone.now()
+    poll = feeds.feed_poll(source=source)
+    assert poll.pk and poll.outcome == "error" and "DataError" in poll.error, poll.error
+    source.refresh_from_db()
+    assert "DataError" in source.last_error and source.consecutive_failures == 1
+    assert source.next_poll_at > before + timedelta(seconds=source.poll_interval_s - 5)
+    assert Document.objects.for_org(organisation).count() == 0
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_a_trickling_feed_is_given_up_at_the_deadline(trickler, settings, mode):
+    settings.OUTBOUND_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    server = trickler(mode)
+    started = time.monotonic()
+    with pytest.raises(feeds.FeedError, match="longer than"):
+        feeds.fetch(server.url + "/feed", deadline_s=1.5, timeouts=(1.0, 1.0))
+    assert time.monotonic() - started < 2.2
+
+
+@pytest.mark.django_db
+def test_hostile_upload_rows_are_rejected_each_with_its_reason(make_org, user_client):
+    """Year 1 with a positive offset (a BC time in UTC, unreadable once stored), a NUL in a cell and a JSONL
+    line nested 50,000 deep: each a rejected row, never a 500 nor a row that breaks later reads."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    organisation, owner = make_org()
+    client = user_client(owner)
+    csv_body = (
+        b"id,text,published_at\n"
+        b"c1,Ancient news,0001-01-01T00:00:00+14:00\n"
+        b"c2,Old news,1850-06-01T00:00:00Z\n"
+        b"c3,Nul \x00 news,2026-12-01T10:00:00Z\n"
+        b"c4,Fine news,2026-12-01T10:00:00Z\n"
+    )
+    answer = client.post(
+        f"{BASE}/documents/upload", {"file": SimpleUploadedFile("d.csv", csv_body)}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["created"] == 1
+    reasons = {r["line"]: r["reason"] for r in answer.json()["rejected"]}
+    assert "published_at" in reasons[2] and "out of range" in reasons[2]
+    assert "published_at" in reasons[3] and "out of range" in reasons[3]
+    assert reasons[4] == "text contains a NUL character"
+    deep = b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    jsonl = b'{"id": "j1", "text": "Bank of X raises rates"}\n' + deep + b'\n{"text": "a\\u0000b"}\n'
+    answer = client.post(
+        f"{BASE}/documents/upload", {"file": SimpleUploadedFile("d.jsonl", jsonl)}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["created"] == 1
+    assert [(r["line"], r["reason"]) for r in answer.json()["rejected"]] == [
+        (2, "not JSON we read (nested too deeply)"),
+        (3, "text contains a NUL character"),
+    ]
+    # what was stored reads back: the list and the export
+    assert client.get(f"{BASE}/documents/").json()["count"] == 2
+    pushed = client.post(
+        f"{BASE}/documents/", {"text": "x y", "published_at": "1850-01-01T00:00:00Z"}, format="json"
+    )
+    assert pushed.status_code == 400 and "out of range" in pushed.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_non_ascii_digits_in_id_query_params_are_a_400_not_a_500(make_org, user_client):
+    organisation, owner = make_org()
+    client = user_client(owner)
+    for url in (
+        f"{BASE}/documents/?source=%C2%B2",
+        f"{BASE}/documents/?entity=%C2%B2",
+        f"{BASE}/documents/?copy_of=%C2%B2",
+        f"{BASE}/alerts/?rule=%C2%B2",
+        f"{BASE}/documents/?source=99999999999999999999999",
+    ):
+        answer = client.get(url)
+        assert answer.status_code == 400 and "whole number" in answer.json()["error"]["message"], url
+    trend = client.get(f"{BASE}/trends/?dimension=entity&key=%C2%B2")
+    assert trend.status_code == 404 and "watch-list" in trend.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_a_feed_never_polled_successfully_is_new_then_failing_never_ok(make_org, http_server):
+    organisation, _ = make_org()
+    http_server.routes["/e500"] = HOSTILE["/e500"]
+    http_server.routes["/feed"] = lambda r: (200, {}, FEED)
+    source = feeds.feed_create(organisation=organisation, name="Fresh", feed_url=http_server.url + "/e500")
+    assert selectors.source_health(source=source).status == "new"
+    feeds.feed_poll(source=source)
+    source.refresh_from_db()
+    health = selectors.source_health(source=source)
+    assert health.status == "failing" and "HTTP 500" in health.warning
+    source.feed_url = http_server.url + "/feed"
+    feeds.feed_poll(source=source)
+    source.refresh_from_db()
+    assert selectors.source_health(source=source).status == "ok"
