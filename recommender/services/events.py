@@ -19,11 +19,15 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from core.errors import InvalidInput
+from core.tenancy.models import Organisation
 from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
-from recommender.services import experiments
+from recommender.services import experiments, snapshot
 from recommender.services.rows import (
+    EARLIEST_TIME,
+    LATEST_TIME,
     MAX_BATCH,
     IngestResult,
     Rejection,
@@ -169,6 +173,27 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
     )
     result.rejected.sort(key=lambda r: r.index)
     return result
+
+
+def out_of_range_times_repair() -> dict[str, int]:
+    """Make readable again the organisations that stored a time before 1900 or after 9998 (accepted until
+    rows.time_value refused them; ``0001-01-01T00:00:00+14:00`` is stored as a BC timestamp that no read can
+    return, so the item list, serving and training failed). Such events are deleted (a fact at an impossible
+    time cannot be corrected); an item's expiry before 1900 becomes 1900 (still expired) and one after 9998
+    becomes none (never expires). Only updates and deletes: the bad rows are never read."""
+    with transaction.atomic():
+        items_low = Item.all_tenants.filter(expires_at__lt=EARLIEST_TIME)
+        items_high = Item.all_tenants.filter(expires_at__gte=LATEST_TIME)
+        touched = set(items_low.values_list("organisation_id", flat=True))
+        touched |= set(items_high.values_list("organisation_id", flat=True))
+        repaired = items_low.update(expires_at=EARLIEST_TIME) + items_high.update(expires_at=None)
+        bad_events = Event.all_tenants.filter(
+            Q(occurred_at__lt=EARLIEST_TIME) | Q(occurred_at__gte=LATEST_TIME)
+        )
+        deleted = bad_events._raw_delete(bad_events.db)  # the ORM's delete() would read the rows first
+        for organisation_id in touched:
+            snapshot.catalogue_changed(organisation=Organisation(pk=organisation_id))
+    return {"items": repaired, "events": deleted}
 
 
 def event_weights(*, organisation) -> dict[str, float]:

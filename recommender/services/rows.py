@@ -2,7 +2,7 @@
 upload reader (``core.ml.uploads``, the platform's one) turned into dictionaries with their line numbers."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -14,6 +14,11 @@ from core.ml.uploads import ReadLimits, UploadError, read_upload
 MAX_BATCH = 1_000  # rows per API call
 MAX_UPLOAD_ROWS = 200_000
 FUTURE_SLACK_S = 300  # clocks differ: an event up to five minutes ahead is accepted
+# Times outside this range are refused: PostgreSQL stores 0001-01-01T00:00:00+14:00 as a year-1-BC timestamp
+# that Python (psycopg) cannot read back, so one such row would break every read of the organisation's items
+# or events (lists, serving, training). No shop has events before 1900 or items expiring after 9998.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class RowError(ValueError):
@@ -66,11 +71,16 @@ def time_value(row: dict[str, Any], name: str, *, required: bool, not_after_now:
         if required:
             raise RowError(f"{name} is missing")
         return None
-    parsed = parse_datetime(raw) if isinstance(raw, str) else None
+    try:
+        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+    except ValueError:  # well formed but not a date (2026-02-30, an offset over 24 hours)
+        parsed = None
     if parsed is None:
         raise RowError(f"{name} {str(raw)[:40]!r} is not an ISO 8601 date and time")
     if parsed.tzinfo is None:
         raise RowError(f"{name} needs a time zone (for example 2026-12-02T09:30:00Z)")
+    if not EARLIEST_TIME <= parsed < LATEST_TIME:
+        raise RowError(f"{name} {raw} is out of range: give a time from 1900-01-01 to 9998-12-31 (UTC)")
     if not_after_now and (parsed - timezone.now()).total_seconds() > FUTURE_SLACK_S:
         raise RowError(f"{name} {raw} is in the future")
     return parsed

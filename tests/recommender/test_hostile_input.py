@@ -1,0 +1,123 @@
+"""Values a client controls that once reached the database and broke an organisation: times PostgreSQL
+cannot hand back, NUL characters, non-ASCII digits, and ids the API cannot address. Each is refused with a
+reason naming the field (a per-row rejection, or a 400/404), and the organisation keeps working."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DataError
+from django.utils import timezone
+
+from recommender.models import Event, Item
+
+pytestmark = pytest.mark.django_db
+
+YEAR_ONE = "0001-01-01T00:00:00+14:00"  # stored by PostgreSQL as 0001-12-31 10:00 BC
+
+
+def _client(make_org, user_client):
+    org, owner = make_org()
+    client = user_client(owner)
+    answer = client.post(
+        "/api/recommender/items/batch", {"items": [{"id": "i1", "title": "Mug"}]}, format="json"
+    )
+    assert answer.json()["created"] == 1
+    return org, client
+
+
+def _event(n: int, **fields) -> dict:
+    when = (timezone.now() - timedelta(hours=1)).isoformat()
+    return {"id": f"e{n}", "user": "u1", "item": "i1", "type": "view", "occurred_at": when, **fields}
+
+
+def _reasons(answer) -> dict[int, str]:
+    assert answer.status_code == 200, answer.content
+    return {r["index"]: r["reason"] for r in answer.json()["rejected"]}
+
+
+def _still_readable(client) -> None:
+    """What one unreadable timestamp used to break: the item list and detail, and recommendations."""
+    assert client.get("/api/recommender/items/").status_code == 200
+    assert client.get("/api/recommender/items/i1/").status_code == 200
+    assert client.get("/api/recommender/recommendations?user=u1").status_code == 200
+
+
+def test_times_outside_1900_to_9998_are_rejected_per_row(make_org, user_client):
+    org, client = _client(make_org, user_client)
+    items = client.post(
+        "/api/recommender/items/batch",
+        {
+            "items": [
+                {"id": "old", "title": "Old", "expires_at": YEAR_ONE},
+                {"id": "late", "title": "Late", "expires_at": "9999-12-31T23:00:00-05:00"},
+                {"id": "feb", "title": "Feb", "expires_at": "2026-02-30T00:00:00Z"},
+                {"id": "ok", "title": "Fine", "expires_at": "9998-12-31T00:00:00Z"},
+            ]
+        },
+        format="json",
+    )
+    reasons = _reasons(items)
+    assert sorted(reasons) == [0, 1, 2]
+    assert reasons[0].startswith("expires_at") and "out of range" in reasons[0]
+    assert reasons[1].startswith("expires_at") and "out of range" in reasons[1]
+    assert "not an ISO 8601" in reasons[2]
+    assert items.json()["created"] == 1
+    events = client.post(
+        "/api/recommender/events/batch",
+        {
+            "events": [
+                _event(1, occurred_at=YEAR_ONE),
+                _event(2, occurred_at="1899-12-31T23:59:59Z"),
+                _event(3),
+            ]
+        },
+        format="json",
+    )
+    reasons = _reasons(events)
+    assert sorted(reasons) == [0, 1]
+    assert all(r.startswith("occurred_at") and "out of range" in r for r in reasons.values())
+    upload = client.post(
+        "/api/recommender/events/upload",
+        {
+            "file": SimpleUploadedFile(
+                "events.csv", f"id,user,item,type,occurred_at\nev-old,u2,i1,view,{YEAR_ONE}\n".encode()
+            )
+        },
+        format="multipart",
+    )
+    assert "out of range" in _reasons(upload)[2]
+    assert set(Item.objects.for_org(org).values_list("external_id", flat=True)) == {"i1", "ok"}
+    assert list(Event.objects.for_org(org).values_list("external_id", flat=True)) == ["e3"]
+    _still_readable(client)
+
+
+def test_an_organisation_poisoned_before_the_check_is_repaired_by_the_command(make_org, user_client):
+    from django.core.management import call_command
+    from django.utils.dateparse import parse_datetime
+
+    org, client = _client(make_org, user_client)
+    item = Item.objects.for_org(org).get(external_id="i1")
+    year_one = parse_datetime(YEAR_ONE)
+    Item.all_tenants.create(organisation=org, external_id="old", title="Old", expires_at=year_one)
+    Item.all_tenants.create(
+        organisation=org,
+        external_id="far",
+        title="Far",
+        expires_at=parse_datetime("9999-12-31T23:00:00-05:00"),
+    )
+    Event.all_tenants.create(
+        organisation=org, external_id="bad", user="u1", item=item, type="view", occurred_at=year_one
+    )
+    Event.all_tenants.create(
+        organisation=org, external_id="good", user="u1", item=item, type="view", occurred_at=timezone.now()
+    )
+    with pytest.raises(DataError, match="year"):  # what every read of the organisation met
+        list(Event.objects.for_org(org))
+    call_command("recommender_repair_times")
+    assert list(Event.objects.for_org(org).values_list("external_id", flat=True)) == ["good"]
+    expiry = dict(Item.objects.for_org(org).values_list("external_id", "expires_at"))
+    assert expiry["old"].year == 1900 and expiry["far"] is None and expiry["i1"] is None
+    _still_readable(client)
+    served = client.get("/api/recommender/items/").json()
+    assert {i["id"] for i in served["results"]} == {"i1", "old", "far"}
