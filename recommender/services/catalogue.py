@@ -64,6 +64,8 @@ def _categories(raw: Any) -> list[str]:
         raw = [part for part in raw.split("|")]
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise RowError("categories must be a list of strings (in CSV: separated by |)")
+    if any("\x00" in c for c in raw):
+        raise RowError("categories contains a NUL character (\\x00)")
     cleaned = [c.strip()[:100] for c in raw if c.strip()]
     if len(cleaned) > MAX_CATEGORIES:
         raise RowError(f"categories has {len(cleaned)} entries; the limit is {MAX_CATEGORIES}")
@@ -106,7 +108,25 @@ def _attributes(raw: Any) -> dict[str, Any]:
         raise RowError("attributes must be a JSON object")
     if len(json.dumps(raw)) > 10_000:
         raise RowError("attributes take at most 10,000 characters of JSON")
+    if _has_nul(raw):
+        raise RowError("attributes contains a NUL character (\\x00) in a key or a value")
     return raw
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL in any key or string (PostgreSQL's jsonb cannot store one)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
 
 
 def item_from_row(row: dict[str, Any]) -> ItemIn:

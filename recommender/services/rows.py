@@ -57,6 +57,8 @@ def text_value(row: dict[str, Any], name: str, *, required: bool, limit: int) ->
         value = str(value)
     if not isinstance(value, str):
         raise RowError(f"{name} must be a string")
+    if "\x00" in value:
+        raise RowError(f"{name} contains a NUL character (\\x00)")
     value = value.strip()
     if required and not value:
         raise RowError(f"{name} is empty")

@@ -121,3 +121,74 @@ def test_an_organisation_poisoned_before_the_check_is_repaired_by_the_command(ma
     _still_readable(client)
     served = client.get("/api/recommender/items/").json()
     assert {i["id"] for i in served["results"]} == {"i1", "old", "far"}
+
+
+def test_nul_characters_are_rejected_naming_the_field(make_org, user_client):
+    org, client = _client(make_org, user_client)
+    items = client.post(
+        "/api/recommender/items/batch",
+        {
+            "items": [
+                {"id": "a\u0000", "title": "T"},
+                {"id": "b", "title": "T\u0000"},
+                {"id": "c", "title": "T", "categories": ["mu\u0000gs"]},
+                {"id": "d", "title": "T", "attributes": {"k\u0000": 1}},
+                {"id": "e", "title": "T", "attributes": {"k": [{"deep": "v\u0000"}]}},
+                {"id": "f", "title": "T", "description": "\u0000"},
+            ]
+        },
+        format="json",
+    )
+    reasons = _reasons(items)
+    assert [reasons[i].split()[0] for i in range(6)] == [
+        "id",
+        "title",
+        "categories",
+        "attributes",
+        "attributes",
+        "description",
+    ]
+    assert all("NUL" in reason for reason in reasons.values())
+    events = client.post(
+        "/api/recommender/events/batch",
+        {"events": [_event(1, user="u\u0000"), _event(2, id="e\u00002"), _event(3, type="vi\u0000ew")]},
+        format="json",
+    )
+    reasons = _reasons(events)
+    assert [reasons[i].split()[0] for i in range(3)] == ["user", "id", "type"]
+    csv_items = b"id,title\ng,Good\nh,Bad\x00title\n"
+    upload = client.post(
+        "/api/recommender/items/upload",
+        {"file": SimpleUploadedFile("items.csv", csv_items)},
+        format="multipart",
+    )
+    assert _reasons(upload)[3].startswith("title contains a NUL")
+    jsonl = (
+        '{"id": "ev-j", "user": "u\\u0000", "item": "i1", "type": "view", '
+        '"occurred_at": "2024-01-01T00:00:00Z"}'
+    )
+    upload = client.post(
+        "/api/recommender/events/upload",
+        {"file": SimpleUploadedFile("events.jsonl", jsonl.encode())},
+        format="multipart",
+    )
+    assert _reasons(upload)[1].startswith("user contains a NUL")
+    assert set(Item.objects.for_org(org).values_list("external_id", flat=True)) == {"i1", "g"}
+    assert not Event.objects.for_org(org).exists()
+    assert client.get("/api/recommender/items/%00/").status_code == 404
+    assert client.get("/api/recommender/items/%00/similar").status_code == 404
+    page = client.get("/recommender/?user=%00")
+    assert page.status_code == 400 and b"NUL" in page.content
+    _still_readable(client)
+
+
+@pytest.mark.parametrize("name", ["k", "max_per_category"])
+def test_non_ascii_digits_in_whole_number_parameters_are_a_400(make_org, user_client, name):
+    org, client = _client(make_org, user_client)
+    for value in ("%C2%B2", "--1", "%D9%A3"):  # superscript two, a double sign, Arabic-Indic three
+        for path in ("/api/recommender/recommendations?user=u1&", "/api/recommender/items/i1/similar?"):
+            answer = client.get(f"{path}{name}={value}")
+            assert answer.status_code == 400, (path, value, answer.content)
+            assert answer.json()["error"]["details"]["field"] == name
+            assert "whole number" in answer.json()["error"]["message"]
+    assert client.get(f"/api/recommender/recommendations?user=u1&{name}=3").status_code == 200
