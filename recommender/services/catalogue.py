@@ -25,6 +25,7 @@ from recommender.services.rows import (
     IngestResult,
     Rejection,
     RowError,
+    id_value,
     text_value,
     time_value,
     upload_rows,
@@ -135,7 +136,7 @@ def item_from_row(row: dict[str, Any]) -> ItemIn:
     if unknown:
         raise RowError(f"unknown fields: {', '.join(unknown)}")
     return ItemIn(
-        external_id=text_value(row, "id", required=True, limit=200),
+        external_id=id_value(row, "id"),
         title=text_value(row, "title", required=True, limit=500),
         description=text_value(row, "description", required=False, limit=10_000),
         categories=_categories(row.get("categories")),

@@ -32,6 +32,7 @@ from recommender.services.rows import (
     IngestResult,
     Rejection,
     RowError,
+    id_value,
     text_value,
     time_value,
     upload_rows,
@@ -80,7 +81,7 @@ def event_from_row(row: dict[str, Any]) -> EventIn:
     return EventIn(
         external_id=text_value(row, "id", required=True, limit=200),
         user=text_value(row, "user", required=True, limit=200),
-        item=text_value(row, "item", required=True, limit=200),
+        item=id_value(row, "item"),
         type=type_,
         value=_value(row.get("value"), type_),
         occurred_at=occurred,

@@ -1,6 +1,7 @@
 """What item and event rows from the API and from uploads share: per-row checking with a reason, and the
 upload reader (``core.ml.uploads``, the platform's one) turned into dictionaries with their line numbers."""
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,9 @@ FUTURE_SLACK_S = 300  # clocks differ: an event up to five minutes ahead is acce
 # or events (lists, serving, training). No shop has events before 1900 or items expiring after 9998.
 EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+# Ids must be addressable by the API: the path segment of items/{id}/ cannot hold "/", and the items= and
+# exclude= lists are separated by ",". Control characters (NUL among them) cannot be stored or sent.
+ID_FORBIDDEN = re.compile(r"[/,\x00-\x1f\x7f]")
 
 
 class RowError(ValueError):
@@ -64,6 +68,21 @@ def text_value(row: dict[str, Any], name: str, *, required: bool, limit: int) ->
         raise RowError(f"{name} is empty")
     if len(value) > limit:
         raise RowError(f"{name} has {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def id_value(row: dict[str, Any], name: str) -> str:
+    """An item id (or an event's item reference): required, at most 200 characters, and addressable by the
+    API (no "/", "," or control characters, and not "." or "..", which URLs resolve away)."""
+    value = text_value(row, name, required=True, limit=200)
+    bad = ID_FORBIDDEN.search(value)
+    if bad is not None:
+        raise RowError(
+            f"{name} {value[:60]!r} contains {bad.group()!r}: ids may not contain '/', ',' or control "
+            "characters (the API could not address the item)"
+        )
+    if value in (".", ".."):
+        raise RowError(f"{name} {value!r} is not a usable id (the API could not address the item)")
     return value
 
 

@@ -192,3 +192,31 @@ def test_non_ascii_digits_in_whole_number_parameters_are_a_400(make_org, user_cl
             assert answer.json()["error"]["details"]["field"] == name
             assert "whole number" in answer.json()["error"]["message"]
     assert client.get(f"/api/recommender/recommendations?user=u1&{name}=3").status_code == 200
+
+
+def test_ids_the_api_cannot_address_are_rejected_and_the_shipped_ids_pass(make_org, user_client):
+    from recommender.demo import retail_catalogue_and_events
+    from recommender.services.catalogue import item_from_row
+    from recommender.services.events import event_from_row
+
+    org, client = _client(make_org, user_client)
+    bad_ids = ["a/b", "c,d", "tab\there", ".", ".."]
+    items = client.post(
+        "/api/recommender/items/batch",
+        {"items": [*({"id": i, "title": "T"} for i in bad_ids), {"id": "ok id-1.2_x:y", "title": "T"}]},
+        format="json",
+    )
+    reasons = _reasons(items)
+    assert sorted(reasons) == [0, 1, 2, 3, 4]
+    assert all(r.startswith("id ") and "the API could not address the item" in r for r in reasons.values())
+    assert "'/'" in reasons[0].split(":")[0] and "','" in reasons[1].split(":")[0]
+    assert client.get("/api/recommender/items/ok%20id-1.2_x:y/").json()["id"] == "ok id-1.2_x:y"
+    events = client.post(
+        "/api/recommender/events/batch", {"events": [_event(1, item="i1/x"), _event(2)]}, format="json"
+    )
+    assert _reasons(events)[0].startswith("item 'i1/x' contains '/'")
+    assert set(Item.objects.for_org(org).values_list("external_id", flat=True)) == {"i1", "ok id-1.2_x:y"}
+    assert list(Event.objects.for_org(org).values_list("external_id", flat=True)) == ["e2"]
+    shipped_items, shipped_events = retail_catalogue_and_events()
+    assert len({item_from_row(row).external_id for row in shipped_items}) == len(shipped_items)
+    assert all(event_from_row(row).item for row in shipped_events[:2000])
