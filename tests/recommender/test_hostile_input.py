@@ -2,14 +2,18 @@
 cannot hand back, NUL characters, non-ASCII digits, and ids the API cannot address. Each is refused with a
 reason naming the field (a per-row rejection, or a 400/404), and the organisation keeps working."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import DataError
+from django.db import DataError, connection
 from django.utils import timezone
 
+from core.billing.models import Plan, PlanLimit
+from core.errors import QuotaExceeded
 from recommender.models import Event, Item
+from recommender.services import catalogue
 
 pytestmark = pytest.mark.django_db
 
@@ -220,3 +224,46 @@ def test_ids_the_api_cannot_address_are_rejected_and_the_shipped_ids_pass(make_o
     shipped_items, shipped_events = retail_catalogue_and_events()
     assert len({item_from_row(row).external_id for row in shipped_items}) == len(shipped_items)
     assert all(event_from_row(row).item for row in shipped_events[:2000])
+
+
+def _in_thread(target, errors: list) -> threading.Thread:
+    """``target`` in a thread with its own database connection (closed at the end)."""
+
+    def run() -> None:
+        try:
+            target()
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    return threading.Thread(target=run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_batches_cannot_pass_the_catalogue_quota(make_org):
+    """Ten batches of 10 new items at the same instant, each in its own connection and transaction, against
+    a limit of 32 with 12 items stored: exactly two fit (without the lock most of the ten were stored)."""
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="catalogue_items", defaults={"limit": 32})
+    for round_ in range(2):
+        org, _ = make_org()
+        catalogue.items_upsert(organisation=org, rows=[{"id": f"s{n}", "title": "Old"} for n in range(12)])
+        barrier, errors, outcomes = threading.Barrier(10), [], []
+
+        def batch(n: int, org=org, barrier=barrier, outcomes=outcomes) -> None:
+            rows = [{"id": f"b{n}-{i}", "title": "New"} for i in range(10)]
+            barrier.wait(10)
+            try:
+                outcomes.append(catalogue.items_upsert(organisation=org, rows=rows).created)
+            except QuotaExceeded:
+                outcomes.append(0)
+
+        threads = [_in_thread(lambda n=n: batch(n), errors) for n in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert sorted(outcomes) == [0] * 8 + [10, 10], (round_, outcomes)
+        assert catalogue.catalogue_count(org) == 32
