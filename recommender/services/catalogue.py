@@ -7,14 +7,13 @@ and items whose text (title, description, categories) changed lose their vector 
 ``recommender.embed_items`` task after commit (``recommender.services.text``).
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.billing import services as billing
@@ -30,6 +29,7 @@ from recommender.services.rows import (
     text_value,
     time_value,
     upload_rows,
+    write_lock,
 )
 
 CATALOGUE_METER = "catalogue_items"
@@ -44,7 +44,6 @@ ITEM_FIELDS = (
     "deleted",
 )
 MAX_CATEGORIES = 50
-_LOCK_NAMESPACE = b"recommender.catalogue:"
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def _store(
             continue
         valid[item.external_id] = item  # the last of repeated ids wins, as a later call would
     with transaction.atomic():
-        _catalogue_lock(organisation)  # the quota check below and the inserts are one step per organisation
+        write_lock(organisation, "catalogue")  # the quota check below and the inserts: one step per org
         existing = {
             i.external_id: i
             for i in Item.objects.for_org(organisation)
@@ -236,19 +235,6 @@ def _store(
             text.items_embed_enqueue(organisation_id=organisation.pk)
     result.created, result.updated = len(new), len(changed)
     return result
-
-
-def _catalogue_lock(organisation) -> None:
-    """On PostgreSQL, inside the write's transaction: an advisory lock on the organisation's catalogue, held
-    to the commit, so that concurrent batches check the ``catalogue_items`` quota one after the other, each
-    seeing the items the previous one stored (without it, ten parallel batches of 10 against a limit of 30
-    stored 62). SQLite (the embedded default) serialises them already: its transactions are IMMEDIATE."""
-    if connection.vendor != "postgresql":
-        return
-    data = _LOCK_NAMESPACE + int(organisation.pk).to_bytes(8, "little", signed=True)
-    key = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def _fields(item: ItemIn) -> dict[str, Any]:

@@ -267,3 +267,29 @@ def test_parallel_batches_cannot_pass_the_catalogue_quota(make_org):
         assert not errors, errors
         assert sorted(outcomes) == [0] * 8 + [10, 10], (round_, outcomes)
         assert catalogue.catalogue_count(org) == 32
+
+
+def test_stored_events_are_a_stock_meter_with_a_plan_limit(make_org, user_client):
+    org, client = _client(make_org, user_client)
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="stored_events", defaults={"limit": 5})
+    ok = client.post(
+        "/api/recommender/events/batch", {"events": [_event(n) for n in range(4)]}, format="json"
+    )
+    assert ok.status_code == 200 and ok.json()["created"] == 4
+    refused = client.post(
+        "/api/recommender/events/batch", {"events": [_event(n) for n in range(2, 6)]}, format="json"
+    )  # two already stored, two new: one too many
+    assert refused.status_code == 402, refused.content
+    assert refused.json()["error"]["details"]["meter"] == "stored_events"
+    again = client.post("/api/recommender/events/batch", {"events": [_event(1), _event(4)]}, format="json")
+    assert again.json()["created"] == 1 and again.json()["existing"] == 1
+    when = (timezone.now() - timedelta(hours=1)).isoformat()
+    data = f"id,user,item,type,occurred_at\ne0,u1,i1,view,{when}\nf1,u1,i1,view,{when}\n".encode()
+    upload = client.post(
+        "/api/recommender/events/upload", {"file": SimpleUploadedFile("e.csv", data)}, format="multipart"
+    )
+    assert upload.status_code == 402 and upload.json()["error"]["details"]["meter"] == "stored_events"
+    assert Event.objects.for_org(org).count() == 5
+    usage = {row["meter"]: row for row in client.get("/api/usage/").json()["meters"]}
+    assert usage["stored_events"]["used"] == 5 and usage["stored_events"]["limit"] == 5
