@@ -32,7 +32,8 @@ def _int(request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value in (None, ""):
         return default
-    if not value.lstrip("-").isdigit():
+    digits = value.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):  # "²".isdigit() is True and int("²") fails; so does "--1"
         raise InvalidInput(f"{name} must be a whole number.", details={"field": name})
     return int(value)
 

@@ -6,6 +6,7 @@ from core.tenancy.models import Role
 from recommender import demo
 from recommender.kinds import RECOMMENDER
 from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
+from recommender.services.events import EVENTS_METER, events_count
 from recommender.services.serving import SERVED_METER
 from recommender.services.training import TASK, TRAIN_JOB, train_job_handler
 
@@ -50,6 +51,16 @@ PRODUCT = Product(
             label="Catalogue items",
             limits={"trial": 5_000, "pro": 200_000, "enterprise": 2_000_000},
             counter=catalogue_count,
+        ),
+        # behaviour is stored for good (training reads all of it): a trial holds a MovieLens-small or the
+        # demo's Online Retail slice several times over
+        MeterSpec(
+            EVENTS_METER,
+            kind="stock",
+            unit="event",
+            label="Stored events",
+            limits={"trial": 200_000, "pro": 20_000_000, "enterprise": 500_000_000},
+            counter=events_count,
         ),
     ),
     # Parents before children: export writes them in this order, import re-creates them in it, deletion

@@ -19,6 +19,8 @@ def item_list(*, organisation) -> QuerySet[Item]:
 
 
 def item_get(*, organisation, external_id: str) -> Item | None:
+    if "\x00" in external_id:  # never stored (refused on upsert), and PostgreSQL cannot compare it
+        return None
     return Item.objects.for_org(organisation).filter(external_id=external_id, deleted=False).first()
 
 

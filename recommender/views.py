@@ -1,5 +1,5 @@
 from django.contrib import messages
-from django.http import Http404, HttpResponseForbidden
+from django.http import Http404, HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -20,6 +20,8 @@ def index(request):
     latest events and their recommendations with why each item is there (a served, metered request)."""
     organisation = request.organisation
     user = (request.GET.get("user") or "").strip()[:200]
+    if "\x00" in user:
+        return HttpResponseBadRequest("The user id may not contain NUL characters.")
     context = {
         "stats": selectors.catalogue_stats(organisation=organisation),
         "versions": [

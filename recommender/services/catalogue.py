@@ -25,9 +25,11 @@ from recommender.services.rows import (
     IngestResult,
     Rejection,
     RowError,
+    id_value,
     text_value,
     time_value,
     upload_rows,
+    write_lock,
 )
 
 CATALOGUE_METER = "catalogue_items"
@@ -64,6 +66,8 @@ def _categories(raw: Any) -> list[str]:
         raw = [part for part in raw.split("|")]
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise RowError("categories must be a list of strings (in CSV: separated by |)")
+    if any("\x00" in c for c in raw):
+        raise RowError("categories contains a NUL character (\\x00)")
     cleaned = [c.strip()[:100] for c in raw if c.strip()]
     if len(cleaned) > MAX_CATEGORIES:
         raise RowError(f"categories has {len(cleaned)} entries; the limit is {MAX_CATEGORIES}")
@@ -106,7 +110,25 @@ def _attributes(raw: Any) -> dict[str, Any]:
         raise RowError("attributes must be a JSON object")
     if len(json.dumps(raw)) > 10_000:
         raise RowError("attributes take at most 10,000 characters of JSON")
+    if _has_nul(raw):
+        raise RowError("attributes contains a NUL character (\\x00) in a key or a value")
     return raw
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL in any key or string (PostgreSQL's jsonb cannot store one)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
 
 
 def item_from_row(row: dict[str, Any]) -> ItemIn:
@@ -115,7 +137,7 @@ def item_from_row(row: dict[str, Any]) -> ItemIn:
     if unknown:
         raise RowError(f"unknown fields: {', '.join(unknown)}")
     return ItemIn(
-        external_id=text_value(row, "id", required=True, limit=200),
+        external_id=id_value(row, "id"),
         title=text_value(row, "title", required=True, limit=500),
         description=text_value(row, "description", required=False, limit=10_000),
         categories=_categories(row.get("categories")),
@@ -183,6 +205,7 @@ def _store(
             continue
         valid[item.external_id] = item  # the last of repeated ids wins, as a later call would
     with transaction.atomic():
+        write_lock(organisation, "catalogue")  # the quota check below and the inserts: one step per org
         existing = {
             i.external_id: i
             for i in Item.objects.for_org(organisation)

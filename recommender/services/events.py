@@ -19,21 +19,29 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 
+from core.billing import services as billing
 from core.errors import InvalidInput
+from core.tenancy.models import Organisation
 from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
-from recommender.services import experiments
+from recommender.services import experiments, snapshot
 from recommender.services.rows import (
+    EARLIEST_TIME,
+    LATEST_TIME,
     MAX_BATCH,
     IngestResult,
     Rejection,
     RowError,
+    id_value,
     text_value,
     time_value,
     upload_rows,
+    write_lock,
 )
 
 EVENT_FIELDS = {"id", "user", "item", "type", "value", "occurred_at"}
+EVENTS_METER = "stored_events"  # a stock meter: the events the organisation has stored
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ def event_from_row(row: dict[str, Any]) -> EventIn:
     return EventIn(
         external_id=text_value(row, "id", required=True, limit=200),
         user=text_value(row, "user", required=True, limit=200),
-        item=text_value(row, "item", required=True, limit=200),
+        item=id_value(row, "item"),
         type=type_,
         value=_value(row.get("value"), type_),
         occurred_at=occurred,
@@ -93,8 +101,10 @@ def events_ingest(*, organisation, rows: list[dict[str, Any]]) -> IngestResult:
 
 
 def events_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
-    """A CSV or JSONL file of events (the API's fields as columns); rejections name the file's line."""
+    """A CSV or JSONL file of events (the API's fields as columns); rejections name the file's line. A file
+    whose new event ids would pass the plan's ``stored_events`` limit is refused whole (402) first."""
     numbered, rejected = upload_rows(data=data, filename=filename)
+    _check_room(organisation, numbered)
     result = IngestResult(rejected=rejected)
     for start in range(0, len(numbered), MAX_BATCH):
         part = _store(organisation=organisation, numbered=numbered[start : start + MAX_BATCH])
@@ -102,6 +112,23 @@ def events_upload(*, organisation, data: bytes, filename: str) -> IngestResult:
         result.rejected.extend(part.rejected)
     result.rejected.sort(key=lambda r: r.index)
     return result
+
+
+def _check_room(organisation, numbered: list[tuple[int, Any]]) -> None:
+    """Refuse a whole file whose new event ids would pass the plan's limit, before any is stored (the file is
+    stored in batches, each its own transaction, each checked again)."""
+    ids = {str(row.get("id")).strip() for _, row in numbered if isinstance(row, dict) and row.get("id")}
+    listed, known = list(ids), 0
+    for start in range(0, len(listed), 5000):
+        chunk = listed[start : start + 5000]
+        known += Event.objects.for_org(organisation).filter(external_id__in=chunk).count()
+    if len(ids) > known:
+        billing.quota_check(organisation=organisation, meter=EVENTS_METER, quantity=len(ids) - known)
+
+
+def events_count(organisation) -> int:
+    """The ``stored_events`` stock meter."""
+    return Event.objects.for_org(organisation).count()
 
 
 def _checked(numbered: list[tuple[int, Any]], result: IngestResult) -> dict[str, tuple[int, EventIn]]:
@@ -124,6 +151,14 @@ def _checked(numbered: list[tuple[int, Any]], result: IngestResult) -> dict[str,
 def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
     result = IngestResult()
     valid = _checked(numbered, result)
+    with transaction.atomic():
+        write_lock(organisation, "events")  # the quota check and the inserts: one step per organisation
+        _store_checked(organisation=organisation, valid=valid, result=result)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def _store_checked(*, organisation, valid: dict[str, tuple[int, EventIn]], result: IngestResult) -> None:
     stored = set(
         Event.objects.for_org(organisation)
         .filter(external_id__in=list(valid))
@@ -157,7 +192,9 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
                 occurred_at=event.occurred_at,
             )
         )
-    # a concurrent batch may store the same id between the check and here: the database keeps one
+    if new:  # a batch that would pass the plan's limit is refused whole (402), as the catalogue's
+        billing.quota_check(organisation=organisation, meter=EVENTS_METER, quantity=len(new))
+    # the lock serialises this organisation's batches; the constraint still keeps one of a repeated id
     Event.all_tenants.bulk_create(new, ignore_conflicts=True)
     result.created = len(new)
     # feedback on items an experiment served is credited to its arm (a flag: a repeat cannot count twice)
@@ -167,8 +204,27 @@ def _store(*, organisation, numbered: list[tuple[int, Any]]) -> IngestResult:
             (e.user, e.item, e.type, e.occurred_at) for _, e in valid.values() if e.external_id in created
         ],
     )
-    result.rejected.sort(key=lambda r: r.index)
-    return result
+
+
+def out_of_range_times_repair() -> dict[str, int]:
+    """Make readable again the organisations that stored a time before 1900 or after 9998 (accepted until
+    rows.time_value refused them; ``0001-01-01T00:00:00+14:00`` is stored as a BC timestamp that no read can
+    return, so the item list, serving and training failed). Such events are deleted (a fact at an impossible
+    time cannot be corrected); an item's expiry before 1900 becomes 1900 (still expired) and one after 9998
+    becomes none (never expires). Only updates and deletes: the bad rows are never read."""
+    with transaction.atomic():
+        items_low = Item.all_tenants.filter(expires_at__lt=EARLIEST_TIME)
+        items_high = Item.all_tenants.filter(expires_at__gte=LATEST_TIME)
+        touched = set(items_low.values_list("organisation_id", flat=True))
+        touched |= set(items_high.values_list("organisation_id", flat=True))
+        repaired = items_low.update(expires_at=EARLIEST_TIME) + items_high.update(expires_at=None)
+        bad_events = Event.all_tenants.filter(
+            Q(occurred_at__lt=EARLIEST_TIME) | Q(occurred_at__gte=LATEST_TIME)
+        )
+        deleted = bad_events._raw_delete(bad_events.db)  # the ORM's delete() would read the rows first
+        for organisation_id in touched:
+            snapshot.catalogue_changed(organisation=Organisation(pk=organisation_id))
+    return {"items": repaired, "events": deleted}
 
 
 def event_weights(*, organisation) -> dict[str, float]:

@@ -99,6 +99,7 @@ def org_with_data(make_org, make_member, tmp_path):
         "documents_classified",
         "recommendations_served",
         "catalogue_items",
+        "stored_events",
     )
     plan_limits_write(plan.pk, dict.fromkeys(product_meters, 1_000_000))
     Subscription.objects.filter(organisation=org).update(plan=plan, status=SubscriptionStatus.ACTIVE)
