@@ -1,10 +1,13 @@
 """The finance monitor pages' forms: they validate what a page is asked (filters, chart choices, an
-analyst's correction) and hand plain values to the selectors and services."""
+analyst's correction, a file of documents, a watch-list entry, a feed) and hand plain values to the selectors
+and services (which check again: the API's rules)."""
 
 from django import forms
 
-from finance_monitor.models import Sentiment
+from finance_monitor.models import EntityKind, Sentiment
 from finance_monitor.services.dashboard import SPANS, ChartTarget
+from finance_monitor.services.feeds import MIN_POLL_INTERVAL_S
+from finance_monitor.services.uploads import MAX_UPLOAD_BYTES
 
 
 class ChartForm(forms.Form):
@@ -92,3 +95,55 @@ class CorrectionForm(forms.Form):
         if not data.get("topic") and not data.get("sentiment"):
             raise forms.ValidationError("Choose a topic, a sentiment or both.")
         return data
+
+
+class UploadForm(forms.Form):
+    """A CSV or JSONL file of documents (``services.uploads``: the API's upload)."""
+
+    file = forms.FileField(
+        label="CSV or JSONL file",
+        help_text="Columns or keys: text (required), title, url, author, language, published_at, id.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.jsonl,.ndjson"}),
+    )
+    source = forms.CharField(
+        max_length=120, required=False, label="Source name", help_text="Default: Uploads."
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        if not (upload.name or "").lower().endswith((".csv", ".jsonl", ".ndjson")):
+            raise forms.ValidationError("Upload a .csv or .jsonl file.")
+        return upload
+
+
+class EntityForm(forms.Form):
+    """A watch-list entry (``services.entities.entity_save``: the API's)."""
+
+    kind = forms.ChoiceField(choices=EntityKind.choices, initial=EntityKind.COMPANY)
+    name = forms.CharField(max_length=200)
+    ticker = forms.CharField(
+        max_length=13, required=False, help_text="For example AAPL (a ticker needs one)."
+    )
+    aliases = forms.CharField(
+        max_length=2000, required=False, help_text="Other names it goes by, separated by commas (at most 50)."
+    )
+
+    def clean_aliases(self):
+        aliases = [a.strip() for a in self.cleaned_data["aliases"].split(",") if a.strip()]
+        if len(aliases) > 50:
+            raise forms.ValidationError(f"At most 50 aliases ({len(aliases)} given).")
+        if any(len(a) > 200 for a in aliases):
+            raise forms.ValidationError("An alias has at most 200 characters.")
+        return aliases
+
+
+class FeedForm(forms.Form):
+    """An RSS/Atom feed to poll (``services.feeds.feed_create``: the API's, with its address checks)."""
+
+    name = forms.CharField(max_length=120)
+    feed_url = forms.URLField(max_length=2000, label="Feed address", assume_scheme="https")
+    poll_interval_s = forms.IntegerField(
+        min_value=MIN_POLL_INTERVAL_S, max_value=7 * 86400, initial=900, label="Poll every (seconds)"
+    )

@@ -16,8 +16,10 @@ from core.products import (
     DashboardCard,
     ModelTask,
     NavEntry,
+    OnboardingStep,
     Product,
     ProductPermission,
+    StepLink,
 )
 from core.tenancy.models import Role
 from finance_monitor import demo
@@ -28,6 +30,70 @@ def _train_default(job, reporter) -> dict:
     from finance_monitor.services.defaults import default_train_job_handler
 
     return default_train_job_handler(job, reporter)
+
+
+SAMPLE_SOURCE = "Sample: twitter financial news"  # the source of the page's sample replay
+
+
+def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
+    """The monitor's four steps for a new organisation, each done or not as its data says: documents (the
+    sample or its own), the default topic and sentiment models, a first classified document, a watch-list
+    entry. The steps' forms and buttons are on the monitor's page."""
+    from django.urls import reverse
+
+    from core.jobs.models import ACTIVE_STATUSES, TrainingJob
+    from core.registry.services.common import active_version
+    from finance_monitor.models import Document, Entity
+    from finance_monitor.services.classification import APP, SENTIMENT_TASK, TOPIC_TASK
+    from finance_monitor.services.defaults import JOB_KIND
+
+    page = reverse("finance_monitor:index")
+    documents = Document.objects.for_org(organisation)
+    data = OnboardingStep(
+        "data",
+        "Start from sample data, or send your documents",
+        documents.exists(),
+        "The sample: 170 real financial news posts (twitter financial news, MIT) replayed over ten minutes, "
+        "with a surge of negative ones. Yours: a CSV or JSONL file (a text column), a feed, or the API.",
+        (
+            StepLink("Try it with sample data", reverse("finance_monitor:sample"), post=True),
+            StepLink("Upload a file", f"{page}#upload"),
+            StepLink("Add a feed", f"{page}#sources"),
+        ),
+    )
+    ready = all(active_version(organisation, APP, task) is not None for task in (TOPIC_TASK, SENTIMENT_TASK))
+    running = list(
+        TrainingJob.objects.for_org(organisation)
+        .filter(kind=JOB_KIND, status__in=ACTIVE_STATUSES)
+        .order_by("created_at", "id")
+    )
+    if ready:
+        detail, links = "The topic and sentiment models classify every new document.", ()
+    elif running:
+        detail = "Training now (minutes on a busy CPU); documents are classified once both models are ready."
+        links = tuple(StepLink(f"Follow job #{j.pk}", reverse("job-detail", args=[j.pk])) for j in running)
+    else:
+        detail = (
+            "They train by themselves from the shipped twitter financial news sets once documents arrive."
+        )
+        links = (StepLink("Train the default models", reverse("finance_monitor:models-default"), post=True),)
+    models = OnboardingStep("models", "Train the topic and sentiment models", ready, detail, links)
+    classified = documents.filter(classified_at__isnull=False).count()
+    seen = OnboardingStep(
+        "classified",
+        "See your documents classified",
+        classified > 0,
+        f"{classified} document{'s' if classified != 1 else ''} classified so far.",
+        (StepLink("Browse the documents", reverse("finance_monitor:documents")),),
+    )
+    watch = OnboardingStep(
+        "watch-list",
+        "Add a company, ticker or keyword to your watch-list",
+        Entity.objects.for_org(organisation).exists(),
+        "Documents that name it are tagged; its own chart and alert rules follow it.",
+        (StepLink("Add a watch-list entry", f"{page}#watch-list"),),
+    )
+    return [data, models, seen, watch]
 
 
 PRODUCT = Product(
@@ -96,6 +162,7 @@ PRODUCT = Product(
         JobKind("finance_monitor.train_default", queue=Queue.TRAIN, handler=_train_default, metered=False),
     ),
     demo_seeder=demo.seed,
+    onboarding=onboarding_checklist,
     model_tasks=(
         ModelTask("topic", kind="classifier", description="The topic of a news item or post"),
         ModelTask("sentiment", kind="classifier", description="Positive, neutral or negative"),

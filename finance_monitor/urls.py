@@ -10,4 +10,9 @@ urlpatterns = [
     path("documents.csv", views.documents_csv, name="documents-csv"),
     path("documents/<int:document_id>/correct", views.document_correct, name="document-correct"),
     path("alerts/", views.alerts, name="alerts"),
+    path("sample/", views.sample_load, name="sample"),
+    path("upload/", views.upload, name="upload"),
+    path("watch-list/", views.entity_add, name="entity-add"),
+    path("feeds/", views.feed_add, name="feed-add"),
+    path("models/defaults/", views.models_default, name="models-default"),
 ]

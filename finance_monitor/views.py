@@ -1,9 +1,14 @@
-"""The finance monitor's pages: the dashboard (charts, live feed, alerts, source health), the drill-down of
-documents with its CSV export and analysts' corrections, and the alert list. Each view validates with a form,
-calls selectors and services, and renders; permissions by role (``member_required``) stay here."""
+"""The finance monitor's pages: the dashboard (charts, live feed, alerts, source health, and a new
+customer's way in: the checklist, sample data, a file upload, watch-list and feed forms, the default models'
+training), the drill-down of documents with its CSV export and analysts' corrections, and the alert list.
+Each view validates with a form, calls selectors and services (the API's), and renders; permissions by role
+(``member_required``, the API's permissions) stay here."""
+
+import dataclasses
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -11,20 +16,97 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, TrellisError
+from core.jobs.models import ACTIVE_STATUSES
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 from finance_monitor import selectors
-from finance_monitor.forms import ChartForm, CorrectionForm, DocumentFilterForm
-from finance_monitor.services import corrections, dashboard
+from finance_monitor.forms import (
+    ChartForm,
+    CorrectionForm,
+    DocumentFilterForm,
+    EntityForm,
+    FeedForm,
+    UploadForm,
+)
+from finance_monitor.models import Replay
+from finance_monitor.product import SAMPLE_SOURCE, onboarding_checklist
+from finance_monitor.services import corrections, dashboard, defaults, entities, feeds, replay, uploads
 
 PAGE_SIZE = 50
+# "Try it with sample data": a modest replay of the shipped twitter financial news texts (MIT): 120 documents
+# of the past day at once, 2 a minute for 10 minutes, then a planted surge of 30 negative ones (170 in all,
+# metered as documents_ingested like any other).
+SAMPLE_PLAN = replay.ReplayPlan(
+    baseline_hours=24,
+    baseline_per_hour=5,
+    live_per_minute=2,
+    live_minutes=10,
+    surge_after_s=120,
+    surge_size=30,
+)
+REJECTIONS_SHOWN = 10
+
+
+def _models_status(organisation, pending: int) -> dict:
+    """The default models' training as the page says it: the jobs under way (to link), or why documents
+    wait."""
+    status = selectors.classification_status(organisation=organisation)
+    training = [job for job in status["default_jobs"] if job.status in ACTIVE_STATUSES]
+    ready = status["topic"] is not None and status["sentiment"] is not None
+    latest_failed = (
+        next((job for job in status["default_jobs"] if job.status == "failed"), None)
+        if not ready and not training
+        else None
+    )
+    return {"training": training, "ready": ready, "failed": latest_failed, "pending": pending}
+
+
+# the permission each of the checklist's buttons needs (the view behind it checks it again)
+BUTTON_PERMISSIONS = {
+    "finance_monitor:sample": "monitor.ingest",
+    "finance_monitor:models-default": "models.train",
+}
+
+
+def _checklist(request) -> list:
+    """The checklist without the buttons the member's role may not press."""
+    allowed = {reverse(name) for name, perm in BUTTON_PERMISSIONS.items() if role_can(request.role, perm)}
+    return [
+        dataclasses.replace(step, links=tuple(k for k in step.links if not k.post or k.url in allowed))
+        for step in onboarding_checklist(organisation=request.organisation)
+    ]
+
+
+def _index_context(request, **forms) -> dict:
+    organisation = request.organisation
+    pending = selectors.document_list(organisation=organisation, classified=False).count()
+    checklist = _checklist(request)
+    return {
+        "pending": pending,
+        "models_status": _models_status(organisation, pending),
+        "checklist": checklist,
+        "checklist_done": sum(step.done for step in checklist),
+        "can_ingest": role_can(request.role, "monitor.ingest"),
+        "can_manage": role_can(request.role, "monitor.manage"),
+        "can_train": role_can(request.role, "models.train"),
+        "upload_form": forms.get("upload_form") or UploadForm(),
+        "entity_form": forms.get("entity_form") or EntityForm(),
+        "feed_form": forms.get("feed_form") or FeedForm(),
+        "watchlist": list(selectors.entity_list(organisation=organisation)),
+    }
 
 
 @member_required()
 def index(request):
     """Charts of the chosen series (all, a topic, a watch-list entry), the busiest topics, the live feed,
-    the latest alerts and the health of every source."""
+    the latest alerts and the health of every source; the checklist and the forms a new customer starts
+    from."""
+    return _index_page(request)
+
+
+def _index_page(request, **forms):
+    """The dashboard; ``forms``: a form sent back with its errors (the page then answers 400)."""
     organisation = request.organisation
     targets = dashboard.chart_targets(organisation=organisation)
     form = ChartForm(request.GET, targets=targets)
@@ -35,6 +117,7 @@ def index(request):
         (s, selectors.source_health(source=s)) for s in selectors.source_list(organisation=organisation)
     ]
     context = {
+        **_index_context(request, **forms),
         "form": form,
         "chart": dashboard.trend_chart(
             organisation=organisation, target=data["target"], granularity=granularity, span=span
@@ -46,9 +129,127 @@ def index(request):
         "alerts": selectors.alert_list(organisation=organisation)[:5],
         "alert_count": selectors.alert_list(organisation=organisation).count(),
         "sources": sources,
-        "pending": selectors.document_list(organisation=organisation, classified=False).count(),
     }
-    return render(request, "finance_monitor/index.html", context, status=200 if valid else 400)
+    status = 200 if valid and not forms else 400
+    return render(request, "finance_monitor/index.html", context, status=status)
+
+
+def _back(anchor: str = ""):
+    return HttpResponseRedirect(reverse("finance_monitor:index") + (f"#{anchor}" if anchor else ""))
+
+
+def _form_error(request, form, exc: TrellisError, **forms):
+    """The service refused the form's values: its message beside the field it names, the page again."""
+    field = exc.details.get("field")
+    form.add_error(field if field in form.fields else None, exc.message)
+    return _index_page(request, **forms)  # member_required already ran: the same request
+
+
+@require_POST
+@member_required("monitor.ingest")
+def sample_load(request):
+    """ "Try it with sample data": a modest replay of the shipped texts (``services.replay``) into a source of
+    its own; its first tick runs here (a day of past documents, and the default models' training when the
+    organisation has none), beat's ticks push the rest."""
+    organisation = request.organisation
+    if Replay.objects.for_org(organisation).filter(source__name=SAMPLE_SOURCE).exists():
+        messages.info(request, "The sample data was loaded already; nothing was added.")
+        return _back()
+    try:
+        with transaction.atomic():
+            run = replay.replay_start(organisation=organisation, plan=SAMPLE_PLAN, source_name=SAMPLE_SOURCE)
+            done = replay.replay_tick(replay=run)
+    except TrellisError as exc:  # over the plan's documents, for one: nothing was stored
+        messages.error(request, f"The sample data was not loaded: {exc.message}")
+        return _back()
+    plan = SAMPLE_PLAN
+    live = plan.live_per_minute * plan.live_minutes
+    messages.success(
+        request,
+        f"Sample data loaded: {done['baseline']} documents of the past day from twitter financial news"
+        f" (MIT). {live} more arrive over the next {plan.live_minutes} minutes, and a surge of"
+        f" {plan.surge_size} negative ones after two minutes.",
+    )
+    return _back()
+
+
+@require_POST
+@member_required("monitor.ingest")
+def upload(request):
+    """A CSV or JSONL file of documents through the API's upload service: what was stored, what was not
+    and why (row by row)."""
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _index_page(request, upload_form=form)
+    file = form.cleaned_data["file"]
+    try:
+        result = uploads.documents_upload(
+            organisation=request.organisation,
+            data=file.read(),
+            filename=file.name or "",
+            source_name=form.cleaned_data["source"],
+        )
+    except TrellisError as exc:  # not a readable file, over the documents quota: nothing stored
+        return _form_error(request, form, exc, upload_form=form)
+    summary = (
+        f"{file.name}: {result.rows} row{'s' if result.rows != 1 else ''} read, {result.created} stored"
+        f" ({result.existing} already there, {result.duplicates} copies), {len(result.rejected)} rejected."
+    )
+    if result.rejected:
+        shown = "; ".join(f"line {r.line}: {r.reason}" for r in result.rejected[:REJECTIONS_SHOWN])
+        more = len(result.rejected) - REJECTIONS_SHOWN
+        messages.warning(request, f"{summary} {shown}{f'; and {more} more' if more > 0 else ''}.")
+    else:
+        messages.success(request, summary)
+    return _back()
+
+
+@require_POST
+@member_required("monitor.manage")
+def entity_add(request):
+    """A watch-list entry (``services.entities.entity_save``, the API's)."""
+    form = EntityForm(request.POST)
+    if not form.is_valid():
+        return _index_page(request, entity_form=form)
+    try:
+        entity = entities.entity_save(organisation=request.organisation, **form.cleaned_data)
+    except TrellisError as exc:
+        return _form_error(request, form, exc, entity_form=form)
+    messages.success(request, f"'{entity.name}' is on the watch-list: new documents that name it are tagged.")
+    return _back("watch-list")
+
+
+@require_POST
+@member_required("monitor.manage")
+def feed_add(request):
+    """An RSS/Atom feed to poll (``services.feeds.feed_create``, the API's, with its address checks)."""
+    form = FeedForm(request.POST)
+    if not form.is_valid():
+        return _index_page(request, feed_form=form)
+    try:
+        source = feeds.feed_create(organisation=request.organisation, **form.cleaned_data)
+    except TrellisError as exc:
+        return _form_error(request, form, exc, feed_form=form)
+    messages.success(
+        request, f"Feed '{source.name}' added: it is polled within a minute, then on its schedule."
+    )
+    return _back("sources")
+
+
+@require_POST
+@member_required("models.train")
+def models_default(request):
+    """Train the default topic and sentiment models (the API's ``models/defaults``); the jobs to follow."""
+    try:
+        queued = defaults.monitor_defaults_install(organisation=request.organisation, created_by=request.user)
+    except TrellisError as exc:  # both active or under way, the models quota
+        messages.error(request, exc.message)
+        return _back()
+    names = ", ".join(f"{job.params.get('task')} (job #{job.pk})" for job in queued)
+    messages.success(
+        request, f"Training the default models: {names}. Documents are classified once they are ready."
+    )
+    return _back()
 
 
 @member_required()

@@ -1,4 +1,5 @@
-"""The recommender pages' forms: they check what a page is asked and hand plain values to the services."""
+"""The recommender pages' forms: they check what a page is asked (an experiment, a file of items or events, a
+training's method) and hand plain values to the services (which check again: the API's rules)."""
 
 from django import forms
 
@@ -15,3 +16,31 @@ class ExperimentForm(forms.Form):
         choices = [(v.pk, f"v{v.version} {v.method} ({v.status})") for v in versions]
         self.fields["version_a"].choices = choices
         self.fields["version_b"].choices = choices
+
+
+class UploadForm(forms.Form):
+    """A CSV or JSONL file of items or of events (``services.catalogue`` / ``services.events``: the API's)."""
+
+    file = forms.FileField(
+        label="CSV or JSONL file", widget=forms.ClearableFileInput(attrs={"accept": ".csv,.jsonl,.ndjson"})
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not (upload.name or "").lower().endswith((".csv", ".jsonl", ".ndjson")):
+            raise forms.ValidationError("Upload a .csv or .jsonl file.")
+        return upload
+
+
+class TrainForm(forms.Form):
+    """A training job with the API's default settings of the chosen method (``POST /api/recommender/train``
+    with ``{"config": {"method": ...}}``)."""
+
+    method = forms.ChoiceField(
+        choices=[
+            ("ease", "EASE (the API's default)"),
+            ("popularity", "Popularity (seconds)"),
+            ("hybrid", "Hybrid ranker (EASE, co-visitation, text; slower)"),
+        ],
+        initial="ease",
+    )

@@ -1,7 +1,17 @@
 """The recommender as a product of the platform (``core.products``), declared once."""
 
 from core.jobs.handlers import JobKind
-from core.products import BeatEntry, DashboardCard, MeterSpec, ModelTask, NavEntry, Product, ProductPermission
+from core.products import (
+    BeatEntry,
+    DashboardCard,
+    MeterSpec,
+    ModelTask,
+    NavEntry,
+    OnboardingStep,
+    Product,
+    ProductPermission,
+    StepLink,
+)
 from core.tenancy.models import Role
 from recommender import demo
 from recommender.kinds import RECOMMENDER
@@ -9,6 +19,57 @@ from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.events import EVENTS_METER, events_count
 from recommender.services.serving import SERVED_METER
 from recommender.services.training import TASK, TRAIN_JOB, train_job_handler
+
+
+def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
+    """The recommender's three steps for a new organisation, each done or not as its data says: a catalogue
+    (the sample shop or its own), behaviour (events), a trained model. Popularity answers from the second
+    step on; the explorer on the page shows a user's recommendations at any time."""
+    from django.urls import reverse
+
+    from core.jobs.models import ACTIVE_STATUSES, TrainingJob
+    from core.registry.models import ModelVersion
+    from recommender.kinds import APP
+    from recommender.models import Event, Item
+
+    page = reverse("recommender:index")
+    catalogue = OnboardingStep(
+        "catalogue",
+        "Load the sample shop, or upload your catalogue",
+        Item.objects.for_org(organisation).exists(),
+        "The sample: a gift shop's items and 5,000 purchases by 162 customers (Online Retail, UCI,"
+        " CC BY 4.0). Yours: a CSV or JSONL file of items (id, title, categories, price, ...).",
+        (
+            StepLink("Load the sample shop", reverse("recommender:sample"), post=True),
+            StepLink("Upload your catalogue", f"{page}#catalogue"),
+        ),
+    )
+    behaviour = OnboardingStep(
+        "events",
+        "Send behaviour: views, clicks and purchases",
+        Event.objects.for_org(organisation).exists(),
+        "A CSV or JSONL file of events (id, user, item, type, occurred_at), or the API. Popular items are"
+        " recommended from the first event on.",
+        (StepLink("Upload events", f"{page}#events"), StepLink("Try the explorer", f"{page}#explorer")),
+    )
+    running = (
+        TrainingJob.objects.for_org(organisation)
+        .filter(kind=TRAIN_JOB, status__in=ACTIVE_STATUSES)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    trained = ModelVersion.objects.for_org(organisation).filter(app=APP, task=TASK).exists()
+    links: tuple[StepLink, ...] = (StepLink("Train a model", f"{page}#train"),)
+    if running is not None:
+        detail = f"Training now: job #{running.pk}."
+        links = (StepLink(f"Follow job #{running.pk}", reverse("job-detail", args=[running.pk])),)
+    elif trained:
+        detail = "A trained model answers; train again as behaviour grows."
+    else:
+        detail = "EASE learns which items go together from your events (a minute on the sample shop)."
+    model = OnboardingStep("train", "Train a model on your events", trained, detail, links)
+    return [catalogue, behaviour, model]
+
 
 PRODUCT = Product(
     name="recommender",
@@ -29,6 +90,7 @@ PRODUCT = Product(
     role_duties={Role.OPERATOR: "the recommender's catalogue intake"},
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
     demo_seeder=demo.seed,
+    onboarding=onboarding_checklist,
     beat=(
         # items left without a text vector (a run that never came, a worker that died): embedded again
         BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),
