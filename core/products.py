@@ -167,6 +167,9 @@ class Product:
     # warmup(): loads what its serving needs beyond the active model versions (which core warms itself), in
     # a web process's warm-up thread at start-up (core.registry.services.warmup); errors are logged.
     warmup: Callable[[], None] | None = None
+    # version_in_use(organisation=, version=): a sentence saying what of this product still serves a model
+    # version, or None; the registry refuses to archive a version that a product says is in use (409).
+    version_in_use: Callable[..., str | None] | None = None
 
 
 _PRODUCTS: dict[str, Product] = {}

@@ -17,6 +17,7 @@ from recommender import demo
 from recommender.kinds import RECOMMENDER
 from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.events import EVENTS_METER, events_count
+from recommender.services.experiments import experiment_version_in_use
 from recommender.services.serving import SERVED_METER
 from recommender.services.training import TASK, TRAIN_JOB, train_job_handler
 
@@ -91,6 +92,7 @@ PRODUCT = Product(
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,
+    version_in_use=experiment_version_in_use,  # a running experiment's arms may not be archived under it
     beat=(
         # items left without a text vector (a run that never came, a worker that died): embedded again
         BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),

@@ -124,6 +124,20 @@ def experiment_running(*, organisation) -> Experiment | None:
     )
 
 
+def experiment_version_in_use(*, organisation, version) -> str | None:
+    """The product contract's ``version_in_use``: the running experiment serves the version to its arm's
+    users, so it may not be archived under it (a draft's versions are checked again when it starts)."""
+    experiment = (
+        Experiment.objects.for_org(organisation)
+        .filter(status=ExperimentStatus.RUNNING)
+        .filter(Q(version_a=version) | Q(version_b=version))
+        .first()
+    )
+    if experiment is None:
+        return None
+    return f"the running experiment '{experiment.name}' serves it; stop the experiment first."
+
+
 def experiment_start(*, organisation, experiment_id: int) -> Experiment:
     """Start a draft experiment (409 while another runs; a stopped one is not restarted: make a new one)."""
     with transaction.atomic():

@@ -286,3 +286,29 @@ def test_old_impressions_are_pruned_in_batches_and_the_results_do_not_change(two
     assert experiment.pruned["B"]["n"] == 3
     settings.RECOMMENDER_IMPRESSION_RETENTION_DAYS = 60
     assert experiments.impressions_prune(now=now + timedelta(days=45)) == 1  # the 20-day-old one is 65 now
+
+
+def test_a_version_a_running_experiment_serves_cannot_be_archived(two_versions, user_client):
+    """Archived under a running experiment, the version kept serving its arm (audit 18): the registry asks the
+    products (the contract's ``version_in_use``) and refuses with 409 naming the experiment."""
+    org, owner, knn, pop = two_versions
+    client = user_client(owner)
+    made = client.post(
+        EXPERIMENTS, {"name": "knn vs pop", "version_a": knn.pk, "version_b": pop.pk}, format="json"
+    ).json()
+    assert client.post(f"/api/models/{pop.pk}/archive/").status_code == 200  # a draft's version may go
+    pop.refresh_from_db()
+    assert pop.status == "archived"
+    train_now(org, method="popularity")
+    other = ModelVersion.objects.for_org(org).filter(app="recommender").latest("pk")
+    made = client.post(
+        EXPERIMENTS, {"name": "knn vs new pop", "version_a": knn.pk, "version_b": other.pk}, format="json"
+    ).json()
+    assert client.post(f"{EXPERIMENTS}{made['id']}/start").json()["status"] == "running"
+    refused = client.post(f"/api/models/{other.pk}/archive/")
+    assert refused.status_code == 409
+    assert "running experiment 'knn vs new pop'" in refused.json()["error"]["message"]
+    other.refresh_from_db()
+    assert other.status == "ready"
+    assert client.post(f"{EXPERIMENTS}{made['id']}/stop").json()["status"] == "stopped"
+    assert client.post(f"/api/models/{other.pk}/archive/").status_code == 200

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.privacy.audit import Action, audit_record
+from core.products import products
 from core.registry.kinds import kind_of
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.common import SERVABLE, active_version
@@ -123,6 +124,10 @@ def model_archive(*, organisation, version_id: int) -> ModelVersion:
         raise NotFound("No such model version.")
     if version.status == VersionStatus.ACTIVE:
         raise Conflict("The active version cannot be archived; promote or roll back first.")
+    for product in products():
+        in_use = product.version_in_use and product.version_in_use(organisation=organisation, version=version)
+        if in_use:
+            raise Conflict(f"Version {version.version} cannot be archived: {in_use}")
     version.status = VersionStatus.ARCHIVED
     version.save(update_fields=["status", "updated_at"])
     return version
