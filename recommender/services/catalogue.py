@@ -213,8 +213,14 @@ def _store(
             .filter(external_id__in=list(valid))
         }
         new = [item for key, item in valid.items() if key not in existing]
-        if new:
-            billing.quota_check(organisation=organisation, meter=CATALOGUE_METER, quantity=len(new))
+        # what the batch adds to the stock meter (items not deleted): new live items and deleted ones
+        # restored, less the live ones it deletes
+        growth = sum(not item.deleted for item in new) + sum(
+            (stored.deleted and not valid[key].deleted) - (not stored.deleted and valid[key].deleted)
+            for key, stored in existing.items()
+        )
+        if growth > 0:
+            billing.quota_check(organisation=organisation, meter=CATALOGUE_METER, quantity=growth)
         Item.all_tenants.bulk_create([Item(organisation=organisation, **_fields(item)) for item in new])
         changed: list[Item] = []
         rewritten = 0

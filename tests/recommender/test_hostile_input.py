@@ -293,3 +293,28 @@ def test_stored_events_are_a_stock_meter_with_a_plan_limit(make_org, user_client
     assert Event.objects.for_org(org).count() == 5
     usage = {row["meter"]: row for row in client.get("/api/usage/").json()["meters"]}
     assert usage["stored_events"]["used"] == 5 and usage["stored_events"]["limit"] == 5
+
+
+def test_restoring_a_deleted_item_counts_against_the_catalogue_limit(make_org):
+    """A deleted item re-sent as not deleted came back without the quota's check; an item sent deleted takes
+    no room, and a batch that deletes as many as it adds fits at the limit."""
+    from core.errors import QuotaExceeded
+    from recommender.services import catalogue
+
+    org, _ = make_org()
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="catalogue_items", defaults={"limit": 3})
+    catalogue.items_upsert(organisation=org, rows=[{"id": f"i{n}", "title": f"Item {n}"} for n in range(3)])
+    catalogue.items_upsert(organisation=org, rows=[{"id": "i0", "title": "Item 0", "deleted": True}])
+    catalogue.items_upsert(organisation=org, rows=[{"id": "i3", "title": "Item 3"}])  # the freed place
+    assert catalogue.catalogue_count(org) == 3
+    with pytest.raises(QuotaExceeded):
+        catalogue.items_upsert(organisation=org, rows=[{"id": "i0", "title": "Item 0", "deleted": False}])
+    assert catalogue.catalogue_count(org) == 3
+    catalogue.items_upsert(organisation=org, rows=[{"id": "gone", "title": "Gone", "deleted": True}])
+    swap = [
+        {"id": "i1", "title": "Item 1", "deleted": True},
+        {"id": "i0", "title": "Item 0", "deleted": False},
+    ]
+    catalogue.items_upsert(organisation=org, rows=swap)
+    assert catalogue.catalogue_count(org) == 3
