@@ -71,7 +71,7 @@ def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
         | Q(assigned_to__email__icontains=query)
     )
     number = query.removeprefix("#")
-    if number.isdigit() and len(number) < 18:
+    if number.isascii() and number.isdigit() and len(number) < 18:
         found |= Q(pk=int(number))
     return qs.filter(found)
 
