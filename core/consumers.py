@@ -3,7 +3,10 @@
 A subclass names its ``topic`` (the group is ``org_group(organisation, topic)``) and the ``permission`` a
 member's role needs; events broadcast with ``core.realtime.broadcast`` arrive as ``{"type", "data"}``
 frames (several events to one group in one ``event.batch`` message: ``forward_batch``). Close codes: 4401 not
-signed in, 4403 no organisation where the role has the permission.
+signed in, 4403 no organisation where the role has the permission. A frame from the client that is binary or
+not a JSON object (malformed, nested too deep) gets an ``{"type": "error", "error": {"code", "message"}}``
+frame, as on the chat sockets, and the socket stays open; a JSON object goes to ``receive_json`` (ignored
+unless a subclass takes frames).
 """
 
 from channels.db import database_sync_to_async
@@ -51,6 +54,29 @@ class OrganisationFeedConsumer(AsyncJsonWebsocketConsumer):
         self.group = org_group(org_id, self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        try:
+            return await super().decode_json(text_data)
+        except RecursionError:  # json raises it for deep nesting, not a ValueError
+            raise ValueError("JSON nested too deeply") from None
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if text_data is None:
+            await self.send_error("invalid", "Binary frames are not accepted: send JSON text frames.")
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.send_error("invalid", "Frames are JSON objects.")
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
 
     async def disconnect(self, code):
         if hasattr(self, "group"):

@@ -154,6 +154,9 @@ class Product:
     permissions: tuple[ProductPermission, ...] = ()
     # What each role may do in the product, one phrase per role (the members page lists it after core's).
     role_duties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # What an API key with each scope may do in the product, one phrase per scope (the API keys page lists it
+    # after core's; a scope its permissions use without a phrase is described by their names).
+    scope_duties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     beat: tuple[BeatEntry, ...] = ()
     job_kinds: tuple[JobKind, ...] = ()
     model_tasks: tuple[ModelTask, ...] = ()

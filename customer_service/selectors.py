@@ -71,7 +71,7 @@ def _search(qs: _Conversations, *, organisation, query: str) -> _Conversations:
         | Q(assigned_to__email__icontains=query)
     )
     number = query.removeprefix("#")
-    if number.isdigit() and len(number) < 18:
+    if number.isascii() and number.isdigit() and len(number) < 18:
         found |= Q(pk=int(number))
     return qs.filter(found)
 
@@ -258,15 +258,32 @@ def _training_job(organisation) -> TrainingJob | None:
     return jobs.order_by("-created_at").first()
 
 
+def chatbot_datasets(*, organisation) -> QuerySet[Dataset]:
+    """The organisation's classification datasets the chatbot may count and offer: not those another product
+    trains on (the finance monitor's default datasets hold its sentiment and topic labels), unless the chatbot
+    trained on them too. A dataset records no product; the training jobs that read it do."""
+    used: dict[bool, set[int]] = {True: set(), False: set()}
+    trainings = TrainingJob.objects.for_org(organisation).filter(params__has_key="dataset_id")
+    versions = ModelVersion.objects.for_org(organisation).filter(dataset__isnull=False)
+    for app, dataset_id in [
+        *trainings.values_list("app", "params__dataset_id"),
+        *versions.values_list("app", "dataset_id"),
+    ]:
+        if isinstance(dataset_id, int):
+            used[app == "customer_service"].add(dataset_id)
+    others = used[False] - used[True]
+    return Dataset.objects.for_org(organisation).filter(task="classification").exclude(pk__in=others)
+
+
 def dataset_intents(*, organisation) -> list[str]:
     """The labels of the organisation's latest classification dataset: the intents to write answers for
     before a model is trained on it."""
-    dataset = Dataset.objects.for_org(organisation).filter(task="classification").first()
+    dataset = chatbot_datasets(organisation=organisation).first()
     return sorted(dataset.labels) if dataset is not None else []
 
 
 def _train_step(organisation, model) -> OnboardingStep:
-    datasets = Dataset.objects.for_org(organisation).filter(task="classification")
+    datasets = chatbot_datasets(organisation=organisation)
     dataset = datasets.filter(name=SAMPLE_DATASET).order_by("-version").first() or datasets.first()
     links = [StepLink("Datasets", reverse("datasets"))]
     if dataset is not None:
@@ -316,8 +333,7 @@ def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
     model (the model page's try box)."""
     model = intent_model(organisation=organisation)
     has_data = (
-        Dataset.objects.for_org(organisation).filter(task="classification").exists()
-        or Article.objects.for_org(organisation).exists()
+        chatbot_datasets(organisation=organisation).exists() or Article.objects.for_org(organisation).exists()
     )
     conversations = Conversation.objects.for_org(organisation)
     tried = conversations.exists() or _intent_model_tried(organisation)

@@ -122,6 +122,10 @@ PRODUCT = Product(
         ),
     ),
     role_duties={Role.OPERATOR: "the finance monitor's document intake"},
+    scope_duties={
+        "train": "push and upload documents, correct their topic or sentiment",
+        "admin": "feeds, watch-lists, alert rules and their webhook secrets",
+    },
     beat=(
         BeatEntry("finance-monitor-poll-feeds", task="finance_monitor.poll_feeds", schedule=60.0),
         # every rule tests its latest complete bucket and the one filling (alerts.alert_rule_evaluate)

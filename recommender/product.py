@@ -89,6 +89,10 @@ PRODUCT = Product(
         ProductPermission("recommender.manage", roles=frozenset({Role.OWNER, Role.ADMIN}), scope="admin"),
     ),
     role_duties={Role.OPERATOR: "the recommender's catalogue intake"},
+    scope_duties={
+        "train": "push and upload catalogue items and events",
+        "admin": "experiments and event weights",
+    },
     job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,

@@ -78,7 +78,7 @@ def _cached_version(organisation, version_id: int):
 def _texts(body: bytes) -> list[str] | None:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or set(data) != {"texts"}:
         return None

@@ -3,7 +3,9 @@
 - Query parameters with a NUL character are refused (400): PostgreSQL cannot compare text with NUL, so a
   filter such as ``?meter=%00`` would otherwise reach the database and fail there (500).
 - A malformed ``Idempotency-Key`` header (empty, over 255 characters, not printable ASCII) is refused (400)
-  before anything runs or is counted.
+  before anything runs or is counted; so is any ``Idempotency-Key`` on a POST, PUT, PATCH or DELETE whose
+  handler does not honour it (not wrapped in ``core.api.idempotency.idempotent``), so that a client never
+  believes a retry is protected when it would run (and be charged) twice.
 - Answers that Django writes itself under /api/ (404 for an unknown path, 405, 500) come back in the API's
   JSON error shape, not as an HTML page.
 """
@@ -14,6 +16,8 @@ from core.api.errors import json_error
 from core.errors import InvalidInput
 
 IDEMPOTENCY_KEY_MAX = 255
+HONOURS_IDEMPOTENCY_KEY = "honours_idempotency_key"  # set on a handler by ``@idempotent``
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON_ERRORS = {
     404: ("not_found", "No such endpoint."),
     405: ("method_not_allowed", "This endpoint does not accept this method."),
@@ -32,6 +36,14 @@ def idempotency_key_problem(value: str) -> str | None:
     if not all(" " <= ch <= "~" for ch in value):
         return "The Idempotency-Key header may contain printable ASCII characters only."
     return None
+
+
+def honours_idempotency_key(view_func, method: str) -> bool:  # noqa: ANN001
+    """Whether the view's handler for ``method`` honours ``Idempotency-Key`` (DRF views: the method of the
+    class that ``as_view`` made the view from)."""
+    cls = getattr(view_func, "cls", None)
+    handler = getattr(cls, method.lower(), None) if cls is not None else view_func
+    return bool(getattr(handler, HONOURS_IDEMPOTENCY_KEY, False))
 
 
 def _query_problem(request) -> tuple[str, str] | None:
@@ -66,6 +78,20 @@ class ApiRequestCheckMiddleware:
                 replaced["Allow"] = response["Allow"]
             return replaced
         return response
+
+    def process_view(self, request, view_func, view_args, view_kwargs):  # noqa: ANN001, ARG002
+        if not request.path.startswith("/api/") or request.method not in MUTATING_METHODS:
+            return None
+        if "Idempotency-Key" not in request.headers or honours_idempotency_key(view_func, request.method):
+            return None
+        return json_error(
+            "invalid",
+            f"This endpoint does not accept Idempotency-Key on {request.method}: the request was not run. "
+            "Send it without the header (a retry then runs again), or see the API documentation for the "
+            "endpoints that honour it.",
+            400,
+            details={"field": "Idempotency-Key"},
+        )
 
 
 def query_choice(request, name: str, choices) -> str | None:  # noqa: ANN001

@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from core.ml.spreadsheet import csv_cell
 from core.ml.uploads import (
     FORMATS,  # noqa: F401 - part of this module's interface
     SURROGATE,
@@ -536,11 +537,6 @@ def stratified_split(
     return Split(train=tuple(parts[0]), validation=tuple(parts[1]), test=tuple(parts[2]))
 
 
-def _cell(value: str) -> str:
-    """Neutralise spreadsheet formulas: the report is opened in Excel and echoes tenant data."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def report_csv(parsed: ParsedDataset) -> str:
     """CSV report for download: ``line,status,reason,detail``, one row per rejection or scrub, by line."""
     entries = [(r.line, 0, "rejected", r.reason, r.detail) for r in parsed.rejected]
@@ -552,5 +548,5 @@ def report_csv(parsed: ParsedDataset) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["line", "status", "reason", "detail"])
     for line, _, status, reason, detail in sorted(entries, key=lambda e: e[:2]):
-        writer.writerow([line, status, reason, _cell(detail)])
+        writer.writerow([line, status, reason, csv_cell(detail)])
     return out.getvalue()

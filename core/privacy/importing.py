@@ -92,7 +92,7 @@ class _Remap:
     def store_parts(self, store: str, parts: list[str]) -> list[str] | None:
         """A path below the old organisation's store folder, below the new one's (None: an orphan folder)."""
         owner = STORE_ID_FOLDERS.get(store)
-        if owner and parts and parts[0].isdigit():
+        if owner and parts and parts[0].isascii() and parts[0].isdigit():
             new = self.ids.get(owner, {}).get(int(parts[0]))
             if new is None:
                 return None

@@ -21,6 +21,7 @@ from core.billing import services as billing
 from core.billing.models import Meter, UsageEvent
 from core.errors import InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
+from core.ml.spreadsheet import csv_cell
 from core.ml.uploads import ReadLimits, UploadError, read_upload
 from core.registry.kinds import kind_of
 from core.registry.paths import batch_file, validate_id
@@ -228,11 +229,11 @@ def _predict_file(job, reporter, version_id: int, records: list[dict[str, str]])
                 scored, correct = scored + bool(gold), correct + (gold == p.label)
                 writer.writerow(
                     [
-                        record.get("id", ""),
-                        record["text"],
-                        p.label,
+                        csv_cell(record.get("id", "")),  # tenant data, often written by the public
+                        csv_cell(record["text"]),
+                        csv_cell(p.label),
                         f"{p.probabilities[p.label]:.6f}",
-                        gold,
+                        csv_cell(gold),
                         json.dumps(p.probabilities),
                     ]
                 )

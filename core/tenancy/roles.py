@@ -36,6 +36,26 @@ SCOPES: dict[str, str] = {
 }
 
 
+def scope_descriptions() -> dict[str, str]:
+    """Scope -> what a key with it may do: core's sentence, then each product's duties for it (its
+    ``scope_duties``, else the names of the permissions the scope grants there): later products show too."""
+    out = {}
+    for scope, lead in SCOPES.items():
+        parts = []
+        for product in products():
+            names = [p.name for p in product.permissions if p.scope == scope]
+            duty = product.scope_duties.get(scope) or (", ".join(names) + " permissions" if names else "")
+            if duty:
+                parts.append(f"{product.display_name}: {duty}")
+        out[scope] = lead + "".join(f"; {part}" for part in parts)
+    return out
+
+
+def scope_choices() -> list[tuple[str, str]]:
+    """The scopes as form choices, each with its description."""
+    return [(scope, f"{scope}: {text}") for scope, text in scope_descriptions().items()]
+
+
 def permission_roles(permission: str) -> frozenset[str]:
     """The roles holding ``permission`` (core's or a product's); KeyError for an unknown one."""
     if permission in PERMISSIONS:

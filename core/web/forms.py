@@ -1,7 +1,7 @@
 from django import forms
 
 from core.tenancy.models import Role
-from core.tenancy.roles import SCOPES
+from core.tenancy.roles import scope_choices
 
 
 class SignUpForm(forms.Form):
@@ -26,7 +26,7 @@ class RoleForm(forms.Form):
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=80)
     scopes = forms.MultipleChoiceField(
-        choices=[(k, f"{k}: {v}") for k, v in SCOPES.items()],
+        choices=scope_choices,  # a callable: the products are registered by the time a form is built
         widget=forms.CheckboxSelectMultiple,
         initial=["read"],
     )

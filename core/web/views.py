@@ -286,7 +286,10 @@ def jobs_page(request):
 @member_required()
 def jobs_status(request):
     """JSON for the jobs page's poller: the rows are the truth."""
-    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()][:200]
+    parts = [part for part in request.GET.get("ids", "").split(",") if part]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        return JsonResponse({"error": "ids must be job numbers separated by commas."}, status=400)
+    ids = [int(part) for part in parts][:200]
     rows = job_selectors.job_list(organisation=request.organisation).filter(pk__in=ids)
     return JsonResponse({"jobs": [jobs.job_payload(job) for job in rows]})
 

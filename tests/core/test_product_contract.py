@@ -148,6 +148,25 @@ def test_permissions_scopes_and_role_descriptions_are_unchanged():
         permission_roles("nope.nothing")
 
 
+def test_scope_descriptions_say_what_each_scope_grants_in_the_products(client, make_org):
+    from core.tenancy.roles import scope_descriptions
+
+    assert scope_descriptions() == {
+        "read": "Read organisation, usage, jobs and models",
+        "predict": "Run predictions",
+        "train": "Upload datasets and start training jobs; Finance monitor: push and upload documents,"
+        " correct their topic or sentiment; Recommender: push and upload catalogue items and events",
+        "admin": "Manage members and keys; Customer service: inbox.operate permissions; Finance monitor:"
+        " feeds, watch-lists, alert rules and their webhook secrets; Recommender: experiments and event"
+        " weights",
+    }
+    _, owner = make_org()
+    client.force_login(owner)
+    page = client.get("/keys/").content.decode()
+    assert "Recommender: push and upload catalogue items and events" in page
+    assert "alert rules and their webhook secrets" in page
+
+
 def test_websocket_routes_come_from_the_products():
     from core.routing import public_websocket_urlpatterns, websocket_urlpatterns
 

@@ -54,6 +54,7 @@ def test_history_is_latest_closed_first_and_search_finds_names_emails_and_text(i
     assert _ids(search(organisation=organisation, status="open", query="parcel")) == [waiting.pk]
     assert _ids(search(organisation=organisation, query="parcel")) == [waiting.pk, bob.pk, jane.pk]
     assert _ids(search(organisation=organisation, status="closed", query="100%")) == []  # % is a character
+    assert _ids(search(organisation=organisation, status="closed", query="#\u00b2")) == []  # not a number
     assert _ids(search(organisation=organisation, status="closed", query="")) == [bob.pk, jane.pk]
 
 

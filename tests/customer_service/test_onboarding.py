@@ -168,3 +168,34 @@ def test_try_box_answers_in_words_for_its_own_organisation_only(make_org, make_m
     refused = page.post(f"/models/{embedder.pk}/try/", {"text": "card"})
     assert refused.status_code == 400 and "no labels to try" in refused.content.decode()
     assert billing.period_used(organisation=organisation, meter="predictions") == 1
+
+
+@pytest.mark.django_db
+def test_another_products_default_datasets_are_not_the_chatbots_data(make_org, settings):
+    """The finance monitor's default datasets (created by the platform for its own models) neither tick the
+    chatbot's first step nor are offered as its intent training set; the customer's own upload is."""
+    from finance_monitor.services import defaults  # the real product path that creates them
+
+    organisation, owner = make_org()
+    settings.FM_DEFAULT_TRAIN_ROWS = 40
+    queued = defaults.monitor_defaults_install(organisation=organisation)
+    ids = [job.params["dataset_id"] for job in queued]
+    fm_datasets = Dataset.objects.for_org(organisation).filter(pk__in=ids)
+    assert fm_datasets.count() == 2 and all(d.task == "classification" for d in fm_datasets)
+
+    assert _states(organisation)["data"] is False
+    assert selectors.dataset_intents(organisation=organisation) == []
+    setup = _browser(owner).get("/customer-service/").content.decode()
+    assert "Train on Finance monitor" not in setup and "/train/" not in setup
+
+    mine = registry.dataset_from_rows(
+        organisation=organisation,
+        name="my-intents",
+        task="classification",
+        rows=[(f"where is my card {i}", "card_arrival") for i in range(6)]
+        + [(f"close my account {i}", "terminate_account") for i in range(6)],
+    )
+    assert _states(organisation)["data"] is True
+    assert selectors.dataset_intents(organisation=organisation) == ["card_arrival", "terminate_account"]
+    setup = _browser(owner).get("/customer-service/").content.decode()
+    assert f'action="/datasets/{mine.pk}/train/"' in setup and "Train on Finance monitor" not in setup

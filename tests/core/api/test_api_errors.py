@@ -110,3 +110,28 @@ def test_the_schema_documents_every_list_filter(caller):
     assert {"status", "kind"} <= names("/api/jobs/")
     assert "meter" in names("/api/usage/events/")
     assert {"app", "task"} <= names("/api/models/")
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/keys/", '{"items":' + _nested(100_000) + "}"),  # past the recursion limit: RecursionError
+        ("/api/models/train/", '{"config":{"attributes":' + '{"a":' * 5_000 + "1" + "}" * 5_001 + "}"),
+        ("/api/keys/", '{"name":"k","scopes":' + _nested(65, '"read"') + "}"),  # parses, but over the limit
+    ],
+)
+def test_a_json_body_nested_too_deep_is_a_400(caller, path, body):
+    org, client = caller
+    error = _error(client.post(path, data=body, content_type="application/json"), 400)
+    assert error["code"] == "parse_error" and "nested more than 64 levels" in error["message"]
+
+
+def test_a_json_body_within_the_depth_limit_reaches_the_view(caller):
+    _, client = caller
+    body = '{"name":"k","scopes":' + _nested(60, '"read"') + "}"
+    error = _error(client.post("/api/keys/", data=body, content_type="application/json"), 400)
+    assert error["code"] == "invalid"  # the serializer's answer, not the parser's

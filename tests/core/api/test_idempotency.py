@@ -162,3 +162,44 @@ def test_a_malformed_key_is_refused_before_anything_runs(bot, key):
     assert response.json()["error"]["details"] == {"field": "Idempotency-Key"}
     assert _charged(org) == 0 and _charged(org, Meter.API_CALLS) == 0
     assert not IdempotencyRecord.objects.for_org(org).exists()
+
+
+def test_a_key_on_an_endpoint_that_does_not_honour_it_is_refused_and_nothing_runs(
+    make_org, make_key, key_client
+):
+    """A retry of an upload or a create would run (and be charged) twice: the header is refused."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from core.registry.models import Dataset
+    from core.tenancy.models import ApiKey
+
+    org, _ = make_org()
+    client = key_client(make_key(org, scopes=["read", "train", "admin"])[1])
+    keys_before = ApiKey.objects.for_org(org).count()
+    upload = SimpleUploadedFile(
+        "faq.csv", b"text,label\n" + b"".join(b"hello %d,greet\nbye %d,leave\n" % (i, i) for i in range(9))
+    )
+    refused = [
+        client.post(
+            "/api/datasets/",
+            {"file": upload, "name": "faq", "task": "classification"},
+            HTTP_IDEMPOTENCY_KEY="k-1",
+        ),
+        client.post(
+            "/api/keys/", {"name": "pipe", "scopes": ["read"]}, format="json", HTTP_IDEMPOTENCY_KEY="k-2"
+        ),
+        client.delete(f"/api/keys/{ApiKey.objects.for_org(org).get().pk}/", HTTP_IDEMPOTENCY_KEY="k-3"),
+    ]
+    for response in refused:
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["details"] == {"field": "Idempotency-Key"}
+        assert "does not accept Idempotency-Key" in error["message"]
+    assert not Dataset.objects.for_org(org).exists()
+    assert ApiKey.objects.for_org(org).filter(revoked_at=None).count() == keys_before
+    assert not IdempotencyRecord.objects.for_org(org).exists() and _charged(org, Meter.API_CALLS) == 0
+    # reads ignore the header; without it the same upload runs
+    assert client.get("/api/datasets/", HTTP_IDEMPOTENCY_KEY="k-4").status_code == 200
+    upload.seek(0)
+    created = client.post("/api/datasets/", {"file": upload, "name": "faq", "task": "classification"})
+    assert created.status_code == 201, created.content

@@ -107,7 +107,7 @@ def test_its_websocket_route_is_served(make_org):
 
 def test_its_permissions_duties_and_model_tasks_join_cores():
     from core.registry.paths import app_for_task, model_apps, validate_app
-    from core.tenancy.roles import role_can, role_descriptions
+    from core.tenancy.roles import role_can, role_descriptions, scope_descriptions
 
     assert role_can("admin", "fake.use") and not role_can("operator", "fake.use")
     assert role_descriptions()["operator"] == (
@@ -115,4 +115,6 @@ def test_its_permissions_duties_and_model_tasks_join_cores():
         " intake and the fake console; can run predictions."
     )
     assert "fake_product" in model_apps() and validate_app("fake_product") == "fake_product"
+    # a scope it uses without a phrase for it: described by its permissions' names
+    assert scope_descriptions()["read"].endswith("; Fake product: fake.use permissions")
     assert app_for_task("fakeness") == "fake_product"

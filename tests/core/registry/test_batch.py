@@ -37,7 +37,13 @@ def test_batch_file_runs_on_the_infer_queue_and_downloads(trained, user_client):
     client = user_client(owner)
     with (DATA / "test_slice.csv").open() as handle:
         rows = [{"text": r["text"], "label": r["category"]} for r in csv.DictReader(handle)]
-    body = "\n".join(json.dumps({"id": str(i), **r}) for i, r in enumerate(rows)).encode()
+    hostile = {
+        "id": "=1+1",
+        "text": '=HYPERLINK("http://x.example") my card was lost',
+        "label": "lost_or_stolen_card",
+    }
+    lines = [{"id": str(i), **r} for i, r in enumerate(rows)] + [hostile]  # formulas, for a spreadsheet
+    body = "\n".join(json.dumps(line) for line in lines).encode()
     with celery_worker(queues="infer") as proc:  # it purges the queues first: post inside
         created = _post(client, body, "batch.jsonl", model=version.pk)
         assert created.status_code == 201, created.content
@@ -52,13 +58,14 @@ def test_batch_file_runs_on_the_infer_queue_and_downloads(trained, user_client):
         )
     job = TrainingJob.objects.for_org(org).get(pk=created.json()["id"])
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert job.result["rows"] == len(rows) and job.result["scored_rows"] == len(rows)
+    assert job.result["rows"] == len(lines) and job.result["scored_rows"] == len(lines)
     assert job.result["accuracy"] >= 0.8
     download = client.get(f"/api/jobs/{job.pk}/download/")
     table = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
-    assert len(table) == len(rows) and table[0]["id"] == "0" and table[0]["label"] in version.labels
+    assert len(table) == len(lines) and table[0]["id"] == "0" and table[0]["label"] in version.labels
+    assert (table[-1]["id"], table[-1]["text"]) == ("'=1+1", "'" + hostile["text"])  # shown as text
     assert abs(sum(json.loads(table[0]["probabilities"]).values()) - 1) < 1e-4
-    assert UsageEvent.objects.for_org(org).get(meter="predictions").quantity == len(rows)
+    assert UsageEvent.objects.for_org(org).get(meter="predictions").quantity == len(lines)
     assert b"Download predictions" in client.get(f"/jobs/{job.pk}/").content
 
 

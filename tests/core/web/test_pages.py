@@ -64,6 +64,15 @@ def test_pages_render_for_owner(client, make_org, path):
     assert response.status_code == 200 and b"Pagey" in response.content
 
 
+@pytest.mark.parametrize("ids", ["%C2%B2", "1,%D9%A3", "1,x"])  # superscript two, Arabic-Indic three
+def test_jobs_status_refuses_ids_that_are_not_ascii_numbers(client, make_org, ids):
+    _, owner = make_org()
+    client.force_login(owner)
+    response = client.get(f"/jobs/status/?ids={ids}")
+    assert response.status_code == 400 and "job numbers" in response.json()["error"]
+    assert client.get("/jobs/status/?ids=1,2,").json() == {"jobs": []}  # a trailing comma is fine
+
+
 def test_viewer_cannot_open_key_page_or_change_plan(client, make_org, make_member):
     org, _ = make_org()
     viewer = make_member(org, Role.VIEWER)
