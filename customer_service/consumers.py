@@ -75,7 +75,7 @@ async def decode_frame(consumer, text_data, bytes_data) -> dict | None:
         return None
     try:
         content = await consumer.decode_json(text_data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's recursion limit
         content = None
     if not isinstance(content, dict):
         await consumer.send_error("invalid", "Frames are JSON objects.")

@@ -30,6 +30,7 @@ PRODUCT = Product(
         ),
     ),
     role_duties={Role.OPERATOR: "the chat inbox"},
+    scope_duties={"admin": "the chat inbox: conversations, take-overs, notes and saved replies"},
     beat=(BeatEntry("customer-service-close-idle", task="customer_service.close_idle", schedule=900.0),),
     model_tasks=(
         ModelTask(

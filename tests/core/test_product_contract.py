@@ -156,7 +156,8 @@ def test_scope_descriptions_say_what_each_scope_grants_in_the_products(client, m
         "predict": "Run predictions",
         "train": "Upload datasets and start training jobs; Finance monitor: push and upload documents,"
         " correct their topic or sentiment; Recommender: push and upload catalogue items and events",
-        "admin": "Manage members and keys; Customer service: inbox.operate permissions; Finance monitor:"
+        "admin": "Manage members and keys; Customer service: the chat inbox: conversations, take-overs,"
+        " notes and saved replies; Finance monitor:"
         " feeds, watch-lists, alert rules and their webhook secrets; Recommender: experiments and event"
         " weights",
     }

@@ -394,6 +394,7 @@ def test_hostile_frames_get_an_error_and_change_nothing(make_org, make_member):
     hostile = [
         ({"bytes_data": b"\x00\x01binary"}, "invalid", "Binary frames"),
         ({"text_data": "{not json"}, "invalid", "JSON objects"),
+        ({"text_data": "[" * 5000}, "invalid", "JSON objects"),  # past the decoder's recursion limit
         ({"text_data": json.dumps([{"type": "start"}])}, "invalid", "JSON objects"),
         ({"text_data": json.dumps("start")}, "invalid", "JSON objects"),
         ({"text_data": json.dumps({"type": "start", "pad": "x" * 16_400})}, "too_large", "at most 16 KB"),
