@@ -1,5 +1,6 @@
 """Checks on every /api/ request before a view runs, and the JSON error shape for what Django answers itself.
 
+- A path with a NUL character is not found (404, pages included), before any view looks it up.
 - Query parameters with a NUL character are refused (400): PostgreSQL cannot compare text with NUL, so a
   filter such as ``?meter=%00`` would otherwise reach the database and fail there (500).
 - A malformed ``Idempotency-Key`` header (empty, over 255 characters, not printable ASCII) is refused (400)
@@ -11,6 +12,7 @@
 """
 
 from django.conf import settings
+from django.http import HttpResponseNotFound
 
 from core.api.errors import json_error
 from core.errors import InvalidInput
@@ -58,7 +60,10 @@ class ApiRequestCheckMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not (request.path.startswith("/api/") or request.path == "/api"):
+        api = request.path.startswith("/api/") or request.path == "/api"
+        if "\x00" in request.path:  # no page or object is named with a NUL; PostgreSQL cannot compare one
+            return json_error(*_JSON_ERRORS[404], 404) if api else HttpResponseNotFound("Not found.")
+        if not api:
             return self.get_response(request)
         problem = _query_problem(request)
         if problem is not None:

@@ -135,3 +135,20 @@ def test_a_json_body_within_the_depth_limit_reaches_the_view(caller):
     body = '{"name":"k","scopes":' + _nested(60, '"read"') + "}"
     error = _error(client.post("/api/keys/", data=body, content_type="application/json"), 400)
     assert error["code"] == "invalid"  # the serializer's answer, not the parser's
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/customer-service/widget/ab%00cd/config.json",
+        "/invitations/tok%00en/",
+        "/api/recommender/items/a%00/",
+    ],
+)
+def test_a_nul_in_a_path_is_not_found_before_any_view_looks_it_up(caller, client, path):
+    """A NUL in a path reached the views' lookups (PostgreSQL cannot compare text with one: a 500 where no
+    view checked): no page or object is named with one."""
+    response = (caller[1] if path.startswith("/api/") else client).get(path)
+    assert response.status_code == 404
+    if path.startswith("/api/"):
+        assert response.json()["error"]["code"] == "not_found"
