@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from core.errors import InvalidInput, NotFound, TrellisError
 from core.jobs.models import ACTIVE_STATUSES
 from core.tenancy.roles import role_can
+from core.web.feedback import upload_outcome
 from core.web.views import member_required
 from finance_monitor import selectors
 from finance_monitor.forms import (
@@ -45,7 +46,6 @@ SAMPLE_PLAN = replay.ReplayPlan(
     surge_after_s=120,
     surge_size=30,
 )
-REJECTIONS_SHOWN = 10
 
 
 def _models_status(organisation, pending: int) -> dict:
@@ -195,12 +195,7 @@ def upload(request):
         f"{file.name}: {result.rows} row{'s' if result.rows != 1 else ''} read, {result.created} stored"
         f" ({result.existing} already there, {result.duplicates} copies), {len(result.rejected)} rejected."
     )
-    if result.rejected:
-        shown = "; ".join(f"line {r.line}: {r.reason}" for r in result.rejected[:REJECTIONS_SHOWN])
-        more = len(result.rejected) - REJECTIONS_SHOWN
-        messages.warning(request, f"{summary} {shown}{f'; and {more} more' if more > 0 else ''}.")
-    else:
-        messages.success(request, summary)
+    upload_outcome(request, summary, [(r.line, r.reason) for r in result.rejected])
     return _back()
 
 

@@ -17,6 +17,7 @@ from core.errors import NotFound, TrellisError
 from core.registry.models import ModelVersion
 from core.registry.services.common import SERVABLE
 from core.tenancy.roles import role_can
+from core.web.feedback import upload_outcome
 from core.web.views import member_required
 from recommender import demo, selectors
 from recommender.forms import ExperimentForm, TrainForm, UploadForm
@@ -31,7 +32,6 @@ from recommender.services.rows import MAX_BATCH
 # Their times are moved forward to end now (the gaps kept), so that popularity, which serves before any
 # model and reads the last 30 days, answers at once.
 SAMPLE_PURCHASES = 5_000
-REJECTIONS_SHOWN = 10
 # the permission each of the checklist's buttons needs (the view behind it checks it again)
 BUTTON_PERMISSIONS = {"recommender:sample": "recommender.ingest"}
 
@@ -149,12 +149,7 @@ def _upload(request, *, what: str, store, anchor: str):
         f"{file.name}: {result.created} {what} created, {result.updated} updated, {result.existing} already"
         f" there, {len(result.rejected)} rejected."
     )
-    if result.rejected:
-        shown = "; ".join(f"line {r.index}: {r.reason}" for r in result.rejected[:REJECTIONS_SHOWN])
-        more = len(result.rejected) - REJECTIONS_SHOWN
-        messages.warning(request, f"{summary} {shown}{f'; and {more} more' if more > 0 else ''}.")
-    else:
-        messages.success(request, summary)
+    upload_outcome(request, summary, [(r.index, r.reason) for r in result.rejected])
     return _back(anchor)
 
 
