@@ -151,7 +151,8 @@ def version_sentences(version) -> list[str]:
     declared = model_task(version.app, version.task)
     examples = declared.examples if declared else "examples"
     metrics = version.metrics or {}
-    what = KINDS_OF_TRAINING.get(version.method, f"a {version.method or 'trained'} model")
+    made = f"a model made with the {version.method} method" if version.method else "a trained model"
+    what = KINDS_OF_TRAINING.get(version.method, made)
     lines = [f"The {version.task.replace('_', ' ')} model, version {version.version}: {what}."]
     if "accuracy" in metrics and metrics.get("n"):
         lines.append(

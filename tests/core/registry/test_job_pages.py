@@ -10,7 +10,7 @@ from core.billing import services as billing
 from core.jobs import services as jobs
 from core.jobs.describe import job_sentence
 from core.jobs.models import JobStatus, TrainingJob
-from core.registry.describe import train_job_sentence
+from core.registry.describe import train_job_sentence, version_sentences
 from core.registry.models import ModelVersion
 from tests.core.registry.test_registry import _csv, _upload
 from tests.customer_service.conftest import banking_rows
@@ -205,3 +205,10 @@ def test_the_job_page_promises_a_try_box_only_where_the_model_page_has_one(make_
         model_page = page.get(f"/models/{version.pk}/").content.decode()
         assert ('id="try-form"' in model_page) == said[kind]  # the job page says what the model page has
     assert said == {"classifier": True, "recommender": False}
+
+
+def test_a_version_of_another_method_is_named_by_its_method():
+    ranking = ModelVersion(app="recommender", task="ranking", version=1, kind="recommender", method="ease")
+    assert version_sentences(ranking)[0] == "The ranking model, version 1: a model made with the ease method."
+    ranking.method = ""
+    assert version_sentences(ranking)[0] == "The ranking model, version 1: a trained model."
