@@ -120,7 +120,7 @@ class RuleDetailView(APIView):
 
     @extend_schema(responses=None)
     def delete(self, request, rule_id: int):
-        _rule(request, rule_id).delete()
+        alerts.alert_rule_delete(rule=_rule(request, rule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,10 +1,11 @@
 """The finance monitor pages' forms: they validate what a page is asked (filters, chart choices, an
-analyst's correction, a file of documents, a watch-list entry, a feed) and hand plain values to the selectors
-and services (which check again: the API's rules)."""
+analyst's correction, a file of documents, a watch-list entry, a feed, an alert rule) and hand plain values
+to the selectors and services (which check again: the API's rules)."""
 
 from django import forms
 
-from finance_monitor.models import EntityKind, Sentiment
+from finance_monitor.models import AlertTarget, EntityKind, Granularity, Sentiment
+from finance_monitor.services.alerts import MAX_RECIPIENTS
 from finance_monitor.services.dashboard import SPANS, ChartTarget
 from finance_monitor.services.feeds import MIN_POLL_INTERVAL_S
 from finance_monitor.services.uploads import MAX_UPLOAD_BYTES
@@ -147,3 +148,73 @@ class FeedForm(forms.Form):
     poll_interval_s = forms.IntegerField(
         min_value=MIN_POLL_INTERVAL_S, max_value=7 * 86400, initial=900, label="Poll every (seconds)"
     )
+
+
+class AlertRuleForm(forms.Form):
+    """A new alert rule (``services.alerts.alert_rule_save``: the API's, which checks the target, the
+    webhook's address and the recipients again). The limits are the API's (``RuleIn``)."""
+
+    name = forms.CharField(max_length=120)
+    target = forms.ChoiceField(choices=AlertTarget.choices, initial=AlertTarget.ALL, label="Watch")
+    topic = forms.CharField(max_length=100, required=False, help_text="For a topic rule.")
+    entity = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Watch-list entry",
+        help_text="For a watch-list rule.",
+    )
+    granularity = forms.ChoiceField(choices=Granularity.choices, initial=Granularity.HOUR, label="Buckets")
+    baseline_buckets = forms.IntegerField(
+        min_value=6,
+        max_value=2000,
+        initial=168,
+        label="Baseline (buckets)",
+        help_text="The past it compares with.",
+    )
+    min_volume = forms.IntegerField(
+        min_value=1, max_value=1_000_000, initial=30, label="Minimum documents in a bucket"
+    )
+    significance = forms.FloatField(
+        min_value=1e-12,
+        max_value=0.2,
+        initial=0.002,
+        help_text="The chance that one evaluation of a flat stream fires.",
+    )
+    test_share = forms.BooleanField(required=False, initial=True, label="Test the negative share")
+    test_volume = forms.BooleanField(required=False, initial=False, label="Test the volume")
+    cooldown_s = forms.IntegerField(
+        min_value=0, max_value=30 * 86400, initial=6 * 3600, label="Quiet time after an alert (seconds)"
+    )
+    email_recipients = forms.CharField(
+        max_length=6000,
+        required=False,
+        label="E-mail recipients",
+        help_text=f"Separated by commas (at most {MAX_RECIPIENTS}).",
+    )
+    webhook_url = forms.URLField(
+        max_length=2000, required=False, assume_scheme="https", label="Webhook address"
+    )
+
+    def __init__(self, *args, entities: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["entity"].choices = [("", "none")] + [(e.pk, e.name) for e in entities]
+
+    def clean_email_recipients(self):
+        recipients = [r.strip() for r in self.cleaned_data["email_recipients"].split(",") if r.strip()]
+        if len(recipients) > MAX_RECIPIENTS:
+            raise forms.ValidationError(
+                f"At most {MAX_RECIPIENTS} e-mail recipients ({len(recipients)} given)."
+            )
+        for address in recipients:
+            try:
+                forms.EmailField().clean(address)
+            except forms.ValidationError as exc:
+                raise forms.ValidationError(f"Not an e-mail address: {address!r}.") from exc
+        return recipients
+
+    def service_fields(self) -> dict:
+        """The keyword arguments of ``alerts.alert_rule_save`` (call after ``is_valid``)."""
+        fields = dict(self.cleaned_data)
+        fields["entity_id"] = fields.pop("entity")
+        return fields

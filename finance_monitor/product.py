@@ -21,6 +21,7 @@ from core.products import (
     ProductPermission,
     StepLink,
 )
+from core.registry.describe import train_job_sentence
 from core.tenancy.models import Role
 from finance_monitor import demo
 from finance_monitor.services.trends import trend_buckets_remap
@@ -163,13 +164,23 @@ PRODUCT = Product(
     # The default models' training: the platform's training job, but not counted against the tenant's
     # training-job quota (metered=False): the platform provides those two models.
     job_kinds=(
-        JobKind("finance_monitor.train_default", queue=Queue.TRAIN, handler=_train_default, metered=False),
+        JobKind(
+            "finance_monitor.train_default",
+            queue=Queue.TRAIN,
+            handler=_train_default,
+            metered=False,
+            describe=train_job_sentence,  # the platform's training in words: accuracy and macro-F1
+        ),
     ),
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,
     model_tasks=(
-        ModelTask("topic", kind="classifier", description="The topic of a news item or post"),
-        ModelTask("sentiment", kind="classifier", description="Positive, neutral or negative"),
+        ModelTask(
+            "topic", kind="classifier", description="The topic of a news item or post", examples="posts"
+        ),
+        ModelTask(
+            "sentiment", kind="classifier", description="Positive, neutral or negative", examples="posts"
+        ),
     ),
     meters=(
         MeterSpec(

@@ -23,6 +23,7 @@ from core.web.feedback import upload_outcome
 from core.web.views import member_required
 from finance_monitor import selectors
 from finance_monitor.forms import (
+    AlertRuleForm,
     ChartForm,
     CorrectionForm,
     DocumentFilterForm,
@@ -32,6 +33,7 @@ from finance_monitor.forms import (
 )
 from finance_monitor.models import Replay
 from finance_monitor.product import SAMPLE_SOURCE, onboarding_checklist
+from finance_monitor.services import alerts as alert_rules
 from finance_monitor.services import corrections, dashboard, defaults, entities, feeds, replay, uploads
 
 PAGE_SIZE = 50
@@ -355,9 +357,11 @@ def document_correct(request, document_id: int):
     return HttpResponseRedirect(back)
 
 
-@member_required()
-def alerts(request):
-    """The latest alerts with their evidence and deliveries; ``?partial=1`` is the list alone (live.js)."""
+def _rule_form(request, data=None) -> AlertRuleForm:
+    return AlertRuleForm(data, entities=list(selectors.entity_list(organisation=request.organisation)))
+
+
+def _alerts_page(request, rule_form: AlertRuleForm | None = None):
     organisation = request.organisation
     rows = [
         (
@@ -368,5 +372,78 @@ def alerts(request):
         for alert in selectors.alert_list(organisation=organisation)[:30]
     ]
     context = {"rows": rows, "rules": selectors.alert_rule_list(organisation=organisation)}
-    template = "alert_list.html" if request.GET.get("partial") else "alerts.html"
-    return render(request, f"finance_monitor/{template}", context)
+    if request.GET.get("partial"):
+        return render(request, "finance_monitor/alert_list.html", context)
+    can_manage = role_can(request.role, "monitor.manage")
+    context["can_manage"] = can_manage
+    if can_manage:
+        context["rule_form"] = rule_form or _rule_form(request)
+    status = 400 if rule_form is not None and rule_form.errors else 200
+    return render(request, "finance_monitor/alerts.html", context, status=status)
+
+
+@member_required()
+def alerts(request):
+    """The latest alerts with their evidence and deliveries, the rules, and for ``monitor.manage`` the rule
+    form; ``?partial=1`` is the list alone (live.js)."""
+    return _alerts_page(request)
+
+
+def _alerts_back():
+    return HttpResponseRedirect(reverse("finance_monitor:alerts") + "#rules")
+
+
+def _rule_or_404(request, rule_id: int):
+    rule = selectors.alert_rule_get(organisation=request.organisation, rule_id=rule_id)
+    if rule is None:
+        raise Http404("No such alert rule.")
+    return rule
+
+
+@require_POST
+@member_required("monitor.manage")
+def alert_rule_add(request):
+    """A new alert rule (``services.alerts.alert_rule_save``, the API's); its refusal beside the field."""
+    form = _rule_form(request, request.POST)
+    if not form.is_valid():
+        return _alerts_page(request, rule_form=form)
+    try:
+        rule = alert_rules.alert_rule_save(organisation=request.organisation, **form.service_fields())
+    except TrellisError as exc:
+        field = exc.details.get("field")
+        form.add_error(field if field in form.fields else None, exc.message)
+        return _alerts_page(request, rule_form=form)
+    messages.success(
+        request,
+        f"Rule '{rule.name}' created: it is evaluated on every {rule.granularity} bucket from now on.",
+    )
+    return _alerts_back()
+
+
+@require_POST
+@member_required("monitor.manage")
+def alert_rule_enabled(request, rule_id: int):
+    """Turn a rule on or off (``enabled`` = "1" or "0"; the API's PATCH of ``enabled``)."""
+    rule = _rule_or_404(request, rule_id)
+    value = request.POST.get("enabled")
+    if value not in ("0", "1"):
+        messages.error(request, "Say whether the rule is to be enabled (1) or disabled (0).")
+        return _alerts_back()
+    try:
+        rule = alert_rules.alert_rule_save(organisation=request.organisation, rule=rule, enabled=value == "1")
+    except TrellisError as exc:  # its webhook's address is refused now, for one
+        messages.error(request, f"Rule '{rule.name}' was not changed: {exc.message}")
+        return _alerts_back()
+    messages.success(request, f"Rule '{rule.name}' {'enabled' if rule.enabled else 'disabled'}.")
+    return _alerts_back()
+
+
+@require_POST
+@member_required("monitor.manage")
+def alert_rule_delete(request, rule_id: int):
+    """Delete a rule with its alerts (the API's DELETE)."""
+    rule = _rule_or_404(request, rule_id)
+    name = rule.name
+    gone = alert_rules.alert_rule_delete(rule=rule)
+    messages.success(request, f"Rule '{name}' deleted with its {gone} alert{'s' if gone != 1 else ''}.")
+    return _alerts_back()

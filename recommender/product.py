@@ -12,6 +12,7 @@ from core.products import (
     ProductPermission,
     StepLink,
 )
+from core.registry.describe import train_job_sentence
 from core.tenancy.models import Role
 from recommender import demo
 from recommender.kinds import RECOMMENDER
@@ -93,7 +94,12 @@ PRODUCT = Product(
         "train": "push and upload catalogue items and events",
         "admin": "experiments and event weights",
     },
-    job_kinds=(JobKind(TRAIN_JOB, queue="train", handler=train_job_handler, metered=True),),
+    # its job page says the model's NDCG@10 and HR@10 in a sentence (core's describer of trained models)
+    job_kinds=(
+        JobKind(
+            TRAIN_JOB, queue="train", handler=train_job_handler, metered=True, describe=train_job_sentence
+        ),
+    ),
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,
     version_in_use=experiment_version_in_use,  # a running experiment's arms may not be archived under it
@@ -103,7 +109,11 @@ PRODUCT = Product(
         # experiment impressions older than RECOMMENDER_IMPRESSION_RETENTION_DAYS, counted on their experiment
         BeatEntry("recommender-prune-impressions", task="recommender.prune_impressions", schedule=86400.0),
     ),
-    model_tasks=(ModelTask(TASK, kind=RECOMMENDER, description="Top-k items for a user or a session"),),
+    model_tasks=(
+        ModelTask(
+            TASK, kind=RECOMMENDER, description="Top-k items for a user or a session", examples="users"
+        ),
+    ),
     meters=(
         MeterSpec(
             SERVED_METER,

@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+from core import products
 from core.jobs.describe import generic_sentence
 from core.jobs.models import JobStatus
 from core.products import model_task
@@ -31,13 +32,30 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _subject(params: dict[str, Any]) -> tuple[str, str]:
+def _task(job) -> tuple[str, str]:
+    """The job's (app, task): its parameters', or the one model task its product declares (a product's own
+    training job, such as the recommender's, need not name it)."""
+    params = job.params or {}
+    app = params.get("app") or getattr(job, "app", "") or ""
+    task = params.get("task")
+    if not task:
+        spec = products.product(app)
+        declared = [t.name for t in spec.model_tasks] if spec else []
+        if len(declared) != 1:
+            raise KeyError("task")
+        task = declared[0]
+    return app, task
+
+
+def _subject(job) -> tuple[str, str]:
     """("Training the intent model on 1,200 questions", "questions")."""
-    declared = model_task(params["app"], params["task"])
+    params = job.params or {}
+    app, task = _task(job)
+    declared = model_task(app, task)
     examples = declared.examples if declared else "examples"
     config = params.get("config") or {}
     verb = "Searching settings for" if params.get("search") else VERBS.get(config.get("method"), "Training")
-    text = f"{verb} the {params['task'].replace('_', ' ')} model"
+    text = f"{verb} the {task.replace('_', ' ')} model"
     if params.get("rows"):
         text += f" on {params['rows']:,} {examples}"
     return text, examples
@@ -77,19 +95,32 @@ def _promotion(result: dict[str, Any], examples: str) -> str:
     return "It was not made active."
 
 
-def _finished(result: dict[str, Any], examples: str) -> str:
+def _score(result: dict[str, Any], examples: str) -> str:
+    """The headline figure of a trained model in words, from the figures its kind reports ("" if none)."""
     if "accuracy" in result:
         score = f"{_pct(result['accuracy'])} of held-out {examples} answered right"
-    elif "recall@1" in result:
-        score = f"the right answer came first for {_pct(result['recall@1'])} of held-out {examples}"
-    else:
+        if result.get("macro_f1") is not None:
+            score += f" (macro-F1 {result['macro_f1']:.2f}: the F1 of every label averaged, rare ones alike)"
+        return score
+    if "recall@1" in result:
+        return f"the right answer came first for {_pct(result['recall@1'])} of held-out {examples}"
+    if "ndcg@10" in result:
+        score = f"NDCG@10 {result['ndcg@10']:.3f} on held-out {examples}"
+        if result.get("hr@10") is not None:
+            score += f"; the item each chose next was in the top 10 for {_pct(result['hr@10'])} of them"
+        return score
+    return ""
+
+
+def _finished(result: dict[str, Any], examples: str) -> str:
+    score = _score(result, examples)
+    if not score:
         return "Finished."
     return f"Finished: {score}. {_promotion(result, examples)}"
 
 
 def train_job_sentence(job) -> str:
-    params = job.params
-    subject, examples = _subject(params)
+    subject, examples = _subject(job)
     if job.status == JobStatus.QUEUED:
         return f"Waiting for a free worker. Next: {subject[0].lower()}{subject[1:]}."
     if job.status == JobStatus.RUNNING:
@@ -120,7 +151,8 @@ def version_sentences(version) -> list[str]:
     declared = model_task(version.app, version.task)
     examples = declared.examples if declared else "examples"
     metrics = version.metrics or {}
-    what = KINDS_OF_TRAINING.get(version.method, f"a {version.method or 'trained'} model")
+    made = f"a model made with the {version.method} method" if version.method else "a trained model"
+    what = KINDS_OF_TRAINING.get(version.method, made)
     lines = [f"The {version.task.replace('_', ' ')} model, version {version.version}: {what}."]
     if "accuracy" in metrics and metrics.get("n"):
         lines.append(

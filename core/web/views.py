@@ -17,7 +17,9 @@ from core.jobs import selectors as job_selectors
 from core.jobs import services as jobs
 from core.jobs.describe import job_sentence
 from core.jobs.handlers import job_kinds
+from core.registry import selectors as registry_selectors
 from core.registry.services import fine_tune_offered
+from core.registry.services.trying import model_can_try
 from core.tenancy import selectors as tenancy_selectors
 from core.tenancy import services as tenancy
 from core.tenancy.middleware import current_membership
@@ -303,6 +305,15 @@ def job_cancel(request, job_id: int):
     return redirect("jobs")
 
 
+def _model_try_box(request, job) -> bool:
+    """Whether the trained model's page has a box to try it: this organisation's version, labelling texts."""
+    version_id = (job.result or {}).get("model_version")
+    if not isinstance(version_id, int):
+        return False
+    version = registry_selectors.model_get(organisation=request.organisation, version_id=version_id)
+    return version is not None and not model_can_try(version=version)
+
+
 @member_required()
 def job_detail(request, job_id: int):
     job = job_selectors.job_get(organisation=request.organisation, job_id=job_id)
@@ -312,6 +323,7 @@ def job_detail(request, job_id: int):
         "job": job,
         "sentence": job_sentence(job),
         "fine_tune": role_can(request.role, "models.train") and fine_tune_offered(job),
+        "model_try_box": _model_try_box(request, job),
         "detail": {
             name: json.dumps(value, indent=2, sort_keys=True, default=str)
             for name, value in (("Parameters", job.params), ("Progress", job.metrics), ("Result", job.result))

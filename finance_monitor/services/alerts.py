@@ -113,6 +113,13 @@ def alert_rule_save(*, organisation, rule: AlertRule | None = None, **fields) ->
     return rule
 
 
+def alert_rule_delete(*, rule: AlertRule) -> int:
+    """Delete the rule with its alerts and their deliveries (cascade); how many alerts went with it."""
+    alerts = rule.alerts.count()
+    rule.delete()
+    return alerts
+
+
 def _new_secret() -> str:
     import secrets
 

@@ -8,8 +8,10 @@ from django.test import Client
 
 from core.billing import services as billing
 from core.jobs import services as jobs
+from core.jobs.describe import job_sentence
 from core.jobs.models import JobStatus, TrainingJob
-from core.registry.describe import train_job_sentence
+from core.registry.describe import train_job_sentence, version_sentences
+from core.registry.models import ModelVersion
 from tests.core.registry.test_registry import _csv, _upload
 from tests.customer_service.conftest import banking_rows
 
@@ -43,8 +45,12 @@ def test_train_button_spends_one_job_and_the_fine_tune_is_offered(make_org, user
     assert TrainingJob.objects.for_org(org).count() == 1  # nothing queued behind the user's back
     html = page.get(f"/jobs/{job.pk}/").content.decode()
     lead = re.search(r'id="job-sentence"[^>]*>([^<]+)<', html).group(1)
-    percent = round(100 * job.result["accuracy"])
-    assert lead == f"Finished: {percent}% of held-out questions answered right. It is now the active model."
+    percent, f1 = round(100 * job.result["accuracy"]), job.result["macro_f1"]
+    assert lead == (
+        f"Finished: {percent}% of held-out questions answered right (macro-F1 {f1:.2f}: the F1 of every label"
+        " averaged, rare ones alike). It is now the active model."
+    )
+    assert 'id="job-model"' in html and "(its page has a box to try it)" in html  # a classifier: it has one
     before_details = html.split("<details")[0]
     assert "{&#x27;" not in before_details and "{'" not in before_details  # no raw dicts outside the detail
     assert 'id="fine-tune"' in html and "&quot;dataset_id&quot;" in html.split("<details")[1]
@@ -128,3 +134,81 @@ def test_the_jobs_list_says_each_job_in_a_sentence_and_shows_only_the_organisati
         "Training the intent model on 1,200 questions failed: "
         "The dataset was deleted before training started.",
     ]
+
+
+def test_the_products_trainings_say_their_models_figure():
+    """The finance monitor's default models and the recommender's: their jobs are said by core's describer of
+    trained models, with the figure their kind reports (no "Finished: Done.")."""
+    monitor = TrainingJob(
+        kind="finance_monitor.train_default",
+        app="finance_monitor",
+        status=JobStatus.SUCCEEDED,
+        message="Done",
+        params={"app": "finance_monitor", "task": "topic", "rows": 4000, "config": {"method": "head"}},
+        result={"model_version": 6, "version": 1, "accuracy": 0.8712, "macro_f1": 0.7049, "promoted": True},
+    )
+    assert job_sentence(monitor) == (
+        "Finished: 87% of held-out posts answered right (macro-F1 0.70: the F1 of every label averaged, rare"
+        " ones alike). It is now the active model."
+    )
+    monitor.status = JobStatus.QUEUED
+    assert (
+        job_sentence(monitor) == "Waiting for a free worker. Next: training the topic model on 4,000 posts."
+    )
+    recommender = TrainingJob(
+        kind="recommender.train",
+        app="recommender",
+        status=JobStatus.SUCCEEDED,
+        message="Done",
+        params={"config": {"method": "ease"}},  # its own job: the task is the one the product declares
+        result={
+            "model_version": 7,
+            "version": 2,
+            "ndcg@10": 0.31249,
+            "hr@10": 0.5371,
+            "recall@10": 0.5371,
+            "promoted": True,
+            "promotion": "beat v1: 0.3125 > 0.2010 ndcg@10",
+        },
+    )
+    assert job_sentence(recommender) == (
+        "Finished: NDCG@10 0.312 on held-out users; the item each chose next was in the top 10 for 54% of"
+        " them. It replaced version 1, which it beat on the same held-out users."
+    )
+    recommender.status, recommender.metrics, recommender.message = JobStatus.RUNNING, {}, "Read 40 events"
+    assert job_sentence(recommender) == "Training the ranking model: read 40 events."
+
+
+@pytest.mark.django_db
+def test_the_job_page_promises_a_try_box_only_where_the_model_page_has_one(make_org):
+    org, owner = make_org()
+    page = _browser(owner)
+    said = {}
+    for kind, app, task in (
+        ("classifier", "finance_monitor", "topic"),
+        ("recommender", "recommender", "ranking"),
+    ):
+        version = ModelVersion.all_tenants.create(
+            organisation=org, app=app, task=task, version=1, kind=kind, status="active"
+        )
+        job = TrainingJob.all_tenants.create(
+            organisation=org,
+            kind="ml.train",
+            status=JobStatus.SUCCEEDED,
+            queue="train",
+            params={"app": app, "task": task},
+            result={"model_version": version.pk, "version": 1},
+        )
+        html = page.get(f"/jobs/{job.pk}/").content.decode()
+        assert f'href="/models/{version.pk}/"' in html
+        said[kind] = "box to try it" in html
+        model_page = page.get(f"/models/{version.pk}/").content.decode()
+        assert ('id="try-form"' in model_page) == said[kind]  # the job page says what the model page has
+    assert said == {"classifier": True, "recommender": False}
+
+
+def test_a_version_of_another_method_is_named_by_its_method():
+    ranking = ModelVersion(app="recommender", task="ranking", version=1, kind="recommender", method="ease")
+    assert version_sentences(ranking)[0] == "The ranking model, version 1: a model made with the ease method."
+    ranking.method = ""
+    assert version_sentences(ranking)[0] == "The ranking model, version 1: a trained model."
