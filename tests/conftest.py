@@ -126,3 +126,17 @@ def user_client():
         return client
 
     return make
+
+
+def logged_in_client(user):
+    """A page client logged in as ``user`` (the password every test user has)."""
+    from django.test import Client
+
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def flash_text(response) -> str:
+    """The flash messages a followed page response carries, as one string."""
+    return " ".join(str(m) for m in response.context["messages"])

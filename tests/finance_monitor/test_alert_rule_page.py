@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.tenancy.models import Role
 from finance_monitor.models import Alert, AlertRule, Entity
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, flash_text, logged_in_client
 
 pytestmark = pytest.mark.django_db
 
@@ -31,24 +31,14 @@ RULE = {
 }
 
 
-def _client(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-def _flash(response) -> str:
-    return " ".join(str(m) for m in response.context["messages"])
-
-
 def test_a_manager_creates_disables_enables_and_deletes_a_rule(make_org):
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     page = client.get(PAGE).content.decode()
     assert 'id="rule-form"' in page and "No rules yet." in page
     answer = client.post(ADD, RULE, follow=True)
     assert answer.redirect_chain == [(PAGE + "#rules", 302)]
-    assert "Rule 'Bank stress' created" in _flash(answer)
+    assert "Rule 'Bank stress' created" in flash_text(answer)
     rule = AlertRule.objects.for_org(organisation).get()
     assert (rule.target, rule.topic, rule.min_volume, rule.significance) == ("topic", "Banks", 20, 0.001)
     assert (rule.test_share, rule.test_volume, rule.cooldown_s, rule.enabled) == (True, False, 3600, True)
@@ -56,17 +46,17 @@ def test_a_manager_creates_disables_enables_and_deletes_a_rule(make_org):
     assert f'data-rule="{rule.pk}"' in answer.content.decode()
 
     off = client.post(f"/finance-monitor/alerts/rules/{rule.pk}/enabled", {"enabled": "0"}, follow=True)
-    assert "Rule 'Bank stress' disabled." in _flash(off) and "(disabled)" in off.content.decode()
+    assert "Rule 'Bank stress' disabled." in flash_text(off) and "(disabled)" in off.content.decode()
     rule.refresh_from_db()
     assert not rule.enabled
     on = client.post(f"/finance-monitor/alerts/rules/{rule.pk}/enabled", {"enabled": "1"}, follow=True)
-    assert "enabled" in _flash(on)
+    assert "enabled" in flash_text(on)
     rule.refresh_from_db()
     assert rule.enabled
     unclear = client.post(
         f"/finance-monitor/alerts/rules/{rule.pk}/enabled", {"enabled": "maybe"}, follow=True
     )
-    assert "Say whether" in _flash(unclear)
+    assert "Say whether" in flash_text(unclear)
     rule.refresh_from_db()
     assert rule.enabled
 
@@ -87,7 +77,7 @@ def test_a_manager_creates_disables_enables_and_deletes_a_rule(make_org):
         evidence_count=0,
     )
     gone = client.post(f"/finance-monitor/alerts/rules/{rule.pk}/delete", follow=True)
-    assert "Rule 'Bank stress' deleted with its 1 alert." in _flash(gone)
+    assert "Rule 'Bank stress' deleted with its 1 alert." in flash_text(gone)
     assert not AlertRule.objects.for_org(organisation).exists()
     assert client.post(f"/finance-monitor/alerts/rules/{rule.pk}/delete").status_code == 404
 
@@ -96,7 +86,7 @@ def test_bad_input_is_a_form_error_and_stores_nothing(make_org):
     organisation, owner = make_org()
     other, _ = make_org()
     theirs = Entity.objects.for_org(other).create(organisation=other, kind="company", name="Elsewhere")
-    client = _client(owner)
+    client = logged_in_client(owner)
     cases = [
         ({"significance": "0.9"}, "significance", "less than or equal to 0.2"),
         ({"significance": "lots"}, "significance", "Enter a number"),
@@ -123,9 +113,9 @@ def test_bad_input_is_a_form_error_and_stores_nothing(make_org):
 
 def test_viewers_see_the_rules_without_the_forms_and_are_refused(make_org, make_member):
     organisation, owner = make_org()
-    _client(owner).post(ADD, RULE)
+    logged_in_client(owner).post(ADD, RULE)
     rule = AlertRule.objects.for_org(organisation).get()
-    viewer = _client(make_member(organisation, Role.VIEWER))
+    viewer = logged_in_client(make_member(organisation, Role.VIEWER))
     page = viewer.get(PAGE)
     html = page.content.decode()
     assert page.status_code == 200 and f'data-rule="{rule.pk}"' in html and "Bank stress" in html
@@ -139,13 +129,15 @@ def test_viewers_see_the_rules_without_the_forms_and_are_refused(make_org, make_
     assert rule.enabled and AlertRule.objects.for_org(organisation).count() == 1
     # another organisation's manager: not found, never theirs to change
     _, stranger = make_org()
-    assert _client(stranger).post(f"/finance-monitor/alerts/rules/{rule.pk}/delete").status_code == 404
+    assert (
+        logged_in_client(stranger).post(f"/finance-monitor/alerts/rules/{rule.pk}/delete").status_code == 404
+    )
     assert AlertRule.objects.for_org(organisation).exists()
 
 
 def test_the_rule_forms_are_csrf_protected(make_org):
     organisation, owner = make_org()
-    _client(owner).post(ADD, RULE)
+    logged_in_client(owner).post(ADD, RULE)
     rule = AlertRule.objects.for_org(organisation).get()
     strict = Client(enforce_csrf_checks=True)
     assert strict.login(username=owner.username, password=PASSWORD)

@@ -12,21 +12,11 @@ from core.tenancy.models import Role
 from finance_monitor.models import Document, Entity, Replay, Source
 from finance_monitor.product import SAMPLE_SOURCE
 from finance_monitor.services import defaults
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, flash_text, logged_in_client
 
 pytestmark = pytest.mark.django_db
 
 PAGE = "/finance-monitor/"
-
-
-def _client(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-def _flash(response) -> str:
-    return " ".join(str(m) for m in response.context["messages"])
 
 
 def _ingested(organisation) -> float:
@@ -37,12 +27,12 @@ def _ingested(organisation) -> float:
 def test_the_sample_data_replays_a_modest_metered_set_once(make_org, settings):
     settings.FM_DEFAULT_MODELS_ON_FIRST_USE = False
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     page = client.get(PAGE).content.decode()
     assert "Get started: 0 of 4 done" in page and "Try it with sample data" in page
     answer = client.post("/finance-monitor/sample/", follow=True)
     assert answer.redirect_chain == [(PAGE, 302)]
-    assert "Sample data loaded: 120 documents of the past day" in _flash(answer)
+    assert "Sample data loaded: 120 documents of the past day" in flash_text(answer)
     documents = Document.objects.for_org(organisation)
     assert documents.count() == 120 and set(documents.values_list("source__name", flat=True)) == {
         SAMPLE_SOURCE
@@ -52,13 +42,13 @@ def test_the_sample_data_replays_a_modest_metered_set_once(make_org, settings):
     assert run.started_at is not None and run.backfilled_at is not None and run.finished_at is None
     assert 'data-step="data" data-done="1"' in answer.content.decode()
     again = client.post("/finance-monitor/sample/", follow=True)
-    assert "already" in _flash(again)
+    assert "already" in flash_text(again)
     assert documents.count() == 120 and Replay.objects.for_org(organisation).count() == 1
 
 
 def test_viewers_see_the_page_without_the_forms_and_cannot_post(make_org, make_member):
     organisation, _ = make_org()
-    viewer = _client(make_member(organisation, Role.VIEWER))
+    viewer = logged_in_client(make_member(organisation, Role.VIEWER))
     page = viewer.get(PAGE)
     assert page.status_code == 200
     html = page.content.decode()
@@ -76,7 +66,7 @@ def test_viewers_see_the_page_without_the_forms_and_cannot_post(make_org, make_m
     assert viewer.post("/finance-monitor/watch-list/", {"kind": "company", "name": "Acme"}).status_code == 403
     assert Document.objects.for_org(organisation).count() == 0 and not Entity.objects.for_org(organisation)
     # an operator ingests (monitor.ingest) but does not manage the watch-list or feeds (monitor.manage)
-    operator = _client(make_member(organisation, Role.OPERATOR))
+    operator = logged_in_client(make_member(organisation, Role.OPERATOR))
     html = operator.get(PAGE).content.decode()
     assert 'id="upload-form"' in html and 'id="entity-form"' not in html and 'id="feed-form"' not in html
     feed = {"name": "Wire", "feed_url": "http://127.0.0.1:9/feed", "poll_interval_s": 900}
@@ -94,7 +84,7 @@ def test_the_forms_are_csrf_protected(make_org):
 def test_an_upload_says_what_was_stored_and_which_rows_were_not(make_org, settings):
     settings.FM_DEFAULT_MODELS_ON_FIRST_USE = False
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     csv = b"text,published_at\nRates rise,2026-01-02T09:00:00Z\n,\nOil falls,yesterday\nCopper slides,\n"
     answer = client.post(
         "/finance-monitor/upload/",
@@ -102,7 +92,7 @@ def test_an_upload_says_what_was_stored_and_which_rows_were_not(make_org, settin
         follow=True,
     )
     assert answer.redirect_chain == [(PAGE, 302)]
-    flash = _flash(answer)
+    flash = flash_text(answer)
     assert "news.csv: 4 rows read, 2 stored" in flash and "2 rejected" in flash
     assert "line 3:" in flash and "line 4: published_at 'yesterday' is not an ISO 8601" in flash
     stored = Document.objects.for_org(organisation)
@@ -120,7 +110,9 @@ def test_an_upload_says_what_was_stored_and_which_rows_were_not(make_org, settin
 )
 def test_a_bad_file_is_a_form_error_and_stores_nothing(make_org, name, body, error):
     organisation, owner = make_org()
-    answer = _client(owner).post("/finance-monitor/upload/", {"file": SimpleUploadedFile(name, body)})
+    answer = logged_in_client(owner).post(
+        "/finance-monitor/upload/", {"file": SimpleUploadedFile(name, body)}
+    )
     assert answer.status_code == 400
     assert error in answer.content.decode()
     assert 'id="upload-form"' in answer.content.decode()
@@ -129,11 +121,11 @@ def test_a_bad_file_is_a_form_error_and_stores_nothing(make_org, name, body, err
 
 def test_watch_list_and_feed_forms(make_org):
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     entry = {"kind": "company", "name": "Acme Corp", "ticker": "acme", "aliases": "Acme, ACME Inc"}
     answer = client.post("/finance-monitor/watch-list/", entry, follow=True)
     assert answer.redirect_chain == [(f"{PAGE}#watch-list", 302)]
-    assert "'Acme Corp' is on the watch-list" in _flash(answer)
+    assert "'Acme Corp' is on the watch-list" in flash_text(answer)
     saved = Entity.objects.for_org(organisation).get()
     assert (saved.ticker, saved.aliases) == ("ACME", ["Acme", "ACME Inc"])
     assert 'data-step="watch-list" data-done="1"' in answer.content.decode()
@@ -149,7 +141,7 @@ def test_watch_list_and_feed_forms(make_org):
 
     feed = {"name": "Wire", "feed_url": "http://127.0.0.1:9/feed", "poll_interval_s": 900}
     added = client.post("/finance-monitor/feeds/", feed, follow=True)
-    assert added.redirect_chain == [(f"{PAGE}#sources", 302)] and "Feed 'Wire' added" in _flash(added)
+    assert added.redirect_chain == [(f"{PAGE}#sources", 302)] and "Feed 'Wire' added" in flash_text(added)
     assert Source.objects.for_org(organisation).get(name="Wire").feed_url == feed["feed_url"]
     private = client.post(
         "/finance-monitor/feeds/", {**feed, "name": "Inside", "feed_url": "http://10.0.0.1/x"}
@@ -164,25 +156,25 @@ def test_the_page_says_the_default_models_are_training_and_links_the_jobs(make_o
     settings.FM_DEFAULT_MODELS_ON_FIRST_USE = False
     settings.FM_DEFAULT_TRAIN_ROWS = 30
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     upload = SimpleUploadedFile("news.csv", b"text\nRates rise\nOil falls\n")
     client.post("/finance-monitor/upload/", {"file": upload})
     html = client.get(PAGE).content.decode()
     assert "2 documents waiting for classification: no topic and sentiment models yet" in html
     # a viewer is not offered the training (models.train)
-    viewer = _client(make_member(organisation, Role.VIEWER))
+    viewer = logged_in_client(make_member(organisation, Role.VIEWER))
     assert "Train the default models</button>" not in viewer.get(PAGE).content.decode()
     assert viewer.post("/finance-monitor/models/defaults/").status_code == 403
     answer = client.post("/finance-monitor/models/defaults/", follow=True)
     jobs = list(defaults._default_jobs(organisation).order_by("id"))
-    assert len(jobs) == 2 and "Training the default models: topic (job #" in _flash(answer)
+    assert len(jobs) == 2 and "Training the default models: topic (job #" in flash_text(answer)
     html = answer.content.decode()
     assert "The default topic and sentiment models are being trained" in html
     for job in jobs:
         assert f'href="/jobs/{job.pk}/">job #{job.pk}</a>' in html
     assert "2 documents waiting for classification." in html
     again = client.post("/finance-monitor/models/defaults/", follow=True)
-    assert "under way" in _flash(again) and defaults._default_jobs(organisation).count() == 2
+    assert "under way" in flash_text(again) and defaults._default_jobs(organisation).count() == 2
     dashboard = client.get("/dashboard/").content.decode()
     assert (
         'data-next-step="Finance monitor"' in dashboard

@@ -12,7 +12,7 @@ from core.jobs.models import TrainingJob
 from core.tenancy.models import Role
 from recommender.models import Event, Item
 from recommender.services.catalogue import CATALOGUE_METER
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, flash_text, logged_in_client
 
 pytestmark = pytest.mark.django_db
 
@@ -27,26 +27,16 @@ EVENTS_CSV = (
 )
 
 
-def _client(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-def _flash(response) -> str:
-    return " ".join(str(m) for m in response.context["messages"])
-
-
 def test_the_sample_shop_loads_once_metered_and_recommends_at_once(make_org):
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     page = client.get(PAGE).content.decode()
     assert "Get started: 0 of 3 done" in page and "Load the sample shop</button>" in page
     dashboard = client.get("/dashboard/").content.decode()
     assert 'data-next-step="Recommender"' in dashboard and "Load the sample shop" in dashboard
     answer = client.post("/recommender/sample/", follow=True)
     assert answer.redirect_chain == [(PAGE, 302)]
-    assert "Sample shop loaded: 1505 items and 5000 purchases" in _flash(answer)
+    assert "Sample shop loaded: 1505 items and 5000 purchases" in flash_text(answer)
     assert Item.objects.for_org(organisation).count() == 1505
     assert Event.objects.for_org(organisation).count() == 5000
     assert meter_used(organisation=organisation, meter=CATALOGUE_METER) == 1505
@@ -57,17 +47,17 @@ def test_the_sample_shop_loads_once_metered_and_recommends_at_once(make_org):
     assert "Recommended (live_popularity)" in listed  # no model yet: the popular items of the last 30 days
     assert listed[: listed.index("</ol>")].count("<li>") == 10
     again = client.post("/recommender/sample/", follow=True)
-    assert "has items already" in _flash(again) and Event.objects.for_org(organisation).count() == 5000
+    assert "has items already" in flash_text(again) and Event.objects.for_org(organisation).count() == 5000
 
 
 def test_uploads_say_what_was_stored_and_which_lines_were_not(make_org):
     organisation, owner = make_org()
-    client = _client(owner)
+    client = logged_in_client(owner)
     items = client.post(
         "/recommender/catalogue/", {"catalogue-file": SimpleUploadedFile("items.csv", ITEMS_CSV)}
     )
     assert items.status_code == 302 and items["Location"] == f"{PAGE}#catalogue"
-    flash = _flash(client.get(PAGE))
+    flash = flash_text(client.get(PAGE))
     assert "items.csv: 2 items created, 0 updated, 0 already there, 2 rejected." in flash
     assert "line 4: id is missing" in flash and "line 5:" in flash
     assert sorted(Item.objects.for_org(organisation).values_list("external_id", flat=True)) == ["A", "B"]
@@ -75,7 +65,7 @@ def test_uploads_say_what_was_stored_and_which_lines_were_not(make_org):
         "/recommender/events/", {"events-file": SimpleUploadedFile("events.csv", EVENTS_CSV)}, follow=True
     )
     assert answer.redirect_chain == [(f"{PAGE}#events", 302)]
-    flash = _flash(answer)
+    flash = flash_text(answer)
     assert "events.csv: 2 events created" in flash and "2 rejected" in flash
     assert "line 4:" in flash and "line 5:" in flash
     assert Event.objects.for_org(organisation).count() == 2
@@ -98,7 +88,7 @@ def test_uploads_say_what_was_stored_and_which_lines_were_not(make_org):
 )
 def test_a_bad_file_is_a_form_error_and_stores_nothing(make_org, url, field, name, body, error):
     organisation, owner = make_org()
-    answer = _client(owner).post(url, {field: SimpleUploadedFile(name, body)})
+    answer = logged_in_client(owner).post(url, {field: SimpleUploadedFile(name, body)})
     assert answer.status_code == 400 and error in answer.content.decode()
     assert (
         not Item.objects.for_org(organisation).exists() and not Event.objects.for_org(organisation).exists()
@@ -107,7 +97,7 @@ def test_a_bad_file_is_a_form_error_and_stores_nothing(make_org, url, field, nam
 
 def test_the_train_button_starts_the_apis_job_and_links_it(shop):
     organisation, owner = shop
-    client = _client(owner)
+    client = logged_in_client(owner)
     answer = client.post("/recommender/train/", {"method": "popularity"})
     job = TrainingJob.objects.for_org(organisation).get()
     assert answer.status_code == 302 and answer["Location"] == f"/jobs/{job.pk}/"
@@ -121,7 +111,7 @@ def test_the_train_button_starts_the_apis_job_and_links_it(shop):
 
 def test_viewers_and_operators_get_what_their_role_allows(make_org, make_member):
     organisation, _ = make_org()
-    viewer = _client(make_member(organisation, Role.VIEWER))
+    viewer = logged_in_client(make_member(organisation, Role.VIEWER))
     html = viewer.get(PAGE).content.decode()
     assert 'id="checklist"' in html
     for form in (
@@ -135,7 +125,7 @@ def test_viewers_and_operators_get_what_their_role_allows(make_org, make_member)
     upload = {"catalogue-file": SimpleUploadedFile("items.csv", ITEMS_CSV)}
     assert viewer.post("/recommender/catalogue/", upload).status_code == 403
     assert viewer.post("/recommender/train/", {"method": "ease"}).status_code == 403
-    operator = _client(make_member(organisation, Role.OPERATOR))  # ingests, does not train
+    operator = logged_in_client(make_member(organisation, Role.OPERATOR))  # ingests, does not train
     html = operator.get(PAGE).content.decode()
     assert 'id="catalogue-form"' in html and 'id="train-form"' not in html
     assert operator.post("/recommender/train/", {"method": "ease"}).status_code == 403
