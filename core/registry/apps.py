@@ -68,3 +68,24 @@ class RegistryConfig(AppConfig):
         register_stock_counter(Meter.MODELS, "model versions", models_count)
         register_stock_counter(Meter.STORED_RECORDS, "dataset rows", dataset_rows)
         worker_process_init.connect(_warm_worker_process, weak=False, dispatch_uid="registry.warm_worker")
+
+        # Which version serves is cached per process by hot paths (core.generations): any saved or deleted
+        # version of an organisation gives its "registry" scope a new token once the write commits.
+        from django.db.models.signals import post_delete, post_save
+
+        from core.generations import bump, enabled
+        from core.tenancy.models import Organisation
+
+        def versions_changed(sender, instance, **kwargs) -> None:
+            if not enabled():
+                return
+            organisation = (
+                instance.organisation
+                if ModelVersion.organisation.is_cached(instance)
+                else Organisation.objects.filter(pk=instance.organisation_id).first()
+            )
+            if organisation is not None:  # gone with its organisation: nothing of it is served
+                bump(organisation=organisation, scope="registry")
+
+        post_save.connect(versions_changed, sender=ModelVersion, weak=False, dispatch_uid="registry.gen")
+        post_delete.connect(versions_changed, sender=ModelVersion, weak=False, dispatch_uid="registry.gen-d")

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from core.errors import InvalidInput
 from recommender.models import RecommenderSettings
+from recommender.services.generation import serving_changed
 
 MAX_PER_CATEGORY = 100
 
@@ -43,6 +44,7 @@ def diversity_set(*, organisation, max_per_category: Any) -> int | None:
         row, _ = RecommenderSettings.all_tenants.select_for_update().get_or_create(organisation=organisation)
         row.max_per_category = limit
         row.save(update_fields=["max_per_category", "updated_at"])
+        serving_changed(organisation=organisation)
     return limit
 
 

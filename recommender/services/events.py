@@ -26,6 +26,7 @@ from core.errors import InvalidInput
 from core.tenancy.models import Organisation
 from recommender.models import DEFAULT_EVENT_WEIGHTS, Event, EventType, Item, RecommenderSettings
 from recommender.services import experiments, snapshot
+from recommender.services.generation import serving_changed
 from recommender.services.rows import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -248,6 +249,7 @@ def event_weights_set(*, organisation, weights: dict[str, Any]) -> dict[str, flo
         row, _ = RecommenderSettings.all_tenants.select_for_update().get_or_create(organisation=organisation)
         row.event_weights = {**row.event_weights, **{k: float(v) for k, v in weights.items()}}
         row.save(update_fields=["event_weights", "updated_at"])
+        serving_changed(organisation=organisation)
     return event_weights(organisation=organisation)
 
 

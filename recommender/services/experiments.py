@@ -35,6 +35,7 @@ from core.registry.services.common import SERVABLE
 from recommender import abstats
 from recommender.kinds import APP, RECOMMENDER, TASK
 from recommender.models import EventType, Experiment, ExperimentStatus, Impression
+from recommender.services.generation import serving_changed
 
 MAX_WINDOW_HOURS = 720  # 30 days: how far back feedback looks for the impression it answers
 PRUNE_BATCH = 5_000  # impressions per prune transaction (short locks beside serving and attribution)
@@ -152,6 +153,7 @@ def experiment_start(*, organisation, experiment_id: int) -> Experiment:
         try:
             with transaction.atomic():
                 experiment.save(update_fields=["status", "started_at", "updated_at"])
+                serving_changed(organisation=organisation)
         except IntegrityError:  # another start won the race
             raise Conflict("Another experiment is running: stop it first.") from None
     return experiment
@@ -164,6 +166,7 @@ def experiment_stop(*, organisation, experiment_id: int) -> Experiment:
             raise Conflict(f"The experiment is {experiment.status}: only a running one can stop.")
         experiment.status, experiment.stopped_at = ExperimentStatus.STOPPED, timezone.now()
         experiment.save(update_fields=["status", "stopped_at", "updated_at"])
+        serving_changed(organisation=organisation)
     return experiment
 
 

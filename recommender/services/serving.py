@@ -5,8 +5,10 @@ The model is loaded once per process (the platform's model cache, ``core.registr
 is the catalogue (``services.snapshot``: arrays rebuilt in the background after any catalogue write; while a
 rebuild runs, what is picked from the old arrays is checked against the item table, ``_pick_live``, so a
 deleted, unavailable or expired item is never served, and the answer shows the items as they are now); the
-user's history is read at request time (one query, with the organisation's settings in another), so a new
-event changes the next answer without retraining. Items are served only while they exist, are not deleted, not
+user's history is read at request time (one query), so a new event changes the next answer without
+retraining; the organisation's settings, active version and running experiment (``serving_state``) are cached
+per process behind ``core.generations``' tokens, read again by the first request after any of them changes
+(a warm request makes no other statement). Items are served only while they exist, are not deleted, not
 expired and (by default) available, and within the request's filters (category, price range: masks over the
 snapshot); the request's exclusions, the history's own items and (by default) the user's purchases are left
 out. Each item comes with ``why``: the history items that drove it (empty when it is there for its
@@ -38,6 +40,7 @@ import numpy as np
 
 from core.billing.streamed import metered_streamed
 from core.errors import InvalidInput, NotFound
+from core.generations import GenerationCache
 from core.registry.services.common import active_version
 from core.registry.services.serving import loaded_model
 from recommender import explain, hybrid, ranking
@@ -51,7 +54,7 @@ from recommender.selectors import (
     serving_settings,
     user_history,
 )
-from recommender.services import diversity, experiments, snapshot, text
+from recommender.services import diversity, experiments, generation, snapshot, text
 from recommender.services.training import APP, TASK
 
 SERVED_METER = "recommendations_served"
@@ -279,24 +282,51 @@ def _answer(*, organisation, snap, version, model, picked, why, live=None) -> di
     }
 
 
-def _serving_version(*, organisation, subject: str | None):
+@dataclass(frozen=True)
+class ServingState:
+    """What a request reads besides the user's history: the settings (with the catalogue version), the
+    active version (None: live popularity) and the running experiment (None), with its versions."""
+
+    settings: ServingSettings
+    active: Any
+    running: Any
+
+
+_states: GenerationCache[ServingState] = GenerationCache(generation.SCOPE, "registry")
+
+
+def serving_state(*, organisation) -> ServingState:
+    """The organisation's ``ServingState``, cached per process until one of them changes (with Redis:
+    ``core.generations``; the three statements otherwise)."""
+
+    def load() -> ServingState:
+        version = active_version(organisation, APP, TASK)
+        if version is not None and version.kind != RECOMMENDER:
+            # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
+            version = None
+        return ServingState(
+            settings=serving_settings(organisation=organisation),
+            active=version,
+            running=experiments.experiment_running(organisation=organisation),
+        )
+
+    return _states.get(organisation, load)
+
+
+def _serving_version(*, state: ServingState, subject: str | None):
     """The version that answers, and the running experiment and arm when the subject (a user or a session
     id) falls in one: the arm's version; else the active version."""
-    running = None if not subject else experiments.experiment_running(organisation=organisation)
+    running = state.running if subject else None
     if running is not None:
         arm = experiments.arm_for(experiment_id=running.pk, subject=subject or "", share_b=running.share_b)
         return (running.version_a if arm == "A" else running.version_b), running, arm
-    version = active_version(organisation, APP, TASK)
-    if version is not None and version.kind != RECOMMENDER:
-        # core's /api/models/train can put another kind under recommender/ranking; it cannot rank
-        version = None
-    return version, None, ""
+    return state.active, None, ""
 
 
 def _serve(
     *,
     organisation,
-    settings: ServingSettings,
+    state: ServingState,
     api_key,
     history: dict[str, float],
     skip: set[str],
@@ -308,7 +338,8 @@ def _serve(
     """Score with the experiment arm's or the active version (loaded once per process), or with live
     popularity before the first model; merge the text neighbours in, pick, explain and meter; under an
     experiment, record the impression."""
-    version, experiment, arm = _serving_version(organisation=organisation, subject=subject)
+    settings = state.settings
+    version, experiment, arm = _serving_version(state=state, subject=subject)
     limit = (
         settings.max_per_category if filters.max_per_category is None else (filters.max_per_category or None)
     )
@@ -368,12 +399,12 @@ def recommendations_for_user(
     """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items).
     ``record=False`` (the explorer: staff looking, not the user) leaves no experiment impression."""
     check_k(k)
-    settings = serving_settings(organisation=organisation)
-    history, purchased = user_history(organisation=organisation, user=user, weights=settings.weights)
+    state = serving_state(organisation=organisation)
+    history, purchased = user_history(organisation=organisation, user=user, weights=state.settings.weights)
     skip = set(purchased) if exclude_purchased else set()
     answer = _serve(
         organisation=organisation,
-        settings=settings,
+        state=state,
         api_key=api_key,
         history=history,
         skip=skip,
@@ -396,7 +427,7 @@ def recommendations_for_session(
     history = {item: 1.0 for item in items}
     answer = _serve(
         organisation=organisation,
-        settings=serving_settings(organisation=organisation),
+        state=serving_state(organisation=organisation),
         api_key=api_key,
         history=history,
         skip=set(items),
@@ -418,7 +449,7 @@ def items_similar(
     history = {external_id: 1.0}
     answer = _serve(
         organisation=organisation,
-        settings=serving_settings(organisation=organisation),
+        state=serving_state(organisation=organisation),
         api_key=api_key,
         history=history,
         skip={external_id},

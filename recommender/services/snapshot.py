@@ -7,15 +7,16 @@ it from here instead of querying the item table per request: filters become nump
 
 Freshness: every write that changes the catalogue (``catalogue.items_upsert``/``items_upload``, the embedding
 job) calls ``catalogue_changed`` in its transaction, which adds one to the organisation's
-``RecommenderSettings.catalogue_version``; a request reads that number with the organisation's settings (one
-query it makes anyway). A snapshot of an older number is rebuilt off the request path: the request gets the
-stale snapshot at once, and one thread per process and organisation builds the new one and swaps it in when
-done (a build takes 2-3 minutes at a million items). Serving checks what it picks from a stale snapshot
-against the item table (``serving._pick_live``), so an item deleted, made unavailable or expired since is
-never served; items added since are served once the new snapshot is in. The first snapshot of an organisation
-in a process is built in the request (there is nothing to serve meanwhile), and so is one asked with ``wait``
-or from inside a transaction (its writes are not visible to another connection). Expiry (``expires_at``) is a
-time, compared at each request.
+``RecommenderSettings.catalogue_version`` and bumps the organisation's serving generation; a request reads
+that number with the organisation's settings (``serving.serving_state``: cached per process until the bump). A
+snapshot of an older number is rebuilt off the request path: the request gets the stale snapshot at once, and
+one thread per process and organisation builds the new one and swaps it in when done (a build takes 2-3
+minutes at a million items). Serving checks what it picks from a stale snapshot against the item table
+(``serving._pick_live``), so an item deleted, made unavailable or expired since is never served; items added
+since are served once the new snapshot is in. The first snapshot of an organisation in a process is built in
+the request (there is nothing to serve meanwhile), and so is one asked with ``wait`` or from inside a
+transaction (its writes are not visible to another connection). Expiry (``expires_at``) is a time, compared at
+each request.
 
 Vectors: each row keeps the reference of the model that made its vector; the index over the rows of one
 model is ``core.ml.vector_index.VectorIndex`` (exact numpy top-k below ``VECTOR_ANN_MIN_VECTORS``, faiss IVF
@@ -38,6 +39,7 @@ from django.db.models import F
 
 from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
 from recommender.models import Item, RecommenderSettings
+from recommender.services.generation import serving_changed
 
 CACHE_SIZE = 8  # organisations whose catalogue snapshot a process keeps
 # Called with (organisation id, version) by every build before it reads the items, in the building thread:
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 def catalogue_changed(*, organisation) -> None:
     """Call inside the transaction that changes the organisation's items: snapshots of the old catalogue
     are rebuilt by the next request of every process once it commits."""
+    serving_changed(organisation=organisation)  # the cached settings hold the catalogue version
     updated = RecommenderSettings.all_tenants.filter(organisation=organisation).update(
         catalogue_version=F("catalogue_version") + 1
     )

@@ -1,0 +1,98 @@
+"""Generation tokens: per-process caches of rarely changing rows that are never older than a commit elsewhere.
+
+A hot read path (a recommendation) needs rows that change rarely (an organisation's settings, its active
+model version, a running experiment) on every request; reading them costs statements worth more than the
+work. Here each kind of change has a name per organisation (a ``scope``: ``"registry"`` for its model
+versions, a product's own for its settings). A writer calls ``bump(organisation=..., scope=...)`` in its
+transaction; once that commits, the scope gets a new random token in Redis. A reader
+(``GenerationCache.get``) keeps what it loaded with the tokens it read *before* loading, and loads again
+when any token differs: one Redis ``MGET`` per request instead of the statements, and every process sees a
+change on its next request after the commit (a write that commits while a reader loads leaves the reader
+holding the old token, so the next request loads again).
+
+Tokens are random, not counters, so a token lost with Redis (flushed, evicted) can never come back equal to
+one a process holds. Without Redis, inside a transaction (whose own writes are not committed, so not yet
+bumped), or when Redis fails, ``get`` loads every time: the behaviour without the cache. An entry is also
+loaded again after ``MAX_AGE_S`` whatever the tokens say, which bounds how long a bump lost to a Redis error
+at commit time can leave a process behind.
+"""
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from core.billing.deferred import organisation_stamp, redis_client
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_AGE_S = 10.0
+TOKEN_TTL_S = 7 * 24 * 3600  # a token unread for a week expires; its absence is a token of its own
+MAX_ENTRIES = 10_000  # organisations per cache and process; past it the cache starts again
+
+
+def enabled() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def token_key(organisation, scope: str) -> str:
+    return f"gen:{organisation_stamp(organisation)}:{scope}"
+
+
+def bump(*, organisation, scope: str) -> None:
+    """Give ``scope`` of ``organisation`` a new token once the current transaction commits (now, outside
+    one). Call it in the transaction of every write that a reader of the scope must see."""
+    if not enabled():
+        return
+    if getattr(organisation, "created_at", None) is None:  # an Organisation(pk=...) made to name one
+        organisation = type(organisation).objects.get(pk=organisation.pk)
+    key = token_key(organisation, scope)
+
+    def send() -> None:
+        try:
+            redis_client().set(key, secrets.token_hex(8), ex=TOKEN_TTL_S)
+        except Exception:  # noqa: BLE001 - readers fall back on MAX_AGE_S; the write itself has committed
+            log.exception("could not bump the generation %s", key)
+
+    transaction.on_commit(send)
+
+
+class GenerationCache(Generic[T]):
+    """One value per organisation, loaded again when a token of ``scopes`` changes (see the module)."""
+
+    def __init__(self, *scopes: str, max_age_s: float = MAX_AGE_S) -> None:
+        self.scopes = scopes
+        self.max_age_s = max_age_s
+        self._entries: dict[str, tuple[tuple[Any, ...], float, T]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, organisation, load: Callable[[], T]) -> T:
+        if not enabled() or connection.in_atomic_block:
+            return load()
+        stamp = organisation_stamp(organisation)
+        try:
+            tokens = tuple(redis_client().mget([f"gen:{stamp}:{scope}" for scope in self.scopes]))
+        except Exception:  # noqa: BLE001 - Redis trouble: read the database, as without the cache
+            log.warning("generation tokens unreadable; loading", exc_info=True)
+            return load()
+        now = time.monotonic()
+        hit = self._entries.get(stamp)
+        if hit is not None and hit[0] == tokens and hit[1] > now:
+            return hit[2]
+        value = load()
+        with self._lock:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[stamp] = (tokens, now + self.max_age_s, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
