@@ -49,11 +49,16 @@ def _query_time(request, name: str):
     value = request.query_params.get(name)
     if not value:
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well formed but no date: month 13, year 0, an offset of a day
+        parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise InvalidInput(
             f"{name} must be an ISO 8601 date and time with a time zone.", details={"field": name}
         )
+    if not docs.time_in_range(parsed):  # the ingest's range: nothing stored lies outside it
+        raise InvalidInput(f"{name} is out of range ({docs.TIME_RANGE}).", details={"field": name})
     return parsed
 
 
