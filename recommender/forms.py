@@ -3,6 +3,19 @@ training's method) and hand plain values to the services (which check again: the
 
 from django import forms
 
+# the display name of each ranking method a version can be made with (the API's ``config.method``)
+METHOD_LABELS = {
+    "ease": "EASE",
+    "popularity": "Popularity",
+    "itemknn": "Item-kNN",
+    "hybrid": "Hybrid ranker",
+}
+
+
+def method_label(method: str) -> str:
+    """The display name of a ranking method (a method this list does not know: its own name)."""
+    return METHOD_LABELS.get(method, method or "a trained model")
+
 
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=120)
@@ -38,9 +51,9 @@ class TrainForm(forms.Form):
 
     method = forms.ChoiceField(
         choices=[
-            ("ease", "EASE (the API's default)"),
-            ("popularity", "Popularity (seconds)"),
-            ("hybrid", "Hybrid ranker (EASE, co-visitation, text; slower)"),
+            ("ease", f"{METHOD_LABELS['ease']} (the API's default)"),
+            ("popularity", f"{METHOD_LABELS['popularity']} (seconds)"),
+            ("hybrid", f"{METHOD_LABELS['hybrid']} (EASE, co-visitation, text; slower)"),
         ],
         initial="ease",
     )

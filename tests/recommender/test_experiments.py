@@ -240,7 +240,7 @@ def test_the_experiment_pages(two_versions, client, make_member):
     assert "page test" in results and "B minus A" in results and "v1 itemknn" in results
     assert "<td>1</td>" in results and "no impressions on one arm yet" in results
     explorer = client.get("/recommender/", {"user": "u1"}).content.decode()
-    assert "experiment page test arm" in explorer
+    assert "experiment page test, arm" in explorer
     assert Impression.objects.for_org(org).count() == 1  # the explorer (staff looking) leaves none
     viewer = make_member(org)
     client.logout()
