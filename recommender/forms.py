@@ -3,6 +3,8 @@ training's method) and hand plain values to the services (which check again: the
 
 from django import forms
 
+from core.registry.models import VersionStatus
+
 # the display name of each ranking method a version can be made with (the API's ``config.method``)
 METHOD_LABELS = {
     "ease": "EASE",
@@ -25,10 +27,18 @@ class ExperimentForm(forms.Form):
     window_hours = forms.IntegerField(min_value=1, max_value=720, initial=24, label="Feedback window (hours)")
 
     def __init__(self, *args, versions: list, **kwargs) -> None:
+        """``versions``: the servable ones, newest first. A, the control, starts on the active version (the
+        newest when none is active); B on the newest other one, the challenger."""
         super().__init__(*args, **kwargs)
-        choices = [(v.pk, f"v{v.version} {v.method} ({v.status})") for v in versions]
+        choices = [(v.pk, f"v{v.version} {method_label(v.method)} ({v.status})") for v in versions]
         self.fields["version_a"].choices = choices
         self.fields["version_b"].choices = choices
+        control = next(
+            (v for v in versions if v.status == VersionStatus.ACTIVE), versions[0] if versions else None
+        )
+        challenger = next((v for v in versions if v is not control), None)
+        self.fields["version_a"].initial = control.pk if control else None
+        self.fields["version_b"].initial = challenger.pk if challenger else None
 
 
 class UploadForm(forms.Form):
