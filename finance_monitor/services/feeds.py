@@ -30,6 +30,7 @@ from core.outbound import (
 )
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
+from finance_monitor.services.caps import cap_check
 
 MAX_FEED_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -37,6 +38,7 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0
 DEADLINE_S = 30.0
 MIN_POLL_INTERVAL_S = 60
+MAX_FEEDS = 100  # per organisation: beat polls them all (services.caps)
 FAILING_AFTER = 3  # consecutive failures before the source is shown as failing
 USER_AGENT = "Trellis-FinanceMonitor/1.0 (+feed poller)"
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
@@ -204,14 +206,17 @@ def feed_create(*, organisation, name: str, feed_url: str, poll_interval_s: int 
         raise InvalidInput(f"poll_interval_s must be at least {MIN_POLL_INTERVAL_S}.")
     if Source.objects.for_org(organisation).filter(name=name).exists():
         raise InvalidInput(f"A source named '{name}' exists already.")
-    return Source.objects.for_org(organisation).create(
-        organisation=organisation,
-        name=name,
-        kind=SourceKind.FEED,
-        feed_url=feed_url,
-        poll_interval_s=poll_interval_s,
-        next_poll_at=timezone.now(),
-    )
+    with transaction.atomic():
+        feeds = Source.objects.for_org(organisation).filter(kind=SourceKind.FEED)
+        cap_check(organisation=organisation, rows=feeds, limit=MAX_FEEDS, what="feeds")
+        return Source.objects.for_org(organisation).create(
+            organisation=organisation,
+            name=name,
+            kind=SourceKind.FEED,
+            feed_url=feed_url,
+            poll_interval_s=poll_interval_s,
+            next_poll_at=timezone.now(),
+        )
 
 
 def feed_poll(*, source: Source, **fetch_options) -> FeedPoll:

@@ -513,3 +513,31 @@ def test_a_feed_never_polled_successfully_is_new_then_failing_never_ok(make_org,
     feeds.feed_poll(source=source)
     source.refresh_from_db()
     assert selectors.source_health(source=source).status == "ok"
+
+
+@pytest.mark.django_db
+def test_an_organisation_polls_at_most_100_feeds(make_org, user_client):
+    """Beat polls every feed: the 101st (disabled ones count: they can be turned back on) is a 400 saying
+    the cap; push and upload sources are not feeds and do not count; deleting one makes room."""
+    organisation, owner = make_org()
+    Source.all_tenants.bulk_create(
+        [
+            Source(organisation=organisation, name=f"feed {n}", kind="feed", feed_url=f"https://x.test/{n}")
+            for n in range(feeds.MAX_FEEDS - 1)
+        ]
+        + [Source(organisation=organisation, name="API", kind="api")]
+    )
+    Source.all_tenants.filter(organisation=organisation, name="feed 0").update(enabled=False)
+    client = user_client(owner)
+    body = {"name": "Wire", "feed_url": "http://127.0.0.1:9/feed"}
+    assert client.post(f"{BASE}/sources/", body, format="json").status_code == 201
+    over = client.post(f"{BASE}/sources/", {**body, "name": "Wire 2"}, format="json")
+    assert over.status_code == 400
+    assert (
+        over.json()["error"]["message"]
+        == "An organisation keeps at most 100 feeds: delete one to add another."
+    )
+    assert Source.objects.for_org(organisation).filter(kind="feed").count() == 100
+    wire = Source.objects.for_org(organisation).get(name="Wire")
+    assert client.delete(f"{BASE}/sources/{wire.pk}/").status_code == 204
+    assert client.post(f"{BASE}/sources/", {**body, "name": "Wire 2"}, format="json").status_code == 201
