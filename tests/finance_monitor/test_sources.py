@@ -1,5 +1,6 @@
 """Sources: pushes (one, batch, idempotent), de-duplication, uploads, feeds from a local server, health."""
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -541,3 +542,44 @@ def test_an_organisation_polls_at_most_100_feeds(make_org, user_client):
     wire = Source.objects.for_org(organisation).get(name="Wire")
     assert client.delete(f"{BASE}/sources/{wire.pk}/").status_code == 204
     assert client.post(f"{BASE}/sources/", {**body, "name": "Wire 2"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_poll_now_is_queued_on_a_worker_and_its_outcome_joins_the_poll_history(
+    make_org, user_client, http_server, django_capture_on_commit_callbacks
+):
+    """POST sources/{id}/poll answers 202 at once with where the outcome will be (the poll history), and
+    sends one poll_feed task to the default queue after commit (asking again while it waits sends none);
+    the task, run as the worker runs it, polls the feed."""
+    import redis
+    from django.conf import settings
+
+    from core.celery import app
+    from finance_monitor import tasks
+
+    http_server.routes["/feed"] = lambda request: (200, {"Content-Type": "application/rss+xml"}, FEED)
+    organisation, owner = make_org()
+    source = feeds.feed_create(organisation=organisation, name="Wire", feed_url=http_server.url + "/feed")
+    feeds.feed_poll_started(source_id=source.pk)  # the cache outlives test databases: no key of an old run
+    client = user_client(owner)
+    app.control.purge()
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(f"{BASE}/sources/{source.pk}/poll")
+        again = client.post(f"{BASE}/sources/{source.pk}/poll")
+    polls = f"{BASE}/sources/{source.pk}/polls/"
+    assert answer.status_code == again.status_code == 202
+    assert answer.json() == {"source": source.pk, "status": "queued", "polls": polls}
+    assert broker.llen("default") == 1 and http_server.requests == []  # queued, not fetched in the request
+    assert json.loads(broker.lindex("default", 0))["headers"]["task"] == "finance_monitor.poll_feed"
+    app.control.purge()
+    assert tasks.poll_feed(source.pk) == "ok"
+    [poll] = client.get(polls).json()
+    assert (poll["outcome"], poll["created"]) == ("ok", 2)
+    with django_capture_on_commit_callbacks(execute=True):  # the poll started: asking queues the next one
+        assert client.post(f"{BASE}/sources/{source.pk}/poll").status_code == 202
+    assert broker.llen("default") == 1
+    app.control.purge()
+    api_source = docs.source_for(organisation=organisation, kind="api", name="API")
+    refused = client.post(f"{BASE}/sources/{api_source.pk}/poll")
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == "Only feeds can be polled."
