@@ -102,6 +102,9 @@ class ModelTask:
     kind: ModelKindName
     description: str = ""
     examples: str = "examples"  # what one training row is, in the job page's sentences ("questions")
+    # where a person compares and sets this model's confidence thresholds, in words ("the set-up page"): the
+    # model page sends them there when its confidence figures are rough; "" where the product has no such page
+    threshold_page: str = ""
 
 
 class DemoLog(Protocol):

@@ -38,6 +38,7 @@ PRODUCT = Product(
             kind="classifier",
             description="the visitor's intent, answered by its template",
             examples="questions",
+            threshold_page="the set-up page (Model and thresholds)",
         ),
         ModelTask(
             "retrieval",

@@ -2,6 +2,7 @@
 
 from dataclasses import asdict
 
+from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
@@ -49,11 +50,16 @@ def _query_time(request, name: str):
     value = request.query_params.get(name)
     if not value:
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well formed but no date: month 13, year 0, an offset of a day
+        parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise InvalidInput(
             f"{name} must be an ISO 8601 date and time with a time zone.", details={"field": name}
         )
+    if not docs.time_in_range(parsed):  # the ingest's range: nothing stored lies outside it
+        raise InvalidInput(f"{name} is out of range ({docs.TIME_RANGE}).", details={"field": name})
     return parsed
 
 
@@ -420,17 +426,25 @@ class SourcePollsView(APIView):
         return Response(PollOut(polls, many=True).data)
 
 
+class PollQueuedOut(serializers.Serializer):
+    source = serializers.IntegerField()
+    status = serializers.CharField(help_text="queued")
+    polls = serializers.CharField(help_text="the source's poll history, where the outcome appears")
+
+
 class SourcePollNowView(APIView):
-    """Poll a feed now (the answer says what happened); beat polls it on its schedule anyway."""
+    """Poll a feed soon, on a worker: 202, and the outcome appears in the source's poll history (``polls``);
+    beat polls it on its schedule anyway."""
 
     permissions = {"POST": "monitor.manage"}
 
-    @extend_schema(request=None, responses=PollOut)
+    @extend_schema(request=None, responses={202: PollQueuedOut})
     def post(self, request, source_id: int):
         source = _source(request, source_id)
-        if not source.feed_url:
-            raise InvalidInput("Only feeds can be polled.")
-        return Response(PollOut(feeds.feed_poll(source=source)).data)
+        feeds.feed_poll_enqueue(source=source)
+        polls = reverse("api-fm-source-polls", kwargs={"source_id": source.pk})
+        body = {"source": source.pk, "status": "queued", "polls": polls}
+        return Response(PollQueuedOut(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 # --- watch-list ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ def poll_feeds() -> int:
 # limit is recorded as a failed poll by feed_poll, the hard one frees the worker slot whatever happens
 @shared_task(name="finance_monitor.poll_feed", soft_time_limit=120, time_limit=150)
 def poll_feed(source_id: int) -> str:
+    feeds.feed_poll_started(source_id=source_id)
     source = Source.all_tenants.select_related("organisation").filter(pk=source_id).first()
     if source is None:
         return "gone"

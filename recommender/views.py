@@ -20,7 +20,7 @@ from core.tenancy.roles import role_can
 from core.web.feedback import upload_outcome
 from core.web.views import member_required
 from recommender import demo, selectors
-from recommender.forms import ExperimentForm, TrainForm, UploadForm
+from recommender.forms import ExperimentForm, TrainForm, UploadForm, method_label
 from recommender.kinds import APP, RECOMMENDER, TASK
 from recommender.models import Item
 from recommender.product import onboarding_checklist
@@ -79,12 +79,24 @@ def _index_page(request, **forms):
     if user:
         context["history"] = selectors.user_recent_events(organisation=organisation, user=user)
         try:
-            context["answer"] = serving.recommendations_for_user(
+            context["answer"] = answer = serving.recommendations_for_user(
                 organisation=organisation, user=user, k=10, filters=serving.Filters(), record=False
             )
+            context["answer_heading"] = _answer_heading(answer)
         except TrellisError as exc:
             context["error"] = exc.message
     return render(request, "recommender/index.html", context, status=400 if forms else 200)
+
+
+def _answer_heading(answer: dict) -> str:
+    """What answered, in words: the live popular items before the first model, else the version and its
+    method's display name (and the experiment's arm that served it)."""
+    if answer["version"] is None:
+        return "Recommended: popular items (no model trained yet)"
+    heading = f"Recommended by v{answer['version']} ({method_label(answer['method'])})"
+    if answer["experiment"]:
+        heading += f", experiment {answer['experiment']['name']}, arm {answer['experiment']['arm']}"
+    return heading
 
 
 def _back(anchor: str = ""):

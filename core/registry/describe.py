@@ -161,11 +161,9 @@ def version_sentences(version) -> list[str]:
         )
         if metrics.get("ece") is not None:
             off = 100 * metrics["ece"]
-            trust = (
-                "can be trusted as they are"
-                if off < 5
-                else "are rough: compare thresholds on the set-up page"
-            )
+            page = declared.threshold_page if declared else ""
+            rough = f"compare thresholds on {page}" if page else "read them as an order, not as exact chances"
+            trust = "can be trusted as they are" if off < 5 else f"are rough: {rough}"
             lines.append(f"Its confidence figures are off by {off:.0f} points on average: they {trust}.")
     elif "recall@1" in metrics and metrics.get("n"):
         lines.append(

@@ -30,11 +30,13 @@ from finance_monitor.models import (
     Sentiment,
     TrendBucket,
 )
+from finance_monitor.services.caps import cap_check
 from finance_monitor.services.trends import bucket_start
 
 EVIDENCE_CAP = 200  # documents linked to one alert; ``evidence_count`` says how many there were
 MAX_CATCH_UP = 48  # complete buckets evaluated in one run after a pause of the schedule
 MAX_RECIPIENTS = 20
+MAX_RULES = 200  # per organisation: beat evaluates every enabled rule (services.caps)
 WIDTH: dict[str, timedelta] = {Granularity.HOUR: timedelta(hours=1), Granularity.DAY: timedelta(days=1)}
 RULE_FIELDS = (
     "name",
@@ -109,7 +111,11 @@ def alert_rule_save(*, organisation, rule: AlertRule | None = None, **fields) ->
         rule.webhook_secret = _new_secret()
     if rule.pk and ({"target", "topic", "entity_id", "granularity"} & set(fields)):
         rule.state, rule.evaluated_until = {}, None  # another series: start afresh
-    rule.save()
+    with transaction.atomic():
+        if rule.pk is None:
+            rules = AlertRule.objects.for_org(organisation)
+            cap_check(organisation=organisation, rows=rules, limit=MAX_RULES, what="alert rules")
+        rule.save()
     return rule
 
 

@@ -52,6 +52,18 @@ FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks drift; a date further ahead i
 # the earliest publication time accepted: year 1 with a positive offset is a BC time in UTC, which PostgreSQL
 # stores but cannot read back (every later list of the organisation's documents failed on it)
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # the first time past the range (year 9999 overflows in UTC)
+TIME_RANGE = "1900-01-01 to 9998-12-31 UTC"
+
+
+def time_in_range(value: datetime) -> bool:
+    """Whether an aware time lies in the range the ingest accepts (``TIME_RANGE``): year 1 with a positive
+    offset or year 9999 with a negative one cannot even be written in UTC."""
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return EARLIEST <= in_utc < LATEST
 
 
 @dataclass

@@ -14,8 +14,13 @@ Rules (measured by ``bench/entity_tagging.py`` on ``finance_monitor/data/entity_
 import re
 from dataclasses import dataclass
 
+from django.db import transaction
+
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Entity, EntityKind, Mention
+from finance_monitor.services.caps import cap_check
+
+MAX_ENTRIES = 2_000  # per organisation: every ingested document is tagged against them all (services.caps)
 
 COMMON_WORDS = frozenset(
     [
@@ -239,7 +244,11 @@ def entity_save(*, organisation, kind: str, name: str, ticker: str = "", aliases
         raise InvalidInput(f"The watch-list has '{name}' already.")
     entity = entity or Entity(organisation=organisation)
     entity.kind, entity.name, entity.ticker, entity.aliases = kind, name, ticker, aliases
-    entity.save()
+    with transaction.atomic():
+        if entity.pk is None:
+            entries = Entity.objects.for_org(organisation)
+            cap_check(organisation=organisation, rows=entries, limit=MAX_ENTRIES, what="watch-list entries")
+        entity.save()
     return entity
 
 

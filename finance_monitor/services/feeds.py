@@ -17,10 +17,13 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser
 import requests
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from core.celery import app as celery_app
 from core.errors import InvalidInput, QuotaExceeded
+from core.jobs.queues import Queue
 from core.outbound import (
     OutboundRefused,
     OutboundTimeout,
@@ -30,6 +33,7 @@ from core.outbound import (
 )
 from finance_monitor.models import FeedPoll, Source, SourceKind
 from finance_monitor.services import documents as docs
+from finance_monitor.services.caps import cap_check
 
 MAX_FEED_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -37,6 +41,9 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0
 DEADLINE_S = 30.0
 MIN_POLL_INTERVAL_S = 60
+POLL_TASK = "finance_monitor.poll_feed"
+POLL_QUEUED_FOR_S = 300  # a "poll now" waiting this long (no worker?) no longer holds the next one back
+MAX_FEEDS = 100  # per organisation: beat polls them all (services.caps)
 FAILING_AFTER = 3  # consecutive failures before the source is shown as failing
 USER_AGENT = "Trellis-FinanceMonitor/1.0 (+feed poller)"
 _ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
@@ -204,14 +211,40 @@ def feed_create(*, organisation, name: str, feed_url: str, poll_interval_s: int 
         raise InvalidInput(f"poll_interval_s must be at least {MIN_POLL_INTERVAL_S}.")
     if Source.objects.for_org(organisation).filter(name=name).exists():
         raise InvalidInput(f"A source named '{name}' exists already.")
-    return Source.objects.for_org(organisation).create(
-        organisation=organisation,
-        name=name,
-        kind=SourceKind.FEED,
-        feed_url=feed_url,
-        poll_interval_s=poll_interval_s,
-        next_poll_at=timezone.now(),
-    )
+    with transaction.atomic():
+        feeds = Source.objects.for_org(organisation).filter(kind=SourceKind.FEED)
+        cap_check(organisation=organisation, rows=feeds, limit=MAX_FEEDS, what="feeds")
+        return Source.objects.for_org(organisation).create(
+            organisation=organisation,
+            name=name,
+            kind=SourceKind.FEED,
+            feed_url=feed_url,
+            poll_interval_s=poll_interval_s,
+            next_poll_at=timezone.now(),
+        )
+
+
+def feed_poll_enqueue(*, source: Source) -> None:
+    """Poll a feed soon: the ``poll_feed`` task on the ``default`` queue after commit (a fetch may take up to
+    ``DEADLINE_S``, too long to hold a web request); its outcome joins the source's poll history. While one
+    waits, asking again queues nothing more."""
+    if source.kind != SourceKind.FEED or not source.feed_url:
+        raise InvalidInput("Only feeds can be polled.")
+
+    def send() -> None:
+        if cache.add(_poll_queued_key(source.pk), 1, timeout=POLL_QUEUED_FOR_S):
+            celery_app.send_task(POLL_TASK, args=[source.pk], queue=Queue.DEFAULT)
+
+    transaction.on_commit(send)
+
+
+def feed_poll_started(*, source_id: int) -> None:
+    """A poll of the feed has started: asking from now on queues the next one."""
+    cache.delete(_poll_queued_key(source_id))
+
+
+def _poll_queued_key(source_id: int) -> str:
+    return f"fm:poll-queued:{source_id}"
 
 
 def feed_poll(*, source: Source, **fetch_options) -> FeedPoll:

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
@@ -22,7 +21,6 @@ from finance_monitor.services import documents as docs
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100_000
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 COLUMNS = {"text", "title", "url", "author", "language", "published_at", "id", "client_id"}
 
 
@@ -47,12 +45,8 @@ def parse_time(value: str):
         raise ValueError(f"published_at '{value[:40]}' is not an ISO 8601 date and time")
     if parsed.tzinfo is None:
         raise ValueError("published_at needs a time zone (for example 2026-12-02T09:30:00Z)")
-    try:
-        in_utc = parsed.astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        in_utc = None
-    if in_utc is None or not docs.EARLIEST <= in_utc < LATEST:
-        raise ValueError(f"published_at '{value[:40]}' is out of range (1900-01-01 to 9998-12-31 UTC)")
+    if not docs.time_in_range(parsed):
+        raise ValueError(f"published_at '{value[:40]}' is out of range ({docs.TIME_RANGE})")
     return parsed
 
 

@@ -186,3 +186,30 @@ def test_masked_targets_keep_the_host_and_the_recipients_domains():
     assert target_masked(channel="email", target="jane@example.com, ops@corp.example") == (
         "j…@example.com, o…@corp.example"
     )
+
+
+@pytest.mark.django_db
+def test_an_organisation_keeps_at_most_200_alert_rules(make_org, user_client):
+    """A noisy neighbour cannot fill beat's evaluation with rules: the 201st is a 400 saying the cap, another
+    organisation is not affected, and deleting one makes room."""
+    organisation, owner = make_org()
+    AlertRule.all_tenants.bulk_create(
+        [AlertRule(organisation=organisation, name=f"rule {n}") for n in range(alerts.MAX_RULES - 1)]
+    )
+    client = user_client(owner)
+    last = client.post(f"{BASE}/alert-rules/", {"name": "the last one"}, format="json")
+    assert last.status_code == 201, last.json()
+    over = client.post(f"{BASE}/alert-rules/", {"name": "one too many"}, format="json")
+    assert over.status_code == 400
+    assert over.json()["error"]["message"] == (
+        "An organisation keeps at most 200 alert rules: delete one to add another."
+    )
+    assert AlertRule.objects.for_org(organisation).count() == 200
+    renamed = client.patch(f"{BASE}/alert-rules/{last.json()['id']}/", {"name": "renamed"}, format="json")
+    assert renamed.status_code == 200  # a change is not a new rule
+    _, other_owner = make_org()
+    assert (
+        user_client(other_owner).post(f"{BASE}/alert-rules/", {"name": "x"}, format="json").status_code == 201
+    )
+    assert client.delete(f"{BASE}/alert-rules/{last.json()['id']}/").status_code == 204
+    assert client.post(f"{BASE}/alert-rules/", {"name": "one too many"}, format="json").status_code == 201

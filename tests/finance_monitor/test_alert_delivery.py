@@ -293,3 +293,78 @@ def test_a_trickling_webhook_receiver_is_given_up_at_the_deadline(trickler, sett
         assert result.ok and result.status_code == 200 and len(result.excerpt) < 20
     else:
         assert not result.ok and "no answer within 1.5 s" in result.error, result
+
+
+OLD_ERRORS = {  # (stored error, status code) -> the error once masked
+    (
+        "ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: "
+        "/services/T/B/SECRET?token=abc123 (Caused by NewConnectionError('<urllib3.connection.HTTPConnection "
+        "object at 0x7f3a>: Failed to establish a new connection: [Errno 111] Connection refused'))",
+        None,
+    ): "ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: … "
+    "(Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f3a>: Failed to "
+    "establish a new connection: [Errno 111] Connection refused'))",
+    ("redirect to https://elsewhere.example/next/SECRET?token=abc123 not followed", 302): (
+        "redirect (302) to https://elsewhere.example/… not followed"
+    ),
+    ("redirect to /moved/SECRET?token=abc123 not followed", 301): (
+        "redirect (301) to https://hooks.example/… not followed"
+    ),
+    (
+        "InvalidURL: Failed to parse: https://hooks.example:99999/SECRET",
+        None,
+    ): "InvalidURL: Failed to parse: …",
+    ("SSLError: bad handshake with https://[2001:db8::1]:8443/SECRET/abc123.", None): (
+        "SSLError: bad handshake with https://[2001:db8::1]:8443/…."
+    ),
+    (
+        "SMTPRecipientsRefused: {'jane@example.com': (550, b'5.1.1 <jane@example.com>: unknown')}",
+        None,
+    ): "SMTPRecipientsRefused: {'j…@example.com': (550, b'5.1.1 <j…@example.com>: unknown')}",
+    # what the code writes now is left as it is
+    ("ConnectionError reaching https://hooks.example/…: Connection refused", None): (
+        "ConnectionError reaching https://hooks.example/…: Connection refused"
+    ),
+    ("redirect (302) to https://elsewhere.example/… not followed", 302): (
+        "redirect (302) to https://elsewhere.example/… not followed"
+    ),
+    ("answered 500", 500): "answered 500",
+}
+
+
+@pytest.mark.django_db
+def test_the_migration_masks_urls_and_recipients_in_errors_stored_before_the_fix(make_org):
+    """Errors written before delivery errors were masked quote the webhook url's path and query (a secret)
+    and the recipients: the data migration masks them as the code now does; newer texts stay as they are,
+    and a second run changes nothing."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("finance_monitor.migrations.0010_mask_delivery_errors")
+    organisation, _ = make_org()
+    rule = topic_rule(organisation)
+    target = "https://hooks.example/services/T/B/SECRET?token=abc123"
+    stored = {
+        (error, status): Delivery.all_tenants.create(
+            organisation=organisation,
+            rule=rule,
+            channel="email" if error.startswith("SMTP") else "webhook",
+            target="jane@example.com" if error.startswith("SMTP") else target,
+            state="failed",
+            status_code=status,
+            error=error,
+        )
+        for error, status in OLD_ERRORS
+    }
+    migration.mask(apps, None)
+    for key, delivery in stored.items():
+        delivery.refresh_from_db()
+        assert delivery.error == OLD_ERRORS[key], key
+        assert "SECRET" not in delivery.error and "abc123" not in delivery.error
+        assert "jane@" not in delivery.error
+        assert delivery.target in (target, "jane@example.com")  # the rule's managers still see the target
+    migration.mask(apps, None)
+    assert {k: d.error for k, d in stored.items()} == {
+        k: Delivery.all_tenants.get(pk=d.pk).error for k, d in stored.items()
+    }

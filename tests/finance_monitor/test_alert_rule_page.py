@@ -148,3 +148,18 @@ def test_the_rule_forms_are_csrf_protected(make_org):
     assert strict.post(f"/finance-monitor/alerts/rules/{rule.pk}/delete").status_code == 403
     rule.refresh_from_db()
     assert rule.enabled and AlertRule.objects.for_org(organisation).count() == 1
+
+
+def test_the_rule_form_says_the_cap_when_the_organisation_has_200_rules(make_org):
+    from finance_monitor.services.alerts import MAX_RULES
+
+    organisation, owner = make_org()
+    AlertRule.all_tenants.bulk_create(
+        [AlertRule(organisation=organisation, name=f"rule {n}") for n in range(MAX_RULES)]
+    )
+    answer = logged_in_client(owner).post(ADD, RULE)
+    assert answer.status_code == 400
+    assert (
+        "An organisation keeps at most 200 alert rules: delete one to add another." in answer.content.decode()
+    )
+    assert AlertRule.objects.for_org(organisation).count() == MAX_RULES

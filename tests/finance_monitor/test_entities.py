@@ -68,3 +68,28 @@ def test_watchlist_api_tags_new_documents_and_filters(make_org, user_client):
     assert other.get(f"{BASE}/watchlist/").json()["count"] == 0
     assert other.get(f"{BASE}/documents/?entity={entry.json()['id']}").json()["count"] == 0
     assert client.delete(f"{BASE}/watchlist/{entry.json()['id']}/").status_code == 204
+
+
+@pytest.mark.django_db
+def test_an_organisation_keeps_at_most_2000_watch_list_entries(make_org, user_client):
+    """Every ingested document is tagged against the whole watch-list: the 2,001st entry is a 400 saying the
+    cap; editing an entry is not adding one; deleting one makes room."""
+    from finance_monitor.models import Entity
+    from finance_monitor.services.entities import MAX_ENTRIES
+
+    organisation, owner = make_org()
+    Entity.all_tenants.bulk_create(
+        [Entity(organisation=organisation, kind="keyword", name=f"word {n}") for n in range(MAX_ENTRIES)]
+    )
+    client = user_client(owner)
+    over = client.post(f"{BASE}/watchlist/", {"kind": "company", "name": "Acme"}, format="json")
+    assert over.status_code == 400
+    assert over.json()["error"]["message"] == (
+        "An organisation keeps at most 2,000 watch-list entries: delete one to add another."
+    )
+    first = Entity.objects.for_org(organisation).order_by("pk").first()
+    edit = {"kind": "company", "name": "Acme"}
+    assert client.put(f"{BASE}/watchlist/{first.pk}/", edit, format="json").status_code == 200
+    assert client.delete(f"{BASE}/watchlist/{first.pk}/").status_code == 204
+    again = client.post(f"{BASE}/watchlist/", {"kind": "company", "name": "Acme"}, format="json")
+    assert again.status_code == 201 and Entity.objects.for_org(organisation).count() == MAX_ENTRIES

@@ -1,5 +1,6 @@
 """Sources: pushes (one, batch, idempotent), de-duplication, uploads, feeds from a local server, health."""
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -513,3 +514,72 @@ def test_a_feed_never_polled_successfully_is_new_then_failing_never_ok(make_org,
     feeds.feed_poll(source=source)
     source.refresh_from_db()
     assert selectors.source_health(source=source).status == "ok"
+
+
+@pytest.mark.django_db
+def test_an_organisation_polls_at_most_100_feeds(make_org, user_client):
+    """Beat polls every feed: the 101st (disabled ones count: they can be turned back on) is a 400 saying
+    the cap; push and upload sources are not feeds and do not count; deleting one makes room."""
+    organisation, owner = make_org()
+    Source.all_tenants.bulk_create(
+        [
+            Source(organisation=organisation, name=f"feed {n}", kind="feed", feed_url=f"https://x.test/{n}")
+            for n in range(feeds.MAX_FEEDS - 1)
+        ]
+        + [Source(organisation=organisation, name="API", kind="api")]
+    )
+    Source.all_tenants.filter(organisation=organisation, name="feed 0").update(enabled=False)
+    client = user_client(owner)
+    body = {"name": "Wire", "feed_url": "http://127.0.0.1:9/feed"}
+    assert client.post(f"{BASE}/sources/", body, format="json").status_code == 201
+    over = client.post(f"{BASE}/sources/", {**body, "name": "Wire 2"}, format="json")
+    assert over.status_code == 400
+    assert (
+        over.json()["error"]["message"]
+        == "An organisation keeps at most 100 feeds: delete one to add another."
+    )
+    assert Source.objects.for_org(organisation).filter(kind="feed").count() == 100
+    wire = Source.objects.for_org(organisation).get(name="Wire")
+    assert client.delete(f"{BASE}/sources/{wire.pk}/").status_code == 204
+    assert client.post(f"{BASE}/sources/", {**body, "name": "Wire 2"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_poll_now_is_queued_on_a_worker_and_its_outcome_joins_the_poll_history(
+    make_org, user_client, http_server, django_capture_on_commit_callbacks
+):
+    """POST sources/{id}/poll answers 202 at once with where the outcome will be (the poll history), and
+    sends one poll_feed task to the default queue after commit (asking again while it waits sends none);
+    the task, run as the worker runs it, polls the feed."""
+    import redis
+    from django.conf import settings
+
+    from core.celery import app
+    from finance_monitor import tasks
+
+    http_server.routes["/feed"] = lambda request: (200, {"Content-Type": "application/rss+xml"}, FEED)
+    organisation, owner = make_org()
+    source = feeds.feed_create(organisation=organisation, name="Wire", feed_url=http_server.url + "/feed")
+    feeds.feed_poll_started(source_id=source.pk)  # the cache outlives test databases: no key of an old run
+    client = user_client(owner)
+    app.control.purge()
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(f"{BASE}/sources/{source.pk}/poll")
+        again = client.post(f"{BASE}/sources/{source.pk}/poll")
+    polls = f"{BASE}/sources/{source.pk}/polls/"
+    assert answer.status_code == again.status_code == 202
+    assert answer.json() == {"source": source.pk, "status": "queued", "polls": polls}
+    assert broker.llen("default") == 1 and http_server.requests == []  # queued, not fetched in the request
+    assert json.loads(broker.lindex("default", 0))["headers"]["task"] == "finance_monitor.poll_feed"
+    app.control.purge()
+    assert tasks.poll_feed(source.pk) == "ok"
+    [poll] = client.get(polls).json()
+    assert (poll["outcome"], poll["created"]) == ("ok", 2)
+    with django_capture_on_commit_callbacks(execute=True):  # the poll started: asking queues the next one
+        assert client.post(f"{BASE}/sources/{source.pk}/poll").status_code == 202
+    assert broker.llen("default") == 1
+    app.control.purge()
+    api_source = docs.source_for(organisation=organisation, kind="api", name="API")
+    refused = client.post(f"{BASE}/sources/{api_source.pk}/poll")
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == "Only feeds can be polled."

@@ -180,3 +180,29 @@ def test_the_page_says_the_default_models_are_training_and_links_the_jobs(make_o
         'data-next-step="Finance monitor"' in dashboard
         and "Train the topic and sentiment models" in dashboard
     )
+
+
+def test_the_watch_list_and_feed_forms_say_the_caps(make_org):
+    from finance_monitor.services.entities import MAX_ENTRIES
+    from finance_monitor.services.feeds import MAX_FEEDS
+
+    organisation, owner = make_org()
+    Entity.all_tenants.bulk_create(
+        [Entity(organisation=organisation, kind="keyword", name=f"word {n}") for n in range(MAX_ENTRIES)]
+    )
+    Source.all_tenants.bulk_create(
+        [
+            Source(organisation=organisation, name=f"feed {n}", kind="feed", feed_url=f"https://x.test/{n}")
+            for n in range(MAX_FEEDS)
+        ]
+    )
+    client = logged_in_client(owner)
+    entry = client.post("/finance-monitor/watch-list/", {"kind": "company", "name": "Acme Corp"})
+    assert entry.status_code == 400
+    assert "at most 2,000 watch-list entries: delete one to add another." in entry.content.decode()
+    feed = {"name": "Wire", "feed_url": "http://127.0.0.1:9/feed", "poll_interval_s": 900}
+    answer = client.post("/finance-monitor/feeds/", feed)
+    assert answer.status_code == 400
+    assert "at most 100 feeds: delete one to add another." in answer.content.decode()
+    assert Entity.objects.for_org(organisation).count() == MAX_ENTRIES
+    assert Source.objects.for_org(organisation).count() == MAX_FEEDS

@@ -105,3 +105,33 @@ def test_trend_api_per_entry_and_tenant_isolation(make_org, user_client):
     assert other.get(f"{BASE}/trends/?dimension=entity&key={entry.pk}").status_code == 404
     assert other.get(f"{BASE}/trends/?dimension=all&since={since}&until={until}").json() == []
     assert TrendBucket.objects.for_org(org_b).count() == 0
+
+
+@pytest.mark.django_db
+def test_time_filters_outside_the_ingest_range_are_refused_naming_the_field(make_org, user_client):
+    """since/until of the trend, document and alert lists: only times the ingest could have stored
+    (1900 to 9998 UTC); year 1 with a positive offset is a BC time PostgreSQL cannot read back, and
+    until=year 1 made the trend's default since (a week earlier) overflow."""
+    from urllib.parse import quote
+
+    organisation, owner = make_org()
+    push(organisation, [("Rates rise again", T0)])
+    client = user_client(owner)
+    absurd = {
+        "0001-01-01T00:00:00+14:00": "out of range",
+        "1850-06-01T00:00:00Z": "out of range",
+        "9999-12-31T00:00:00Z": "out of range",
+        "9999-01-01T00:00:00-05:00": "out of range",
+        "2026-13-01T00:00:00Z": "ISO 8601",
+    }
+    for path in ("trends/", "documents/", "alerts/"):
+        for field in ("since", "until"):
+            for value, says in absurd.items():
+                answer = client.get(f"{BASE}/{path}?{field}={quote(value)}")
+                assert answer.status_code == 400, (path, field, value, answer.content[:200])
+                error = answer.json()["error"]
+                assert error["details"] == {"field": field} and error["message"].startswith(field), error
+                assert says in error["message"]
+    edge = f"since={quote('1900-01-01T00:00:00Z')}&until={quote('9998-12-31T00:00:00Z')}"
+    assert client.get(f"{BASE}/documents/?{edge}").json()["count"] == 1
+    assert client.get(f"{BASE}/trends/?{edge}&granularity=day").status_code == 200

@@ -240,7 +240,7 @@ def test_the_experiment_pages(two_versions, client, make_member):
     assert "page test" in results and "B minus A" in results and "v1 itemknn" in results
     assert "<td>1</td>" in results and "no impressions on one arm yet" in results
     explorer = client.get("/recommender/", {"user": "u1"}).content.decode()
-    assert "experiment page test arm" in explorer
+    assert "experiment page test, arm" in explorer
     assert Impression.objects.for_org(org).count() == 1  # the explorer (staff looking) leaves none
     viewer = make_member(org)
     client.logout()
@@ -312,3 +312,20 @@ def test_a_version_a_running_experiment_serves_cannot_be_archived(two_versions, 
     assert other.status == "ready"
     assert client.post(f"{EXPERIMENTS}{made['id']}/stop").json()["status"] == "stopped"
     assert client.post(f"/api/models/{other.pk}/archive/").status_code == 200
+
+
+def test_the_new_experiment_form_starts_with_the_active_version_as_the_control(two_versions, client):
+    """A (the control) = the active version, B = the newest other one; the choices name methods in words."""
+    import re
+
+    org, owner, knn, pop = two_versions  # item-kNN v1 active, popularity v2 ready (the newest)
+    assert client.login(username=owner.username, password=PASSWORD)
+    page = client.get("/recommender/experiments/").content.decode()
+
+    def selected(field: str) -> list[str]:
+        select = re.search(rf'<select name="{field}"[^>]*>(.*?)</select>', page, re.S)
+        assert select is not None, field
+        return re.findall(r'<option value="(\d+)" selected>', select.group(1))
+
+    assert selected("version_a") == [str(knn.pk)] and selected("version_b") == [str(pop.pk)]
+    assert f'<option value="{knn.pk}" selected>v1 Item-kNN (active)</option>' in page

@@ -19,6 +19,7 @@ def test_the_explorer_shows_history_recommendations_and_why(shop, make_org, clie
     assert "itemknn" in page and "v1" in page
     assert "Red mug" in page  # u0's history
     assert "White plate" in page and "because of" in page
+    assert "<h3>Recommended by v1 (Item-kNN)</h3>" in page  # the method's display name, as the train form has
     other, other_owner = make_org()
     client.logout()
     assert client.login(username=other_owner.username, password=PASSWORD)

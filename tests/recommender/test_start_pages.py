@@ -44,7 +44,9 @@ def test_the_sample_shop_loads_once_metered_and_recommends_at_once(make_org):
     assert "Get started: 2 of 3 done" in html and "1505 items" in html
     explored = client.get(PAGE, {"user": "16187"}).content.decode()
     listed = explored[explored.index('id="explorer-list"') :]
-    assert "Recommended (live_popularity)" in listed  # no model yet: the popular items of the last 30 days
+    # no model yet: the popular items of the last 30 days, said in words (not the method's name)
+    assert "<h3>Recommended: popular items (no model trained yet)</h3>" in listed
+    assert "live_popularity" not in explored
     assert listed[: listed.index("</ol>")].count("<li>") == 10
     again = client.post("/recommender/sample/", follow=True)
     assert "has items already" in flash_text(again) and Event.objects.for_org(organisation).count() == 5000

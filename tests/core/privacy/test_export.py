@@ -519,3 +519,21 @@ def test_the_export_job_runs_on_a_real_worker(make_org, user_client, stores, set
         "rows.json",
         "report.csv",
     }
+
+
+def test_a_store_folder_is_an_organisations_id_only_in_ascii_digits(settings, tmp_path):
+    """The first folder below a dataset store is the old dataset's id only when it is ASCII digits:
+    "²".isdigit() is true but int("²") fails, which made such an archive fail the import with a 500."""
+    from core.privacy.archive import STORE_PREFIX
+    from core.privacy.importing import _Remap
+
+    settings.DATASET_STORE = str(tmp_path / "datasets")
+    remap = _Remap(organisation_id=5)
+    remap.ids["registry.Dataset"] = {7: 70}
+    assert remap.store_parts("datasets", ["7", "train.csv"]) == ["70", "train.csv"]
+    assert remap.store_parts("datasets", ["8", "train.csv"]) is None  # an orphan: a dataset not re-created
+    for odd in ("²", "٣", "７"):  # superscript, Arabic-Indic and fullwidth digits: names, not ids
+        assert odd.isdigit()
+        assert remap.store_parts("datasets", [odd, "train.csv"]) == [odd, "train.csv"]
+    stored = remap.value(f"{STORE_PREFIX}datasets/²/a.csv")  # a row's path: below the new organisation's
+    assert stored == str(tmp_path / "datasets" / "5" / "²" / "a.csv")

@@ -366,3 +366,21 @@ def test_commands_refuse_bad_input(make_org, tmp_path):
         call_command("predict", org=org.slug, input=texts)
     with pytest.raises(CommandError, match="the following arguments are required: --app"):
         call_command("train", org=org.slug, task="intent", file=empty)
+
+
+@pytest.mark.django_db
+def test_predict_csv_output_has_the_formula_guard(trained, tmp_path):
+    """Ids (and labels) come from the input and the training data: a cell a spreadsheet would run as a
+    formula is written with a leading ' (core.ml.spreadsheet.csv_cell, as the batch predictions' CSV)."""
+    path = tmp_path / "in.csv"
+    path.write_text(
+        'id,text\n"=HYPERLINK(""http://x.test"",""y"")",where is my card?\n'
+        "-5,my card is lost\n@SUM,hi\nok,hey\n",
+        encoding="utf-8",
+    )
+    out, _ = _predict(trained, input=path, format="csv", app=APP, task="intent")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["id"] for r in rows] == ['\'=HYPERLINK("http://x.test","y")', "'-5", "'@SUM", "ok"]
+    assert all(r["label"] and r["label"][0] not in "=+-@" for r in rows)
+    jsonl, _ = _predict(trained, input=path, app=APP, task="intent")  # JSON is not a spreadsheet: as given
+    assert json.loads(jsonl.splitlines()[1])["id"] == "-5"

@@ -212,3 +212,19 @@ def test_a_version_of_another_method_is_named_by_its_method():
     assert version_sentences(ranking)[0] == "The ranking model, version 1: a model made with the ease method."
     ranking.method = ""
     assert version_sentences(ranking)[0] == "The ranking model, version 1: a trained model."
+
+
+def test_only_a_product_with_a_threshold_page_is_sent_to_one():
+    """Rough confidence figures: the chatbot's intent model points to its set-up page, which has the
+    thresholds; the finance monitor's classifiers have no such page and do not promise one."""
+    metrics = {"accuracy": 0.9, "n": 200, "ece": 0.12}
+    intent = ModelVersion(app="customer_service", task="intent", version=1, method="head", metrics=metrics)
+    assert "compare thresholds on the set-up page" in " ".join(version_sentences(intent))
+    for task in ("topic", "sentiment"):
+        model = ModelVersion(app="finance_monitor", task=task, version=1, method="head", metrics=metrics)
+        said = " ".join(version_sentences(model))
+        assert "off by 12 points" in said and "threshold" not in said and "set-up page" not in said
+    calibrated = ModelVersion(
+        app="customer_service", task="intent", version=2, method="head", metrics={**metrics, "ece": 0.02}
+    )
+    assert "can be trusted as they are" in " ".join(version_sentences(calibrated))

@@ -18,12 +18,14 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from core.errors import TrellisError
+from core.ml.spreadsheet import csv_cell
 from core.ml.uploads import ReadLimits, Upload, UploadError, read_upload
 from core.registry import services
 from core.registry.management import cli
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 EMPTY = "empty text"
+GUARDED = ("id", "label", "top_k", "error")  # the CSV cells that carry text from the input or the training
 
 
 class Command(cli.Command):
@@ -184,7 +186,8 @@ class _Writer:
             return
         if "top_k" in row:
             row = {**row, "top_k": " ".join(f"{t['label']}:{t['probability']}" for t in row["top_k"])}
-        self.csv.writerow(row)
+        # ids and labels are the tenant's data (often written by the public): the batch CSV's formula guard
+        self.csv.writerow({k: csv_cell(v) if k in GUARDED else v for k, v in row.items()})
         self._flush()
 
     def _flush(self) -> None:
