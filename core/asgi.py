@@ -13,6 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import re_path  # noqa: E402
 
 from core.api.fast_predict import FastPredictMiddleware  # noqa: E402
+from core.api.fast_routes import FastRouteMiddleware  # noqa: E402
 from core.registry.services.warmup import warmup_at_start  # noqa: E402
 from core.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 from core.web.middleware import BodyLimitASGIMiddleware  # noqa: E402
@@ -21,7 +22,7 @@ warmup_at_start()  # this web process loads the active models in the background,
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimitASGIMiddleware(FastPredictMiddleware(django_asgi_app)),
+        "http": BodyLimitASGIMiddleware(FastPredictMiddleware(FastRouteMiddleware(django_asgi_app))),
         "websocket": URLRouter(
             [
                 *public_websocket_urlpatterns,

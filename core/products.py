@@ -136,6 +136,26 @@ class OnboardingStep:
     links: tuple[StepLink, ...] = ()
 
 
+@dataclass(frozen=True)
+class FastCall:
+    """One ordinary API-key call of a fast route: who calls, the query string and the path's groups."""
+
+    organisation: Any
+    api_key: Any
+    params: Mapping[str, str]  # each query parameter's last value, as ``request.query_params.get`` reads it
+    args: tuple[str | None, ...] = ()  # the groups of the route's pattern
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """A hot GET endpoint of the product's API served below Django for an ordinary API-key call
+    (``core.api.fast_routes``); the product's DRF view serves every other call, with the same ``answer``."""
+
+    pattern: str  # a regular expression of the path after /api/<prefix>/, groups for its parts
+    permission: str  # the permission the DRF view requires for GET (granted to a key by its scope)
+    answer: Callable[[FastCall], dict[str, Any]]  # the JSON answer; raises TrellisError to refuse
+
+
 # onboarding(organisation=...) -> the product's checklist, in order (its page shows it; the dashboard its next
 # step).
 Onboarding = Callable[..., Sequence[OnboardingStep]]
@@ -176,6 +196,8 @@ class Product:
     # version_in_use(organisation=, version=): a sentence saying what of this product still serves a model
     # version, or None; the registry refuses to archive a version that a product says is in use (409).
     version_in_use: Callable[..., str | None] | None = None
+    # hot GET endpoints served below Django for an ordinary API-key call (core.api.fast_routes)
+    fast_routes: tuple[FastRoute, ...] = ()
 
 
 _PRODUCTS: dict[str, Product] = {}

@@ -1,6 +1,8 @@
 """The recommender over the REST API (``/api/recommender/``): validate, one service or selector, serialize."""
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -28,8 +30,8 @@ def _api_key(request):
     return request.auth if request.user.pk is None else None
 
 
-def _int(request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
+def _int(params: Mapping[str, str], name: str, default: int) -> int:
+    value = params.get(name)
     if value in (None, ""):
         return default
     digits = value.removeprefix("-")
@@ -38,8 +40,8 @@ def _int(request, name: str, default: int) -> int:
     return int(value)
 
 
-def _price(request, name: str) -> Decimal | None:
-    value = request.query_params.get(name)
+def _price(params: Mapping[str, str], name: str) -> Decimal | None:
+    value = params.get(name)
     if value in (None, ""):
         return None
     try:
@@ -51,8 +53,8 @@ def _price(request, name: str) -> Decimal | None:
     return price
 
 
-def _flag(request, name: str, default: bool) -> bool:
-    value = request.query_params.get(name)
+def _flag(params: Mapping[str, str], name: str, default: bool) -> bool:
+    value = params.get(name)
     if value in (None, ""):
         return default
     if value.lower() not in ("true", "false", "1", "0"):
@@ -67,18 +69,18 @@ def _ids(value: str | None, name: str, limit: int) -> list[str]:
     return ids
 
 
-def _filters(request) -> serving.Filters:
+def _filters(params: Mapping[str, str]) -> serving.Filters:
     limit = None
-    if request.query_params.get("max_per_category") not in (None, ""):
-        limit = _int(request, "max_per_category", 0)
+    if params.get("max_per_category") not in (None, ""):
+        limit = _int(params, "max_per_category", 0)
         diversity.check_max_per_category(limit, allow_zero=True)
     return serving.Filters(
         max_per_category=limit,
-        category=(request.query_params.get("category") or None),
-        min_price=_price(request, "min_price"),
-        max_price=_price(request, "max_price"),
-        available_only=_flag(request, "available_only", True),
-        exclude=frozenset(_ids(request.query_params.get("exclude"), "exclude", serving.MAX_EXCLUDE)),
+        category=(params.get("category") or None),
+        min_price=_price(params, "min_price"),
+        max_price=_price(params, "max_price"),
+        available_only=_flag(params, "available_only", True),
+        exclude=frozenset(_ids(params.get("exclude"), "exclude", serving.MAX_EXCLUDE)),
     )
 
 
@@ -329,35 +331,11 @@ class RecommendationsView(APIView):
         responses=RecommendationsOut,
     )
     def get(self, request):
-        user = (request.query_params.get("user") or "").strip()
-        items = _ids(request.query_params.get("items"), "items", serving.MAX_SESSION_ITEMS)
-        k, filters = _int(request, "k", 10), _filters(request)
-        if bool(user) == bool(items):
-            raise InvalidInput("Give either user or items (a session's item ids).", details={"field": "user"})
-        if user:
-            if len(user) > 200:
-                raise InvalidInput("user takes at most 200 characters.", details={"field": "user"})
-            answer = serving.recommendations_for_user(
-                organisation=request.organisation,
-                user=user,
-                k=k,
-                filters=filters,
-                exclude_purchased=_flag(request, "exclude_purchased", True),
-                api_key=_api_key(request),
+        return Response(
+            recommendations_answer(
+                organisation=request.organisation, api_key=_api_key(request), params=request.query_params
             )
-        else:
-            session = (request.query_params.get("session") or "").strip()
-            if len(session) > 200:
-                raise InvalidInput("session takes at most 200 characters.", details={"field": "session"})
-            answer = serving.recommendations_for_session(
-                organisation=request.organisation,
-                items=items,
-                session=session or None,
-                k=k,
-                filters=filters,
-                api_key=_api_key(request),
-            )
-        return Response(answer)
+        )
 
 
 class SimilarView(APIView):
@@ -365,14 +343,57 @@ class SimilarView(APIView):
 
     @extend_schema(parameters=FILTER_PARAMETERS, responses=SimilarOut)
     def get(self, request, item_id: str):
-        answer = serving.items_similar(
-            organisation=request.organisation,
-            external_id=item_id,
-            k=_int(request, "k", 10),
-            filters=_filters(request),
-            api_key=_api_key(request),
+        return Response(
+            similar_answer(
+                organisation=request.organisation,
+                api_key=_api_key(request),
+                item_id=item_id,
+                params=request.query_params,
+            )
         )
-        return Response(answer)
+
+
+def recommendations_answer(*, organisation, api_key, params: Mapping[str, str]) -> dict[str, Any]:
+    """``GET recommendations``' answer from its query parameters: the DRF view and the fast route
+    (``product.FAST_ROUTES``, served below Django for an ordinary API-key call) both answer with it."""
+    user = (params.get("user") or "").strip()
+    items = _ids(params.get("items"), "items", serving.MAX_SESSION_ITEMS)
+    k, filters = _int(params, "k", 10), _filters(params)
+    if bool(user) == bool(items):
+        raise InvalidInput("Give either user or items (a session's item ids).", details={"field": "user"})
+    if user:
+        if len(user) > 200:
+            raise InvalidInput("user takes at most 200 characters.", details={"field": "user"})
+        return serving.recommendations_for_user(
+            organisation=organisation,
+            user=user,
+            k=k,
+            filters=filters,
+            exclude_purchased=_flag(params, "exclude_purchased", True),
+            api_key=api_key,
+        )
+    session = (params.get("session") or "").strip()
+    if len(session) > 200:
+        raise InvalidInput("session takes at most 200 characters.", details={"field": "session"})
+    return serving.recommendations_for_session(
+        organisation=organisation,
+        items=items,
+        session=session or None,
+        k=k,
+        filters=filters,
+        api_key=api_key,
+    )
+
+
+def similar_answer(*, organisation, api_key, item_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """``GET items/<id>/similar``' answer (the DRF view and the fast route)."""
+    return serving.items_similar(
+        organisation=organisation,
+        external_id=item_id,
+        k=_int(params, "k", 10),
+        filters=_filters(params),
+        api_key=api_key,
+    )
 
 
 # --- diversity and experiments --------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from core.jobs.handlers import JobKind
 from core.products import (
     BeatEntry,
     DashboardCard,
+    FastCall,
+    FastRoute,
     MeterSpec,
     ModelTask,
     NavEntry,
@@ -14,7 +16,7 @@ from core.products import (
 )
 from core.registry.describe import train_job_sentence
 from core.tenancy.models import Role
-from recommender import demo
+from recommender import api, demo
 from recommender.kinds import RECOMMENDER
 from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.events import EVENTS_METER, events_count
@@ -73,6 +75,25 @@ def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
     return [catalogue, behaviour, model]
 
 
+def _recommendations(call: FastCall) -> dict:
+    return api.recommendations_answer(
+        organisation=call.organisation, api_key=call.api_key, params=call.params
+    )
+
+
+def _similar(call: FastCall) -> dict:
+    return api.similar_answer(
+        organisation=call.organisation, api_key=call.api_key, item_id=call.args[0] or "", params=call.params
+    )
+
+
+# The two serving reads, below Django for an ordinary API-key call (core.api.fast_routes; same answers).
+FAST_ROUTES = (
+    FastRoute(r"recommendations", permission="models.predict", answer=_recommendations),
+    FastRoute(r"items/([^/]+)/similar", permission="models.predict", answer=_similar),
+)
+
+
 PRODUCT = Product(
     name="recommender",
     display_name="Recommender",
@@ -103,6 +124,7 @@ PRODUCT = Product(
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,
     version_in_use=experiment_version_in_use,  # a running experiment's arms may not be archived under it
+    fast_routes=FAST_ROUTES,
     beat=(
         # items left without a text vector (a run that never came, a worker that died): embedded again
         BeatEntry("recommender-embed-pending", task="recommender.embed_pending", schedule=300.0),

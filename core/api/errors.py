@@ -15,6 +15,12 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def rate_limited_body(wait: int) -> dict[str, Any]:
+    return error_body(
+        "rate_limited", f"Too many requests for this API key; retry in {wait} s.", {"retry_after": wait}
+    )
+
+
 def _validation_message(detail: Any) -> str:
     if isinstance(detail, dict):
         parts = []
@@ -43,10 +49,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = error_body("invalid", _validation_message(exc.detail), details)
     elif isinstance(exc, exceptions.Throttled):
-        wait = int(exc.wait or 1)
-        response.data = error_body(
-            "rate_limited", f"Too many requests for this API key; retry in {wait} s.", {"retry_after": wait}
-        )
+        response.data = rate_limited_body(int(exc.wait or 1))
     else:
         code = getattr(exc, "default_code", "error")
         response.data = error_body(code, _validation_message(getattr(exc, "detail", str(exc))))

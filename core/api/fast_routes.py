@@ -1,0 +1,188 @@
+"""Products' hot GET endpoints, served below Django for an ordinary API-key call (``Product.fast_routes``).
+
+A product's read on the hot path (the recommender's top-k) spends more in Django, DRF and their middleware
+than in its own work, and a sync Django view serves one request at a time per process under ASGI. An ASGI
+layer in front of Django (``core.asgi``) answers the calls a product declares itself, in a pool of threads,
+with the same steps and the same outcomes as the full stack, in the same order:
+
+1. the API key from the per-process key cache (``api_key_authenticate_cached``), and the scope the route's
+   permission needs (``core.api.permissions.permission_scope``);
+2. the key's rate limit (``core.ratelimit``, the throttle's sliding window): 429 with ``Retry-After``;
+3. the API-call quota (``quota_check_streamed``): 402;
+4. the route's ``answer(call)``: the product's own function (the DRF view calls the same one), whose
+   ``TrellisError`` is the error body and status the API's exception handler gives;
+5. the call's ``api_calls`` line through ``usage_record_streamed`` when it succeeded.
+
+Anything else goes to Django untouched, which answers as it always has: no key or a key the cache refuses
+(401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8 or holds a NUL,
+no Redis (the embedded default) or ``API_FAST_PREDICT=0``. The answer carries the headers Django's security
+middleware adds. Database connections are taken and given back per call as Django does per request
+(``close_old_connections``), so the connection pool lends them.
+"""
+
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from core.api.errors import error_body, rate_limited_body
+from core.billing import deferred
+from core.billing import services as billing
+from core.billing.models import Meter
+from core.billing.streamed import quota_check_streamed, usage_record_streamed
+from core.errors import TrellisError
+from core.products import FastCall, FastRoute, products
+from core.ratelimit import rate_limit_hit
+from core.tenancy import services as tenancy
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60  # the throttle's (core.api.throttling.ApiKeyRateThrottle.window)
+HEADERS = [  # what SecurityMiddleware and XFrameOptionsMiddleware add to every answer
+    (b"content-type", b"application/json"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+_routes: list[tuple[re.Pattern[str], FastRoute]] | None = None
+_routes_lock = threading.Lock()
+
+
+def routes() -> list[tuple[re.Pattern[str], FastRoute]]:
+    """Every product's fast routes as full-path patterns (``/api/<prefix>/<pattern>``), built once."""
+    global _routes
+    with _routes_lock:
+        if _routes is None:
+            _routes = [
+                (re.compile(rf"^/api/{re.escape(p.url_prefix)}/(?:{route.pattern})$"), route)
+                for p in products()
+                for route in p.fast_routes
+            ]
+    return _routes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    payload: dict[str, Any]
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _params(query_string: bytes) -> dict[str, str] | None:
+    """The query string as ``QueryDict.get`` reads it (the last value of a repeated name), or None when it
+    is not UTF-8 or holds a NUL (Django answers those)."""
+    try:
+        pairs = parse_qsl(query_string.decode("ascii"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        return None
+    return dict(pairs)
+
+
+def serve(
+    route: FastRoute, args: tuple[str | None, ...], secret: str, query_string: bytes, path: str
+) -> Outcome | None:
+    """Answer one call, or None to hand it to Django. Runs in a worker thread."""
+    from core.api.permissions import permission_scope
+
+    params = _params(query_string)
+    if params is None:
+        return None
+    close_old_connections()  # as Django does when a request starts
+    try:
+        try:
+            key = tenancy.api_key_authenticate_cached(secret=secret)
+        except TrellisError:
+            return None  # Django says why (401)
+        if permission_scope(route.permission) not in key.scopes:
+            return None  # Django's 403 names the scope
+        organisation = key.organisation
+        plan = billing.subscription_for(organisation=organisation).plan
+        hit = rate_limit_hit(
+            key=f"api-key:{key.prefix}", limit=plan.requests_per_minute, window=RATE_WINDOW_S
+        )
+        if not hit.allowed:
+            wait = max(1, math.ceil(hit.retry_after))
+            return Outcome(429, rate_limited_body(wait), ((b"retry-after", str(wait).encode()),))
+        try:
+            quota_check_streamed(organisation=organisation, meter=Meter.API_CALLS)
+            payload = route.answer(FastCall(organisation=organisation, api_key=key, params=params, args=args))
+        except TrellisError as exc:
+            return Outcome(exc.status, error_body(exc.code, exc.message, exc.details))
+        except Exception:  # noqa: BLE001 - the full stack's 500, in the API's error shape
+            log.exception("fast route %s failed", path)
+            return Outcome(500, error_body("server_error", "The server failed to answer this request."))
+        try:
+            usage_record_streamed(
+                organisation=organisation,
+                meter=Meter.API_CALLS,
+                quantity=1,
+                api_key=key,
+                metadata={"method": "GET", "path": path[:200], "status": 200},
+            )
+        except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
+            log.exception("could not meter API call")
+        return Outcome(200, payload)
+    finally:
+        close_old_connections()  # as Django does when a request ends: a pooled connection goes back
+
+
+_pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-route")
+_serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
+
+
+def _secret(headers: Mapping[bytes, bytes]) -> str | None:
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return headers.get(b"x-api-key", b"").decode("latin-1") or None
+
+
+class FastRouteMiddleware:
+    """ASGI: products' declared GET routes served here for an ordinary API-key call; the rest by ``app``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or not deferred.enabled():
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        found = None
+        if path.startswith("/api/"):
+            found = next(((route, m) for pattern, route in routes() if (m := pattern.match(path))), None)
+        if found is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        secret = _secret(headers)
+        if secret is None or b"idempotency-key" in headers:
+            return await self.app(scope, receive, send)
+        route, match = found
+        outcome = await _serve(route, match.groups(), secret, scope.get("query_string", b""), path)
+        if outcome is None:
+            return await self.app(scope, receive, send)
+        content = json.dumps(
+            outcome.payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": outcome.status,
+                "headers": [*HEADERS, (b"content-length", str(len(content)).encode()), *outcome.headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+        return None

@@ -1,0 +1,144 @@
+"""The recommender's serving reads below Django (``core.api.fast_routes``, ``Product.fast_routes``): an ordinary
+API-key call gets the full stack's answer, status and error body without a Django request; everything else
+is Django's; each served call is metered (API call and recommendation) once."""
+
+import asyncio
+import json
+
+import pytest
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+from django.core.signals import request_started
+
+from core.api.fast_routes import FastRouteMiddleware
+from core.billing import flusher
+from core.billing.models import Plan, PlanLimit, UsageEvent
+from tests.recommender.conftest import train_now
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the fast path's threads read committed rows
+    pytest.mark.skipif(not settings.REDIS_URL, reason="served below Django only with Redis (REDIS_URL)"),
+]
+
+DJANGO = get_asgi_application()
+FAST = FastRouteMiddleware(DJANGO)
+
+
+def _call(app, path: str, query: str = "", headers: tuple[tuple[bytes, bytes], ...] = ()):
+    """One GET through an ASGI app: (status, headers, JSON body, whether Django saw a request)."""
+    seen: list[object] = []
+
+    def started(**kwargs) -> None:
+        seen.append(kwargs)
+
+    async def run():
+        sent: list[dict] = []
+        first = True
+
+        async def receive():
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client never leaves: Django cancels this when it answers
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), *headers],
+            "client": ("127.0.0.1", 40000),
+            "server": ("testserver", 80),
+        }
+        await app(scope, receive, send)
+        return sent
+
+    request_started.connect(started)
+    try:
+        sent = asyncio.run(run())
+    finally:
+        request_started.disconnect(started)
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], dict(start["headers"]), json.loads(body), bool(seen)
+
+
+def _bearer(secret: str) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"authorization", f"Bearer {secret}".encode()),)
+
+
+CALLS = [
+    ("/api/recommender/recommendations", "user=u0&k=5"),
+    ("/api/recommender/recommendations", "user=u3&k=3&category=plates&max_per_category=1&exclude=C"),
+    ("/api/recommender/recommendations", "items=A&k=3&session=s1"),
+    ("/api/recommender/recommendations", "user=u0&k=2&min_price=10&max_price=20&exclude_purchased=false"),
+    ("/api/recommender/items/A/similar", "k=3"),
+    # refusals: the same status and error body
+    ("/api/recommender/recommendations", "user=u0&k=0"),
+    ("/api/recommender/recommendations", "user=u0&items=A"),
+    ("/api/recommender/recommendations", "user=u0&k=%C2%B2"),
+    ("/api/recommender/recommendations", "user=u0&min_price=nan"),
+    ("/api/recommender/items/nope/similar", ""),
+]
+
+
+def test_ordinary_calls_are_answered_below_django_as_django_answers_them(shop, make_key):
+    org, _ = shop
+    train_now(org)
+    _, secret = make_key(org, scopes=("predict",))
+    for path, query in CALLS:
+        fast = _call(FAST, path, query, _bearer(secret))
+        full = _call(DJANGO, path, query, _bearer(secret))
+        assert fast[3] is False and full[3] is True, (path, query)  # no Django request on the fast path
+        assert (fast[0], fast[2]) == (full[0], full[2]), (path, query)
+        assert fast[1][b"content-type"] == b"application/json"
+        assert fast[1][b"x-content-type-options"] == b"nosniff"
+    # every answered call metered once per path it took: API calls and served recommendations
+    flusher.ledger_drain()
+    calls = UsageEvent.objects.for_org(org).filter(meter="api_calls")
+    served = UsageEvent.objects.for_org(org).filter(meter="recommendations_served")
+    assert calls.count() == 2 * 5 and sum(e.quantity for e in served) == 2 * 5
+    assert {e.metadata["path"] for e in calls} == {p for p, _ in CALLS[:5]}
+
+
+def test_everything_else_is_djangos(shop, make_key):
+    org, _ = shop
+    _, reader = make_key(org, scopes=("read",))
+    _, predictor = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    nobody = _call(FAST, path, "user=u0")
+    assert nobody[0] == 401 and nobody[3] is True
+    wrong = _call(FAST, path, "user=u0", _bearer(reader))
+    assert wrong[0] == 403 and "predict" in wrong[2]["error"]["message"] and wrong[3] is True
+    bad = _call(FAST, path, "user=%00", _bearer(predictor))
+    assert bad[0] == 400 and bad[3] is True
+    keyed = _call(FAST, path, "user=u0", (*_bearer(predictor), (b"idempotency-key", b"abc")))
+    assert keyed[3] is True
+    assert _call(FAST, "/api/recommender/items/", "", _bearer(predictor))[3] is True  # not a fast route
+
+
+def test_rate_limit_and_quotas_are_the_full_stacks(shop, make_key):
+    org, _ = shop
+    trial = Plan.objects.get(code="trial")
+    Plan.objects.filter(pk=trial.pk).update(requests_per_minute=3)
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="recommendations_served", defaults={"limit": 1})
+    _, secret = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    assert _call(FAST, path, "user=u0", _bearer(secret))[0] == 200
+    over = _call(FAST, path, "user=u0", _bearer(secret))
+    assert over[0] == 402 and over[2]["error"]["details"]["meter"] == "recommendations_served" and not over[3]
+    _call(FAST, path, "user=u0", _bearer(secret))
+    limited = _call(FAST, path, "user=u0", _bearer(secret))
+    assert limited[0] == 429 and limited[2]["error"]["code"] == "rate_limited" and not limited[3]
+    assert int(limited[1][b"retry-after"]) >= 1
+    flusher.ledger_drain()
+    assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 1  # refusals are not charged
