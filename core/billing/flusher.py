@@ -164,8 +164,10 @@ def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     for r in live:
         by_org[int(r["org"])].append(r)
     new = 0
+    # Counters are updated in one order (organisation, meter, period) by every flusher: two web processes'
+    # flushers writing the same organisation's meters in different orders deadlocked on PostgreSQL.
     with transaction.atomic():
-        for org_id, org_rows in by_org.items():
+        for org_id, org_rows in sorted(by_org.items()):
             organisation = organisations[org_id]
             unique = list({r["key"]: r for r in org_rows}.values())
             if connection.vendor == "postgresql":
@@ -183,7 +185,7 @@ def _write(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
             for r in fresh:
                 start = period_bounds(datetime.fromisoformat(r["at"]))[0]
                 totals[(r["meter"], start)] += Decimal(r["quantity"])
-            for (meter, start), amount in totals.items():
+            for (meter, start), amount in sorted(totals.items()):
                 _add_to_counter(organisation, meter, amount, start, enforce=False)
             new += len(fresh)
     return new
