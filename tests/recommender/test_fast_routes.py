@@ -1,6 +1,6 @@
-"""The recommender's serving reads below Django (``core.api.fast_routes``, ``Product.fast_routes``): an ordinary
-API-key call gets the full stack's answer, status and error body without a Django request; everything else
-is Django's; each served call is metered (API call and recommendation) once."""
+"""The recommender's serving reads below Django (``core.api.fast_routes``, ``Product.fast_routes``): an
+ordinary API-key call gets the full stack's answer, status and error body without a Django request; everything
+else is Django's; each served call is metered (API call and recommendation) once."""
 
 import asyncio
 import json
