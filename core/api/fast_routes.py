@@ -7,7 +7,9 @@ with the same steps and the same outcomes as the full stack, in the same order:
 
 1. the API key from the per-process key cache (``api_key_authenticate_cached``), and the scope the route's
    permission needs (``core.api.permissions.permission_scope``);
-2. the key's rate limit (``core.ratelimit``, the throttle's sliding window): 429 with ``Retry-After``;
+2. the key's rate limit (the throttle's sliding window and counters, ``core.ratelimit``, checked and
+   counted in one Redis script that concurrent calls share: ``core.billing.deferred.admit``): 429 with
+   ``Retry-After``;
 3. the API-call quota (``quota_check_streamed``): 402;
 4. the route's ``answer(call)``: the product's own function (the DRF view calls the same one), whose
    ``TrellisError`` is the error body and status the API's exception handler gives;
@@ -42,12 +44,10 @@ from core.billing.models import Meter
 from core.billing.streamed import quota_check_streamed, usage_record_streamed
 from core.errors import TrellisError
 from core.products import FastCall, FastRoute, products
-from core.ratelimit import rate_limit_hit
 from core.tenancy import services as tenancy
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_S = 60  # the throttle's (core.api.throttling.ApiKeyRateThrottle.window)
 HEADERS = [  # what SecurityMiddleware and XFrameOptionsMiddleware add to every answer
     (b"content-type", b"application/json"),
     (b"x-content-type-options", b"nosniff"),
@@ -111,11 +111,18 @@ def serve(
             return None  # Django's 403 names the scope
         organisation = key.organisation
         plan = billing.subscription_for(organisation=organisation).plan
-        hit = rate_limit_hit(
-            key=f"api-key:{key.prefix}", limit=plan.requests_per_minute, window=RATE_WINDOW_S
-        )
-        if not hit.allowed:
-            wait = max(1, math.ceil(hit.retry_after))
+        try:  # the throttle's sliding window (the same counters), in one Redis script shared across threads
+            admission = deferred.admit(
+                organisation=organisation,
+                rate_key=f"api-key:{key.prefix}",
+                requests_per_minute=plan.requests_per_minute,
+                charges=[],
+                period="",
+            )
+        except Exception:  # noqa: BLE001 - Redis trouble: nothing was counted; Django answers
+            return None
+        if admission.status == "rate_limited":
+            wait = max(1, math.ceil(admission.retry_after))
             return Outcome(429, rate_limited_body(wait), ((b"retry-after", str(wait).encode()),))
         try:
             quota_check_streamed(organisation=organisation, meter=Meter.API_CALLS)
