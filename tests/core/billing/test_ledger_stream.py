@@ -182,3 +182,52 @@ def test_a_drain_returns_only_once_lines_another_flusher_took_are_written(make_o
         writer.join()
     assert written == 2
     assert client.xlen(deferred.STREAM) == 0
+
+
+def test_two_flushers_adding_the_same_meters_in_opposite_orders_do_not_deadlock(make_org, monkeypatch):
+    """Two web processes' flushers write batches of the same organisation at once; each adds to the meters'
+    counters in its batch's order unless the writer orders them. Each thread here waits after its first
+    counter update until the other has made its own, so opposite orders lock the two rows crosswise."""
+    org, _ = make_org()
+
+    def entry(meters: list[str]) -> tuple[bytes, dict[bytes, bytes]]:
+        lines = [deferred.Line(meter, 1, {}) for meter in meters]
+        fields = deferred.LedgerEntry(api_key_id=None, request_id=deferred.new_request_id(), lines=lines)
+        return b"0-0", {k.encode(): str(v).encode() for k, v in fields.fields(org).items()}
+
+    flusher._write([entry([Meter.API_CALLS, Meter.PREDICTIONS])])  # both counters exist
+    first_done = [threading.Event(), threading.Event()]
+    local = threading.local()
+    real = flusher._add_to_counter
+
+    def add_then_wait(organisation, meter, amount, when, *, enforce):
+        real(organisation, meter, amount, when, enforce=enforce)
+        if not getattr(local, "waited", False):
+            local.waited = True
+            first_done[local.index].set()
+            first_done[1 - local.index].wait(1.0)  # the other's first update, unless it is blocked on ours
+
+    monkeypatch.setattr(flusher, "_add_to_counter", add_then_wait)
+    errors: list[BaseException] = []
+
+    def run(index: int, meters: list[str]) -> None:
+        local.index = index
+        try:
+            flusher._write([entry(meters)])
+        except BaseException as exc:  # noqa: BLE001 - the deadlock's OperationalError
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=run, args=(0, [Meter.API_CALLS, Meter.PREDICTIONS])),
+        threading.Thread(target=run, args=(1, [Meter.PREDICTIONS, Meter.API_CALLS])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    period = services.period_bounds()[2]
+    for meter in (Meter.API_CALLS, Meter.PREDICTIONS):
+        assert services.period_used(organisation=org, meter=meter, period=period) == 3
