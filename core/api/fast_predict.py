@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -182,7 +183,7 @@ class FastPredictMiddleware:
         if match is None or scope["method"] != "POST" or scope.get("query_string") or not deferred.enabled():
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        secret = _secret(headers)
+        secret = header_secret(headers)
         length = headers.get(b"content-length", b"")
         if (
             secret is None
@@ -216,7 +217,8 @@ class FastPredictMiddleware:
         return None
 
 
-def _secret(headers: dict[bytes, bytes]) -> str | None:
+def header_secret(headers: Mapping[bytes, bytes]) -> str | None:
+    """The API key an ASGI request presents (``Authorization: Bearer`` or ``X-API-Key``), or None."""
     authorization = headers.get(b"authorization", b"").decode("latin-1")
     if authorization.lower().startswith("bearer "):
         return authorization[7:].strip() or None

@@ -27,7 +27,6 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from core.api.errors import error_body, rate_limited_body
+from core.api.fast_predict import HEADERS, header_secret
 from core.billing import deferred
 from core.billing import services as billing
 from core.billing.models import Meter
@@ -48,13 +48,6 @@ from core.tenancy import services as tenancy
 
 log = logging.getLogger(__name__)
 
-HEADERS = [  # what SecurityMiddleware and XFrameOptionsMiddleware add to every answer
-    (b"content-type", b"application/json"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-]
 
 _routes: list[tuple[re.Pattern[str], FastRoute]] | None = None
 _routes_lock = threading.Lock()
@@ -151,13 +144,6 @@ _pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread
 _serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
 
 
-def _secret(headers: Mapping[bytes, bytes]) -> str | None:
-    authorization = headers.get(b"authorization", b"").decode("latin-1")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip() or None
-    return headers.get(b"x-api-key", b"").decode("latin-1") or None
-
-
 class FastRouteMiddleware:
     """ASGI: products' declared GET routes served here for an ordinary API-key call; the rest by ``app``."""
 
@@ -174,7 +160,7 @@ class FastRouteMiddleware:
         if found is None:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        secret = _secret(headers)
+        secret = header_secret(headers)
         if secret is None or b"idempotency-key" in headers:
             return await self.app(scope, receive, send)
         route, match = found
