@@ -16,10 +16,16 @@ with the same steps and the same outcomes as the full stack, in the same order:
 5. the call's ``api_calls`` line through ``usage_record_streamed`` when it succeeded.
 
 Anything else goes to Django untouched, which answers as it always has: no key or a key the cache refuses
-(401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8 or holds a NUL,
-no Redis (the embedded default) or ``API_FAST_PREDICT=0``. The answer carries the headers Django's security
-middleware adds. Database connections are taken and given back per call as Django does per request
-(``close_old_connections``), so the connection pool lends them.
+(401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8, holds a NUL or
+more fields than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` (400), a path with a NUL (404), a ``format`` other than
+json or an ``Accept`` header without JSON (DRF's 404 and 406), a Host that ``ALLOWED_HOSTS`` refuses (400),
+plain HTTP where ``SECURE_SSL_REDIRECT`` wants HTTPS (301), a request with a body (``Content-Length``,
+``Transfer-Encoding``), ``PREPEND_WWW`` or ``DISALLOWED_USER_AGENTS`` set, no Redis (the embedded default)
+or ``API_FAST_PREDICT=0``. Headers are read as Django reads them (a repeated header's values joined with a
+comma, names with an underscore ignored), so two ``Authorization`` headers are Django's 401 here too. The
+answer carries the headers Django's security middleware adds (``Strict-Transport-Security`` over HTTPS when
+``SECURE_HSTS_SECONDS`` is set). Database connections are taken and given back per call as Django does per
+request (``close_old_connections``), so the connection pool lends them.
 """
 
 import json
@@ -27,6 +33,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +42,10 @@ from urllib.parse import parse_qsl
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.http.request import split_domain_port, validate_host
 
 from core.api.errors import error_body, rate_limited_body
-from core.api.fast_predict import HEADERS, header_secret
+from core.api.fast_predict import header_secret
 from core.billing import deferred
 from core.billing import services as billing
 from core.billing.models import Meter
@@ -47,7 +55,6 @@ from core.products import FastCall, FastRoute, products
 from core.tenancy import services as tenancy
 
 log = logging.getLogger(__name__)
-
 
 _routes: list[tuple[re.Pattern[str], FastRoute]] | None = None
 _routes_lock = threading.Lock()
@@ -75,9 +82,14 @@ class Outcome:
 
 def _params(query_string: bytes) -> dict[str, str] | None:
     """The query string as ``QueryDict.get`` reads it (the last value of a repeated name), or None when it
-    is not UTF-8 or holds a NUL (Django answers those)."""
+    is not UTF-8, holds a NUL or too many fields (Django answers those)."""
     try:
-        pairs = parse_qsl(query_string.decode("ascii"), keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(
+            query_string.decode("ascii"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,  # past it Django's QueryDict refuses (400)
+        )
     except (UnicodeDecodeError, ValueError):
         return None
     if any("\x00" in name or "\x00" in value for name, value in pairs):
@@ -92,8 +104,8 @@ def serve(
     from core.api.permissions import permission_scope
 
     params = _params(query_string)
-    if params is None:
-        return None
+    if params is None or params.get("format") not in (None, "", "json"):
+        return None  # DRF's format override: 404 for a format it has no renderer for
     close_old_connections()  # as Django does when a request starts
     try:
         try:
@@ -144,6 +156,102 @@ _pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread
 _serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
 
 
+def _headers(scope) -> dict[bytes, bytes]:
+    """The request's headers as Django's ASGI request reads them: names with an underscore ignored (no
+    ``x_api_key`` standing in for ``x-api-key``), the values of a repeated name joined with a comma."""
+    joined: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers") or []:
+        name = name.lower()
+        if b"_" in name:
+            continue
+        joined[name] = joined[name] + b"," + value if name in joined else value
+    return joined
+
+
+def _meta_header(meta_name: str) -> bytes:
+    """``HTTP_X_FORWARDED_PROTO`` -> ``x-forwarded-proto``."""
+    return meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin-1")
+
+
+def _is_secure(scope, headers: Mapping[bytes, bytes]) -> bool:
+    """``HttpRequest.is_secure``: the proxy's header when ``SECURE_PROXY_SSL_HEADER`` names one that came."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = headers.get(_meta_header(name))
+        if value is not None:
+            return value.decode("latin-1").split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") == "https"
+
+
+def _host_allowed(headers: Mapping[bytes, bytes]) -> bool:
+    """``HttpRequest.get_host`` would not raise ``DisallowedHost`` (no Host header at all: Django decides)."""
+    host = None
+    if settings.USE_X_FORWARDED_HOST:
+        host = headers.get(b"x-forwarded-host")
+    if host is None:
+        host = headers.get(b"host")
+    if host is None:
+        return False
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host.decode("latin-1"))
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _accepts_json(headers: Mapping[bytes, bytes]) -> bool:
+    """DRF's content negotiation picks its JSON renderer: no ``Accept``, or one naming JSON or a wildcard
+    plainly (anything else, an empty header included, is left to DRF: 406 when nothing matches)."""
+    accept = headers.get(b"accept")
+    if accept is None:
+        return True
+    if len(accept) > 256:
+        return False
+    for token in accept.split(b","):
+        media_type = token.split(b";", 1)[0].strip()
+        if media_type in (b"application/json", b"application/*", b"*/*"):
+            return True
+    return False
+
+
+def _for_django(scope, headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a middleware in front of the view (security, common, the API's request checks, the body
+    limit) or DRF's negotiation would answer this request otherwise than the view: left to them."""
+    return (
+        "\x00" in scope.get("path", "")  # ApiRequestCheckMiddleware: 404 "No such endpoint."
+        or b"idempotency-key" in headers
+        or b"content-length" in headers  # BodyLimitMiddleware's 400 and 413
+        or b"transfer-encoding" in headers
+        or not _accepts_json(headers)
+        or not _host_allowed(headers)  # CommonMiddleware's DisallowedHost (400)
+        or (settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers))  # SecurityMiddleware's 301
+        or settings.PREPEND_WWW
+        or bool(settings.DISALLOWED_USER_AGENTS)
+    )
+
+
+def _answer_headers(scope, headers: Mapping[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to every answer, from the same settings."""
+    out = [(b"content-type", b"application/json")]
+    if settings.SECURE_HSTS_SECONDS and _is_secure(scope, headers):
+        sts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            sts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            sts += "; preload"
+        out.append((b"strict-transport-security", sts.encode()))
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        out.append((b"x-content-type-options", b"nosniff"))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        values = policy.split(",") if isinstance(policy, str) else policy
+        out.append((b"referrer-policy", ",".join(v.strip() for v in values).encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        out.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    out.append((b"x-frame-options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper().encode()))
+    return out
+
+
 class FastRouteMiddleware:
     """ASGI: products' declared GET routes served here for an ordinary API-key call; the rest by ``app``."""
 
@@ -159,9 +267,9 @@ class FastRouteMiddleware:
             found = next(((route, m) for pattern, route in routes() if (m := pattern.match(path))), None)
         if found is None:
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        headers = _headers(scope)
         secret = header_secret(headers)
-        if secret is None or b"idempotency-key" in headers:
+        if secret is None or _for_django(scope, headers):
             return await self.app(scope, receive, send)
         route, match = found
         outcome = await _serve(route, match.groups(), secret, scope.get("query_string", b""), path)
@@ -174,7 +282,11 @@ class FastRouteMiddleware:
             {
                 "type": "http.response.start",
                 "status": outcome.status,
-                "headers": [*HEADERS, (b"content-length", str(len(content)).encode()), *outcome.headers],
+                "headers": [
+                    *_answer_headers(scope, headers),
+                    (b"content-length", str(len(content)).encode()),
+                    *outcome.headers,
+                ],
             }
         )
         await send({"type": "http.response.body", "body": content})

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 
 from core.api.fast_routes import FastRouteMiddleware
@@ -25,11 +26,14 @@ FAST = FastRouteMiddleware(DJANGO)
 
 
 def _call(app, path: str, query: str = "", headers: tuple[tuple[bytes, bytes], ...] = ()):
-    """One GET through an ASGI app: (status, headers, JSON body, whether Django saw a request)."""
+    """One GET through an ASGI app: (status, headers, JSON body (the bytes when it is not JSON), whether
+    Django saw a request). A ``host`` in ``headers`` replaces the default one."""
     seen: list[object] = []
 
     def started(**kwargs) -> None:
         seen.append(kwargs)
+
+    host = [] if any(name == b"host" for name, _ in headers) else [(b"host", b"testserver")]
 
     async def run():
         sent: list[dict] = []
@@ -55,7 +59,7 @@ def _call(app, path: str, query: str = "", headers: tuple[tuple[bytes, bytes], .
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": [(b"host", b"testserver"), *headers],
+            "headers": [*host, *headers],
             "client": ("127.0.0.1", 40000),
             "server": ("testserver", 80),
         }
@@ -69,7 +73,11 @@ def _call(app, path: str, query: str = "", headers: tuple[tuple[bytes, bytes], .
         request_started.disconnect(started)
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], dict(start["headers"]), json.loads(body), bool(seen)
+    try:
+        content = json.loads(body)
+    except ValueError:
+        content = body  # Django's own 400 page (DisallowedHost, too many fields) or a redirect
+    return start["status"], dict(start["headers"]), content, bool(seen)
 
 
 def _bearer(secret: str) -> tuple[tuple[bytes, bytes], ...]:
@@ -142,3 +150,55 @@ def test_rate_limit_and_quotas_are_the_full_stacks(shop, make_key):
     assert int(limited[1][b"retry-after"]) >= 1
     flusher.ledger_drain()
     assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 1  # refusals are not charged
+
+
+def test_what_django_answers_before_the_view_is_djangos(shop, make_key):
+    """The middleware in front of the view (the API's request checks, security, common, the body limit) and
+    DRF's content negotiation refuse these: the fast path leaves them to Django and charges nothing."""
+    org, _ = shop
+    _, secret = make_key(org, scopes=("predict",))
+    key = _bearer(secret)
+    path = "/api/recommender/recommendations"
+    cases = [
+        (path, "user=u0&" + "&".join(f"x{i}=" for i in range(1000)), key, 400),  # over 1,000 fields
+        (path, "user=u0&format=api", key, 404),  # DRF's format override, no such renderer
+        (path, "user=u0", (*key, (b"accept", b"text/html")), 406),
+        (path, "user=u0", (*key, (b"accept", b"")), 406),
+        (path, "user=u0", (*key, (b"host", b"evil.example")), 400),  # ALLOWED_HOSTS
+        (path, "user=u0", (*key, (b"content-length", b"x")), 400),  # the body limit's check
+        ("/api/recommender/items/A\x00B/similar", "", key, 404),  # no endpoint is named with a NUL
+        # a repeated header is one value joined with commas, as Django reads it: no key
+        (path, "user=u0", ((b"authorization", b"Bearer nope"), *key), 401),
+        (path, "user=u0", ((b"x-api-key", b"nope"), (b"x-api-key", secret.encode())), 401),
+    ]
+    for path, query, headers, status in cases:
+        fast = _call(FAST, path, query, headers)
+        full = _call(DJANGO, path, query, headers)
+        assert fast[3] is True, (path, query[:40], headers[-1])
+        assert (fast[0], fast[2]) == (full[0], full[2]) and fast[0] == status, (path, query[:40], headers[-1])
+    served = _call(FAST, path, "user=u0&format=json", (*key, (b"accept", b"application/json; q=0.9")))
+    assert served[:1] + served[3:] == (200, False)
+    flusher.ledger_drain()  # the one served call's two lines; the refusals none
+    assert sorted(UsageEvent.objects.for_org(org).values_list("meter", flat=True)) == [
+        "api_calls",
+        "recommendations_served",
+    ]
+
+
+def test_https_redirect_and_hsts_are_the_security_middlewares(shop, make_key, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    django = ASGIHandler()  # its SecurityMiddleware reads these settings when it is made
+    fast_app = FastRouteMiddleware(django)
+    org, _ = shop
+    _, secret = make_key(org, scopes=("predict",))
+    path, key = "/api/recommender/recommendations", _bearer(secret)
+    plain = _call(fast_app, path, "user=u0", key)
+    assert plain[0] == 301 and plain[1][b"Location"].startswith(b"https://") and plain[3] is True
+    https = (*key, (b"x-forwarded-proto", b"https"))
+    fast, full = _call(fast_app, path, "user=u0", https), _call(django, path, "user=u0", https)
+    assert (fast[0], fast[3]) == (200, False)
+    assert fast[1][b"strict-transport-security"] == full[1][b"Strict-Transport-Security"]
+    assert full[1][b"Strict-Transport-Security"] == b"max-age=3600; includeSubDomains"
