@@ -51,7 +51,7 @@ def test_explorer_shows_history_list_and_why_and_hides_other_organisations(brows
         expect(page.locator("#explorer-history")).to_contain_text("Red mug")
         expect(page.locator("#explorer-history")).to_contain_text("Blue mug")
         heading = page.locator("#explorer-list h3")
-        expect(heading).to_contain_text("itemknn")
+        expect(heading).to_contain_text("Item-kNN")
         expect(heading).to_contain_text("v1")
         listed = page.locator("#explorer-list li")
         expect(listed.first).to_be_visible()
