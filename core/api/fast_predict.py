@@ -12,22 +12,24 @@ Redis stream, all or nothing, before the answer is sent; the flusher writes them
 else. A request the quota refuses gets the full
 stack's 402. Anything else (another caller, a bad body, an unknown version, a rate-limited key, a Redis
 error, ...) is handed to Django untouched, which answers exactly as it always has: the errors have one
-implementation.
+implementation. So is whatever a middleware in front of the view or DRF's parser and negotiation would answer
+otherwise (``core.api.fast_asgi.for_django``: a Host outside ``ALLOWED_HOSTS``, plain HTTP under
+``SECURE_SSL_REDIRECT``, an ``Accept`` without JSON, a body that is not plainly UTF-8 ``application/json`` with
+a ``Content-Length``); headers are read as Django reads them (a repeated ``Authorization`` is one joined value)
+and the answer carries the security middleware's headers from the settings, HSTS included.
 """
 
 import json
 import re
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
 from core.api.errors import error_body
+from core.api.fast_asgi import for_django, header_secret, in_pool, request_headers, send_json
 from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.billing.meters import Meter
@@ -39,13 +41,6 @@ from core.tenancy import services as tenancy
 PATH = re.compile(r"^/api/models/([0-9]{1,18})/predict$")
 KEY_TTL_S = tenancy.KEY_CACHE_TTL_S  # how long a process may serve a revoked key, archived version, old plan
 MAX_BODY = 256 * 1024
-HEADERS = [  # what SecurityMiddleware and XFrameOptionsMiddleware add to every answer
-    (b"content-type", b"application/json"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-]
 
 _lock = threading.Lock()
 _versions: dict[tuple[int, int], tuple[float, Any]] = {}  # (organisation, version id) -> (until, version)
@@ -76,9 +71,13 @@ def _cached_version(organisation, version_id: int):
     return version
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _texts(body: bytes) -> list[str] | None:
-    try:
-        data = json.loads(body)
+    try:  # as DRF's JSON parser reads it: UTF-8 only (no BOM, no UTF-16), no NaN or Infinity
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or set(data) != {"texts"}:
@@ -166,10 +165,7 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
     return 200, payload, [(b"x-request-id", request_id.encode())]
 
 
-# Its own threads: a request holds one through its Redis calls as well as the forward pass, and the event
-# loop's default pool (CPU count + 4 threads) would leave fewer requests in the micro-batcher than clients.
-_pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-predict")
-_serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
+_serve = in_pool(serve)
 
 
 class FastPredictMiddleware:
@@ -182,15 +178,12 @@ class FastPredictMiddleware:
         match = PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None or scope["method"] != "POST" or scope.get("query_string") or not deferred.enabled():
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        headers = request_headers(scope)
         secret = header_secret(headers)
-        length = headers.get(b"content-length", b"")
         if (
             secret is None
-            or b"idempotency-key" in headers
-            or not headers.get(b"content-type", b"").startswith(b"application/json")
-            or not length.isdigit()
-            or int(length) > min(MAX_BODY, settings.API_MAX_BODY_BYTES)
+            or for_django(scope, headers, body=True)  # a JSON body with a Content-Length, as Django would
+            or int(headers[b"content-length"]) > min(MAX_BODY, settings.API_MAX_BODY_BYTES)
         ):
             return await self.app(scope, receive, send)
         chunks, more = [], True
@@ -205,24 +198,8 @@ class FastPredictMiddleware:
         if outcome is None:
             return await self.app(scope, _replay(body, receive), send)
         status, payload, extra = outcome
-        content = json.dumps(payload, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*HEADERS, (b"content-length", str(len(content)).encode()), *extra],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await send_json(send, scope, headers, status, payload, extra)
         return None
-
-
-def header_secret(headers: Mapping[bytes, bytes]) -> str | None:
-    """The API key an ASGI request presents (``Authorization: Bearer`` or ``X-API-Key``), or None."""
-    authorization = headers.get(b"authorization", b"").decode("latin-1")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip() or None
-    return headers.get(b"x-api-key", b"").decode("latin-1") or None
 
 
 def _replay(body: bytes, receive):

@@ -28,24 +28,19 @@ answer carries the headers Django's security middleware adds (``Strict-Transport
 request (``close_old_connections``), so the connection pool lends them.
 """
 
-import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from django.http.request import split_domain_port, validate_host
 
 from core.api.errors import error_body, rate_limited_body
-from core.api.fast_predict import header_secret
+from core.api.fast_asgi import for_django, header_secret, in_pool, request_headers, send_json
 from core.billing import deferred
 from core.billing import services as billing
 from core.billing.models import Meter
@@ -152,104 +147,7 @@ def serve(
         close_old_connections()  # as Django does when a request ends: a pooled connection goes back
 
 
-_pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-route")
-_serve = sync_to_async(serve, thread_sensitive=False, executor=_pool)
-
-
-def _headers(scope) -> dict[bytes, bytes]:
-    """The request's headers as Django's ASGI request reads them: names with an underscore ignored (no
-    ``x_api_key`` standing in for ``x-api-key``), the values of a repeated name joined with a comma."""
-    joined: dict[bytes, bytes] = {}
-    for name, value in scope.get("headers") or []:
-        name = name.lower()
-        if b"_" in name:
-            continue
-        joined[name] = joined[name] + b"," + value if name in joined else value
-    return joined
-
-
-def _meta_header(meta_name: str) -> bytes:
-    """``HTTP_X_FORWARDED_PROTO`` -> ``x-forwarded-proto``."""
-    return meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin-1")
-
-
-def _is_secure(scope, headers: Mapping[bytes, bytes]) -> bool:
-    """``HttpRequest.is_secure``: the proxy's header when ``SECURE_PROXY_SSL_HEADER`` names one that came."""
-    if settings.SECURE_PROXY_SSL_HEADER:
-        name, secure_value = settings.SECURE_PROXY_SSL_HEADER
-        value = headers.get(_meta_header(name))
-        if value is not None:
-            return value.decode("latin-1").split(",", 1)[0].strip() == secure_value
-    return scope.get("scheme") == "https"
-
-
-def _host_allowed(headers: Mapping[bytes, bytes]) -> bool:
-    """``HttpRequest.get_host`` would not raise ``DisallowedHost`` (no Host header at all: Django decides)."""
-    host = None
-    if settings.USE_X_FORWARDED_HOST:
-        host = headers.get(b"x-forwarded-host")
-    if host is None:
-        host = headers.get(b"host")
-    if host is None:
-        return False
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    domain, _port = split_domain_port(host.decode("latin-1"))
-    return bool(domain) and validate_host(domain, allowed)
-
-
-def _accepts_json(headers: Mapping[bytes, bytes]) -> bool:
-    """DRF's content negotiation picks its JSON renderer: no ``Accept``, or one naming JSON or a wildcard
-    plainly (anything else, an empty header included, is left to DRF: 406 when nothing matches)."""
-    accept = headers.get(b"accept")
-    if accept is None:
-        return True
-    if len(accept) > 256:
-        return False
-    for token in accept.split(b","):
-        media_type = token.split(b";", 1)[0].strip()
-        if media_type in (b"application/json", b"application/*", b"*/*"):
-            return True
-    return False
-
-
-def _for_django(scope, headers: Mapping[bytes, bytes]) -> bool:
-    """Whether a middleware in front of the view (security, common, the API's request checks, the body
-    limit) or DRF's negotiation would answer this request otherwise than the view: left to them."""
-    return (
-        "\x00" in scope.get("path", "")  # ApiRequestCheckMiddleware: 404 "No such endpoint."
-        or b"idempotency-key" in headers
-        or b"content-length" in headers  # BodyLimitMiddleware's 400 and 413
-        or b"transfer-encoding" in headers
-        or not _accepts_json(headers)
-        or not _host_allowed(headers)  # CommonMiddleware's DisallowedHost (400)
-        or (settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers))  # SecurityMiddleware's 301
-        or settings.PREPEND_WWW
-        or bool(settings.DISALLOWED_USER_AGENTS)
-    )
-
-
-def _answer_headers(scope, headers: Mapping[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    """What SecurityMiddleware and XFrameOptionsMiddleware add to every answer, from the same settings."""
-    out = [(b"content-type", b"application/json")]
-    if settings.SECURE_HSTS_SECONDS and _is_secure(scope, headers):
-        sts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            sts += "; includeSubDomains"
-        if settings.SECURE_HSTS_PRELOAD:
-            sts += "; preload"
-        out.append((b"strict-transport-security", sts.encode()))
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        out.append((b"x-content-type-options", b"nosniff"))
-    policy = settings.SECURE_REFERRER_POLICY
-    if policy:
-        values = policy.split(",") if isinstance(policy, str) else policy
-        out.append((b"referrer-policy", ",".join(v.strip() for v in values).encode()))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        out.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
-    out.append((b"x-frame-options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper().encode()))
-    return out
+_serve = in_pool(serve)
 
 
 class FastRouteMiddleware:
@@ -267,27 +165,13 @@ class FastRouteMiddleware:
             found = next(((route, m) for pattern, route in routes() if (m := pattern.match(path))), None)
         if found is None:
             return await self.app(scope, receive, send)
-        headers = _headers(scope)
+        headers = request_headers(scope)
         secret = header_secret(headers)
-        if secret is None or _for_django(scope, headers):
+        if secret is None or for_django(scope, headers):
             return await self.app(scope, receive, send)
         route, match = found
         outcome = await _serve(route, match.groups(), secret, scope.get("query_string", b""), path)
         if outcome is None:
             return await self.app(scope, receive, send)
-        content = json.dumps(
-            outcome.payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": outcome.status,
-                "headers": [
-                    *_answer_headers(scope, headers),
-                    (b"content-length", str(len(content)).encode()),
-                    *outcome.headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await send_json(send, scope, headers, outcome.status, outcome.payload, outcome.headers)
         return None

@@ -2,18 +2,15 @@
 ordinary API-key call gets the full stack's answer, status and error body without a Django request; everything
 else is Django's; each served call is metered (API call and recommendation) once."""
 
-import asyncio
-import json
-
 import pytest
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
-from django.core.signals import request_started
 
 from core.api.fast_routes import FastRouteMiddleware
 from core.billing import flusher
 from core.billing.models import Plan, PlanLimit, UsageEvent
+from tests.asgi_client import asgi_call
 from tests.recommender.conftest import train_now
 
 pytestmark = [
@@ -26,58 +23,7 @@ FAST = FastRouteMiddleware(DJANGO)
 
 
 def _call(app, path: str, query: str = "", headers: tuple[tuple[bytes, bytes], ...] = ()):
-    """One GET through an ASGI app: (status, headers, JSON body (the bytes when it is not JSON), whether
-    Django saw a request). A ``host`` in ``headers`` replaces the default one."""
-    seen: list[object] = []
-
-    def started(**kwargs) -> None:
-        seen.append(kwargs)
-
-    host = [] if any(name == b"host" for name, _ in headers) else [(b"host", b"testserver")]
-
-    async def run():
-        sent: list[dict] = []
-        first = True
-
-        async def receive():
-            nonlocal first
-            if first:
-                first = False
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()  # the client never leaves: Django cancels this when it answers
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": [*host, *headers],
-            "client": ("127.0.0.1", 40000),
-            "server": ("testserver", 80),
-        }
-        await app(scope, receive, send)
-        return sent
-
-    request_started.connect(started)
-    try:
-        sent = asyncio.run(run())
-    finally:
-        request_started.disconnect(started)
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    try:
-        content = json.loads(body)
-    except ValueError:
-        content = body  # Django's own 400 page (DisallowedHost, too many fields) or a redirect
-    return start["status"], dict(start["headers"]), content, bool(seen)
+    return asgi_call(app, path, query, headers)
 
 
 def _bearer(secret: str) -> tuple[tuple[bytes, bytes], ...]:
