@@ -10,7 +10,9 @@ frames, in the same order, as that many ``event.forward`` messages. A chat messa
 and to the visitor's conversation was four sends and four thread hops; it is two sends and one hop.
 """
 
+import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +51,14 @@ def _group_messages(events: Sequence[Event]) -> list[tuple[str, dict[str, Any]]]
     ]
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def broadcast_groups(*, events: Sequence[Event]) -> None:
     """After commit, each ``(group, event_type, payload)`` of ``events`` to its group, in one hop (see the
     module docstring); the same frames reach each socket as from one ``broadcast`` per event."""
@@ -66,7 +76,12 @@ def broadcast_groups(*, events: Sequence[Event]) -> None:
         if layer is None or not messages:
             return
         try:
-            async_to_sync(send_all)(layer)
+            if _loop_running():  # sync code in an event loop's own thread: send from a thread of its own
+                sender = threading.Thread(target=async_to_sync(send_all), args=(layer,), name="broadcast")
+                sender.start()
+                sender.join()  # in order with the caller's next broadcast
+            else:
+                async_to_sync(send_all)(layer)
         except Exception:  # noqa: BLE001 - as above: no event loop to run on, a layer that cannot start
             log.warning("broadcast to %s failed", [group for group, _ in messages], exc_info=True)
 
