@@ -37,7 +37,7 @@ def _post(app, path: str, headers=(), body: bytes = BODY, content_type: bytes | 
 
 
 def test_predict_below_django_answers_as_django_and_leaves_it_what_it_answers_before_the_view(
-    make_org, make_key, tmp_path
+    make_org, make_key, tmp_path, settings
 ):
     org, _ = make_org()
     version = train_intent_model(org, tmp_path)
@@ -81,17 +81,12 @@ def test_predict_below_django_answers_as_django_and_leaves_it_what_it_answers_be
     calls = UsageEvent.objects.for_org(org).filter(meter="api_calls")
     assert calls.count() == 4
 
-
-def test_https_redirect_and_hsts_are_the_security_middlewares(make_org, make_key, tmp_path, settings):
-    org, _ = make_org()
-    version = train_intent_model(org, tmp_path)
-    _, secret = make_key(org, scopes=("predict",))
+    # HTTPS: the security middleware's redirect and HSTS
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SECURE_SSL_REDIRECT = True
     settings.SECURE_HSTS_SECONDS = 3600
     django = ASGIHandler()  # its SecurityMiddleware reads these settings when it is made
     fast_app = FastPredictMiddleware(django)
-    path, key = f"/api/models/{version.pk}/predict", ((b"authorization", f"Bearer {secret}".encode()),)
     plain = _post(fast_app, path, key)
     assert plain[0] == 301 and plain[1][b"Location"].startswith(b"https://") and plain[3] is True
     https = (*key, (b"x-forwarded-proto", b"https"))

@@ -69,42 +69,36 @@ def test_batch_file_runs_on_the_infer_queue_and_downloads(trained, user_client):
     assert b"Download predictions" in client.get(f"/jobs/{job.pk}/").content
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("data", "name", "message"),
-    [
-        (b"", "a.csv", "empty"),
-        (b"\xff\xfehello", "a.txt", "not UTF-8"),
-        (b"text,colour\nhi,red\n", "a.csv", "Unexpected columns ['colour']"),
-        (b"text,label\nwhere is my card,no_such_intent\n", "a.csv", "not in the model's label map"),
-        (b'{"text": ""}\n', "a.jsonl", "Row 1 has no text"),
-        (b'{"text": "x"}\n[1]\n', "a.jsonl", "Line 2 must be a JSON object"),
-        (b'{"text": {"a": 1}}\n', "a.jsonl", "Line 1: 'text' must be a string or a number"),
-        (b"x" * 20_000, "a.txt", "limit is 10000"),
-    ],
-)
-def test_bad_batch_files_are_refused_before_queueing(trained, user_client, data, name, message):
-    org, owner, version = trained
-    response = _post(user_client(owner), data, name, model=version.pk)
-    assert response.status_code == 400 and message in response.json()["error"]["message"]
-    assert not TrainingJob.objects.for_org(org).filter(kind="ml.batch_predict").exists()
+BAD_FILES = [  # (file, name, the refusal's words)
+    (b"", "a.csv", "empty"),
+    (b"\xff\xfehello", "a.txt", "not UTF-8"),
+    (b"text,colour\nhi,red\n", "a.csv", "Unexpected columns ['colour']"),
+    (b"text,label\nwhere is my card,no_such_intent\n", "a.csv", "not in the model's label map"),
+    (b'{"text": ""}\n', "a.jsonl", "Row 1 has no text"),
+    (b'{"text": "x"}\n[1]\n', "a.jsonl", "Line 2 must be a JSON object"),
+    (b'{"text": {"a": 1}}\n', "a.jsonl", "Line 1: 'text' must be a string or a number"),
+    (b"x" * 20_000, "a.txt", "limit is 10000"),
+]
 
 
 @pytest.mark.django_db
-def test_batch_refuses_archived_and_foreign_models(trained, user_client, make_org):
-    org, owner, version = trained
-    _, stranger = make_org()
-    assert _post(user_client(stranger), b"hello\n", "a.txt", model=version.pk).status_code == 404
-    ModelVersion.objects.for_org(org).filter(pk=version.pk).update(status="archived")
-    response = _post(user_client(owner), b"hello\n", "a.txt", model=version.pk)
-    assert response.status_code == 409 and "archived" in response.json()["error"]["message"]
-    assert user_client(owner).get("/api/jobs/999999/download/").status_code == 404
-
-
-@pytest.mark.django_db
-def test_batch_without_a_model_is_a_400_naming_the_fields(trained, user_client):
-    org, owner, _ = trained
-    response = _post(user_client(owner), b"hello\n", "a.txt")
+def test_bad_batch_files_and_unusable_models_are_refused_before_queueing(trained, user_client, make_org):
+    org, owner, version = trained  # one trained model for every case: training is the test's cost
+    client = user_client(owner)
+    for data, name, message in BAD_FILES:
+        response = _post(client, data, name, model=version.pk)
+        assert response.status_code == 400 and message in response.json()["error"]["message"], (
+            name,
+            data[:20],
+        )
+    response = _post(client, b"hello\n", "a.txt")  # no model
     assert response.status_code == 400, response.content
     assert response.json()["error"]["details"] == {"fields": ["model", "app", "task"]}
     assert not TrainingJob.objects.for_org(org).filter(kind="ml.batch_predict").exists()
+
+    _, stranger = make_org()  # another organisation's model
+    assert _post(user_client(stranger), b"hello\n", "a.txt", model=version.pk).status_code == 404
+    ModelVersion.objects.for_org(org).filter(pk=version.pk).update(status="archived")
+    response = _post(client, b"hello\n", "a.txt", model=version.pk)
+    assert response.status_code == 409 and "archived" in response.json()["error"]["message"]
+    assert client.get("/api/jobs/999999/download/").status_code == 404
