@@ -14,9 +14,10 @@ stack's 402. Anything else (another caller, a bad body, an unknown version, a ra
 error, ...) is handed to Django untouched, which answers exactly as it always has: the errors have one
 implementation. So is whatever a middleware in front of the view or DRF's parser and negotiation would answer
 otherwise (``core.api.fast_asgi.for_django``: a Host outside ``ALLOWED_HOSTS``, plain HTTP under
-``SECURE_SSL_REDIRECT``, an ``Accept`` without JSON, a body that is not plainly UTF-8 ``application/json`` with
-a ``Content-Length``); headers are read as Django reads them (a repeated ``Authorization`` is one joined value)
-and the answer carries the security middleware's headers from the settings, HSTS included.
+``SECURE_SSL_REDIRECT``, an ``Accept`` without JSON, a body that is not plainly UTF-8
+``application/json`` with a ``Content-Length``); headers are read as Django reads them (a repeated
+``Authorization`` is one joined value) and the answer carries the security middleware's headers from the
+settings, HSTS included.
 """
 
 import json
