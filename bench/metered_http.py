@@ -15,6 +15,10 @@ Clients are threads with keep-alive connections on the same machine, one text pe
 programs put on the machine falls on all of them alike. After the runs the ledger is drained and checked:
 one predictions line and one API-call line per answered request, none twice.
 
+``--ledger-flusher thread process`` runs a hot-path server for each way of writing its ledger lines
+(``LEDGER_FLUSHER``): a thread in the web process, or a process of its own (``manage.py flush_ledger
+--follow``, started beside the servers, as ``bin/run-all`` starts it).
+
     .venv/bin/python bench/metered_http.py --concurrency 1 8 --requests 400 --rounds 4
 """
 
@@ -49,6 +53,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400, help="requests per server and round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, each server in turn")
     parser.add_argument("--serve-threads", type=int, default=1)
+    parser.add_argument(
+        "--ledger-flusher",
+        choices=["thread", "process"],
+        nargs="+",
+        default=["thread"],
+        help="who writes the hot path's ledger lines (LEDGER_FLUSHER): a hot-path server for each "
+        "(default: %(default)s)",
+    )
     return parser.parse_args()
 
 
@@ -149,17 +161,29 @@ def main() -> None:
 
     version = ModelVersion.all_tenants.get(pk=version_id)
     rows = read_rows("test_slice.csv")
+    hot_paths = [
+        (
+            f"Trellis hot path (fast_predict, Redis-metered, flusher {mode})",
+            "core.asgi:application",
+            {"API_FAST_PREDICT": "1", "LEDGER_FLUSHER": mode},
+        )
+        for mode in args.ledger_flusher
+    ]
     servers = [
         ("peer: bare ASGI endpoint, no auth or metering", "bench.bare_predict:application", {}),
-        (
-            "Trellis hot path (fast_predict, Redis-metered)",
-            "core.asgi:application",
-            {"API_FAST_PREDICT": "1"},
-        ),
+        *hot_paths,
         ("Trellis full stack (API_FAST_PREDICT=0)", "core.asgi:application", {"API_FAST_PREDICT": "0"}),
     ]
-    started = []
+    started, flusher_proc = [], None
     try:
+        if "process" in args.ledger_flusher:  # the flusher of LEDGER_FLUSHER=process, beside the servers
+            import subprocess
+
+            flusher_proc = subprocess.Popen(
+                [sys.executable, "manage.py", "flush_ledger", "--follow"],
+                cwd=ROOT,
+                env={**env, "LEDGER_FLUSHER": "process"},
+            )
         for name, app, extra in servers:
             port = free_port()
             started.append(
@@ -182,15 +206,18 @@ def main() -> None:
         for _name, _port, proc in started:
             proc.terminate()
             proc.wait(timeout=30)
+        if flusher_proc is not None:
+            flusher_proc.terminate()
+            flusher_proc.wait(timeout=30)
     flusher.ledger_drain()
     lines = UsageEvent.all_tenants.filter(organisation_id=version.organisation_id)
     keys = [k for k in lines.values_list("idempotency_key", flat=True) if k]
     hot = lines.filter(meter="predictions", idempotency_key__startswith="req:").count()
     full = lines.filter(meter="predictions", idempotency_key__isnull=True).count()
-    metered = [name for name, app, _ in servers if app == "core.asgi:application"]
+    hot_answered = sum(answered[name] for name, _app, _extra in hot_paths)
     print(
-        f"\nledger: {hot} predictions lines from the hot path for {answered[metered[0]]} answers, {full} from"
-        f" the full stack for {answered[metered[1]]}; duplicate keys: {len(keys) - len(set(keys))}"
+        f"\nledger: {hot} predictions lines from the hot path for {hot_answered} answers, {full} from"
+        f" the full stack for {answered[servers[-1][0]]}; duplicate keys: {len(keys) - len(set(keys))}"
     )
     ceiling = {c: s["texts_per_s"] for n, c, s in results if n == servers[0][0]}
     print("\n| server | concurrent clients | predictions/s | p50 ms | p99 ms | of the peer | errors |")

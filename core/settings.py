@@ -326,6 +326,12 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
 # With Redis, core.api.fast_predict serves and meters the ordinary API-key predict call (0: the full stack).
 API_FAST_PREDICT = env.bool("API_FAST_PREDICT", default=True)
 API_FAST_PREDICT_THREADS = env.int("API_FAST_PREDICT_THREADS", default=32)
+# Who writes the hot path's ledger lines from Redis into the database (core.billing.flusher): "thread", a
+# thread in each web process; "process", a process of its own (``manage.py flush_ledger --follow``): the web
+# processes then spend no GIL time on the ledger.
+LEDGER_FLUSHER = env.str("LEDGER_FLUSHER", default="thread")
+if LEDGER_FLUSHER not in ("thread", "process"):
+    raise ImproperlyConfigured(f'LEDGER_FLUSHER: {LEDGER_FLUSHER!r} is neither "thread" nor "process".')
 # Networks that feeds and webhooks may reach besides the public internet (core.outbound): CIDRs.
 OUTBOUND_ALLOW_NETWORKS = env.list("OUTBOUND_ALLOW_NETWORKS", default=[])
 # Every upload (any multipart body, pages and API alike) is refused over UPLOAD_MAX_BYTES before it is read.

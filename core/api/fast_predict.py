@@ -149,7 +149,7 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
             meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
         )
         return refusal.status, error_body(refusal.code, refusal.message, refusal.details), []
-    flusher.flusher_start()
+    flusher.flusher_ensure()
     payload = {
         "model_version": version.pk,
         "version": version.version,

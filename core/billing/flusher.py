@@ -1,9 +1,11 @@
 """The ledger flusher: Redis stream lines (``core.billing.deferred``) written into ``UsageEvent`` and
 ``UsageCounter`` in one transaction per batch, acknowledged after the write.
 
-A thread in each web process that serves the hot path runs ``flusher_start``; ``manage.py flush_ledger``
-drains by hand (``ledger_drain``). A line whose idempotency key is already in the ledger is skipped, so a
-batch replayed after a crash or claimed from a killed process cannot count twice. Apart from
+A thread in each process that writes lines to the stream runs ``flusher_start`` (through ``flusher_ensure``),
+or, with ``LEDGER_FLUSHER=process``, one process of its own does (``manage.py flush_ledger --follow``,
+``flush_forever``); ``manage.py flush_ledger`` drains by hand (``ledger_drain``). A line whose idempotency key
+is already in the ledger is skipped, so a batch replayed after a crash or claimed from a killed process cannot
+count twice. Apart from
 ``core.billing.deferred`` (the request side) so that ``core.billing.services``, which the flusher writes
 through, does not import it back.
 """
@@ -19,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import redis
+from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
@@ -280,6 +283,13 @@ _flusher: threading.Thread | None = None
 _flusher_stop: threading.Event | None = None
 
 
+def flusher_ensure() -> None:
+    """What a process that has written a line calls: start its flusher thread, unless the setting
+    ``LEDGER_FLUSHER`` leaves the flushing to a process of its own."""
+    if settings.LEDGER_FLUSHER == "thread":
+        flusher_start()
+
+
 def flusher_start() -> None:
     """Start this process's flusher thread (once)."""
     global _flusher, _flusher_stop
@@ -288,7 +298,7 @@ def flusher_start() -> None:
             return
         _flusher_stop = threading.Event()
         _flusher = threading.Thread(
-            target=_flush_forever, args=(_flusher_stop,), name="ledger-flusher", daemon=True
+            target=flush_forever, args=(_flusher_stop,), name="ledger-flusher", daemon=True
         )
         _flusher.start()
 
@@ -307,7 +317,9 @@ def flusher_stop(timeout: float | None = None) -> None:
         thread.join(timeout)
 
 
-def _flush_forever(stop: threading.Event) -> None:
+def flush_forever(stop: threading.Event) -> None:
+    """Write the stream's lines as they come, a batch per ``FLUSH_INTERVAL_S``, taking over lines a dead
+    flusher left, until ``stop`` is set: the flusher thread, or ``manage.py flush_ledger --follow``."""
     consumer = _consumer_name()
     last_claim = 0.0
     try:

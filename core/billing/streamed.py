@@ -65,7 +65,7 @@ def usage_record_streamed(
     )
     period = billing.period_bounds()[2]
     deferred.charge(organisation=organisation, meter=meter, quantity=quantity, period=period, ledger=entry)
-    flusher.flusher_start()
+    flusher.flusher_ensure()
 
 
 def metered_streamed(
@@ -115,5 +115,5 @@ def metered_streamed(
         organisation=organisation, meter=meter, reserved=quantity, used=amount, period=period, ledger=entry
     )
     if entry is not None:
-        flusher.flusher_start()
+        flusher.flusher_ensure()
     return result

@@ -16,6 +16,7 @@ pytestmark = [
 ]
 
 METER = "predictions"
+FLUSH_WAIT_S = 3 * deferred.FLUSH_INTERVAL_S  # longer than a flusher thread would take to write a line
 
 
 def _lines(org) -> list[UsageEvent]:
@@ -135,3 +136,45 @@ def test_requests_served_at_the_same_moment_never_pass_the_limit_together(make_o
             lambda: (_ for _ in ()).throw(RuntimeError("boom")), organisation=org, meter=METER
         )
     assert streamed.metered_streamed(lambda: "ran", organisation=org, meter=METER) == "ran"
+
+
+def test_with_a_flusher_process_the_charging_process_starts_no_thread_and_the_process_writes_its_lines(
+    make_org, settings
+):
+    """``LEDGER_FLUSHER=process``: a process that charges leaves its lines to ``manage.py flush_ledger
+    --follow``, which writes them as they come and ends on SIGTERM after its batch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.worker import ROOT, _database_url, wait_for
+
+    org, _ = make_org()
+    flusher.ledger_drain()
+    flusher.flusher_stop(timeout=30)
+    settings.LEDGER_FLUSHER = "process"
+    streamed.metered_streamed(lambda: "served", organisation=org, meter=METER, quantity=5)
+    assert flusher._flusher is None  # no thread of this process writes the line
+    time.sleep(FLUSH_WAIT_S)
+    assert not UsageEvent.objects.for_org(org).filter(meter=METER).exists()
+    env = {**os.environ, "DATABASE_URL": _database_url(), "LEDGER_FLUSHER": "process"}
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "flush_ledger", "--follow"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: UsageEvent.objects.for_org(org).filter(meter=METER, quantity=5).exists(), timeout=60)
+        streamed.metered_streamed(lambda: "again", organisation=org, meter=METER, quantity=6)  # while it runs
+        wait_for(lambda: UsageEvent.objects.for_org(org).filter(meter=METER, quantity=6).exists(), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "Writing ledger lines as they come" in out
+    assert sorted(line.quantity for line in _lines(org)) == [5, 6]  # each once
+    assert billing.period_used(organisation=org, meter=METER) == 11
