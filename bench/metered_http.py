@@ -16,8 +16,8 @@ programs put on the machine falls on all of them alike. After the runs the ledge
 one predictions line and one API-call line per answered request, none twice.
 
 ``--ledger-flusher thread process`` runs a hot-path server for each way of writing its ledger lines
-(``LEDGER_FLUSHER``): a thread in the web process, or a process of its own (``manage.py flush_ledger
---follow``, started beside the servers, as ``bin/run-all`` starts it).
+(``LEDGER_FLUSHER``): a thread in the web process (the default), or a process of its own (``manage.py
+flush_ledger --follow``, started beside the servers).
 
     .venv/bin/python bench/metered_http.py --concurrency 1 8 --requests 400 --rounds 4
 """
