@@ -14,6 +14,7 @@ from django.urls import re_path  # noqa: E402
 
 from core.api.fast_predict import FastPredictMiddleware  # noqa: E402
 from core.api.fast_routes import FastRouteMiddleware  # noqa: E402
+from core.heap import heap_settle  # noqa: E402
 from core.registry.services.warmup import warmup_at_start  # noqa: E402
 from core.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 from core.web.middleware import BodyLimitASGIMiddleware  # noqa: E402
@@ -33,3 +34,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+heap_settle()  # start-up's objects out of the collector's full passes (again once the warm-up has loaded)

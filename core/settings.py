@@ -300,6 +300,8 @@ ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)
 ML_WARMUP = env.bool("ML_WARMUP", default=True)
 ML_WARMUP_VERSIONS = env.int("ML_WARMUP_VERSIONS", default=ML_PREDICTOR_CACHE_SIZE)
 ML_WARMUP_INTERVAL_S = env.float("ML_WARMUP_INTERVAL_S", default=30.0)
+# Long-running processes freeze what start-up loaded out of the garbage collector's full passes (core.heap).
+GC_FREEZE = env.bool("GC_FREEZE", default=True)
 # Online predictions: concurrent requests for one version are merged into forward passes of up to
 # ML_MICROBATCH_MAX texts (1 turns batching off); with no wait (the default) requests that arrive while a
 # forward pass runs join the next one, and ML_MICROBATCH_WAIT_MS > 0 holds a lone request back for company.

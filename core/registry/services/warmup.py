@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from core.heap import heap_settle
 from core.products import products
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.embedding import base_embedder
@@ -168,6 +169,7 @@ def _warm_loop(
             _warm_products()
     finally:
         connections.close_all()
+        heap_settle()  # the loaded models join start-up's objects out of the collector's full passes
         first_pass.set()
     while interval_s > 0 and not stop.wait(interval_s):
         since, look = look - LOOK_BACK, timezone.now()
