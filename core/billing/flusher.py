@@ -317,9 +317,10 @@ def flusher_stop(timeout: float | None = None) -> None:
         thread.join(timeout)
 
 
-def flush_forever(stop: threading.Event) -> None:
+def flush_forever(stop: threading.Event, *, claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
     """Write the stream's lines as they come, a batch per ``FLUSH_INTERVAL_S``, taking over lines a dead
-    flusher left, until ``stop`` is set: the flusher thread, or ``manage.py flush_ledger --follow``."""
+    flusher left (read ``claim_idle_ms`` ago and not written), until ``stop`` is set: the flusher thread, or
+    ``manage.py flush_ledger --follow``."""
     consumer = _consumer_name()
     last_claim = 0.0
     try:
@@ -327,7 +328,7 @@ def flush_forever(stop: threading.Event) -> None:
             try:
                 claim = None
                 if time.monotonic() - last_claim > 5:
-                    claim, last_claim = CLAIM_IDLE_MS, time.monotonic()
+                    claim, last_claim = claim_idle_ms, time.monotonic()
                 read, _new = ledger_flush_once(
                     consumer=consumer, count=FLUSH_BATCH, block_ms=1000, claim_idle_ms=claim
                 )

@@ -231,3 +231,40 @@ def test_two_flushers_adding_the_same_meters_in_opposite_orders_do_not_deadlock(
     period = services.period_bounds()[2]
     for meter in (Meter.API_CALLS, Meter.PREDICTIONS):
         assert services.period_used(organisation=org, meter=meter, period=period) == 3
+
+
+def test_a_following_flusher_takes_over_lines_after_the_idle_time_it_is_given(make_org, make_key):
+    """``flush_ledger --follow --claim-idle-ms N`` (``flush_forever``): lines a dead flusher read and never
+    wrote are written once they have been idle N ms, not only after the default 30 s."""
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    flusher.ledger_drain()  # whatever an earlier test left
+    client = deferred.redis_client()
+    pipe = client.pipeline(transaction=True)
+    entry = deferred.LedgerEntry(
+        api_key_id=key.pk,
+        request_id="e" * 32,
+        lines=[deferred.Line(Meter.PREDICTIONS, 4, {"model_version": 7})],
+    )
+    pipe.xadd(deferred.STREAM, entry.fields(org))
+    pipe.xreadgroup(deferred.GROUP, "dead-flusher", {deferred.STREAM: ">"}, count=100)
+    assert pipe.execute()[-1]  # read by a flusher that then died: pending, never written
+    stop = threading.Event()
+
+    def follow() -> None:
+        try:
+            flusher.flush_forever(stop, claim_idle_ms=0)
+        finally:
+            connection.close()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 10  # well before the default idle time (30 s) would let it claim
+        while time.monotonic() < deadline and not UsageEvent.objects.for_org(org).exists():
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        follower.join(30)
+    assert [(line.meter, line.quantity) for line in UsageEvent.objects.for_org(org)] == [("predictions", 4)]
+    assert deferred.CLAIM_IDLE_MS > 10_000

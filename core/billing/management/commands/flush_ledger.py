@@ -41,7 +41,7 @@ class Command(BaseCommand):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
             self.stdout.write("Writing ledger lines as they come (SIGTERM or Ctrl-C stops).")
-            flusher.flush_forever(stop)
+            flusher.flush_forever(stop, claim_idle_ms=options["claim_idle_ms"])
             return
         written = flusher.ledger_drain(claim_idle_ms=options["claim_idle_ms"])
         self.stdout.write(f"{written} ledger lines written.")
