@@ -7,8 +7,9 @@
   before anything runs or is counted; so is any ``Idempotency-Key`` on a POST, PUT, PATCH or DELETE whose
   handler does not honour it (not wrapped in ``core.api.idempotency.idempotent``), so that a client never
   believes a retry is protected when it would run (and be charged) twice.
-- Answers that Django writes itself under /api/ (404 for an unknown path, 405, 500) come back in the API's
-  JSON error shape, not as an HTML page.
+- Answers that Django writes itself under /api/ (400 for a Host outside ``ALLOWED_HOSTS`` or another
+  suspicious request, 404 for an unknown path, 405, 500) come back in the API's JSON error shape, not as an
+  HTML page.
 """
 
 from django.conf import settings
@@ -21,6 +22,11 @@ IDEMPOTENCY_KEY_MAX = 255
 HONOURS_IDEMPOTENCY_KEY = "honours_idempotency_key"  # set on a handler by ``@idempotent``
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON_ERRORS = {
+    400: (  # Django's own 400s: a Host outside ALLOWED_HOSTS (DisallowedHost), a suspicious request
+        "bad_request",
+        "The request was refused before it reached the API: its Host header names a host this server does "
+        "not answer for, or the request is malformed.",
+    ),
     404: ("not_found", "No such endpoint."),
     405: ("method_not_allowed", "This endpoint does not accept this method."),
     500: ("server_error", "The server failed to answer this request."),

@@ -4,6 +4,7 @@ an HTML page, and nothing runs or is counted for it."""
 import pytest
 from django.core.cache import cache
 
+from core.billing import deferred, flusher
 from core.billing.models import Meter, UsageEvent
 
 pytestmark = pytest.mark.django_db
@@ -92,6 +93,18 @@ def test_a_wrong_method_answers_a_json_405(caller):
     response = client.delete("/api/usage/")
     error = _error(response, 405)
     assert error["code"] == "method_not_allowed" and "GET" in response["Allow"]
+
+
+def test_a_host_the_server_does_not_answer_for_gets_a_json_400(caller, settings):
+    org, client = caller
+    settings.ALLOWED_HOSTS = ["api.trellis.example"]
+    error = _error(client.get("/api/usage/", HTTP_HOST="evil.example"), 400)
+    assert error["code"] == "bad_request" and "Host" in error["message"]
+    ok = client.get("/api/usage/", HTTP_HOST="api.trellis.example")
+    assert ok.status_code == 200, ok.content
+    if deferred.enabled():  # with Redis the API-call line goes through the ledger stream
+        flusher.ledger_drain()
+    assert UsageEvent.objects.for_org(org).filter(meter=Meter.API_CALLS).count() == 1  # the refused one: none
 
 
 def test_pages_outside_the_api_keep_their_html_404(client):
