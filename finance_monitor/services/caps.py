@@ -4,7 +4,7 @@ Alert rules are evaluated by beat every few minutes, feeds are polled by beat, a
 tagged against the whole watch-list: without a cap one organisation could fill the shared ``default`` and
 ``infer`` queues for everyone (a noisy neighbour). These are not plan limits (plans meter documents); they
 are far above what a team watches by hand. Their numbers live beside each service (``alerts.MAX_RULES``,
-``feeds.MAX_FEEDS``, ``entities.MAX_ENTRIES``).
+``feeds.MAX_FEEDS``, ``entities.MAX_ENTRIES``, ``documents.MAX_NAMED_SOURCES``).
 """
 
 import hashlib

@@ -40,6 +40,7 @@ from core.billing import services as billing
 from core.errors import InvalidInput
 from finance_monitor.models import Document, Source, SourceKind
 from finance_monitor.near_duplicates import normalise_text, text_hash
+from finance_monitor.services.caps import cap_check
 from finance_monitor.services.classification import classify_enqueue
 from finance_monitor.services.entities import documents_tag
 from finance_monitor.services.near_copies import near_copies_fingerprint, near_copies_lock, near_copies_mark
@@ -138,11 +139,22 @@ def validate(item: DocumentIn, *, now: datetime) -> str:
     return ""
 
 
+MAX_NAMED_SOURCES = 500  # push and upload sources per organisation (each upload may name one; feeds apart)
+
+
 def source_for(*, organisation, kind: str, name: str) -> Source:
-    """The organisation's source of that name (created on first use for pushes and uploads)."""
-    source, _ = Source.objects.for_org(organisation).get_or_create(
-        organisation=organisation, name=name, defaults={"kind": kind}
-    )
+    """The organisation's source of that name (created on first use for pushes and uploads, at most
+    ``MAX_NAMED_SOURCES`` of them: every source is a row of the dashboard's source health and filters)."""
+    found = Source.objects.for_org(organisation).filter(name=name).first()
+    if found is not None:
+        return found
+    with transaction.atomic():
+        named = Source.objects.for_org(organisation).exclude(kind=SourceKind.FEED)
+        what = "push and upload sources"
+        cap_check(organisation=organisation, rows=named, limit=MAX_NAMED_SOURCES, what=what)
+        source, _ = Source.objects.for_org(organisation).get_or_create(
+            organisation=organisation, name=name, defaults={"kind": kind}
+        )
     return source
 
 

@@ -517,6 +517,40 @@ def test_a_feed_never_polled_successfully_is_new_then_failing_never_ok(make_org,
 
 
 @pytest.mark.django_db
+def test_an_organisation_names_at_most_500_push_and_upload_sources(make_org, user_client):
+    """Each upload may name a source of its own: the 501st name is a 400 saying the cap, and nothing of that
+    file is stored; a name already there still takes uploads; feeds do not count."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from finance_monitor.services import documents
+
+    organisation, owner = make_org()
+    Source.all_tenants.bulk_create(
+        [
+            Source(organisation=organisation, name=f"desk {n}", kind="upload")
+            for n in range(documents.MAX_NAMED_SOURCES - 1)
+        ]
+        + [Source(organisation=organisation, name="Wire", kind="feed", feed_url="https://x.test/f")]
+    )
+    client = user_client(owner)
+
+    def upload(source: str, text: str):
+        body = f"id,text\n{text[:8]},{text}\n".encode()
+        file = SimpleUploadedFile("d.csv", body)
+        return client.post(f"{BASE}/documents/upload", {"file": file, "source": source}, format="multipart")
+
+    assert upload("desk 500", "Rates unchanged at the central bank").status_code == 201
+    over = upload("desk 501", "Oil falls on supply news")
+    assert over.status_code == 400
+    assert over.json()["error"]["message"].startswith(
+        "An organisation keeps at most 500 push and upload sources"
+    )
+    assert not Source.objects.for_org(organisation).filter(name="desk 501").exists()
+    assert not Document.objects.for_org(organisation).filter(text="Oil falls on supply news").exists()
+    assert upload("desk 7", "Gold steady as the dollar slips").json()["created"] == 1
+
+
+@pytest.mark.django_db
 def test_an_organisation_polls_at_most_100_feeds(make_org, user_client):
     """Beat polls every feed: the 101st (disabled ones count: they can be turned back on) is a 400 saying
     the cap; push and upload sources are not feeds and do not count; deleting one makes room."""
