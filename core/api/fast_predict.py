@@ -45,6 +45,7 @@ MAX_BODY = 256 * 1024
 
 _lock = threading.Lock()
 _versions: dict[tuple[int, int], tuple[float, Any]] = {}  # (organisation, version id) -> (until, version)
+_refreshing: set[tuple[int, int]] = set()
 
 
 def _cached_key(secret: str):
@@ -57,19 +58,31 @@ def _cached_key(secret: str):
 
 
 def _cached_version(organisation, version_id: int):
-    now = time.monotonic()
-    hit = _versions.get((organisation.pk, version_id))
-    if hit is not None and hit[0] > now:
+    """The servable version (at most one lookup per version per TTL in this process: while one thread reads
+    it again, the others go on with the entry that just expired, as the key cache does)."""
+    entry = (organisation.pk, version_id)
+    hit = _versions.get(entry)
+    if hit is not None and hit[0] > time.monotonic():
         return hit[1]
-    try:
-        version = registry.classifier_version(organisation=organisation, version_id=version_id)
-    except TrellisError:
-        return None
     with _lock:
-        if len(_versions) > 10_000:
-            _versions.clear()
-        _versions[(organisation.pk, version_id)] = (now + KEY_TTL_S, version)
-    return version
+        if hit is not None and entry in _refreshing:
+            return hit[1]  # being read again by another thread
+        _refreshing.add(entry)
+    try:
+        try:
+            version = registry.classifier_version(organisation=organisation, version_id=version_id)
+        except TrellisError:
+            with _lock:
+                _versions.pop(entry, None)
+            return None
+        with _lock:
+            if len(_versions) > 10_000:
+                _versions.clear()
+            _versions[entry] = (time.monotonic() + KEY_TTL_S, version)
+        return version
+    finally:
+        with _lock:
+            _refreshing.discard(entry)
 
 
 def _no_constant(name: str):

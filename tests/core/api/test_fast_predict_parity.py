@@ -93,3 +93,51 @@ def test_predict_below_django_answers_as_django_and_leaves_it_what_it_answers_be
     fast, full = _post(fast_app, path, https), _post(django, path, https)
     assert (fast[0], fast[3], full[0]) == (200, False, 200)
     assert fast[1][b"strict-transport-security"] == full[1][b"Strict-Transport-Security"] == b"max-age=3600"
+
+
+def test_an_expired_version_is_read_again_by_one_thread_while_the_others_serve_it(
+    make_org, tmp_path, monkeypatch
+):
+    """At most one lookup per version per TTL in a process: when the entry expires under load, one serving
+    thread reads it again and the others go on with the entry, instead of all of them querying at once."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from core.api import fast_predict
+
+    org, _ = make_org()
+    version = train_intent_model(org, tmp_path)
+    fast_predict._versions.clear()
+    assert fast_predict._cached_version(org, version.pk).pk == version.pk
+    real, calls = fast_predict.registry.classifier_version, []
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_lookup(**kwargs):  # the real lookup, held until the other threads have been served
+        calls.append(kwargs["version_id"])
+        reading.set()
+        release.wait(30)
+        return real(**kwargs)
+
+    monkeypatch.setattr(fast_predict.registry, "classifier_version", slow_lookup)
+    entry = (org.pk, version.pk)
+    fast_predict._versions[entry] = (0.0, fast_predict._versions[entry][1])  # expired
+    refreshed = []
+
+    def refresh() -> None:
+        try:
+            refreshed.append(fast_predict._cached_version(org, version.pk))
+        finally:
+            connection.close()
+
+    refresher = threading.Thread(target=refresh)
+    refresher.start()
+    try:
+        assert reading.wait(30)
+        served = [fast_predict._cached_version(org, version.pk) for _ in range(5)]  # meanwhile
+    finally:
+        release.set()
+        refresher.join(30)
+    assert [v.pk for v in served] == [version.pk] * 5 and calls == [version.pk]
+    assert refreshed[0].pk == version.pk and fast_predict._versions[entry][0] > time.monotonic()
