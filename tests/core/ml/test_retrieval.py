@@ -192,3 +192,20 @@ def test_evaluate_retrieval_ranks_by_cosine():
     # A query never retrieves itself: "a" must find "b" although "a" is in the corpus too.
     swapped = evaluate_retrieval(embedder=Fixed(), pairs=[("a", "b"), ("b", "a")], k=(1,))
     assert swapped == {"recall@1": 1.0, "mrr": 1.0, "n": 2.0}
+
+
+def test_the_base_encoder_serves_through_a_trace_that_gives_the_eager_vectors(runtime, test_rows):
+    """On CPU the base encoder (knowledge-base search, item texts, near copies) embeds through a verified
+    TorchScript trace; its vectors are the eager encoder's, so rows stored before stay comparable."""
+    from core.ml.embedder import embed_all, load_base_embedder
+
+    texts = [text for text, _label in test_rows[:40]] + ["ok", "x " * 400]  # short, long, truncated
+    served = load_base_embedder(runtime=runtime)
+    eager = load_base_embedder(runtime=runtime, trace=False)
+    assert served.traced is not None and eager.traced is None
+    traced_rows, eager_rows = served.embed(texts), eager.embed(texts)
+    assert traced_rows.shape == (len(texts), served.dim)
+    assert np.allclose(traced_rows, eager_rows, atol=1e-5)
+    assert np.allclose(
+        eager_rows, embed_all(eager.encoder, eager.tokenizer, texts, eager.max_length, "cpu"), atol=0
+    )
