@@ -271,12 +271,24 @@ def ledger_drain(*, claim_idle_ms: int = 0, wait_s: float = 10.0) -> int:
         if not client.xlen(STREAM) or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    try:
-        client.xgroup_delconsumer(STREAM, GROUP, consumer)  # it has nothing pending: every read was written
-    except redis.ResponseError as exc:  # the stream went meanwhile (its Redis database was emptied)
-        if "NOGROUP" not in str(exc):
-            raise
+    _consumer_forget(client, consumer)  # it has nothing pending: every read was written
     return total
+
+
+# What Redis answers about a group whose stream went (its Redis database was emptied): NOGROUP, or for XGROUP
+# subcommands on a missing key (Redis 7) "The XGROUP subcommand requires the key to exist".
+_STREAM_GONE = ("NOGROUP", "requires the key to exist")
+
+
+def _consumer_forget(client, consumer: str) -> None:
+    """Remove ``consumer`` from the group; nothing to do when the stream went meanwhile."""
+    global _group_ready
+    try:
+        client.xgroup_delconsumer(STREAM, GROUP, consumer)
+    except redis.ResponseError as exc:
+        if not any(sign in str(exc) for sign in _STREAM_GONE):
+            raise
+        _group_ready = False  # made again on the next read
 
 
 _flusher: threading.Thread | None = None

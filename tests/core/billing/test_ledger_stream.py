@@ -268,3 +268,15 @@ def test_a_following_flusher_takes_over_lines_after_the_idle_time_it_is_given(ma
         follower.join(30)
     assert [(line.meter, line.quantity) for line in UsageEvent.objects.for_org(org)] == [("predictions", 4)]
     assert deferred.CLAIM_IDLE_MS > 10_000
+
+
+def test_a_drain_ends_cleanly_when_the_stream_went_meanwhile():
+    """The Redis database emptied between a drain's reads and its goodbye to the group (a ``cache.clear()``,
+    a Redis restart without persistence): the drain ends, and the next read makes the group again."""
+    client = deferred.redis_client()
+    flusher.ledger_drain()
+    client.delete(deferred.STREAM)
+    flusher._consumer_forget(client, "drain:gone")  # raised "requires the key to exist" before
+    assert flusher._group_ready is False
+    flusher.ledger_drain()  # makes the stream and the group again
+    assert client.exists(deferred.STREAM)
