@@ -10,7 +10,6 @@ writer with their own format ("trellis.text-embedder", task "embedding").
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from core.ml.modeling import (
     load_tokenizer,
     mean_pool,
     tokenize,
+    trace_checked,
 )
 from core.ml.runtime import Runtime, apply_threads, base_model_identity, base_model_path, resolve_device
 from core.ml.types import EmbedConfig, EmbedStats, Progress
@@ -92,29 +92,9 @@ class _Pooled(nn.Module):
 def trace_pooled_for_cpu(
     encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> Any:
-    """A TorchScript trace of ``encode`` for ``encoder`` on CPU, or None when tracing fails or changes the
-    vectors. Most of a short text's time in the eager encoder is Python dispatch (the classifier's trace,
-    ``core.ml.predictor.trace_for_cpu``, is about 3x faster at batch 1); the trace is checked against the
-    eager module on a padded and an unpadded batch before it is used, so the vectors stay those the stored
-    rows were made with."""
-    texts = ["a", "a longer example sentence, long enough to need padding"]
-    padded = tokenize(tokenizer, texts, max_length=max_length, device="cpu")
-    single = tokenize(tokenizer, texts[1:], max_length=max_length, device="cpu")
-    pooled = _Pooled(encoder).eval()
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript deprecation notice
-            traced = torch.jit.trace(
-                pooled, (padded["input_ids"], padded["attention_mask"]), check_trace=False
-            )
-            for batch in (padded, single):
-                if not torch.allclose(
-                    traced(batch["input_ids"], batch["attention_mask"]), pooled(**batch), atol=1e-5
-                ):
-                    return None
-    except Exception:  # noqa: BLE001 - any tracing failure means: embed with the eager module
-        return None
-    return traced
+    """A checked TorchScript trace of ``encode`` for ``encoder`` on CPU, or None
+    (``core.ml.modeling.trace_checked``): the vectors stay those the stored rows were made with."""
+    return trace_checked(_Pooled(encoder), tokenizer, max_length)
 
 
 @dataclass

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,6 +120,34 @@ def tokenize(
     """Tokenise a batch with dynamic padding; returns input_ids and attention_mask on ``device``."""
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+def trace_checked(module: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any:
+    """A TorchScript trace of ``module`` ((input ids, attention mask) -> (B, H), on CPU), or None when
+    tracing fails or changes the outputs.
+
+    On CPU, most of a short text's latency is Python dispatch inside the encoder; a trace removes it (about 3x
+    faster at batch 1 for MiniLM-L6). The example has padding so the traced graph keeps the masking path, and
+    the trace is checked against the eager module on padded and unpadded batches before it is used.
+    """
+    texts = ["a", "a longer example sentence, long enough to need padding"]
+    padded = tokenize(tokenizer, texts, max_length=max_length, device="cpu")
+    single = tokenize(tokenizer, texts[1:], max_length=max_length, device="cpu")
+    module = module.eval()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript deprecation notice
+            traced = torch.jit.trace(
+                module, (padded["input_ids"], padded["attention_mask"]), check_trace=False
+            )
+            for batch in (padded, single):
+                if not torch.allclose(
+                    traced(batch["input_ids"], batch["attention_mask"]), module(**batch), atol=1e-5
+                ):
+                    return None
+    except Exception:  # noqa: BLE001 - any tracing failure means: run the eager module
+        return None
+    return traced
 
 
 def _batched(
