@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -81,12 +82,7 @@ def user_history(
     unless given) and the items they purchased."""
     if weights is None:
         weights = event_weights(organisation=organisation)
-    rows = (
-        Event.objects.for_org(organisation)
-        .filter(user=user)
-        .order_by("-occurred_at", "-id")
-        .values_list("item__external_id", "type", "value")[:HISTORY_LIMIT]
-    )
+    rows = _history_rows(organisation=organisation, user=user)
     affinity: dict[str, float] = defaultdict(float)
     purchased: set[str] = set()
     for item, type_, value in rows:
@@ -94,6 +90,36 @@ def user_history(
         if type_ == EventType.PURCHASE:
             purchased.add(item)
     return {k: v for k, v in affinity.items() if v > 0}, purchased
+
+
+def _history_query(*, organisation, user: str) -> QuerySet:
+    return (
+        Event.objects.for_org(organisation)
+        .filter(user=user)
+        .order_by("-occurred_at", "-id")
+        .values_list("item__external_id", "type", "value")[:HISTORY_LIMIT]
+    )
+
+
+_history_sql: dict[str, str] = {}  # per database vendor: ``_history_query``'s statement, compiled once
+
+
+def _history_rows(*, organisation, user: str) -> list[tuple[str, str, float | None]]:
+    """``_history_query``'s rows. Every recommendation reads them: the ORM compiled the same statement each
+    time (0.3 ms of a 0.7 ms read, more than PostgreSQL's own work), so its SQL is kept per database vendor
+    and run with the request's two parameters, as the ORM would run it (the same cursor, so the same
+    logging, and no conversion to apply: text, text and a float)."""
+    vendor = connection.vendor
+    sql = _history_sql.get(vendor)
+    if sql is None:
+        query = _history_query(organisation=organisation, user=user)
+        sql, params = query.query.sql_with_params()
+        if list(params) != [organisation.pk, user]:  # not the shape this relies on: the ORM every time
+            return list(query)
+        _history_sql[vendor] = sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [organisation.pk, user])
+        return cursor.fetchall()
 
 
 def interactions(*, organisation) -> list[tuple[str, str, float, float]]:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Max, QuerySet, Sum
 
 from core.errors import InvalidInput
+from core.generations import GenerationCache
 from core.ml.predictor import embeds_like
 from core.ml.vector_index import ANN_MIN_VECTORS, VectorIndex
 from core.registry import services as registry
@@ -51,9 +52,22 @@ class VectorHit:
     score: float  # cosine similarity
 
 
+# per organisation: {(app, task): reference}, read again when one of its model versions changes
+_references: GenerationCache[dict[tuple[str, str], str]] = GenerationCache("registry")
+
+
 def current_model(*, organisation, app: str, task: str) -> str:
-    """The reference of the model that embeds for ``app``/``task`` now (vectors under another are stale)."""
-    return registry.text_embedder(organisation=organisation, app=app, task=task)[1]
+    """The reference of the model that embeds for ``app``/``task`` now (vectors under another are stale).
+
+    Asked on every search (a recommendation, a knowledge-base answer): cached per process behind the
+    organisation's "registry" generation token (``core.generations``: any saved or deleted model version gives
+    it a new one), so a warm search reads one Redis token instead of the active-version statement."""
+    references = _references.get(organisation, dict)
+    reference = references.get((app, task))
+    if reference is None:
+        reference = registry.text_embedder_reference(organisation=organisation, app=app, task=task)
+        references[(app, task)] = reference
+    return reference
 
 
 def texts_embed(*, organisation, app: str, task: str, texts: Sequence[str]) -> Embedded:

@@ -176,11 +176,14 @@ class Ranked:
     by_text: set[str]
     neighbours: text.TextNeighbours
     model: Any = None  # the model whose ``items`` start ``ids`` (their rows are cached in the snapshot)
+    positions: np.ndarray | None = None  # with ``model``: ``ids`` start with these of its items instead
 
     def rows(self, snap: snapshot.Snapshot) -> np.ndarray:
         if self.model is None:
             return snap.rows_of(self.ids)
         known = snap.model_rows(self.model)
+        if self.positions is not None:
+            known = known[self.positions]
         return (
             np.concatenate([known, snap.rows_of(self.ids[len(known) :])])
             if len(self.ids) > len(known)
@@ -188,7 +191,16 @@ class Ranked:
         )
 
 
-def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str], k: int) -> Ranked:
+def _rank(
+    *,
+    organisation,
+    snap,
+    model,
+    history: dict[str, float],
+    skip: set[str],
+    k: int,
+    text_models: dict[str, str] | None = None,
+) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
     - any model ranks by text alone when it knows none of the history's items (a user who only saw new
@@ -200,7 +212,9 @@ def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str
     if knows and not isinstance(model, hybrid.HybridModel):
         return Ranked(model.items, model.scores(history), set(), text.TextNeighbours([], {}), model)
     want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
-    neighbours = text.text_neighbours(organisation=organisation, snap=snap, history=history, k=want)
+    neighbours = text.text_neighbours(
+        organisation=organisation, snap=snap, history=history, k=want, models=text_models
+    )
     if neighbours.hits and not knows:
         ids = [i for i, _ in neighbours.hits]
         return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
@@ -213,8 +227,15 @@ def _rank(*, organisation, snap, model, history: dict[str, float], skip: set[str
                 history, found, cosines, [0.0] * len(extra)
             )
             ids = [model.items[i] for i in candidates.tolist()] + [i for i, _ in extra]
-            return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours)
-        scores, extra_scores = model.scores_with(history, cosines, [0.0] * len(extra))
+            return Ranked(
+                ids,
+                np.concatenate([scores, extra_scores]),
+                {i for i, _ in extra},
+                neighbours,
+                model,
+                candidates,
+            )
+        scores, extra_scores = model.scores_with(history, cosines, [0.0] * len(extra), explain=True)
         ids = model.items + [i for i, _ in extra]
         return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours, model)
     return Ranked(model.items, model.scores(history), set(), neighbours, model)
@@ -290,6 +311,9 @@ class ServingState:
     settings: ServingSettings
     active: Any
     running: Any
+    # the text model's reference once a request asked for it (``text.text_neighbours``): it changes only with
+    # a model version, which loads a new state (the "registry" token), so no request reads it again
+    text_models: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 _states: GenerationCache[ServingState] = GenerationCache(generation.SCOPE, "registry")
@@ -347,7 +371,15 @@ def _serve(
     def run() -> dict[str, Any]:
         snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
-        ranked = _rank(organisation=organisation, snap=snap, model=model, history=history, skip=skip, k=k)
+        ranked = _rank(
+            organisation=organisation,
+            snap=snap,
+            model=model,
+            history=history,
+            skip=skip,
+            k=k,
+            text_models=state.text_models,
+        )
         live = None
         if snap.version < settings.catalogue_version:  # a rebuild is under way: check against the table
             picked, live = _pick_live(

@@ -144,24 +144,35 @@ def _embedded_history(snap: snapshot.Snapshot, history: dict[str, float]) -> boo
 
 
 def text_neighbours(
-    *, organisation, snap: snapshot.Snapshot, history: dict[str, float], k: int
+    *,
+    organisation,
+    snap: snapshot.Snapshot,
+    history: dict[str, float],
+    k: int,
+    models: dict[str, str] | None = None,
 ) -> TextNeighbours:
     """The ``k`` items whose text is closest to the history's (weighted sum of its items' vectors), from the
     snapshot's index (exact below ``VECTOR_ANN_MIN_VECTORS`` items, faiss IVF above). When some items carry
     vectors of another model than the current one (a new embedding version was activated), they are embedded
-    again first, as ``core.vectors.vector_search`` does, so one ranking never mixes two models."""
+    again first, as ``core.vectors.vector_search`` does, so one ranking never mixes two models. ``models``:
+    where the caller keeps the current model's reference (``serving.ServingState.text_models``), read once."""
     if not history or not _embedded_history(snap, history):
         return TextNeighbours([], {})  # nothing of the history is embedded: the encoder is not even loaded
-    model = vectors.current_model(organisation=organisation, app=APP, task=TEXT_TASK)
+    model = models.get(TEXT_TASK) if models is not None else None
+    if model is None:
+        model = vectors.current_model(organisation=organisation, app=APP, task=TEXT_TASK)
+        if models is not None:
+            models[TEXT_TASK] = model
     if snap.stale(model):
         items_embed_pending(organisation=organisation)
         snap = snapshot.catalogue_snapshot(  # now: the vectors just made are what this request ranks by
             organisation=organisation, version=snapshot.catalogue_version(organisation), wait=True
         )
-    own = {key: v for key in history if (v := snap.vector_of(key, model)) is not None}
-    if not own:
+    keys, matrix = snap.vectors_of(history, model)
+    if not keys:
         return TextNeighbours([], {})
-    profile = sum(history[key] * vector for key, vector in own.items())
+    own = dict(zip(keys, matrix, strict=True))
+    profile = np.array([history[key] for key in keys], dtype=np.float32) @ matrix  # the weighted sum
     norm = float(np.linalg.norm(profile))
     if norm == 0:
         return TextNeighbours([], own)

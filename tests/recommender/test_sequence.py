@@ -86,3 +86,33 @@ def test_a_history_decay_weighs_the_most_recent_items_most_down_to_a_floor():
     assert np.allclose([x[model.index[i]] for i in items[:4]], [1.0, 0.5, 0.25, hybrid.HISTORY_FLOOR])
     with pytest.raises(ValueError, match="history_decays"):
         hybrid.HybridConfig(history_decays=(0.2,)).validate()
+
+
+def test_a_served_requests_shares_are_those_computed_afresh_and_read_once():
+    """What ``why`` and ``parts`` read of one history (``_explaining``) comes from the scoring call that
+    served it, with each item's shares computed once; the figures are those of a model that computes
+    everything afresh, on the full-scoring and the candidate path alike."""
+    train = _events()
+    items = sorted({i for _, i, _, _ in train})
+    config = hybrid.HybridConfig(ease_lambdas=(10.0,), decay_days=(36500.0,), sequence_window=2, cold_slots=0)
+    model = hybrid._components(train, _catalogue(items), config, 10.0, 36500.0)
+    model.weights.update({"collab": 1.0, "text": 0.5, "sequence": 1.0})
+    history = {"S2": 1.0, "x3": 0.5, "S1": 1.0, "P": 0.2}  # most recent first
+    fresh = [(model.why(history, i), model.parts(history, i)) for i in items]
+    for serve in (
+        lambda: model.scores_with(history, np.zeros(0, np.float32), [], explain=True),
+        lambda: model.candidate_scores(history, list(range(len(items))), np.zeros(0, np.float32), []),
+    ):
+        model._last = ((), None)
+        serve()
+        assert model._last[0] == tuple(history.items()) and not model._last[1]["shares"]
+        for item, (why, parts) in zip(items, fresh, strict=True):
+            assert model.why(history, item) == why
+            served = model.parts(history, item)
+            assert served.keys() == parts.keys()
+            assert all(served[k] == pytest.approx(parts[k], abs=1e-6) for k in parts)
+        assert len(model._last[1]["shares"]) == len(items)  # each item's shares computed once, then read
+    matrix = model.sequence[[model.index["S1"], model.index["S2"]]]
+    csc = hybrid._csc(matrix)
+    for j in range(len(items)):
+        assert np.array_equal(hybrid._column(csc, j), matrix[:, [j]].toarray().ravel())

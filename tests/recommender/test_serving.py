@@ -11,7 +11,7 @@ from core.billing import deferred, flusher
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from core.registry.models import ModelVersion
 from recommender.models import Item
-from recommender.services import catalogue, serving
+from recommender.services import catalogue, events, serving
 from tests.recommender.conftest import ITEMS, shop_events, train_now
 
 pytestmark = pytest.mark.django_db
@@ -250,3 +250,31 @@ def test_every_served_item_says_why_it_is_there(shop, method):
         similar = answers[3]["items"][0]  # B, bought with A by everyone who bought A
         assert similar["id"] == "B" and similar["why"] == ["A"]
         assert similar["reason"] == {"kind": "items", "detail": "often taken with Red mug", "items": ["A"]}
+
+
+def test_a_users_history_is_one_statement_read_as_the_orm_reads_it(shop, make_org):
+    """The history statement is compiled once per database and run with each request's organisation and
+    user: the same rows, most recent first, as the ORM's query, and nothing of another tenant's same-named
+    user."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recommender import selectors
+
+    org, _ = shop
+    other, _ = make_org()
+    catalogue.items_upsert(organisation=other, rows=ITEMS)
+    late = (timezone.now() - timedelta(minutes=5)).isoformat()
+    mine = [{"id": "r1", "user": "u3", "item": "F", "type": "rating", "value": 4, "occurred_at": late}]
+    assert not events.events_ingest(organisation=org, rows=mine).rejected
+    theirs = [{"id": "x1", "user": "u3", "item": "C", "type": "view", "occurred_at": late}]
+    assert not events.events_ingest(organisation=other, rows=theirs).rejected
+    for organisation, user in [(org, "u3"), (other, "u3"), (org, "u15"), (org, "nobody")]:
+        expected = list(selectors._history_query(organisation=organisation, user=user))
+        with CaptureQueriesContext(connection) as statements:
+            rows = selectors._history_rows(organisation=organisation, user=user)
+        assert [tuple(row) for row in rows] == expected and len(statements) == 1
+    assert [row[0] for row in selectors._history_rows(organisation=org, user="u3")] == ["F", "E", "B", "A"]
+    assert selectors._history_rows(organisation=other, user="u3") == [("C", "view", None)]
+    history, purchased = selectors.user_history(organisation=org, user="u3")
+    assert list(history) == ["F", "E", "B", "A"] and purchased == {"A", "B", "E"}

@@ -12,7 +12,7 @@ from core.registry.services.datasets import (
     dataset_upload,
     split_fractions,
 )
-from core.registry.services.embedding import model_embed, text_embedder
+from core.registry.services.embedding import model_embed, text_embedder, text_embedder_reference
 from core.registry.services.promotion import (
     model_archive,
     model_promote,
@@ -55,6 +55,7 @@ __all__ = [
     "model_fine_tune_start",
     "model_evaluate",
     "text_embedder",
+    "text_embedder_reference",
     "model_predict",
     "model_promote",
     "model_promote_if_better",

@@ -170,4 +170,17 @@ def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
     if version is not None and kind_of(version).operation == "embed":
         return embedder_for(version=version), f"version:{version.pk}"
     embedder = base_embedder()
-    return embedder, f"base:{embedder.identity['sha256'][:16]}"
+    return embedder, _base_reference(embedder)
+
+
+def text_embedder_reference(*, organisation, app: str, task: str) -> str:
+    """``text_embedder``'s reference, without loading the organisation's embedding version (what a search asks
+    to know which stored vectors are current)."""
+    version = active_version(organisation, app, task)
+    if version is not None and kind_of(version).operation == "embed":
+        return f"version:{version.pk}"
+    return _base_reference(base_embedder())
+
+
+def _base_reference(embedder) -> str:
+    return f"base:{embedder.identity['sha256'][:16]}"

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from core import vectors
+from core import generations, vectors
 from core.ml.vector_index import unit_rows
+from core.registry.models import ModelVersion, VersionStatus
 from customer_service import services as cs
 from customer_service.models import Article, ArticleChunk
 
@@ -86,3 +89,43 @@ def test_an_organisation_without_rows_embeds_nothing(make_org):
         [],
         None,
     )
+
+
+@pytest.mark.skipif(not generations.enabled(), reason="needs REDIS_URL (CI sets it)")
+@pytest.mark.django_db(transaction=True)  # the "registry" token is bumped when a version's write commits
+def test_the_current_model_is_kept_per_process_until_a_model_version_changes(make_org):
+    """Every search asks which model's vectors are current: a warm ask reads the organisation's "registry"
+    token, not the active version; activating an embedding version is seen by the next ask."""
+    organisation, _ = make_org()
+    other, _ = make_org()
+    base = vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK)
+    assert base.startswith("base:")
+    with CaptureQueriesContext(connection) as warm:
+        assert vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK) == base
+    assert len(warm) == 0
+    version = ModelVersion.all_tenants.create(
+        organisation=organisation,
+        app=cs.APP,
+        task=cs.RETRIEVAL_TASK,
+        version=1,
+        kind="embedding",
+        status=VersionStatus.ACTIVE,
+        method="contrastive",
+    )
+    assert vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK) == (
+        f"version:{version.pk}"
+    )
+    # another app's task and another organisation are not this one's
+    assert vectors.current_model(organisation=organisation, app="recommender", task="item_text") == base
+    assert vectors.current_model(organisation=other, app=cs.APP, task=cs.RETRIEVAL_TASK) == base
+    version.status = VersionStatus.ARCHIVED
+    version.save(update_fields=["status"])
+    assert vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK) == base
+    with transaction.atomic():  # inside a transaction (its own writes not yet bumped): read every time
+        version.status = VersionStatus.ACTIVE
+        version.save(update_fields=["status"])
+        assert vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK) == (
+            f"version:{version.pk}"
+        )
+        transaction.set_rollback(True)
+    assert vectors.current_model(organisation=organisation, app=cs.APP, task=cs.RETRIEVAL_TASK) == base
