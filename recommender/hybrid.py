@@ -367,6 +367,7 @@ class HybridModel:
             "collab": collab,
             "recent": [],
             "shares": {},
+            "known": known,
         }
         if self.weights.get("tower") and self.tower is not None:  # the user's tower vector and its scale
             user = self.tower.user_vector(history)
@@ -497,15 +498,16 @@ class HybridModel:
 
     def _shares(self, history: dict[str, float], j: int) -> tuple[list[tuple[str, float]], dict] | None:
         """Each history item's share of item ``j``'s collab, text and sequence parts (None: no known item)."""
-        known = [(i, weight) for i, weight in history.items() if i in self.index]
-        if not known:
-            return None
         key = tuple(history.items())  # the order matters: the sequence reads the most recent items
         last = self._last  # read once: another thread's request may replace it meanwhile
         if last[0] != key or last[1] is None:
+            known = [(i, weight) for i, weight in history.items() if i in self.index]
+            if not known:
+                return None
             last = (key, self._explaining(history, known))
             self._last = last
         cached = last[1]
+        known = cached["known"]
         shares = cached["shares"]  # ``why`` and ``parts`` of one item ask for the same shares
         if j in shares:
             return known, shares[j]
