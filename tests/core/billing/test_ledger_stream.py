@@ -280,3 +280,27 @@ def test_a_drain_ends_cleanly_when_the_stream_went_meanwhile():
     assert flusher._group_ready is False
     flusher.ledger_drain()  # makes the stream and the group again
     assert client.exists(deferred.STREAM)
+
+
+def test_following_stops_on_sigterm_without_waiting_on_itself(monkeypatch):
+    """``flush_ledger --follow`` ends on SIGTERM: the flusher waits on its stop event in a thread of its own,
+    so the signal handler (which Python runs on the main thread) never sets the event from inside that
+    event's own wait, where it once waited for itself forever; earlier signal handlers are put back."""
+    import signal
+
+    from core.billing.management.commands import flush_ledger
+
+    seen: dict[str, object] = {}
+
+    def flush_forever(stop: threading.Event, *, claim_idle_ms: int) -> None:
+        seen["main thread"] = threading.current_thread() is threading.main_thread()
+        seen["claim"] = claim_idle_ms
+        threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGTERM)).start()
+        assert stop.wait(10)  # set by the handler, on another thread than this one
+
+    monkeypatch.setattr(flusher, "flush_forever", flush_forever)
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    flush_ledger.follow(claim_idle_ms=1234)
+    assert seen == {"main thread": False, "claim": 1234} and time.monotonic() - started < 5
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -37,11 +37,41 @@ class Command(BaseCommand):
                 "No Redis (REDIS_URL) or API_FAST_PREDICT is off: every line is in the database."
             )
         if options["follow"]:
-            stop = threading.Event()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
             self.stdout.write("Writing ledger lines as they come (SIGTERM or Ctrl-C stops).")
-            flusher.flush_forever(stop, claim_idle_ms=options["claim_idle_ms"])
+            follow(claim_idle_ms=options["claim_idle_ms"])
             return
         written = flusher.ledger_drain(claim_idle_ms=options["claim_idle_ms"])
         self.stdout.write(f"{written} ledger lines written.")
+
+
+def follow(*, claim_idle_ms: int) -> None:
+    """``flush_forever`` until SIGTERM or SIGINT, then return after the batch being written.
+
+    The flusher runs in a thread of its own and the main thread (where Python runs signal handlers) only waits
+    for it: a handler that sets the stop event on the thread that is waiting on that event can land while the
+    thread holds the event's lock, and then waits for itself forever (``bin/run-all`` stopped everything but
+    the flusher, which had to be killed)."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            flusher.flush_forever(stop, claim_idle_ms=claim_idle_ms)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="ledger-flusher")
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
+    finally:
+        stop.set()
+        worker.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if failed:
+        raise failed[0]
