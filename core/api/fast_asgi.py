@@ -21,11 +21,18 @@ from django.http.request import split_domain_port, validate_host
 # event loop's default pool (CPU count + 4 threads) would leave fewer requests in the micro-batcher than
 # clients.
 _pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread_name_prefix="fast-api")
+# The products' own routes (core.api.fast_routes) have a smaller pool of their own: no micro-batcher gathers
+# their requests, which are CPU work between short Redis and database calls, and each thread past a couple per
+# process waits for the GIL after every one of those calls (a recommendation with 8 clients on two processes:
+# p99 47-53 ms with 32 threads, 38-44 ms with 2, the same rate; BENCHMARKS.md section 15).
+_routes_pool = ThreadPoolExecutor(
+    max_workers=settings.API_FAST_ROUTES_THREADS, thread_name_prefix="fast-routes"
+)
 
 
-def in_pool(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` as a coroutine run in the fast layers' thread pool."""
-    return sync_to_async(function, thread_sensitive=False, executor=_pool)
+def in_pool(function: Callable[..., Any], *, routes: bool = False) -> Callable[..., Any]:
+    """``function`` as a coroutine run in the fast layers' thread pool (``routes``: the products' routes')."""
+    return sync_to_async(function, thread_sensitive=False, executor=_routes_pool if routes else _pool)
 
 
 def request_headers(scope) -> dict[bytes, bytes]:

@@ -147,7 +147,7 @@ def serve(
         close_old_connections()  # as Django does when a request ends: a pooled connection goes back
 
 
-_serve = in_pool(serve)
+_serve = in_pool(serve, routes=True)
 
 
 class FastRouteMiddleware:

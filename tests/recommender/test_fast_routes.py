@@ -148,3 +148,30 @@ def test_https_redirect_and_hsts_are_the_security_middlewares(shop, make_key, se
     assert (fast[0], fast[3]) == (200, False)
     assert fast[1][b"strict-transport-security"] == full[1][b"Strict-Transport-Security"]
     assert full[1][b"Strict-Transport-Security"] == b"max-age=3600; includeSubDomains"
+
+
+def test_the_products_routes_run_in_their_own_small_pool(shop, make_key, monkeypatch):
+    """A product's route below Django runs on the routes' pool (``API_FAST_ROUTES_THREADS`` threads per
+    process), not the predict path's larger one, whose extra threads only queued for the GIL."""
+    import threading
+
+    from core.api import fast_asgi
+    from recommender.services import serving
+
+    org, _ = shop
+    train_now(org)
+    _, secret = make_key(org, scopes=("predict",))
+    threads: list[str] = []
+    original = serving.recommendations_for_user
+
+    def recording(**kwargs):
+        threads.append(threading.current_thread().name)
+        return original(**kwargs)
+
+    monkeypatch.setattr(serving, "recommendations_for_user", recording)
+    status, _headers, _body, through_django = _call(
+        FAST, "/api/recommender/recommendations", "user=u0&k=3", _bearer(secret)
+    )
+    assert status == 200 and through_django is False
+    assert len(threads) == 1 and threads[0].startswith("fast-routes")
+    assert fast_asgi._routes_pool._max_workers == settings.API_FAST_ROUTES_THREADS == 2
