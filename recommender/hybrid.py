@@ -55,6 +55,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -216,12 +217,12 @@ class HybridModel:
         return rows[x[rows] != 0]
 
     def _parts(
-        self, x: np.ndarray, history: dict[str, float] | None = None
+        self, x: np.ndarray, history: dict[str, float]
     ) -> tuple[np.ndarray, float, np.ndarray, float, np.ndarray]:
-        """collab (n,), its scale, text (n,), its scale, the unit text profile (dim,)."""
+        """collab (n,), its scale, text (n,), its scale, the unit text profile (dim,), for ``x`` =
+        ``self.vector(history)``."""
         collab = np.zeros(len(self.items), dtype=np.float32)
-        # the history's items: products over their rows only (the same numbers)
-        held = np.flatnonzero(x) if history is None else self._held(history, x)
+        held = self._held(history, x)  # the history's items: products over their rows only (the same numbers)
         in_collab = held[held < self.n_collab]
         if len(in_collab):
             collab[: self.n_collab] = self.collab[in_collab].T @ x[in_collab]
@@ -273,12 +274,7 @@ class HybridModel:
             tower_scale = _scale(tower)
             scores += w["tower"] * tower / tower_scale
         if explain:
-            known = [(i, weight) for i, weight in history.items() if i in self.index]
-            if known:
-                self._last = (
-                    tuple(history.items()),
-                    self._explaining(history, known, (cmax, tmax), tower_scale, sequence_scale),
-                )
+            self._remember(history, (cmax, tmax), tower_scale, sequence_scale)
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         if self.config.cold_slots:
@@ -329,6 +325,16 @@ class HybridModel:
             return None
         rows, decay = self._recent(history)
         return self.sequence[rows].T @ decay if rows else None
+
+    def _remember(self, history: dict[str, float], *pieces: Any) -> tuple[tuple, dict | None]:
+        """Keep (and return) what ``why`` and ``parts`` read for ``history`` (``_explaining`` with the scales
+        and rows the caller has, ``pieces``), keyed by the history in its order; None for a history with no
+        item the model knows."""
+        known = [(i, weight) for i, weight in history.items() if i in self.index]
+        last = (tuple(history.items()), self._explaining(history, known, *pieces) if known else None)
+        if known:
+            self._last = last
+        return last
 
     def _explaining(
         self,
@@ -444,20 +450,14 @@ class HybridModel:
             scores += w["tower"] * tower / tower_scale
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
-        known = [(i, weight) for i, weight in history.items() if i in self.index]
-        if known:  # what ``why`` reads for this history, with these scales
-            self._last = (
-                tuple(history.items()),
-                self._explaining(
-                    history,
-                    known,
-                    (cmax, tmax),
-                    tower_scale,
-                    sequence_scale,
-                    (in_collab, collab_rows) if collab_rows is not None else None,
-                    sequence_rows,
-                ),
-            )
+        self._remember(  # what ``why`` reads for this history, with these scales
+            history,
+            (cmax, tmax),
+            tower_scale,
+            sequence_scale,
+            (in_collab, collab_rows) if collab_rows is not None else None,
+            sequence_rows,
+        )
         if self.config.cold_slots:
             self._lift_cold_among(candidates, scores, extra, x, text, cosines)
         return candidates, scores.astype(np.float32), extra
@@ -501,11 +501,9 @@ class HybridModel:
         key = tuple(history.items())  # the order matters: the sequence reads the most recent items
         last = self._last  # read once: another thread's request may replace it meanwhile
         if last[0] != key or last[1] is None:
-            known = [(i, weight) for i, weight in history.items() if i in self.index]
-            if not known:
+            last = self._remember(history)
+            if last[1] is None:
                 return None
-            last = (key, self._explaining(history, known))
-            self._last = last
         cached = last[1]
         known = cached["known"]
         shares = cached["shares"]  # ``why`` and ``parts`` of one item ask for the same shares
@@ -812,7 +810,7 @@ def _features(model: HybridModel, val: _Validation) -> dict[str, np.ndarray]:
     names = ("collab", "text", "sequence", "tower")
     out = {name: np.zeros((len(val.histories), n), dtype=np.float32) for name in names}
     for u, history in enumerate(val.histories):
-        collab, cmax, text, tmax, _ = model._parts(model.vector(history))
+        collab, cmax, text, tmax, _ = model._parts(model.vector(history), history)
         out["collab"][u], out["text"][u] = collab / cmax, text / tmax
         sequence = model.sequence_scores(history)
         out["sequence"][u] = sequence / _scale(sequence)

@@ -146,9 +146,12 @@ class Snapshot:
         row = self.row
         ids = [i for i in external_ids if i in row]
         rows = np.fromiter((row[i] for i in ids), dtype=np.int64, count=len(ids))
-        code = self.models.index(model) if model in self.models else -2
-        ok = self.embedder[rows] == code
+        ok = self.embedder[rows] == self._code(model)
         return [i for i, good in zip(ids, ok.tolist(), strict=True) if good], self.vectors[rows[ok]]
+
+    def _code(self, model: str) -> int:
+        """``model``'s code in ``embedder`` (-2, which no row has, for a model no row was embedded with)."""
+        return self.models.index(model) if model in self.models else -2
 
     def stale(self, model: str) -> bool:
         """Whether some rows carry a vector of another model than ``model``."""
@@ -159,8 +162,7 @@ class Snapshot:
         with self.lock:
             found = self.indexes.get(model)
             if found is None:
-                code = self.models.index(model) if model in self.models else -2
-                rows = np.flatnonzero(self.embedder == code)
+                rows = np.flatnonzero(self.embedder == self._code(model))
                 ann_min = int(getattr(settings, "VECTOR_ANN_MIN_VECTORS", ANN_MIN_VECTORS))
                 found = (
                     rows,

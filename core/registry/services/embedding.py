@@ -166,8 +166,8 @@ def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
     pairs), else the base encoder. Vectors made under another reference are stale and must be rebuilt.
     Not metered: callers meter the user-facing action (an answer, a stored document).
     """
-    version = active_version(organisation, app, task)
-    if version is not None and kind_of(version).operation == "embed":
+    version = _embedding_version(organisation, app, task)
+    if version is not None:
         return embedder_for(version=version), f"version:{version.pk}"
     embedder = base_embedder()
     return embedder, _base_reference(embedder)
@@ -176,10 +176,14 @@ def text_embedder(*, organisation, app: str, task: str) -> tuple[Any, str]:
 def text_embedder_reference(*, organisation, app: str, task: str) -> str:
     """``text_embedder``'s reference, without loading the organisation's embedding version (what a search asks
     to know which stored vectors are current)."""
+    version = _embedding_version(organisation, app, task)
+    return f"version:{version.pk}" if version is not None else _base_reference(base_embedder())
+
+
+def _embedding_version(organisation, app: str, task: str):
+    """The organisation's active version for ``app``/``task`` when its kind embeds, else None."""
     version = active_version(organisation, app, task)
-    if version is not None and kind_of(version).operation == "embed":
-        return f"version:{version.pk}"
-    return _base_reference(base_embedder())
+    return version if version is not None and kind_of(version).operation == "embed" else None
 
 
 def _base_reference(embedder) -> str:
