@@ -105,6 +105,10 @@ class ModelTask:
     # where a person compares and sets this model's confidence thresholds, in words ("the set-up page"): the
     # model page sends them there when its confidence figures are rough; "" where the product has no such page
     threshold_page: str = ""
+    # on_activate(organisation=, version=): called once the transaction that made a version of this task the
+    # active one has committed (promotion, forced or automatic, and rollback): what the product rebuilds with
+    # the new model (stored vectors of another model, for one); errors are logged, the activation stands
+    on_activate: Callable[..., None] | None = None
 
 
 class DemoLog(Protocol):

@@ -16,7 +16,7 @@ from core.api.serializers import StrictSerializer
 from core.api.views import paginate
 from core.errors import InvalidInput, NotFound
 from recommender import selectors
-from recommender.services import catalogue, diversity, events, experiments, serving, training
+from recommender.services import catalogue, diversity, events, experiments, serving, training, tuning
 from recommender.services.rows import MAX_BATCH
 
 
@@ -262,6 +262,19 @@ class TrainView(APIView):
             created_by=request.user if request.user.pk else None,
         )
         return Response({"job": job.pk, "status": job.status}, status=202)
+
+
+class ItemTextTuneView(APIView):
+    """Tune the catalogue's text model on behaviour (a LoRA adapter on the shared encoder): a training job."""
+
+    permissions = {"POST": "models.train"}
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request):
+        job, used = tuning.item_text_tune_start(
+            organisation=request.organisation, created_by=request.user if request.user.pk else None
+        )
+        return Response({"job": job.pk, "status": job.status, "pairs": used}, status=202)
 
 
 class ServedReasonOut(serializers.Serializer):

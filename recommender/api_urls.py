@@ -30,5 +30,6 @@ urlpatterns = [
         name="api-reco-experiment-results",
     ),
     path("train", api.TrainView.as_view(), name="api-reco-train"),
+    path("item-text/tune", api.ItemTextTuneView.as_view(), name="api-reco-item-text-tune"),
     path("recommendations", api.RecommendationsView.as_view(), name="api-reco-recommendations"),
 ]

@@ -18,6 +18,7 @@ from core.registry.describe import train_job_sentence
 from core.tenancy.models import Role
 from recommender import api, demo
 from recommender.kinds import RECOMMENDER
+from recommender.services import text
 from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.events import EVENTS_METER, events_count
 from recommender.services.experiments import experiment_version_in_use
@@ -134,6 +135,15 @@ PRODUCT = Product(
     model_tasks=(
         ModelTask(
             TASK, kind=RECOMMENDER, description="Top-k items for a user or a session", examples="users"
+        ),
+        # the catalogue's text model: the shared encoder with a LoRA adapter tuned on behaviour
+        # (recommender.services.tuning); once active, every item is embedded again by it
+        ModelTask(
+            text.TEXT_TASK,
+            kind="embedding",
+            description="Item text tuned on what customers take together",
+            examples="item pairs",
+            on_activate=text.item_text_activated,
         ),
     ),
     meters=(

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core.errors import NotFound, TrellisError
 from core.registry.models import ModelVersion
-from core.registry.services.common import SERVABLE
+from core.registry.services.common import SERVABLE, active_version
 from core.tenancy.roles import role_can
 from core.web.feedback import upload_outcome
 from core.web.views import member_required
@@ -24,7 +24,7 @@ from recommender.forms import ExperimentForm, TrainForm, UploadForm, method_labe
 from recommender.kinds import APP, RECOMMENDER, TASK
 from recommender.models import Item
 from recommender.product import onboarding_checklist
-from recommender.services import catalogue, events, experiments, serving, training
+from recommender.services import catalogue, events, experiments, serving, text, training, tuning
 from recommender.services.rows import MAX_BATCH
 
 # "Load the sample shop": the first purchases of the shipped Online Retail slice (the demo's loader) and the
@@ -74,6 +74,7 @@ def _index_page(request, **forms):
             .filter(app=APP, task=TASK)
             .order_by("-version")[:10]
         ],
+        "text_model": active_version(organisation, APP, text.TEXT_TASK),
         "explore_user": user,
     }
     if user:
@@ -199,6 +200,23 @@ def train(request):
         request,
         f"Training a {form.cleaned_data['method']} model (job #{job.pk}): it replaces the active model only"
         " if it scores better on held-out events.",
+    )
+    return redirect("job-detail", job_id=job.pk)
+
+
+@require_POST
+@member_required("models.train")
+def tune_text(request):
+    """The item text tuned on behaviour (a training job of the embedding kind); on to the job's page."""
+    try:
+        job, used = tuning.item_text_tune_start(organisation=request.organisation, created_by=request.user)
+    except TrellisError as exc:  # too little behaviour, the models quota
+        messages.error(request, exc.message)
+        return _back("train")
+    messages.success(
+        request,
+        f"Tuning the item text on {used} pairs of items taken together (job #{job.pk}). Once it is active,"
+        " the catalogue is embedded again with it; train the hybrid again to rank with it.",
     )
     return redirect("job-detail", job_id=job.pk)
 

@@ -75,6 +75,13 @@ def items_embed_enqueue(*, organisation_id: int) -> None:
     transaction.on_commit(send)
 
 
+def item_text_activated(*, organisation, version) -> None:
+    """``recommender``/``item_text``'s ``on_activate``: a new text model (a tuned one, or a rollback) is
+    active, so every item is embedded again by it, in the background (searches meanwhile re-embed before they
+    rank, ``text_neighbours``, so no ranking mixes two models)."""
+    items_embed_enqueue(organisation_id=organisation.pk)
+
+
 def items_embed_started(*, organisation_id: int) -> None:
     """A run has started: items upserted from now on queue the next one."""
     cache.delete(_queued_key(organisation_id))

@@ -1,12 +1,14 @@
 """Which version serves: promotion only when a challenger beats the active version on the same
 held-out rows (or an admin forces it), one-action rollback, and archiving."""
 
+import logging
+
 from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.privacy.audit import Action, audit_record
-from core.products import products
+from core.products import model_task, products
 from core.registry.kinds import kind_of
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.common import SERVABLE, active_version
@@ -25,6 +27,26 @@ def _activate(challenger: ModelVersion, note: str) -> None:
     )
     challenger.save(update_fields=["status", "promoted_at", "promotion_note", "updated_at"])
     version_warm_on_commit(version_id=challenger.pk)  # loaded here before its first request
+    _tell_product_on_commit(challenger)
+
+
+log = logging.getLogger(__name__)
+
+
+def _tell_product_on_commit(version: ModelVersion) -> None:
+    """Once the activation commits, the product's ``ModelTask.on_activate`` for the version's task, if any."""
+    spec = model_task(version.app, version.task)
+    hook = spec.on_activate if spec is not None else None
+    if hook is None:
+        return
+
+    def tell() -> None:
+        try:
+            hook(organisation=version.organisation, version=version)
+        except Exception:  # noqa: BLE001 - the activation stands; the product's beat catches up
+            log.exception("%s/%s: on_activate failed for version %s", version.app, version.task, version.pk)
+
+    transaction.on_commit(tell)
 
 
 def _held_out_score(version: ModelVersion, held_out) -> tuple[float, str]:
@@ -107,6 +129,7 @@ def model_rollback(*, organisation, app: str, task: str, actor: object = None) -
     previous.status, previous.promotion_note = VersionStatus.ACTIVE, f"rolled back from v{active.version}"
     previous.save(update_fields=["status", "promotion_note", "updated_at"])
     version_warm_on_commit(version_id=previous.pk)
+    _tell_product_on_commit(previous)
     audit_record(
         organisation=organisation,
         action=Action.MODEL_ROLLBACK,

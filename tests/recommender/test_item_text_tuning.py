@@ -1,0 +1,121 @@
+"""The item text tuned on behaviour: pairs from what users take one after another, a LoRA adapter trained by
+the platform's embedding kind, activated by the promotion rule, and the catalogue embedded again by it."""
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from core.jobs import services as jobs
+from core.jobs.models import JobStatus, TrainingJob
+from core.registry.models import Dataset, ModelVersion, VersionStatus
+from recommender import pairs
+from recommender.models import Item
+from recommender.services import catalogue, events, text, tuning
+
+KITCHEN = ["Red enamel mug", "Blue enamel mug", "Stoneware teapot", "Tea cosy, knitted", "Loose leaf tea tin"]
+GARDEN = ["Terracotta plant pot", "Watering can, zinc", "Garden gloves", "Seed tray", "Pruning shears"]
+
+
+def test_pairs_follow_each_users_order_and_skip_what_says_nothing():
+    texts = {"a": "mug", "b": "teapot", "c": "tin", "d": "mug", "z": "unused"}
+    timeline = [
+        ("u1", "a", 1.0),
+        ("u1", "b", 2.0),
+        ("u1", "a", 3.0),  # seen before: its first time counts
+        ("u1", "c", 4.0),
+        ("u1", "gone", 5.0),  # no text (deleted): skipped
+        ("u2", "d", 1.0),
+        ("u2", "a", 2.0),  # another item with the same text: says nothing
+    ]
+    found, total = pairs.behaviour_pairs(timeline, texts, window=2)
+    assert total == 3
+    assert sorted(found) == [("mug", "teapot"), ("mug", "tin"), ("teapot", "tin")]
+    one, _ = pairs.behaviour_pairs(timeline, texts, window=1)
+    assert sorted(one) == [("mug", "teapot"), ("teapot", "tin")]
+    capped, total = pairs.behaviour_pairs(timeline, texts, max_pairs=2)
+    assert len(capped) == 2 and total == 3 and set(capped) <= set(found)
+    assert pairs.behaviour_pairs(timeline, texts, max_pairs=2) == (capped, 3)  # seeded: the same sample
+    with pytest.raises(ValueError):
+        pairs.behaviour_pairs(timeline, texts, window=0)
+
+
+def _shop(org, prefix: str, titles: list[str], users: int) -> None:
+    """Each user takes one group's items in order, a day apart, over the last 60 days."""
+    rows = [{"id": f"{prefix}{n}", "title": title} for n, title in enumerate(titles)]
+    assert not catalogue.items_upsert(organisation=org, rows=rows).rejected
+    now, evts = timezone.now(), []
+    for u in range(users):
+        group = range(5) if u % 2 == 0 else range(5, 10)
+        start = now - timedelta(days=60 - (u % 20))
+        for step, n in enumerate(group):
+            when = start + timedelta(days=step)
+            evts.append(
+                {
+                    "id": f"{prefix}{u}-{n}",
+                    "user": f"{prefix}u{u}",
+                    "item": f"{prefix}{n}",
+                    "type": "purchase",
+                    "occurred_at": when.isoformat(),
+                }
+            )
+    result = events.events_ingest(organisation=org, rows=evts)
+    assert not result.rejected, result.rejected[:3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(make_org, user_client):
+    org, owner = make_org()
+    other, _ = make_org()
+    _shop(org, "k", KITCHEN + GARDEN, users=80)
+    _shop(other, "x", ["Secret other-tenant lamp"] * 1 + [f"Other item {n}" for n in range(9)], users=80)
+    assert text.items_embed_pending(organisation=org) == 10
+    base = dict(Item.objects.for_org(org).values_list("external_id", "vector"))
+
+    found, total = tuning.item_text_pairs(organisation=org)
+    assert total == len(found) > tuning.MIN_PAIRS  # under the cap: all of them
+    everything = {t for pair in found for t in pair}
+    assert everything <= set(KITCHEN + GARDEN)  # this organisation's item texts, nobody else's
+    assert ("Red enamel mug", "Blue enamel mug") in found
+
+    answer = user_client(owner).post("/api/recommender/item-text/tune", {}, format="json")
+    assert answer.status_code == 202, answer.content
+    assert answer.json()["pairs"] == len(found)
+    dataset = Dataset.objects.for_org(org).get(name=tuning.DATASET_NAME)
+    assert dataset.task == "pairs"
+    cache.delete(f"reco:embed-queued:{org.pk}")
+    jobs.job_execute(job_id=answer.json()["job"])
+    job = TrainingJob.objects.for_org(org).get(pk=answer.json()["job"])
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    version = ModelVersion.objects.for_org(org).get(app="recommender", task="item_text")
+    assert version.status == VersionStatus.ACTIVE and version.kind == "embedding"
+    assert version.manifest["hyperparameters"]["method"] == "lora"
+    assert version.manifest["hyperparameters"]["learning_rate"] == tuning.TUNE_CONFIG["learning_rate"]
+    assert 0 < version.metrics["mrr"] <= 1
+    # on_activate queued the catalogue's re-embedding once the promotion committed
+    assert cache.get(f"reco:embed-queued:{org.pk}") == 1
+
+    assert text.items_pending(organisation=org).count() == 10  # every vector is of the base encoder
+    assert text.items_embed_pending(organisation=org) == 10
+    after = Item.objects.for_org(org).values_list("external_id", "vector", "embedder")
+    assert {embedder for *_, embedder in after} == {f"version:{version.pk}"}
+    moved = [
+        float(np.frombuffer(bytes(vector), np.float32) @ np.frombuffer(bytes(base[key]), np.float32))
+        for key, vector, _ in after
+    ]
+    assert all(c < 0.99999 for c in moved) and all(c > 0.5 for c in moved), moved  # tuned, not replaced
+    assert not ModelVersion.objects.for_org(other).exists()
+
+
+@pytest.mark.django_db
+def test_too_little_behaviour_is_refused_with_the_reason(make_org, user_client):
+    org, owner = make_org()
+    client = user_client(owner)
+    answer = client.post("/api/recommender/item-text/tune", {}, format="json")
+    assert answer.status_code == 400
+    assert "at least 200 pairs" in answer.json()["error"]["message"]
+    assert not Dataset.objects.for_org(org).exists() and not TrainingJob.objects.for_org(org).exists()
+    page = client.post("/recommender/tune-text/", follow=True)
+    assert page.status_code == 200 and b"at least 200 pairs" in page.content
