@@ -2,10 +2,11 @@
 
 Each user's distinct items in the order they first came to them; every item is paired with the next
 ``window`` items of that order (a basket's items, a session's next steps), as ``(text, text)``. Pairs whose
-two texts are the same say nothing and are left out. A seeded shuffle keeps at most ``max_pairs`` of them,
-so an item pair bought by many users keeps its share; the embedding kind trains on them with in-batch
-negatives (``core.ml.embedder``), which makes items bought together near each other in the text space the
-hybrid's text part, the two-tower model and cold items are ranked in. Pure functions, no Django.
+two texts are the same say nothing and are left out, and each pair is kept once (case aside: a ``pairs``
+dataset keeps no duplicates); a seeded shuffle keeps at most ``max_pairs`` of them. The embedding kind
+trains on them with in-batch negatives (``core.ml.embedder``), which brings items bought together near each
+other in the text space that the hybrid's text part, the two-tower model and cold items are ranked in. Pure
+functions, no Django.
 """
 
 from __future__ import annotations
@@ -13,10 +14,22 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 WINDOW = 2
 MAX_PAIRS = 20_000
 SEED = 0
+# How the pairs dataset is split (train/validation/test percentages): the adapter needs most of them.
+SPLIT = "90/5/5"
+# The embedding kind's settings for the adapter: one pass over the pairs at a learning rate low enough that it
+# keeps what the encoder knows of words (cold items depend on it; BENCHMARKS.md section 23 compares 5e-4).
+TUNE_CONFIG: dict[str, Any] = {
+    "method": "lora",
+    "epochs": 1,
+    "batch_size": 64,
+    "max_length": 32,
+    "learning_rate": 1e-4,
+}
 
 
 def behaviour_pairs(
@@ -27,15 +40,15 @@ def behaviour_pairs(
     max_pairs: int = MAX_PAIRS,
     seed: int = SEED,
 ) -> tuple[list[tuple[str, str]], int]:
-    """``(pairs, found)``: up to ``max_pairs`` text pairs from ``(user, item, time)`` events, and how many
-    there were before the cap. Items without a text in ``texts`` are skipped."""
+    """``(pairs, found)``: up to ``max_pairs`` distinct text pairs from ``(user, item, time)`` events, and how
+    many distinct pairs there were before the cap. Items without a text in ``texts`` are skipped."""
     if window < 1 or max_pairs < 1:
         raise ValueError("window and max_pairs must be at least 1")
     timeline: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for user, item, when in events:
         if item in texts:
             timeline[user].append((when, item))
-    pairs: list[tuple[str, str]] = []
+    pairs: dict[tuple[str, str], tuple[str, str]] = {}  # casefolded -> the first spelling met
     for user in sorted(timeline):
         seen: set[str] = set()
         order: list[str] = []
@@ -45,8 +58,9 @@ def behaviour_pairs(
                 order.append(item)
         for k, first in enumerate(order):
             for then in order[k + 1 : k + 1 + window]:
-                if texts[first] != texts[then]:
-                    pairs.append((texts[first], texts[then]))
-    found = len(pairs)
-    random.Random(seed).shuffle(pairs)
-    return pairs[:max_pairs], found
+                a, b = texts[first], texts[then]
+                if a.casefold() != b.casefold():
+                    pairs.setdefault((a.casefold(), b.casefold()), (a, b))
+    kept = list(pairs.values())
+    random.Random(seed).shuffle(kept)
+    return kept[:max_pairs], len(kept)

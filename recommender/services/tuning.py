@@ -11,8 +11,6 @@ two-tower model reads those vectors. Items nobody has bought are embedded by the
 learned from the sold items' texts reaches them through their words.
 """
 
-from typing import Any
-
 from core.errors import InvalidInput
 from core.registry import services as registry
 from recommender import hybrid, pairs
@@ -21,15 +19,7 @@ from recommender.selectors import interactions
 from recommender.services import text
 
 MIN_PAIRS = 200
-# One pass over at most ``pairs.MAX_PAIRS`` pairs at a learning rate low enough that the adapter keeps what
-# the encoder knows of words (cold items depend on it): BENCHMARKS.md section 23 compares 5e-4 and 1e-4.
-TUNE_CONFIG: dict[str, Any] = {
-    "method": "lora",
-    "epochs": 1,
-    "batch_size": 64,
-    "max_length": 32,
-    "learning_rate": 1e-4,
-}
+TUNE_CONFIG = pairs.TUNE_CONFIG
 DATASET_NAME = "item-pairs"
 
 
@@ -65,6 +55,7 @@ def item_text_tune_start(*, organisation, created_by=None, max_pairs: int = pair
         task="pairs",
         rows=found,
         source="behaviour: items taken one after another",
+        split=pairs.SPLIT,
     )
     job = registry.model_train_start(
         organisation=organisation,

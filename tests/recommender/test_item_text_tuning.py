@@ -1,6 +1,7 @@
 """The item text tuned on behaviour: pairs from what users take one after another, a LoRA adapter trained by
 the platform's embedding kind, activated by the promotion rule, and the catalogue embedded again by it."""
 
+import random
 from datetime import timedelta
 
 import numpy as np
@@ -15,12 +16,13 @@ from recommender import pairs
 from recommender.models import Item
 from recommender.services import catalogue, events, text, tuning
 
-KITCHEN = ["Red enamel mug", "Blue enamel mug", "Stoneware teapot", "Tea cosy, knitted", "Loose leaf tea tin"]
-GARDEN = ["Terracotta plant pot", "Watering can, zinc", "Garden gloves", "Seed tray", "Pruning shears"]
+COLOURS = ["Red", "Blue", "Green", "Cream", "Black"]
+KITCHEN = [f"{c} {t}" for c in COLOURS for t in ("enamel mug", "teapot", "tea cosy", "tea tin")]
+GARDEN = [f"{c} {t}" for c in COLOURS for t in ("plant pot", "watering can", "garden gloves", "seed tray")]
 
 
 def test_pairs_follow_each_users_order_and_skip_what_says_nothing():
-    texts = {"a": "mug", "b": "teapot", "c": "tin", "d": "mug", "z": "unused"}
+    texts = {"a": "mug", "b": "teapot", "c": "tin", "d": "mug", "e": "Teapot", "z": "unused"}
     timeline = [
         ("u1", "a", 1.0),
         ("u1", "b", 2.0),
@@ -29,6 +31,8 @@ def test_pairs_follow_each_users_order_and_skip_what_says_nothing():
         ("u1", "gone", 5.0),  # no text (deleted): skipped
         ("u2", "d", 1.0),
         ("u2", "a", 2.0),  # another item with the same text: says nothing
+        ("u3", "a", 1.0),
+        ("u3", "e", 2.0),  # the same pair as u1's, case aside: kept once
     ]
     found, total = pairs.behaviour_pairs(timeline, texts, window=2)
     assert total == 3
@@ -43,12 +47,13 @@ def test_pairs_follow_each_users_order_and_skip_what_says_nothing():
 
 
 def _shop(org, prefix: str, titles: list[str], users: int) -> None:
-    """Each user takes one group's items in order, a day apart, over the last 60 days."""
+    """Each user takes six items of one half of the catalogue, a day apart, over the last 60 days."""
     rows = [{"id": f"{prefix}{n}", "title": title} for n, title in enumerate(titles)]
     assert not catalogue.items_upsert(organisation=org, rows=rows).rejected
-    now, evts = timezone.now(), []
+    now, evts, half = timezone.now(), [], len(titles) // 2
+    rng = random.Random(7)
     for u in range(users):
-        group = range(5) if u % 2 == 0 else range(5, 10)
+        group = rng.sample(range(half) if u % 2 == 0 else range(half, len(titles)), 6)
         start = now - timedelta(days=60 - (u % 20))
         for step, n in enumerate(group):
             when = start + timedelta(days=step)
@@ -70,15 +75,15 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
     org, owner = make_org()
     other, _ = make_org()
     _shop(org, "k", KITCHEN + GARDEN, users=80)
-    _shop(other, "x", ["Secret other-tenant lamp"] * 1 + [f"Other item {n}" for n in range(9)], users=80)
-    assert text.items_embed_pending(organisation=org) == 10
+    _shop(other, "x", [f"Other tenant's lamp {n}" for n in range(40)], users=80)
+    assert text.items_embed_pending(organisation=org) == 40
     base = dict(Item.objects.for_org(org).values_list("external_id", "vector"))
 
     found, total = tuning.item_text_pairs(organisation=org)
     assert total == len(found) > tuning.MIN_PAIRS  # under the cap: all of them
     everything = {t for pair in found for t in pair}
     assert everything <= set(KITCHEN + GARDEN)  # this organisation's item texts, nobody else's
-    assert ("Red enamel mug", "Blue enamel mug") in found
+    assert not {(a, b) for a, b in found if (a in KITCHEN) != (b in KITCHEN)}  # no user crossed over
 
     answer = user_client(owner).post("/api/recommender/item-text/tune", {}, format="json")
     assert answer.status_code == 202, answer.content
@@ -97,8 +102,8 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
     # on_activate queued the catalogue's re-embedding once the promotion committed
     assert cache.get(f"reco:embed-queued:{org.pk}") == 1
 
-    assert text.items_pending(organisation=org).count() == 10  # every vector is of the base encoder
-    assert text.items_embed_pending(organisation=org) == 10
+    assert text.items_pending(organisation=org).count() == 40  # every vector is of the base encoder
+    assert text.items_embed_pending(organisation=org) == 40
     after = Item.objects.for_org(org).values_list("external_id", "vector", "embedder")
     assert {embedder for *_, embedder in after} == {f"version:{version.pk}"}
     moved = [

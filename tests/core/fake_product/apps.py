@@ -39,7 +39,10 @@ class FakeProductConfig(AppConfig):
                 role_duties={Role.OPERATOR: "the fake console"},
                 beat=(BeatEntry("fake-product-tick", task="fake_product.tick", schedule=30.0),),
                 job_kinds=(JobKind("fake.ping", queue="default", handler=_ping, metered=False),),
-                model_tasks=(ModelTask("fakeness", kind="classifier"), ModelTask("keywords", kind="tfidf")),
+                model_tasks=(
+                    ModelTask("fakeness", kind="classifier"),
+                    ModelTask("keywords", kind="tfidf", on_activate=_activated),
+                ),
                 demo_seeder=lambda organisation, log: "nothing",
                 meters=(
                     MeterSpec(
@@ -60,6 +63,13 @@ class FakeProductConfig(AppConfig):
                 ),
             )
         )
+
+
+activations: list[int] = []  # the keyword versions whose activation committed, in order (on_activate)
+
+
+def _activated(*, organisation, version) -> None:
+    activations.append(version.pk)
 
 
 def _ping(job, reporter) -> dict:

@@ -17,6 +17,7 @@ from core.registry.batch import batch_predict_start
 from core.registry.kinds import kind_names
 from core.registry.models import ModelVersion
 from core.registry.services import warmup
+from tests.core.fake_product.apps import activations
 
 ROWS = [
     (f"{word} please {n}", label)
@@ -54,6 +55,7 @@ def test_a_product_kind_trains_promotes_serves_and_rolls_back(make_org):
     first = _train(org)
     assert (first.kind, first.status, first.method) == ("tfidf", "active", "tfidf")
     assert first.promotion_note == "first version: activated"
+    assert activations == [first.pk]  # the product's on_activate, once the promotion committed
     answer = registry.model_predict(organisation=org, app="fake_product", task="keywords", texts=["a refund"])
     assert answer["predictions"][0]["label"] == "money"
     with pytest.raises(Conflict, match="TF-IDF model"):
@@ -62,11 +64,13 @@ def test_a_product_kind_trains_promotes_serves_and_rolls_back(make_org):
     second = _train(org, {"c": 1.0})  # the same held-out rows, scored by the kind: not better, kept
     second.refresh_from_db()
     assert second.status == "ready" and "accuracy on the same held-out rows" in second.promotion_note
+    assert activations == [first.pk]  # kept: nothing activated
     registry.model_promote(organisation=org, version_id=second.pk, force=True)
+    assert activations == [first.pk, second.pk]
     warmup.version_warm(version=second)
     assert warmup.version_is_warm(version=second)
     back = registry.model_rollback(organisation=org, app="fake_product", task="keywords")
-    assert back.pk == first.pk
+    assert back.pk == first.pk and activations == [first.pk, second.pk, first.pk]
 
     batch = batch_predict_start(
         organisation=org, data=b"text\nmy parcel\n", filename="b.csv", version_id=first.pk
