@@ -112,6 +112,9 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
     ]
     assert all(c < 0.99999 for c in moved) and all(c > 0.5 for c in moved), moved  # tuned, not replaced
     assert not ModelVersion.objects.for_org(other).exists()
+    page = user_client(owner).get("/recommender/")
+    assert page.status_code == 200
+    assert f'<a href="/models/{version.pk}/">v{version.version}</a>, the shared encoder tuned' in page.text
 
 
 @pytest.mark.django_db
@@ -124,3 +127,4 @@ def test_too_little_behaviour_is_refused_with_the_reason(make_org, user_client):
     assert not Dataset.objects.for_org(org).exists() and not TrainingJob.objects.for_org(org).exists()
     page = client.post("/recommender/tune-text/", follow=True)
     assert page.status_code == 200 and b"at least 200 pairs" in page.content
+    assert b"read by the shared encoder, as it ships" in page.content
