@@ -3,7 +3,9 @@
 Each user's distinct items in the order they first came to them; every item is paired with the next
 ``window`` items of that order (a basket's items, a session's next steps), as ``(text, text)``. Pairs whose
 two texts are the same say nothing and are left out, and each pair is kept once (case aside: a ``pairs``
-dataset keeps no duplicates); a seeded shuffle keeps at most ``max_pairs`` of them. The embedding kind
+dataset keeps no duplicates). Beyond ``max_pairs`` the pairs made by the most users are kept (a seeded draw
+among equals): a uniform sample of distinct pairs is mostly pairs made once, noise, and an adapter tuned on
+it ranked new items worse than the encoder it started from (BENCHMARKS.md section 23). The embedding kind
 trains on them with in-batch negatives (``core.ml.embedder``), which brings items bought together near each
 other in the text space that the hybrid's text part, the two-tower model and cold items are ranked in. Pure
 functions, no Django.
@@ -12,7 +14,7 @@ functions, no Django.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,6 +51,7 @@ def behaviour_pairs(
         if item in texts:
             timeline[user].append((when, item))
     pairs: dict[tuple[str, str], tuple[str, str]] = {}  # casefolded -> the first spelling met
+    made: Counter[tuple[str, str]] = Counter()  # casefolded -> how many users made the pair
     for user in sorted(timeline):
         seen: set[str] = set()
         order: list[str] = []
@@ -60,7 +63,13 @@ def behaviour_pairs(
             for then in order[k + 1 : k + 1 + window]:
                 a, b = texts[first], texts[then]
                 if a.casefold() != b.casefold():
-                    pairs.setdefault((a.casefold(), b.casefold()), (a, b))
-    kept = list(pairs.values())
-    random.Random(seed).shuffle(kept)
-    return kept[:max_pairs], len(kept)
+                    key = (a.casefold(), b.casefold())
+                    pairs.setdefault(key, (a, b))
+                    made[key] += 1
+    rng = random.Random(seed)
+    # the pairs most users made; among equals, a seeded draw
+    keys = sorted((-made[key], rng.random(), n) for n, key in enumerate(pairs))
+    spelled = list(pairs.values())
+    kept = [spelled[n] for *_, n in keys[:max_pairs]]
+    rng.shuffle(kept)  # the weights decided which; the order says nothing (a dataset's split takes slices)
+    return kept, len(spelled)

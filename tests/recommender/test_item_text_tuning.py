@@ -46,6 +46,21 @@ def test_pairs_follow_each_users_order_and_skip_what_says_nothing():
         pairs.behaviour_pairs(timeline, texts, window=0)
 
 
+def test_beyond_the_cap_the_pairs_most_users_made_are_kept():
+    texts = {f"i{n}": f"item {n}" for n in range(200)}
+    timeline = [(f"u{u}", item, float(step)) for u in range(40) for step, item in enumerate(("i0", "i1"))]
+    timeline += [(f"v{n}", f"i{n}", 1.0) for n in range(2, 200)] + [
+        (f"v{n}", f"i{n + 1}", 2.0) for n in range(2, 199)
+    ]
+    kept, total = pairs.behaviour_pairs(timeline, texts, window=1, max_pairs=10)
+    assert total == 1 + 197 and len(kept) == 10
+    assert ("item 0", "item 1") in kept  # made by 40 users; each of the others by one
+    others = {
+        p for s in range(5) for p in pairs.behaviour_pairs(timeline, texts, window=1, max_pairs=10, seed=s)[0]
+    }
+    assert len(others) > 10  # among equals, the seed draws
+
+
 def _shop(org, prefix: str, titles: list[str], users: int) -> None:
     """Each user takes six items of one half of the catalogue, a day apart, over the last 60 days."""
     rows = [{"id": f"{prefix}{n}", "title": title} for n, title in enumerate(titles)]
