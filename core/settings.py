@@ -157,6 +157,16 @@ if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.po
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": DB_POOL_TIMEOUT_S,
     }
+# Server-side prepared statements for the hottest reads (core.prepared: the recommender's history), parsed and
+# planned once per connection instead of at every request. "auto": on where connections outlive a request (the
+# pool, or CONN_MAX_AGE), as a statement prepared on a connection closed after one request costs more than it
+# saves; "0" behind a pooler in transaction mode (PgBouncer), which cannot keep them; "1" always.
+_PREPARED = env.str("DB_PREPARED_STATEMENTS", default="auto").strip().lower()
+if _PREPARED not in ("auto", "0", "1"):
+    raise ImproperlyConfigured(f"DB_PREPARED_STATEMENTS: {_PREPARED!r} is not valid; give auto, 0 or 1.")
+DB_PREPARED_STATEMENTS = _PREPARED == "1" or (
+    _PREPARED == "auto" and (DB_POOL_MAX_SIZE > 0 or DATABASES["default"]["CONN_MAX_AGE"] != 0)
+)
 # The worker and the web process share the file: wait on locks instead of failing at once. Write-ahead
 # logging lets readers go on while one connection writes, and with it ``synchronous=NORMAL`` syncs the log at
 # checkpoints instead of at every commit (a commit survives the process dying; a power cut may lose the last

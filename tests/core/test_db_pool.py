@@ -22,7 +22,14 @@ def _run(code: str, env_extra: dict, tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "DB_POOL_MAX_SIZE", "DB_POOL_TIMEOUT_S", "CONN_MAX_AGE")
+        if k
+        not in (
+            "DATABASE_URL",
+            "DB_POOL_MAX_SIZE",
+            "DB_POOL_TIMEOUT_S",
+            "CONN_MAX_AGE",
+            "DB_PREPARED_STATEMENTS",
+        )
     }
     env.update({"TRELLIS_VAR_DIR": str(tmp_path), **env_extra})
     return subprocess.run(
@@ -51,6 +58,26 @@ def test_the_pool_settings_reach_django(tmp_path):
     assert _settings(env, tmp_path)[2]["pool"] == {"min_size": 4, "max_size": 12, "timeout": 2.5}
     env["DB_POOL_MAX_SIZE"] = "2"
     assert _settings(env, tmp_path)[2]["pool"] == {"min_size": 2, "max_size": 2, "timeout": 2.5}
+
+
+def test_prepared_statements_follow_the_connections_life_unless_told(tmp_path):
+    read = READ[: READ.index("print(")] + "print(json.dumps(s.DB_PREPARED_STATEMENTS))"
+    pg = {"DATABASE_URL": "postgres://u@db.example.com/t"}
+
+    def prepared(**env) -> bool:
+        result = _run(read, {**pg, **env}, tmp_path)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert prepared() is False  # a connection per request: preparing would cost more than it saves
+    assert prepared(DB_POOL_MAX_SIZE="4") is True and prepared(CONN_MAX_AGE="60") is True
+    assert prepared(DB_POOL_MAX_SIZE="4", DB_PREPARED_STATEMENTS="0") is False  # behind PgBouncer
+    assert prepared(DB_PREPARED_STATEMENTS="1") is True
+    result = _run(read, {**pg, "DB_PREPARED_STATEMENTS": "yes"}, tmp_path)
+    assert (
+        result.returncode != 0
+        and "DB_PREPARED_STATEMENTS: 'yes' is not valid; give auto, 0 or 1." in result.stderr
+    )
 
 
 @pytest.mark.parametrize(

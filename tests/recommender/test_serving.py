@@ -252,12 +252,15 @@ def test_every_served_item_says_why_it_is_there(shop, method):
         assert similar["reason"] == {"kind": "items", "detail": "often taken with Red mug", "items": ["A"]}
 
 
-def test_a_users_history_is_one_statement_read_as_the_orm_reads_it(shop, make_org):
+@pytest.mark.parametrize("prepare", [False, True])
+def test_a_users_history_is_one_statement_read_as_the_orm_reads_it(shop, make_org, settings, prepare):
     """The history statement is compiled once per database and run with each request's organisation and
     user: the same rows, most recent first, as the ORM's query, and nothing of another tenant's same-named
-    user."""
+    user; prepared on the server once per connection where that is on (``core.prepared``)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+
+    settings.DB_PREPARED_STATEMENTS = prepare
 
     from recommender import selectors
 
@@ -278,3 +281,9 @@ def test_a_users_history_is_one_statement_read_as_the_orm_reads_it(shop, make_or
     assert selectors._history_rows(organisation=other, user="u3") == [("C", "view", None)]
     history, purchased = selectors.user_history(organisation=org, user="u3")
     assert list(history) == ["F", "E", "B", "A"] and purchased == {"A", "B", "E"}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%recommender_event%"]
+            )
+            assert cursor.fetchone()[0] == (1 if prepare else 0)  # one, whatever the parameters
