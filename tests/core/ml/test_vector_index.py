@@ -34,7 +34,7 @@ def test_above_the_threshold_an_ann_index_finds_nearly_what_exact_finds():
     assert np.mean(recalls) >= 0.9
     best = ann.search(vectors[123], 1)[0][0]  # a stored vector finds itself
     assert best.key == 123 and best.score == pytest.approx(1.0, abs=1e-4)
-    assert ann.nbytes >= vectors.nbytes
+    assert 0.5 * vectors.nbytes <= ann.nbytes < vectors.nbytes  # the lists hold the vectors in float16
 
 
 def test_fewer_rows_than_k_and_an_empty_index():
