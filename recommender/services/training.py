@@ -41,7 +41,12 @@ def recommender_train_start(*, organisation, config: dict[str, Any] | None = Non
     config = get_kind(RECOMMENDER).check_settings(config=config, search=None, follow_up=None)
     billing.quota_check(organisation=organisation, meter=Meter.MODELS)
     return jobs.job_create(
-        organisation=organisation, kind=TRAIN_JOB, params={"config": config}, created_by=created_by, app=APP
+        organisation=organisation,
+        kind=TRAIN_JOB,
+        # the task named: the product declares two (ranking, item_text) and the job page says which it trains
+        params={"config": config, "task": TASK},
+        created_by=created_by,
+        app=APP,
     )
 
 

@@ -160,7 +160,7 @@ def test_the_products_trainings_say_their_models_figure():
         app="recommender",
         status=JobStatus.SUCCEEDED,
         message="Done",
-        params={"config": {"method": "ease"}},  # its own job: the task is the one the product declares
+        params={"config": {"method": "ease"}, "task": "ranking"},  # its own job names the task it trains
         result={
             "model_version": 7,
             "version": 2,
