@@ -9,11 +9,16 @@ server-binding cursor that prepares it, inside Django's own cursor wrapper (quer
 ``settings.DB_PREPARED_STATEMENTS`` is off: connections that last one request, a pooler in transaction mode.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+
+# psycopg prepares a statement after this many executions, or at once when asked (``prepare=True``): so high
+# that only what this module runs is prepared, as if Django's "never" held for everything else
+ONLY_WHEN_ASKED = 2**31 - 1
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple]:
@@ -33,22 +38,16 @@ def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
-# psycopg prepares a statement after this many executions, or at once when asked (``prepare=True``): so high
-# that only what this module runs is prepared, as if Django's "never" held for everything else
-ONLY_WHEN_ASKED = 2**31 - 1
-_CLASS: list[type] = []
-
-
+@functools.cache
 def _prepared_cursor_class() -> type:
-    if not _CLASS:
-        from django.db.backends.postgresql.base import ServerBindingCursor
+    """Django's server-binding cursor (psycopg 3 only, so imported at first use), preparing."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
 
-        class PreparedCursor(ServerBindingCursor):  # type: ignore[misc, valid-type]
-            """Binds on the server and prepares every statement it runs (psycopg keeps the names per
-            connection and reuses them)."""
+    class PreparedCursor(ServerBindingCursor):  # type: ignore[misc, valid-type]
+        """Binds on the server and prepares every statement it runs (psycopg keeps the names per connection
+        and reuses them)."""
 
-            def execute(self, query, params=None, *, prepare=None, binary=None):  # noqa: ARG002
-                return super().execute(query, params, prepare=True, binary=binary)
+        def execute(self, query, params=None, *, prepare=None, binary=None):  # noqa: ARG002
+            return super().execute(query, params, prepare=True, binary=binary)
 
-        _CLASS.append(PreparedCursor)
-    return _CLASS[0]
+    return PreparedCursor

@@ -19,7 +19,6 @@ from recommender.selectors import interactions
 from recommender.services import text
 
 MIN_PAIRS = 200
-TUNE_CONFIG = pairs.TUNE_CONFIG
 DATASET_NAME = "item-pairs"
 
 
@@ -62,7 +61,7 @@ def item_text_tune_start(*, organisation, created_by=None, max_pairs: int = pair
         dataset_id=dataset.pk,
         app=text.APP,
         task=text.TEXT_TASK,
-        config=dict(TUNE_CONFIG),
+        config=dict(pairs.TUNE_CONFIG),
         created_by=created_by,
     )
     return job, len(found)

@@ -112,7 +112,7 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
     version = ModelVersion.objects.for_org(org).get(app="recommender", task="item_text")
     assert version.status == VersionStatus.ACTIVE and version.kind == "embedding"
     assert version.manifest["hyperparameters"]["method"] == "lora"
-    assert version.manifest["hyperparameters"]["learning_rate"] == tuning.TUNE_CONFIG["learning_rate"]
+    assert version.manifest["hyperparameters"]["learning_rate"] == pairs.TUNE_CONFIG["learning_rate"]
     assert 0 < version.metrics["mrr"] <= 1
     # on_activate queued the catalogue's re-embedding once the promotion committed
     assert cache.get(f"reco:embed-queued:{org.pk}") == 1

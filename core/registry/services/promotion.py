@@ -15,6 +15,8 @@ from core.registry.services.common import SERVABLE, active_version
 from core.registry.services.serving import loaded_model
 from core.registry.services.warmup import version_warm_on_commit
 
+log = logging.getLogger(__name__)
+
 
 def _activate(challenger: ModelVersion, note: str) -> None:
     ModelVersion.objects.for_org(challenger.organisation).filter(
@@ -28,9 +30,6 @@ def _activate(challenger: ModelVersion, note: str) -> None:
     challenger.save(update_fields=["status", "promoted_at", "promotion_note", "updated_at"])
     version_warm_on_commit(version_id=challenger.pk)  # loaded here before its first request
     _tell_product_on_commit(challenger)
-
-
-log = logging.getLogger(__name__)
 
 
 def _tell_product_on_commit(version: ModelVersion) -> None:
