@@ -1,8 +1,12 @@
 """Shared fixtures: organisations with owners, API keys, clients, and a real Celery worker."""
 
+import faulthandler
 import itertools
 import os
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +40,31 @@ settings.PASSWORD_HASHERS = ["tests.hashers.OneIterationPBKDF2PasswordHasher", *
 
 _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"
+
+# A thread left stuck by a test (a hung event loop: tests/sockets.py says how one happened) kept the
+# interpreter from exiting after pytest had printed its summary, and CI waited out its 90 minutes on a
+# finished run. (tests/test_exit_watchdog.py sets a shorter wait to see it work.)
+EXIT_WATCHDOG_S = float(os.environ.get("TEST_EXIT_WATCHDOG_S", "120"))
+_exit_status = {"code": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """After everything pytest prints: if the interpreter has not exited ``EXIT_WATCHDOG_S`` later (it joins
+    every non-daemon thread first), print every thread's stack and exit with pytest's own status."""
+
+    def watchdog():
+        time.sleep(EXIT_WATCHDOG_S)
+        sys.stderr.write(f"\nThe run ended but a thread kept the process alive for {EXIT_WATCHDOG_S} s:\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(_exit_status["code"])
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,7 @@
 """The live jobs feed over a real websocket: members get their organisation's job events only."""
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import Client
 
@@ -11,6 +10,7 @@ from core.jobs import services as jobs
 from core.realtime import broadcast, org_group
 from tests.conftest import PASSWORD
 from tests.factories.jobs import TrainingJobFactory
+from tests.sockets import Socket, run_sockets
 
 
 def _headers(user) -> list[tuple[bytes, bytes]]:
@@ -28,7 +28,7 @@ def test_jobs_socket_streams_own_progress_and_refuses_strangers(make_org):
     theirs = TrainingJobFactory(organisation=other)
 
     async def scenario():
-        socket = WebsocketCommunicator(application, "/ws/jobs/", headers=await sync_to_async(_headers)(owner))
+        socket = Socket(application, "/ws/jobs/", headers=await sync_to_async(_headers)(owner))
         connected, _ = await socket.connect()
         assert connected
         await sync_to_async(jobs.job_start)(job_id=theirs.pk)  # another tenant's event: must not arrive
@@ -39,13 +39,11 @@ def test_jobs_socket_streams_own_progress_and_refuses_strangers(make_org):
         assert await socket.receive_nothing(timeout=0.5)
         await socket.disconnect()
 
-        anonymous = WebsocketCommunicator(
-            application, "/ws/jobs/", headers=[(b"origin", b"http://localhost")]
-        )
+        anonymous = Socket(application, "/ws/jobs/", headers=[(b"origin", b"http://localhost")])
         connected, code = await anonymous.connect()
         assert not connected and code == 4401
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +58,7 @@ def test_member_feeds_answer_hostile_frames_with_an_error_frame_and_stay_open(ma
     group = org_group(org.pk, path.strip("/").split("/")[-1])  # jobs, alerts, documents
 
     async def scenario():
-        socket = WebsocketCommunicator(application, path, headers=await sync_to_async(_headers)(owner))
+        socket = Socket(application, path, headers=await sync_to_async(_headers)(owner))
         connected, _ = await socket.connect()
         assert connected
         for frame in ["not json", "{" * 10_000, "[" * 5_000, "[1, 2]", '"text"']:
@@ -78,4 +76,4 @@ def test_member_feeds_answer_hostile_frames_with_an_error_frame_and_stay_open(ma
         assert await socket.receive_json_from(timeout=5) == {"type": "probe.event", "data": {"n": 1}}
         await socket.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)

@@ -10,8 +10,7 @@ import asyncio
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 
 from core.asgi import application
 from core.ml.cache import ModelCache
@@ -22,6 +21,7 @@ from customer_service import consumers, services
 from customer_service.models import AnswerSource, Conversation, ConversationStatus, Message, Sender
 from tests.customer_service.conftest import banking_rows, member_headers
 from tests.customer_service.test_sockets import SITE, _receive_until
+from tests.sockets import Socket, run_sockets
 
 INTENTS = ("change_pin", "card_arrival", "exchange_rate", "atm_support", "terminate_account")
 MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -101,11 +101,9 @@ def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_o
     model_load_gate.close()
 
     async def scenario():
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
-        widget = WebsocketCommunicator(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+        widget = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
         await widget.send_json_to({"type": "start"})
         started = await _receive_until(widget, "conversation")
@@ -151,7 +149,7 @@ def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_o
         await widget.disconnect()
         model_load_gate.open()
         await _answers_settled()
-        again = WebsocketCommunicator(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+        again = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
         assert (await again.connect())[0]
         await again.send_json_to(
             {"type": "resume", "conversation": started["data"]["id"], "token": started["data"]["token"]}
@@ -177,7 +175,7 @@ def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_o
         await inbox.disconnect()
 
     bot_key = services.bot_settings_for(organisation=organisation).widget_key
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     conversation = Conversation.objects.for_org(organisation).get()
     assert conversation.status == ConversationStatus.OPERATOR
     stored = _visitor_then_answer(conversation.pk)

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.test import Client
 
@@ -29,6 +28,7 @@ from customer_service.models import (
     Message,
 )
 from tests.customer_service.conftest import PARKING, banking_rows, login, member_headers
+from tests.sockets import Socket, run_sockets
 
 SITE = b"https://shop.example.com"
 PIN = "You can change your PIN at any of our ATMs."
@@ -65,7 +65,7 @@ async def _no_answer(socket) -> None:
 
 
 async def _widget(bot: BotSettings):
-    widget = WebsocketCommunicator(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+    widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
     assert (await widget.connect())[0]
     await widget.send_json_to({"type": "start"})
     started = await _next(widget, "conversation")
@@ -152,7 +152,7 @@ def test_suggestions_label_the_question_per_intent_thresholds_and_the_operating_
         await widget.disconnect()
         return conversation
 
-    conversation = async_to_sync(scenario)()
+    conversation = run_sockets(scenario)
     stored = Conversation.objects.for_org(organisation).get(public_id=conversation["id"])
     assert (
         stored.status == ConversationStatus.WAITING
@@ -204,15 +204,13 @@ def test_rephrase_once_then_hand_off_to_an_online_operator(make_org, make_member
 
     async def scenario():
         # another organisation's operator online does not count for this one
-        strangers = WebsocketCommunicator(
+        strangers = Socket(
             application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
         assert await sync_to_async(services.operators_online)(organisation=organisation) == 0
         assert await sync_to_async(services.operators_online)(organisation=other) == 1
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
         assert await sync_to_async(services.operators_online)(organisation=organisation) == 1
         await inbox.send_json_to({"type": "presence"})
@@ -235,7 +233,7 @@ def test_rephrase_once_then_hand_off_to_an_online_operator(make_org, make_member
         await strangers.disconnect()
         await widget.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     conversation = Conversation.objects.for_org(organisation).get()
     assert conversation.status == ConversationStatus.WAITING and not conversation.email_requested
     sources = list(Message.objects.for_org(organisation).exclude(source="").values_list("source", flat=True))
@@ -282,7 +280,7 @@ def test_nobody_online_or_outside_office_hours_the_bot_takes_an_email(make_org, 
         await widget.disconnect()
         return conversation
 
-    public_id = async_to_sync(scenario)()["id"]
+    public_id = run_sockets(scenario)["id"]
     conversation = Conversation.objects.for_org(organisation).get(public_id=public_id)
     assert conversation.status == ConversationStatus.WAITING
     # charged: the hand-off and the article's answer; not the unsure question, nor reading for the address

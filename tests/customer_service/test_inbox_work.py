@@ -3,8 +3,7 @@ saved replies, assignment (members only), unread counts, the visitor's page and 
 another organisation's rows refused everywhere."""
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 
 from core.asgi import application
 from core.errors import InvalidInput
@@ -13,6 +12,7 @@ from customer_service import selectors, services
 from customer_service.models import Conversation, ConversationStatus, InternalNote, Message, Sender
 from tests.customer_service.conftest import member_headers
 from tests.customer_service.test_sockets import _receive_until
+from tests.sockets import Socket, run_sockets
 
 BASE = "/api/customer-service"
 SITE = "https://shop.example.com"
@@ -245,17 +245,13 @@ def test_notes_never_reach_the_visitors_socket(make_org, make_member):
     secret = "Internal: this visitor was rude last week"
 
     async def scenario():
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
-        strangers = WebsocketCommunicator(
+        strangers = Socket(
             application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE.encode())]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE.encode())])
         assert (await widget.connect())[0]
         await widget.send_json_to({"type": "start", "page": "ftp://x/"})
         refused = await widget.receive_json_from()
@@ -282,9 +278,7 @@ def test_notes_never_reach_the_visitors_socket(make_org, make_member):
         await widget.disconnect()
 
         # on another page the widget resumes: the page moves, the replayed history has no note
-        again = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE.encode())]
-        )
+        again = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE.encode())])
         assert (await again.connect())[0]
         await again.send_json_to(
             {
@@ -307,7 +301,7 @@ def test_notes_never_reach_the_visitors_socket(make_org, make_member):
         await strangers.disconnect()
         await inbox.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     conversation = Conversation.objects.for_org(organisation).get()
     assert conversation.page_url == f"{SITE}/checkout" and conversation.status == ConversationStatus.OPERATOR
     assert conversation.visitor_hash and VISITOR not in conversation.visitor_hash

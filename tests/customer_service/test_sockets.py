@@ -1,14 +1,14 @@
 """The chat widget's and the operators' inbox websockets, through the real ASGI application."""
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 
 from core.asgi import application
 from core.tenancy.models import Role
 from customer_service import services
 from customer_service.models import Conversation, ConversationStatus, Message
 from tests.customer_service.conftest import PARKING, member_headers
+from tests.sockets import Socket, run_sockets
 
 SITE = b"https://shop.example.com"
 
@@ -30,18 +30,14 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
     viewer = make_member(organisation, Role.VIEWER)
 
     async def scenario():
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
-        strangers = WebsocketCommunicator(
+        strangers = Socket(
             application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
 
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
         await widget.send_json_to({"type": "message", "text": "hi"})
         assert (await widget.receive_json_from())["error"][
@@ -88,7 +84,7 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
 
         # the visitor leaves and comes back with the token: the history is replayed once
         await widget.disconnect()
-        again = WebsocketCommunicator(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+        again = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await again.connect())[0]
         await again.send_json_to(
             {"type": "resume", "conversation": started["data"]["id"], "token": started["data"]["token"]}
@@ -108,7 +104,7 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
         await inbox.disconnect()
 
         # refused: a site not in allowed_origins, an unknown key, a viewer's or anonymous inbox
-        evil = WebsocketCommunicator(
+        evil = Socket(
             application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", b"https://evil.example.net")]
         )
         assert (await evil.connect())[0]
@@ -116,20 +112,16 @@ def test_widget_chat_with_bot_then_operator_live(make_org, make_member):
             "message"
         ] == "This site may not use this chat widget."
         assert await evil.receive_output() == {"type": "websocket.close", "code": 4403}
-        unknown = WebsocketCommunicator(application, "/ws/chat/wk_nope/", headers=[(b"origin", SITE)])
+        unknown = Socket(application, "/ws/chat/wk_nope/", headers=[(b"origin", SITE)])
         assert (await unknown.connect())[0]
         assert (await unknown.receive_json_from())["error"]["code"] == "not_found"
         assert await unknown.receive_output() == {"type": "websocket.close", "code": 4404}
-        watcher = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(viewer)
-        )
+        watcher = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(viewer))
         assert await watcher.connect() == (False, 4403)
-        anonymous = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=[(b"origin", b"http://localhost")]
-        )
+        anonymous = Socket(application, "/ws/inbox/", headers=[(b"origin", b"http://localhost")])
         assert await anonymous.connect() == (False, 4401)
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     conversation = Conversation.objects.for_org(organisation).get()
     assert conversation.status == ConversationStatus.OPERATOR
     assert Message.objects.for_org(organisation).filter(conversation=conversation).count() == 7
@@ -143,9 +135,7 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
     bot = services.bot_settings_for(organisation=organisation)  # no allowed origins: any site
 
     async def scenario():
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
         await widget.send_to(text_data="{not json")
         assert (await widget.receive_json_from())["error"]["message"] == "Frames are JSON objects."
@@ -166,7 +156,7 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
         assert (await _receive_until(widget, "error"))["error"]["message"] == "Unknown widget key."
         assert await widget.receive_output() == {"type": "websocket.close", "code": 4404}
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     texts = list(
         Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
     )
@@ -180,9 +170,7 @@ def test_widget_message_with_nul_is_refused_and_the_socket_lives(make_org):
     bot = services.bot_settings_for(organisation=organisation)
 
     async def scenario():
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
         await widget.send_json_to({"type": "start"})
         await _receive_until(widget, "message")  # greeting
@@ -193,7 +181,7 @@ def test_widget_message_with_nul_is_refused_and_the_socket_lives(make_org):
         assert (await _receive_until(widget, "message"))["data"]["text"] == "Talk to a human"
         await widget.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     texts = list(
         Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
     )

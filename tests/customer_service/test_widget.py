@@ -10,8 +10,7 @@ import socketserver
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
@@ -23,6 +22,7 @@ from customer_service import services
 from customer_service.models import Article, Conversation, Message
 from customer_service.services import branding
 from tests.customer_service.conftest import PARKING, login, member_headers
+from tests.sockets import Socket, run_sockets
 
 SITE = b"https://shop.example.com"
 QUESTION = "Can I park my car at the branch?"
@@ -162,8 +162,8 @@ async def _frames_until(socket, wanted, timeout: float = 10) -> list[dict]:
             return frames
 
 
-async def _widget(bot) -> tuple[WebsocketCommunicator, dict]:
-    widget = WebsocketCommunicator(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+async def _widget(bot) -> tuple[Socket, dict]:
+    widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
     assert (await widget.connect())[0]
     await widget.send_json_to({"type": "start"})
     started = await widget.receive_json_from()
@@ -202,9 +202,7 @@ def test_message_is_acknowledged_with_its_client_id_and_stored_once(make_org):
         # the widget saw no ack (the connection dropped, say): it resumes and sends the frame again, and the
         # message is acknowledged with the same id, not stored or answered twice
         await widget.disconnect()
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
         await widget.send_json_to(
             {"type": "resume", "conversation": started["id"], "token": started["token"]}
@@ -224,7 +222,7 @@ def test_message_is_acknowledged_with_its_client_id_and_stored_once(make_org):
         assert error == {"code": "invalid", "message": "The message is empty.", "client_id": "c_0002"}
         await widget.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     conversation = Conversation.objects.for_org(organisation).get()
     texts = list(
         Message.objects.for_org(organisation)
@@ -247,12 +245,10 @@ def test_typing_travels_between_visitor_and_operators_throttled(make_org, make_m
     )
 
     async def scenario():
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
         await inbox.receive_nothing(timeout=0.3)
-        strangers = WebsocketCommunicator(
+        strangers = Socket(
             application, "/ws/inbox/", headers=await sync_to_async(member_headers)(other_owner)
         )
         assert (await strangers.connect())[0]
@@ -283,7 +279,7 @@ def test_typing_travels_between_visitor_and_operators_throttled(make_org, make_m
         for socket in (widget, inbox, strangers):
             await socket.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
 
 
 async def _drain(socket, timeout: float) -> list[dict]:
@@ -320,7 +316,7 @@ def test_answers_from_an_article_carry_its_title_and_a_safe_link(make_org):
         await widget.disconnect()
         return first, frames[-1]["data"]
 
-    first, second = async_to_sync(scenario)()
+    first, second = run_sockets(scenario)
     assert first["source"] == "article" and first["article"] == article.pk
     assert first["article_link"] == {
         "title": "Parking <b>& bikes</b>",
@@ -373,7 +369,7 @@ def test_transcript_is_mailed_escaped_throttled_and_metered(make_org, mailoutbox
         assert error["code"] == "quota_exceeded" and "transcript" in error["message"].lower()
         await second.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     [mail] = mailoutbox
     assert mail.to == ["visitor@example.com"] and mail.subject == "Your conversation with Acme <Shop>"
     assert "You: <script>alert(1)</script> thanks" in mail.body  # plain text: as written
@@ -404,13 +400,9 @@ def test_hostile_frames_get_an_error_and_change_nothing(make_org, make_member):
     ]
 
     async def scenario():
-        widget = WebsocketCommunicator(
-            application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)]
-        )
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
         assert (await widget.connect())[0]
-        inbox = WebsocketCommunicator(
-            application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator)
-        )
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
         assert (await inbox.connect())[0]
         await _drain(inbox, 0.3)
         for socket in (widget, inbox):
@@ -429,7 +421,7 @@ def test_hostile_frames_get_an_error_and_change_nothing(make_org, make_member):
         await widget.disconnect()
         await inbox.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
     assert list(Message.objects.for_org(organisation).values_list("sender", flat=True)) == ["bot"]
 
 

@@ -10,8 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -26,6 +25,7 @@ from finance_monitor.services.trends import bucket_start
 from tests.conftest import PASSWORD
 from tests.finance_monitor.planting import plant, plant_baseline
 from tests.finance_monitor.test_alerts import AFTER, H, topic_rule
+from tests.sockets import Socket, run_sockets
 
 
 def verify(request: dict, secret: str) -> dict:
@@ -228,10 +228,10 @@ def test_the_alert_arrives_live_on_its_organisations_socket_only(make_org):
     rule = topic_rule(organisation)
 
     async def scenario():
-        mine = WebsocketCommunicator(
+        mine = Socket(
             application, "/ws/finance-monitor/alerts/", headers=await sync_to_async(_headers)(owner)
         )
-        theirs = WebsocketCommunicator(
+        theirs = Socket(
             application, "/ws/finance-monitor/alerts/", headers=await sync_to_async(_headers)(other_owner)
         )
         assert (await mine.connect())[0] and (await theirs.connect())[0]
@@ -242,13 +242,13 @@ def test_the_alert_arrives_live_on_its_organisations_socket_only(make_org):
         assert await theirs.receive_nothing(timeout=0.5)
         await mine.disconnect()
         await theirs.disconnect()
-        anonymous = WebsocketCommunicator(
+        anonymous = Socket(
             application, "/ws/finance-monitor/alerts/", headers=[(b"origin", b"http://localhost")]
         )
         connected, code = await anonymous.connect()
         assert not connected and code == 4401
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
 
 
 @pytest.mark.worker

@@ -7,8 +7,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -20,6 +19,7 @@ from finance_monitor.services import documents as docs
 from finance_monitor.services.trends import bucket_start, document_classified
 from tests.conftest import PASSWORD
 from tests.finance_monitor.planting import NEG, NEU
+from tests.sockets import Socket, run_sockets
 
 POS = {"positive": 0.8, "neutral": 0.15, "negative": 0.05}
 
@@ -115,8 +115,8 @@ def test_live_feed_json_and_socket_are_tenant_scoped(monitor, make_org, transact
 
     async def scenario():
         path = "/ws/finance-monitor/documents/"
-        mine = WebsocketCommunicator(application, path, headers=await sync_to_async(headers)(owner))
-        theirs = WebsocketCommunicator(application, path, headers=await sync_to_async(headers)(other_owner))
+        mine = Socket(application, path, headers=await sync_to_async(headers)(owner))
+        theirs = Socket(application, path, headers=await sync_to_async(headers)(other_owner))
         assert (await mine.connect())[0] and (await theirs.connect())[0]
         document_id = await sync_to_async(classify_one)()
         frame = await mine.receive_json_from(timeout=5)
@@ -126,11 +126,11 @@ def test_live_feed_json_and_socket_are_tenant_scoped(monitor, make_org, transact
         assert await theirs.receive_nothing(timeout=0.5)
         await mine.disconnect()
         await theirs.disconnect()
-        anonymous = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost")])
+        anonymous = Socket(application, path, headers=[(b"origin", b"http://localhost")])
         connected, code = await anonymous.connect()
         assert not connected and code == 4401
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
 
 
 def test_drill_down_filters_pages_and_alert_evidence(monitor, make_org, settings):

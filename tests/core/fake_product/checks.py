@@ -6,11 +6,10 @@ file names it."""
 import re
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from tests.conftest import PASSWORD
+from tests.sockets import Socket, run_sockets
 
 
 def _nav(html: str) -> list[str]:
@@ -97,12 +96,12 @@ def test_its_websocket_route_is_served(make_org):
     ]
 
     async def scenario():
-        socket = WebsocketCommunicator(application, "/ws/fake/", headers=headers)
+        socket = Socket(application, "/ws/fake/", headers=headers)
         connected, _ = await socket.connect()
         assert connected and await socket.receive_json_from(timeout=5) == {"type": "fake.hello"}
         await socket.disconnect()
 
-    async_to_sync(scenario)()
+    run_sockets(scenario)
 
 
 def test_its_permissions_duties_and_model_tasks_join_cores():
