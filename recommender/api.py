@@ -265,16 +265,17 @@ class TrainView(APIView):
 
 
 class ItemTextTuneView(APIView):
-    """Tune the catalogue's text model on behaviour (a LoRA adapter on the shared encoder): a training job."""
+    """Tune the catalogue's text model on behaviour (a LoRA adapter on the shared encoder): a training job
+    that builds its pairs from the events first (with too few, the job fails with the count)."""
 
     permissions = {"POST": "models.train"}
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request):
-        job, used = tuning.item_text_tune_start(
+        job = tuning.item_text_tune_start(
             organisation=request.organisation, created_by=request.user if request.user.pk else None
         )
-        return Response({"job": job.pk, "status": job.status, "pairs": used}, status=202)
+        return Response({"job": job.pk, "status": job.status}, status=202)
 
 
 class ServedReasonOut(serializers.Serializer):

@@ -24,6 +24,7 @@ from recommender.services.events import EVENTS_METER, events_count
 from recommender.services.experiments import experiment_version_in_use
 from recommender.services.serving import SERVED_METER
 from recommender.services.training import TASK, TRAIN_JOB, train_job_handler
+from recommender.services.tuning import TUNE_JOB, tune_job_handler
 
 
 def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
@@ -121,6 +122,8 @@ PRODUCT = Product(
         JobKind(
             TRAIN_JOB, queue="train", handler=train_job_handler, metered=True, describe=train_job_sentence
         ),
+        # the item text tuned on behaviour: the pairs built from the events, then the platform's training
+        JobKind(TUNE_JOB, queue="train", handler=tune_job_handler, metered=True, describe=train_job_sentence),
     ),
     demo_seeder=demo.seed,
     onboarding=onboarding_checklist,

@@ -209,14 +209,15 @@ def train(request):
 def tune_text(request):
     """The item text tuned on behaviour (a training job of the embedding kind); on to the job's page."""
     try:
-        job, used = tuning.item_text_tune_start(organisation=request.organisation, created_by=request.user)
-    except TrellisError as exc:  # too little behaviour, the models quota
+        job = tuning.item_text_tune_start(organisation=request.organisation, created_by=request.user)
+    except TrellisError as exc:  # the plan's quotas
         messages.error(request, exc.message)
         return _back("train")
     messages.success(
         request,
-        f"Tuning the item text on {used} pairs of items taken together (job #{job.pk}). Once it is active,"
-        " the catalogue is embedded again with it; train the hybrid again to rank with it.",
+        f"Tuning the item text on behaviour (job #{job.pk}): it builds pairs of items taken one after another"
+        " from your events, then trains. Once it is active, the catalogue is embedded again with it; train"
+        " the hybrid again to rank with it.",
     )
     return redirect("job-detail", job_id=job.pk)
 

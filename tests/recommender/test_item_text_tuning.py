@@ -9,7 +9,9 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
+from core.billing.models import Meter, Plan, PlanLimit, UsageEvent
 from core.jobs import services as jobs
+from core.jobs.describe import job_sentence
 from core.jobs.models import JobStatus, TrainingJob
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from recommender import pairs
@@ -102,14 +104,23 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
 
     answer = user_client(owner).post("/api/recommender/item-text/tune", {}, format="json")
     assert answer.status_code == 202, answer.content
-    assert answer.json()["pairs"] == len(found)
-    dataset = Dataset.objects.for_org(org).get(name=tuning.DATASET_NAME)
-    assert dataset.task == "pairs"
-    cache.delete(f"reco:embed-queued:{org.pk}")
-    jobs.job_execute(job_id=answer.json()["job"])
     job = TrainingJob.objects.for_org(org).get(pk=answer.json()["job"])
+    assert job.kind == tuning.TUNE_JOB and job.status == JobStatus.QUEUED
+    assert not Dataset.objects.for_org(org).exists()  # the request read no events: the job builds the pairs
+    charged = UsageEvent.ledger.filter(organisation=org, meter=Meter.TRAINING_JOBS).count()
+    assert charged == 1  # one training job of the plan, pairs and training together
+    cache.delete(f"reco:embed-queued:{org.pk}")
+    jobs.job_execute(job_id=job.pk)
+    job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.result["pairs"] == len(found) and job.result["pairs_found"] == total
+    dataset = Dataset.objects.for_org(org).get(name=tuning.DATASET_NAME)
+    assert dataset.task == "pairs" and job.params["dataset_id"] == dataset.pk
+    assert UsageEvent.ledger.filter(organisation=org, meter=Meter.TRAINING_JOBS).count() == charged
+    sentence = job_sentence(job)  # the page reads as the platform's training job's
+    assert "of held-out item pairs. It is now the active model." in sentence, sentence
     version = ModelVersion.objects.for_org(org).get(app="recommender", task="item_text")
+    assert version.training_job_id == job.pk
     assert version.status == VersionStatus.ACTIVE and version.kind == "embedding"
     assert version.manifest["hyperparameters"]["method"] == "lora"
     assert version.manifest["hyperparameters"]["learning_rate"] == pairs.TUNE_CONFIG["learning_rate"]
@@ -133,13 +144,29 @@ def test_tuned_item_text_is_trained_activated_and_embeds_the_catalogue_again(mak
 
 
 @pytest.mark.django_db
-def test_too_little_behaviour_is_refused_with_the_reason(make_org, user_client):
+def test_too_little_behaviour_fails_the_job_with_the_reason_and_stores_nothing(make_org, user_client):
     org, owner = make_org()
     client = user_client(owner)
     answer = client.post("/api/recommender/item-text/tune", {}, format="json")
-    assert answer.status_code == 400
-    assert "at least 200 pairs" in answer.json()["error"]["message"]
-    assert not Dataset.objects.for_org(org).exists() and not TrainingJob.objects.for_org(org).exists()
+    assert answer.status_code == 202, answer.content
+    jobs.job_execute(job_id=answer.json()["job"])
+    job = TrainingJob.objects.for_org(org).get(pk=answer.json()["job"])
+    assert job.status == JobStatus.FAILED and "at least 200 pairs" in job.error and "give 0." in job.error
+    assert not Dataset.objects.for_org(org).exists() and not ModelVersion.objects.for_org(org).exists()
     page = client.post("/recommender/tune-text/", follow=True)
-    assert page.status_code == 200 and b"at least 200 pairs" in page.content
-    assert b"read by the shared encoder, as it ships" in page.content
+    assert page.status_code == 200 and b"builds pairs of items taken one after another" in page.content
+    failed = client.get(f"/jobs/{job.pk}/")
+    assert failed.status_code == 200 and b"at least 200 pairs" in failed.content
+    assert b"read by the shared encoder, as it ships" in client.get("/recommender/").content
+
+
+@pytest.mark.django_db
+def test_tuning_past_the_plans_training_jobs_is_refused_at_once(make_org, user_client):
+    org, owner = make_org()
+    PlanLimit.objects.update_or_create(
+        plan=Plan.objects.get(code="trial"), meter_id=Meter.TRAINING_JOBS, defaults={"limit": 0}
+    )
+    answer = user_client(owner).post("/api/recommender/item-text/tune", {}, format="json")
+    assert answer.status_code == 402, answer.content
+    assert answer.json()["error"]["details"]["meter"] == Meter.TRAINING_JOBS
+    assert not TrainingJob.objects.for_org(org).exists()
