@@ -16,6 +16,7 @@ chose ``NEIGHBOURS`` and ``NEAR_WEIGHT``: scored on the validation rows against 
 never the test split (the test columns are printed beside, for reading only).
 
     PYTHONPATH=. .venv/bin/python bench/oos.py --threads 2
+    PYTHONPATH=. .venv/bin/python bench/oos.py --threads 2 --method full --epochs 3  # a fine-tuned model
 """
 
 import argparse
@@ -38,6 +39,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/clinc150"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="every k-th row only (smoke test)")
+    parser.add_argument(
+        "--method",
+        choices=["head", "lora", "full"],
+        default="head",
+        help="the intent model's training method (head: the product's default; lora/full: a fine-tune)",
+    )
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of a lora or full fine-tune")
     return parser.parse_args()
 
 
@@ -131,13 +139,18 @@ def main() -> None:
     )
     runtime = Runtime(threads=args.threads)
     model = train_classifier(
-        config=TrainConfig(method="head", max_length=64, lexical=True),
+        config=TrainConfig(method=args.method, epochs=args.epochs, max_length=64, lexical=True),
         train=train,
         validation=val,
         runtime=runtime,
     )
     peer, peer_s = timed(tfidf_lr, train)
     assert model.ood is not None
+    system = (
+        "core.ml head + lexical (product default)"
+        if args.method == "head"
+        else f"core.ml {args.method} fine-tune, {args.epochs} epochs, + lexical"
+    )
 
     def embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embeddings, neural logits and the blended probabilities, as the product computes them."""
@@ -163,21 +176,21 @@ def main() -> None:
     peer_predicted = np.array(model.labels)[peer_proba.argmax(1)]
     results = {
         "top probability (versions without an out-of-scope model)": print_system(
-            "core.ml head + lexical (product default), top-probability rule",
+            f"{system}, top-probability rule",
             model.stats.train_seconds,
             proba.max(1),
             predicted,
             gold,
         ),
         "in_scope": print_system(
-            "core.ml head + lexical (product default), in_scope alone (core.ml.ood)",
+            f"{system}, in_scope alone (core.ml.ood)",
             model.stats.train_seconds,
             in_scope,
             predicted,
             gold,
         ),
         "bot rule": print_system(
-            "core.ml head + lexical (product default), the bot's rule: min(top probability, in_scope)",
+            f"{system}, the bot's rule: min(top probability, in_scope)",
             model.stats.train_seconds,
             confidence,
             predicted,

@@ -40,6 +40,7 @@ class SettingsOut(serializers.Serializer):
     office_hours = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
     timezone = serializers.CharField()
     grounded_answers = serializers.BooleanField()
+    out_of_scope_check = serializers.BooleanField()
 
 
 def _between(name: str) -> dict[str, str]:
@@ -79,6 +80,11 @@ class SettingsIn(StrictSerializer):
     timezone = serializers.CharField(max_length=64, required=False, help_text="e.g. Europe/Berlin")
     grounded_answers = serializers.BooleanField(
         required=False, help_text="answers written from knowledge-base passages, citing them"
+    )
+    out_of_scope_check = serializers.BooleanField(
+        required=False,
+        help_text="the threshold compares the top probability capped by the model's in_scope score: "
+        "questions unlike the training examples are not answered from a template",
     )
 
 

@@ -51,6 +51,13 @@ class ConversingForm(forms.Form):
         help_text="Offer an intent as a suggestion when the model gives it at least this probability.",
     )
     rephrase_message = forms.CharField(max_length=500, label="Asking to rephrase")
+    out_of_scope_check = forms.BooleanField(
+        required=False,
+        label="Hand on questions unlike the training examples",
+        help_text="The threshold then compares the model's confidence capped by how much the question looks"
+        " like the questions it was trained on. Best with a fine-tuned model trained on varied wordings;"
+        " the table above then shows this rule's figures.",
+    )
 
 
 class ThresholdPickForm(forms.Form):

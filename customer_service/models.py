@@ -67,6 +67,11 @@ class BotSettings(TenantModel):
     # Answers from the knowledge base phrased by a small generative model from the top passages only, the
     # passages cited (``services.grounded``); off: the closest passage itself, as before.
     grounded_answers = models.BooleanField(default=False)
+    # The hand-off rule compares the top probability capped by the model's ``in_scope`` (``core.ml.ood``:
+    # how much the question looks like the training examples), so questions unlike anything it was trained
+    # on go on to the knowledge base or a person. Off by default: on templated training sets (the demo's
+    # Bitext rows) ordinary wordings look atypical (BENCHMARKS.md section 17).
+    out_of_scope_check = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

@@ -217,13 +217,18 @@ def intent_labels(*, organisation) -> list[str]:
     return list(version.labels) if version is not None else []
 
 
-def operating_points(*, organisation, version=None) -> list[dict[str, Any]] | None:
+def operating_points(
+    *, organisation, version=None, out_of_scope: bool = False
+) -> list[dict[str, Any]] | None:
     """The active intent model's coverage curve on its held-out rows, for choosing the threshold: per
     threshold, the share of questions it would answer and the share it would answer wrongly (of all, and of
     those answered), in percent. None for a model evaluated before the curve was stored (retrain it). The
-    curve is over what the bot's rule compares: the top probability."""
+    curve is over what the bot's rule compares: the top probability, or with ``out_of_scope`` (the tenant's
+    ``out_of_scope_check``) the top probability capped by ``in_scope`` (``in_scope_coverage``; the plain
+    curve for a model without an out-of-scope model, whose rule is the plain one)."""
     version = version or intent_model(organisation=organisation)
-    curve = (version.metrics or {}).get("coverage") if version is not None else None
+    metrics = (version.metrics or {}) if version is not None else {}
+    curve = (out_of_scope and metrics.get("in_scope_coverage")) or metrics.get("coverage")
     if not curve:
         return None
     points = []

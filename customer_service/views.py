@@ -49,6 +49,7 @@ def _setup_page(request, *, status: int = 200, tab: str = "", **bound):
         "uncertain_mode": bot.uncertain_mode,
         "suggestion_floor": bot.suggestion_floor,
         "rephrase_message": bot.rephrase_message,
+        "out_of_scope_check": bot.out_of_scope_check,
     }
     hours_initial: dict = {"office_hours_enabled": bot.office_hours_enabled, "timezone": bot.timezone}
     for row in services.office_hours_rows(bot=bot):
@@ -79,7 +80,9 @@ def _setup_page(request, *, status: int = 200, tab: str = "", **bound):
         "snippet": f'<script src="{script_url}" data-key="{bot.widget_key}" async></script>',
         "conversing_form": forms.ConversingForm(initial=conversing_initial),
         "office_hours_form": forms.OfficeHoursForm(initial=hours_initial),
-        "operating_points": selectors.operating_points(organisation=organisation, version=version),
+        "operating_points": selectors.operating_points(
+            organisation=organisation, version=version, out_of_scope=bot.out_of_scope_check
+        ),
         "intent_thresholds": [
             (intent, bot.intent_thresholds.get(intent), services.intent_threshold_for(bot=bot, intent=intent))
             for intent in intents

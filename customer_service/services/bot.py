@@ -83,6 +83,8 @@ def bot_settings_update(*, organisation, **fields: Any) -> BotSettings:
         bot.office_hours_enabled = bool(fields["office_hours_enabled"])
     if "grounded_answers" in fields:
         bot.grounded_answers = bool(fields["grounded_answers"])
+    if "out_of_scope_check" in fields:
+        bot.out_of_scope_check = bool(fields["out_of_scope_check"])
     if bot.office_hours_enabled and not bot.office_hours:
         raise InvalidInput(
             "Give the hours of at least one weekday, or turn office hours off.",
