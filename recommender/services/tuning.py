@@ -22,7 +22,6 @@ from core.errors import InvalidInput
 from core.jobs import services as jobs
 from core.jobs.models import TrainingJob
 from core.registry import services as registry
-from core.registry.services.training import training_kind
 from recommender import hybrid, pairs
 from recommender.models import Item
 from recommender.selectors import interactions
@@ -63,14 +62,6 @@ def item_text_tune_start(*, organisation, created_by=None, max_pairs: int = pair
     )
 
 
-def too_few_pairs_message(total: int) -> str:
-    return (
-        f"Tuning the item text needs at least {MIN_PAIRS} pairs of different items taken one after the"
-        f" other by the same user, before the last weeks the ranker validates on; your events give"
-        f" {total}. Send more behaviour first."
-    )
-
-
 def tune_job_handler(job, reporter) -> dict[str, Any]:
     """The ``recommender.item_text_tune`` job: the pairs, their dataset, then the platform's training on it
     (this job's params become an ``ml.train`` job's, so its page and its version read as one)."""
@@ -78,7 +69,11 @@ def tune_job_handler(job, reporter) -> dict[str, Any]:
     reporter.progress(0.0, "Reading the events", force=True)
     found, total = item_text_pairs(organisation=job.organisation, max_pairs=max_pairs)
     if len(found) < MIN_PAIRS:
-        raise InvalidInput(too_few_pairs_message(total))
+        raise InvalidInput(
+            f"Tuning the item text needs at least {MIN_PAIRS} pairs of different items taken one after the"
+            f" other by the same user, before the last weeks the ranker validates on; your events give"
+            f" {total}. Send more behaviour first."
+        )
     dataset = registry.dataset_from_rows(
         organisation=job.organisation,
         name=DATASET_NAME,
@@ -87,19 +82,10 @@ def tune_job_handler(job, reporter) -> dict[str, Any]:
         source="behaviour: items taken one after another",
         split=pairs.SPLIT,
     )
-    config = training_kind(text.APP, text.TEXT_TASK, dataset).check_settings(
-        config=dict(pairs.TUNE_CONFIG), search=None, follow_up=None
+    trains = registry.train_job_params(
+        dataset=dataset, app=text.APP, task=text.TEXT_TASK, config=dict(pairs.TUNE_CONFIG)
     )
-    job.params = {
-        **(job.params or {}),
-        "dataset_id": dataset.pk,
-        "config": config,
-        "search": None,
-        "follow_up": None,
-        "rows": (dataset.split_counts or {}).get("train") or dataset.row_count,
-        "pairs": len(found),
-        "pairs_found": total,
-    }
+    job.params = {**(job.params or {}), **trains, "pairs": len(found), "pairs_found": total}
     TrainingJob.all_tenants.filter(pk=job.pk).update(params=job.params)
     reporter.progress(0.02, f"{len(found)} pairs of items taken one after another", force=True)
     result = registry.train_job_handler(job, reporter)

@@ -37,6 +37,7 @@ from core.registry.services.training import (
     model_fine_tune_start,
     model_train_start,
     train_job_handler,
+    train_job_params,
 )
 
 __all__ = [
@@ -70,4 +71,5 @@ __all__ = [
     "split_fractions",
     "store_sweep",
     "train_job_handler",
+    "train_job_params",
 ]

@@ -66,22 +66,38 @@ def model_train_start(
     dataset = Dataset.objects.for_org(organisation).filter(pk=validate_id(dataset_id, "dataset")).first()
     if dataset is None:
         raise NotFound("No such dataset.")
-    config = training_kind(app, task, dataset).check_settings(
-        config=config, search=search, follow_up=follow_up
+    params = train_job_params(
+        dataset=dataset, app=app, task=task, config=config, search=search, follow_up=follow_up
     )
     billing.quota_check(organisation=organisation, meter=Meter.MODELS)
-    params = {
+    return jobs.job_create(
+        organisation=organisation, kind="ml.train", params=params, created_by=created_by, app=app
+    )
+
+
+def train_job_params(
+    *,
+    dataset: Dataset,
+    app: str,
+    task: str,
+    config: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+    follow_up: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The parameters ``train_job_handler`` reads, the settings checked by the kind that trains ``dataset``
+    (``InvalidInput`` for bad ones): for ``model_train_start``, and for a product's own job that builds its
+    dataset first and then trains it with ``train_job_handler`` in the same job."""
+    return {
         "dataset_id": dataset.pk,
         "app": app,
         "task": task,
-        "config": config,
+        "config": training_kind(app, task, dataset).check_settings(
+            config=config, search=search, follow_up=follow_up
+        ),
         "search": search,
         "follow_up": follow_up,
         "rows": (dataset.split_counts or {}).get("train") or dataset.row_count,  # what the job page says
     }
-    return jobs.job_create(
-        organisation=organisation, kind="ml.train", params=params, created_by=created_by, app=app
-    )
 
 
 def training_kind(app: str, task: str, dataset: Dataset) -> ModelKind:
