@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from scipy.sparse import hstack
+from scipy.sparse import csr_matrix, hstack
 
 from core.ml.errors import MLError
 
@@ -47,11 +47,65 @@ class LexicalModel:
     vectorizers: dict[str, Any]
     coef: np.ndarray  # (n_labels, n_features)
     intercept: np.ndarray  # (n_labels,)
+    # what ``features`` reads, made once: each vectorizer's analyzer, vocabulary, first column and tf rule,
+    # the idf of every column, and the weights transposed (n_features, n_labels) in C order (no call copies)
+    _plan: list[tuple[Any, dict[str, int], int, bool]] = field(init=False, repr=False)
+    _idf: np.ndarray = field(init=False, repr=False)
+    _coef_t: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plan, offset = [], 0
+        for vectorizer in self.vectorizers.values():
+            plan.append(
+                (vectorizer.build_analyzer(), vectorizer.vocabulary_, offset, vectorizer.sublinear_tf)
+            )
+            offset += len(vectorizer.idf_)
+        self._plan = plan
+        self._idf = np.concatenate([np.asarray(v.idf_, dtype=np.float32) for v in self.vectorizers.values()])
+        self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float32)
+
+    def features(self, texts: Sequence[str]) -> csr_matrix:
+        """(N, n_features) float32 TF-IDF rows, each vectorizer's part L2-normalised: what the fitted
+        vectorizers' ``transform`` gives (``tests/core/ml/test_lexical.py`` compares them), without their
+        per-call checks and matrix assembly, which cost a one-text call about 2 ms (20x the counting)."""
+        columns: list[int] = []  # each vectorizer's own column numbers
+        counts: list[int] = []
+        parts: list[
+            int
+        ] = []  # per (text, vectorizer) part that has a term: the vectorizer's place in the plan
+        lengths: list[int] = []  # ... and its number of terms: each part is L2-normalised alone
+        indptr = [0]
+        for text in texts:
+            for place, (analyze, vocabulary, _offset, _sublinear) in enumerate(self._plan):
+                found: dict[int, int] = {}
+                for term in analyze(text):
+                    j = vocabulary.get(term)
+                    if j is not None:
+                        found[j] = found.get(j, 0) + 1
+                if found:
+                    columns.extend(found.keys())
+                    counts.extend(found.values())
+                    parts.append(place)
+                    lengths.append(len(found))
+            indptr.append(len(columns))
+        offsets = np.asarray([offset for _, _, offset, _ in self._plan], dtype=np.int64)
+        sublinear = np.asarray([rule for _, _, _, rule in self._plan], dtype=bool)
+        index = np.asarray(columns, dtype=np.int64) + np.repeat(offsets[parts], lengths)
+        values = np.asarray(counts, dtype=np.float32)
+        logged = np.repeat(sublinear[parts], lengths)
+        values[logged] = np.log(values[logged]) + 1.0
+        values *= self._idf[index]
+        if lengths:
+            starts = np.cumsum([0, *lengths[:-1]])
+            norms = np.sqrt(np.add.reduceat(values * values, starts))
+            values /= np.repeat(np.where(norms > 0, norms, 1.0), lengths).astype(np.float32)
+        return csr_matrix(
+            (values, index, np.asarray(indptr, dtype=np.int64)), shape=(len(texts), len(self._coef_t))
+        )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(N, n_labels) probabilities, columns in the model's label order."""
-        features = hstack([v.transform(list(texts)) for v in self.vectorizers.values()]).tocsr()
-        logits = features @ self.coef.T + self.intercept
+        logits = np.asarray(self.features(texts) @ self._coef_t) + self.intercept
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)

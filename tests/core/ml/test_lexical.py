@@ -63,3 +63,38 @@ def test_unusable_texts_raise_a_user_facing_error():
 
     with pytest.raises(MLError, match="lexical"):
         fit_lexical(texts=["!!", "??", "..."], targets=[0, 1, 0], n_labels=2)
+
+
+def test_features_are_what_the_fitted_vectorizers_give():
+    """``LexicalModel.features`` counts and weighs n-grams itself (no per-call sklearn checks): it must give
+    the vectorizers' own ``transform``, for texts with repeats, unknown words, accents, case and no word."""
+    from scipy.sparse import hstack
+
+    texts = [
+        "Profit rose sharply, profit beat estimates",
+        "sales fell; costs rose and margins shrank",
+        "Dividend cut announced by the board",
+        "CEO résumé: growth growth growth",
+        "shares flat after earnings call",
+        "loss widened as revenue dropped",
+    ] * 3
+    model = fit_lexical(texts=texts, targets=[0, 1, 1, 0, 2, 1] * 3, n_labels=3)
+    asked = [
+        "profit rose, profit rose again",
+        "Résumé of the CEO",
+        "",
+        "!!! ???",
+        "zzz unknown qqq",
+        "SALES FELL",
+        "Sales fell",
+    ]
+    expected = hstack([v.transform(asked) for v in model.vectorizers.values()]).tocsr()
+    got = model.features(asked)
+    assert got.shape == expected.shape
+    assert np.allclose(got.toarray(), expected.toarray(), atol=1e-6)
+    assert expected.nnz > 0 and got.nnz == expected.nnz
+    logits = np.asarray(expected @ model.coef.T) + model.intercept
+    reference = np.exp(logits - logits.max(axis=1, keepdims=True))
+    reference /= reference.sum(axis=1, keepdims=True)
+    assert np.allclose(model.predict_proba(asked), reference, atol=1e-6)
+    assert model.predict_proba([]).shape == (0, 3)
