@@ -5,7 +5,9 @@ import threading
 import uuid
 
 import pytest
+from django.conf import settings
 
+from core import ratelimit
 from core.ratelimit import rate_limit_hit
 
 
@@ -87,3 +89,22 @@ def test_keys_are_counted_apart_and_a_zero_limit_refuses():
     assert not rate_limit_hit(key=one, limit=3, now=10.0).allowed
     assert rate_limit_hit(key=two, limit=3, now=10.0).allowed
     assert not rate_limit_hit(key=_key(), limit=0, now=10.0).allowed
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the script runs on the cache's Redis (REDIS_URL)")
+def test_the_redis_script_and_the_cache_calls_count_the_same_hits(monkeypatch):
+    """With the cache in Redis a hit is one script (``_HIT``); the cache's own calls (the path without Redis,
+    and the counters ``core.billing.deferred``'s admission shares) see the same counts, and refuse alike."""
+    assert ratelimit._redis_script() is not None
+    key = _key()
+    scripted = [rate_limit_hit(key=key, limit=20, now=1000.5) for _ in range(12)]
+    assert [h.count for h in scripted] == list(range(1, 13)) and all(h.allowed for h in scripted)
+    monkeypatch.setattr(ratelimit, "_redis_script", lambda: None)  # the cache's calls from here
+    cached = [rate_limit_hit(key=key, limit=20, now=1010.5) for _ in range(9)]
+    assert [h.count for h in cached[:8]] == list(range(13, 21)) and not cached[8].allowed
+    assert cached[8].retry_after == pytest.approx(50.5)  # the slot of 1000.5 leaves the window at 1061
+    monkeypatch.undo()
+    refused = rate_limit_hit(key=key, limit=20, now=1020.0)
+    assert (refused.allowed, refused.count, refused.retry_after) == (False, 20, pytest.approx(41.0))
+    assert rate_limit_hit(key=key, limit=20, now=1061.0).allowed  # the first 12 have left the window
+    assert not rate_limit_hit(key=key, limit=0, now=1061.0).allowed
