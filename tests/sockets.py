@@ -6,8 +6,10 @@ waits for all of them without a limit. One CI run on the Redis channel layer hun
 at pytest-timeout's 300 s and the stuck thread then held the interpreter's exit until CI's 90 minutes ran
 out. So a scenario here runs under a time limit; every ``Socket`` it opened is disconnected as a browser
 would (the consumer's own ``disconnect`` runs, its groups are left) before the loop ends, so nothing is
-left to cancel; and a task that still will not finish after a cancel fails the test with its stack instead
-of hanging (it is handed to no one: ``asyncio.run`` no longer sees it).
+left to cancel; a task still waiting on a thread (a bot's answer being worked out) is let finish first, as
+a cancel would not stop the thread (``_waits_on_a_thread``); and a task that still will not finish after a
+cancel fails the test with its stack instead of hanging (it is handed to no one: ``asyncio.run`` no longer
+sees it).
 """
 
 import asyncio
@@ -46,6 +48,21 @@ def _stacks(tasks) -> str:
     return "\n".join(lines)
 
 
+def _waits_on_a_thread(task: asyncio.Task) -> bool:
+    """Whether ``task`` awaits a sync function running in a thread (``sync_to_async``, as a consumer's
+    ``database_sync_to_async`` work): a cancel ends the task but not the thread, and the thread's own
+    ``async_to_sync`` calls back into this loop (a commit's broadcast) then wait for ever on a wrapper
+    task that the closing loop cancelled before it ran: one such thread held a customer-service socket test
+    and the interpreter's exit (``asyncio.run`` joins the loop's executor threads)."""
+    coro: Any = task.get_coro()
+    while coro is not None:
+        code = getattr(coro, "cr_code", None)
+        if code is not None and code.co_name == "__call__" and code.co_filename.endswith("asgiref/sync.py"):
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
 async def _settle(opened: list[Socket]) -> None:
     for socket in opened:
         if not socket.future.done():
@@ -54,6 +71,10 @@ async def _settle(opened: list[Socket]) -> None:
                 await socket.disconnect(timeout=SETTLE_TIMEOUT_S)
     me = asyncio.current_task()
     left = [task for task in asyncio.all_tasks() if task is not me and not task.done()]
+    threaded = [task for task in left if _waits_on_a_thread(task)]
+    if threaded:  # let their threads finish while the loop still serves their calls back into it
+        await asyncio.wait(threaded, timeout=SETTLE_TIMEOUT_S)
+        left = [task for task in left if not task.done()]
     for task in left:
         task.cancel()
     if not left:

@@ -65,3 +65,26 @@ def test_a_scenario_that_never_ends_is_stopped_at_its_time_limit():
 
     with pytest.raises(TimeoutError):
         run_sockets(scenario, timeout=0.5)
+
+
+def test_a_task_waiting_on_a_thread_is_let_finish_not_cancelled():
+    """A consumer's ``database_sync_to_async`` work left running by the scenario (a bot's answer) ends with
+    its thread; cancelled, its thread would go on and call back into a closing loop
+    (``_waits_on_a_thread``)."""
+    calls = []
+
+    def work() -> str:
+        import time
+
+        time.sleep(0.3)  # the scenario has ended by now
+        calls.append("called back")
+        return "answered"
+
+    async def scenario():
+        task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
+        await asyncio.sleep(0)
+        return task
+
+    task = run_sockets(scenario)
+    assert task.done() and not task.cancelled() and task.result() == "answered"
+    assert calls == ["called back"]
