@@ -116,13 +116,18 @@ def measure(job: dict) -> dict:
     shown: set[str] = set()
     # the consumer hands the answer the settings it read for the frame, where the tree's service takes them
     pass_bot = "bot" in inspect.signature(services.visitor_message_answer).parameters
+    # and checks the key for every frame with the bot it knows, where the tree's check takes it (the settings
+    # then come from the per-process cache)
+    pass_known = "known" in inspect.signature(services.bot_for_widget).parameters
 
     def one(text: str, n: int) -> tuple[str, float, float, int, int]:
         conversation, _token, _greeting = services.conversation_start(bot=bot, visitor=f"profile-{n:08d}")
         sends[0] = 0
         with CaptureQueriesContext(connection) as queries:
             cpu, wall = time.process_time(), time.perf_counter()
-            checked = services.bot_for_widget(widget_key=bot.widget_key, origin=origin, host=host)
+            checked = services.bot_for_widget(
+                widget_key=bot.widget_key, origin=origin, host=host, **({"known": bot} if pass_known else {})
+            )
             services.widget_throttle(
                 widget_key=checked.widget_key, client=f"10.1.{n % 250}.1", kind="message"
             )

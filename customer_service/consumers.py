@@ -117,6 +117,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 widget_key=self.widget_key,
                 origin=_header(self.scope, b"origin"),
                 host=_header(self.scope, b"host"),
+                known=self.bot,  # after the first frame: the settings from the per-process cache
             )
         except TrellisError as exc:
             self.bot = None

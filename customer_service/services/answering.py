@@ -41,10 +41,8 @@ from core.billing.streamed import metered_streamed
 from core.errors import QuotaExceeded
 from core.ml.errors import MLError
 from core.registry import services as registry
-from core.registry.services.common import active_version
 from customer_service.models import (
     AnswerSource,
-    AnswerTemplate,
     BotSettings,
     Conversation,
     ConversationStatus,
@@ -53,7 +51,7 @@ from customer_service.models import (
     UncertainMode,
 )
 from customer_service.services.bot import bot_settings_for, intent_threshold_for
-from customer_service.services.common import APP, INTENT_TASK, RETRIEVAL_TASK
+from customer_service.services.common import APP, RETRIEVAL_TASK
 from customer_service.services.conversations import (
     _add_message,
     _announce,
@@ -65,6 +63,7 @@ from customer_service.services.grounded import NOT_FOUND, grounded_answer
 from customer_service.services.handoff import email_reply_locked, hand_off_locked
 from customer_service.services.knowledge import Hit, kb_search
 from customer_service.services.smalltalk import small_talk
+from customer_service.services.state import answering_state
 from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,8 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     intent, confidence, version_id = "", None, None
     in_scope: float | None = None
     probabilities: dict[str, float] = {}
-    version = active_version(organisation, APP, INTENT_TASK)
+    state = answering_state(organisation=organisation)  # cached behind generation tokens
+    version = state.version
     predictor, embeddings = None, None  # kept for the knowledge base: its search may reuse the pass
     if version is not None and version.labels:
         predictor = registry.predictor_for(version=version)
@@ -173,9 +173,9 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
                 confidence,
                 model_version_id=version_id,
             )
-        template = AnswerTemplate.objects.for_org(organisation).filter(intent=intent, active=True).first()
+        template = state.templates.get(intent)
         if template is not None and confidence >= threshold:
-            return Decision(AnswerSource.TEMPLATE, template.body, "", intent, confidence, None, version_id)
+            return Decision(AnswerSource.TEMPLATE, template, "", intent, confidence, None, version_id)
     embedded = (
         vectors.embedding_reuse(
             organisation=organisation,

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from core.errors import InvalidInput, NotFound, RateLimited
 from core.ratelimit import rate_limit_hit
 from customer_service.models import BotSettings, UncertainMode
+from customer_service.services.state import bot_settings_cached
 
 
 def bot_settings_for(*, organisation) -> BotSettings:
@@ -121,11 +122,19 @@ def widget_key_rotate(*, organisation) -> BotSettings:
     return bot
 
 
-def bot_for_widget(*, widget_key: str, origin: str | None, host: str | None = None) -> BotSettings:
+def bot_for_widget(
+    *, widget_key: str, origin: str | None, host: str | None = None, known: BotSettings | None = None
+) -> BotSettings:
     """The bot a widget key names, if the page's origin may use it: one of ``allowed_origins`` (any site
     when the list is empty), or Trellis itself (the origin's host is the host serving the socket: the
-    try-it page)."""
-    bot = BotSettings.all_tenants.select_related("organisation").filter(widget_key=widget_key).first()
+    try-it page). ``known``: the bot this key named before (a socket checks it again for every frame): its
+    organisation's settings as they are now are read from the per-process cache (``state``), and the key
+    must still be theirs (a rotated key is unknown)."""
+    if known is not None:
+        bot = bot_settings_cached(organisation=known.organisation)
+        bot = bot if bot is not None and bot.widget_key == widget_key else None
+    else:
+        bot = BotSettings.all_tenants.select_related("organisation").filter(widget_key=widget_key).first()
     if bot is None:
         raise NotFound("Unknown widget key.")
     if bot.allowed_origins:
