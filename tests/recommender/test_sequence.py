@@ -112,7 +112,10 @@ def test_a_served_requests_shares_are_those_computed_afresh_and_read_once():
             assert served.keys() == parts.keys()
             assert all(served[k] == pytest.approx(parts[k], abs=1e-6) for k in parts)
         assert len(model._last[1]["shares"]) == len(items)  # each item's shares computed once, then read
-    matrix = model.sequence[[model.index["S1"], model.index["S2"]]]
-    csc = hybrid._csc(matrix)
+    rows = np.array([model.index["S1"], model.index["S2"]])
+    entries = hybrid.RowEntries.of(model.sequence, rows)  # the rows' entries, read from the matrix's arrays
+    matrix = model.sequence[rows]
+    weights = np.array([0.5, 2.0], dtype=np.float32)
+    assert np.allclose(entries.weighted_sum(weights, len(items)), matrix.T @ weights, atol=1e-6)
     for j in range(len(items)):
-        assert np.array_equal(hybrid._column(csc, j), matrix[:, [j]].toarray().ravel())
+        assert np.array_equal(entries.column(j), matrix[:, [j]].toarray().ravel())
