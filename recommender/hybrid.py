@@ -561,7 +561,7 @@ class HybridModel:
         found = self._shares(history, j)
         if found is not None:
             for name, values in found[1].items():
-                out[name] = float(np.sum(values))
+                out[name] = float(values.sum())
         return out
 
     def cold(self, item: str) -> bool:
