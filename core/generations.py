@@ -64,6 +64,22 @@ def bump(*, organisation, scope: str) -> None:
     transaction.on_commit(send)
 
 
+def bump_for_row(row, *, scope: str) -> None:
+    """``bump`` for the organisation of a tenant row just saved or deleted (a signal receiver's ``instance``);
+    nothing without Redis, or when the organisation is gone with it (nothing of it is served)."""
+    if not enabled():
+        return
+    from core.tenancy.models import Organisation
+
+    organisation = (
+        row.organisation
+        if type(row).organisation.is_cached(row)
+        else Organisation.objects.filter(pk=row.organisation_id).first()
+    )
+    if organisation is not None:
+        bump(organisation=organisation, scope=scope)
+
+
 class GenerationCache(Generic[T]):
     """One value per organisation, loaded again when a token of ``scopes`` changes (see the module)."""
 

@@ -73,19 +73,10 @@ class RegistryConfig(AppConfig):
         # version of an organisation gives its "registry" scope a new token once the write commits.
         from django.db.models.signals import post_delete, post_save
 
-        from core.generations import bump, enabled
-        from core.tenancy.models import Organisation
+        from core.generations import bump_for_row
 
         def versions_changed(sender, instance, **kwargs) -> None:
-            if not enabled():
-                return
-            organisation = (
-                instance.organisation
-                if ModelVersion.organisation.is_cached(instance)
-                else Organisation.objects.filter(pk=instance.organisation_id).first()
-            )
-            if organisation is not None:  # gone with its organisation: nothing of it is served
-                bump(organisation=organisation, scope="registry")
+            bump_for_row(instance, scope="registry")
 
         post_save.connect(versions_changed, sender=ModelVersion, weak=False, dispatch_uid="registry.gen")
         post_delete.connect(versions_changed, sender=ModelVersion, weak=False, dispatch_uid="registry.gen-d")

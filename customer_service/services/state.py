@@ -11,10 +11,9 @@ The cached rows are shared by the threads of a process: callers read them and ne
 
 from dataclasses import dataclass
 
-from core.generations import GenerationCache, bump
+from core.generations import GenerationCache, bump_for_row
 from core.registry.models import ModelVersion
 from core.registry.services.common import active_version
-from core.tenancy.models import Organisation
 from customer_service.models import AnswerTemplate, BotSettings
 from customer_service.services.common import APP, INTENT_TASK
 
@@ -54,10 +53,4 @@ def bot_settings_cached(*, organisation) -> BotSettings | None:
 
 def changed(sender, instance, **kwargs) -> None:
     """A signal receiver: ``instance`` (bot settings or a template) was saved or deleted."""
-    organisation = (
-        instance.organisation
-        if type(instance).organisation.is_cached(instance)
-        else Organisation.objects.filter(pk=instance.organisation_id).first()
-    )
-    if organisation is not None:  # gone with its organisation: nothing of it is served
-        bump(organisation=organisation, scope=SCOPE)
+    bump_for_row(instance, scope=SCOPE)
