@@ -47,21 +47,21 @@ class LexicalModel:
     vectorizers: dict[str, Any]
     coef: np.ndarray  # (n_labels, n_features)
     intercept: np.ndarray  # (n_labels,)
-    # what ``features`` reads, made once: each vectorizer's analyzer, vocabulary, first column and tf rule,
-    # the idf of every column, and the weights transposed (n_features, n_labels) in C order (no call copies)
-    _plan: list[tuple[Any, dict[str, int], int, bool]] = field(init=False, repr=False)
+    # what ``features`` reads, made once: each vectorizer's analyzer and vocabulary, its first column and tf
+    # rule, the idf of every column, and the weights transposed (n_features, n_labels) in C order
+    _plan: list[tuple[Any, dict[str, int]]] = field(init=False, repr=False)
+    _offsets: np.ndarray = field(init=False, repr=False)
+    _sublinear: np.ndarray = field(init=False, repr=False)
     _idf: np.ndarray = field(init=False, repr=False)
     _coef_t: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        plan, offset = [], 0
-        for vectorizer in self.vectorizers.values():
-            plan.append(
-                (vectorizer.build_analyzer(), vectorizer.vocabulary_, offset, vectorizer.sublinear_tf)
-            )
-            offset += len(vectorizer.idf_)
-        self._plan = plan
-        self._idf = np.concatenate([np.asarray(v.idf_, dtype=np.float32) for v in self.vectorizers.values()])
+        vectorizers = list(self.vectorizers.values())
+        self._plan = [(v.build_analyzer(), v.vocabulary_) for v in vectorizers]
+        sizes = [len(v.idf_) for v in vectorizers]
+        self._offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self._sublinear = np.array([v.sublinear_tf for v in vectorizers], dtype=bool)
+        self._idf = np.concatenate([np.asarray(v.idf_, dtype=np.float32) for v in vectorizers])
         self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float32)
 
     def features(self, texts: Sequence[str]) -> csr_matrix:
@@ -70,13 +70,13 @@ class LexicalModel:
         per-call checks and matrix assembly, which cost a one-text call about 2 ms (20x the counting)."""
         columns: list[int] = []  # each vectorizer's own column numbers
         counts: list[int] = []
-        parts: list[
-            int
-        ] = []  # per (text, vectorizer) part that has a term: the vectorizer's place in the plan
-        lengths: list[int] = []  # ... and its number of terms: each part is L2-normalised alone
+        # per (text, vectorizer) part that has a term: the vectorizer's place in the plan, and its number of
+        # terms (each part is L2-normalised alone)
+        parts: list[int] = []
+        lengths: list[int] = []
         indptr = [0]
         for text in texts:
-            for place, (analyze, vocabulary, _offset, _sublinear) in enumerate(self._plan):
+            for place, (analyze, vocabulary) in enumerate(self._plan):
                 found: dict[int, int] = {}
                 for term in analyze(text):
                     j = vocabulary.get(term)
@@ -88,11 +88,9 @@ class LexicalModel:
                     parts.append(place)
                     lengths.append(len(found))
             indptr.append(len(columns))
-        offsets = np.asarray([offset for _, _, offset, _ in self._plan], dtype=np.int64)
-        sublinear = np.asarray([rule for _, _, _, rule in self._plan], dtype=bool)
-        index = np.asarray(columns, dtype=np.int64) + np.repeat(offsets[parts], lengths)
+        index = np.asarray(columns, dtype=np.int64) + np.repeat(self._offsets[parts], lengths)
         values = np.asarray(counts, dtype=np.float32)
-        logged = np.repeat(sublinear[parts], lengths)
+        logged = np.repeat(self._sublinear[parts], lengths)
         values[logged] = np.log(values[logged]) + 1.0
         values *= self._idf[index]
         if lengths:
