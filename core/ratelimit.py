@@ -19,6 +19,7 @@ a tenth of that as a script: every chat message and API request pays it).
 
 import contextlib
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,19 +74,21 @@ redis.call('DECR', slot)
 return {0, total + position - 1, counts}
 """
 
+_lock = threading.Lock()
 _script: Any = None
 
 
 def _redis_script() -> Any:
-    """The script on the cache's Redis, through the process's one Redis client (None: the cache is not
-    Redis)."""
+    """The script on the cache's Redis (None: the cache is not Redis)."""
     global _script
     if not settings.REDIS_URL or not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
         return None
-    if _script is None:
-        from core.billing.deferred import redis_client  # not at import: billing imports this module
+    with _lock:
+        if _script is None:
+            import redis
 
-        _script = redis_client().register_script(_HIT)  # registering twice is harmless
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
+            _script = client.register_script(_HIT)
     return _script
 
 
