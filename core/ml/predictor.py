@@ -2,7 +2,9 @@
 
 A :class:`Predictor` owns a merged model on one device and answers with labels, probabilities and the
 version id; it runs a verified TorchScript trace of its encoder on CPU when one matches the eager module, and
-the dynamic int8 copy of the model when the version passed the gate (``core.ml.serving.quantization_gate``).
+the int8 copy of the model when the version passed the gate (``core.ml.serving.quantization_gate``): int8
+with a scale per row (``core.ml.quantize``), run in batches of texts of one token length, so that a text's
+answer never depends on the texts beside it.
 
 Every answer is two steps, exposed so that several heads can share one encoder pass
 (``core.registry.services.serving.predict_shared``): :meth:`Predictor.embed` (the encoder: tokenise, encode,
@@ -14,7 +16,6 @@ the same key compute the same embeddings, so one's ``embed`` feeds the other's `
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from core.ml.lexical import LexicalModel, blend
 from core.ml.modeling import TextClassifier, length_sorted_batches, tokenize, trace_checked
 from core.ml.ood import OutOfScope
 from core.ml.predictions import Prediction, to_predictions
+from core.ml.quantize import quantize_rows_int8
 from core.ml.runtime import Runtime, apply_threads, resolve_device
 
 
@@ -56,11 +58,11 @@ class Predictor:
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
-        # Dynamic int8 scales activations per forward pass (over every text and padding position in it),
-        # so a text's answer would depend on which texts share its batch. A quantized predictor runs each
-        # text alone: its answers do not depend on micro-batching or file order, and the gate measures
-        # exactly what serves.
-        self.max_length, self.batch_size = max_length, 1 if quantized else batch_size
+        # The int8 path scales each row (token) by its own range (``core.ml.quantize``), and a quantized
+        # predictor batches only texts of one token length (no padding): every text gets exactly the
+        # vectors it gets alone, so answers do not depend on micro-batching or file order, and the gate
+        # measures exactly what serves.
+        self.max_length, self.batch_size = max_length, batch_size
         self.lexical, self.blend_weight = lexical, blend_weight
         self.ood = ood  # the out-of-scope model (``core.ml.ood``), or None: predictions carry no ``in_scope``
         self.temperature = temperature  # calibration of the final probabilities (core.ml.calibration)
@@ -74,10 +76,30 @@ class Predictor:
         """(N, H) unit-length sentence embeddings in input order: the encoder pass, length-sorted batches."""
         out = torch.empty((len(texts), self.model.head.in_features), dtype=torch.float32)
         with torch.inference_mode():
+            if self.quantized:
+                for idx, input_ids in self._equal_length_batches(texts):
+                    out[idx] = self._encode(input_ids, torch.ones_like(input_ids)).float()
+                return out
             for idx in length_sorted_batches(texts, self.batch_size):
                 batch = self._tokenize([texts[i] for i in idx])
                 out[idx] = self._encode(batch["input_ids"], batch["attention_mask"]).float().cpu()
         return out
+
+    def _equal_length_batches(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor]]:
+        """Batches (indices, (B, T) token ids) of texts with one token count each: nothing padded."""
+        with self._tokenizer_lock:
+            ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            by_length.setdefault(len(row), []).append(i)
+        return [
+            (
+                group[start : start + self.batch_size],
+                torch.tensor([ids[i] for i in group[start : start + self.batch_size]]),
+            )
+            for group in by_length.values()
+            for start in range(0, len(group), self.batch_size)
+        ]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One batch through the encoder (the traced one when there is one): (B, T) -> (B, H)."""
@@ -89,11 +111,7 @@ class Predictor:
         """(N, n_labels) probabilities from (N, H) embeddings of ``texts`` (the texts feed the lexical member
         of a blended version; the neural part reads only the embeddings)."""
         with torch.inference_mode():
-            rows = embeddings.to(self.device)
-            # an int8 head scales its input per call: one row at a time, so answers keep to their own text
-            step = 1 if self.quantized else max(len(rows), 1)
-            parts = [self.model.head(rows[i : i + step]) for i in range(0, len(rows), step)]
-            logits = torch.cat(parts) if parts else self.model.head(rows)
+            logits = self.model.head(embeddings.to(self.device))  # an int8 head scales each row alone
             out = torch.softmax(logits.float(), dim=-1).cpu()
         return apply_temperature(blend(out, self.lexical, self.blend_weight, texts), self.temperature)
 
@@ -147,14 +165,9 @@ def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str]) -> bo
     return all(len(row) <= limit for row in ids)
 
 
-def quantize_dynamic_int8(model: TextClassifier) -> TextClassifier:
-    """A copy of ``model`` with every ``nn.Linear`` as dynamic int8 (CPU only)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
-        # per-channel weight scales: on BANKING77 they kept accuracy within 0.1-0.5 points where
-        # per-tensor scales lost about 0.8 (BENCHMARKS.md), at the same speed
-        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
+def quantize_int8(model: TextClassifier) -> TextClassifier:
+    """A copy of ``model`` on CPU with every ``nn.Linear`` in int8, a scale per row (``core.ml.quantize``)."""
+    return quantize_rows_int8(model)
 
 
 class _Encoder(nn.Module):
@@ -178,12 +191,12 @@ def trace_for_cpu(model: TextClassifier, tokenizer: PreTrainedTokenizerBase, max
 def load_predictor(
     *, directory: Path, version: str, runtime: Runtime, quantized: bool = False, trace: bool = True
 ) -> Predictor:
-    """Load a saved version for serving; ``quantized`` applies dynamic int8 (CPU only); ``trace`` (CPU only)
-    runs a verified TorchScript trace of the model instead of the eager module."""
+    """Load a saved version for serving; ``quantized`` serves int8 (``quantize_int8``, CPU only); ``trace``
+    (CPU only) runs a verified TorchScript trace of the model instead of the eager module."""
     apply_threads(runtime)
     model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
     device = "cpu" if quantized else resolve_device(runtime)
-    model = quantize_dynamic_int8(model) if quantized else model.to(device)
+    model = quantize_int8(model) if quantized else model.to(device)
     lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     max_length = int(manifest["hyperparameters"]["max_length"])
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
@@ -222,9 +235,9 @@ def _int8_key(key: str) -> str:
 
 
 def int8_copy(predictor: Predictor) -> Predictor:
-    """The same version served through dynamic int8 (what the gate measures against the float model)."""
+    """The same version served in int8 (what the gate measures against the float model)."""
     return Predictor(
-        model=quantize_dynamic_int8(predictor.model),
+        model=quantize_int8(predictor.model),
         tokenizer=predictor.tokenizer,
         labels=predictor.labels,
         version=predictor.version,

@@ -5,7 +5,7 @@ model on one device and answers ``predict(texts)`` with labels, probabilities an
 load only in :func:`load_predictor` (never at import) and a process keeps them in one cache
 (``core.ml.cache.ModelCache``; :class:`PredictorCache` is that cache with a predictor loader).
 :class:`MicroBatcher` merges concurrent single requests into one forward pass. :func:`quantization_gate`
-decides whether dynamic int8 keeps accuracy for a version.
+decides whether int8 keeps accuracy for a version.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 QUANTIZATION_METHOD = (
-    "dynamic-int8, per-channel weights (torch.ao.quantization.quantize_dynamic on nn.Linear)"
+    "int8 nn.Linear: weights per output channel, inputs per row at run time (core.ml.quantize)"
 )
 
 
@@ -48,7 +48,7 @@ def _torch_side() -> ModuleType:
 def load_predictor(
     *, directory: Path, version: str, runtime: Runtime, quantized: bool = False, trace: bool = True
 ) -> Predictor:
-    """Load a saved version for serving; ``quantized`` applies dynamic int8 (CPU only); ``trace`` (CPU only)
+    """Load a saved version for serving; ``quantized`` serves int8 (CPU only); ``trace`` (CPU only)
     runs a verified TorchScript trace of the model instead of the eager module."""
     return _torch_side().load_predictor(
         directory=directory, version=version, runtime=runtime, quantized=quantized, trace=trace
@@ -116,7 +116,7 @@ def _accuracy_and_f1(
 def quantization_gate(
     *, directory: Path, rows: Sequence[tuple[str, str]], runtime: Runtime, tolerance: float = 0.005
 ) -> dict:
-    """Float vs dynamic-int8 accuracy on held-out ``rows``; int8 is used when it loses at most ``tolerance``.
+    """Float vs int8 accuracy on held-out ``rows``; int8 is used when it loses at most ``tolerance``.
 
     ``tolerance`` is in accuracy units (0.005 = half a point). Being more accurate never disqualifies int8.
     """

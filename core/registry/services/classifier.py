@@ -183,7 +183,7 @@ class ClassifierKind:
         return save_artifact(model=model, directory=directory, extra_manifest=extra_manifest)
 
     def after_store(self, *, version: ModelVersion, held_out, reporter) -> None:
-        """The int8 gate: the version serves dynamic int8 only if it keeps accuracy on the held-out rows."""
+        """The int8 gate: the version serves int8 only if it keeps accuracy on the held-out rows."""
         reporter.progress(0.96, "Measuring the quantised path", force=True)
         gate = quantization_gate(
             directory=plaintext_model_dir(version),

@@ -80,8 +80,9 @@ def online_model_for(*, version: ModelVersion):
     """What online requests call: the version's micro-batcher when its kind batches, so concurrent requests
     share forward passes (the request threads of the ASGI server block on it), else the loaded model.
 
-    Float versions (GPU hosts, or versions that failed the int8 gate) batch; int8 versions run each text
-    alone anyway (see ``core.ml.serving.Predictor``), so they skip the batcher and its wait.
+    Float versions (GPU hosts, or versions that failed the int8 gate) batch; int8 versions batch only texts
+    of one token length (``core.ml.predictor.Predictor``), which concurrent requests seldom share, so they
+    skip the batcher and its wait.
     """
     if not kind_of(version).batched or settings.ML_MICROBATCH_MAX <= 1 or version.quantized:
         return loaded_model(version=version)
@@ -125,7 +126,7 @@ def predict_shared(
     given, collects the time of the encoder passes (``"encoder"``) and of each version's head or own pass
     (by version id), so callers can report where the time went.
 
-    An int8 version's encoder differs from the float one (and runs each text alone). ``float_encoder``
+    An int8 version's encoder differs from the float one. ``float_encoder``
     serves every version from its float model, so head versions on the base share a pass whatever their
     int8 gates decided (float is the reference each gate measured int8 against): for batch work, where one
     float pass costs less than a float and an int8 pass.
@@ -256,7 +257,7 @@ def model_predict(
 
 
 def serving_path(*, version: ModelVersion) -> str:
-    """Which weights answer for a version: ``"int8"`` (dynamic int8 on CPU: it passed the gate) or
+    """Which weights answer for a version: ``"int8"`` (int8 on CPU: it passed the gate) or
     ``"float"``."""
     return "int8" if version.quantized else "float"
 

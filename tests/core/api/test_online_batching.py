@@ -83,7 +83,7 @@ def test_concurrent_requests_are_micro_batched_and_metered_each(version, setting
 def test_int8_versions_and_batching_off_serve_with_the_bare_predictor(version, settings):
     model, _ = version
     settings.ML_MICROBATCH_MAX = 64
-    assert model.quantized  # the head model passed the int8 gate; int8 runs each text alone anyway
+    assert model.quantized  # the head model passed the int8 gate; int8 batches only texts of one length
     assert serving.online_predictor_for(version=model) is serving.predictor_for(version=model)
     ModelVersion.all_tenants.filter(pk=model.pk).update(quantized=False)
     model.refresh_from_db()

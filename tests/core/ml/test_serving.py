@@ -39,6 +39,7 @@ def test_quantized_predictor_agrees_with_float(lora_artifact, runtime, predictor
     quantized = load_predictor(directory=lora_artifact, version="v7", runtime=runtime, quantized=True)
     texts = [t for t, _ in test_rows]
     assert quantized.quantized and quantized.device == "cpu"
+    assert quantized.traced is not None  # the int8 encoder is traced (and checked against eager) as float is
     same = sum(
         a.label == b.label for a, b in zip(quantized.predict(texts), predictor.predict(texts), strict=True)
     )

@@ -1,0 +1,85 @@
+"""Int8 serving with a scale per row: a text's answer does not depend on the texts beside it.
+
+``RowInt8Linear`` replaces an ``nn.Linear`` on CPU: its weights are int8 with a scale per output channel, and
+each input row (one token of one text) is quantised with its own scale, taken from that row's range at run
+time; the product is ``torch._int_mm`` (int8 x int8 -> int32, exact) and the scales are applied to the int32
+result. Nothing in a row's answer reads another row, so a batch of texts of one token length (no padding)
+gives each text exactly the vectors it gets alone, and the predictor batches its int8 path
+(``core.ml.predictor``). Per-row scales also follow each token's own range where per-tensor dynamic int8
+(``torch.ao.quantization.quantize_dynamic``) takes one range for every token of every text in the call: on
+the twitter financial news sentiment set the frozen encoder's embeddings keep a cosine of 0.999 to float's,
+against 0.94-0.98 (``bench/int8_batching.py``, BENCHMARKS.md section 16).
+
+The feed-forward block's second layer reads the GELU's output, almost all of it positive: its rows also get a
+zero point (their [min, max] mapped onto 254 levels), so they keep their resolution. Torch only; no Django.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+LEVELS = 254.0  # steps between a row's min and max: the rounded extremes stay inside int8 (-128 .. 126/127)
+
+
+class RowInt8Linear(nn.Module):
+    """``linear`` with int8 weights (a scale per output channel) and int8 inputs (a scale per row, at run
+    time; with ``zero_point`` also a zero point per row, for inputs that are mostly of one sign)."""
+
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+    column_sums: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, linear: nn.Linear, *, zero_point: bool = False) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float().cpu()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.zero_point = zero_point
+        self.register_buffer("weight_t", quantized.t())  # (in, out): ``_int_mm`` reads it transposed
+        self.register_buffer("weight_scale", scale)
+        # the zero point's share of the product: z x (the column sums of the int8 weights)
+        self.register_buffer("column_sums", quantized.to(torch.int32).sum(dim=1).float())
+        bias = linear.bias.detach().float().cpu() if linear.bias is not None else torch.zeros(scale.shape)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        # (separate reductions: ``torch.aminmax`` along rows is about ten times slower on CPU)
+        if self.zero_point:
+            low = rows.amin(dim=1, keepdim=True)
+            step = (rows.amax(dim=1, keepdim=True) - low).mul_(1.0 / LEVELS).clamp_(min=1e-12)
+            inverse = step.reciprocal()
+            zero = low.mul(inverse).round_().add_(128.0)  # x ~ step * (q + zero): q = round(x / step) - zero
+            q = rows.mul(inverse).sub_(zero).round_().to(torch.int8)
+            product = torch._int_mm(q, self.weight_t).float().addr_(zero.squeeze(1), self.column_sums)
+        else:
+            step = rows.abs().amax(dim=1, keepdim=True).mul_(1.0 / 127.0).clamp_(min=1e-12)
+            q = rows.mul(step.reciprocal()).round_().to(torch.int8)
+            product = torch._int_mm(q, self.weight_t).float()
+        out = product.mul_(step).mul_(self.weight_scale).add_(self.bias)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def _after_activation(name: str) -> bool:
+    """Whether a BERT-style encoder's layer ``name`` reads the feed-forward block's activation (GELU: almost
+    all of it positive), whose rows keep their resolution only with a zero point."""
+    return name.endswith("output.dense") and ".attention." not in f".{name}"
+
+
+def quantize_rows_int8(model: M) -> M:
+    """A copy of ``model`` (on CPU) with every ``nn.Linear`` as a ``RowInt8Linear``."""
+    out = copy.deepcopy(model).cpu()
+    for parent_name, parent in list(out.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                full = f"{parent_name}.{name}" if parent_name else name
+                setattr(parent, name, RowInt8Linear(child, zero_point=_after_activation(full)))
+    return out

@@ -1,0 +1,67 @@
+"""Int8 with a scale per row (``core.ml.quantize``): close to float, and each row's answer its own."""
+
+import pytest
+import torch
+from torch import nn
+
+from core.ml.quantize import RowInt8Linear, quantize_rows_int8
+
+
+@pytest.fixture
+def linear() -> nn.Linear:
+    torch.manual_seed(0)
+    layer = nn.Linear(96, 40)
+    nn.init.normal_(layer.weight, std=0.1)
+    return layer
+
+
+@pytest.mark.parametrize("zero_point", [False, True])
+def test_a_row_int8_layer_is_close_to_float_and_keeps_rows_apart(linear, zero_point):
+    layer = RowInt8Linear(linear, zero_point=zero_point)
+    torch.manual_seed(1)
+    x = torch.randn(2, 7, 96) * torch.linspace(0.01, 30.0, 14).reshape(
+        2, 7, 1
+    )  # rows of very different ranges
+    with torch.inference_mode():
+        exact, out = linear(x), layer(x)
+        assert out.shape == exact.shape
+        error = (out - exact).norm(dim=-1) / exact.norm(dim=-1)
+        assert float(error.max()) < 0.02  # each row scaled by its own range: the small rows keep their detail
+        # a row's answer does not depend on the rows beside it: alone, in another order, in another batch
+        rows = x.reshape(-1, 96)
+        alone = torch.cat([layer(rows[i : i + 1]) for i in range(len(rows))])
+        assert torch.equal(alone, out.reshape(-1, 40))
+        assert torch.equal(layer(rows.flip(0)).flip(0), alone)
+
+
+def test_a_zero_point_keeps_the_resolution_of_one_signed_rows(linear):
+    torch.manual_seed(2)
+    x = torch.nn.functional.gelu(torch.randn(64, 96) * 3)  # mostly positive, as a feed-forward layer's input
+    with torch.inference_mode():
+        exact = linear(x)
+        errors = [
+            float(((RowInt8Linear(linear, zero_point=z)(x) - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
+            for z in (False, True)
+        ]
+    assert errors[1] < 0.8 * errors[0]
+
+
+def test_constant_and_zero_rows_come_back_as_float_gives_them(linear):
+    layer = RowInt8Linear(linear, zero_point=True)
+    x = torch.stack([torch.zeros(96), torch.full((96,), 2.5), torch.full((96,), -0.75)])
+    with torch.inference_mode():
+        exact = linear(x)
+        for out in (layer(x), RowInt8Linear(linear)(x)):  # the rows' step is tiny or zero: nothing blows up
+            assert torch.isfinite(out).all()
+            assert float(((out - exact).norm(dim=-1) / exact.norm(dim=-1)).max()) < 0.02
+
+
+def test_quantize_rows_int8_replaces_every_linear_and_leaves_the_model_alone():
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Sequential(nn.Linear(16, 4)))
+    copy = quantize_rows_int8(model)
+    assert [type(m) for m in model.modules()].count(nn.Linear) == 2  # the original is not touched
+    assert [type(m) for m in copy.modules()].count(RowInt8Linear) == 2
+    assert not any(isinstance(m, nn.Linear) for m in copy.modules())
+    x = torch.randn(5, 8)
+    with torch.inference_mode():
+        assert torch.allclose(copy(x), model(x), atol=0.05)
