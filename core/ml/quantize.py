@@ -68,6 +68,65 @@ class RowInt8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
+class FusedRowInt8(nn.Module):
+    """Sibling linear layers that read one input (an attention block's query, key and value) as one
+    ``RowInt8Linear`` over their stacked weights: the input is quantised once and multiplied once, and each
+    ``_Part`` takes its slice of the result. Weight scales are per output channel and the input's per row, so
+    every slice is what its own layer would give, to the bit. When a part is asked about an input the last
+    product was not of (another thread's forward came between, or a model that feeds its parts different
+    inputs), it computes again: only the work is shared, never an answer."""
+
+    def __init__(self, linears: list[nn.Linear]) -> None:
+        super().__init__()
+        stacked = nn.Linear(linears[0].in_features, sum(layer.out_features for layer in linears))
+        with torch.no_grad():
+            stacked.weight.copy_(torch.cat([layer.weight.detach().float().cpu() for layer in linears]))
+            stacked.bias.copy_(
+                torch.cat(
+                    [
+                        layer.bias.detach().float().cpu()
+                        if layer.bias is not None
+                        else torch.zeros(layer.out_features)
+                        for layer in linears
+                    ]
+                )
+            )
+        self.layer = RowInt8Linear(stacked)
+        self.sizes = [layer.out_features for layer in linears]
+        self._last: tuple[torch.Tensor, list[torch.Tensor | None]] | None = None
+
+    def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        last = self._last  # read once: another thread may replace it
+        if last is None or last[0] is not x or last[1][index] is None:
+            last = (x, list(self.layer(x).split(self.sizes, dim=-1)))
+            self._last = last
+        out = last[1][index]
+        assert out is not None
+        last[1][index] = None  # handed out: nothing is kept once every part has its slice
+        if self._last is last and all(part is None for part in last[1]):
+            self._last = None
+        return out
+
+
+class _Part(nn.Module):
+    """One layer of a ``FusedRowInt8`` (registered on the first part only, so its weights are stored once)."""
+
+    def __init__(self, fused: FusedRowInt8, index: int) -> None:
+        super().__init__()
+        if index == 0:
+            self.fused = fused
+        else:
+            object.__setattr__(self, "_fused", fused)  # not a submodule: the first part owns it
+        self.index, self.in_features, self.out_features = index, fused.layer.in_features, fused.sizes[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = self.fused if self.index == 0 else self.__dict__["_fused"]
+        return fused.output(x, self.index)
+
+
+FUSED_SIBLINGS = (("query", "key", "value"), ("q", "k", "v"))  # BERT-style and MPNet-style attention
+
+
 def _after_activation(name: str) -> bool:
     """Whether a BERT-style encoder's layer ``name`` reads the feed-forward block's activation (GELU: almost
     all of it positive), whose rows keep their resolution only with a zero point."""
@@ -75,9 +134,19 @@ def _after_activation(name: str) -> bool:
 
 
 def quantize_rows_int8(model: M) -> M:
-    """A copy of ``model`` (on CPU) with every ``nn.Linear`` as a ``RowInt8Linear``."""
+    """A copy of ``model`` (on CPU) with every ``nn.Linear`` as a ``RowInt8Linear``; an attention block's
+    query, key and value as one ``FusedRowInt8``."""
     out = copy.deepcopy(model).cpu()
     for parent_name, parent in list(out.named_modules()):
+        children = dict(parent.named_children())
+        for names in FUSED_SIBLINGS:
+            layers = [children.get(name) for name in names]
+            if all(isinstance(layer, nn.Linear) for layer in layers) and (
+                len({layer.in_features for layer in layers}) == 1  # type: ignore[union-attr]
+            ):
+                fused = FusedRowInt8(layers)  # type: ignore[arg-type]
+                for index, name in enumerate(names):
+                    setattr(parent, name, _Part(fused, index))
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 full = f"{parent_name}.{name}" if parent_name else name

@@ -65,3 +65,32 @@ def test_quantize_rows_int8_replaces_every_linear_and_leaves_the_model_alone():
     x = torch.randn(5, 8)
     with torch.inference_mode():
         assert torch.allclose(copy(x), model(x), atol=0.05)
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 12, bias=False)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        kv = x if other is None else other  # cross-attention: key and value read another input
+        return torch.cat([self.query(x), self.key(kv), self.value(kv)], dim=-1)
+
+
+def test_query_key_and_value_run_as_one_product_with_each_layers_own_answer():
+    from core.ml.quantize import FusedRowInt8
+
+    torch.manual_seed(3)
+    model = nn.Sequential(_Attention())
+    fused = quantize_rows_int8(model)
+    assert sum(isinstance(m, FusedRowInt8) for m in fused.modules()) == 1
+    attention = model[0]
+    alone = [RowInt8Linear(layer) for layer in (attention.query, attention.key, attention.value)]
+    x, other = torch.randn(3, 5, 16), torch.randn(3, 5, 16)
+    with torch.inference_mode():
+        expected = torch.cat([layer(x) for layer in alone], dim=-1)
+        assert torch.equal(fused(x), expected)  # the shared product: each slice its own layer's, to the bit
+        assert fused[0].query.fused._last is None  # nothing kept once every part had its slice
+        assert torch.equal(fused[0](x, other), torch.cat([alone[0](x), alone[1](other), alone[2](other)], -1))
+        traced = torch.jit.trace(fused, (x,))
+        assert torch.equal(traced(x * 2), torch.cat([layer(x * 2) for layer in alone], dim=-1))
