@@ -35,13 +35,13 @@ from core.ml.loop import (
     trainable_parameters,
 )
 from core.ml.modeling import (
+    autocast,
     encode,
     encoder_from_config,
-    length_sorted_batches,
     load_encoder,
     load_tokenizer,
     mean_pool,
-    tokenize,
+    token_batches,
     trace_checked,
 )
 from core.ml.runtime import Runtime, apply_threads, base_model_identity, base_model_path, resolve_device
@@ -59,19 +59,26 @@ def embed_all(
     device: str,
     traced: Any = None,
 ) -> np.ndarray:
-    """(N, H) float32 unit-norm embeddings in input order, computed in length-sorted batches (by ``traced``,
-    the verified trace of the same computation, when given: ``trace_pooled_for_cpu``)."""
+    """(N, H) float32 unit-norm embeddings in input order, computed in batches sorted by token count (by
+    ``traced``, the verified trace of the same computation, when given: ``trace_pooled_for_cpu``)."""
     width = int(encoder.config.hidden_size)
     out = np.empty((len(texts), width), dtype=np.float32)
     encoder.eval()
     with torch.inference_mode():
-        for idx in length_sorted_batches(texts, EVAL_BATCH_SIZE):
-            batch = [texts[i] for i in idx]
+        batches = token_batches(
+            tokenizer,
+            texts,
+            max_length=max_length,
+            batch_size=EVAL_BATCH_SIZE,
+            device="cpu" if traced is not None else device,
+        )
+        for idx, encoded in batches:
             if traced is not None:
-                encoded = tokenize(tokenizer, batch, max_length=max_length, device="cpu")
                 rows = traced(encoded["input_ids"], encoded["attention_mask"])
             else:
-                rows = encode(encoder, tokenizer, batch, max_length=max_length, device=device)
+                with autocast(device):
+                    hidden = encoder(**encoded).last_hidden_state
+                rows = nn.functional.normalize(mean_pool(hidden.float(), encoded["attention_mask"]), dim=-1)
             out[idx] = rows.cpu().numpy()
     return out
 

