@@ -35,8 +35,8 @@ from core.ml.loop import (
     trainable_parameters,
 )
 from core.ml.modeling import (
-    autocast,
     encode,
+    encode_tokens,
     encoder_from_config,
     load_encoder,
     load_tokenizer,
@@ -76,9 +76,7 @@ def embed_all(
             if traced is not None:
                 rows = traced(encoded["input_ids"], encoded["attention_mask"])
             else:
-                with autocast(device):
-                    hidden = encoder(**encoded).last_hidden_state
-                rows = nn.functional.normalize(mean_pool(hidden.float(), encoded["attention_mask"]), dim=-1)
+                rows = encode_tokens(encoder, encoded, device=device)
             out[idx] = rows.cpu().numpy()
     return out
 

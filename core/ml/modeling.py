@@ -76,6 +76,11 @@ def encode(
 ) -> torch.Tensor:
     """Unit-length sentence embeddings (B, H) of one batch (gradients flow if enabled): the embedder."""
     batch = tokenize(tokenizer, texts, max_length=max_length, device=device)
+    return encode_tokens(encoder, batch, device=device)
+
+
+def encode_tokens(encoder: nn.Module, batch: dict[str, torch.Tensor], *, device: str) -> torch.Tensor:
+    """``encode`` of a batch already tokenised (input_ids and attention_mask on ``device``)."""
     with autocast(device):
         hidden = encoder(**batch).last_hidden_state  # (B, T, H)
     return nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)

@@ -151,11 +151,6 @@ def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str]) -> bo
     return all(len(row) <= limit for row in ids)
 
 
-def quantize_int8(model: TextClassifier) -> TextClassifier:
-    """A copy of ``model`` on CPU with every ``nn.Linear`` in int8, a scale per row (``core.ml.quantize``)."""
-    return quantize_rows_int8(model)
-
-
 class _Encoder(nn.Module):
     """``model.embed`` as a module's forward, so the encoder alone can be traced (the head stays eager: it is
     one small matrix product, and heads that share an encoder pass run on embeddings)."""
@@ -177,12 +172,12 @@ def trace_for_cpu(model: TextClassifier, tokenizer: PreTrainedTokenizerBase, max
 def load_predictor(
     *, directory: Path, version: str, runtime: Runtime, quantized: bool = False, trace: bool = True
 ) -> Predictor:
-    """Load a saved version for serving; ``quantized`` serves int8 (``quantize_int8``, CPU only); ``trace``
+    """Load a saved version for serving; ``quantized`` serves int8 (``core.ml.quantize``, CPU only); ``trace``
     (CPU only) runs a verified TorchScript trace of the model instead of the eager module."""
     apply_threads(runtime)
     model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
     device = "cpu" if quantized else resolve_device(runtime)
-    model = quantize_int8(model) if quantized else model.to(device)
+    model = quantize_rows_int8(model) if quantized else model.to(device)
     lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     max_length = int(manifest["hyperparameters"]["max_length"])
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
@@ -223,7 +218,7 @@ def _int8_key(key: str) -> str:
 def int8_copy(predictor: Predictor) -> Predictor:
     """The same version served in int8 (what the gate measures against the float model)."""
     return Predictor(
-        model=quantize_int8(predictor.model),
+        model=quantize_rows_int8(predictor.model),
         tokenizer=predictor.tokenizer,
         labels=predictor.labels,
         version=predictor.version,
