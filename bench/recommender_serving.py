@@ -87,6 +87,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--http-workers", type=int, default=2, help="uvicorn processes per server")
     parser.add_argument("--profile", default="", help="write a cProfile of one row's requests here")
     parser.add_argument(
+        "--hybrid-config",
+        type=json.loads,
+        default={},
+        help="more of the hybrid's training config, as JSON (e.g. '{\"cold_slots\": 0}')",
+    )
+    parser.add_argument(
         "--ledger-flusher",
         choices=["process", "thread"],
         default="process",
@@ -226,7 +232,7 @@ def synthetic_org(n: int):
     return org
 
 
-def train(org, methods: list[str], large: bool) -> dict[str, int]:
+def train(org, methods: list[str], large: bool, hybrid_extra: dict | None = None) -> dict[str, int]:
     """Each method as the ordinary training job, in this process: {method: version id}. ``large``: evaluate
     on 300 held-out users and validate the hybrid on 10 (see the module's docstring)."""
     from core.jobs import services as jobs
@@ -234,6 +240,7 @@ def train(org, methods: list[str], large: bool) -> dict[str, int]:
     from recommender import ranking
     from recommender.services import training
 
+    hybrid_extra = hybrid_extra or {}
     configs = {
         "ease": {"method": "ease"},
         "popularity": {"method": "popularity"},
@@ -242,6 +249,7 @@ def train(org, methods: list[str], large: bool) -> dict[str, int]:
             "ease_lambdas": [300],
             "decay_days": [90],
             "validation_users": 10 if large else 500,
+            **hybrid_extra,
         },
     }
     if large:
@@ -335,13 +343,39 @@ def compute_only(org, method: str, users: list[str], cold: list[str], top_price:
 
     def call(i: int) -> None:
         history, skip = subjects[i]
-        ranked = serving._rank(organisation=org, snap=snap, model=model, history=history, skip=skip, k=K)
-        picked = serving._pick(snap=snap, ranked=ranked, k=K, filters=filters, skip=skip, limit=3)
+        ranked, picked, _ = serving._ranked_and_picked(
+            organisation=org,
+            snap=snap,
+            model=model,
+            history=history,
+            skip=skip,
+            k=K,
+            filters=filters,
+            limit=3,
+            catalogue_version=snap.version,
+        )
         why = serving._why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
         serving._answer(organisation=org, snap=snap, version=version, model=model, picked=picked, why=why)
 
     latencies = timed_requests(call, args.requests, args.warmup)
     return (args.size_label, f"{method}: its work without the database", *percentiles(latencies), "component")
+
+
+class _count_text_searches:  # noqa: N801 - used as a function
+    """Count the catalogue text searches that serving makes until ``stop`` (which returns the count)."""
+
+    def __init__(self, text) -> None:
+        self.text, self.search, self.count = text, text.text_neighbours, 0
+
+        def counted(**kwargs):
+            self.count += 1
+            return self.search(**kwargs)
+
+        text.text_neighbours = counted
+
+    def stop(self) -> int:
+        self.text.text_neighbours = self.search
+        return self.count
 
 
 def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
@@ -390,7 +424,9 @@ def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
 
                 profiler = cProfile.Profile()
                 profiler.enable()
+            searches = _count_text_searches(text)
             latencies = timed_requests(call, args.requests, args.warmup)
+            searched = searches.stop()
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -400,8 +436,23 @@ def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
             explained = sum(bool(item["why"]) for item in answer["items"])
             name = method + (" + category" if with_category else "")
             note = f"{served} items, {explained} with why; {len(queries)} SQL statements"
+            note += f"; text searched in {searched} of {total} requests"
+            served_model = loaded_model(version=ModelVersion.all_tenants.get(pk=version_id))
+            if method == "hybrid":
+                weights = {key: round(value, 3) for key, value in served_model.weights.items()}
+                note += f"; weights {weights}, cold_slots {served_model.config.cold_slots}"
             rows.append((size, name, *percentiles(latencies), note))
             print(rows[-1], flush=True)
+            if method == "hybrid" and not served_model.text_neighbours_matter():
+                # peer: the same requests with the text neighbours searched every time (the code before)
+                served_model.text_neighbours_matter = lambda: True  # type: ignore[method-assign]
+                try:
+                    latencies = timed_requests(call, args.requests, args.warmup)
+                finally:
+                    del served_model.text_neighbours_matter
+                peer = f"peer: {name}, text neighbours always searched"
+                rows.append((size, peer, *percentiles(latencies), ""))
+                print(rows[-1], flush=True)
             if not with_category:
                 rows.append(compute_only(org, method, users, cold, top_price, args))
                 print(rows[-1], flush=True)
@@ -632,7 +683,9 @@ def measure(args, env: dict[str, str], in_rows: list, http_rows: list) -> None:
         org = demo_org() if size == "demo" else synthetic_org(int(size))
         analyze()
         print(f"  set up in {time.perf_counter() - started:.0f} s", flush=True)
-        versions = train(org, args.methods, large=size != "demo" and int(size) >= 100_000)
+        versions = train(
+            org, args.methods, large=size != "demo" and int(size) >= 100_000, hybrid_extra=args.hybrid_config
+        )
         in_rows += in_process(org, versions, args, size)
         if args.http and (size == "demo" or int(size) <= 100_000):
             http_rows += over_http(org, versions, args, env, size)

@@ -430,10 +430,13 @@ class HybridModel:
         collab_c = np.where(
             candidates < self.n_collab, collab[np.minimum(candidates, self.n_collab - 1)], 0.0
         )
-        profile = x[held] @ self.vectors[held]
-        norm = float(np.linalg.norm(profile))
-        text = self.vectors[candidates] @ (profile / norm if norm > 0 else profile)
-        tmax = _scale(text)
+        if w["text"] or self.config.cold_slots:
+            profile = x[held] @ self.vectors[held]
+            norm = float(np.linalg.norm(profile))
+            text = self.vectors[candidates] @ (profile / norm if norm > 0 else profile)
+            tmax = _scale(text)
+        else:  # nothing reads the candidates' text: a 1,000 x 384 gather saved
+            text, tmax = np.zeros(len(candidates), dtype=np.float32), 1.0
         scores = w["collab"] * collab_c / cmax + w["text"] * text / tmax + base
         sequence_scale = None
         if w.get("sequence"):  # ``sequence_scores`` of the candidates and its scale, from the collab part
@@ -467,13 +470,38 @@ class HybridModel:
         return candidates, scores.astype(np.float32), extra
 
     def _base_top(self) -> np.ndarray:
-        top = getattr(self, "_base_top_cache", None)
-        if top is None:
+        return self._base_candidates()[0]
+
+    def _base_candidates(self) -> tuple[np.ndarray, float]:
+        """The ``BASE_CANDIDATES`` items with the best ``base`` (sorted indices) and the best ``base`` of the
+        items outside them (-inf when there are none), computed once."""
+        cached = getattr(self, "_base_top_cache", None)
+        if cached is None:
             base = self.base()
             keep = min(BASE_CANDIDATES, len(base))
             top = np.sort(np.argpartition(-base, keep - 1)[:keep]) if keep else np.zeros(0, np.int64)
-            self._base_top_cache = top
-        return top
+            outside = np.ones(len(base), dtype=bool)
+            outside[top] = False
+            cached = (top, float(base[outside].max()) if outside.any() else -np.inf)
+            self._base_top_cache = cached
+        return cached
+
+    def text_neighbours_matter(self) -> bool:
+        """Whether the catalogue's text neighbours of a history can raise an item's score: through the text
+        part, the two-tower part (it scores whatever candidates the neighbours add) or the cold lift."""
+        w = self.weights
+        return bool(w.get("text") or (w.get("tower") and self.tower is not None) or self.config.cold_slots)
+
+    def text_neighbours_ceiling(self) -> float:
+        """For a model whose text neighbours do not matter (``text_neighbours_matter``): the most a text
+        neighbour could score from being one, for a history the model knows. An item the model does not know
+        scores 0 (its text part and boost are 0 for a neighbour); on the candidate path a neighbour nobody's
+        history reaches adds a candidate scored by its ``base`` alone, at most the best outside the
+        ``BASE_CANDIDATES`` (already candidates); under full scoring every known item is scored already. A
+        top k whose last item scores above this is the top k the neighbours would give."""
+        if len(self.items) <= FULL_SCORING_MAX:
+            return 0.0
+        return max(0.0, self._base_candidates()[1])
 
     def _lift_cold_among(
         self,

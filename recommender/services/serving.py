@@ -177,6 +177,13 @@ class Ranked:
     neighbours: text.TextNeighbours
     model: Any = None  # the model whose ``items`` start ``ids`` (their rows are cached in the snapshot)
     positions: np.ndarray | None = None  # with ``model``: ``ids`` start with these of its items instead
+    # the text neighbours were not searched (``_rank``): the most one of them could score; None: searched
+    ceiling: float | None = None
+
+    def final(self, picked: list[tuple[int, float]], k: int) -> bool:
+        """Whether ``picked`` is the answer the text neighbours would give too: they were searched, or the
+        k-th pick scores above what any of them could."""
+        return self.ceiling is None or (len(picked) == k and picked[-1][1] > self.ceiling)
 
     def rows(self, snap: snapshot.Snapshot) -> np.ndarray:
         if self.model is None:
@@ -200,6 +207,7 @@ def _rank(
     skip: set[str],
     k: int,
     text_models: dict[str, str] | None = None,
+    search_text: bool = False,
 ) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
@@ -207,14 +215,24 @@ def _rank(
       items, or the similar items of an item nobody has bought yet);
     - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
       and the other models rank as they are (text adds nothing to them). A hybrid of more than
-      ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``)."""
+      ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``).
+
+    A hybrid whose text and two-tower weights and cold slots are all 0 (as training may choose) is ranked
+    without searching the neighbours unless ``search_text``: they could only add items scored at most
+    ``HybridModel.text_neighbours_ceiling``, so a pick whose k-th item scores above it is final
+    (``_ranked_and_picked`` searches and ranks again otherwise)."""
     knows = any(i in model.index for i in history)
     if knows and not isinstance(model, hybrid.HybridModel):
         return Ranked(model.items, model.scores(history), set(), text.TextNeighbours([], {}), model)
-    want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
-    neighbours = text.text_neighbours(
-        organisation=organisation, snap=snap, history=history, k=want, models=text_models
-    )
+    ceiling = None
+    if knows and search_text is False and not model.text_neighbours_matter():
+        neighbours = text.TextNeighbours([], {})  # not searched: ``Ranked.ceiling`` says when they count
+        ceiling = model.text_neighbours_ceiling()
+    else:
+        want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
+        neighbours = text.text_neighbours(
+            organisation=organisation, snap=snap, history=history, k=want, models=text_models
+        )
     if neighbours.hits and not knows:
         ids = [i for i, _ in neighbours.hits]
         return Ranked(ids, np.array([c for _, c in neighbours.hits]), set(ids), neighbours)
@@ -234,11 +252,58 @@ def _rank(
                 neighbours,
                 model,
                 candidates,
+                ceiling,
             )
         scores, extra_scores = model.scores_with(history, cosines, [0.0] * len(extra), explain=True)
         ids = model.items + [i for i, _ in extra]
-        return Ranked(ids, np.concatenate([scores, extra_scores]), {i for i, _ in extra}, neighbours, model)
+        scores = np.concatenate([scores, extra_scores])
+        return Ranked(ids, scores, {i for i, _ in extra}, neighbours, model, None, ceiling)
     return Ranked(model.items, model.scores(history), set(), neighbours, model)
+
+
+def _ranked_and_picked(
+    *,
+    organisation,
+    snap,
+    model,
+    history: dict[str, float],
+    skip: set[str],
+    k: int,
+    filters: Filters,
+    limit: int | None,
+    catalogue_version: int,
+    text_models: dict[str, str] | None = None,
+) -> tuple[Ranked, list[tuple[int, float]], dict[str, Any] | None]:
+    """``_rank`` and ``_pick`` (``_pick_live`` while a newer catalogue version than the snapshot's is being
+    built: the picks checked against the item table, and their rows as they are now); ranked again with the
+    text neighbours searched when the first ranking left them out and its picks are not final."""
+    for search_text in (False, True):
+        ranked = _rank(
+            organisation=organisation,
+            snap=snap,
+            model=model,
+            history=history,
+            skip=skip,
+            k=k,
+            text_models=text_models,
+            search_text=search_text,
+        )
+        live = None
+        if snap.version < catalogue_version:
+            picked, live = _pick_live(
+                organisation=organisation,
+                snap=snap,
+                ranked=ranked,
+                k=k,
+                filters=filters,
+                skip=skip,
+                limit=limit,
+            )
+        else:
+            picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
+        if ranked.final(picked, k):
+            break
+    return ranked, picked, live
 
 
 def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:
@@ -371,28 +436,18 @@ def _serve(
     def run() -> dict[str, Any]:
         snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
-        ranked = _rank(
+        ranked, picked, live = _ranked_and_picked(
             organisation=organisation,
             snap=snap,
             model=model,
             history=history,
             skip=skip,
             k=k,
+            filters=filters,
+            limit=limit,
+            catalogue_version=settings.catalogue_version,
             text_models=state.text_models,
         )
-        live = None
-        if snap.version < settings.catalogue_version:  # a rebuild is under way: check against the table
-            picked, live = _pick_live(
-                organisation=organisation,
-                snap=snap,
-                ranked=ranked,
-                k=k,
-                filters=filters,
-                skip=skip,
-                limit=limit,
-            )
-        else:
-            picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
         why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
         return _answer(
             organisation=organisation,

@@ -6,12 +6,15 @@ full scoring does."""
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.utils import timezone
 
+from core.registry.services.common import active_version
+from core.registry.services.serving import loaded_model
 from recommender import hybrid
 from recommender.selectors import serving_settings
 from recommender.services import catalogue, serving, snapshot, text
@@ -95,6 +98,53 @@ def test_hybrid_candidate_scoring_ranks_as_full_scoring(shop, monkeypatch):
         assert np.allclose(
             [i["score"] for i in by_candidates["items"]], [i["score"] for i in answer["items"]], atol=1e-5
         )
+
+
+def test_a_hybrid_that_gives_text_no_weight_skips_the_search_only_where_it_cannot_matter(shop, monkeypatch):
+    """Text and two-tower weights and cold slots all 0: ranked without searching the text neighbours, and
+    searched (ranked again) when the k-th pick does not score above what a neighbour could; the answers are
+    those of the search every time."""
+    org, _ = shop
+    catalogue.items_upsert(
+        organisation=org,
+        rows=[{"id": f"N{i}", "title": f"Blue mug number {i}", "categories": ["mugs"]} for i in range(6)],
+    )
+    text.items_embed_pending(organisation=org)
+    train_now(org, "hybrid")  # the N items came after the events: nobody bought them
+    monkeypatch.setattr(hybrid, "FULL_SCORING_MAX", 0)  # the candidate path
+    monkeypatch.setattr(hybrid, "BASE_CANDIDATES", 1)
+    version = active_version(org, "recommender", "ranking")
+    model = loaded_model(version=version)
+    monkeypatch.setattr(model, "config", replace(model.config, cold_slots=0))
+    monkeypatch.setitem(model.weights, "text", 0.0)
+    monkeypatch.delattr(model, "_base_top_cache", raising=False)
+    assert not model.text_neighbours_matter()
+    searches = []
+    search = text.text_neighbours
+    monkeypatch.setattr(text, "text_neighbours", lambda **kw: searches.append(1) or search(**kw))
+    cases = [("u0", 2, {}), ("u12", 2, {}), ("u19", 1, {}), ("u12", 5, {"category": "mugs"})]
+
+    def answers() -> list[tuple[list[str], list[float], bool]]:
+        out = []
+        for user, k, filters in cases:
+            before = len(searches)
+            answer = serving.recommendations_for_user(
+                organisation=org, user=user, k=k, filters=serving.Filters(**filters)
+            )
+            out.append(
+                (_ids(answer), [round(i["score"], 5) for i in answer["items"]], len(searches) > before)
+            )
+        return out
+
+    skipping = answers()
+    monkeypatch.setattr(model, "text_neighbours_matter", lambda: True)  # the search every time
+    searching = answers()
+    assert [a[:2] for a in skipping] == [a[:2] for a in searching]
+    assert all(searched for *_, searched in searching)
+    assert not all(searched for *_, searched in skipping)  # the search was left out somewhere
+    mugs = skipping[-1]
+    assert mugs[2] and len(mugs[0]) == 5  # three mugs were bought: the two new ones came from the search
+    assert any(i.startswith("N") for i in mugs[0])
 
 
 @pytest.mark.django_db(transaction=True)  # the rebuilding thread reads committed rows on its own connection
