@@ -6,7 +6,9 @@ timed for the same model and histories with this tree's ``recommender/hybrid.py`
 (``--peer-code``: another tree, e.g. ``git archive HEAD~1``), alternating which goes first, in one process: on
 a machine whose speed drifts from one run to the next (BENCHMARKS.md section 15), a difference between runs
 is noise, a difference within one run is not. First it checks that both give the same items, ``why`` and
-``parts`` (1e-5) for every history.
+``parts`` (1e-5) for every history. ``--path full``: the same for full scoring (``scores_with`` with the
+explanations kept, then ``why`` and ``parts`` of the ten best), the path of catalogues up to
+``hybrid.FULL_SCORING_MAX`` items such as the demo's (``--database-url`` of a ``--sizes demo`` run).
 
 The model and histories: the newest hybrid version in ``--database-url``, as ``bench/recommender_serving.py
 --sizes 100000`` leaves it (its database, trained models and events), and the first 300 of its users with a
@@ -41,6 +43,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--path",
+        choices=["candidates", "full"],
+        default="candidates",
+        help="the candidate path (catalogues over hybrid.FULL_SCORING_MAX) or full scoring (``scores_with``, "
+        "as the demo catalogue is served)",
+    )
     return parser.parse_args()
 
 
@@ -93,8 +102,12 @@ def main() -> None:
 
     def serve(model, i: int) -> list:
         history = histories[i]
-        candidates, scores, _ = model.candidate_scores(history, hits[i], np.zeros(0, np.float32), [])
-        best = candidates[np.argsort(-scores, kind="stable")[:10]]
+        if args.path == "full":
+            scores, _ = model.scores_with(history, np.zeros(0, np.float32), [], explain=True)
+            best = np.argsort(-scores, kind="stable")[:10]
+        else:
+            candidates, scores, _ = model.candidate_scores(history, hits[i], np.zeros(0, np.float32), [])
+            best = candidates[np.argsort(-scores, kind="stable")[:10]]
         return [
             (model.items[j], model.why(history, model.items[j]), model.parts(history, model.items[j]))
             for j in best.tolist()

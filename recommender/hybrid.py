@@ -221,16 +221,25 @@ class HybridModel:
     ) -> tuple[np.ndarray, float, np.ndarray, float, np.ndarray]:
         """collab (n,), its scale, text (n,), its scale, the unit text profile (dim,), for ``x`` =
         ``self.vector(history)``."""
+        return self._parts_rows(x, history)[0]
+
+    def _parts_rows(
+        self, x: np.ndarray, history: dict[str, float]
+    ) -> tuple[tuple[np.ndarray, float, np.ndarray, float, np.ndarray], tuple[np.ndarray, RowEntries] | None]:
+        """``_parts``, and the history's collaborative rows (sorted) with their entries (``RowEntries``, read
+        once: the explanations read their columns) or None when it has none."""
         collab = np.zeros(len(self.items), dtype=np.float32)
         held = self._held(history, x)  # the history's items: products over their rows only (the same numbers)
         in_collab = held[held < self.n_collab]
+        rows = None
         if len(in_collab):
-            collab[: self.n_collab] = self.collab[in_collab].T @ x[in_collab]
+            rows = (in_collab, RowEntries.of(self.collab, in_collab))
+            collab[: self.n_collab] = rows[1].weighted_sum(x[in_collab], self.n_collab)
         profile = x[held] @ self.vectors[held]
         norm = float(np.linalg.norm(profile))
         profile = profile / norm if norm > 0 else profile
         text = self.vectors @ profile
-        return collab, _scale(collab), text, _scale(text), profile
+        return (collab, _scale(collab), text, _scale(text), profile), rows
 
     def base(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The user-independent part of the score (popularity, trend, boost, rising) of every item, or of
@@ -262,7 +271,7 @@ class HybridModel:
         base = self.base()
         if not x.any():
             return base, w["boost"] * np.asarray(boosts, dtype=np.float32)
-        collab, cmax, text, tmax, profile = self._parts(x, history)
+        (collab, cmax, text, tmax, profile), collab_rows = self._parts_rows(x, history)
         scores = w["collab"] * collab / cmax + w["text"] * text / tmax + base
         sequence_scale = tower_scale = None
         if w.get("sequence"):
@@ -274,7 +283,7 @@ class HybridModel:
             tower_scale = _scale(tower)
             scores += w["tower"] * tower / tower_scale
         if explain:
-            self._remember(history, (cmax, tmax), tower_scale, sequence_scale)
+            self._remember(history, (cmax, tmax), tower_scale, sequence_scale, collab_rows)
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         if self.config.cold_slots:

@@ -33,9 +33,24 @@ from core.privacy.audit import Action, audit_record
 TRIAL_PLAN = "trial"
 
 
+_last_period: tuple[datetime, datetime, str] | None = None  # the current period, as last made
+
+
 def period_bounds(now: datetime | None = None) -> tuple[datetime, datetime, str]:
-    """The current billing period: the calendar month in UTC."""
-    now = now or timezone.now()
+    """The billing period of ``now`` (default: the current one): the calendar month in UTC. Every metered
+    request asks for the current one, several times: the last one made is kept while the clock is in it."""
+    global _last_period
+    if now is None:
+        now = timezone.now()
+        last = _last_period
+        if last is not None and last[0] <= now < last[1]:
+            return last
+        _last_period = _month(now)
+        return _last_period
+    return _month(now)
+
+
+def _month(now: datetime) -> tuple[datetime, datetime, str]:
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end, start.strftime("%Y-%m")

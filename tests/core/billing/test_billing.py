@@ -195,3 +195,18 @@ def test_counter_backfill_rebuilds_totals_from_the_ledger(make_org):
         ("predictions", period, 4),
         ("training_jobs", period, 1),
     }
+
+
+def test_the_current_period_is_kept_while_the_clock_is_in_it_and_moves_with_the_month(monkeypatch):
+    from datetime import UTC, datetime
+
+    clock = [datetime(2031, 1, 31, 23, 59, 59, tzinfo=UTC)]
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
+    monkeypatch.setattr(billing, "_last_period", None)
+    first = billing.period_bounds()
+    assert first[2] == "2031-01" and billing.period_bounds() is first  # kept, not made again
+    clock[0] = datetime(2031, 2, 1, 0, 0, 0, tzinfo=UTC)
+    assert billing.period_bounds()[2] == "2031-02"
+    assert billing.period_bounds()[:2] == (clock[0], datetime(2031, 3, 1, tzinfo=UTC))
+    assert billing.period_bounds(datetime(2030, 12, 5, tzinfo=UTC))[2] == "2030-12"  # a given time: its own
+    assert billing.period_bounds()[2] == "2031-02"
