@@ -7,13 +7,14 @@ with the same steps and the same outcomes as the full stack, in the same order:
 
 1. the API key from the per-process key cache (``api_key_authenticate_cached``), and the scope the route's
    permission needs (``core.api.permissions.permission_scope``);
-2. the key's rate limit (the throttle's sliding window and counters, ``core.ratelimit``, checked and
-   counted in one Redis script that concurrent calls share: ``core.billing.deferred.admit``): 429 with
-   ``Retry-After``;
-3. the API-call quota (``quota_check_streamed``): 402;
+2. the key's rate limit (the throttle's sliding window and counters, ``core.ratelimit``) and the API-call
+   quota, checked, counted and reserved in one Redis script that concurrent calls share
+   (``core.billing.deferred.admit``): 429 with ``Retry-After``, or 402;
+3. the subscription's own refusals (a cancelled subscription, an ended trial: ``quota_guard``): 402;
 4. the route's ``answer(call)``: the product's own function (the DRF view calls the same one), whose
    ``TrellisError`` is the error body and status the API's exception handler gives;
-5. the call's ``api_calls`` line through ``usage_record_streamed`` when it succeeded.
+5. the call's ``api_calls`` ledger line appended to the ledger stream when it succeeded; the reservation
+   given back when it did not (two Redis calls a request where a quota read and a charge made three).
 
 Anything else goes to Django untouched, which answers as it always has: no key or a key the cache refuses
 (401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8, holds a NUL or
@@ -41,10 +42,9 @@ from django.db import close_old_connections
 
 from core.api.errors import error_body, rate_limited_body
 from core.api.fast_asgi import for_django, header_secret, in_pool, request_headers, send_json
-from core.billing import deferred
+from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.billing.models import Meter
-from core.billing.streamed import quota_check_streamed, usage_record_streamed
 from core.errors import TrellisError
 from core.products import FastCall, FastRoute, products
 from core.tenancy import services as tenancy
@@ -110,41 +110,60 @@ def serve(
         if permission_scope(route.permission) not in key.scopes:
             return None  # Django's 403 names the scope
         organisation = key.organisation
-        plan = billing.subscription_for(organisation=organisation).plan
-        try:  # the throttle's sliding window (the same counters), in one Redis script shared across threads
+        subscription = billing.subscription_for(organisation=organisation)
+        plan = subscription.plan
+        period = billing.period_bounds()[2]
+        calls = [(str(Meter.API_CALLS), 1.0, plan.limit_for(Meter.API_CALLS))]
+        try:  # the throttle's window and the api_calls quota: one Redis script, shared across threads
             admission = deferred.admit(
                 organisation=organisation,
                 rate_key=f"api-key:{key.prefix}",
                 requests_per_minute=plan.requests_per_minute,
-                charges=[],
-                period="",
+                charges=calls,
+                period=period,
             )
         except Exception:  # noqa: BLE001 - Redis trouble: nothing was counted; Django answers
             return None
         if admission.status == "rate_limited":
             wait = max(1, math.ceil(admission.retry_after))
             return Outcome(429, rate_limited_body(wait), ((b"retry-after", str(wait).encode()),))
-        try:
-            quota_check_streamed(organisation=organisation, meter=Meter.API_CALLS)
+        if admission.status == "quota":
+            meter, quantity, limit = calls[0]
+            refusal = billing.quota_refusal(
+                meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
+            )
+            return Outcome(refusal.status, error_body(refusal.code, refusal.message, refusal.details))
+        try:  # the call is reserved on the api_calls counter: given back unless it is answered
+            billing.quota_guard(subscription=subscription, meter=Meter.API_CALLS, period=period)
             payload = route.answer(FastCall(organisation=organisation, api_key=key, params=params, args=args))
         except TrellisError as exc:
+            _release(organisation, calls, period)
             return Outcome(exc.status, error_body(exc.code, exc.message, exc.details))
         except Exception:  # noqa: BLE001 - the full stack's 500, in the API's error shape
             log.exception("fast route %s failed", path)
+            _release(organisation, calls, period)
             return Outcome(500, error_body("server_error", "The server failed to answer this request."))
-        try:
-            usage_record_streamed(
+        line = {"method": "GET", "path": path[:200], "status": 200}
+        try:  # its ledger line (the counter moved when it was admitted)
+            deferred.ledger_append(
                 organisation=organisation,
-                meter=Meter.API_CALLS,
-                quantity=1,
-                api_key=key,
-                metadata={"method": "GET", "path": path[:200], "status": 200},
+                api_key_id=key.pk,
+                request_id=deferred.new_request_id(),
+                lines=[deferred.Line(Meter.API_CALLS, 1, line)],
             )
+            flusher.flusher_ensure()
         except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
             log.exception("could not meter API call")
         return Outcome(200, payload)
     finally:
         close_old_connections()  # as Django does when a request ends: a pooled connection goes back
+
+
+def _release(organisation, calls: list[tuple[str, float, int]], period: str) -> None:
+    try:
+        deferred.release(organisation=organisation, charges=calls, period=period)
+    except Exception:  # noqa: BLE001 - the counter is seeded again from the database when it goes
+        log.exception("could not give back an unanswered call's reservation")
 
 
 _serve = in_pool(serve, routes=True)

@@ -8,7 +8,8 @@ from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 
 from core.api.fast_routes import FastRouteMiddleware
-from core.billing import flusher
+from core.billing import deferred, flusher
+from core.billing import services as billing
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from tests.asgi_client import asgi_call
 from tests.recommender.conftest import train_now
@@ -175,3 +176,28 @@ def test_the_products_routes_run_in_their_own_small_pool(shop, make_key, monkeyp
     assert status == 200 and through_django is False
     assert len(threads) == 1 and threads[0].startswith("fast-routes")
     assert fast_asgi._routes_pool._max_workers == settings.API_FAST_ROUTES_THREADS == 2
+
+
+def test_the_api_calls_quota_is_reserved_with_the_rate_limit_and_given_back_when_refused(shop, make_key):
+    """The call is reserved on the api_calls counter in the admitting script: a refused call (400) gives it
+    back, an answered one keeps it, and past the quota the 402 is the full stack's."""
+    org, _ = shop
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="api_calls", defaults={"limit": 3})
+    _, secret = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    period = billing.period_bounds()[2]
+    for _ in range(4):
+        refused = _call(FAST, path, "user=u0&k=0", _bearer(secret))
+        assert refused[0] == 400 and refused[3] is False
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 0  # each given back
+    for _ in range(3):
+        assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 3
+    over = _call(FAST, path, "user=u0&k=2", _bearer(secret))
+    flusher.ledger_drain()  # the full stack reads the database's counter
+    full = _call(DJANGO, path, "user=u0&k=2", _bearer(secret))
+    assert over[0] == full[0] == 402 and over[3] is False
+    assert over[2] == full[2] and over[2]["error"]["details"]["meter"] == "api_calls"
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 3  # nothing more reserved
+    assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 3
