@@ -45,6 +45,7 @@ that nobody takes here, and their "queued" markers would hold back a test organi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -361,21 +362,20 @@ def compute_only(org, method: str, users: list[str], cold: list[str], top_price:
     return (args.size_label, f"{method}: its work without the database", *percentiles(latencies), "component")
 
 
-class _count_text_searches:  # noqa: N801 - used as a function
-    """Count the catalogue text searches that serving makes until ``stop`` (which returns the count)."""
+@contextlib.contextmanager
+def _text_searches(text):
+    """Count the catalogue text searches that serving makes inside the block (``[count]``)."""
+    search, count = text.text_neighbours, [0]
 
-    def __init__(self, text) -> None:
-        self.text, self.search, self.count = text, text.text_neighbours, 0
+    def counted(**kwargs):
+        count[0] += 1
+        return search(**kwargs)
 
-        def counted(**kwargs):
-            self.count += 1
-            return self.search(**kwargs)
-
-        text.text_neighbours = counted
-
-    def stop(self) -> int:
-        self.text.text_neighbours = self.search
-        return self.count
+    text.text_neighbours = counted
+    try:
+        yield count
+    finally:
+        text.text_neighbours = search
 
 
 def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
@@ -424,9 +424,8 @@ def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
 
                 profiler = cProfile.Profile()
                 profiler.enable()
-            searches = _count_text_searches(text)
-            latencies = timed_requests(call, args.requests, args.warmup)
-            searched = searches.stop()
+            with _text_searches(text) as searched:
+                latencies = timed_requests(call, args.requests, args.warmup)
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -436,7 +435,7 @@ def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
             explained = sum(bool(item["why"]) for item in answer["items"])
             name = method + (" + category" if with_category else "")
             note = f"{served} items, {explained} with why; {len(queries)} SQL statements"
-            note += f"; text searched in {searched} of {total} requests"
+            note += f"; text searched in {searched[0]} of {total} requests"
             served_model = loaded_model(version=ModelVersion.all_tenants.get(pk=version_id))
             if method == "hybrid":
                 weights = {key: round(value, 3) for key, value in served_model.weights.items()}

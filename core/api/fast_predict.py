@@ -34,6 +34,7 @@ from core.api.fast_asgi import for_django, header_secret, in_pool, request_heade
 from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.billing.meters import Meter
+from core.billing.streamed import admission_refusal
 from core.errors import QuotaExceeded, TrellisError
 from core.ml.errors import BatcherClosed
 from core.registry import services as registry
@@ -157,10 +158,7 @@ def serve(secret: str, version_id: int, body: bytes, path: str) -> tuple[int, di
     if admission.status == "rate_limited":
         return None  # the full stack answers 429 with its Retry-After (and counts the hit there)
     if admission.status == "quota":
-        meter, quantity, limit = next(c for c in charges if c[0] == admission.meter)
-        refusal = billing.quota_refusal(
-            meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
-        )
+        refusal = admission_refusal(admission, charges=charges, period=period)
         return refusal.status, error_body(refusal.code, refusal.message, refusal.details), []
     flusher.flusher_ensure()
     payload = {

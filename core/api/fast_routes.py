@@ -45,6 +45,7 @@ from core.api.fast_asgi import for_django, header_secret, in_pool, request_heade
 from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.billing.models import Meter
+from core.billing.streamed import admission_refusal
 from core.errors import TrellisError
 from core.products import FastCall, FastRoute, products
 from core.tenancy import services as tenancy
@@ -128,10 +129,7 @@ def serve(
             wait = max(1, math.ceil(admission.retry_after))
             return Outcome(429, rate_limited_body(wait), ((b"retry-after", str(wait).encode()),))
         if admission.status == "quota":
-            meter, quantity, limit = calls[0]
-            refusal = billing.quota_refusal(
-                meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
-            )
+            refusal = admission_refusal(admission, charges=calls, period=period)
             return Outcome(refusal.status, error_body(refusal.code, refusal.message, refusal.details))
         try:  # the call is reserved on the api_calls counter: given back unless it is answered
             billing.quota_guard(subscription=subscription, meter=Meter.API_CALLS, period=period)

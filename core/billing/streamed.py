@@ -21,6 +21,7 @@ from django.db import connection
 
 from core.billing import deferred, flusher
 from core.billing import services as billing
+from core.errors import QuotaExceeded
 
 T = TypeVar("T")
 
@@ -42,6 +43,17 @@ def quota_check_streamed(*, organisation, meter: str, quantity: float = 1) -> No
     used = deferred.used(organisation=organisation, meter=meter, period=period)
     if used + float(quantity) > limit:
         raise billing.quota_refusal(meter=meter, limit=limit, used=used, period=period, quantity=quantity)
+
+
+def admission_refusal(
+    admission: deferred.Admission, *, charges: list[tuple[str, float, int]], period: str
+) -> QuotaExceeded:
+    """The full stack's 402 for an ``admit`` that a quota refused (``admission.status == "quota"``), from the
+    refusing meter's (meter, quantity, limit) among ``charges``."""
+    meter, quantity, limit = next(c for c in charges if c[0] == admission.meter)
+    return billing.quota_refusal(
+        meter=meter, limit=limit, used=admission.used, period=period, quantity=quantity
+    )
 
 
 def usage_record_streamed(

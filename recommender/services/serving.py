@@ -225,7 +225,7 @@ def _rank(
     if knows and not isinstance(model, hybrid.HybridModel):
         return Ranked(model.items, model.scores(history), set(), text.TextNeighbours([], {}), model)
     ceiling = None
-    if knows and search_text is False and not model.text_neighbours_matter():
+    if knows and not search_text and not model.text_neighbours_matter():
         neighbours = text.TextNeighbours([], {})  # not searched: ``Ranked.ceiling`` says when they count
         ceiling = model.text_neighbours_ceiling()
     else:
@@ -252,12 +252,12 @@ def _rank(
                 neighbours,
                 model,
                 candidates,
-                ceiling,
+                ceiling=ceiling,
             )
         scores, extra_scores = model.scores_with(history, cosines, [0.0] * len(extra), explain=True)
         ids = model.items + [i for i, _ in extra]
         scores = np.concatenate([scores, extra_scores])
-        return Ranked(ids, scores, {i for i, _ in extra}, neighbours, model, None, ceiling)
+        return Ranked(ids, scores, {i for i, _ in extra}, neighbours, model, ceiling=ceiling)
     return Ranked(model.items, model.scores(history), set(), neighbours, model)
 
 
