@@ -21,6 +21,7 @@ message every 0.2 s per visitor, which a real person does not.
 
     .venv/bin/python bench/chat_latency.py --visitors 1 10 50 --duration 30 --pool 0 20
 
+``--deflate false true`` serves with websocket compression off (``bin/run-all``'s default) and on.
 ``--workers 1 2`` serves with one and with two uvicorn processes (``WEB_CONCURRENCY`` in ``bin/run-all``;
 PostgreSQL + Redis only), and ``--peer-code DIR`` serves another code tree too (e.g. ``main`` exported with
 ``git archive``), on the same database, for a peer row measured in the same run.
@@ -82,6 +83,13 @@ def parse_args() -> argparse.Namespace:
         nargs="+",
         default=[1],
         help="uvicorn processes (WEB_CONCURRENCY in bin/run-all), one server per count; >1 needs Redis",
+    )
+    parser.add_argument(
+        "--deflate",
+        nargs="+",
+        default=["false"],
+        choices=["false", "true"],
+        help="websocket permessage-deflate (WS_PER_MESSAGE_DEFLATE in bin/run-all), one server per value",
     )
     parser.add_argument(
         "--peer-code",
@@ -257,6 +265,8 @@ def serve(env: dict[str, str], port: int, workers: int = 1, code: Path = ROOT) -
             env["TRUSTED_PROXIES"],
             "--workers",
             str(workers),
+            "--ws-per-message-deflate",  # as bin/run-all serves (WS_PER_MESSAGE_DEFLATE, off by default)
+            env.get("WS_PER_MESSAGE_DEFLATE", "false"),
         ],
         cwd=code,
         env={**env, "PYTHONPATH": str(code)},
@@ -351,16 +361,19 @@ def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
             # more than one process only with Redis (the embedded channel layer does not cross processes)
             # and for this tree (the peer as it was served: one process)
             for workers in args.workers if name == "postgres" and not suffix else [1]:
-                label = f"{name} pool {pool}" if pool else name
-                rows += serve_levels(
-                    f"{label}{f', {workers} workers' if workers > 1 else ''}{suffix}",
-                    {**env, "DB_POOL_MAX_SIZE": str(pool)},
-                    data,
-                    questions,
-                    args,
-                    workers,
-                    code,
-                )
+                for deflate in args.deflate:
+                    label = f"{name} pool {pool}" if pool else name
+                    label += f"{f', {workers} workers' if workers > 1 else ''}"
+                    label += ", deflate" if deflate == "true" else ""
+                    rows += serve_levels(
+                        f"{label}{suffix}",
+                        {**env, "DB_POOL_MAX_SIZE": str(pool), "WS_PER_MESSAGE_DEFLATE": deflate},
+                        data,
+                        questions,
+                        args,
+                        workers,
+                        code,
+                    )
     return rows
 
 

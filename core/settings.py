@@ -255,6 +255,9 @@ CS_IDLE_CLOSE_HOURS = env.float("CS_IDLE_CLOSE_HOURS", default=24.0)
 # What one visitor of a (public) widget key may do in any 60 s, counted in the shared cache (core.ratelimit).
 CS_WIDGET_MESSAGES_PER_MINUTE = env.int("CS_WIDGET_MESSAGES_PER_MINUTE", default=20)
 CS_WIDGET_STARTS_PER_MINUTE = env.int("CS_WIDGET_STARTS_PER_MINUTE", default=10)
+# The widget shows "<bot> is typing" only for an answer that takes longer than this: a quicker one arrives
+# before a person could read the line, and the two frames cost the server and the browser on every message.
+CS_BOT_TYPING_AFTER_S = env.float("CS_BOT_TYPING_AFTER_S", default=0.3)
 # An operator counts as online this long after their inbox socket last said so (it does every third of it),
 # so a killed browser stops counting within this time (customer_service.services.availability).
 CS_PRESENCE_TTL_S = env.int("CS_PRESENCE_TTL_S", default=60)

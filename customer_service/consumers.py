@@ -17,7 +17,9 @@ socket through the conversation's group; it only stops sending on the closed one
 A visitor's ``message`` frame may carry the widget's ``client_id``: the ``ack`` frame names it once the
 message is stored (the widget shows it delivered), and a frame sent again with the same id is acknowledged
 without being stored or answered twice. While the bot works out an answer the widget gets ``typing``
-frames; visitor and operator typing travel through the inbox and the conversation's group, throttled here.
+frames, only for an answer that takes longer than ``CS_BOT_TYPING_AFTER_S`` (a quicker answer arrives before a
+person could read the line); visitor and operator typing travel through the inbox and the conversation's
+group, throttled here.
 Hostile frames (binary, not JSON, not an object, over ``MAX_FRAME_BYTES``, an unknown type) get an error
 frame and change nothing; the socket stays open.
 """
@@ -90,6 +92,33 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
+class TypingLine:
+    """The bot's "is typing" line for one answer on one socket, shown once the answer has taken ``after``
+    seconds; ``end()`` when the answer is worked out: a line never shown is not shown after, and a shown
+    one ends (its frame always completes: it is not cancelled once its send has begun)."""
+
+    def __init__(self, consumer: "ChatConsumer", conversation, after: float):
+        self.consumer, self.conversation, self.shown = consumer, conversation, False
+        self.task = asyncio.get_running_loop().create_task(self._show(after))
+
+    async def _show(self, after: float) -> None:
+        await asyncio.sleep(after)
+        self.shown = True
+        await self.consumer._bot_typing(self.conversation, True)
+
+    async def end(self) -> None:
+        if not self.shown:
+            self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the caller itself is being cancelled
+                raise
+        if self.shown:
+            await self.consumer._bot_typing(self.conversation, False)
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/chat/<widget_key>/``. Frames in: start (with the visitor's ``page`` and widget ``visitor`` id),
     resume (with ``page``), message (``text``, ``client_id``), choose (a suggestion, by position, or "none"),
@@ -109,30 +138,46 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self._check_bot()
 
-    async def _check_bot(self) -> bool:
-        """(Re)load the bot for the key and origin; a rotated key or a refused site closes the socket.
-        Accepted first, then explained and closed: browsers see a refused handshake only as code 1006."""
+    def _bot_now(self):
+        """The bot for the key and origin, now (sync: on a database thread); raises ``TrellisError``."""
+        return services.bot_for_widget(
+            widget_key=self.widget_key,
+            origin=_header(self.scope, b"origin"),
+            host=_header(self.scope, b"host"),
+            known=self.bot,  # after the first frame: the settings from the per-process cache
+        )
+
+    def _admitted(self, kind: str) -> TrellisError | None:
+        """Sync (on a database thread): the key still valid and this visitor within the minute's allowance.
+        A refused key is returned (the socket closes: ``_refused``); an exhausted allowance raises."""
         try:
-            self.bot = await database_sync_to_async(services.bot_for_widget)(
-                widget_key=self.widget_key,
-                origin=_header(self.scope, b"origin"),
-                host=_header(self.scope, b"host"),
-                known=self.bot,  # after the first frame: the settings from the per-process cache
-            )
+            self.bot = self._bot_now()
         except TrellisError as exc:
-            self.bot = None
-            await self._error(exc.code, exc.message)
-            await self.close(code=4404 if exc.status == 404 else 4403)
+            return exc
+        services.widget_throttle(widget_key=self.widget_key, client=self.client, kind=kind)
+        return None
+
+    async def _refused(self, exc: TrellisError) -> None:
+        """Accepted first, then explained and closed: browsers see a refused handshake only as code 1006."""
+        self.bot = None
+        await self._error(exc.code, exc.message)
+        await self.close(code=4404 if exc.status == 404 else 4403)
+
+    async def _check_bot(self) -> bool:
+        """(Re)load the bot for the key and origin; a rotated key or a refused site closes the socket."""
+        try:
+            self.bot = await database_sync_to_async(self._bot_now)()
+        except TrellisError as exc:
+            await self._refused(exc)
             return False
         return True
 
     async def _admit(self, kind: str) -> bool:
         """The key still valid (else the socket closes) and this visitor within the minute's allowance."""
-        if not await self._check_bot():
+        refused = await database_sync_to_async(self._admitted)(kind)
+        if refused is not None:
+            await self._refused(refused)
             return False
-        await database_sync_to_async(services.widget_throttle)(
-            widget_key=self.widget_key, client=self.client, kind=kind
-        )
         return True
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
@@ -221,14 +266,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._join(conversation)
 
     async def _message(self, content):
-        if not await self._admit("message"):
+        def admit_and_store():  # one trip to a database thread for the checks, the write and the payload
+            refused = self._admitted("message")
+            if refused is not None:
+                return refused, None, False, None
+            message, bot_has_it = services.visitor_message_store(
+                conversation=self.conversation, text=content.get("text"), client_id=content.get("client_id")
+            )
+            return None, message, bot_has_it, services.message_payload(message)
+
+        refused, message, bot_has_it, payload = await database_sync_to_async(admit_and_store)()
+        if refused is not None:
+            await self._refused(refused)
             return
-        message, bot_has_it = await database_sync_to_async(services.visitor_message_store)(
-            conversation=self.conversation, text=content.get("text"), client_id=content.get("client_id")
-        )
         if message.client_id:  # the widget shows the message delivered (a frame without an id gets no ack)
             await self.send_json({"type": "ack", "data": {"client_id": message.client_id, "id": message.pk}})
-        await self._send_message(await database_sync_to_async(services.message_payload)(message))
+        await self._send_message(payload)
         if bot_has_it:  # stored and shown: the answer follows, without holding back the next frames
             self.unanswered.append((self.conversation, message))
             if self.answering is None or self.answering.done():
@@ -241,7 +294,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         a hand-off or a takeover meanwhile silences the bot for the rest)."""
         while self.unanswered:
             conversation, message = self.unanswered.popleft()
-            await self._bot_typing(conversation, True)
+            typing = self._bot_typing_later(conversation)  # shown only if the answer takes a while
             try:
                 # Off the shared database thread: one slow answer must not stall every other socket.
                 answers = await database_sync_to_async(
@@ -253,9 +306,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )()
             except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
                 log.exception("answering visitor message %s failed", message.pk)
-                await self._bot_typing(conversation, False)
+                await typing.end()
                 continue
-            await self._bot_typing(conversation, False)
+            await typing.end()
             for payload in answers if self._showing(conversation) else []:  # else the next socket shows it
                 await self._send_message(payload)
 
@@ -267,6 +320,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self._showing(conversation):
             frame = {"who": "bot", "name": self.bot.bot_name if self.bot else "", "typing": typing}
             await self.send_json({"type": "typing", "data": frame})
+
+    def _bot_typing_later(self, conversation) -> "TypingLine":
+        return TypingLine(self, conversation, settings.CS_BOT_TYPING_AFTER_S)
 
     async def _typing(self, content):
         """The visitor is typing: told to the inbox, at most once per ``TYPING_EVERY_S`` (others dropped)."""

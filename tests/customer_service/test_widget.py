@@ -172,7 +172,8 @@ async def _widget(bot) -> tuple[Socket, dict]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_message_is_acknowledged_with_its_client_id_and_stored_once(make_org):
+def test_message_is_acknowledged_with_its_client_id_and_stored_once(make_org, settings):
+    settings.CS_BOT_TYPING_AFTER_S = 0  # the typing line for every answer, however quick
     organisation, _ = make_org()
     bot = services.bot_settings_for(organisation=organisation)
     services.article_save(organisation=organisation, title="Parking", body=PARKING)
@@ -230,6 +231,32 @@ def test_message_is_acknowledged_with_its_client_id_and_stored_once(make_org):
         .values_list("sender", "client_id")
     )
     assert texts == [("bot", ""), ("visitor", "c_0001"), ("bot", "")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_quick_answer_comes_without_the_typing_line(make_org, settings):
+    """The typing line waits ``CS_BOT_TYPING_AFTER_S``: an answer quicker than that is the only frame after
+    the visitor's own message (no "typing" on and off around it), and the next message is answered too."""
+    settings.CS_BOT_TYPING_AFTER_S = 30.0
+    organisation, _ = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+    services.article_save(organisation=organisation, title="Parking", body=PARKING)
+
+    async def scenario():
+        widget, _ = await _widget(bot)
+        for n in range(2):
+            await widget.send_json_to({"type": "message", "text": QUESTION, "client_id": f"q{n}"})
+            frames = await _frames_until(
+                widget, lambda f: f["type"] == "message" and f["data"]["sender"] == "bot"
+            )
+            frames += await _drain(widget, 0.3)
+            kinds = [f["type"] for f in frames if f["type"] != "status"]  # the conversation's state, as ever
+            assert kinds == ["ack", "message", "message"], frames
+            answer = [f["data"] for f in frames if f["type"] == "message"][-1]
+            assert answer["sender"] == "bot" and "Parking" in answer["text"]
+        await widget.disconnect()
+
+    run_sockets(scenario)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -336,7 +363,8 @@ def eager_tasks():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_transcript_is_mailed_escaped_throttled_and_metered(make_org, mailoutbox, eager_tasks):
+def test_transcript_is_mailed_escaped_throttled_and_metered(make_org, mailoutbox, eager_tasks, settings):
+    settings.CS_BOT_TYPING_AFTER_S = 0  # the end of the typing line says the bot is done
     organisation, _ = make_org("Acme <Shop>")
     other, _ = make_org()
     bot = services.bot_settings_update(organisation=organisation, bot_name="Ada")
