@@ -85,6 +85,14 @@ def parse_args() -> argparse.Namespace:
         help="uvicorn processes (WEB_CONCURRENCY in bin/run-all), one server per count; >1 needs Redis",
     )
     parser.add_argument(
+        "--launchers",
+        nargs="+",
+        default=["core.serve"],
+        choices=["core.serve", "uvicorn"],
+        help="with more than one process: core.serve deals each connection to the least busy (bin/run-all),"
+        " uvicorn's --workers share one listening socket; a server per launcher",
+    )
+    parser.add_argument(
         "--deflate",
         nargs="+",
         default=["false"],
@@ -244,17 +252,22 @@ async def level(url: str, questions: list[str], visitors: int, duration: float, 
     return out
 
 
-def serve(env: dict[str, str], port: int, workers: int = 1, code: Path = ROOT) -> subprocess.Popen:
+def serve(
+    env: dict[str, str], port: int, workers: int = 1, code: Path = ROOT, launcher: str = "core.serve"
+) -> subprocess.Popen:
     """uvicorn as bin/run-all starts it, from the code tree ``code``, with ``workers`` processes; the
     visitors' X-Forwarded-For believed from this machine (TRUSTED_PROXIES=127.0.0.1), as from a load
     balancer."""
     import socket
 
+    # bin/run-all's launcher where the tree has it (each connection to the least busy process), else uvicorn
+    if not (code / "core" / "serve.py").exists():
+        launcher = "uvicorn"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            launcher,
             "core.asgi:application",
             "--port",
             str(port),
@@ -290,11 +303,12 @@ def serve_levels(
     args,
     workers: int = 1,
     code: Path = ROOT,
+    launcher: str = "core.serve",
 ) -> list[tuple]:
     from bench.http_serving import free_port
 
     port = free_port()
-    proc = serve(env, port, workers, code)
+    proc = serve(env, port, workers, code, launcher)
     url = f"ws://127.0.0.1:{port}/ws/chat/{data['widget_key']}/"
     rows = []
     try:
@@ -361,19 +375,22 @@ def run_backend(name: str, args: argparse.Namespace) -> list[tuple]:
             # more than one process only with Redis (the embedded channel layer does not cross processes)
             # and for this tree (the peer as it was served: one process)
             for workers in args.workers if name == "postgres" and not suffix else [1]:
-                for deflate in args.deflate:
-                    label = f"{name} pool {pool}" if pool else name
-                    label += f"{f', {workers} workers' if workers > 1 else ''}"
-                    label += ", deflate" if deflate == "true" else ""
-                    rows += serve_levels(
-                        f"{label}{suffix}",
-                        {**env, "DB_POOL_MAX_SIZE": str(pool), "WS_PER_MESSAGE_DEFLATE": deflate},
-                        data,
-                        questions,
-                        args,
-                        workers,
-                        code,
-                    )
+                for launcher in args.launchers if workers > 1 else ["core.serve"]:
+                    for deflate in args.deflate:
+                        label = f"{name} pool {pool}" if pool else name
+                        label += f"{f', {workers} workers' if workers > 1 else ''}"
+                        label += f" ({launcher})" if workers > 1 and len(args.launchers) > 1 else ""
+                        label += ", deflate" if deflate == "true" else ""
+                        rows += serve_levels(
+                            f"{label}{suffix}",
+                            {**env, "DB_POOL_MAX_SIZE": str(pool), "WS_PER_MESSAGE_DEFLATE": deflate},
+                            data,
+                            questions,
+                            args,
+                            workers,
+                            code,
+                            launcher,
+                        )
     return rows
 
 

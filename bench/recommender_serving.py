@@ -86,6 +86,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--http-requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--http-workers", type=int, default=2, help="uvicorn processes per server")
+    parser.add_argument(
+        "--launchers",
+        nargs="+",
+        default=["core.serve"],
+        choices=["core.serve", "uvicorn"],
+        help="how the web processes get their connections: core.serve deals each to the least busy (as"
+        " bin/run-all serves), uvicorn's --workers share one listening socket; a Trellis server per launcher",
+    )
     parser.add_argument("--profile", default="", help="write a cProfile of one row's requests here")
     parser.add_argument(
         "--hybrid-config",
@@ -573,15 +581,23 @@ def over_http(org, versions: dict[str, int], args, env: dict[str, str], size: st
     ]
     before = UsageEvent.all_tenants.filter(organisation=org, meter="recommendations_served").count()
     servers = [
-        ("peer: bare ASGI top-10 (bench/bare_recommend.py)", "bench.bare_recommend:application"),
-        (f"Trellis GET /api/recommender/recommendations ({method})", "core.asgi:application"),
+        (
+            "peer: bare ASGI top-10 (bench/bare_recommend.py)",
+            "bench.bare_recommend:application",
+            args.launchers[0],
+        )
     ]
+    for launcher in args.launchers:
+        suffix = f", {launcher}" if len(args.launchers) > 1 else ""
+        name = f"Trellis GET /api/recommender/recommendations ({method}{suffix})"
+        servers.append((name, "core.asgi:application", launcher))
     rows, answered = [], 0
     started = []
     try:
-        for name, app in servers:
+        for name, app, launcher in servers:
             port = free_port()
-            proc = serve(app, port, {**env, "BARE_ORGANISATION_ID": str(org.pk)}, args.http_workers)
+            bare_env = {**env, "BARE_ORGANISATION_ID": str(org.pk)}
+            proc = serve(app, port, bare_env, args.http_workers, launcher)
             started.append((name, port, proc))
         for concurrency in args.concurrency:
             for name, port, _proc in started:
@@ -606,11 +622,12 @@ def over_http(org, versions: dict[str, int], args, env: dict[str, str], size: st
     return rows
 
 
-def serve(app: str, port: int, env: dict[str, str], workers: int):
-    """uvicorn with ``workers`` processes, once it answers (the model and catalogue load on first use)."""
+def serve(app: str, port: int, env: dict[str, str], workers: int, launcher: str = "core.serve"):
+    """``workers`` uvicorn processes, once it answers (the model and catalogue load on first use): dealt
+    connections by ``core.serve`` (as ``bin/run-all`` serves) or sharing one socket (``uvicorn``)."""
     import socket
 
-    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers)]
+    command = [sys.executable, "-m", launcher, app, "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -109,7 +109,7 @@ def asgi_server(extra_env: dict | None = None, args: tuple[str, ...] = ()):
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            "core.serve",  # as bin/run-all serves it
             "core.asgi:application",
             "--host",
             "127.0.0.1",
