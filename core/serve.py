@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # internal: a worker's socket pair
+    parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # internal: the dealer's pid
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers is at least 1")
@@ -101,11 +103,27 @@ class _Connections(set):
         self._left(protocol)
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM to this worker when the parent dies, however it dies (Linux; elsewhere the closed socket
+    pair tells a worker once it serves). Without it a worker still loading the application when the parent
+    was killed was left behind, holding its models' memory."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(args: argparse.Namespace) -> None:
     import asyncio
 
     import uvicorn
 
+    _die_with_parent(args.parent)
     channel = socket.socket(fileno=args.worker_fd)
     channel.setblocking(False)
 
@@ -190,6 +208,7 @@ class Dealer:
     def _start(self, slot: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         command = [sys.executable, "-m", "core.serve", *self.argv, "--worker-fd", str(theirs.fileno())]
+        command += ["--parent", str(os.getpid())]
         process = subprocess.Popen(command, pass_fds=[theirs.fileno()])  # noqa: S603 - our own module
         theirs.close()
         ours.setblocking(False)

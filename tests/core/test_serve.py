@@ -52,7 +52,8 @@ def _served(workers: int = 2):
                 conn.close()
         yield port, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -162,3 +163,29 @@ def test_the_client_address_is_the_peers(workers):
         conn.request("GET", "/")
         assert conn.getresponse().read().decode().split()[1] == "127.0.0.1"
         conn.close()
+
+
+def test_the_workers_stop_when_the_parent_is_killed():
+    with _served(workers=2) as (port, proc):
+        conns = [_connect(port) for _ in range(2)]
+        for conn in conns:
+            conn.connect()
+        workers = {int(_ask(conn)) for conn in conns}
+        assert len(workers) == 2 and proc.pid not in workers
+        proc.kill()  # no SIGTERM to pass on: the kernel tells the workers (PR_SET_PDEATHSIG)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their parent"
+            time.sleep(0.2)
+        for conn in conns:
+            conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie (exited, not yet reaped by init) is not alive
+        return stat.read().split(") ", 1)[1][0] != "Z"
