@@ -13,8 +13,9 @@ served longest ago among equals: Node.js's cluster module deals connections from
 same way (round robin, its default on Linux, for the same reason). Each worker is a plain uvicorn server
 without a listening socket of its own that serves the connections it is handed and tells the parent
 when one has closed. The parent starts a worker again if it dies, and on SIGTERM or SIGINT stops
-accepting and lets the workers finish as uvicorn does. It imports neither Django nor the application:
-it only moves descriptors.
+accepting and lets the workers finish as uvicorn does, for at most ``--timeout-graceful-shutdown`` seconds
+(uvicorn's default waits for ever, and a chat socket's task could keep a stopping process alive). It imports
+neither Django nor the application: it only moves descriptors.
 
 Options: those of uvicorn that ``bin/run-all`` and the benches use.
 """
@@ -51,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="true")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=20.0,
+        help="seconds a stopping process waits for its requests and sockets to finish before cancelling them",
+    )
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # internal: a worker's socket pair
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # internal: the dealer's pid
     args = parser.parse_args(argv)
@@ -72,6 +79,7 @@ def uvicorn_config(args: argparse.Namespace, **more):
         ws_per_message_deflate=args.ws_per_message_deflate == "true",
         log_level=args.log_level,
         backlog=args.backlog,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         **more,
     )
 
@@ -104,18 +112,19 @@ class _Connections(set):
 
 
 def _die_with_parent(parent: int) -> None:
-    """SIGTERM to this worker when the parent dies, however it dies (Linux; elsewhere the closed socket
-    pair tells a worker once it serves). Without it a worker still loading the application when the parent
-    was killed was left behind, holding its models' memory."""
+    """SIGINT to this worker when the parent dies, however it dies (Linux; elsewhere the closed socket pair
+    tells a worker once it serves): uvicorn shuts down on it, and at once if it was shutting down already.
+    Without it a worker still loading the application, or waiting on its connections, when the parent was
+    killed was left behind holding its models' memory."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # it died before the request took
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -310,9 +319,10 @@ class Dealer:
         for worker in self.workers.values():
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.args.timeout_graceful_shutdown + 10
         for worker in self.workers.values():
             try:
-                worker.process.wait(timeout=60)
+                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
