@@ -53,7 +53,7 @@ def test_jobs_socket_streams_own_progress_and_refuses_strangers(make_org):
 def test_member_feeds_answer_hostile_frames_with_an_error_frame_and_stay_open(make_org, path):
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL): the embedded default's channel layer is in memory")
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
     org, owner = make_org()
     group = org_group(org.pk, path.strip("/").split("/")[-1])  # jobs, alerts, documents
 

@@ -34,7 +34,7 @@ def _frames_until(socket, wanted: str, timeout: float = 20) -> dict:
 def test_idle_sockets_on_redis_outlive_the_blocking_reads_and_still_receive(make_org, make_member):
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL): the embedded default's channel layer is in memory")
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
     organisation, owner = make_org()
     bot = services.bot_settings_for(organisation=organisation)
     operator = make_member(organisation, Role.OPERATOR)

@@ -80,7 +80,7 @@ def test_services_from_environment(tmp_path):
     assert out.stdout.split() == [
         "django.db.backends.postgresql",
         "redis://h:6379/1",
-        "channels_redis.core.RedisChannelLayer",
+        "core.channel_layer.RedisChannelLayer",
     ]
 
 

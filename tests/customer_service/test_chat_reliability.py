@@ -25,7 +25,7 @@ from tests.sockets import Socket, run_sockets
 
 INTENTS = ("change_pin", "card_arrival", "exchange_rate", "atm_support", "terminate_account")
 MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-REDIS = "channels_redis.core.RedisChannelLayer"
+REDIS = "core.channel_layer.RedisChannelLayer"
 
 
 class ModelLoadGate:

@@ -53,7 +53,7 @@ def classify_in_a_thread(organisation, document_id: int) -> None:
 def test_dashboard_charts_live_feed_drill_down_and_export(page, tmp_path):
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL): the embedded default's channel layer is in memory")
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
     organisation, owner = tenancy.organisation_sign_up(
         organisation_name="Monitor Org", email="monitor.owner@example.com", password=PASSWORD
     )

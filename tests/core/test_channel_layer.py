@@ -1,0 +1,87 @@
+"""``core.channel_layer.RedisChannelLayer``: channels_redis's layer with a group send in fewer round trips
+delivers what channels_redis's own delivers: to plain and process-local channels, never to a member past its
+group expiry, never past a channel's capacity; and the two classes share one layer (same keys and format).
+On the real Redis (``REDIS_URL``)."""
+
+import asyncio
+import time
+
+import pytest
+import redis
+from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+from django.conf import settings
+
+from core.channel_layer import RedisChannelLayer
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="a channel layer on Redis (REDIS_URL)")
+
+
+def _layers(prefix: str, **config):
+    hosts = [settings.REDIS_URL]
+    return (
+        RedisChannelLayer(hosts=hosts, prefix=prefix, **config),
+        ChannelsRedisLayer(hosts=hosts, prefix=prefix, **config),
+    )
+
+
+async def _received(layer, channel, timeout=2.0):
+    try:
+        return await asyncio.wait_for(layer.receive(channel), timeout)
+    except TimeoutError:
+        return None
+
+
+def test_a_group_send_reaches_every_member_as_channels_redis_does():
+    prefix = f"layer-test-{time.time_ns()}"
+
+    async def scenario():
+        ours, theirs = _layers(prefix)
+        local = await ours.new_channel()  # process-local: "specific.<id>!<id>", routed inside the process
+        plain = f"plain.{time.time_ns()}"
+        await ours.group_add("group-a", local)
+        await theirs.group_add("group-a", plain)
+        await ours.group_send("group-a", {"type": "test.event", "n": 1})
+        await theirs.group_send("group-a", {"type": "test.event", "n": 2})
+        got = [await _received(ours, local), await _received(ours, local)]
+        got_plain = [await _received(theirs, plain), await _received(ours, plain)]
+        await ours.group_send(
+            "nobody-here", {"type": "test.event", "n": 3}
+        )  # an empty group: nothing, no error
+        await ours.flush()
+        await theirs.flush()
+        return got, got_plain
+
+    got, got_plain = asyncio.run(scenario())
+    assert [m["n"] for m in got] == [1, 2] and [m["n"] for m in got_plain] == [1, 2]
+    assert all(m["type"] == "test.event" for m in got + got_plain)
+
+
+def test_expired_members_are_dropped_and_capacity_holds():
+    prefix = f"layer-test-{time.time_ns()}"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def scenario():
+        ours, _ = _layers(prefix, capacity=3)
+        fresh, stale = f"fresh.{time.time_ns()}", f"stale.{time.time_ns()}"
+        await ours.group_add("group-b", fresh)
+        await ours.group_add("group-b", stale)
+        # the stale member joined longer ago than the group expiry (a socket that died without leaving)
+        client.zadd(f"{prefix}:group:group-b", {stale: time.time() - ours.group_expiry - 10})
+        for n in range(5):
+            await ours.group_send("group-b", {"type": "test.event", "n": n})
+        fresh_got = []
+        while (message := await _received(ours, fresh, timeout=0.5)) is not None:
+            fresh_got.append(message["n"])
+        stale_got = await _received(ours, stale, timeout=0.5)
+        members = client.zrange(f"{prefix}:group:group-b", 0, -1)
+        await ours.flush()
+        return fresh_got, stale_got, members
+
+    fresh_got, stale_got, members = asyncio.run(scenario())
+    assert fresh_got == [0, 1, 2]  # capacity 3: the rest refused, as channels_redis refuses them
+    assert stale_got is None
+    assert [m.decode() for m in members] == [m.decode() for m in members if m.startswith(b"fresh.")]
+
+
+def test_the_project_serves_its_sockets_on_this_layer():
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
