@@ -23,7 +23,6 @@ Options: those of uvicorn that ``bin/run-all`` and the benches use.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import selectors
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("trellis.serve")
 
-READY, CLOSED = b"R", b"-"  # worker -> parent: serving now; one handed connection has closed
+READY, CLOSED, STOPPING = b"R", b"-", b"S"  # worker -> parent: serving; a connection closed; hand no more
 RESTART_PAUSE_S = 1.0  # a worker that dies at once is not restarted in a tight loop
 
 
@@ -133,12 +132,24 @@ def _worker(args: argparse.Namespace) -> None:
     import uvicorn
 
     _die_with_parent(args.parent)
+    os.set_inheritable(args.worker_fd, False)  # a process the application starts must not hold it open
     channel = socket.socket(fileno=args.worker_fd)
     channel.setblocking(False)
+    unsent = bytearray()  # notices the parent has not taken yet (its socket was full)
 
     def tell(what: bytes) -> None:
-        with contextlib.suppress(OSError):  # the parent is gone: it stops us too
-            channel.send(what)
+        """Notices to the parent, never lost: what its socket does not take now is sent after."""
+        unsent.extend(what)
+        try:
+            sent = channel.send(unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the parent is gone: it stops us too
+            unsent.clear()
+            return
+        del unsent[:sent]
+        if unsent:
+            asyncio.get_running_loop().call_later(0.01, tell, b"")
 
     class HandedServer(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -155,20 +166,30 @@ def _worker(args: argparse.Namespace) -> None:
                 )
 
             def handed() -> None:
-                try:
-                    _data, fds, _flags, _addr = socket.recv_fds(channel, 64, 64)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    fds, _data = [], b""
-                if not fds and not _data:  # the parent has gone
-                    loop.remove_reader(channel.fileno())
-                    self.should_exit = True
-                    return
-                for fd in fds:
-                    sock = socket.socket(fileno=fd)
-                    sock.setblocking(False)
-                    loop.create_task(self._serve_one(loop, create_protocol, sock))
+                for _ in range(64):  # what is queued, a bounded number per wake-up
+                    try:
+                        data, fds, flags, _addr = socket.recv_fds(channel, 64, 64)
+                    except (BlockingIOError, InterruptedError):
+                        return
+                    except OSError:
+                        log.warning("reading handed connections failed", exc_info=True)
+                        return
+                    if not data:  # the parent has gone
+                        loop.remove_reader(channel.fileno())
+                        self.should_exit = True
+                        return
+                    for fd in fds:
+                        sock = socket.socket(fileno=fd)
+                        if self.should_exit:  # stopping: the client connects again, to another worker
+                            sock.close()
+                            tell(CLOSED)
+                            continue
+                        sock.setblocking(False)
+                        loop.create_task(self._serve_one(loop, create_protocol, sock))
+                    lost = data.count(b"c") - len(fds)  # out of descriptors here (MSG_CTRUNC): the kernel
+                    if lost > 0 or flags & socket.MSG_CTRUNC:  # closed them; the parent counts them closed
+                        log.warning("%s handed connections lost: no descriptors left", max(lost, 0))
+                        tell(CLOSED * max(lost, 0))
 
             loop.add_reader(channel.fileno(), handed)
             tell(READY)
@@ -181,11 +202,15 @@ def _worker(args: argparse.Namespace) -> None:
                 tell(CLOSED)
 
         async def shutdown(self, sockets=None) -> None:
-            with contextlib.suppress(OSError, ValueError):
-                asyncio.get_running_loop().remove_reader(channel.fileno())
+            tell(STOPPING)  # the parent hands it nothing more (one in flight meanwhile is closed at once)
             await super().shutdown(sockets=sockets)
 
-    HandedServer(uvicorn_config(args)).run()
+    # Loading the application (Django, the models) takes seconds: until uvicorn serves and takes SIGINT as
+    # "shut down", SIGINT (the parent's death, a Ctrl-C) ends the worker at once.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    config = uvicorn_config(args)
+    config.load()
+    HandedServer(config).run()
 
 
 # --- the parent: accept, hand each connection to the least busy worker ----------------------------------
@@ -196,8 +221,9 @@ class Worker:
     slot: int
     process: subprocess.Popen
     channel: socket.socket
-    ready: bool = False
+    ready: bool = False  # serving, and not stopping
     open: int = 0  # connections handed and not yet closed
+    full_until: float = 0.0  # its socket was full (its loop busy): others first until then
     handed_at: int = 0  # when it was last handed one (a counter): ties go to the one served longest ago
     started: float = field(default_factory=time.monotonic)
 
@@ -233,14 +259,16 @@ class Dealer:
             self.selector.unregister(self.listener)
         self.listening = on
 
-    def _pick(self) -> Worker | None:
+    def _candidates(self) -> list[Worker]:
+        """Ready workers, fewest open connections first (then the one served longest ago); a worker whose
+        socket was just full goes last."""
+        now = time.monotonic()
         ready = [w for w in self.workers.values() if w.ready]
-        return min(ready, key=lambda w: (w.open, w.handed_at)) if ready else None
+        return sorted(ready, key=lambda w: (w.full_until > now, w.open, w.handed_at))
 
     def _accept(self) -> None:
-        while True:
-            worker = self._pick()
-            if worker is None:
+        for _ in range(64):  # a bounded number per wake-up: the workers' notices are read between
+            if not self._candidates():
                 self._listen(False)
                 return
             try:
@@ -250,15 +278,25 @@ class Dealer:
             except OSError:  # e.g. out of descriptors: try again at the next wake-up
                 log.warning("accept failed", exc_info=True)
                 return
+            with conn:
+                self._hand(conn)
+
+    def _hand(self, conn: socket.socket) -> None:
+        for worker in self._candidates():
             try:
                 socket.send_fds(worker.channel, [b"c"], [conn.fileno()])
-                worker.open += 1
-                self.handed += 1
-                worker.handed_at = self.handed
-            except OSError:  # the worker is going: the client sees its connection close and retries
+            except (BlockingIOError, InterruptedError):  # its loop is busy: the next worker
+                worker.full_until = time.monotonic() + 0.05
+                continue
+            except OSError:  # it is going: the next worker
                 log.warning("handing a connection to web worker %s failed", worker.slot, exc_info=True)
-            finally:
-                conn.close()
+                worker.full_until = time.monotonic() + 0.05
+                continue
+            worker.open += 1
+            self.handed += 1
+            worker.handed_at = self.handed
+            return
+        log.warning("no web worker could take a connection: closed")
 
     def _heard(self, slot: int) -> None:
         worker = self.workers.get(slot)
@@ -273,8 +311,14 @@ class Dealer:
         if not data:  # the worker exited
             self._gone(worker)
             return
-        worker.ready = worker.ready or READY in data
-        worker.open = max(0, worker.open - data.count(CLOSED))
+        if STOPPING in data:
+            worker.ready = False
+        elif READY in data:
+            worker.ready = True
+        closed = data.count(CLOSED)
+        if closed > worker.open:
+            log.warning("web worker %s reported %s closes for %s open", worker.slot, closed, worker.open)
+        worker.open = max(0, worker.open - closed)
         self._listen(not self.stopping)
 
     def _gone(self, worker: Worker) -> None:
@@ -293,6 +337,7 @@ class Dealer:
 
     def _stop(self, signum, _frame) -> None:
         self.stopping = True
+        self._listen(False)  # at once: the select under way resumes without the listener
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)

@@ -308,6 +308,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 log.exception("answering visitor message %s failed", message.pk)
                 await typing.end()
                 continue
+            except BaseException:  # cancelled (the server stopping): no typing line shown after
+                typing.task.cancel()
+                raise
             await typing.end()
             for payload in answers if self._showing(conversation) else []:  # else the next socket shows it
                 await self._send_message(payload)

@@ -1,7 +1,11 @@
 """A bare ASGI application for ``test_serve.py``: each HTTP request and each websocket answers with the
 process id that serves it (which web worker holds the connection)."""
 
+import asyncio
 import os
+import time
+
+time.sleep(float(os.environ.get("SERVE_APP_IMPORT_S", "0")))  # a slow import (Django and models loading)
 
 
 async def app(scope, receive, send):
@@ -9,6 +13,7 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await asyncio.sleep(0)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
