@@ -147,9 +147,10 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
         assert (await widget.receive_json_from())["error"]["message"] == "The message is empty."
         await widget.send_json_to({"type": "message", "text": "Talk to a human"})
         await _receive_until(widget, "message")
-        await widget.send_json_to({"type": "message", "text": "third"})
+        await widget.send_json_to({"type": "message", "text": "third", "client_id": "c_3"})
         frame = await _receive_until(widget, "error")
         assert frame["error"]["code"] == "rate_limited"
+        assert frame["error"]["client_id"] == "c_3"  # the widget marks that message failed
         # a new widget key (the old one leaked, say) cuts off the sockets that use the old one
         await sync_to_async(services.widget_key_rotate)(organisation=organisation)
         await widget.send_json_to({"type": "start"})
@@ -161,6 +162,27 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
         Message.objects.for_org(organisation).filter(sender="visitor").values_list("text", flat=True)
     )
     assert texts == ["Talk to a human"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_after_the_key_was_rotated_is_refused_unstored_and_closes_the_socket(make_org):
+    """The key check of a ``message`` frame runs with its write, in one trip to a database thread: a key
+    rotated meanwhile refuses the message before anything is stored, and the socket closes."""
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+
+    async def scenario():
+        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "start"})
+        await _receive_until(widget, "message")  # greeting
+        await sync_to_async(services.widget_key_rotate)(organisation=organisation)
+        await widget.send_json_to({"type": "message", "text": "Is there parking?", "client_id": "c_1"})
+        assert (await _receive_until(widget, "error"))["error"]["message"] == "Unknown widget key."
+        assert await widget.receive_output() == {"type": "websocket.close", "code": 4404}
+
+    run_sockets(scenario)
+    assert not Message.objects.for_org(organisation).filter(sender="visitor").exists()
 
 
 @pytest.mark.django_db(transaction=True)
