@@ -59,6 +59,8 @@ ARTICLE_QUESTIONS = [  # answered by customer_service.demo.ARTICLES
 
 
 def parse_args() -> argparse.Namespace:
+    from bench.common import add_launchers_argument
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per level")
@@ -84,14 +86,7 @@ def parse_args() -> argparse.Namespace:
         default=[1],
         help="uvicorn processes (WEB_CONCURRENCY in bin/run-all), one server per count; >1 needs Redis",
     )
-    parser.add_argument(
-        "--launchers",
-        nargs="+",
-        default=["core.serve"],
-        choices=["core.serve", "uvicorn"],
-        help="with more than one process: core.serve deals each connection to the least busy (bin/run-all),"
-        " uvicorn's --workers share one listening socket; a server per launcher",
-    )
+    add_launchers_argument(parser, "with more than one process, a server")
     parser.add_argument(
         "--deflate",
         nargs="+",

@@ -82,6 +82,20 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
         print(f"| {r.name} | {r.accuracy * 100:.2f}% | {r.macro_f1 * 100:.2f} | {r.train_s:.0f} | {r.note} |")
 
 
+def add_launchers_argument(parser, servers: str) -> None:
+    """``--launchers``: how a bench's web processes get their connections, one ``servers`` per launcher:
+    ``core.serve`` deals each connection to the least busy process (as ``bin/run-all`` serves), uvicorn's
+    ``--workers`` share one listening socket."""
+    parser.add_argument(
+        "--launchers",
+        nargs="+",
+        default=["core.serve"],
+        choices=["core.serve", "uvicorn"],
+        help=f"how the web processes get their connections (core.serve: as bin/run-all); {servers} per"
+        " launcher",
+    )
+
+
 def machine_note() -> str:
     load = os.getloadavg()[0]
     return f"cpus={os.cpu_count()} load1={load:.2f}"

@@ -61,7 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_note  # noqa: E402
+from bench.common import add_launchers_argument, machine_note  # noqa: E402
 
 DIM, TOPICS, CATEGORIES, K = 384, 200, 50, 10
 WORDS = [
@@ -86,14 +86,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--http-requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--http-workers", type=int, default=2, help="uvicorn processes per server")
-    parser.add_argument(
-        "--launchers",
-        nargs="+",
-        default=["core.serve"],
-        choices=["core.serve", "uvicorn"],
-        help="how the web processes get their connections: core.serve deals each to the least busy (as"
-        " bin/run-all serves), uvicorn's --workers share one listening socket; a Trellis server per launcher",
-    )
+    add_launchers_argument(parser, "a Trellis server")
     parser.add_argument("--profile", default="", help="write a cProfile of one row's requests here")
     parser.add_argument(
         "--hybrid-config",

@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def uvicorn_config(args: argparse.Namespace, **more):
+def uvicorn_config(args: argparse.Namespace):
     import uvicorn
 
     return uvicorn.Config(
@@ -79,7 +79,6 @@ def uvicorn_config(args: argparse.Namespace, **more):
         log_level=args.log_level,
         backlog=args.backlog,
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-        **more,
     )
 
 

@@ -294,7 +294,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         a hand-off or a takeover meanwhile silences the bot for the rest)."""
         while self.unanswered:
             conversation, message = self.unanswered.popleft()
-            typing = self._bot_typing_later(conversation)  # shown only if the answer takes a while
+            # shown only if the answer takes a while
+            typing = TypingLine(self, conversation, settings.CS_BOT_TYPING_AFTER_S)
             try:
                 # Off the shared database thread: one slow answer must not stall every other socket.
                 answers = await database_sync_to_async(
@@ -323,9 +324,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self._showing(conversation):
             frame = {"who": "bot", "name": self.bot.bot_name if self.bot else "", "typing": typing}
             await self.send_json({"type": "typing", "data": frame})
-
-    def _bot_typing_later(self, conversation) -> "TypingLine":
-        return TypingLine(self, conversation, settings.CS_BOT_TYPING_AFTER_S)
 
     async def _typing(self, content):
         """The visitor is typing: told to the inbox, at most once per ``TYPING_EVERY_S`` (others dropped)."""

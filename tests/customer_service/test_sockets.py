@@ -164,6 +164,15 @@ def test_widget_rate_limit_and_bad_frames(make_org, settings):
     assert texts == ["Talk to a human"]
 
 
+async def _started_widget(bot) -> Socket:
+    """The widget's socket from the shop's page, with a conversation started (its greeting read)."""
+    widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
+    assert (await widget.connect())[0]
+    await widget.send_json_to({"type": "start"})
+    await _receive_until(widget, "message")  # greeting
+    return widget
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_message_after_the_key_was_rotated_is_refused_unstored_and_closes_the_socket(make_org):
     """The key check of a ``message`` frame runs with its write, in one trip to a database thread: a key
@@ -172,10 +181,7 @@ def test_a_message_after_the_key_was_rotated_is_refused_unstored_and_closes_the_
     bot = services.bot_settings_for(organisation=organisation)
 
     async def scenario():
-        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
-        assert (await widget.connect())[0]
-        await widget.send_json_to({"type": "start"})
-        await _receive_until(widget, "message")  # greeting
+        widget = await _started_widget(bot)
         await sync_to_async(services.widget_key_rotate)(organisation=organisation)
         await widget.send_json_to({"type": "message", "text": "Is there parking?", "client_id": "c_1"})
         assert (await _receive_until(widget, "error"))["error"]["message"] == "Unknown widget key."
@@ -192,10 +198,7 @@ def test_widget_message_with_nul_is_refused_and_the_socket_lives(make_org):
     bot = services.bot_settings_for(organisation=organisation)
 
     async def scenario():
-        widget = Socket(application, f"/ws/chat/{bot.widget_key}/", headers=[(b"origin", SITE)])
-        assert (await widget.connect())[0]
-        await widget.send_json_to({"type": "start"})
-        await _receive_until(widget, "message")  # greeting
+        widget = await _started_widget(bot)
         await widget.send_json_to({"type": "message", "text": "where\x00 is my order"})
         frame = await widget.receive_json_from(timeout=10)
         assert frame["error"]["message"] == "The message may not contain NUL characters."
