@@ -554,7 +554,28 @@ def http_load(port: int, secret: str, paths: list[str], concurrency: int, total:
         thread.join()
     wall = time.perf_counter() - start
     p50, p99 = percentiles(latencies)
-    return {"per_s": len(latencies) / wall, "p50": p50, "p99": p99, "errors": errors[0]}
+    return {
+        "per_s": len(latencies) / wall,
+        "p50": p50,
+        "p99": p99,
+        "errors": errors[0],
+        "requests": len(latencies),
+    }
+
+
+def server_cpu_seconds(proc) -> float:
+    """CPU seconds (user + system) a server's processes have used so far: its launcher and every child."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(proc.pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def over_http(org, versions: dict[str, int], args, env: dict[str, str], size: str) -> list[tuple]:
@@ -594,7 +615,9 @@ def over_http(org, versions: dict[str, int], args, env: dict[str, str], size: st
             started.append((name, port, proc))
         for concurrency in args.concurrency:
             for name, port, _proc in started:
+                cpu = server_cpu_seconds(_proc)
                 stats = http_load(port, secret, paths, concurrency, args.http_requests)
+                stats["cpu_ms"] = 1000 * (server_cpu_seconds(_proc) - cpu) / stats["requests"]
                 if app_is_trellis(name):
                     answered += (
                         (args.http_requests // concurrency) * concurrency + 5 * concurrency - stats["errors"]
@@ -717,13 +740,13 @@ def report(in_rows: list, http_rows: list) -> None:
         print(f"| {size} | {name} | {p50:.2f} | {p99:.2f} | {note} |")
     if http_rows:
         print(
-            "\n| catalogue | server | clients | requests/s | p50 ms | p99 ms | errors |"
-            "\n|---|---|---|---|---|---|---|"
+            "\n| catalogue | server | clients | requests/s | p50 ms | p99 ms | server CPU ms/req | errors |"
+            "\n|---|---|---|---|---|---|---|---|"
         )
         for size, name, concurrency, s in http_rows:
             print(
                 f"| {size} | {name} | {concurrency} | {s['per_s']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} "
-                f"| {s['errors']} |"
+                f"| {s['cpu_ms']:.2f} | {s['errors']} |"
             )
     print(machine_note())
 

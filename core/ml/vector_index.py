@@ -86,6 +86,12 @@ class VectorIndex:
 
     def search(self, queries: Any, k: int) -> list[list[Match]]:
         """The ``k`` best matches of each query row, best first (fewer when the index has fewer)."""
+        return [[Match(key, score) for key, score in pairs] for pairs in self.search_pairs(queries, k)]
+
+    def search_pairs(self, queries: Any, k: int) -> list[list[tuple[Hashable, float]]]:
+        """``search`` as ``(key, score)`` pairs: what a hot path reads, without a ``Match`` per hit (the
+        scores and rows leave numpy in one ``tolist`` each: a ``float()``/``int()`` per element cost about
+        0.5 ms for 1,000 hits)."""
         if k < 1:
             raise VectorIndexError("k must be at least 1")
         if not self.keys:
@@ -93,9 +99,10 @@ class VectorIndex:
         matrix = _as_matrix(queries, self.dim)
         k = min(k, len(self.keys))
         scores, rows = self._search_exact(matrix, k) if self._ann is None else self._search_ann(matrix, k)
+        keys = self.keys
         return [
-            [Match(self.keys[int(r)], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
-            for srow, rrow in zip(scores, rows, strict=True)
+            [(keys[r], s) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+            for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True)
         ]
 
     def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

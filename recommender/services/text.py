@@ -18,6 +18,7 @@ for the closest items: that is how items nobody has bought are reached (``text_n
 
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from django.core.cache import cache
@@ -186,8 +187,8 @@ def text_neighbours(
     _rows, index = snap.index(model)
     if not len(index):
         return TextNeighbours([], own)
-    found = index.search(np.asarray(profile / norm, dtype=np.float32)[None, :], k)[0]
-    return TextNeighbours([(str(m.key), m.score) for m in found], own, snap, model)
+    found = index.search_pairs(np.asarray(profile / norm, dtype=np.float32)[None, :], k)[0]
+    return TextNeighbours(cast(list[tuple[str, float]], found), own, snap, model)  # the snapshot's keys: str
 
 
 def text_why(
