@@ -4,7 +4,9 @@ a bare ASGI endpoint, no Django request stack, no key, no database, no filters, 
 ``uvicorn bench.bare_recommend:application`` with ``BARE_ORGANISATION_ID`` (and the run's database settings)
 set: the active version is loaded on the first request, and every user's history (item weights) is read
 then too; a GET with ``?user=<id>`` is answered with the model's top 10 for that history (scores and an
-argpartition, in a worker thread) in a JSON body about the size of the product's answer.
+argpartition, in a worker thread) in a JSON body about the size of the product's answer. numpy's BLAS runs
+on ``ML_SERVE_THREADS`` as in the product's web process (it spun a thread per core here before: 16.4 ms of CPU
+a request, BENCHMARKS.md section 15).
 """
 
 import json
@@ -21,9 +23,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 django.setup()
 
 from core.registry.services.common import active_version  # noqa: E402
-from core.registry.services.serving import loaded_model  # noqa: E402
+from core.registry.services.serving import loaded_model, serving_threads_apply  # noqa: E402
 from core.tenancy.models import Organisation  # noqa: E402
 from recommender.models import Event  # noqa: E402
+
+serving_threads_apply()  # numpy's BLAS on ML_SERVE_THREADS, as core.asgi sets the product's web process
 
 _state: dict = {}
 

@@ -15,10 +15,12 @@ from django.urls import re_path  # noqa: E402
 from core.api.fast_predict import FastPredictMiddleware  # noqa: E402
 from core.api.fast_routes import FastRouteMiddleware  # noqa: E402
 from core.heap import heap_settle  # noqa: E402
+from core.registry.services.serving import serving_threads_apply  # noqa: E402
 from core.registry.services.warmup import warmup_at_start  # noqa: E402
 from core.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 from core.web.middleware import BodyLimitASGIMiddleware  # noqa: E402
 
+serving_threads_apply()  # torch and numpy's BLAS on ML_SERVE_THREADS from the first request
 warmup_at_start()  # this web process loads the active models in the background, before visitors ask
 
 application = ProtocolTypeRouter(

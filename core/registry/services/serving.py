@@ -34,6 +34,17 @@ _cache_lock = threading.Lock()
 _cache: ModelCache | None = None
 
 
+def serving_threads_apply() -> None:
+    """A serving process's torch and numpy BLAS threads set to ``ML_SERVE_THREADS`` when it starts: a model
+    load sets them too (``core.ml.runtime.apply_threads``), but a web process that serves only numpy models
+    (the recommender's) loads none, and its BLAS ran a thread per core whose idle spinning cost more CPU than
+    the requests' own products (the bare recommendation peer: 16.4 ms of CPU a request, 3.4 with one BLAS
+    thread; BENCHMARKS.md section 15)."""
+    from core.ml.runtime import apply_threads
+
+    apply_threads(runtime(threads=settings.ML_SERVE_THREADS))
+
+
 def model_cache() -> ModelCache:
     """This process's cache of loaded models (all kinds; created with the first load)."""
     global _cache

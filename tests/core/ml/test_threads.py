@@ -42,3 +42,23 @@ def test_the_serving_default_leaves_one_blas_thread(restored, settings):
 def test_a_thread_count_below_one_is_refused():
     with pytest.raises(MLError, match="at least 1"):
         apply_threads(Runtime(threads=0))
+
+
+def test_a_web_process_serves_on_the_serving_threads_from_its_start():
+    """core.asgi sets them at import: a web process that loads no torch model (the recommender's numpy
+    models) must not keep a BLAS thread per core spinning (fails without ``serving_threads_apply``)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import numpy as np, torch; from threadpoolctl import threadpool_info; import core.asgi; "
+        "np.ones((4, 4)) @ np.ones((4, 4)); "
+        "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info() "
+        "if p['user_api'] == 'blas'}))"
+    )
+    # two BLAS threads to start with, whatever the machine's cores: what the web process must bring down
+    env = {**os.environ, "ML_SERVE_THREADS": "1", "ML_WARMUP": "0", "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1 [1]", out.stdout
