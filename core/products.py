@@ -158,6 +158,9 @@ class FastRoute:
     pattern: str  # a regular expression of the path after /api/<prefix>/, groups for its parts
     permission: str  # the permission the DRF view requires for GET (granted to a key by its scope)
     answer: Callable[[FastCall], dict[str, Any]]  # the JSON answer; raises TrellisError to refuse
+    # the product meter an answer charges one of (``core.billing.streamed.metered_streamed``), reserved with
+    # the call's admission and settled with its ledger line; None: the answer meters itself, if at all
+    meter: str | None = None
 
 
 # onboarding(organisation=...) -> the product's checklist, in order (its page shows it; the dashboard its next

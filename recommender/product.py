@@ -91,8 +91,8 @@ def _similar(call: FastCall) -> dict:
 
 # The two serving reads, below Django for an ordinary API-key call (core.api.fast_routes; same answers).
 FAST_ROUTES = (
-    FastRoute(r"recommendations", permission="models.predict", answer=_recommendations),
-    FastRoute(r"items/([^/]+)/similar", permission="models.predict", answer=_similar),
+    FastRoute(r"recommendations", permission="models.predict", answer=_recommendations, meter=SERVED_METER),
+    FastRoute(r"items/([^/]+)/similar", permission="models.predict", answer=_similar, meter=SERVED_METER),
 )
 
 

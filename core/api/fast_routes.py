@@ -7,14 +7,18 @@ with the same steps and the same outcomes as the full stack, in the same order:
 
 1. the API key from the per-process key cache (``api_key_authenticate_cached``), and the scope the route's
    permission needs (``core.api.permissions.permission_scope``);
-2. the key's rate limit (the throttle's sliding window and counters, ``core.ratelimit``) and the API-call
-   quota, checked, counted and reserved in one Redis script that concurrent calls share
-   (``core.billing.deferred.admit``): 429 with ``Retry-After``, or 402;
+2. the key's rate limit (the throttle's sliding window and counters, ``core.ratelimit``), the API-call
+   quota and the route's product meter (``FastRoute.meter``), checked, counted and reserved in one Redis
+   script that concurrent calls share (``core.billing.deferred.admit``): 429 with ``Retry-After``, or 402
+   (a call its product meter refused is admitted without it, and the answer refuses it after checking its
+   input, as through the full stack);
 3. the subscription's own refusals (a cancelled subscription, an ended trial: ``quota_guard``): 402;
 4. the route's ``answer(call)``: the product's own function (the DRF view calls the same one), whose
    ``TrellisError`` is the error body and status the API's exception handler gives;
-5. the call's ``api_calls`` ledger line appended to the ledger stream when it succeeded; the reservation
-   given back when it did not (two Redis calls a request where a quota read and a charge made three).
+5. the call's ``api_calls`` ledger line appended to the ledger stream when it succeeded, with the product
+   meter's line and that reservation settled to what the answer charged (``core.billing.streamed.prepaid``)
+   in the same script; every reservation given back when it did not succeed (a call that fails is charged
+   nothing). Two Redis calls a request where admitting, reserving, settling and appending made four.
 
 Anything else goes to Django untouched, which answers as it always has: no key or a key the cache refuses
 (401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8, holds a NUL or
@@ -33,6 +37,7 @@ import logging
 import math
 import re
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,10 +47,9 @@ from django.db import close_old_connections
 
 from core.api.errors import error_body, rate_limited_body
 from core.api.fast_asgi import for_django, header_secret, in_pool, request_headers, send_json
-from core.billing import deferred, flusher
+from core.billing import deferred, flusher, streamed
 from core.billing import services as billing
 from core.billing.models import Meter
-from core.billing.streamed import admission_refusal
 from core.errors import TrellisError
 from core.products import FastCall, FastRoute, products
 from core.tenancy import services as tenancy
@@ -115,46 +119,85 @@ def serve(
         plan = subscription.plan
         period = billing.period_bounds()[2]
         calls = [(str(Meter.API_CALLS), 1.0, plan.limit_for(Meter.API_CALLS))]
-        try:  # the throttle's window and the api_calls quota: one Redis script, shared across threads
+        # the route's product meter is reserved in the same script (``streamed.prepaid``); when it is what the
+        # script refuses, the call is admitted on its own and the answer meets that quota itself, as through
+        # the full stack (its input's 400 before the meter's 402)
+        meter = route.meter
+        charges = calls + ([(meter, 1.0, plan.limit_for(meter))] if meter else [])
+        try:  # the throttle's window and the quotas: one Redis script, shared across threads
             admission = deferred.admit(
                 organisation=organisation,
                 rate_key=f"api-key:{key.prefix}",
                 requests_per_minute=plan.requests_per_minute,
-                charges=calls,
+                charges=charges,
                 period=period,
             )
+            if admission.status == "quota" and admission.meter == meter:
+                meter, charges = None, calls
+                refused_at = deferred.reserve(
+                    organisation=organisation,
+                    meter=calls[0][0],
+                    quantity=1.0,
+                    limit=calls[0][2],
+                    period=period,
+                )
+                if refused_at is not None:
+                    admission = deferred.Admission("quota", meter=calls[0][0], used=refused_at)
+                else:
+                    admission = deferred.Admission("ok")
         except Exception:  # noqa: BLE001 - Redis trouble: nothing was counted; Django answers
             return None
         if admission.status == "rate_limited":
             wait = max(1, math.ceil(admission.retry_after))
             return Outcome(429, rate_limited_body(wait), ((b"retry-after", str(wait).encode()),))
         if admission.status == "quota":
-            refusal = admission_refusal(admission, charges=calls, period=period)
+            refusal = streamed.admission_refusal(admission, charges=charges, period=period)
             return Outcome(refusal.status, error_body(refusal.code, refusal.message, refusal.details))
-        try:  # the call is reserved on the api_calls counter: given back unless it is answered
+        try:  # the call (and the meter) reserved: given back unless it is answered
             billing.quota_guard(subscription=subscription, meter=Meter.API_CALLS, period=period)
-            payload = route.answer(FastCall(organisation=organisation, api_key=key, params=params, args=args))
+            call = FastCall(organisation=organisation, api_key=key, params=params, args=args)
+            with streamed.prepaid(meter=meter, quantity=1.0) if meter else nullcontext() as held:
+                payload = route.answer(call)
         except TrellisError as exc:
-            _release(organisation, calls, period)
+            _release(organisation, charges, period)
             return Outcome(exc.status, error_body(exc.code, exc.message, exc.details))
         except Exception:  # noqa: BLE001 - the full stack's 500, in the API's error shape
             log.exception("fast route %s failed", path)
-            _release(organisation, calls, period)
+            _release(organisation, charges, period)
             return Outcome(500, error_body("server_error", "The server failed to answer this request."))
-        line = {"method": "GET", "path": path[:200], "status": 200}
-        try:  # its ledger line (the counter moved when it was admitted)
-            deferred.ledger_append(
-                organisation=organisation,
-                api_key_id=key.pk,
-                request_id=deferred.new_request_id(),
-                lines=[deferred.Line(Meter.API_CALLS, 1, line)],
-            )
-            flusher.flusher_ensure()
-        except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
-            log.exception("could not meter API call")
+        _meter(organisation, key, path, held, period)
         return Outcome(200, payload)
     finally:
         close_old_connections()  # as Django does when a request ends: a pooled connection goes back
+
+
+def _meter(organisation, key, path: str, held: "streamed.Prepaid | None", period: str) -> None:
+    """An answered call's ledger line (its counter moved when it was admitted), with its product meter's
+    line and that reservation settled to what the answer charged, in one Redis call."""
+    lines = [deferred.Line(Meter.API_CALLS, 1, {"method": "GET", "path": path[:200], "status": 200})]
+    if held is not None and held.amount:
+        lines.append(deferred.Line(held.meter, held.amount, held.metadata))
+    entry = deferred.LedgerEntry(api_key_id=key.pk, request_id=deferred.new_request_id(), lines=lines)
+    try:
+        if held is None:
+            deferred.ledger_append(
+                organisation=organisation,
+                api_key_id=entry.api_key_id,
+                request_id=entry.request_id,
+                lines=lines,
+            )
+        else:
+            deferred.settle(
+                organisation=organisation,
+                meter=held.meter,
+                reserved=held.quantity,
+                used=held.amount,
+                period=period,
+                ledger=entry,
+            )
+        flusher.flusher_ensure()
+    except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
+        log.exception("could not meter API call")
 
 
 def _release(organisation, calls: list[tuple[str, float, int]], period: str) -> None:

@@ -201,3 +201,96 @@ def test_the_api_calls_quota_is_reserved_with_the_rate_limit_and_given_back_when
     assert over[2] == full[2] and over[2]["error"]["details"]["meter"] == "api_calls"
     assert deferred.used(organisation=org, meter="api_calls", period=period) == 3  # nothing more reserved
     assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 3
+
+
+def test_the_recommendation_meter_is_reserved_with_the_call_and_settled_with_its_line(
+    shop, make_key, monkeypatch
+):
+    """``FastRoute.meter``: the served recommendation is reserved in the admitting script and its ledger line
+    goes with the call's in the settling one: two Redis scripts a request and no other write (four before:
+    admit, reserve, settle, append), one ledger entry whose two lines the flusher writes once each."""
+    import redis.client
+
+    org, _ = shop
+    train_now(org)
+    _, secret = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    period = billing.period_bounds()[2]
+    assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200  # warm: models, tokens, counters
+    flusher.ledger_drain()
+    commands: list[str] = []
+    original = redis.client.Redis.execute_command
+
+    def counted(self, *args, **kwargs):
+        commands.append(str(args[0]).upper())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
+    for _ in range(3):
+        assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
+    monkeypatch.undo()
+    writes = [c for c in commands if c not in ("MGET", "GET")]  # the generation tokens' read
+    assert writes == ["EVALSHA", "EVALSHA"] * 3, commands
+    flusher.ledger_drain()
+    events = UsageEvent.objects.for_org(org).order_by("pk")
+    served = [e for e in events if e.meter == "recommendations_served"]
+    calls = [e for e in events if e.meter == "api_calls"]
+    assert len(served) == len(calls) == 4 and all(e.quantity == 1 for e in served)
+    # the last three calls' two lines came as one entry: the same request's idempotency keys
+    assert {e.idempotency_key.rsplit(":", 1)[0] for e in served[1:]} == {
+        e.idempotency_key.rsplit(":", 1)[0] for e in calls[1:]
+    }
+    assert deferred.used(organisation=org, meter="recommendations_served", period=period) == 4
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 4
+
+
+def test_past_the_recommendation_quota_the_input_is_checked_first_as_through_django(shop, make_key):
+    """The product meter refused in the admitting script: the call goes on without it, so a bad request
+    still gets its 400 and a good one the full stack's 402 for the meter; neither is charged."""
+    org, _ = shop
+    train_now(org)
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id="recommendations_served", defaults={"limit": 1})
+    _, secret = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    period = billing.period_bounds()[2]
+    assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
+    bad = _call(FAST, path, "user=u0&k=0", _bearer(secret))
+    over = _call(FAST, path, "user=u0&k=2", _bearer(secret))
+    flusher.ledger_drain()  # the full stack reads the database's counters
+    full_bad = _call(DJANGO, path, "user=u0&k=0", _bearer(secret))
+    full_over = _call(DJANGO, path, "user=u0&k=2", _bearer(secret))
+    assert (bad[0], bad[2]) == (full_bad[0], full_bad[2]) and bad[0] == 400 and bad[3] is False
+    assert (over[0], over[2]) == (full_over[0], full_over[2]) and over[0] == 402 and over[3] is False
+    assert over[2]["error"]["details"]["meter"] == "recommendations_served"
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 1  # both given back
+    assert deferred.used(organisation=org, meter="recommendations_served", period=period) == 1
+    assert UsageEvent.objects.for_org(org).filter(meter="recommendations_served").count() == 1
+
+
+def test_a_call_that_fails_after_its_answer_was_metered_is_charged_nothing(shop, make_key, monkeypatch):
+    """The reservations are given back when the route fails, also after the answer's meter ran (its line
+    waits for the call's own, which a failed call never writes)."""
+    from recommender import api
+
+    org, _ = shop
+    train_now(org)
+    _, secret = make_key(org, scopes=("predict",))
+    path = "/api/recommender/recommendations"
+    period = billing.period_bounds()[2]
+    original = api.recommendations_answer
+    metered = []
+
+    def answered_then_failed(**kwargs):
+        metered.append(original(**kwargs))  # the serving function metered its answer
+        raise RuntimeError("failed after metering")
+
+    monkeypatch.setattr(api, "recommendations_answer", answered_then_failed)
+    failed = _call(FAST, path, "user=u0&k=2", _bearer(secret))
+    assert failed[0] == 500 and failed[2]["error"]["code"] == "server_error" and metered
+    monkeypatch.undo()
+    assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
+    flusher.ledger_drain()
+    assert deferred.used(organisation=org, meter="recommendations_served", period=period) == 1
+    assert deferred.used(organisation=org, meter="api_calls", period=period) == 1
+    assert UsageEvent.objects.for_org(org).filter(meter="recommendations_served").count() == 1
