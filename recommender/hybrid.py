@@ -569,6 +569,52 @@ class HybridModel:
             shares[j] = parts
         return known, parts
 
+    def shares_prefetch(self, history: dict[str, float], items: list[str]) -> None:
+        """``_shares`` of several items at once (a request's picks, before their ``why`` and ``parts``): the
+        history's collaborative and sequence entries are matched to all of their columns in one pass instead
+        of one pass an item; the numbers are the ones ``_shares`` computes one item at a time."""
+        key = tuple(history.items())
+        last = self._last
+        if last[0] != key or last[1] is None:
+            last = self._remember(history)
+            if last[1] is None:
+                return
+        cached = last[1]
+        shares = cached["shares"]
+        wanted: list[int] = []
+        for item in items:
+            j = self.index.get(item)
+            if j is not None and j not in shares and j not in wanted:
+                wanted.append(j)
+        wanted = wanted[: max(0, SHARES_CACHED - len(shares))]
+        if not wanted:
+            return
+        js = np.array(wanted, dtype=np.int64)
+        known = cached["known"]
+        collab = np.zeros((len(known), len(js)), dtype=np.float64)
+        if cached["collab_rows"]:
+            block = cached["collab"].columns_of(js)
+            block[:, js >= self.n_collab] = 0
+            collab[cached["collab_rows"]] = self.weights["collab"] * block / cached["cmax"]
+        sequence = np.zeros((len(known), len(js)), dtype=np.float64)
+        if cached["recent"]:
+            block = cached["sequence"].columns_of(js)
+            block[:, js >= self.n_collab] = 0
+            sequence[cached["recent_places"]] = (
+                self.weights["sequence"] * cached["decay"][:, None] * block / cached["smax"]
+            )
+        tower = cached.get("tower") if self.tower is not None else None
+        for n, j in enumerate(wanted):
+            text = self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
+            parts = {
+                "collab": collab[:, n] * cached["weights"],
+                "text": text * cached["weights"],
+                "sequence": sequence[:, n],
+            }
+            if tower is not None:
+                parts["tower"] = np.array([tower[1] * float(self.tower.item_vectors[j] @ tower[0])])  # type: ignore[union-attr]
+            shares[j] = parts
+
     def why(self, history: dict[str, float], item: str, limit: int = 3) -> list[str]:
         """The history items with the largest positive share of ``item``'s score (collab, text, sequence)."""
         j = self.index.get(item)
@@ -634,6 +680,19 @@ class RowEntries:
         """``matrix[rows].T @ weights``: the rows weighted and added, dense (size,) float32."""
         total = np.bincount(self.columns, weights=self.values * weights[self.place], minlength=size)
         return total.astype(np.float32)
+
+    def columns_of(self, js: np.ndarray) -> np.ndarray:
+        """``matrix[rows][:, js]`` as a dense (n, len(js)) array: ``column`` of each of the distinct columns
+        ``js``, the entries matched to them in one pass."""
+        out = np.zeros((self.n, len(js)), dtype=self.values.dtype)
+        if not len(js) or not len(self.columns):
+            return out
+        order = np.argsort(js, kind="stable")
+        ordered = js[order]
+        at = np.minimum(np.searchsorted(ordered, self.columns), len(js) - 1)
+        hit = ordered[at] == self.columns
+        out[self.place[hit], order[at[hit]]] = self.values[hit]
+        return out
 
     def column(self, j: int) -> np.ndarray:
         """``matrix[rows, j]`` as a dense (n,) array (a row holds a column at most once in a canonical

@@ -310,6 +310,8 @@ def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[lis
     """Per picked item, the history items that drove it (by the model, or by text for text-only ones) and the
     reason it is there (``recommender.explain``: the component that contributed most)."""
     out = {}
+    if isinstance(model, hybrid.HybridModel):  # the picks' shares of the history in one pass
+        model.shares_prefetch(history, [k for row, _ in picked if (k := snap.ids[row]) not in ranked.by_text])
     for row, _ in picked:
         key = snap.ids[row]
         by_text = key in ranked.by_text

@@ -119,3 +119,36 @@ def test_a_served_requests_shares_are_those_computed_afresh_and_read_once():
     assert np.allclose(entries.weighted_sum(weights, len(items)), matrix.T @ weights, atol=1e-6)
     for j in range(len(items)):
         assert np.array_equal(entries.column(j), matrix[:, [j]].toarray().ravel())
+
+
+def test_the_picks_shares_made_together_are_those_made_one_at_a_time():
+    """``shares_prefetch`` (a request's picks before their ``why`` and ``parts``) gives each item the very
+    numbers ``_shares`` gives it alone, collab, text and sequence alike; ``RowEntries.columns_of`` is
+    ``column`` of each."""
+    train = _events()
+    items = sorted({i for _, i, _, _ in train})
+    config = hybrid.HybridConfig(ease_lambdas=(10.0,), decay_days=(36500.0,), sequence_window=2, cold_slots=0)
+    model = hybrid._components(train, _catalogue(items), config, 10.0, 36500.0)
+    model.weights.update({"collab": 1.0, "text": 0.5, "sequence": 1.0})
+    for history in ({"S2": 1.0, "x3": 0.5, "S1": 1.0, "P": 0.2}, {"S3": 2.0}, {"y1": 1.0, "S1": 0.3}):
+        model._last = ((), None)
+        alone = {}
+        for item in items:
+            model.why(history, item)
+            alone[item] = model._last[1]["shares"][model.index[item]]
+        model._last = ((), None)
+        model.scores_with(history, np.zeros(0, np.float32), [], explain=True)
+        picks = [items[n] for n in (5, 0, 9, 2)] + ["not an item"]
+        model.shares_prefetch(history, picks)
+        together = model._last[1]["shares"]
+        assert sorted(together) == sorted(model.index[i] for i in picks[:4])
+        for item in picks[:4]:
+            mine, theirs = together[model.index[item]], alone[item]
+            assert mine.keys() == theirs.keys()
+            assert all(np.array_equal(mine[k], theirs[k]) for k in theirs), (history, item)
+    rows = np.array([model.index["S1"], model.index["x3"], model.index["S2"]])
+    entries = hybrid.RowEntries.of(model.sequence, rows)
+    js = np.array([7, 1, 4, 0, len(items) - 1])
+    block = entries.columns_of(js)
+    for n, j in enumerate(js):
+        assert np.array_equal(block[:, n], entries.column(int(j)))
