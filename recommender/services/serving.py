@@ -230,8 +230,16 @@ def _rank(
         ceiling = model.text_neighbours_ceiling()
     else:
         want = min(MAX_TEXT_CANDIDATES, 4 * k + len(skip) + len(history))
+        whole = (
+            knows and isinstance(model, hybrid.HybridModel) and len(model.items) <= hybrid.FULL_SCORING_MAX
+        )
         neighbours = text.text_neighbours(
-            organisation=organisation, snap=snap, history=history, k=want, models=text_models
+            organisation=organisation,
+            snap=snap,
+            history=history,
+            k=want,
+            models=text_models,
+            unknown_to=model if whole else None,  # it scores all its items: only the others can come by text
         )
     if neighbours.hits and not knows:
         ids = [i for i, _ in neighbours.hits]

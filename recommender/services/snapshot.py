@@ -88,6 +88,8 @@ class Snapshot:
     in_category: dict[str, np.ndarray] = field(default_factory=dict)  # category -> (n,) bool, built on demand
     indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
     known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
+    # the last (model, text model) asked whether every item with a vector of that text model is the model's
+    known_text: tuple = (None, None, False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __len__(self) -> int:
@@ -106,6 +108,17 @@ class Snapshot:
             rows = self.rows_of(model.items)
             self.known = (model, rows)
         return rows
+
+    def text_all_known(self, model, text_model: str) -> bool:
+        """Whether every item with a ``text_model`` vector is one of ``model``'s items (``model.index``),
+        kept for the last pair asked: a model that scores its whole catalogue then gets nothing from the text
+        neighbours (they only add the items it does not know)."""
+        last, last_text, answer = self.known_text
+        if last is not model or last_text != text_model:
+            _rows, index = self.index(text_model)
+            answer = all(key in model.index for key in index.keys)
+            self.known_text = (model, text_model, answer)
+        return answer
 
     def servable(
         self, rows: np.ndarray, *, now: float, category, min_price, max_price, available_only

@@ -158,12 +158,15 @@ def text_neighbours(
     history: dict[str, float],
     k: int,
     models: dict[str, str] | None = None,
+    unknown_to=None,
 ) -> TextNeighbours:
     """The ``k`` items whose text is closest to the history's (weighted sum of its items' vectors), from the
     snapshot's index (exact below ``VECTOR_ANN_MIN_VECTORS`` items, faiss IVF above). When some items carry
     vectors of another model than the current one (a new embedding version was activated), they are embedded
     again first, as ``core.vectors.vector_search`` does, so one ranking never mixes two models. ``models``:
-    where the caller keeps the current model's reference (``serving.ServingState.text_models``), read once."""
+    where the caller keeps the current model's reference (``serving.ServingState.text_models``), read once.
+    ``unknown_to``: a model that scores every item it knows, so only the neighbours it does not know count:
+    none are searched for when every embedded item is one of its items (``Snapshot.text_all_known``)."""
     if not history or not _embedded_history(snap, history):
         return TextNeighbours([], {})  # nothing of the history is embedded: the encoder is not even loaded
     model = models.get(TEXT_TASK) if models is not None else None
@@ -176,6 +179,8 @@ def text_neighbours(
         snap = snapshot.catalogue_snapshot(  # now: the vectors just made are what this request ranks by
             organisation=organisation, version=snapshot.catalogue_version(organisation), wait=True
         )
+    elif unknown_to is not None and snap.text_all_known(unknown_to, model):
+        return TextNeighbours([], {})  # each neighbour would be one of its items: nothing to add
     keys, matrix = snap.vectors_of(history, model)
     if not keys:
         return TextNeighbours([], {})

@@ -194,3 +194,43 @@ def test_a_stale_snapshot_serves_at_once_while_one_thread_rebuilds_it(shop):
     assert _snap(org) is fresh and len(builds) == 1  # used from now on, with no other build
     assert "C" not in _ids(_for(org)) and "D" in _ids(_for(org, available_only=False))
     snapshot.snapshots_clear()
+
+
+def test_a_hybrid_that_knows_every_embedded_item_is_served_without_the_text_search(shop, monkeypatch):
+    """Scoring its whole catalogue, the hybrid gets from the text neighbours only the items it does not know:
+    while it knows every embedded item the index is not searched (same answers as with the search), and an
+    item added after training is searched for and reached by its text again."""
+    from core.ml.vector_index import VectorIndex
+
+    org, _ = shop
+    text.items_embed_pending(organisation=org)
+    train_now(org, "hybrid")
+    searches = []
+    search = VectorIndex.search_pairs
+    monkeypatch.setattr(VectorIndex, "search_pairs", lambda self, *a: searches.append(1) or search(self, *a))
+    users = ["u0", "u12", "u19"]
+
+    def answers() -> list[tuple[list[str], list[float]]]:
+        out = []
+        for user in users:
+            answer = serving.recommendations_for_user(
+                organisation=org, user=user, k=4, filters=serving.Filters()
+            )
+            out.append((_ids(answer), [round(i["score"], 6) for i in answer["items"]]))
+        return out
+
+    skipping = answers()
+    assert searches == []
+    monkeypatch.setattr(snapshot.Snapshot, "text_all_known", lambda self, model, text_model: False)
+    assert answers() == skipping and len(searches) == len(users)  # the search would have added nothing
+    monkeypatch.undo()
+    monkeypatch.setattr(VectorIndex, "search_pairs", lambda self, *a: searches.append(1) or search(self, *a))
+    catalogue.items_upsert(
+        organisation=org, rows=[{"id": "N0", "title": "Blue mug with a plate", "categories": ["mugs"]}]
+    )
+    text.items_embed_pending(organisation=org)
+    before = len(searches)
+    answer = serving.recommendations_for_user(
+        organisation=org, user="u12", k=4, filters=serving.Filters(category="mugs")
+    )
+    assert len(searches) == before + 1 and "N0" in _ids(answer)  # unknown to the model: came by its text
