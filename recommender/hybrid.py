@@ -225,9 +225,12 @@ class HybridModel:
 
     def _parts_rows(
         self, x: np.ndarray, history: dict[str, float]
-    ) -> tuple[tuple[np.ndarray, float, np.ndarray, float, np.ndarray], tuple[np.ndarray, RowEntries] | None]:
-        """``_parts``, and the history's collaborative rows (sorted) with their entries (``RowEntries``, read
-        once: the explanations read their columns) or None when it has none."""
+    ) -> tuple[
+        tuple[np.ndarray, float, np.ndarray, float, np.ndarray], tuple[np.ndarray, RowEntries] | None, float
+    ]:
+        """``_parts``, the history's collaborative rows (sorted) with their entries (``RowEntries``, read
+        once: the explanations read their columns) or None when it has none, and the text profile's norm
+        before it was made a unit vector (the explanations' text scale)."""
         collab = np.zeros(len(self.items), dtype=np.float32)
         held = self._held(history, x)  # the history's items: products over their rows only (the same numbers)
         in_collab = held[held < self.n_collab]
@@ -239,7 +242,7 @@ class HybridModel:
         norm = float(np.linalg.norm(profile))
         profile = profile / norm if norm > 0 else profile
         text = self.vectors @ profile
-        return (collab, _scale(collab), text, _scale(text), profile), rows
+        return (collab, _scale(collab), text, _scale(text), profile), rows, norm
 
     def base(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The user-independent part of the score (popularity, trend, boost, rising) of every item, or of
@@ -271,7 +274,7 @@ class HybridModel:
         base = self.base()
         if not x.any():
             return base, w["boost"] * np.asarray(boosts, dtype=np.float32)
-        (collab, cmax, text, tmax, profile), collab_rows = self._parts_rows(x, history)
+        (collab, cmax, text, tmax, profile), collab_rows, norm = self._parts_rows(x, history)
         scores = w["collab"] * collab / cmax + w["text"] * text / tmax + base
         sequence_scale = tower_scale = None
         if w.get("sequence"):
@@ -283,7 +286,7 @@ class HybridModel:
             tower_scale = _scale(tower)
             scores += w["tower"] * tower / tower_scale
         if explain:
-            self._remember(history, (cmax, tmax), tower_scale, sequence_scale, collab_rows)
+            self._remember(history, (cmax, tmax, norm), tower_scale, sequence_scale, collab_rows)
         cosines = np.asarray(cosines, np.float32)
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         if self.config.cold_slots:
@@ -349,7 +352,7 @@ class HybridModel:
         self,
         history: dict[str, float],
         known: list[tuple[str, float]],
-        scales: tuple[float, float] | None = None,
+        scales: tuple[float, ...] | None = None,
         tower_scale: float | None = None,
         sequence_scale: float | None = None,
         collab_rows: tuple[np.ndarray, RowEntries] | None = None,
@@ -357,16 +360,22 @@ class HybridModel:
     ) -> dict:
         """What ``why`` and ``parts`` need of one history, computed once for the ten items of a request
         (``scales``, ``tower_scale``, ``sequence_scale``: the collab, text, tower and sequence scales when the
-        caller has them, as ``candidate_scores`` does; ``collab_rows``: the history's collaborative rows
-        (sorted) and their rows of ``collab``; ``sequence_rows``: the recent items' rows of ``sequence``)."""
-        x = self.vector(history)
-        if scales is None:
-            _, cmax, _, tmax, _ = self._parts(x, history)
+        caller has them, as ``candidate_scores`` does, ``scales`` with the text profile's norm third when the
+        caller has that too (the history is then not read again here); ``collab_rows``: the history's
+        collaborative rows (sorted) and their rows of ``collab``; ``sequence_rows``: the recent items' rows of
+        ``sequence``)."""
+        if scales is not None and len(scales) == 3:
+            cmax, tmax, norm = scales
         else:
-            cmax, tmax = scales
+            x = self.vector(history)
+            if scales is None:
+                _, cmax, _, tmax, _ = self._parts(x, history)
+            else:
+                cmax, tmax = scales
+            held = self._held(history, x)
+            norm = float(np.linalg.norm(x[held] @ self.vectors[held]))
         rows = [self.index[i] for i, _ in known]
         place = {r: n for n, r in enumerate(rows)}
-        held = self._held(history, x)
         if collab_rows is None:  # the places in ``known`` of the matrix's rows, and the rows
             in_collab = [n for n, r in enumerate(rows) if r < self.n_collab]
             collab = RowEntries.of(self.collab, np.array([rows[n] for n in in_collab])) if in_collab else None
@@ -375,7 +384,7 @@ class HybridModel:
             collab = collab_rows[1] if in_collab else None
         out = {
             "cmax": cmax,
-            "tnorm": (float(np.linalg.norm(x[held] @ self.vectors[held])) or 1.0) * tmax,
+            "tnorm": (norm or 1.0) * tmax,
             "vectors": self.vectors[rows],
             "weights": np.array([weight for _, weight in known]),
             "collab_rows": in_collab,
@@ -439,6 +448,7 @@ class HybridModel:
         collab_c = np.where(
             candidates < self.n_collab, collab[np.minimum(candidates, self.n_collab - 1)], 0.0
         )
+        norm = None
         if w["text"] or self.config.cold_slots:
             profile = x[held] @ self.vectors[held]
             norm = float(np.linalg.norm(profile))
@@ -468,7 +478,7 @@ class HybridModel:
         extra = w["text"] * cosines / tmax + w["boost"] * np.asarray(boosts, np.float32)
         self._remember(  # what ``why`` reads for this history, with these scales
             history,
-            (cmax, tmax),
+            (cmax, tmax) if norm is None else (cmax, tmax, norm),
             tower_scale,
             sequence_scale,
             (in_collab, collab_rows) if collab_rows is not None else None,
