@@ -108,6 +108,9 @@ def main() -> None:
         else:
             candidates, scores, _ = model.candidate_scores(history, hits[i], np.zeros(0, np.float32), [])
             best = candidates[np.argsort(-scores, kind="stable")[:10]]
+        prefetch = getattr(model, "shares_prefetch", None)  # as services.serving asks a tree that has it
+        if prefetch is not None:
+            prefetch(history, [model.items[j] for j in best.tolist()])
         return [
             (model.items[j], model.why(history, model.items[j]), model.parts(history, model.items[j]))
             for j in best.tolist()
