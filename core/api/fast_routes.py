@@ -17,8 +17,9 @@ with the same steps and the same outcomes as the full stack, in the same order:
    ``TrellisError`` is the error body and status the API's exception handler gives;
 5. the call's ``api_calls`` ledger line appended to the ledger stream when it succeeded, with the product
    meter's line and that reservation settled to what the answer charged (``core.billing.streamed.prepaid``)
-   in the same script; every reservation given back when it did not succeed (a call that fails is charged
-   nothing). Two Redis calls a request where admitting, reserving, settling and appending made four.
+   in the same script; every reservation given back when it did not succeed, except a product meter whose
+   metered work had run before the failure, which is charged as through the full stack (it settles inside
+   the answer there). Two Redis calls a request where admitting, reserving, settling and appending made four.
 
 Anything else goes to Django untouched, which answers as it always has: no key or a key the cache refuses
 (401), a key without the scope (403), ``Idempotency-Key``, a query string that is not UTF-8, holds a NUL or
@@ -132,6 +133,7 @@ def serve(
                 charges=charges,
                 period=period,
             )
+            # (should this reserve fail, Django answers and its throttle counts the call a second time)
             if admission.status == "quota" and admission.meter == meter:
                 meter, charges = None, calls
                 refused_at = deferred.reserve(
@@ -153,17 +155,22 @@ def serve(
         if admission.status == "quota":
             refusal = streamed.admission_refusal(admission, charges=charges, period=period)
             return Outcome(refusal.status, error_body(refusal.code, refusal.message, refusal.details))
+        held: streamed.Prepaid | None = None
         try:  # the call (and the meter) reserved: given back unless it is answered
             billing.quota_guard(subscription=subscription, meter=Meter.API_CALLS, period=period)
             call = FastCall(organisation=organisation, api_key=key, params=params, args=args)
-            with streamed.prepaid(meter=meter, quantity=1.0) if meter else nullcontext() as held:
+            with (
+                streamed.prepaid(organisation=organisation, meter=meter, quantity=1.0)
+                if meter
+                else nullcontext() as held
+            ):
                 payload = route.answer(call)
         except TrellisError as exc:
-            _release(organisation, charges, period)
+            _unanswered(organisation, key, charges, period, held)
             return Outcome(exc.status, error_body(exc.code, exc.message, exc.details))
         except Exception:  # noqa: BLE001 - the full stack's 500, in the API's error shape
             log.exception("fast route %s failed", path)
-            _release(organisation, charges, period)
+            _unanswered(organisation, key, charges, period, held)
             return Outcome(500, error_body("server_error", "The server failed to answer this request."))
         _meter(organisation, key, path, held, period)
         return Outcome(200, payload)
@@ -173,7 +180,9 @@ def serve(
 
 def _meter(organisation, key, path: str, held: "streamed.Prepaid | None", period: str) -> None:
     """An answered call's ledger line (its counter moved when it was admitted), with its product meter's
-    line and that reservation settled to what the answer charged, in one Redis call."""
+    line and that reservation settled to what the answer charged, in one Redis call. A Redis failure here is
+    logged and the call still served (metering must not turn a served call into an error, as through Django):
+    its lines are lost and the counters keep the reservations until they are seeded again."""
     lines = [deferred.Line(Meter.API_CALLS, 1, {"method": "GET", "path": path[:200], "status": 200})]
     if held is not None and held.amount:
         lines.append(deferred.Line(held.meter, held.amount, held.metadata))
@@ -198,6 +207,35 @@ def _meter(organisation, key, path: str, held: "streamed.Prepaid | None", period
         flusher.flusher_ensure()
     except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
         log.exception("could not meter API call")
+
+
+def _unanswered(
+    organisation, key, charges: list[tuple[str, float, int]], period: str, held: "streamed.Prepaid | None"
+) -> None:
+    """A call refused or failed: its reservations given back, except that a product meter whose metered
+    work ran (``Prepaid.amount``) is charged as the full stack charges it (its meter settles inside the
+    answer; the call's ``api_calls`` is not)."""
+    if held is None or not held.amount:
+        _release(organisation, charges, period)
+        return
+    _release(organisation, [c for c in charges if c[0] != held.meter], period)
+    entry = deferred.LedgerEntry(
+        api_key_id=key.pk,
+        request_id=deferred.new_request_id(),
+        lines=[deferred.Line(held.meter, held.amount, held.metadata)],
+    )
+    try:
+        deferred.settle(
+            organisation=organisation,
+            meter=held.meter,
+            reserved=held.quantity,
+            used=held.amount,
+            period=period,
+            ledger=entry,
+        )
+        flusher.flusher_ensure()
+    except Exception:  # noqa: BLE001 - the counter is seeded again from the database when it goes
+        log.exception("could not charge a failed call's metered work")
 
 
 def _release(organisation, calls: list[tuple[str, float, int]], period: str) -> None:

@@ -38,6 +38,7 @@ class Prepaid:
     and when it charged nothing) for the caller to settle with its own ledger line in one script: two Redis
     calls a request instead of four."""
 
+    organisation_id: int
     meter: str
     quantity: float
     taken: bool = False
@@ -49,11 +50,12 @@ _prepaid: ContextVar[Prepaid | None] = ContextVar("trellis_prepaid_meter", defau
 
 
 @contextmanager
-def prepaid(*, meter: str, quantity: float) -> Iterator[Prepaid]:
-    """Inside the block, ``metered_streamed(meter=meter, quantity=quantity)`` uses the caller's reservation
-    (once); the caller settles ``Prepaid.amount`` against ``quantity`` after the block, or gives the whole
-    reservation back when the block raised."""
-    held = Prepaid(meter=meter, quantity=float(quantity))
+def prepaid(*, organisation, meter: str, quantity: float) -> Iterator[Prepaid]:
+    """Inside the block, ``metered_streamed`` of that organisation, meter and quantity uses the caller's
+    reservation (once, in the thread that entered the block); the caller settles ``Prepaid.amount`` against
+    ``quantity`` after the block, also when the block raised after the work was metered (as a settlement
+    inside ``metered_streamed`` would have stood), and gives the reservation back otherwise."""
+    held = Prepaid(organisation_id=organisation.pk, meter=meter, quantity=float(quantity))
     token = _prepaid.set(held)
     try:
         yield held
@@ -138,7 +140,11 @@ def metered_streamed(
     period = billing.period_bounds()[2]
     billing.quota_guard(subscription=subscription, meter=meter, period=period)
     held = _prepaid.get()
-    if held is not None and not held.taken and held.meter == meter and held.quantity == float(quantity):
+    if (
+        held is not None
+        and not held.taken
+        and (held.organisation_id, held.meter, held.quantity) == (organisation.pk, meter, float(quantity))
+    ):
         held.taken = True  # reserved by the caller's admission: it settles what this leaves in ``held``
         result, amount, line = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
         held.amount, held.metadata = float(amount), line

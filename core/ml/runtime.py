@@ -53,7 +53,7 @@ def resolve_device(runtime: Runtime) -> str:
     return "cpu"
 
 
-_blas_threads: int | None = None
+_blas_threads: tuple[int, frozenset[str]] | None = None  # the count set, and the BLAS libraries it was set on
 _blas_lock = threading.Lock()
 
 
@@ -75,14 +75,28 @@ def apply_threads(runtime: Runtime) -> None:
 
 
 def _blas_limit(threads: int) -> None:
+    """numpy's (and any other loaded) BLAS on ``threads``: applied again when the count changes or a BLAS
+    library was loaded since (faiss brings its own OpenBLAS, loaded with the first ANN index), 0.2 ms."""
     global _blas_threads
-    with _blas_lock:
-        if _blas_threads == threads:
-            return
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    with _blas_lock:
+        libraries = frozenset(
+            str(pool["filepath"]) for pool in threadpool_info() if pool["user_api"] == "blas"
+        )
+        if _blas_threads == (threads, libraries):
+            return
         threadpool_limits(limits=threads, user_api="blas")  # kept: not used as a context manager
-        _blas_threads = threads
+        _blas_threads = (threads, libraries)
+
+
+def blas_libraries_loaded() -> None:
+    """The process's BLAS thread count (the last ``apply_threads``) applied to BLAS libraries loaded since:
+    code that imports one (``core.ml.vector_index`` with faiss) calls this after it."""
+    with _blas_lock:
+        last = _blas_threads
+    if last is not None:
+        _blas_limit(last[0])
 
 
 def seed_everything(seed: int) -> None:

@@ -124,6 +124,9 @@ class VectorIndex:
 def _ivf(matrix: np.ndarray, threads: int) -> Any:
     import faiss
 
+    from core.ml.runtime import blas_libraries_loaded
+
+    blas_libraries_loaded()  # faiss's own OpenBLAS on the process's BLAS threads, as numpy's
     faiss.omp_set_num_threads(threads)
     n, dim = matrix.shape
     lists = max(1, int(np.sqrt(n)))

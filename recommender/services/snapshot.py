@@ -88,8 +88,9 @@ class Snapshot:
     in_category: dict[str, np.ndarray] = field(default_factory=dict)  # category -> (n,) bool, built on demand
     indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
     known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
-    # the last (model, text model) asked whether every item with a vector of that text model is the model's
-    known_text: tuple = (None, None, False)
+    # per (model, text model) asked: whether every item with a vector of that text model is the model's (a
+    # few entries: the active version and an experiment's arms alternate on one snapshot)
+    known_text: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __len__(self) -> int:
@@ -111,14 +112,16 @@ class Snapshot:
 
     def text_all_known(self, model, text_model: str) -> bool:
         """Whether every item with a ``text_model`` vector is one of ``model``'s items (``model.index``),
-        kept for the last pair asked: a model that scores its whole catalogue then gets nothing from the text
+        kept per pair asked: a model that scores its whole catalogue then gets nothing from the text
         neighbours (they only add the items it does not know)."""
-        last, last_text, answer = self.known_text
-        if last is not model or last_text != text_model:
+        found = self.known_text.get((id(model), text_model))
+        if found is None or found[0] is not model:  # the model object kept: its id is not reused meanwhile
             _rows, index = self.index(text_model)
-            answer = all(key in model.index for key in index.keys)
-            self.known_text = (model, text_model, answer)
-        return answer
+            found = (model, all(key in model.index for key in index.keys))
+            if len(self.known_text) >= 8:
+                self.known_text.clear()
+            self.known_text[(id(model), text_model)] = found
+        return found[1]
 
     def servable(
         self, rows: np.ndarray, *, now: float, category, min_price, max_price, available_only

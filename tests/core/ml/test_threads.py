@@ -46,7 +46,8 @@ def test_a_thread_count_below_one_is_refused():
 
 def test_a_web_process_serves_on_the_serving_threads_from_its_start():
     """core.asgi sets them at import: a web process that loads no torch model (the recommender's numpy
-    models) must not keep a BLAS thread per core spinning (fails without ``serving_threads_apply``)."""
+    models) must not keep a BLAS thread per core spinning (fails without ``serving_threads_apply``), nor
+    faiss's own BLAS, loaded with the first ANN index (fails without ``blas_libraries_loaded``)."""
     import os
     import subprocess
     import sys
@@ -54,11 +55,15 @@ def test_a_web_process_serves_on_the_serving_threads_from_its_start():
     probe = (
         "import numpy as np, torch; from threadpoolctl import threadpool_info; import core.asgi; "
         "np.ones((4, 4)) @ np.ones((4, 4)); "
-        "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info() "
-        "if p['user_api'] == 'blas'}))"
+        "from core.ml.vector_index import VectorIndex; "  # an ANN index: faiss loads a BLAS of its own
+        "v = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32); "
+        "VectorIndex([str(i) for i in range(400)], v, ann_min=1); "
+        "print(torch.get_num_threads(), *sorted(p['num_threads'] for p in threadpool_info() "
+        "if p['user_api'] == 'blas'))"
     )
     # two BLAS threads to start with, whatever the machine's cores: what the web process must bring down
     env = {**os.environ, "ML_SERVE_THREADS": "1", "ML_WARMUP": "0", "OPENBLAS_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "1 [1]", out.stdout
+    torch_threads, *blas = (int(n) for n in out.stdout.strip().splitlines()[-1].split())
+    assert torch_threads == 1 and blas and set(blas) == {1}, out.stdout  # every BLAS library on one thread
