@@ -547,49 +547,35 @@ class HybridModel:
     def similar(self, item: str) -> np.ndarray:
         return self.scores({item: 1.0})
 
-    def _shares(self, history: dict[str, float], j: int) -> tuple[list[tuple[str, float]], dict] | None:
-        """Each history item's share of item ``j``'s collab, text and sequence parts (None: no known item)."""
+    def _explained(self, history: dict[str, float]) -> dict | None:
+        """What ``_remember`` keeps for ``history`` (made now when another history's is kept), or None for a
+        history with no item the model knows."""
         key = tuple(history.items())  # the order matters: the sequence reads the most recent items
         last = self._last  # read once: another thread's request may replace it meanwhile
         if last[0] != key or last[1] is None:
             last = self._remember(history)
-            if last[1] is None:
-                return None
-        cached = last[1]
-        known = cached["known"]
+        return last[1]
+
+    def _shares(self, history: dict[str, float], j: int) -> tuple[list[tuple[str, float]], dict] | None:
+        """Each history item's share of item ``j``'s collab, text and sequence parts (None: no known item)."""
+        cached = self._explained(history)
+        if cached is None:
+            return None
         shares = cached["shares"]  # ``why`` and ``parts`` of one item ask for the same shares
-        if j in shares:
-            return known, shares[j]
-        collab = np.zeros(len(known), dtype=np.float64)
-        if j < self.n_collab and cached["collab_rows"]:
-            column = cached["collab"].column(j)
-            collab[cached["collab_rows"]] = self.weights["collab"] * column / cached["cmax"]
-        text = self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
-        sequence = np.zeros(len(known), dtype=np.float64)
-        if cached["recent"] and j < self.n_collab:
-            column = cached["sequence"].column(j)
-            sequence[cached["recent_places"]] = (
-                self.weights["sequence"] * cached["decay"] * column / cached["smax"]
-            )
-        parts = {"collab": collab * cached["weights"], "text": text * cached["weights"], "sequence": sequence}
-        if "tower" in cached and self.tower is not None:
-            user, weight = cached["tower"]
-            parts["tower"] = np.array([weight * float(self.tower.item_vectors[j] @ user)])
-        if len(shares) < SHARES_CACHED:
-            shares[j] = parts
-        return known, parts
+        parts = shares.get(j)
+        if parts is None:
+            parts = self._shares_of(cached, [j])[0]
+            if len(shares) < SHARES_CACHED:
+                shares[j] = parts
+        return cached["known"], parts
 
     def shares_prefetch(self, history: dict[str, float], items: list[str]) -> None:
         """``_shares`` of several items at once (a request's picks, before their ``why`` and ``parts``): the
         history's collaborative and sequence entries are matched to all of their columns in one pass instead
-        of one pass an item; the numbers are the ones ``_shares`` computes one item at a time."""
-        key = tuple(history.items())
-        last = self._last
-        if last[0] != key or last[1] is None:
-            last = self._remember(history)
-            if last[1] is None:
-                return
-        cached = last[1]
+        of one pass an item."""
+        cached = self._explained(history)
+        if cached is None:
+            return
         shares = cached["shares"]
         wanted: list[int] = []
         for item in items:
@@ -597,8 +583,12 @@ class HybridModel:
             if j is not None and j not in shares and j not in wanted:
                 wanted.append(j)
         wanted = wanted[: max(0, SHARES_CACHED - len(shares))]
-        if not wanted:
-            return
+        if wanted:
+            shares.update(zip(wanted, self._shares_of(cached, wanted), strict=True))
+
+    def _shares_of(self, cached: dict, wanted: list[int]) -> list[dict]:
+        """The shares of the history (``cached``: what ``_remember`` keeps for it) in each of the items
+        ``wanted`` (distinct indices), computed together."""
         js = np.array(wanted, dtype=np.int64)
         known = cached["known"]
         collab = np.zeros((len(known), len(js)), dtype=np.float64)
@@ -614,6 +604,7 @@ class HybridModel:
                 self.weights["sequence"] * cached["decay"][:, None] * block / cached["smax"]
             )
         tower = cached.get("tower") if self.tower is not None else None
+        out = []
         for n, j in enumerate(wanted):
             text = self.weights["text"] * (cached["vectors"] @ self.vectors[j]) / cached["tnorm"]
             parts = {
@@ -623,7 +614,8 @@ class HybridModel:
             }
             if tower is not None:
                 parts["tower"] = np.array([tower[1] * float(self.tower.item_vectors[j] @ tower[0])])  # type: ignore[union-attr]
-            shares[j] = parts
+            out.append(parts)
+        return out
 
     def why(self, history: dict[str, float], item: str, limit: int = 3) -> list[str]:
         """The history items with the largest positive share of ``item``'s score (collab, text, sequence)."""
@@ -667,8 +659,8 @@ class HybridModel:
 class RowEntries:
     """Some rows of a CSR matrix, read from its arrays once: each entry's row (its place among ``rows``),
     column and value, row after row as ``matrix[rows]`` holds them. A request scores and explains with these
-    (``weighted_sum``, ``column``) instead of slicing the matrix through scipy and converting the slice to CSC
-    (about 0.15 ms and 0.1 ms a time on a 2-core machine, twice per request)."""
+    (``weighted_sum``, ``columns_of``) instead of slicing the matrix through scipy and converting the slice to
+    CSC (about 0.15 ms and 0.1 ms a time on a 2-core machine, twice per request)."""
 
     n: int  # the number of rows
     place: np.ndarray  # (nnz,) each entry's place among the rows
@@ -692,8 +684,9 @@ class RowEntries:
         return total.astype(np.float32)
 
     def columns_of(self, js: np.ndarray) -> np.ndarray:
-        """``matrix[rows][:, js]`` as a dense (n, len(js)) array: ``column`` of each of the distinct columns
-        ``js``, the entries matched to them in one pass."""
+        """``matrix[rows][:, js]`` as a dense (n, len(js)) array for distinct columns ``js``, the entries
+        matched to them in one pass (a row holds a column at most once in a canonical matrix, as the model's
+        are)."""
         out = np.zeros((self.n, len(js)), dtype=self.values.dtype)
         if not len(js) or not len(self.columns):
             return out
@@ -702,14 +695,6 @@ class RowEntries:
         at = np.minimum(np.searchsorted(ordered, self.columns), len(js) - 1)
         hit = ordered[at] == self.columns
         out[self.place[hit], order[at[hit]]] = self.values[hit]
-        return out
-
-    def column(self, j: int) -> np.ndarray:
-        """``matrix[rows, j]`` as a dense (n,) array (a row holds a column at most once in a canonical
-        matrix, as the model's are)."""
-        out = np.zeros(self.n, dtype=self.values.dtype)
-        hit = self.columns == j
-        out[self.place[hit]] = self.values[hit]
         return out
 
 

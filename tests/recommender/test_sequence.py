@@ -118,13 +118,13 @@ def test_a_served_requests_shares_are_those_computed_afresh_and_read_once():
     weights = np.array([0.5, 2.0], dtype=np.float32)
     assert np.allclose(entries.weighted_sum(weights, len(items)), matrix.T @ weights, atol=1e-6)
     for j in range(len(items)):
-        assert np.array_equal(entries.column(j), matrix[:, [j]].toarray().ravel())
+        assert np.array_equal(entries.columns_of(np.array([j]))[:, 0], matrix[:, [j]].toarray().ravel())
 
 
 def test_the_picks_shares_made_together_are_those_made_one_at_a_time():
     """``shares_prefetch`` (a request's picks before their ``why`` and ``parts``) gives each item the very
-    numbers ``_shares`` gives it alone, collab, text and sequence alike; ``RowEntries.columns_of`` is
-    ``column`` of each."""
+    numbers ``_shares`` gives it alone, collab, text and sequence alike; ``RowEntries.columns_of`` is the
+    matrix's columns."""
     train = _events()
     items = sorted({i for _, i, _, _ in train})
     config = hybrid.HybridConfig(ease_lambdas=(10.0,), decay_days=(36500.0,), sequence_window=2, cold_slots=0)
@@ -151,4 +151,4 @@ def test_the_picks_shares_made_together_are_those_made_one_at_a_time():
     js = np.array([7, 1, 4, 0, len(items) - 1])
     block = entries.columns_of(js)
     for n, j in enumerate(js):
-        assert np.array_equal(block[:, n], entries.column(int(j)))
+        assert np.array_equal(block[:, n], model.sequence[rows][:, [int(j)]].toarray().ravel())
