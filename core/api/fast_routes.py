@@ -184,29 +184,7 @@ def _meter(organisation, key, path: str, held: "streamed.Prepaid | None", period
     logged and the call still served (metering must not turn a served call into an error, as through Django):
     its lines are lost and the counters keep the reservations until they are seeded again."""
     lines = [deferred.Line(Meter.API_CALLS, 1, {"method": "GET", "path": path[:200], "status": 200})]
-    if held is not None and held.amount:
-        lines.append(deferred.Line(held.meter, held.amount, held.metadata))
-    entry = deferred.LedgerEntry(api_key_id=key.pk, request_id=deferred.new_request_id(), lines=lines)
-    try:
-        if held is None:
-            deferred.ledger_append(
-                organisation=organisation,
-                api_key_id=entry.api_key_id,
-                request_id=entry.request_id,
-                lines=lines,
-            )
-        else:
-            deferred.settle(
-                organisation=organisation,
-                meter=held.meter,
-                reserved=held.quantity,
-                used=held.amount,
-                period=period,
-                ledger=entry,
-            )
-        flusher.flusher_ensure()
-    except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
-        log.exception("could not meter API call")
+    _ledger(organisation, key, lines, held, period, "could not meter API call")
 
 
 def _unanswered(
@@ -219,23 +197,38 @@ def _unanswered(
         _release(organisation, charges, period)
         return
     _release(organisation, [c for c in charges if c[0] != held.meter], period)
-    entry = deferred.LedgerEntry(
-        api_key_id=key.pk,
-        request_id=deferred.new_request_id(),
-        lines=[deferred.Line(held.meter, held.amount, held.metadata)],
-    )
+    _ledger(organisation, key, [], held, period, "could not charge a failed call's metered work")
+
+
+def _ledger(
+    organisation, key, lines: list[deferred.Line], held: "streamed.Prepaid | None", period: str, failure: str
+) -> None:
+    """``lines`` and the product meter's line (when its work charged something) as one ledger entry, with
+    that meter's reservation settled to what was charged (``held``; none: the entry appended alone), in one
+    Redis call; a failure is logged as ``failure`` (the counters are seeded again from the database)."""
+    if held is not None and held.amount:
+        lines = [*lines, deferred.Line(held.meter, held.amount, held.metadata)]
     try:
-        deferred.settle(
-            organisation=organisation,
-            meter=held.meter,
-            reserved=held.quantity,
-            used=held.amount,
-            period=period,
-            ledger=entry,
-        )
+        if held is None:
+            deferred.ledger_append(
+                organisation=organisation,
+                api_key_id=key.pk,
+                request_id=deferred.new_request_id(),
+                lines=lines,
+            )
+        else:
+            entry = deferred.LedgerEntry(api_key_id=key.pk, request_id=deferred.new_request_id(), lines=lines)
+            deferred.settle(
+                organisation=organisation,
+                meter=held.meter,
+                reserved=held.quantity,
+                used=held.amount,
+                period=period,
+                ledger=entry,
+            )
         flusher.flusher_ensure()
-    except Exception:  # noqa: BLE001 - the counter is seeded again from the database when it goes
-        log.exception("could not charge a failed call's metered work")
+    except Exception:  # noqa: BLE001 - metering must not turn a served call into an error (as Django's)
+        log.exception(failure)
 
 
 def _release(organisation, calls: list[tuple[str, float, int]], period: str) -> None:
