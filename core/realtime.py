@@ -8,17 +8,26 @@ one hop to the channel layer and one channel-layer message per group: a group gi
 as one ``event.batch`` message, which the consumers (``core.consumers.forward_batch``) forward as the same
 frames, in the same order, as that many ``event.forward`` messages. A chat message announced to the inbox
 and to the visitor's conversation was four sends and four thread hops; it is two sends and one hop.
+
+Sync code that a websocket consumer runs on a database thread would make that hop back to the consumer's
+own event loop for each broadcast, its thread blocked meanwhile: ``run_collecting`` runs it with the
+broadcasts collected instead and sends them from the loop once it returns (or raises), in the same order,
+with nothing between the commit and the send but the thread's return.
 """
 
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +68,53 @@ def _loop_running() -> bool:
     return True
 
 
+Message = tuple[str, dict[str, Any]]  # (group, channel-layer message)
+
+# Where broadcasts go instead of the channel layer while ``run_collecting`` runs sync code (None: sent).
+_collecting: ContextVar[list[Message] | None] = ContextVar("trellis_broadcasts_collected", default=None)
+
+
+async def _send_all(layer, messages: Sequence[Message]) -> None:
+    for group, message in messages:
+        try:
+            await layer.group_send(group, message)
+        except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
+            log.warning("broadcast to %s failed", group, exc_info=True)
+
+
+async def run_collecting(func: Callable[[], T], *, thread_sensitive: bool = True) -> T:
+    """``await database_sync_to_async(func, thread_sensitive=...)()``, the broadcasts ``func`` makes sent
+    from this event loop after it returns or raises (see the module docstring)."""
+    collected: list[Message] = []
+
+    def call() -> T:
+        token = _collecting.set(collected)
+        try:
+            return func()
+        finally:
+            _collecting.reset(token)
+
+    try:
+        return await database_sync_to_async(call, thread_sensitive=thread_sensitive)()
+    finally:
+        layer = get_channel_layer()
+        if layer is not None and collected:
+            await _send_all(layer, collected)
+
+
 def broadcast_groups(*, events: Sequence[Event]) -> None:
     """After commit, each ``(group, event_type, payload)`` of ``events`` to its group, in one hop (see the
     module docstring); the same frames reach each socket as from one ``broadcast`` per event."""
     messages = _group_messages(events)
 
     async def send_all(layer) -> None:
-        for group, message in messages:
-            try:
-                await layer.group_send(group, message)
-            except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
-                log.warning("broadcast to %s failed", group, exc_info=True)
+        await _send_all(layer, messages)
 
     def send() -> None:
+        collected = _collecting.get()
+        if collected is not None:  # run_collecting's caller sends them from its loop
+            collected.extend(messages)
+            return
         layer = get_channel_layer()
         if layer is None or not messages:
             return

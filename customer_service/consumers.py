@@ -36,6 +36,7 @@ from django.conf import settings
 from core.consumers import OrganisationFeedConsumer, forward_batch
 from core.errors import TrellisError
 from core.proxies import client_address
+from core.realtime import run_collecting
 from customer_service import selectors, services
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
             return None, message, bot_has_it, services.message_payload(message)
 
-        refused, message, bot_has_it, payload = await database_sync_to_async(admit_and_store)()
+        # its broadcasts (to the inbox and the conversation) sent from here after: no hop back to this loop
+        refused, message, bot_has_it, payload = await run_collecting(admit_and_store)
         if refused is not None:
             await self._refused(refused)
             return
@@ -298,13 +300,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             typing = TypingLine(self, conversation, settings.CS_BOT_TYPING_AFTER_S)
             try:
                 # Off the shared database thread: one slow answer must not stall every other socket.
-                answers = await database_sync_to_async(
+                answers = await run_collecting(
                     lambda c=conversation, m=message: [
                         services.message_payload(a)
                         for a in services.visitor_message_answer(conversation=c, message=m, bot=self.bot)
                     ],
                     thread_sensitive=False,
-                )()
+                )
             except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
                 log.exception("answering visitor message %s failed", message.pk)
                 await typing.end()

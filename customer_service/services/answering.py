@@ -34,7 +34,7 @@ from typing import Any
 
 from django.db import transaction
 
-from core import vectors
+from core import statements, vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.billing.streamed import metered_streamed
@@ -57,6 +57,7 @@ from customer_service.services.conversations import (
     _announce,
     _clean_text,
     email_wanted,
+    locked,
     visitor_message_store,
 )
 from customer_service.services.grounded import NOT_FOUND, grounded_answer
@@ -94,14 +95,14 @@ def visitor_message_answer(
     A hand-off that asked for the visitor's e-mail address reads the message for it. ``bot``: the
     organisation's settings when the caller has them in hand (the widget's socket reads them for every
     frame), else they are read here."""
-    current = Conversation.all_tenants.filter(pk=conversation.pk).first()
+    current = statements.row_get(Conversation, pk=conversation.pk)
     if current is None:
         return []
     if email_wanted(current):
         if "@" not in message.text:  # a question meanwhile, not a try at the address: answer it if sure
             return bot_answer(conversation=conversation, message=message, waiting_for_email=True, bot=bot)
         with transaction.atomic():
-            current = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+            current = locked(conversation.pk)
             return [email_reply_locked(current, text=message.text)] if email_wanted(current) else []
     if current.status != ConversationStatus.BOT:
         return []
@@ -338,12 +339,10 @@ def _bot_reply(
     waiting); otherwise the bot asks for the address again."""
     with transaction.atomic():
         organisation = conversation.organisation  # in hand: not read again through the locked row
-        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        conversation = locked(conversation.pk)
         conversation.organisation = organisation
         if decision.intent:
-            Message.all_tenants.filter(pk=message.pk).update(
-                intent=decision.intent, confidence=decision.confidence
-            )
+            statements.row_update(Message, message.pk, intent=decision.intent, confidence=decision.confidence)
         if waiting_for_email:
             if not email_wanted(conversation):  # an operator took over, or the address came meanwhile
                 return []

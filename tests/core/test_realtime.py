@@ -30,3 +30,63 @@ def test_a_broadcast_from_an_event_loops_thread_is_delivered_in_order(monkeypatc
     first, second = asyncio.run(main())
     assert (first["event"], first["data"]) == ("test.first", {"n": 1})
     assert (second["event"], second["data"]) == ("test.second", {"n": 2})
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis channel layer (REDIS_URL)")
+@pytest.mark.django_db(transaction=True)
+def test_run_collecting_sends_a_database_threads_broadcasts_from_the_loop_in_order(monkeypatch):
+    """Broadcasts of sync code run by ``run_collecting`` reach the group from the caller's loop, in order,
+    without a hop back to it (``async_to_sync`` is not called), also when the code raises after its commit;
+    a rolled-back transaction's broadcast is never sent."""
+    from django.db import transaction
+
+    from core import realtime
+
+    def no_hop(*args, **kwargs):
+        raise AssertionError("a broadcast hopped back to the event loop")
+
+    monkeypatch.setattr(realtime, "async_to_sync", no_hop)
+    layer = get_channel_layer()
+
+    def writes() -> str:
+        with transaction.atomic():
+            broadcast(group="collect-test", event_type="test.first", payload={"n": 1})
+        with transaction.atomic():
+            broadcast_groups(events=[("collect-test", "test.second", {"n": 2})])
+        return "done"
+
+    def rolled_back_then_fails() -> None:
+        try:
+            with transaction.atomic():
+                broadcast(group="collect-test", event_type="test.never", payload={})
+                raise ValueError("rolled back")
+        except ValueError:
+            pass
+        with transaction.atomic():
+            broadcast(group="collect-test", event_type="test.third", payload={"n": 3})
+        raise RuntimeError("failed after its commit")
+
+    async def main() -> tuple[str, list[dict], bool]:
+        channel = await layer.new_channel()
+        await layer.group_add("collect-test", channel)
+        result = await realtime.run_collecting(writes)
+        with pytest.raises(RuntimeError):
+            await realtime.run_collecting(rolled_back_then_fails, thread_sensitive=False)
+        got = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)]
+        try:
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+            more = True
+        except TimeoutError:
+            more = False
+        await layer.group_discard("collect-test", channel)
+        return result, got, more
+
+    result, got, more = asyncio.run(main())
+    assert result == "done"
+    assert [(m["event"], m["data"]) for m in got] == [
+        ("test.first", {"n": 1}),
+        ("test.second", {"n": 2}),
+        ("test.third", {"n": 3}),
+    ]
+    assert not more  # the rolled-back one was not sent
+    assert realtime._collecting.get() is None  # nothing left collecting in the caller's context
