@@ -12,15 +12,18 @@ and to the visitor's conversation was four sends and four thread hops; it is two
 Sync code that a websocket consumer runs on a database thread would make that hop back to the consumer's
 own event loop for each broadcast, its thread blocked meanwhile: ``run_collecting`` runs it with the
 broadcasts collected instead and sends them from the loop once it returns (or raises), in the same order,
-with nothing between the commit and the send but the thread's return.
+with nothing between the commit and the send but the thread's return. Given the socket's consumer
+(``member``), the messages for its own groups reach it directly, not through the layer (the layer sends to
+the groups' other members): a chat socket's copy of its own conversation's events made no round trip to
+Redis and back.
 """
 
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -74,17 +77,43 @@ Message = tuple[str, dict[str, Any]]  # (group, channel-layer message)
 _collecting: ContextVar[list[Message] | None] = ContextVar("trellis_broadcasts_collected", default=None)
 
 
-async def _send_all(layer, messages: Sequence[Message]) -> None:
+class Member(Protocol):
+    """A socket's consumer in some groups, taking its own copy of their messages (``run_collecting``)."""
+
+    channel_name: str
+
+    def local_groups(self) -> Collection[str]:
+        """The groups it is in now (nothing once its socket has closed)."""
+        ...
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Handle a channel-layer message, as the layer's delivery would."""
+        ...
+
+
+async def _send_all(layer, messages: Sequence[Message], member: Member | None = None) -> None:
     for group, message in messages:
+        local = member is not None and getattr(layer, "excludes", False) and group in member.local_groups()
         try:
-            await layer.group_send(group, message)
+            if local:
+                await layer.group_send(group, message, exclude=(member.channel_name,))  # type: ignore[union-attr]
+            else:
+                await layer.group_send(group, message)
         except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
             log.warning("broadcast to %s failed", group, exc_info=True)
+        if local:
+            try:
+                await member.dispatch(message)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - as above (a socket closing meanwhile)
+                log.info("delivering %s's message to its own socket failed", group, exc_info=True)
 
 
-async def run_collecting(func: Callable[[], T], *, thread_sensitive: bool = True) -> T:
+async def run_collecting(
+    func: Callable[[], T], *, thread_sensitive: bool = True, member: Member | None = None
+) -> T:
     """``await database_sync_to_async(func, thread_sensitive=...)()``, the broadcasts ``func`` makes sent
-    from this event loop after it returns or raises (see the module docstring)."""
+    from this event loop after it returns or raises, ``member``'s copy handed to it here (see the module
+    docstring)."""
     collected: list[Message] = []
 
     def call() -> T:
@@ -99,7 +128,7 @@ async def run_collecting(func: Callable[[], T], *, thread_sensitive: bool = True
     finally:
         layer = get_channel_layer()
         if layer is not None and collected:
-            await _send_all(layer, collected)
+            await _send_all(layer, collected, member)
 
 
 def broadcast_groups(*, events: Sequence[Event]) -> None:

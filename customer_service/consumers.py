@@ -277,7 +277,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return None, message, bot_has_it, services.message_payload(message)
 
         # its broadcasts (to the inbox and the conversation) sent from here after: no hop back to this loop
-        refused, message, bot_has_it, payload = await run_collecting(admit_and_store)
+        refused, message, bot_has_it, payload = await run_collecting(admit_and_store, member=self)
         if refused is not None:
             await self._refused(refused)
             return
@@ -306,6 +306,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                         for a in services.visitor_message_answer(conversation=c, message=m, bot=self.bot)
                     ],
                     thread_sensitive=False,
+                    member=self,
                 )
             except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
                 log.exception("answering visitor message %s failed", message.pk)
@@ -317,6 +318,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await typing.end()
             for payload in answers if self._showing(conversation) else []:  # else the next socket shows it
                 await self._send_message(payload)
+
+    def local_groups(self) -> tuple[str, ...]:
+        """The conversation's group while this socket shows it: its own copy of the group's messages is
+        handed to it directly (``core.realtime.run_collecting``)."""
+        return () if self.gone or self.group is None else (self.group,)
 
     def _showing(self, conversation) -> bool:
         return not self.gone and self.conversation is not None and self.conversation.pk == conversation.pk

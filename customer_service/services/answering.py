@@ -354,7 +354,7 @@ def _bot_reply(
             said = []
             if decision.preface:
                 said.append(_add_message(conversation, sender=Sender.BOT, text=decision.preface))
-                _announce(conversation, said[0])
+                _announce(conversation, said[0], status=False)  # the hand-off's announcement has it
             reply = hand_off_locked(
                 conversation,
                 bot=bot,
@@ -380,7 +380,7 @@ def _bot_reply(
             suggestions=suggestions,
             citations=list(decision.citations),
         )
-        _announce(conversation, reply)
+        _announce(conversation, reply, status=False)  # the bot answered: the status stays the bot's
     return [reply]
 
 

@@ -108,16 +108,20 @@ def conversation_group(conversation: Conversation) -> str:
     return f"cs-conversation-{conversation.public_id}"
 
 
-def _announce(conversation: Conversation, message: Message | None = None) -> None:
+def _announce(conversation: Conversation, message: Message | None = None, *, status: bool = True) -> None:
     """Push to the operators' inbox and to the visitor's widget (after commit; the rows are the truth): one
-    channel-layer message to each group (``broadcast_groups``)."""
+    channel-layer message to each group (``broadcast_groups``). ``status``: the widget is told the
+    conversation's status too; off where the caller changed nothing of it (a message added to a chat
+    whose status stays: the widget's status line is as it was)."""
     inbox, chat = org_group(conversation.organisation_id, "inbox"), conversation_group(conversation)
     events = [(inbox, "cs.conversation", conversation_payload(conversation))]
     if message is not None:
         payload = message_payload(message)
         events += [(inbox, "cs.message", payload), (chat, "cs.message", payload)]
-    status = {"status": conversation.status, "email_requested": email_wanted(conversation)}
-    broadcast_groups(events=[*events, (chat, "cs.status", status)])
+    if status:
+        state = {"status": conversation.status, "email_requested": email_wanted(conversation)}
+        events.append((chat, "cs.status", state))
+    broadcast_groups(events=events)
 
 
 def email_wanted(conversation: Conversation) -> bool:
@@ -258,7 +262,7 @@ def visitor_message_store(
         if conversation.status == ConversationStatus.CLOSED:
             raise Conflict("This conversation is closed. Start a new one.")
         message = _add_message(conversation, sender=Sender.VISITOR, text=text, client_id=client_id)
-        _announce(conversation, message)
+        _announce(conversation, message, status=False)  # a message stored: the status stays
     return message, conversation.status == ConversationStatus.BOT or email_wanted(conversation)
 
 

@@ -90,3 +90,68 @@ def test_run_collecting_sends_a_database_threads_broadcasts_from_the_loop_in_ord
     ]
     assert not more  # the rolled-back one was not sent
     assert realtime._collecting.get() is None  # nothing left collecting in the caller's context
+
+
+class _Socket:
+    """A consumer in one group, keeping what is dispatched to it (core.realtime.Member)."""
+
+    def __init__(self, channel_name: str, group: str) -> None:
+        self.channel_name, self.group, self.got, self.open = channel_name, group, [], True
+
+    def local_groups(self):
+        return (self.group,) if self.open else ()
+
+    async def dispatch(self, message):
+        self.got.append(message)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+@pytest.mark.django_db(transaction=True)
+def test_a_members_copy_is_handed_to_it_and_the_layer_sends_the_others_theirs(backend):
+    """``run_collecting(member=...)``: the member's own group's messages are dispatched to it directly, not
+    put in its channel; the group's other members and other groups get theirs through the layer; a member
+    whose socket has closed is sent to as anybody (nothing dispatched to it)."""
+    from channels.layers import channel_layers
+    from django.db import transaction
+
+    from core import realtime
+    from core.channel_layer import InMemoryChannelLayer
+
+    if backend == "redis" and not settings.REDIS_URL:
+        pytest.skip("the Redis channel layer (REDIS_URL)")
+    layer = get_channel_layer() if backend == "redis" else InMemoryChannelLayer()
+
+    def writes() -> None:
+        with transaction.atomic():
+            broadcast_groups(events=[("own-group", "test.own", {"n": 1}), ("other-group", "test.other", {})])
+
+    async def main():
+        me, other, watcher = [await layer.new_channel() for _ in range(3)]
+        for group, channel in (("own-group", me), ("own-group", other), ("other-group", watcher)):
+            await layer.group_add(group, channel)
+        socket = _Socket(me, "own-group")
+        saved = channel_layers.backends.get("default")
+        channel_layers.backends["default"] = layer
+        try:
+            await realtime.run_collecting(writes, member=socket)
+            socket.open = False
+            await realtime.run_collecting(writes, member=socket)
+        finally:
+            channel_layers.backends["default"] = saved
+        others = [await asyncio.wait_for(layer.receive(other), 5) for _ in range(2)]
+        watched = [await asyncio.wait_for(layer.receive(watcher), 5) for _ in range(2)]
+        mine = await asyncio.wait_for(layer.receive(me), 5)  # the second run's: its socket had closed
+        try:
+            await asyncio.wait_for(layer.receive(me), 0.5)
+            more = True
+        except TimeoutError:
+            more = False
+        for group, channel in (("own-group", me), ("own-group", other), ("other-group", watcher)):
+            await layer.group_discard(group, channel)
+        return socket.got, others, watched, mine, more
+
+    got, others, watched, mine, more = asyncio.run(main())
+    assert [m["event"] for m in got] == ["test.own"]  # dispatched to it once, while open
+    assert [m["event"] for m in others] == ["test.own", "test.own"]
+    assert [m["event"] for m in watched] == ["test.other", "test.other"]
+    assert mine["event"] == "test.own" and not more

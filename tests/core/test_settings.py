@@ -51,7 +51,7 @@ def test_embedded_default_needs_no_services(tmp_path):
     assert out[:4] == [
         "django.db.backends.sqlite3",
         "filesystem://",
-        "channels.layers.InMemoryChannelLayer",
+        "core.channel_layer.InMemoryChannelLayer",
         "django.core.cache.backends.locmem.LocMemCache",
     ]
     assert out[4] == str(tmp_path / "models")

@@ -24,7 +24,7 @@ from tests.customer_service.test_sockets import SITE, _receive_until
 from tests.sockets import Socket, run_sockets
 
 INTENTS = ("change_pin", "card_arrival", "exchange_rate", "atm_support", "terminate_account")
-MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+MEMORY = {"default": {"BACKEND": "core.channel_layer.InMemoryChannelLayer"}}
 REDIS = "core.channel_layer.RedisChannelLayer"
 
 
