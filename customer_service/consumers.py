@@ -120,6 +120,25 @@ class TypingLine:
             await self.consumer._bot_typing(self.conversation, False)
 
 
+class _Held:
+    """A chat socket as a broadcast's member (``core.realtime.run_collecting``) whose own copies wait for
+    ``release()``: the frames it sends first (a message's ack) keep their place."""
+
+    def __init__(self, consumer: "ChatConsumer") -> None:
+        self.consumer, self.messages = consumer, []
+        self.channel_name = consumer.channel_name
+
+    def local_groups(self) -> tuple[str, ...]:
+        return self.consumer.local_groups()
+
+    async def dispatch(self, message: dict) -> None:
+        self.messages.append(message)
+
+    async def release(self) -> None:
+        for message in self.messages:
+            await self.consumer.dispatch(message)
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/chat/<widget_key>/``. Frames in: start (with the visitor's ``page`` and widget ``visitor`` id),
     resume (with ``page``), message (``text``, ``client_id``), choose (a suggestion, by position, or "none"),
@@ -276,13 +295,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
             return None, message, bot_has_it, services.message_payload(message)
 
-        # its broadcasts (to the inbox and the conversation) sent from here after: no hop back to this loop
-        refused, message, bot_has_it, payload = await run_collecting(admit_and_store, member=self)
+        # its broadcasts (to the inbox and the conversation) sent from here after: no hop back to this loop;
+        # this socket's own copy held until its ack has gone
+        held = _Held(self)
+        refused, message, bot_has_it, payload = await run_collecting(admit_and_store, member=held)
         if refused is not None:
             await self._refused(refused)
             return
         if message.client_id:  # the widget shows the message delivered (a frame without an id gets no ack)
             await self.send_json({"type": "ack", "data": {"client_id": message.client_id, "id": message.pk}})
+        await held.release()
         await self._send_message(payload)
         if bot_has_it:  # stored and shown: the answer follows, without holding back the next frames
             self.unanswered.append((self.conversation, message))
