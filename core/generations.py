@@ -11,12 +11,18 @@ change on its next request after the commit (a write that commits while a reader
 holding the old token, so the next request loads again).
 
 Tokens are random, not counters, so a token lost with Redis (flushed, evicted) can never come back equal to
-one a process holds. Without Redis, inside a transaction (whose own writes are not committed, so not yet
-bumped), or when Redis fails, ``get`` loads every time: the behaviour without the cache. An entry is also
-loaded again after ``MAX_AGE_S`` whatever the tokens say, which bounds how long a bump lost to a Redis error
-at commit time can leave a process behind.
+one a process holds. Inside a transaction (whose own writes are not committed, so not yet bumped), or when
+Redis fails, ``get`` loads every time: the behaviour without the cache. An entry is also loaded again after
+``MAX_AGE_S`` whatever the tokens say, which bounds how long a bump lost to a Redis error at commit time can
+leave a process behind.
+
+Without Redis (the embedded default) the tokens are rows (``core.tenancy.models.GenerationToken``), written in
+the writer's own transaction, so they commit with the change, and read in one statement: where the chat read
+the bot's settings, its active model version and its templates for every message (a quarter of the web
+process's time on the embedded default, BENCHMARKS.md section 14), it reads its organisation's tokens.
 """
 
+import functools
 import logging
 import secrets
 import threading
@@ -27,6 +33,7 @@ from typing import Any, Generic, TypeVar
 from django.conf import settings
 from django.db import connection, transaction
 
+from core import prepared
 from core.billing.deferred import organisation_stamp, redis_client
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,8 @@ TOKEN_TTL_S = 7 * 24 * 3600  # a token unread for a week expires; its absence is
 MAX_ENTRIES = 10_000  # organisations per cache and process; past it the cache starts again
 
 
-def enabled() -> bool:
+def in_redis() -> bool:
+    """Whether the tokens live in Redis (``REDIS_URL``), else in the database."""
     return bool(settings.REDIS_URL)
 
 
@@ -48,8 +56,10 @@ def token_key(organisation, scope: str) -> str:
 
 def bump(*, organisation, scope: str) -> None:
     """Give ``scope`` of ``organisation`` a new token once the current transaction commits (now, outside
-    one). Call it in the transaction of every write that a reader of the scope must see."""
-    if not enabled():
+    one). Call it in the transaction of every write that a reader of the scope must see. Without Redis the
+    token's row is written now, in that transaction."""
+    if not in_redis():
+        _database_bump(organisation.pk, scope)
         return
     if getattr(organisation, "created_at", None) is None:  # an Organisation(pk=...) made to name one
         organisation = type(organisation).objects.get(pk=organisation.pk)
@@ -66,10 +76,12 @@ def bump(*, organisation, scope: str) -> None:
 
 def bump_for_row(row, *, scope: str) -> None:
     """``bump`` for the organisation of a tenant row just saved or deleted (a signal receiver's ``instance``);
-    nothing without Redis, or when the organisation is gone with it (nothing of it is served)."""
-    if not enabled():
-        return
+    nothing when the organisation is gone with it (nothing of it is served)."""
     from core.tenancy.models import Organisation
+
+    if not in_redis():
+        _database_bump(row.organisation_id, scope)
+        return
 
     organisation = (
         row.organisation
@@ -90,11 +102,15 @@ class GenerationCache(Generic[T]):
         self._lock = threading.Lock()
 
     def get(self, organisation, load: Callable[[], T]) -> T:
-        if not enabled() or connection.in_atomic_block:
+        if connection.in_atomic_block:
             return load()
         stamp = organisation_stamp(organisation)
         try:
-            tokens = tuple(redis_client().mget([f"gen:{stamp}:{scope}" for scope in self.scopes]))
+            tokens = (
+                tuple(redis_client().mget([f"gen:{stamp}:{scope}" for scope in self.scopes]))
+                if in_redis()
+                else _database_tokens(organisation.pk, self.scopes)
+            )
         except Exception:  # noqa: BLE001 - Redis trouble: read the database, as without the cache
             log.warning("generation tokens unreadable; loading", exc_info=True)
             return load()
@@ -112,3 +128,26 @@ class GenerationCache(Generic[T]):
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def _database_bump(organisation_id: int, scope: str) -> None:
+    from core.tenancy.models import GenerationToken
+
+    GenerationToken.objects.update_or_create(
+        organisation_id=organisation_id, scope=scope, defaults={"token": secrets.token_hex(8)}
+    )
+
+
+@functools.cache
+def _tokens_sql() -> str:
+    from core.tenancy.models import GenerationToken
+
+    table, quote = GenerationToken._meta.db_table, connection.ops.quote_name
+    where = f"{quote('organisation_id')} = %s"
+    return f"SELECT {quote('scope')}, {quote('token')} FROM {quote(table)} WHERE {where}"  # noqa: S608
+
+
+def _database_tokens(organisation_id: int, scopes: tuple[str, ...]) -> tuple[str | None, ...]:
+    """The scopes' tokens from their rows (None: never bumped), in one statement."""
+    found = dict(prepared.fetch_all(_tokens_sql(), [organisation_id]))
+    return tuple(found.get(scope) for scope in scopes)

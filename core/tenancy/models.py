@@ -61,3 +61,23 @@ class ApiKey(TenantModel):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+
+class GenerationToken(models.Model):
+    """``core.generations``' token of one scope of an organisation where there is no Redis (the embedded
+    default): written in the transaction of the change it stands for, read by every process. The
+    organisation's id is not a foreign key: a row deleted with its organisation bumps its scope in that
+    deletion's transaction, after the organisation's dependants were collected; a token left behind is
+    harmless (random, and read under a new organisation's creation time)."""
+
+    organisation_id = models.BigIntegerField()
+    scope = models.CharField(max_length=64)
+    token = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation_id", "scope"], name="uniq_generation_token")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id}:{self.scope}"

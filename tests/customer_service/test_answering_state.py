@@ -15,7 +15,7 @@ from customer_service.models import AnswerSource, AnswerTemplate
 from tests.customer_service.conftest import banking_rows, train_intent_model
 
 pytestmark = [
-    pytest.mark.skipif(not generations.enabled(), reason="the tokens live in Redis (REDIS_URL)"),
+    pytest.mark.skipif(not generations.in_redis(), reason="the tokens live in Redis (REDIS_URL)"),
     # writers' bumps are sent when their transaction commits; the cache is bypassed inside one
     pytest.mark.django_db(transaction=True),
 ]

@@ -13,7 +13,7 @@ from recommender.services import catalogue, diversity, events, experiments, serv
 from tests.recommender.conftest import train_now
 
 pytestmark = [
-    pytest.mark.skipif(not generations.enabled(), reason="the tokens live in Redis (REDIS_URL)"),
+    pytest.mark.skipif(not generations.in_redis(), reason="the tokens live in Redis (REDIS_URL)"),
     # writers' bumps are sent when their transaction commits; the cache is bypassed inside one
     pytest.mark.django_db(transaction=True),
 ]

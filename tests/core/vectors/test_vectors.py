@@ -91,7 +91,7 @@ def test_an_organisation_without_rows_embeds_nothing(make_org):
     )
 
 
-@pytest.mark.skipif(not generations.enabled(), reason="needs REDIS_URL (CI sets it)")
+@pytest.mark.skipif(not generations.in_redis(), reason="needs REDIS_URL (CI sets it)")
 @pytest.mark.django_db(transaction=True)  # the "registry" token is bumped when a version's write commits
 def test_the_current_model_is_kept_per_process_until_a_model_version_changes(make_org):
     """Every search asks which model's vectors are current: a warm ask reads the organisation's "registry"

@@ -1,0 +1,79 @@
+"""core.generations without Redis (the embedded default): the tokens are rows written in the writer's own
+transaction, so a value is kept until a change commits, loaded again after, and a rolled-back change bumps
+nothing; the cached readers of the chat and the registry keep their values between requests."""
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from core import generations
+from core.tenancy.models import GenerationToken
+
+
+class Loads:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        self.count += 1
+        return self.count
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="")
+def test_tokens_in_the_database_keep_a_value_until_a_change_commits(make_org):
+    org, _ = make_org()
+    other, _ = make_org()
+    assert not generations.in_redis()
+    cache: generations.GenerationCache[int] = generations.GenerationCache("a", "b")
+    load = Loads()
+    assert cache.get(org, load) == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert cache.get(org, load) == 1  # kept: one statement read the tokens
+    assert len(queries) == 1 and "generationtoken" in queries[0]["sql"]
+    with transaction.atomic():
+        generations.bump(organisation=org, scope="b")
+        assert cache.get(org, load) == 2  # inside a transaction: always loaded
+    assert cache.get(org, load) == 3  # the bump committed with its transaction: loaded again, then kept
+    assert cache.get(org, load) == 3
+    with pytest.raises(RuntimeError), transaction.atomic():
+        generations.bump(organisation=org, scope="a")
+        raise RuntimeError
+    assert cache.get(org, load) == 3  # rolled back: no new token
+    generations.bump(organisation=other, scope="a")
+    generations.bump(organisation=org, scope="unrelated")
+    assert cache.get(org, load) == 3
+    generations.bump(organisation=org, scope="a")
+    assert cache.get(org, load) == 4
+    assert GenerationToken.objects.filter(organisation_id=org.pk).count() == 3  # a row per scope bumped
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="")
+def test_the_chats_settings_come_from_the_cache_until_they_change(make_org):
+    """Without Redis, the widget's bot settings are read once, then kept until a save bumps them."""
+    from customer_service import services
+    from customer_service.services.state import bot_settings_cached
+
+    org, _ = make_org()
+    services.bot_settings_update(organisation=org, greeting="Hello there")
+    assert bot_settings_cached(organisation=org).greeting == "Hello there"
+    with CaptureQueriesContext(connection) as queries:
+        assert bot_settings_cached(organisation=org).greeting == "Hello there"
+    assert len(queries) == 1  # the tokens only
+    services.bot_settings_update(organisation=org, greeting="Welcome back")
+    assert bot_settings_cached(organisation=org).greeting == "Welcome back"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="")
+def test_an_organisation_deleted_with_its_rows_is_deleted(make_org):
+    """Its rows' deletion bumps their scopes inside the deletion's transaction; no foreign key stops it."""
+    from core.tenancy.models import Organisation
+    from customer_service import services
+
+    org, _ = make_org()
+    services.bot_settings_update(organisation=org, greeting="Hello there")
+    Organisation.objects.filter(pk=org.pk).delete()
+    assert not Organisation.objects.filter(pk=org.pk).exists()
