@@ -110,7 +110,7 @@ def _drain_deferred_ledger() -> None:
 def organisation_delete(*, organisation, actor, confirm_name: object) -> OrganisationDeletion:
     """Delete ``organisation`` and everything it owns; ``confirm_name`` must be its name, exactly."""
     from core.billing.models import UsageEvent
-    from core.tenancy.models import Membership, Organisation, User
+    from core.tenancy.models import GenerationToken, Membership, Organisation, User
     from core.tenancy.services import api_key_cache_clear
 
     if organisation.deleted_at is not None:
@@ -139,6 +139,8 @@ def organisation_delete(*, organisation, actor, confirm_name: object) -> Organis
         counts = {label(m): rows_of(m, org_id).count() for m in models}
         for model in reversed(models):  # owned_models lists parents before children
             rows_of(model, org_id).order_by().delete()
+        # without Redis the deletions above bumped their scopes' tokens (core.generations): rows of no use
+        GenerationToken.objects.filter(organisation_id=org_id).delete()
         leavers = (
             User.objects.filter(pk__in=member_ids)
             .exclude(Q(is_staff=True) | Q(is_superuser=True))

@@ -77,3 +77,17 @@ def test_an_organisation_deleted_with_its_rows_is_deleted(make_org):
     services.bot_settings_update(organisation=org, greeting="Hello there")
     Organisation.objects.filter(pk=org.pk).delete()
     assert not Organisation.objects.filter(pk=org.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="")
+def test_an_organisations_deletion_leaves_no_tokens(make_org):
+    """The privacy deletion removes the organisation's rows, whose deletion bumps tokens: none are left."""
+    from core.privacy.services import organisation_delete
+    from customer_service import services
+
+    org, owner = make_org()
+    services.bot_settings_update(organisation=org, greeting="Hello there")
+    assert GenerationToken.objects.filter(organisation_id=org.pk).exists()
+    organisation_delete(organisation=org, actor=owner, confirm_name=org.name)
+    assert not GenerationToken.objects.filter(organisation_id=org.pk).exists()
