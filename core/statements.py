@@ -100,19 +100,13 @@ def _insert_sql(model: type[models.Model], vendor: str) -> tuple[tuple[models.Fi
     return fields, f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {pk}"  # noqa: S608 - metadata
 
 
-def insert_values(obj: models.Model) -> list[Any]:
-    """The values an insert of ``obj`` stores, prepared (``auto_now_add`` and ``auto_now`` times set on
-    ``obj`` now, as ``save()`` sets them): take them before :func:`insert` to know, e.g., its
-    ``created_at`` first."""
-    fields, _ = _insert_sql(type(obj), connection.vendor)
-    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-
-
-def insert(obj: M, values: list[Any] | None = None) -> M:
+def insert(obj: M) -> M:
     """``obj`` stored as a new row (its primary key set from the database), as ``obj.save()`` would store it
-    without signals. ``values``: from :func:`insert_values`, when taken before."""
-    _fields, sql = _insert_sql(type(obj), connection.vendor)
-    ((pk,),) = prepared.fetch_all(sql, values if values is not None else insert_values(obj))
+    without signals: values prepared as ``save()`` prepares them (``auto_now_add`` and ``auto_now`` times set
+    on ``obj``)."""
+    fields, sql = _insert_sql(type(obj), connection.vendor)
+    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    ((pk,),) = prepared.fetch_all(sql, values)
     obj.pk = pk
     obj._state.adding, obj._state.db = False, connection.alias
     return obj

@@ -9,15 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core import generations
 from core.tenancy.models import GenerationToken
-
-
-class Loads:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> int:
-        self.count += 1
-        return self.count
+from tests.core.test_generations import Loads
 
 
 @pytest.mark.django_db(transaction=True)
