@@ -27,7 +27,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -92,6 +94,21 @@ def bump_for_row(row, *, scope: str) -> None:
         bump(organisation=organisation, scope=scope)
 
 
+_prefetched: ContextVar[dict[str, Any] | None] = ContextVar("trellis_generation_tokens", default=None)
+
+
+@contextmanager
+def prefetched(tokens: dict[str, Any]) -> Iterator[None]:
+    """Inside the block (this thread's), ``GenerationCache.get`` takes the tokens of these Redis keys as they
+    were read by a call the request made anyway (``core.billing.streamed.metered_streamed(prefetch=...)``
+    reads them with its quota reservation) instead of reading them again: one round trip less."""
+    token = _prefetched.set(tokens)
+    try:
+        yield
+    finally:
+        _prefetched.reset(token)
+
+
 class GenerationCache(Generic[T]):
     """One value per organisation, loaded again when a token of ``scopes`` changes (see the module)."""
 
@@ -101,13 +118,25 @@ class GenerationCache(Generic[T]):
         self._entries: dict[str, tuple[tuple[Any, ...], float, T]] = {}
         self._lock = threading.Lock()
 
+    def token_keys(self, organisation) -> list[str]:
+        """The Redis keys of the organisation's tokens that ``get`` reads (for ``prefetched``)."""
+        stamp = organisation_stamp(organisation)
+        return [f"gen:{stamp}:{scope}" for scope in self.scopes]
+
+    def _redis_tokens(self, organisation) -> tuple[Any, ...]:
+        keys = self.token_keys(organisation)
+        given = _prefetched.get()
+        if given is not None and all(key in given for key in keys):
+            return tuple(given[key] for key in keys)
+        return tuple(redis_client().mget(keys))
+
     def get(self, organisation, load: Callable[[], T]) -> T:
         if connection.in_atomic_block:
             return load()
         stamp = organisation_stamp(organisation)
         try:
             tokens = (
-                tuple(redis_client().mget([f"gen:{stamp}:{scope}" for scope in self.scopes]))
+                self._redis_tokens(organisation)
                 if in_redis()
                 else _database_tokens(organisation.pk, self.scopes)
             )

@@ -149,6 +149,23 @@ if #ARGV > 1 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2)) end
 return 1
 """
 
+# ``_RESERVE`` with the ledger entry of the reserved quantity appended in the same step (work whose charge is
+# known before it runs: ``core.billing.streamed.metered_streamed(upfront=True)``) and other keys read too (a
+# hot path's generation tokens, ``core.generations``), so that such a request makes one Redis call for its
+# meter and its cached state. KEYS[1]: the counter, KEYS[2]: the stream, KEYS[3..]: the keys to read; ARGV:
+# quantity, limit, then the entry's field names and values (none: no entry). The reply's last item is the read
+# keys' values (a list, false for a missing key) after ``_RESERVE``'s {0}, {2, used} or {3}.
+_TAKE = """
+local reads = {}
+if #KEYS > 2 then reads = redis.call('MGET', unpack(KEYS, 3)) end
+local used = redis.call('GET', KEYS[1])
+if not used then return {3, reads} end
+if tonumber(used) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {2, used, reads} end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if #ARGV > 2 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3)) end
+return {0, reads}
+"""
+
 _lock = threading.Lock()
 _client = None
 _scripts: dict[str, Any] = {}
@@ -171,6 +188,7 @@ def redis_client():
             _scripts["charge"] = _client.register_script(_CHARGE)
             _scripts["reserve"] = _client.register_script(_RESERVE)
             _scripts["settle"] = _client.register_script(_SETTLE)
+            _scripts["take"] = _client.register_script(_TAKE)
     return _client
 
 
@@ -378,6 +396,46 @@ def reserve(*, organisation, meter: str, quantity: float, limit: float, period: 
             return None
         if int(reply[0]) == 2:
             return float(reply[1])
+        _seed(client, organisation, meter, period)
+    raise RuntimeError("could not seed the quota counter")
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What ``take`` did: ``refused_at`` None when the quantity was taken (else the use that refused it), and
+    the values of the keys it was asked to read, in their order, as ``MGET`` gives them (bytes; None for a
+    missing key)."""
+
+    refused_at: float | None
+    values: list[bytes | None]
+
+
+def take(
+    *,
+    organisation,
+    meter: str,
+    quantity: float,
+    limit: float,
+    period: str,
+    ledger: "LedgerEntry | None" = None,
+    read: list[str] | tuple[str, ...] = (),
+) -> Taken:
+    """``reserve``, with ``ledger`` (the reserved quantity's entry) appended when the quantity is taken and
+    the keys ``read`` read, in the same Redis call. A taken quantity with its entry is charged: work that
+    then uses another quantity corrects it with ``settle`` and an entry of the difference."""
+    client = redis_client()
+    keys = [used_key(organisation, meter, period), STREAM, *read]
+    args: list[Any] = [repr(float(quantity)), repr(float(limit))]
+    if ledger is not None:
+        for name, value in ledger.fields(organisation).items():
+            args += [name, value]
+    for _attempt in range(3):
+        reply = _scripts["take"](keys=keys, args=args, client=client)
+        status, values = int(reply[0]), list(reply[-1])
+        if status == 0:
+            return Taken(None, values)
+        if status == 2:
+            return Taken(float(reply[1]), values)
         _seed(client, organisation, meter, period)
     raise RuntimeError("could not seed the quota counter")
 

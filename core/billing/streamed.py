@@ -14,17 +14,21 @@ own connection, could not see what the transaction has not committed. Same contr
 for another quantity.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection
 
 from core.billing import deferred, flusher
 from core.billing import services as billing
 from core.errors import QuotaExceeded
+from core.generations import prefetched
+
+if TYPE_CHECKING:
+    from core.generations import GenerationCache
 
 T = TypeVar("T")
 
@@ -125,13 +129,22 @@ def metered_streamed(
     quantity: float = 1,
     api_key=None,
     metadata: dict | None = None,
+    upfront: bool = False,
+    prefetch: Sequence["GenerationCache[Any]"] = (),
 ) -> Any:
     """``run()`` under ``meter``'s quota, its use charged through the ledger stream (see the module).
 
     The quantity is reserved on the Redis counter before the work runs, in one step with the limit's check,
     so requests served at the same moment cannot pass the limit together; the reservation is given back
     when ``run`` raises and corrected to what a ``Charge`` says was used. Inside ``prepaid`` for this meter
-    and quantity, the caller's reservation is used and the caller settles it."""
+    and quantity, the caller's reservation is used and the caller settles it.
+
+    ``upfront``: the charge is known before the work (``quantity``, with ``metadata``), so its ledger line is
+    appended with the reservation, in the same Redis call, and nothing is left to settle when the work
+    succeeds: one call a request instead of two. Work that raises, or returns a ``Charge`` of another
+    quantity, is corrected by a line of the difference (the ledger's corrections are new negative lines),
+    with ``"correction"`` in its metadata. ``prefetch``: generation caches whose tokens that same call reads,
+    for ``run`` to use (``core.generations.prefetched``) instead of reading them itself."""
     if not streaming():
         return billing.metered(
             run, organisation=organisation, meter=meter, quantity=quantity, api_key=api_key, metadata=metadata
@@ -150,30 +163,71 @@ def metered_streamed(
         held.amount, held.metadata = float(amount), line
         return result
     limit = subscription.plan.limit_for(meter)
-    refused_at = deferred.reserve(
-        organisation=organisation, meter=meter, quantity=quantity, limit=limit, period=period
+    api_key_id = None if api_key is None else api_key.pk
+    charged = None
+    if upfront:
+        line = deferred.Line(meter, float(quantity), metadata or {})
+        charged = deferred.LedgerEntry(api_key_id, deferred.new_request_id(), [line])
+    keys = [key for cache in prefetch for key in cache.token_keys(organisation)]
+    taken = deferred.take(
+        organisation=organisation,
+        meter=meter,
+        quantity=quantity,
+        limit=limit,
+        period=period,
+        ledger=charged,
+        read=keys,
     )
-    if refused_at is not None:
+    if taken.refused_at is not None:
         raise billing.quota_refusal(
-            meter=meter, limit=limit, used=refused_at, period=period, quantity=quantity
+            meter=meter, limit=limit, used=taken.refused_at, period=period, quantity=quantity
         )
+    if charged is not None:
+        flusher.flusher_ensure()
     try:
-        result, amount, line = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
+        with prefetched(dict(zip(keys, taken.values, strict=True))) if keys else nullcontext():
+            result, amount, line_metadata = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
     except BaseException:
-        deferred.settle(
-            organisation=organisation, meter=meter, reserved=quantity, used=0, period=period, ledger=None
-        )
+        _settled(organisation, meter, quantity, 0, period, api_key_id, charged, metadata or {}, "failed")
         raise
+    _settled(organisation, meter, quantity, amount, period, api_key_id, charged, line_metadata, "another")
+    return result
+
+
+_CORRECTIONS = {
+    "failed": "the work failed",
+    "another": "the work used another quantity",
+}
+
+
+def _settled(
+    organisation,
+    meter: str,
+    reserved: float,
+    used: float,
+    period: str,
+    api_key_id: int | None,
+    charged: "deferred.LedgerEntry | None",
+    metadata: dict[str, Any],
+    why: str,
+) -> None:
+    """End ``metered_streamed``'s reservation: the line of what was used (none for 0), or, when the reserved
+    quantity was ``charged`` up front, a correction of the difference (none when there is none)."""
+    if charged is None:
+        amount, line = float(used), metadata
+    else:
+        amount, line = float(used) - float(reserved), {**metadata, "correction": _CORRECTIONS[why]}
+        if not amount:
+            return
     entry = None
     if amount:
         entry = deferred.LedgerEntry(
-            api_key_id=None if api_key is None else api_key.pk,
+            api_key_id=api_key_id,
             request_id=deferred.new_request_id(),
-            lines=[deferred.Line(meter, float(amount), line)],
+            lines=[deferred.Line(meter, amount, line)],
         )
     deferred.settle(
-        organisation=organisation, meter=meter, reserved=quantity, used=amount, period=period, ledger=entry
+        organisation=organisation, meter=meter, reserved=reserved, used=used, period=period, ledger=entry
     )
     if entry is not None:
         flusher.flusher_ensure()
-    return result

@@ -32,6 +32,7 @@ statement of its own (five before).
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -425,25 +426,31 @@ def _serving_version(*, state: ServingState, subject: str | None):
 def _serve(
     *,
     organisation,
-    state: ServingState,
     api_key,
-    history: dict[str, float],
-    skip: set[str],
+    subject_history: Callable[[ServingState], tuple[dict[str, float], set[str]]],
     k: int,
     filters: Filters,
     subject: str | None = None,
     record: bool = True,
-):
+) -> tuple[dict[str, Any], int]:
     """Score with the experiment arm's or the active version (loaded once per process), or with live
     popularity before the first model; merge the text neighbours in, pick, explain and meter; under an
-    experiment, record the impression."""
-    settings = state.settings
-    version, experiment, arm = _serving_version(state=state, subject=subject)
-    limit = (
-        settings.max_per_category if filters.max_per_category is None else (filters.max_per_category or None)
-    )
+    experiment, record the impression. ``subject_history(state)``: the history to serve and the items to
+    skip. With the answer, the history's length.
 
-    def run() -> dict[str, Any]:
+    The meter is charged up front, with the serving state's generation tokens read in the same Redis call
+    (``metered_streamed(upfront=True, prefetch=...)``): with the history's read, two round trips a request."""
+
+    def run() -> tuple[dict[str, Any], Any, str, int]:
+        state = serving_state(organisation=organisation)
+        history, skip = subject_history(state)
+        settings = state.settings
+        version, experiment, arm = _serving_version(state=state, subject=subject)
+        limit = (
+            settings.max_per_category
+            if filters.max_per_category is None
+            else (filters.max_per_category or None)
+        )
         snap = snapshot.catalogue_snapshot(organisation=organisation, version=settings.catalogue_version)
         model = _live_popularity(organisation) if version is None else loaded_model(version=version)
         ranked, picked, live = _ranked_and_picked(
@@ -459,7 +466,7 @@ def _serve(
             text_models=state.text_models,
         )
         why = _why(model=model, ranked=ranked, snap=snap, picked=picked, history=history)
-        return _answer(
+        answer = _answer(
             organisation=organisation,
             snap=snap,
             version=version,
@@ -468,10 +475,18 @@ def _serve(
             why=why,
             live=live,
         )
+        return answer, experiment, arm, len(history)
 
-    answer = metered_streamed(run, organisation=organisation, meter=SERVED_METER, api_key=api_key)
+    answer, experiment, arm, length = metered_streamed(
+        run,
+        organisation=organisation,
+        meter=SERVED_METER,
+        api_key=api_key,
+        upfront=True,
+        prefetch=(_states,),
+    )
     if experiment is None:
-        return answer
+        return answer, length
     if record:
         experiments.impression_record(
             organisation=organisation,
@@ -480,7 +495,7 @@ def _serve(
             subject=subject or "",
             items=[item["id"] for item in answer["items"]],
         )
-    return {**answer, "experiment": {"id": experiment.pk, "name": experiment.name, "arm": arm}}
+    return {**answer, "experiment": {"id": experiment.pk, "name": experiment.name, "arm": arm}}, length
 
 
 def recommendations_for_user(
@@ -496,21 +511,22 @@ def recommendations_for_user(
     """Top ``k`` for ``user`` from their history as it is now (a user with none gets the popular items).
     ``record=False`` (the explorer: staff looking, not the user) leaves no experiment impression."""
     check_k(k)
-    state = serving_state(organisation=organisation)
-    history, purchased = user_history(organisation=organisation, user=user, weights=state.settings.weights)
-    skip = set(purchased) if exclude_purchased else set()
-    answer = _serve(
+
+    def subject_history(state: ServingState) -> tuple[dict[str, float], set[str]]:
+        weights = state.settings.weights
+        history, purchased = user_history(organisation=organisation, user=user, weights=weights)
+        return history, set(purchased) if exclude_purchased else set()
+
+    answer, length = _serve(
         organisation=organisation,
-        state=state,
         api_key=api_key,
-        history=history,
-        skip=skip,
+        subject_history=subject_history,
         k=k,
         filters=filters,
         subject=user,
         record=record,
     )
-    return {"user": user, "history_items": len(history), **answer}
+    return {"user": user, "history_items": length, **answer}
 
 
 def recommendations_for_session(
@@ -522,17 +538,15 @@ def recommendations_for_session(
     if len(items) > MAX_SESSION_ITEMS:
         raise InvalidInput(f"At most {MAX_SESSION_ITEMS} session items.", details={"field": "items"})
     history = {item: 1.0 for item in items}
-    answer = _serve(
+    answer, length = _serve(
         organisation=organisation,
-        state=serving_state(organisation=organisation),
         api_key=api_key,
-        history=history,
-        skip=set(items),
+        subject_history=lambda _state: (history, set(items)),
         k=k,
         filters=filters,
         subject=session or None,
     )
-    return {"user": None, "session": session or None, "history_items": len(history), **answer}
+    return {"user": None, "session": session or None, "history_items": length, **answer}
 
 
 def items_similar(
@@ -543,13 +557,10 @@ def items_similar(
     check_k(k)
     if item_get(organisation=organisation, external_id=external_id) is None:
         raise NotFound("No such item.")
-    history = {external_id: 1.0}
-    answer = _serve(
+    answer, _length = _serve(
         organisation=organisation,
-        state=serving_state(organisation=organisation),
         api_key=api_key,
-        history=history,
-        skip={external_id},
+        subject_history=lambda _state: ({external_id: 1.0}, {external_id}),
         k=k,
         filters=filters,
     )

@@ -81,3 +81,44 @@ def test_every_change_is_served_by_the_next_request(shop):
     assert _serve(org)["model_version"] == other.pk
     promotion.model_rollback(organisation=org, app="recommender", task="ranking")
     assert _serve(org)["model_version"] == active.pk
+
+
+def test_a_warm_request_makes_one_redis_call_for_its_meter_and_tokens_and_is_charged_once(shop, monkeypatch):
+    """The served meter is charged up front with the serving state's tokens read in the same Redis call, so
+    a warm request makes two round trips (that call and the history's statement); its one ledger line is
+    written once, and a request whose work fails is corrected back to nothing."""
+    import threading
+
+    import redis
+
+    from core.billing import flusher
+    from core.billing import services as billing
+    from core.billing.models import UsageEvent
+
+    org, _ = shop
+    train_now(org)
+    _serve(org)
+    flusher.ledger_drain()
+    before = billing.period_used(organisation=org, meter=serving.SERVED_METER)
+    commands: list[str] = []
+    original = redis.client.Redis.execute_command
+
+    def counted(self, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # the request's, not the flusher's
+            commands.append(str(args[0]).upper())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
+    with CaptureQueriesContext(connection) as queries:
+        answer = _serve(org)
+    monkeypatch.undo()
+    assert answer["items"] and commands == ["EVALSHA"], commands
+    assert len(queries.captured_queries) == 1
+    monkeypatch.setattr(serving, "_why", lambda **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _serve(org)
+    monkeypatch.undo()
+    flusher.ledger_drain()
+    assert billing.period_used(organisation=org, meter=serving.SERVED_METER) == before + 1
+    lines = UsageEvent.objects.for_org(org).filter(meter=serving.SERVED_METER).order_by("-pk")[:3]
+    assert [float(line.quantity) for line in lines] == [-1, 1, 1]

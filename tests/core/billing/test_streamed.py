@@ -178,3 +178,106 @@ def test_with_a_flusher_process_the_charging_process_starts_no_thread_and_the_pr
     assert "Writing ledger lines as they come" in out
     assert sorted(line.quantity for line in _lines(org)) == [5, 6]  # each once
     assert billing.period_used(organisation=org, meter=METER) == 11
+
+
+def test_an_upfront_charge_is_one_redis_call_and_a_correction_line_when_the_work_used_another_quantity(
+    make_org, make_key, monkeypatch
+):
+    """``upfront=True``: the ledger line of the reserved quantity is appended by the reserving call itself
+    (one Redis call, nothing to settle after the work); work that raises, or charges another quantity, is
+    corrected by a line of the difference: the ledger and the counter say what was used."""
+    import threading
+
+    import redis
+
+    org, _ = make_org()
+    key, _secret = make_key(org, scopes=["predict"])
+    period = billing.period_bounds()[2]
+    streamed.metered_streamed(lambda: "warm", organisation=org, meter=METER, upfront=True)  # seeds it
+    commands: list[str] = []
+    original = redis.client.Redis.execute_command
+
+    def counted(self, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # the request's, not the flusher's
+            commands.append(str(args[0]).upper())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
+    result = streamed.metered_streamed(
+        lambda: "done",
+        organisation=org,
+        meter=METER,
+        quantity=3,
+        api_key=key,
+        metadata={"v": 7},
+        upfront=True,
+    )
+    monkeypatch.undo()
+    assert result == "done" and commands == ["EVALSHA"], commands
+    with pytest.raises(RuntimeError):
+        streamed.metered_streamed(
+            lambda: (_ for _ in ()).throw(RuntimeError("boom")), organisation=org, meter=METER, upfront=True
+        )
+    streamed.metered_streamed(
+        lambda: billing.Charge("y", quantity=2.5, metadata={"why": "more"}),
+        organisation=org,
+        meter=METER,
+        upfront=True,
+    )
+    lines = sorted(_lines(org), key=lambda line: line.pk)
+    assert [float(line.quantity) for line in lines] == [1, 3, 1, -1, 1, 1.5]
+    assert lines[1].metadata == {"v": 7} and lines[1].api_key_id == key.pk
+    assert lines[3].metadata == {"correction": "the work failed"}
+    assert lines[5].metadata == {"why": "more", "correction": "the work used another quantity"}
+    assert billing.period_used(organisation=org, meter=METER) == 6.5
+    assert deferred.used(organisation=org, meter=METER, period=period) == 6.5
+
+
+def test_an_upfront_charge_past_the_limit_is_refused_before_the_work_and_appends_nothing(make_org):
+    org, _ = make_org()
+    trial = Plan.objects.get(code="trial")
+    PlanLimit.objects.update_or_create(plan=trial, meter_id=METER, defaults={"limit": 2})
+    ran = []
+    streamed.metered_streamed(lambda: ran.append(1), organisation=org, meter=METER, quantity=2, upfront=True)
+    with pytest.raises(QuotaExceeded) as refusal:
+        streamed.metered_streamed(lambda: ran.append(2), organisation=org, meter=METER, upfront=True)
+    assert ran == [1] and refusal.value.details["used"] == 2
+    assert [line.quantity for line in _lines(org)] == [2]
+
+
+def test_prefetched_generation_tokens_are_read_with_the_reservation_and_serve_the_cache(
+    make_org, monkeypatch
+):
+    """``prefetch``: the caches' tokens come from the reserving call; inside the work a cache reads no token
+    of its own, keeps its value while they hold and loads again after a bump, as with its own read."""
+    from django.db import transaction
+
+    from core import generations
+
+    org, _ = make_org()
+    cache: generations.GenerationCache[int] = generations.GenerationCache("test-prefetch")
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    def mget_refused(*args, **kwargs):
+        raise AssertionError("the tokens were read again")
+
+    def work() -> int:
+        client = deferred.redis_client()
+        monkeypatch.setattr(client, "mget", mget_refused)
+        try:
+            return cache.get(org, load)
+        finally:
+            monkeypatch.undo()
+
+    def served() -> int:
+        return streamed.metered_streamed(work, organisation=org, meter=METER, upfront=True, prefetch=(cache,))
+
+    assert served() == 1 and served() == 1 and loads == [1]
+    with transaction.atomic():
+        generations.bump(organisation=org, scope="test-prefetch")
+    assert served() == 2 and served() == 2
+    assert cache.get(org, load) == 2  # the cache's own read agrees with what the reservation read
