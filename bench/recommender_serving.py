@@ -89,6 +89,12 @@ def parse_args() -> argparse.Namespace:
     add_launchers_argument(parser, "a Trellis server")
     parser.add_argument("--profile", default="", help="write a cProfile of one row's requests here")
     parser.add_argument(
+        "--metering-peer",
+        action="store_true",
+        help="also each method's requests alternating with the same requests metered as before the up-front "
+        "charge (the tokens' own read, reserve and settle: four round trips instead of two)",
+    )
+    parser.add_argument(
         "--hybrid-config",
         type=json.loads,
         default={},
@@ -363,6 +369,37 @@ def compute_only(org, method: str, users: list[str], cold: list[str], top_price:
     return (args.size_label, f"{method}: its work without the database", *percentiles(latencies), "component")
 
 
+def metering_side_by_side(serving, call, args, size: str, name: str) -> list[tuple]:
+    """The same requests, alternating one by one: metered as serving meters them (the served meter charged
+    up front by the reserving Redis call, which reads the serving state's generation tokens too: that call
+    and the history's statement) and as before (the tokens' own read, a reservation, a settlement after the
+    work: four round trips). Each request made both ways in turn, which goes first alternating, so that the
+    machine's slower and faster moments fall on both."""
+    real = serving.metered_streamed
+
+    def four_round_trips(run, **kwargs):
+        return real(run, **{**kwargs, "upfront": False, "prefetch": ()})
+
+    out: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(args.warmup + args.requests):  # each request twice, the first of the two taking turns
+        for upfront in (True, False) if i % 2 else (False, True):
+            serving.metered_streamed = real if upfront else four_round_trips
+            try:
+                start = time.perf_counter()
+                call(i)
+                if i >= args.warmup:
+                    out[upfront].append(time.perf_counter() - start)
+            finally:
+                serving.metered_streamed = real
+    rows = [
+        (size, f"{name}, alternating: metered up front (2 round trips)", *percentiles(out[True]), ""),
+        (size, f"peer: {name}, alternating: reserve, settle, token read (4)", *percentiles(out[False]), ""),
+    ]
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
 @contextlib.contextmanager
 def _text_searches(text):
     """Count the catalogue text searches that serving makes inside the block (``[count]``)."""
@@ -453,6 +490,8 @@ def in_process(org, versions: dict[str, int], args, size: str) -> list[tuple]:
                 peer = f"peer: {name}, text neighbours always searched"
                 rows.append((size, peer, *percentiles(latencies), ""))
                 print(rows[-1], flush=True)
+            if args.metering_peer and not with_category and method != "text":
+                rows += metering_side_by_side(serving, call, args, size, name)
             if not with_category:
                 rows.append(compute_only(org, method, users, cold, top_price, args))
                 print(rows[-1], flush=True)
