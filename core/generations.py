@@ -159,9 +159,19 @@ class GenerationCache(Generic[T]):
             self._entries.clear()
 
 
+_LOCK_SPACE = 0x5452 << 48  # the organisations' advisory lock keys: "TR" above the id's 48 bits
+
+
 def _database_bump(organisation_id: int, scope: str) -> None:
+    """The scope's row given a new token in the caller's transaction. On PostgreSQL the transaction first
+    takes its organisation's token lock (a transaction-scoped advisory lock, held until it ends): the rows are
+    locked until commit, and two transactions bumping the same two scopes in opposite orders (a row each,
+    then each waiting for the other's) deadlocked, which PostgreSQL ends by failing one of them."""
     from core.tenancy.models import GenerationToken
 
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_SPACE + int(organisation_id)])
     GenerationToken.objects.update_or_create(
         organisation_id=organisation_id, scope=scope, defaults={"token": secrets.token_hex(8)}
     )

@@ -83,3 +83,51 @@ def test_an_organisations_deletion_leaves_no_tokens(make_org):
     assert GenerationToken.objects.filter(organisation_id=org.pk).exists()
     organisation_delete(organisation=org, actor=owner, confirm_name=org.name)
     assert not GenerationToken.objects.filter(organisation_id=org.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="")
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite takes one lock for the whole database")
+def test_two_transactions_bumping_two_scopes_in_opposite_orders_both_commit(make_org):
+    """Each bump's row stays locked until its transaction ends: a transaction bumping "a" then "b" beside one
+    bumping "b" then "a" deadlocked (PostgreSQL failed one of them); the organisation's token lock makes the
+    second wait for the first instead."""
+    import contextlib
+    import threading
+
+    from django.db import connections
+
+    org, _ = make_org()
+    for scope in ("a", "b"):
+        generations.bump(organisation=org, scope=scope)  # the rows exist: each bump below locks one
+    first_bumped, barrier = threading.Event(), threading.Barrier(2, timeout=3)
+    errors: list[BaseException] = []
+
+    def writer(scopes: tuple[str, str], wait_for_first: bool) -> None:
+        try:
+            if wait_for_first:
+                first_bumped.wait(timeout=10)
+            with transaction.atomic():
+                generations.bump(organisation=org, scope=scopes[0])
+                first_bumped.set()
+                # both holding their first row, where nothing made one wait; else the other waits for this one
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+                generations.bump(organisation=org, scope=scopes[1])
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=writer, args=(("a", "b"), False)),
+        threading.Thread(target=writer, args=(("b", "a"), True)),
+    ]
+    tokens_before = dict(GenerationToken.objects.filter(organisation_id=org.pk).values_list("scope", "token"))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    tokens_after = dict(GenerationToken.objects.filter(organisation_id=org.pk).values_list("scope", "token"))
+    assert tokens_after.keys() == {"a", "b"} and all(tokens_after[s] != tokens_before[s] for s in "ab")
