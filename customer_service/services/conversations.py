@@ -362,7 +362,9 @@ def conversations_close_idle(*, older_than_hours: float) -> int:
     count = 0
     for pk in list(idle.values_list("pk", flat=True)):
         with transaction.atomic():  # re-checked under the lock: the visitor may have just written
-            conversation = Conversation.all_tenants.select_for_update().get(pk=pk)
+            conversation = statements.row_get(Conversation, lock=True, pk=pk)
+            if conversation is None:
+                continue  # deleted meanwhile (its organisation's deletion): nothing to close
             last = conversation.last_message_at
             if conversation.status == ConversationStatus.BOT and last is not None and last < cutoff:
                 _close_locked(conversation, "the assistant after a quiet while")

@@ -21,7 +21,7 @@ from customer_service.models import (
     Sender,
 )
 from customer_service.services.bot import bot_settings_for
-from customer_service.services.conversations import NONE_LABEL, _add_message, _announce
+from customer_service.services.conversations import NONE_LABEL, _add_message, _announce, locked
 from customer_service.services.corrections import message_label_by_visitor
 from customer_service.services.handoff import hand_off_locked
 
@@ -83,7 +83,9 @@ def suggestion_choose(*, conversation: Conversation, message_id: Any, option: An
         )
     bot = bot_settings_for(organisation=conversation.organisation)
     with transaction.atomic():
-        conversation = Conversation.all_tenants.select_for_update().get(pk=conversation.pk)
+        organisation = conversation.organisation
+        conversation = locked(conversation.pk)  # NotFound when it was deleted meanwhile
+        conversation.organisation = organisation
         offered = (
             Message.all_tenants.select_for_update()
             .filter(conversation=conversation, pk=message_id, source=AnswerSource.SUGGESTIONS)

@@ -401,6 +401,44 @@ def test_idle_bot_conversations_are_closed_and_waiting_ones_kept(make_org):
 
 
 @pytest.mark.django_db
+def test_a_suggestion_chosen_in_a_conversation_deleted_meanwhile_is_not_found(make_org):
+    """The widget's socket holds its conversation; once the row is gone (its organisation's deletion), a
+    choice is a clear NotFound for the socket to answer with, not the ORM's DoesNotExist."""
+    organisation, _owner = make_org()
+    _bot, conversation, _t, greeting = _start(organisation)
+    Conversation.objects.for_org(organisation).filter(pk=conversation.pk).delete()
+    with pytest.raises(NotFound, match="No such conversation"):
+        services.suggestion_choose(conversation=conversation, message_id=greeting.pk, option=0)
+
+
+@pytest.mark.django_db
+def test_the_idle_sweep_skips_a_conversation_deleted_after_it_was_listed(make_org, monkeypatch):
+    """The sweep lists the idle conversations, then closes each under its lock: one deleted in between (its
+    organisation's deletion) is skipped, and the others are still closed (it failed the whole sweep)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core import statements
+
+    organisation, _owner = make_org()
+    _bot, gone, _t, _g = _start(organisation)
+    _bot, idle, _t, _g = _start(organisation)
+    Conversation.objects.for_org(organisation).update(last_message_at=timezone.now() - timedelta(hours=30))
+    row_get = statements.row_get
+
+    def deleted_first(model, *, lock=False, **equal):
+        if model is Conversation and equal.get("pk") == gone.pk:
+            Conversation.objects.for_org(organisation).filter(pk=gone.pk).delete()
+        return row_get(model, lock=lock, **equal)
+
+    monkeypatch.setattr(statements, "row_get", deleted_first)
+    assert services.conversations_close_idle(older_than_hours=24) == 1
+    assert not Conversation.objects.for_org(organisation).filter(pk=gone.pk).exists()
+    assert Conversation.objects.for_org(organisation).get(pk=idle.pk).status == ConversationStatus.CLOSED
+
+
+@pytest.mark.django_db
 def test_corrections_retrain_the_intent_model(bot_org):
     from core.jobs import services as jobs
     from core.jobs.models import JobStatus, TrainingJob
