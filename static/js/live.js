@@ -8,14 +8,19 @@
 // frame }`, the socket sends `frame` when it opens and every `every` ms (the inbox says its operator is still
 // there). Returns { refresh, stop, send } (send(frame): to the open socket, dropped when there is none).
 (function () {
+  const GIVE_UP_MS = 30000;
   function follow(options) {
     const every = options.every || 3000;
     let stopped = false, timer = null, socket = null, backoff = 1000, running = null, again = false, beat = null;
 
     function refresh() {
       if (running) { again = true; return running; }  // one at a time; a change meanwhile gets one more
-      running = Promise.resolve().then(options.refresh).catch(() => { /* offline for a moment */ })
-        .finally(() => { running = null; if (again && !stopped) { again = false; refresh(); } });
+      // a refresh that never ends (a request left without an answer) is given up, so the next one still comes
+      let giveUp = null;
+      const late = new Promise((resolve) => { giveUp = setTimeout(resolve, GIVE_UP_MS); });
+      running = Promise.race([Promise.resolve().then(options.refresh), late])
+        .catch(() => { /* offline for a moment */ })
+        .finally(() => { clearTimeout(giveUp); running = null; if (again && !stopped) { again = false; refresh(); } });
       return running;
     }
     function tick() {

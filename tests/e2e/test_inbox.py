@@ -110,3 +110,38 @@ def test_actions_follow_the_state_and_closed_conversations_are_found_in_the_hist
         expect(page.locator("#no-conversations")).to_have_text(
             "No closed conversation matches \u201cnobody wrote this\u201d."
         )
+
+
+def test_a_request_left_without_an_answer_does_not_stop_the_inbox(page):
+    """The inbox polls the list one request at a time: one that never got an answer (a dropped connection)
+    held every later poll behind it, so the list stayed empty for good. Now it is given up after its timeout
+    and the next poll shows the conversations."""
+    organisation, _owner = tenancy.organisation_sign_up(
+        organisation_name="Stalled Org", email="stalled.owner@example.com", password=PASSWORD
+    )
+    sam = _operator(organisation, "sam.stalled@example.com")
+    bot = services.bot_settings_for(organisation=organisation)
+    waiting = _chat(bot, "Can I talk to a human?")
+    held: list[str] = []
+
+    def hold_the_first_list(route) -> None:
+        if not held:
+            held.append(route.request.url)  # never answered: the request hangs as a dropped one would
+            return
+        route.continue_()
+
+    with asgi_server() as base:
+        page.goto(f"{base}/accounts/login/")
+        page.fill("input[name=username]", sam.email)
+        page.fill("input[name=password]", PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/dashboard/")
+        page.route("**/api/customer-service/conversations/?*", hold_the_first_list)
+        page.clock.install()
+        page.goto(f"{base}/customer-service/inbox/")
+        expect(page.locator("#conversations")).to_be_visible()
+        page.wait_for_timeout(1000)
+        assert len(held) == 1 and page.locator("tr.conversation").count() == 0
+        page.clock.run_for(16_000)  # past the request's timeout; the next poll comes 3 s after it ends
+        page.clock.run_for(4_000)
+        expect(page.locator(f'tr[data-id="{waiting.pk}"]')).to_have_count(1)

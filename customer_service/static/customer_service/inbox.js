@@ -15,15 +15,28 @@
   let shownIds = [];  // the list's conversation ids, in order (j / k move through them)
   const baseTitle = document.title;
 
+  // A request that gets no answer is given up after REQUEST_TIMEOUT_MS: the poll that waits for it goes on
+  // (one request left hanging, a dropped connection, stopped the list and the open conversation for good) and
+  // the browser's connection is freed.
+  const REQUEST_TIMEOUT_MS = 15000;
   async function call(method, path, body) {
-    const res = await fetch(api + path, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const data = res.status === 204 ? null : await res.json();
-    if (!res.ok) throw new Error((data && data.error && data.error.message) || res.statusText);
-    return data;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const res = await fetch(api + path, {
+        method, credentials: "same-origin", signal: abort.signal,
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      const data = res.status === 204 ? null : await res.json();
+      if (!res.ok) throw new Error((data && data.error && data.error.message) || res.statusText);
+      return data;
+    } catch (e) {
+      if (e.name === "AbortError") throw new Error("The server did not answer in time: trying again.");
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
   }
   function showError(message, id) { const el = $(id || "inbox-error"); el.textContent = message; el.hidden = !message; }
   const when = (iso, long) => iso ? (long ? new Date(iso).toLocaleString() : new Date(iso).toLocaleTimeString()) : "";
