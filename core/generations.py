@@ -120,8 +120,7 @@ class GenerationCache(Generic[T]):
 
     def token_keys(self, organisation) -> list[str]:
         """The Redis keys of the organisation's tokens that ``get`` reads (for ``prefetched``)."""
-        stamp = organisation_stamp(organisation)
-        return [f"gen:{stamp}:{scope}" for scope in self.scopes]
+        return [token_key(organisation, scope) for scope in self.scopes]
 
     def _redis_tokens(self, organisation) -> tuple[Any, ...]:
         keys = self.token_keys(organisation)

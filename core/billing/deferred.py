@@ -127,17 +127,6 @@ redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 return 1
 """
 
-# A reservation before the work (``core.billing.streamed``): take ``quantity`` of the period's counter only if
-# it stays within the limit, so concurrent requests can never pass it. KEYS[1]: the counter; ARGV: quantity,
-# limit. {0} taken; {2, used} refused; {3} the counter has not started (the caller seeds it and asks again).
-_RESERVE = """
-local used = redis.call('GET', KEYS[1])
-if not used then return {3} end
-if tonumber(used) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {2, used} end
-redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-return {0}
-"""
-
 # Settling a reservation once the work is done: move the counter by what was used less what was reserved
 # (unless the counter went meanwhile: it is seeded again from the database) and append the ledger entry, in
 # one step. KEYS[1]: the counter, KEYS[2]: the stream; ARGV[1]: the difference, then the entry's fields.
@@ -149,12 +138,15 @@ if #ARGV > 1 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2)) end
 return 1
 """
 
-# ``_RESERVE`` with the ledger entry of the reserved quantity appended in the same step (work whose charge is
-# known before it runs: ``core.billing.streamed.metered_streamed(upfront=True)``) and other keys read too (a
-# hot path's generation tokens, ``core.generations``), so that such a request makes one Redis call for its
-# meter and its cached state. KEYS[1]: the counter, KEYS[2]: the stream, KEYS[3..]: the keys to read; ARGV:
-# quantity, limit, then the entry's field names and values (none: no entry). The reply's last item is the read
-# keys' values (a list, false for a missing key) after ``_RESERVE``'s {0}, {2, used} or {3}.
+# A reservation before the work (``core.billing.streamed``): take ``quantity`` of the period's counter only if
+# it stays within the limit, so concurrent requests can never pass it; with the ledger entry of the reserved
+# quantity appended in the same step (work whose charge is known before it runs:
+# ``core.billing.streamed.metered_streamed(upfront=True)``) and other keys read too (a hot path's generation
+# tokens, ``core.generations``), so that such a request makes one Redis call for its meter and its cached
+# state. KEYS[1]: the counter, KEYS[2]: the stream, KEYS[3..]: the keys to read; ARGV: quantity, limit, then
+# the entry's field names and values (none: no entry). {0, reads} taken; {2, used, reads} refused; {3, reads}
+# the counter has not started (the caller seeds it and asks again); reads: the read keys' values (false for a
+# missing key).
 _TAKE = """
 local reads = {}
 if #KEYS > 2 then reads = redis.call('MGET', unpack(KEYS, 3)) end
@@ -186,7 +178,6 @@ def redis_client():
             _scripts["admit"] = _client.register_script(_ADMIT)
             _scripts["add"] = _client.register_script(_ADD_IF_PRESENT)
             _scripts["charge"] = _client.register_script(_CHARGE)
-            _scripts["reserve"] = _client.register_script(_RESERVE)
             _scripts["settle"] = _client.register_script(_SETTLE)
             _scripts["take"] = _client.register_script(_TAKE)
     return _client
@@ -388,16 +379,8 @@ def charge(*, organisation, meter: str, quantity: float, period: str, ledger: "L
 def reserve(*, organisation, meter: str, quantity: float, limit: float, period: str) -> float | None:
     """Take ``quantity`` of the period's counter if the limit allows it: None when taken, else the use that
     refused it. ``settle`` ends every reservation."""
-    client = redis_client()
-    keys, args = [used_key(organisation, meter, period)], [repr(float(quantity)), repr(float(limit))]
-    for _attempt in range(3):
-        reply = _scripts["reserve"](keys=keys, args=args, client=client)
-        if int(reply[0]) == 0:
-            return None
-        if int(reply[0]) == 2:
-            return float(reply[1])
-        _seed(client, organisation, meter, period)
-    raise RuntimeError("could not seed the quota counter")
+    taken = take(organisation=organisation, meter=meter, quantity=quantity, limit=limit, period=period)
+    return taken.refused_at
 
 
 @dataclass(frozen=True)

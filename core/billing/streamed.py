@@ -188,16 +188,12 @@ def metered_streamed(
         with prefetched(dict(zip(keys, taken.values, strict=True))) if keys else nullcontext():
             result, amount, line_metadata = billing.Charge.of(run(), quantity=quantity, metadata=metadata)
     except BaseException:
-        _settled(organisation, meter, quantity, 0, period, api_key_id, charged, metadata or {}, "failed")
+        failed = "the work failed"
+        _settled(organisation, meter, quantity, 0, period, api_key_id, charged, metadata or {}, failed)
         raise
-    _settled(organisation, meter, quantity, amount, period, api_key_id, charged, line_metadata, "another")
+    another = "the work used another quantity"
+    _settled(organisation, meter, quantity, amount, period, api_key_id, charged, line_metadata, another)
     return result
-
-
-_CORRECTIONS = {
-    "failed": "the work failed",
-    "another": "the work used another quantity",
-}
 
 
 def _settled(
@@ -209,14 +205,15 @@ def _settled(
     api_key_id: int | None,
     charged: "deferred.LedgerEntry | None",
     metadata: dict[str, Any],
-    why: str,
+    correction: str,
 ) -> None:
     """End ``metered_streamed``'s reservation: the line of what was used (none for 0), or, when the reserved
-    quantity was ``charged`` up front, a correction of the difference (none when there is none)."""
+    quantity was ``charged`` up front, a correction of the difference (none when there is none), which says
+    ``correction`` in its metadata."""
     if charged is None:
         amount, line = float(used), metadata
     else:
-        amount, line = float(used) - float(reserved), {**metadata, "correction": _CORRECTIONS[why]}
+        amount, line = float(used) - float(reserved), {**metadata, "correction": correction}
         if not amount:
             return
     entry = None
