@@ -13,6 +13,7 @@ from core.billing import services as billing
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from tests.asgi_client import asgi_call
 from tests.recommender.conftest import train_now
+from tests.redis_commands import redis_commands
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the fast path's threads read committed rows
@@ -203,15 +204,11 @@ def test_the_api_calls_quota_is_reserved_with_the_rate_limit_and_given_back_when
     assert UsageEvent.objects.for_org(org).filter(meter="api_calls").count() == 3
 
 
-def test_the_recommendation_meter_is_reserved_with_the_call_and_settled_with_its_line(
-    shop, make_key, monkeypatch
-):
+def test_the_recommendation_meter_is_reserved_with_the_call_and_settled_with_its_line(shop, make_key):
     """``FastRoute.meter``: the served recommendation is reserved in the admitting script and its ledger line
     goes with the call's in the settling one: two Redis scripts a request and no other write (four before:
     admit, reserve, settle, append), one ledger entry whose two lines the flusher writes once each."""
     import threading
-
-    import redis.client
 
     org, _ = shop
     train_now(org)
@@ -220,18 +217,13 @@ def test_the_recommendation_meter_is_reserved_with_the_call_and_settled_with_its
     period = billing.period_bounds()[2]
     assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200  # warm: models, tokens, counters
     flusher.ledger_drain()
-    commands: list[str] = []
-    original = redis.client.Redis.execute_command
 
-    def counted(self, *args, **kwargs):
-        if threading.current_thread().name.startswith("fast-routes"):  # the calls', not the flusher's
-            commands.append(str(args[0]).upper())
-        return original(self, *args, **kwargs)
+    def in_a_call() -> bool:  # the calls' commands, not the flusher's
+        return threading.current_thread().name.startswith("fast-routes")
 
-    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
-    for _ in range(3):
-        assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
-    monkeypatch.undo()
+    with redis_commands(in_a_call) as commands:
+        for _ in range(3):
+            assert _call(FAST, path, "user=u0&k=2", _bearer(secret))[0] == 200
     writes = [c for c in commands if c not in ("MGET", "GET")]  # the generation tokens' read
     assert writes == ["EVALSHA", "EVALSHA"] * 3, commands
     flusher.ledger_drain()

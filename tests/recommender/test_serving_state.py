@@ -11,6 +11,7 @@ from core.registry.models import ModelVersion
 from core.registry.services import promotion
 from recommender.services import catalogue, diversity, events, experiments, serving
 from tests.recommender.conftest import train_now
+from tests.redis_commands import redis_commands
 
 pytestmark = [
     pytest.mark.skipif(not generations.in_redis(), reason="the tokens live in Redis (REDIS_URL)"),
@@ -87,10 +88,6 @@ def test_a_warm_request_makes_one_redis_call_for_its_meter_and_tokens_and_is_cha
     """The served meter is charged up front with the serving state's tokens read in the same Redis call, so
     a warm request makes two round trips (that call and the history's statement); its one ledger line is
     written once, and a request whose work fails is corrected back to nothing."""
-    import threading
-
-    import redis
-
     from core.billing import flusher
     from core.billing import services as billing
     from core.billing.models import UsageEvent
@@ -100,18 +97,8 @@ def test_a_warm_request_makes_one_redis_call_for_its_meter_and_tokens_and_is_cha
     _serve(org)
     flusher.ledger_drain()
     before = billing.period_used(organisation=org, meter=serving.SERVED_METER)
-    commands: list[str] = []
-    original = redis.client.Redis.execute_command
-
-    def counted(self, *args, **kwargs):
-        if threading.current_thread() is threading.main_thread():  # the request's, not the flusher's
-            commands.append(str(args[0]).upper())
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
-    with CaptureQueriesContext(connection) as queries:
+    with redis_commands() as commands, CaptureQueriesContext(connection) as queries:
         answer = _serve(org)
-    monkeypatch.undo()
     assert answer["items"] and commands == ["EVALSHA"], commands
     assert len(queries.captured_queries) == 1
     monkeypatch.setattr(serving, "_why", lambda **kwargs: 1 / 0)

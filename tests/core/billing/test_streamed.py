@@ -9,6 +9,7 @@ from core.billing import deferred, flusher, streamed
 from core.billing import services as billing
 from core.billing.models import Plan, PlanLimit, UsageEvent
 from core.errors import QuotaExceeded
+from tests.redis_commands import redis_commands
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -181,38 +182,25 @@ def test_with_a_flusher_process_the_charging_process_starts_no_thread_and_the_pr
 
 
 def test_an_upfront_charge_is_one_redis_call_and_a_correction_line_when_the_work_used_another_quantity(
-    make_org, make_key, monkeypatch
+    make_org, make_key
 ):
     """``upfront=True``: the ledger line of the reserved quantity is appended by the reserving call itself
     (one Redis call, nothing to settle after the work); work that raises, or charges another quantity, is
     corrected by a line of the difference: the ledger and the counter say what was used."""
-    import threading
-
-    import redis
-
     org, _ = make_org()
     key, _secret = make_key(org, scopes=["predict"])
     period = billing.period_bounds()[2]
     streamed.metered_streamed(lambda: "warm", organisation=org, meter=METER, upfront=True)  # seeds it
-    commands: list[str] = []
-    original = redis.client.Redis.execute_command
-
-    def counted(self, *args, **kwargs):
-        if threading.current_thread() is threading.main_thread():  # the request's, not the flusher's
-            commands.append(str(args[0]).upper())
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
-    result = streamed.metered_streamed(
-        lambda: "done",
-        organisation=org,
-        meter=METER,
-        quantity=3,
-        api_key=key,
-        metadata={"v": 7},
-        upfront=True,
-    )
-    monkeypatch.undo()
+    with redis_commands() as commands:
+        result = streamed.metered_streamed(
+            lambda: "done",
+            organisation=org,
+            meter=METER,
+            quantity=3,
+            api_key=key,
+            metadata={"v": 7},
+            upfront=True,
+        )
     assert result == "done" and commands == ["EVALSHA"], commands
     with pytest.raises(RuntimeError):
         streamed.metered_streamed(
