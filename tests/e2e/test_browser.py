@@ -12,11 +12,11 @@ from core.billing.models import UsageEvent
 from core.jobs.models import TrainingJob
 from core.tenancy import services as tenancy
 from core.tenancy.models import ApiKey, Organisation
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.worker import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 SCREENSHOT = "/tmp/e2e_usage.png"
 
 
@@ -88,11 +88,7 @@ def test_jobs_page_follows_progress_without_reload(live_server, page):
         organisation=org, kind="usage.export", status="running", progress=0.1, queue="default"
     )
 
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", owner.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/dashboard/")
+    log_in(page, base, owner.email)
 
     page.goto(f"{base}/jobs/")
     row = page.locator(f'tr[data-job="{job.pk}"]')
@@ -129,11 +125,7 @@ def test_job_page_shows_step_loss_and_eta_live(live_server, page):
     job = TrainingJob.all_tenants.create(
         organisation=org, kind="ml.train", status="running", progress=0.08, queue="train", metrics=metrics
     )
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", owner.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/dashboard/")
+    log_in(page, base, owner.email)
     page.goto(f"{base}/jobs/{job.pk}/")
     cell = page.locator(f'[data-metrics-for="{job.pk}"]')
     expect(cell).to_have_text("step 10/120 · loss 1.5000 · ETA 300 s")

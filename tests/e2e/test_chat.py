@@ -13,11 +13,11 @@ from core.tenancy.models import Membership, Role, User
 from customer_service import services
 from customer_service.models import Conversation, ConversationStatus, Message
 from tests.customer_service.conftest import train_intent_model
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 PARKING = "Every branch has free customer parking behind the building, with spaces for bicycles too."
 
 
@@ -93,11 +93,7 @@ def test_visitor_chats_on_a_customer_site_and_an_operator_takes_over(browser):
         operator_context = browser.new_context(viewport={"width": 1280, "height": 900})
         operator_context.set_default_timeout(20_000)
         inbox = operator_context.new_page()
-        inbox.goto(f"{base}/accounts/login/")
-        inbox.fill("input[name=username]", operator.email)
-        inbox.fill("input[name=password]", PASSWORD)
-        inbox.get_by_role("button", name="Log in").click()
-        inbox.wait_for_url(f"{base}/dashboard/")
+        log_in(inbox, base, operator.email)
         inbox.goto(f"{base}/customer-service/")
         inbox.click("#open-inbox")
         waiting = inbox.locator("tr.conversation.waiting")

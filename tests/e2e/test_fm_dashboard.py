@@ -19,13 +19,13 @@ from playwright.sync_api import expect
 from core.tenancy import services as tenancy
 from finance_monitor.services import dashboard
 from finance_monitor.services.trends import document_classified
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.finance_monitor.planting import NEG, NEU
 from tests.finance_monitor.test_dashboard import put
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 POS = {"positive": 0.8, "neutral": 0.15, "negative": 0.05}
 
 
@@ -66,11 +66,7 @@ def test_dashboard_charts_live_feed_drill_down_and_export(page, tmp_path):
     put(organisation, [f"Quiet session, item {i}" for i in range(3)], "macro", NEU, now - timedelta(hours=5))
 
     with asgi_server() as base:
-        page.goto(f"{base}/accounts/login/")
-        page.fill("input[name=username]", owner.email)
-        page.fill("input[name=password]", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{base}/dashboard/")
+        log_in(page, base, owner.email)
         page.goto(f"{base}/finance-monitor/")
         # the charts: Chart.js instances holding the buckets' points
         points = page.evaluate(

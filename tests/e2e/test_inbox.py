@@ -7,11 +7,11 @@ from playwright.sync_api import expect
 from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, Role, User
 from customer_service import services
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 JANE = "Hi, I am Jane Roe (jane.roe@example.com): my parcel never arrived"
 
 
@@ -52,11 +52,7 @@ def test_actions_follow_the_state_and_closed_conversations_are_found_in_the_hist
                 expect(page.locator(selector)).to_be_hidden()
 
     with asgi_server() as base:
-        page.goto(f"{base}/accounts/login/")
-        page.fill("input[name=username]", sam.email)
-        page.fill("input[name=password]", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{base}/dashboard/")
+        log_in(page, base, sam.email)
         page.goto(f"{base}/customer-service/inbox/")
         rows = page.locator("tr.conversation")
         expect(rows).to_have_count(2)  # open ones only: the waiting one and Lee's
@@ -131,11 +127,7 @@ def test_a_request_left_without_an_answer_does_not_stop_the_inbox(page):
         route.continue_()
 
     with asgi_server() as base:
-        page.goto(f"{base}/accounts/login/")
-        page.fill("input[name=username]", sam.email)
-        page.fill("input[name=password]", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{base}/dashboard/")
+        log_in(page, base, sam.email)
         page.route("**/api/customer-service/conversations/?*", hold_the_first_list)
         page.clock.install()
         page.goto(f"{base}/customer-service/inbox/")

@@ -9,11 +9,11 @@ from core.tenancy import services as tenancy
 from core.tenancy.models import Membership, Role, User
 from customer_service import services
 from customer_service.models import ConversationStatus, InternalNote, Message, Sender
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 PAGE = "https://shop.example.com/checkout?step=2"
 
 
@@ -29,11 +29,7 @@ def test_keyboard_takes_over_and_replies_with_a_saved_reply_and_a_note_stays_int
     bot = services.bot_settings_for(organisation=organisation)
 
     with asgi_server() as base:
-        page.goto(f"{base}/accounts/login/")
-        page.fill("input[name=username]", sam.email)
-        page.fill("input[name=password]", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{base}/dashboard/")
+        log_in(page, base, sam.email)
         page.goto(f"{base}/customer-service/inbox/")
         expect(page.locator("#no-conversations")).to_be_visible()
         expect(page.locator("#shortcuts")).to_contain_text("Take over the open conversation")

@@ -8,10 +8,10 @@ from playwright.sync_api import expect
 
 from core.jobs.models import TrainingJob
 from core.tenancy import services as tenancy
+from tests.e2e.accounts import PASSWORD, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 
 # A stand-in for the browser's WebSocket that the test drives: live_server has no websocket endpoint.
 FAKE_SOCKET = """
@@ -27,14 +27,6 @@ window.WebSocket = class {
 """
 
 
-def _log_in(page, base: str, email: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/dashboard/")
-
-
 def test_socket_frames_update_at_once_and_a_dropped_socket_reconnects(live_server, page):
     org, owner = tenancy.organisation_sign_up(
         organisation_name="Live Org", email="live.owner@example.com", password=PASSWORD
@@ -43,7 +35,7 @@ def test_socket_frames_update_at_once_and_a_dropped_socket_reconnects(live_serve
         organisation=org, kind="usage.export", status="running", progress=0.1, queue="default"
     )
     page.add_init_script(FAKE_SOCKET)
-    _log_in(page, live_server.url, owner.email)
+    log_in(page, live_server.url, owner.email)
     page.goto(f"{live_server.url}/jobs/")
     row = page.locator(f'tr[data-job="{job.pk}"]')
     expect(row.locator(".bar > span")).to_have_attribute("style", re.compile(r"width:\s*10%"))
@@ -80,7 +72,7 @@ def test_without_a_socket_the_inbox_and_jobs_follow_by_polling(live_server, page
         organisation=org, kind="usage.export", status="running", progress=0.2, queue="default"
     )
     page.add_init_script("window.WebSocket = undefined;")
-    _log_in(page, live_server.url, owner.email)
+    log_in(page, live_server.url, owner.email)
     page.goto(f"{live_server.url}/jobs/")
     row = page.locator(f'tr[data-job="{job.pk}"]')
     TrainingJob.all_tenants.filter(pk=job.pk).update(progress=0.9, message="polled")

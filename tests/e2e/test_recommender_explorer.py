@@ -8,20 +8,11 @@ from playwright.sync_api import expect
 
 from core.tenancy import services as tenancy
 from recommender.services import catalogue, events
+from tests.e2e.accounts import PASSWORD, log_in
 from tests.recommender.conftest import ITEMS, shop_events, train_now
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "e2e-Trellis-pass-42"
-
-
-def log_in(page, base: str, email: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/dashboard/")
 
 
 def explore(page, base: str, user: str) -> None:

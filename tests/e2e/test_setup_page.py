@@ -8,19 +8,11 @@ from playwright.sync_api import expect
 from core.tenancy import services as tenancy
 from customer_service import services
 from customer_service.models import AnswerTemplate, Article
+from tests.e2e.accounts import PASSWORD, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "e2e-Trellis-pass-42"
 TABS = ["answers", "knowledge", "model", "widget"]
-
-
-def _log_in(page, base, email):
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/dashboard/")
 
 
 def _only_visible(page, tab):
@@ -35,7 +27,7 @@ def test_each_form_saves_on_its_own_tab_and_a_refused_one_keeps_its_input(live_s
     organisation, owner = tenancy.organisation_sign_up(
         organisation_name="Setup Org", email="setup.owner@example.com", password=PASSWORD
     )
-    _log_in(page, base, owner.email)
+    log_in(page, base, owner.email)
 
     page.goto(f"{base}/customer-service/")
     expect(page.locator(".tab-bar a")).to_have_text(
@@ -100,7 +92,7 @@ def test_without_javascript_every_section_shows(live_server, browser):
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
-        _log_in(page, base, owner.email)
+        log_in(page, base, owner.email)
         page.goto(f"{base}/customer-service/#model")
         expect(page.locator(".tab-bar")).to_have_count(0)
         for name in TABS:

@@ -13,7 +13,8 @@ from core.tenancy.models import Membership, Role, User
 from customer_service import services
 from customer_service.models import Conversation, Message
 from customer_service.services import branding
-from tests.e2e.test_chat import PARKING, PASSWORD, _shop_page, customer_site
+from tests.e2e.accounts import PASSWORD, log_in
+from tests.e2e.test_chat import PARKING, _shop_page, customer_site
 from tests.worker import asgi_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -135,11 +136,7 @@ def test_operator_and_visitor_see_each_other_typing(browser):
         operator_context = browser.new_context(viewport={"width": 1280, "height": 900})
         operator_context.set_default_timeout(20_000)
         inbox = operator_context.new_page()
-        inbox.goto(f"{base}/accounts/login/")
-        inbox.fill("input[name=username]", sam.email)
-        inbox.fill("input[name=password]", PASSWORD)
-        inbox.get_by_role("button", name="Log in").click()
-        inbox.wait_for_url(f"{base}/dashboard/")
+        log_in(inbox, base, sam.email)
         inbox.goto(f"{base}/customer-service/inbox/")
         inbox.locator(f'tr[data-id="{conversation.pk}"] a').click()
         inbox.click("#take-over")
