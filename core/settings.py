@@ -303,6 +303,10 @@ FM_DEFAULT_FINE_TUNE = env.bool("FM_DEFAULT_FINE_TUNE", default=False)
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
 ML_TRAIN_THREADS = env.int("ML_TRAIN_THREADS", default=2)
 ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
+# int8 serving's product: "auto" times torch's int8 kernel against float32 once per process; where int8 is not
+# the faster (no AVX-512 VNNI or AMX: fifty times slower), versions serve their float model
+# (core.registry.services.serving.serves_int8); "int" or "float" serve int8 on that kernel (core.ml.quantize).
+ML_INT8_KERNEL = env.str("ML_INT8_KERNEL", default="auto")
 # None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.
 ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)

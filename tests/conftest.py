@@ -16,6 +16,10 @@ os.environ.setdefault("ML_WARMUP", "0")
 # Feeds and webhooks in the tests are served on 127.0.0.1, which the outbound guard refuses by default
 # (core.outbound); the servers and workers the tests start inherit this. test_outbound.py turns it off.
 os.environ.setdefault("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
+# Versions that pass their int8 gate serve int8 in the tests on every machine, on the float32 kernel (the same
+# answers as torch's int8 kernel, which is fifty times slower on CPUs without VNNI); `auto`, which serves the
+# float model where int8 is not faster, is tested in tests/core/api/test_online_batching.py.
+os.environ.setdefault("ML_INT8_KERNEL", "float")
 # Models and datasets the tests write go to a folder of this run, not to the checkout's var/: the tests'
 # first organisation has id 1 like `make run`'s demo organisation, and its models would replace the demo's
 # (a test store path is the same organisation/app/task/version as the demo's). Servers and workers inherit it.
@@ -33,6 +37,7 @@ from core.tenancy.models import Role  # noqa: E402
 
 settings.ML_WARMUP = environ.Env().bool("ML_WARMUP")  # pytest-django read the settings before this file
 settings.OUTBOUND_ALLOW_NETWORKS = environ.Env().list("OUTBOUND_ALLOW_NETWORKS")
+settings.ML_INT8_KERNEL = os.environ["ML_INT8_KERNEL"]
 settings.MODEL_STORE = Path(os.environ["MODEL_STORE"])
 settings.DATASET_STORE = Path(os.environ["DATASET_STORE"])
 # Passwords hashed with one PBKDF2 iteration (tests/hashers.py); the default hashers still verify them.

@@ -177,7 +177,7 @@ def load_predictor(
     apply_threads(runtime)
     model, tokenizer, manifest = load_model(directory=Path(directory), runtime=runtime)
     device = "cpu" if quantized else resolve_device(runtime)
-    model = quantize_rows_int8(model) if quantized else model.to(device)
+    model = quantize_rows_int8(model, kernel=runtime.int8_kernel) if quantized else model.to(device)
     lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     max_length = int(manifest["hyperparameters"]["max_length"])
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
@@ -215,10 +215,11 @@ def _int8_key(key: str) -> str:
     return "" if key.startswith("own:") else f"{key.rsplit(':', 1)[0]}:int8@cpu"
 
 
-def int8_copy(predictor: Predictor) -> Predictor:
-    """The same version served in int8 (what the gate measures against the float model)."""
+def int8_copy(predictor: Predictor, *, kernel: str = "auto") -> Predictor:
+    """The same version served in int8 (what the gate measures against the float model); ``kernel``: see
+    ``core.ml.quantize.matmul_kernel``."""
     return Predictor(
-        model=quantize_rows_int8(predictor.model),
+        model=quantize_rows_int8(predictor.model, kernel=kernel),
         tokenizer=predictor.tokenizer,
         labels=predictor.labels,
         version=predictor.version,

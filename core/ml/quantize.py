@@ -12,11 +12,24 @@ against 0.94-0.98 (``bench/int8_batching.py``, BENCHMARKS.md section 16).
 
 The feed-forward block's second layer reads the GELU's output, almost all of it positive: its rows also get a
 zero point (their [min, max] mapped onto 254 levels), so they keep their resolution. Torch only; no Django.
+
+**The product's kernel is chosen per machine** (``matmul_kernel``). ``torch._int_mm`` is fast where the
+CPU has int8 dot-product instructions (AVX-512 VNNI, AMX) and a reference loop where it has not: on an AMD
+EPYC with AVX2 only it took 30 ms for a (32 x 384) x (384 x 1536) product that float32 does in 0.6 ms, and a
+text's int8 embedding 187 ms against float's 13 (BENCHMARKS.md section 24). The same integer product is exact
+in float32 (each term is at most 128 x 127: a sum passes 2**24, the last of float32's exact integers, only
+if a thousand of a row's terms sit at that extreme with one sign), so the ``"float"`` kernel multiplies the
+int8 values held as float32: bit for bit the same answers, at about float's speed, with a float copy of the
+int8 weights. ``"auto"`` times both kernels once per process and thread count and keeps the faster; where
+that is float32, int8 brings nothing and the registry serves the version's float model
+(``core.registry.services.serving.serves_int8``).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from typing import TypeVar
 
 import torch
@@ -25,6 +38,43 @@ from torch import nn
 M = TypeVar("M", bound=nn.Module)
 
 LEVELS = 254.0  # steps between a row's min and max: the rounded extremes stay inside int8 (-128 .. 126/127)
+KERNELS = ("auto", "int", "float")  # how the int8 product is computed: chosen by timing, ``_int_mm``, float32
+
+_kernel_choice: dict[int, str] = {}  # torch's thread count -> the kernel ``auto`` chose in this process
+_kernel_lock = threading.Lock()
+
+
+def _best_of(call, repeats: int = 3) -> float:
+    call()  # the first call pays for allocations and the library's own set-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def matmul_kernel(kernel: str = "auto") -> str:
+    """``"int"`` (``torch._int_mm``) or ``"float"`` (the int8 values multiplied as float32: the same
+    integers). ``"auto"``: whichever computes a layer's product faster here, timed once per process and thread
+    count on an encoder layer's shape (a few milliseconds; 0.1 s where ``_int_mm`` is the slow one)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"Unknown int8 kernel {kernel!r}; use one of {', '.join(KERNELS)}.")
+    if kernel != "auto":
+        return kernel
+    threads = torch.get_num_threads()
+    with _kernel_lock:
+        chosen = _kernel_choice.get(threads)
+        if chosen is None:
+            generator = torch.Generator().manual_seed(0)
+            q = torch.randint(-127, 128, (32, 384), dtype=torch.int8, generator=generator)
+            weight_t = torch.randint(-127, 128, (384, 384), dtype=torch.int8, generator=generator)
+            q_float, weight_float = q.float(), weight_t.float()
+            with torch.inference_mode():
+                as_int = _best_of(lambda: torch._int_mm(q, weight_t))
+                as_float = _best_of(lambda: torch.mm(q_float, weight_float))
+            chosen = _kernel_choice[threads] = "int" if as_int <= as_float else "float"
+    return chosen
 
 
 class RowInt8Linear(nn.Module):
@@ -32,11 +82,12 @@ class RowInt8Linear(nn.Module):
     time; with ``zero_point`` also a zero point per row, for inputs that are mostly of one sign)."""
 
     weight_t: torch.Tensor
+    weight_t_float: torch.Tensor | None
     weight_scale: torch.Tensor
     column_sums: torch.Tensor
     bias: torch.Tensor
 
-    def __init__(self, linear: nn.Linear, *, zero_point: bool = False) -> None:
+    def __init__(self, linear: nn.Linear, *, zero_point: bool = False, kernel: str = "auto") -> None:
         super().__init__()
         weight = linear.weight.detach().float().cpu()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
@@ -49,6 +100,17 @@ class RowInt8Linear(nn.Module):
         self.register_buffer("column_sums", quantized.to(torch.int32).sum(dim=1).float())
         bias = linear.bias.detach().float().cpu() if linear.bias is not None else torch.zeros(scale.shape)
         self.register_buffer("bias", bias)
+        self.kernel = matmul_kernel(kernel)
+        # the int8 weights as float32 for the float kernel (exact: small integers); not saved with the state
+        weight_float = quantized.t().float() if self.kernel == "float" else None
+        self.register_buffer("weight_t_float", weight_float, persistent=False)
+
+    def _product(self, q: torch.Tensor) -> torch.Tensor:
+        """The exact int8 product of ``q`` (whole numbers in int8's range, held as float32) and the weights,
+        as float32."""
+        if self.weight_t_float is not None:
+            return torch.mm(q, self.weight_t_float)
+        return torch._int_mm(q.to(torch.int8), self.weight_t).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
@@ -58,12 +120,12 @@ class RowInt8Linear(nn.Module):
             step = (rows.amax(dim=1, keepdim=True) - low).mul_(1.0 / LEVELS).clamp_(min=1e-12)
             inverse = step.reciprocal()
             zero = low.mul(inverse).round_().add_(128.0)  # x ~ step * (q + zero): q = round(x / step) - zero
-            q = rows.mul(inverse).sub_(zero).round_().to(torch.int8)
-            product = torch._int_mm(q, self.weight_t).float().addr_(zero.squeeze(1), self.column_sums)
+            q = rows.mul(inverse).sub_(zero).round_().clamp_(-128.0, 127.0)
+            product = self._product(q).addr_(zero.squeeze(1), self.column_sums)
         else:
             step = rows.abs().amax(dim=1, keepdim=True).mul_(1.0 / 127.0).clamp_(min=1e-12)
-            q = rows.mul(step.reciprocal()).round_().to(torch.int8)
-            product = torch._int_mm(q, self.weight_t).float()
+            q = rows.mul(step.reciprocal()).round_().clamp_(-128.0, 127.0)
+            product = self._product(q)
         out = product.mul_(step).mul_(self.weight_scale).add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
@@ -76,7 +138,7 @@ class FusedRowInt8(nn.Module):
     product was not of (another thread's forward came between, or a model that feeds its parts different
     inputs), it computes again: only the work is shared, never an answer."""
 
-    def __init__(self, linears: list[nn.Linear]) -> None:
+    def __init__(self, linears: list[nn.Linear], *, kernel: str = "auto") -> None:
         super().__init__()
         stacked = nn.Linear(linears[0].in_features, sum(layer.out_features for layer in linears))
         with torch.no_grad():
@@ -91,7 +153,7 @@ class FusedRowInt8(nn.Module):
                     ]
                 )
             )
-        self.layer = RowInt8Linear(stacked)
+        self.layer = RowInt8Linear(stacked, kernel=kernel)
         self.sizes = [layer.out_features for layer in linears]
         self._last: tuple[torch.Tensor, list[torch.Tensor | None]] | None = None
 
@@ -133,9 +195,10 @@ def _after_activation(name: str) -> bool:
     return name.endswith("output.dense") and ".attention." not in f".{name}"
 
 
-def quantize_rows_int8(model: M) -> M:
+def quantize_rows_int8(model: M, *, kernel: str = "auto") -> M:
     """A copy of ``model`` (on CPU) with every ``nn.Linear`` as a ``RowInt8Linear``; an attention block's
-    query, key and value as one ``FusedRowInt8``."""
+    query, key and value as one ``FusedRowInt8``. ``kernel``: see ``matmul_kernel``."""
+    kernel = matmul_kernel(kernel)
     out = copy.deepcopy(model).cpu()
     for parent_name, parent in list(out.named_modules()):
         children = dict(parent.named_children())
@@ -144,11 +207,12 @@ def quantize_rows_int8(model: M) -> M:
             if all(isinstance(layer, nn.Linear) for layer in layers) and (
                 len({layer.in_features for layer in layers}) == 1  # type: ignore[union-attr]
             ):
-                fused = FusedRowInt8(layers)  # type: ignore[arg-type]
+                fused = FusedRowInt8(layers, kernel=kernel)  # type: ignore[arg-type]
                 for index, name in enumerate(names):
                     setattr(parent, name, _Part(fused, index))
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 full = f"{parent_name}.{name}" if parent_name else name
-                setattr(parent, name, RowInt8Linear(child, zero_point=_after_activation(full)))
+                layer = RowInt8Linear(child, zero_point=_after_activation(full), kernel=kernel)
+                setattr(parent, name, layer)
     return out

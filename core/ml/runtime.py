@@ -40,6 +40,7 @@ class Runtime:
     base_model_path: str | None = None
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     threads: int = 2
+    int8_kernel: str = "auto"  # how int8 serving multiplies: "auto" | "int" | "float" (core.ml.quantize)
 
 
 def resolve_device(runtime: Runtime) -> str:

@@ -128,9 +128,14 @@ def quantization_gate(
     """
     if not rows:
         raise MLError("The quantization gate needs held-out rows.")
-    cpu = Runtime(base_model_path=runtime.base_model_path, device="cpu", threads=runtime.threads)
+    cpu = Runtime(
+        base_model_path=runtime.base_model_path,
+        device="cpu",
+        threads=runtime.threads,
+        int8_kernel=runtime.int8_kernel,
+    )
     float_predictor = load_predictor(directory=directory, version="gate", runtime=cpu)
-    quantized = _torch_side().int8_copy(float_predictor)
+    quantized = _torch_side().int8_copy(float_predictor, kernel=runtime.int8_kernel)
     started = time.perf_counter()
     float_acc, float_f1, float_labels = _accuracy_and_f1(float_predictor, rows)
     float_s, started = time.perf_counter() - started, time.perf_counter()

@@ -109,9 +109,10 @@ def job_fine_tune(request, job_id: int):
 
 @member_required()
 def models_page(request):
-    return render(
-        request, "registry/models.html", {"versions": selectors.model_list(organisation=request.organisation)}
-    )
+    versions = list(selectors.model_list(organisation=request.organisation))
+    for version in versions:  # which weights answer in this process (int8 only where it pays here)
+        version.serving = services.serving_path(version=version)
+    return render(request, "registry/models.html", {"versions": versions})
 
 
 @member_required()
@@ -144,6 +145,7 @@ def _model_page(request, version, *, status: int = 200, **extra):
     rows = [(labels[i], [(n, f"{n / peak:.2f}") for n in row]) for i, row in enumerate(matrix)]
     context = {
         "version": version,
+        "serving": services.serving_path(version=version),
         "matrix": rows,
         "labels": labels,
         "per_class": sorted(version.metrics.get("per_class", {}).items()),

@@ -36,7 +36,7 @@ from core.billing import services as billing
 from core.celery import app as celery_app
 from core.errors import QuotaExceeded
 from core.jobs.queues import Queue
-from core.registry.services import predict_shared
+from core.registry.services import predict_shared, serves_int8
 from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
 from finance_monitor.services.dashboard import documents_classified_broadcast
@@ -165,7 +165,7 @@ def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
     seconds: dict[str, float] = {}
     if settings.FM_SHARED_ENCODER_PASS:
         # both int8 (each passed its gate): one int8 pass; otherwise one float pass (see the module docstring)
-        float_encoder = not all(v.quantized for v in versions)
+        float_encoder = not all(serves_int8(v) for v in versions)
         topics, sentiments = predict_shared(
             versions=versions, texts=texts, seconds=seconds, float_encoder=float_encoder
         )

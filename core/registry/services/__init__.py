@@ -27,6 +27,7 @@ from core.registry.services.serving import (
     predict_shared,
     predictor_for,
     servable_version,
+    serves_int8,
     serving_path,
 )
 from core.registry.services.training import (
@@ -67,6 +68,7 @@ __all__ = [
     "predictor_for",
     "runtime",
     "servable_version",
+    "serves_int8",
     "serving_path",
     "split_fractions",
     "store_sweep",

@@ -20,6 +20,7 @@ def runtime(*, threads: int | None = None) -> Runtime:
         base_model_path=settings.ML_BASE_MODEL,
         device=settings.ML_DEVICE,
         threads=threads or settings.ML_TRAIN_THREADS,
+        int8_kernel=settings.ML_INT8_KERNEL,
     )
 
 

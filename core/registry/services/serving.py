@@ -54,14 +54,31 @@ def model_cache() -> ModelCache:
         return _cache
 
 
+def serves_int8(version: ModelVersion) -> bool:
+    """Whether ``version`` serves int8 in this process: it passed its int8 gate, and int8 pays here.
+
+    With ``ML_INT8_KERNEL=auto`` int8 serves where torch's int8 kernel is faster than float32 on this machine
+    (``core.ml.quantize.matmul_kernel``, timed once per process); where it is not (a CPU without AVX-512 VNNI
+    or AMX: there int8 is at best float's product plus the rows' quantisation), the version serves its float
+    model, which is faster there, is what its gate measured int8 against, and batches concurrent requests.
+    ``int`` or ``float`` serves int8 on that kernel whatever the machine."""
+    if not version.quantized:
+        return False
+    if settings.ML_INT8_KERNEL != "auto":
+        return True
+    from core.ml.quantize import matmul_kernel  # torch: loaded with the first int8 version
+
+    return matmul_kernel("auto") == "int"
+
+
 def _key(version: ModelVersion, quantized: bool | None = None) -> tuple[str, bool]:
-    return artifact_key(version), version.quantized if quantized is None else quantized
+    return artifact_key(version), serves_int8(version) if quantized is None else quantized
 
 
 def _loader(version: ModelVersion, quantized: bool | None = None):
     kind, key = kind_of(version), artifact_key(version)
     rt = runtime(threads=settings.ML_SERVE_THREADS)
-    quantized = version.quantized if quantized is None else quantized
+    quantized = serves_int8(version) if quantized is None else quantized
     # plaintext_model_dir decrypts (encryption at rest) only when the cache misses, not on every request
     return lambda: kind.load(
         directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=quantized
@@ -95,7 +112,7 @@ def online_model_for(*, version: ModelVersion):
     of one token length (``core.ml.predictor.Predictor``), which concurrent requests seldom share, so they
     skip the batcher and its wait.
     """
-    if not kind_of(version).batched or settings.ML_MICROBATCH_MAX <= 1 or version.quantized:
+    if not kind_of(version).batched or settings.ML_MICROBATCH_MAX <= 1 or serves_int8(version):
         return loaded_model(version=version)
     return model_cache().batcher(
         _key(version),
@@ -268,9 +285,9 @@ def model_predict(
 
 
 def serving_path(*, version: ModelVersion) -> str:
-    """Which weights answer for a version: ``"int8"`` (int8 on CPU: it passed the gate) or
-    ``"float"``."""
-    return "int8" if version.quantized else "float"
+    """Which weights answer for a version in this process: ``"int8"`` (int8 on CPU: it passed the gate, and
+    int8 pays on this machine: ``serves_int8``) or ``"float"``."""
+    return "int8" if serves_int8(version) else "float"
 
 
 def model_evaluate(

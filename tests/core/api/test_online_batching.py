@@ -90,3 +90,46 @@ def test_int8_versions_and_batching_off_serve_with_the_bare_predictor(version, s
     assert serving.online_predictor_for(version=model) is not serving.predictor_for(version=model)
     settings.ML_MICROBATCH_MAX = 1
     assert serving.online_predictor_for(version=model) is serving.predictor_for(version=model)
+
+
+@pytest.mark.django_db
+def test_where_int8_is_not_faster_than_float_a_gated_version_serves_its_float_model(
+    version, settings, monkeypatch
+):
+    """``ML_INT8_KERNEL=auto``: a version that passed its int8 gate serves int8 only where torch's int8 kernel
+    beats float32 on the machine (timed once per process: ``core.ml.quantize.matmul_kernel``). The timing's
+    verdict is set here for both kinds of processor (a test cannot change the one it runs on)."""
+    import os
+
+    from core.ml import quantize
+
+    model, _ = version
+    assert model.quantized  # passed its gate
+    settings.ML_MICROBATCH_MAX = 64
+    settings.ML_INT8_KERNEL = "auto"
+
+    def machine(kernel: str) -> None:  # the verdict for every thread count the process may run with
+        for threads in range(1, (os.cpu_count() or 1) + 3):
+            monkeypatch.setitem(quantize._kernel_choice, threads, kernel)
+
+    machine("float")  # no fast int8 here: the float model answers, and batches concurrent requests
+    assert serving.serving_path(version=model) == "float"
+    loaded = serving.predictor_for(version=model)
+    assert not loaded.quantized
+    assert serving.online_predictor_for(version=model) is not loaded  # the micro-batcher
+    answers = serving.version_run(version=model, texts=TEXTS)
+    assert [a.probabilities for a in answers] == [p.probabilities for p in loaded.predict(TEXTS)]
+
+    machine("int")  # VNNI or AMX: int8 on torch's kernel
+    assert serving.serving_path(version=model) == "int8"
+    int8 = serving.predictor_for(version=model)
+    assert int8.quantized and int8 is not loaded
+    assert {layer.kernel for layer in int8.model.modules() if isinstance(layer, quantize.RowInt8Linear)} == {
+        "int"
+    }
+
+    machine("float")
+    settings.ML_INT8_KERNEL = "float"  # int8 asked for outright: served on the float32 kernel, same answers
+    assert serving.serving_path(version=model) == "int8"
+    emulated = serving.predictor_for(version=model)
+    assert emulated is int8  # one int8 model per version and process: loaded before with the int kernel

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.ml import quantize
 from core.ml.quantize import RowInt8Linear, quantize_rows_int8
 
 
@@ -119,3 +120,51 @@ def test_token_batches_sort_by_token_count_and_pad_only_to_their_own_longest():
     )
     assert all(bool(batch["attention_mask"].all()) for _, batch in equal)  # nothing padded
     assert len(equal) == len(set(counts))
+
+
+@pytest.mark.parametrize("zero_point", [False, True])
+def test_the_float_kernel_gives_the_int8_kernels_answers_to_the_bit(linear, zero_point):
+    """The int8 product computed as float32 (where ``torch._int_mm`` has no fast kernel) is the same integers:
+    every row's answer equal to the int8 kernel's, alone or in a batch."""
+    as_int = RowInt8Linear(linear, zero_point=zero_point, kernel="int")
+    as_float = RowInt8Linear(linear, zero_point=zero_point, kernel="float")
+    assert (as_int.kernel, as_float.kernel) == ("int", "float")
+    torch.manual_seed(3)
+    x = torch.randn(5, 9, 96) * torch.linspace(0.001, 50.0, 45).reshape(5, 9, 1)
+    with torch.inference_mode():
+        out = as_float(x)
+        assert torch.equal(out, as_int(x))
+        rows = x.reshape(-1, 96)
+        assert torch.equal(
+            torch.cat([as_float(rows[i : i + 1]) for i in range(len(rows))]), out.reshape(-1, 40)
+        )
+    # the float copy of the weights is the kernel's own working copy: never saved with the layer
+    assert "weight_t_float" not in as_float.state_dict()
+    assert set(as_float.state_dict()) == set(as_int.state_dict())
+
+
+def test_auto_keeps_the_faster_kernel_of_this_machine_and_unknown_kernels_are_refused():
+    chosen = quantize.matmul_kernel("auto")
+    assert chosen in ("int", "float")
+    assert quantize.matmul_kernel("auto") == chosen  # timed once per process and thread count
+    assert quantize._kernel_choice[torch.get_num_threads()] == chosen
+    assert quantize.matmul_kernel("float") == "float"
+    with pytest.raises(ValueError, match="Unknown int8 kernel 'vnni'"):
+        quantize.matmul_kernel("vnni")
+
+
+def test_a_whole_model_answers_the_same_with_either_kernel():
+    torch.manual_seed(4)
+    attention = nn.Module()
+    attention.query, attention.key, attention.value = (nn.Linear(32, 32) for _ in range(3))
+    model = nn.ModuleDict({"attention": attention, "output": nn.Linear(32, 8)})
+
+    def run(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        a = m["attention"]
+        mixed = a.query(x) * a.key(x) + a.value(x)
+        return m["output"](torch.nn.functional.gelu(mixed))
+
+    x = torch.randn(3, 6, 32)
+    with torch.inference_mode():
+        outs = [run(quantize_rows_int8(model, kernel=k), x) for k in ("int", "float")]
+    assert torch.equal(outs[0], outs[1])
