@@ -299,7 +299,10 @@ def serve_int8(org, on: bool | None) -> dict[int, bool]:
     for v in versions:
         gate = bool((v.quantization or {}).get("use_quantized", v.quantized))
         ModelVersion.all_tenants.filter(pk=v.pk).update(quantized=gate if on is None else on)
-    return {v.pk: v.quantized for v in active_versions(org)}
+    from core.registry.services import serves_int8
+
+    # int8 where the version passed its gate and int8 pays on this machine (ML_INT8_KERNEL=auto), else float
+    return {v.pk: serves_int8(v) for v in active_versions(org)}
 
 
 def peer(org, texts: list[str], threads: int, shared: bool) -> float:
