@@ -1,7 +1,9 @@
 """Micro-batching: many threads each asking for a few predictions become one forward pass.
 
 A worker thread takes the first waiting request, keeps collecting requests for up to ``max_wait_ms`` or until
-``max_batch`` texts, runs one ``predict`` over all of them and hands every caller back its own slice.
+``max_batch`` texts, runs one ``predict`` over all of them and hands every caller back its own slice. Callers
+that want the encoder's vectors (``embed``: a chat message classified from them, then searched for in the
+knowledge base) are batched the same way, in one ``embed`` pass of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from core.ml.errors import BatcherClosed, MLError
 from core.ml.predictions import Prediction, SupportsPredict
@@ -21,7 +24,8 @@ from core.ml.predictions import Prediction, SupportsPredict
 @dataclass
 class _Request:
     texts: list[str]
-    future: Future[list[Prediction]] = field(default_factory=Future)
+    embed: bool = False  # the encoder's vectors (an (N, H) tensor), not predictions
+    future: Future[Any] = field(default_factory=Future)
 
 
 class MicroBatcher:
@@ -42,7 +46,16 @@ class MicroBatcher:
         """Predictions for ``texts``, computed together with whatever other threads asked for meanwhile."""
         if not texts:
             return []
-        request = _Request(list(texts))
+        return self._ask(_Request(list(texts)), timeout)
+
+    def embed(self, texts: Sequence[str], timeout: float | None = None) -> Any:
+        """The predictor's ``embed`` of ``texts`` ((N, H) vectors), computed in one pass with whatever other
+        threads asked to embed meanwhile (float versions: padding aside, each text's vector as alone)."""
+        if not hasattr(self.predictor, "embed"):
+            raise MLError("This model has no encoder to embed with.")
+        return self._ask(_Request(list(texts), embed=True), timeout)
+
+    def _ask(self, request: _Request, timeout: float | None) -> Any:
         with self._state:
             if self._closed:
                 raise BatcherClosed("The micro-batcher is closed.")
@@ -74,18 +87,22 @@ class MicroBatcher:
             self._serve(batch)
 
     def _serve(self, batch: list[_Request]) -> None:
-        texts = [text for request in batch for text in request.texts]
-        try:
-            predictions = self.predictor.predict(texts)
-        except BaseException as exc:  # every waiting caller gets the error, the worker lives on
-            for request in batch:
-                request.future.set_exception(exc)
-            return
-        self.batches_run += 1
-        start = 0
-        for request in batch:
-            request.future.set_result(predictions[start : start + len(request.texts)])
-            start += len(request.texts)
+        for embed in (False, True):  # one pass for the predictions asked for, one for the vectors
+            requests = [request for request in batch if request.embed is embed]
+            if not requests:
+                continue
+            texts = [text for request in requests for text in request.texts]
+            try:
+                out = getattr(self.predictor, "embed" if embed else "predict")(texts)
+            except BaseException as exc:  # every waiting caller gets the error, the worker lives on
+                for request in requests:
+                    request.future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            start = 0
+            for request in requests:
+                request.future.set_result(out[start : start + len(request.texts)])
+                start += len(request.texts)
 
     def close(self) -> None:
         """Finish queued requests, then stop the worker; later calls raise :class:`BatcherClosed`."""

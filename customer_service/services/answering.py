@@ -153,7 +153,8 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
     predictor, embeddings = None, None  # kept for the knowledge base: its search may reuse the pass
     if version is not None and version.labels:
         predictor = registry.predictor_for(version=version)
-        embeddings = predictor.embed([text])
+        # the encoder pass, shared with other visitors' at the same moment where the version serves float
+        embeddings = registry.version_embed(version=version, texts=[text])
         prediction = predictor.predictions(embeddings, [text])[0]  # what predictor.predict([text]) gives
         intent, confidence, version_id = (
             prediction.label,

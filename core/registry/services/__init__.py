@@ -29,6 +29,7 @@ from core.registry.services.serving import (
     servable_version,
     serves_int8,
     serving_path,
+    version_embed,
 )
 from core.registry.services.training import (
     DEFAULT_TRAIN_CONFIG,
@@ -74,4 +75,5 @@ __all__ = [
     "store_sweep",
     "train_job_handler",
     "train_job_params",
+    "version_embed",
 ]

@@ -134,6 +134,15 @@ def version_run(*, version: ModelVersion, texts: list[str]):
         return kind.run(model=loaded_model(version=version), texts=texts)
 
 
+def version_embed(*, version: ModelVersion, texts: list[str]):
+    """The version's encoder vectors of ``texts`` as online requests get them: a float version's pass shared
+    with concurrent requests' (its micro-batcher), an int8 version's its own (``online_model_for``)."""
+    try:
+        return online_model_for(version=version).embed(texts)
+    except BatcherClosed:  # the version was evicted from this process between lookup and call
+        return loaded_model(version=version).embed(texts)
+
+
 def _shares_encoder(model) -> bool:
     return all(hasattr(model, name) for name in ("encoder_key", "embed", "predictions"))
 

@@ -221,3 +221,35 @@ def test_traced_predictor_matches_the_eager_module(lora_artifact, runtime, predi
     texts = [t for t, _ in test_rows]  # mixed lengths: padded batches and a final short batch
     assert torch.allclose(predictor.predict_proba(texts), eager.predict_proba(texts), atol=1e-5)
     assert torch.allclose(predictor.predict_proba(texts[:1]), eager.predict_proba(texts[:1]), atol=1e-5)
+
+
+def test_microbatcher_embeds_concurrent_callers_in_shared_passes(predictor, test_rows):
+    """Callers asking for vectors (a chat message: classified from them, then searched for) share encoder
+    passes as predictions do; each gets its own rows, as alone up to float noise, beside predict callers."""
+    texts = [t for t, _ in test_rows[:12]]
+    alone = [predictor.embed([t])[0] for t in texts]
+    start = threading.Barrier(12)
+
+    def call(i: int):
+        start.wait()
+        if i % 3 == 2:  # some callers want predictions: answered from a pass of their own
+            return batcher.predict([texts[i]])[0]
+        return batcher.embed([texts[i]])
+
+    with MicroBatcher(predictor, max_batch=64, max_wait_ms=100) as batcher, ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, range(12)))
+        passes = batcher.batches_run
+    for i, result in enumerate(results):
+        if i % 3 == 2:
+            assert result.label == predictor.predict([texts[i]])[0].label
+        else:
+            assert result.shape == (1, alone[i].shape[0])
+            assert torch.allclose(result[0], alone[i], atol=1e-5)
+    assert passes < 12  # merged: fewer passes than callers
+
+    class NoEncoder:
+        def predict(self, texts):
+            return []
+
+    with MicroBatcher(NoEncoder(), max_wait_ms=1) as batcher, pytest.raises(MLError, match="no encoder"):
+        batcher.embed(["x"])
