@@ -63,6 +63,9 @@ def matmul_kernel(kernel: str = "auto") -> str:
     if kernel != "auto":
         return kernel
     threads = torch.get_num_threads()
+    chosen = _kernel_choice.get(threads)  # every request asks (``serves_int8``): no lock once it is known
+    if chosen is not None:
+        return chosen
     with _kernel_lock:
         chosen = _kernel_choice.get(threads)
         if chosen is None:

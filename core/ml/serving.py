@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -128,12 +129,7 @@ def quantization_gate(
     """
     if not rows:
         raise MLError("The quantization gate needs held-out rows.")
-    cpu = Runtime(
-        base_model_path=runtime.base_model_path,
-        device="cpu",
-        threads=runtime.threads,
-        int8_kernel=runtime.int8_kernel,
-    )
+    cpu = replace(runtime, device="cpu")
     float_predictor = load_predictor(directory=directory, version="gate", runtime=cpu)
     quantized = _torch_side().int8_copy(float_predictor, kernel=runtime.int8_kernel)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ gets models through :func:`loaded_model` and never branches on the kind.
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -125,22 +125,24 @@ def online_model_for(*, version: ModelVersion):
 online_predictor_for = online_model_for
 
 
+def _online(version: ModelVersion, call: Callable[[Any], Any]) -> Any:
+    """``call`` on what online requests call for ``version`` (``online_model_for``)."""
+    try:
+        return call(online_model_for(version=version))
+    except BatcherClosed:  # the version was evicted from this process between lookup and call
+        return call(loaded_model(version=version))
+
+
 def version_run(*, version: ModelVersion, texts: list[str]):
     """The version's own operation (labels or vectors) on ``texts``, as online requests get it."""
     kind = kind_of(version)
-    try:
-        return kind.run(model=online_model_for(version=version), texts=texts)
-    except BatcherClosed:  # the version was evicted from this process between lookup and call
-        return kind.run(model=loaded_model(version=version), texts=texts)
+    return _online(version, lambda model: kind.run(model=model, texts=texts))
 
 
 def version_embed(*, version: ModelVersion, texts: list[str]):
     """The version's encoder vectors of ``texts`` as online requests get them: a float version's pass shared
     with concurrent requests' (its micro-batcher), an int8 version's its own (``online_model_for``)."""
-    try:
-        return online_model_for(version=version).embed(texts)
-    except BatcherClosed:  # the version was evicted from this process between lookup and call
-        return loaded_model(version=version).embed(texts)
+    return _online(version, lambda model: model.embed(texts))
 
 
 def _shares_encoder(model) -> bool:
