@@ -87,6 +87,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--http-workers", type=int, default=2, help="uvicorn processes per server")
     add_launchers_argument(parser, "a Trellis server")
+    parser.add_argument(
+        "--http-client",
+        choices=["process", "bench"],
+        default="process",
+        help="where the HTTP clients' threads run: a fresh Python process that holds nothing else (the "
+        "default; a visitor's client is not on the server's heap) or this bench process, which also holds "
+        "the catalogue and the models of the in-process rows (its collector's passes and GIL fall on the "
+        "clients' timings)",
+    )
     parser.add_argument("--profile", default="", help="write a cProfile of one row's requests here")
     parser.add_argument(
         "--metering-peer",
@@ -602,6 +611,24 @@ def http_load(port: int, secret: str, paths: list[str], concurrency: int, total:
     }
 
 
+def http_load_in_process(port: int, secret: str, paths: list[str], concurrency: int, total: int) -> dict:
+    """``http_load`` in a fresh Python process (numpy and the standard library only): the clients' threads
+    share a GIL and a heap with nothing but each other, as clients on other machines would."""
+    code = (
+        "import json, sys; from bench.recommender_serving import http_load; "
+        "print(json.dumps(http_load(*json.load(sys.stdin))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps([port, secret, paths, concurrency, total]),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def server_cpu_seconds(proc) -> float:
     """CPU seconds (user + system) a server's processes have used so far: its launcher and every child."""
     import psutil
@@ -655,7 +682,8 @@ def over_http(org, versions: dict[str, int], args, env: dict[str, str], size: st
         for concurrency in args.concurrency:
             for name, port, _proc in started:
                 cpu = server_cpu_seconds(_proc)
-                stats = http_load(port, secret, paths, concurrency, args.http_requests)
+                load = http_load_in_process if args.http_client == "process" else http_load
+                stats = load(port, secret, paths, concurrency, args.http_requests)
                 stats["cpu_ms"] = 1000 * (server_cpu_seconds(_proc) - cpu) / stats["requests"]
                 if app_is_trellis(name):
                     answered += (

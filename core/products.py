@@ -161,6 +161,10 @@ class FastRoute:
     # the product meter an answer charges one of (``core.billing.streamed.metered_streamed``), reserved with
     # the call's admission and settled with its ledger line; None: the answer meters itself, if at all
     meter: str | None = None
+    # ready(organisation) -> whether its calls are answered at once (what they read is loaded in this
+    # process); a call it says no to (the first after a start: a cache to build, seconds) is served the same
+    # way on a thread of its own (``core.api.fast_asgi``'s cold pool), so it does not hold the calls behind it
+    ready: Callable[[Any], bool] | None = None
 
 
 # onboarding(organisation=...) -> the product's checklist, in order (its page shows it; the dashboard its next

@@ -345,8 +345,9 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
 # With Redis, core.api.fast_predict serves and meters the ordinary API-key predict call (0: the full stack).
 API_FAST_PREDICT = env.bool("API_FAST_PREDICT", default=True)
 API_FAST_PREDICT_THREADS = env.int("API_FAST_PREDICT_THREADS", default=32)
-# Threads per web process for the products' routes served below Django (core.api.fast_routes).
-API_FAST_ROUTES_THREADS = env.int("API_FAST_ROUTES_THREADS", default=2)
+# Threads per web process for the products' routes served below Django (core.api.fast_routes): one takes the
+# CPU-bound requests in turn; two or more only hand the GIL back and forth (README, BENCHMARKS.md section 15).
+API_FAST_ROUTES_THREADS = env.int("API_FAST_ROUTES_THREADS", default=1)
 if API_FAST_PREDICT_THREADS < 1 or API_FAST_ROUTES_THREADS < 1:
     raise ImproperlyConfigured("API_FAST_PREDICT_THREADS and API_FAST_ROUTES_THREADS must be at least 1.")
 # Who writes the hot path's ledger lines from Redis into the database (core.billing.flusher): "thread", a

@@ -23,6 +23,7 @@ from recommender.services.catalogue import CATALOGUE_METER, catalogue_count
 from recommender.services.events import EVENTS_METER, events_count
 from recommender.services.experiments import experiment_version_in_use
 from recommender.services.serving import SERVED_METER
+from recommender.services.snapshot import snapshot_cached
 from recommender.services.training import TASK, TRAIN_JOB, train_job_handler
 from recommender.services.tuning import TUNE_JOB, tune_job_handler
 
@@ -90,9 +91,23 @@ def _similar(call: FastCall) -> dict:
 
 
 # The two serving reads, below Django for an ordinary API-key call (core.api.fast_routes; same answers).
+# An organisation's first call in a web process builds its catalogue snapshot (seconds at 100,000 items): on
+# the routes' cold pool, while the warm organisations' calls go on.
 FAST_ROUTES = (
-    FastRoute(r"recommendations", permission="models.predict", answer=_recommendations, meter=SERVED_METER),
-    FastRoute(r"items/([^/]+)/similar", permission="models.predict", answer=_similar, meter=SERVED_METER),
+    FastRoute(
+        r"recommendations",
+        permission="models.predict",
+        answer=_recommendations,
+        meter=SERVED_METER,
+        ready=snapshot_cached,
+    ),
+    FastRoute(
+        r"items/([^/]+)/similar",
+        permission="models.predict",
+        answer=_similar,
+        meter=SERVED_METER,
+        ready=snapshot_cached,
+    ),
 )
 
 

@@ -24,15 +24,21 @@ _pool = ThreadPoolExecutor(max_workers=settings.API_FAST_PREDICT_THREADS, thread
 # The products' own routes (core.api.fast_routes) have a smaller pool of their own: no micro-batcher gathers
 # their requests, which are CPU work between short Redis and database calls, and each thread past a couple per
 # process waits for the GIL after every one of those calls (a recommendation with 8 clients on two processes:
-# p99 47-53 ms with 32 threads, 38-44 ms with 2, the same rate; BENCHMARKS.md section 15).
+# p99 47-53 ms with 32 threads, 38-44 ms with 2, the same rate; on a later machine 63-97 ms with 2, 32-40 ms
+# with 1, the default; BENCHMARKS.md section 15).
 _routes_pool = ThreadPoolExecutor(
     max_workers=settings.API_FAST_ROUTES_THREADS, thread_name_prefix="fast-routes"
 )
+# Calls their route says are not ready (``FastRoute.ready``: a cache to build first) run here, so the one or
+# two threads above keep answering the calls that are.
+_cold_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fast-routes-cold")
 
 
-def in_pool(function: Callable[..., Any], *, routes: bool = False) -> Callable[..., Any]:
-    """``function`` as a coroutine run in the fast layers' thread pool (``routes``: the products' routes')."""
-    return sync_to_async(function, thread_sensitive=False, executor=_routes_pool if routes else _pool)
+def in_pool(function: Callable[..., Any], *, routes: bool = False, cold: bool = False) -> Callable[..., Any]:
+    """``function`` as a coroutine run in the fast layers' thread pool (``routes``: the products' routes';
+    ``cold``: their calls that are not ready)."""
+    executor = _cold_pool if cold else _routes_pool if routes else _pool
+    return sync_to_async(function, thread_sensitive=False, executor=executor)
 
 
 def request_headers(scope) -> dict[bytes, bytes]:

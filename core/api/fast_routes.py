@@ -98,10 +98,20 @@ def _params(query_string: bytes) -> dict[str, str] | None:
     return dict(pairs)
 
 
+COLD = Outcome(0, {})  # ``serve``'s answer for a call whose route is not ready: serve it on the cold pool
+
+
 def serve(
-    route: FastRoute, args: tuple[str | None, ...], secret: str, query_string: bytes, path: str
+    route: FastRoute,
+    args: tuple[str | None, ...],
+    secret: str,
+    query_string: bytes,
+    path: str,
+    cold: bool = False,
 ) -> Outcome | None:
-    """Answer one call, or None to hand it to Django. Runs in a worker thread."""
+    """Answer one call, or None to hand it to Django, or ``COLD`` (before anything is counted) when the route
+    says its organisation is not ready and this is not the cold pool's thread (``cold``). Runs in a worker
+    thread."""
     from core.api.permissions import permission_scope
 
     params = _params(query_string)
@@ -116,6 +126,8 @@ def serve(
         if permission_scope(route.permission) not in key.scopes:
             return None  # Django's 403 names the scope
         organisation = key.organisation
+        if not cold and route.ready is not None and not route.ready(organisation):
+            return COLD
         subscription = billing.subscription_for(organisation=organisation)
         plan = subscription.plan
         period = billing.period_bounds()[2]
@@ -239,6 +251,7 @@ def _release(organisation, calls: list[tuple[str, float, int]], period: str) -> 
 
 
 _serve = in_pool(serve, routes=True)
+_serve_cold = in_pool(serve, cold=True)
 
 
 class FastRouteMiddleware:
@@ -261,7 +274,10 @@ class FastRouteMiddleware:
         if secret is None or for_django(scope, headers):
             return await self.app(scope, receive, send)
         route, match = found
-        outcome = await _serve(route, match.groups(), secret, scope.get("query_string", b""), path)
+        call = (route, match.groups(), secret, scope.get("query_string", b""), path)
+        outcome = await _serve(*call)
+        if outcome is COLD:
+            outcome = await _serve_cold(*call, cold=True)
         if outcome is None:
             return await self.app(scope, receive, send)
         await send_json(send, scope, headers, outcome.status, outcome.payload, outcome.headers)

@@ -250,6 +250,13 @@ _build_locks: dict[int, threading.Lock] = {}
 _rebuilding: dict[int, threading.Thread] = {}  # organisation id -> the thread building its next snapshot
 
 
+def snapshot_cached(organisation) -> bool:
+    """Whether this process holds a snapshot of the organisation's catalogue (of any version: an older one
+    serves while the new one builds), so a request reads it without building one first."""
+    with _cache_lock:
+        return organisation.pk in _cache
+
+
 def catalogue_snapshot(*, organisation, version: int, wait: bool = False) -> Snapshot:
     """The organisation's snapshot for ``version`` (its settings' ``catalogue_version``): the cached one when
     it is that version or newer; an older cached one while a background thread builds the new one (the caller

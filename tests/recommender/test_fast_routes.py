@@ -153,8 +153,8 @@ def test_https_redirect_and_hsts_are_the_security_middlewares(shop, make_key, se
 
 
 def test_the_products_routes_run_in_their_own_small_pool(shop, make_key, monkeypatch):
-    """A product's route below Django runs on the routes' pool (``API_FAST_ROUTES_THREADS`` threads per
-    process), not the predict path's larger one, whose extra threads only queued for the GIL."""
+    """A product's route below Django runs on the routes' pool (``API_FAST_ROUTES_THREADS``, one thread per
+    process by default), not the predict path's larger one, whose extra threads only queued for the GIL."""
     import threading
 
     from core.api import fast_asgi
@@ -176,7 +176,73 @@ def test_the_products_routes_run_in_their_own_small_pool(shop, make_key, monkeyp
     )
     assert status == 200 and through_django is False
     assert len(threads) == 1 and threads[0].startswith("fast-routes")
-    assert fast_asgi._routes_pool._max_workers == settings.API_FAST_ROUTES_THREADS == 2
+    assert fast_asgi._routes_pool._max_workers == settings.API_FAST_ROUTES_THREADS == 1
+
+
+def test_an_organisations_first_call_builds_its_snapshot_on_the_cold_pool_while_warm_calls_go_on(
+    shop, make_org, make_key, monkeypatch
+):
+    """The routes' pool has one thread: an organisation's first call in the process, which builds its
+    catalogue snapshot (seconds on a big catalogue), runs on the cold pool, so a warm organisation's call is
+    answered meanwhile, on the routes' thread; once built, its calls are warm too. Each call metered once."""
+    import threading
+
+    from recommender.services import catalogue, serving, snapshot
+    from tests.recommender.conftest import ITEMS
+
+    warm, _ = shop
+    train_now(warm)
+    _, warm_secret = make_key(warm, scopes=("predict",))
+    cold, _ = make_org()
+    catalogue.items_upsert(organisation=cold, rows=ITEMS)
+    _, cold_secret = make_key(cold, scopes=("predict",))
+    threads: list[tuple[int, str]] = []
+    original = serving.recommendations_for_user
+
+    def recording(**kwargs):
+        threads.append((kwargs["organisation"].pk, threading.current_thread().name))
+        return original(**kwargs)
+
+    monkeypatch.setattr(serving, "recommendations_for_user", recording)
+    path = "/api/recommender/recommendations"
+    first = _call(FAST, path, "user=u0&k=3", _bearer(warm_secret))  # builds the warm shop's snapshot
+    assert first[0] == 200 and first[3] is False
+    assert threads[-1][0] == warm.pk and threads[-1][1].startswith("fast-routes-cold")
+    assert snapshot.snapshot_cached(warm) and not snapshot.snapshot_cached(cold)
+
+    building, release = threading.Event(), threading.Event()
+    build = snapshot._build
+
+    def slow_build(organisation, version):
+        if organisation.pk == cold.pk:
+            building.set()
+            assert release.wait(30), "the test never released the build"
+        return build(organisation, version)
+
+    monkeypatch.setattr(snapshot, "_build", slow_build)
+    cold_answer: list = []
+    caller = threading.Thread(
+        target=lambda: cold_answer.append(_call(FAST, path, "user=u0&k=3", _bearer(cold_secret)))
+    )
+    caller.start()
+    try:
+        assert building.wait(30)
+        answered = _call(FAST, path, "user=u1&k=3", _bearer(warm_secret))  # while the cold one builds
+        assert answered[0] == 200 and answered[3] is False
+        assert threads[-1] == (warm.pk, "fast-routes_0") and caller.is_alive()
+    finally:
+        release.set()
+        caller.join(30)
+    assert cold_answer[0][0] == 200 and cold_answer[0][3] is False
+    cold_threads = [name for pk, name in threads if pk == cold.pk]
+    assert len(cold_threads) == 1 and cold_threads[0].startswith("fast-routes-cold")
+    again = _call(FAST, path, "user=u0&k=3", _bearer(cold_secret))
+    assert again[0] == 200 and threads[-1] == (cold.pk, "fast-routes_0")
+    flusher.ledger_drain()
+    for organisation, calls in ((warm, 2), (cold, 2)):
+        served = UsageEvent.objects.for_org(organisation).filter(meter="recommendations_served")
+        assert sum(e.quantity for e in served) == calls
+        assert UsageEvent.objects.for_org(organisation).filter(meter="api_calls").count() == calls
 
 
 def test_the_api_calls_quota_is_reserved_with_the_rate_limit_and_given_back_when_refused(shop, make_key):
