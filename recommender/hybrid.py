@@ -414,15 +414,21 @@ class HybridModel:
     # --- serving a large catalogue: candidates only -------------------------------------------------------
 
     def candidate_scores(
-        self, history: dict[str, float], text_hits: list[int], cosines: np.ndarray, boosts: list[float]
+        self,
+        history: dict[str, float],
+        text_hits: list[int],
+        cosines: np.ndarray,
+        boosts: list[float],
+        more: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``scores_with`` for a catalogue too large to score whole per request (``FULL_SCORING_MAX``): the
         candidates (item indices), their scores, and the extra items' scores. Candidates: every item the
         history's collaborative (and sequence) rows reach, ``text_hits`` (the vector index's nearest items to
         the history's text, which hold the item closest to it) and the ``BASE_CANDIDATES`` best by popularity,
-        trend, rising and boost. Each candidate's score is ``scores_with``'s except that the text part is
-        scaled by the candidates' largest text score (the same when the index found the closest item) and the
-        cold lift chooses among candidates."""
+        trend, rising and boost, and ``more`` (item indices the caller adds: those within a request's filters
+        when the others left fewer than it asked). Each candidate's score is ``scores_with``'s except that the
+        text part is scaled by the candidates' largest text score (the same when the index found the closest
+        item) and the cold lift chooses among candidates."""
         w = self.weights
         x = self.vector(history)
         held = self._held(history, x)
@@ -435,6 +441,8 @@ class HybridModel:
             sequence_rows = RowEntries.of(self.sequence, np.array(recent)) if recent else None
             reach += [sequence_rows.columns] if sequence_rows is not None else []
         found = [np.asarray(text_hits, np.int64), self._base_top(), *reach]
+        if more is not None:
+            found.append(np.asarray(more, np.int64))
         marked = np.zeros(len(self.items), dtype=bool)  # ``np.unique`` of them: 10x faster than its sort
         marked[np.concatenate(found).astype(np.int64)] = True
         candidates = np.flatnonzero(marked)

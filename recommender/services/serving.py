@@ -209,6 +209,7 @@ def _rank(
     k: int,
     text_models: dict[str, str] | None = None,
     search_text: bool = False,
+    more: np.ndarray | None = None,
 ) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
@@ -216,7 +217,8 @@ def _rank(
       items, or the similar items of an item nobody has bought yet);
     - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
       and the other models rank as they are (text adds nothing to them). A hybrid of more than
-      ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``).
+      ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``), with
+      ``more`` of its items among them when given (``_filtered_pool``).
 
     A hybrid whose text and two-tower weights and cold slots are all 0 (as training may choose) is ranked
     without searching the neighbours unless ``search_text``: they could only add items scored at most
@@ -251,7 +253,7 @@ def _rank(
         if len(model.items) > hybrid.FULL_SCORING_MAX:
             found = [model.index[i] for i, _ in neighbours.hits if i in model.index]
             candidates, scores, extra_scores = model.candidate_scores(
-                history, found, cosines, [0.0] * len(extra)
+                history, found, cosines, [0.0] * len(extra), more=more
             )
             ids = [model.items[i] for i in candidates.tolist()] + [i for i, _ in extra]
             return Ranked(
@@ -285,8 +287,11 @@ def _ranked_and_picked(
 ) -> tuple[Ranked, list[tuple[int, float]], dict[str, Any] | None]:
     """``_rank`` and ``_pick`` (``_pick_live`` while a newer catalogue version than the snapshot's is being
     built: the picks checked against the item table, and their rows as they are now); ranked again with the
-    text neighbours searched when the first ranking left them out and its picks are not final."""
-    for search_text in (False, True):
+    text neighbours searched when the first ranking left them out and its picks are not final, and with the
+    items within the filters among the candidates when a candidate-scored ranking picked fewer than ``k``
+    (a category of 2,000 items in a catalogue of 100,000 that the candidates barely reach)."""
+
+    def ranked_and_picked(search_text: bool, more: np.ndarray | None):
         ranked = _rank(
             organisation=organisation,
             snap=snap,
@@ -296,8 +301,8 @@ def _ranked_and_picked(
             k=k,
             text_models=text_models,
             search_text=search_text,
+            more=more,
         )
-        live = None
         if snap.version < catalogue_version:
             picked, live = _pick_live(
                 organisation=organisation,
@@ -308,11 +313,38 @@ def _ranked_and_picked(
                 skip=skip,
                 limit=limit,
             )
-        else:
-            picked = _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit)
+            return ranked, picked, live
+        return ranked, _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit), None
+
+    more = None
+    for search_text in (False, True):
+        ranked, picked, live = ranked_and_picked(search_text, more)
+        if len(picked) < k and more is None:
+            more = _filtered_pool(snap=snap, ranked=ranked, filters=filters)
+            if more is not None:
+                ranked, picked, live = ranked_and_picked(search_text, more)
         if ranked.final(picked, k):
             break
     return ranked, picked, live
+
+
+def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | None:
+    """For a ranking of candidates only (``Ranked.positions``): the model's items that the snapshot may serve
+    within ``filters`` and that were not among the candidates (None when there are none): what may fill a
+    pick the candidates left short. Everything within the filters is then scored, as full scoring would."""
+    if ranked.positions is None or ranked.model is None:
+        return None
+    ok = snap.servable(
+        snap.model_rows(ranked.model),
+        now=time.time(),
+        category=filters.category,
+        min_price=filters.min_price,
+        max_price=filters.max_price,
+        available_only=filters.available_only,
+    )
+    ok[ranked.positions] = False
+    pool = np.flatnonzero(ok)
+    return pool if len(pool) else None
 
 
 def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:

@@ -100,6 +100,41 @@ def test_hybrid_candidate_scoring_ranks_as_full_scoring(shop, monkeypatch):
         )
 
 
+def test_a_filter_the_candidates_barely_reach_is_filled_as_full_scoring_fills_it(shop, monkeypatch):
+    """A large catalogue's hybrid scores candidates only (what the history reaches, the text neighbours, the
+    most popular): a category none of them is in would be answered with fewer items than asked, or none. The
+    items within the filters are then scored too: the same items, scores and order as full scoring."""
+    from recommender.services import events
+
+    org, _ = shop
+    catalogue.items_upsert(
+        organisation=org,
+        rows=[{"id": f"G{i}", "title": f"Birthday card {i}", "categories": ["cards"]} for i in range(4)],
+    )
+    when = (timezone.now() - timedelta(hours=1)).isoformat()
+    rows = [  # another crowd buys the cards: nothing u0 bought leads to them
+        {"id": f"card-{u}-{i}", "user": f"c{u}", "item": f"G{i}", "type": "purchase", "occurred_at": when}
+        for u in range(6)
+        for i in range(4)
+        if (u + i) % 3
+    ]
+    assert not events.events_ingest(organisation=org, rows=rows).rejected
+    train_now(org, "hybrid")
+    full = _for(org, "u0", category="cards", max_per_category=0)
+    assert sorted(_ids(full)) == ["G0", "G1", "G2", "G3"]
+    monkeypatch.setattr(hybrid, "FULL_SCORING_MAX", 0)  # every catalogue is "large" now
+    monkeypatch.setattr(hybrid, "BASE_CANDIDATES", 1)  # and the most popular items are one: not a card
+    monkeypatch.setattr(serving, "MAX_TEXT_CANDIDATES", 1)  # and the text neighbours one: a mug
+    model = loaded_model(version=active_version(org, "recommender", "ranking"))
+    monkeypatch.delattr(model, "_base_top_cache", raising=False)
+    assert not {model.index[f"G{i}"] for i in range(4)} & set(model._base_top().tolist())
+    by_candidates = _for(org, "u0", category="cards", max_per_category=0)
+    assert _ids(by_candidates) == _ids(full)
+    assert np.allclose([i["score"] for i in by_candidates["items"]], [i["score"] for i in full["items"]])
+    assert [i["why"] for i in by_candidates["items"]] == [i["why"] for i in full["items"]]
+    monkeypatch.delattr(model, "_base_top_cache", raising=False)
+
+
 def test_a_hybrid_that_gives_text_no_weight_skips_the_search_only_where_it_cannot_matter(shop, monkeypatch):
     """Text and two-tower weights and cold slots all 0: ranked without searching the text neighbours, and
     searched (ranked again) when the k-th pick does not score above what a neighbour could; the answers are
