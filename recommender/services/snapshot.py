@@ -85,6 +85,9 @@ class Snapshot:
     embedder: np.ndarray  # (n,) int: position in ``models``, -1 without a vector
     models: list[str]
     vectors: np.ndarray  # (n, dim) float32; zero rows without a vector
+    # category -> its rows (int32, ascending), read once at the build: a mask is made from them, not from a
+    # pass over every item's categories (37 ms at 1,000,000 items, on the request that first names one)
+    category_rows: dict[str, np.ndarray] = field(default_factory=dict)
     in_category: dict[str, np.ndarray] = field(default_factory=dict)  # category -> (n,) bool, built on demand
     indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
     known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
@@ -143,7 +146,10 @@ class Snapshot:
     def category_mask(self, category: str) -> np.ndarray:
         mask = self.in_category.get(category)
         if mask is None:
-            mask = np.fromiter((category in c for c in self.categories), dtype=bool, count=len(self.ids))
+            mask = np.zeros(len(self.ids), dtype=bool)
+            rows = self.category_rows.get(category)
+            if rows is not None:
+                mask[rows] = True
             self.in_category[category] = mask
         return mask
 
@@ -206,12 +212,15 @@ def _build(organisation, version: int) -> Snapshot:
     ids, titles, categories, prices, price, available, expires, codes = [], [], [], [], [], [], [], []
     models: dict[str, int] = {}
     chunks: list[tuple[int, bytes]] = []
+    in_category: dict[str, list[int]] = {}
     for n, (key, title, cats, amount, avail, expires_at, vector, embedder) in enumerate(
         rows.iterator(chunk_size=5000)
     ):
         ids.append(key)
         titles.append(title)
         categories.append(list(cats or []))
+        for category in set(cats or ()):
+            in_category.setdefault(category, []).append(n)
         prices.append(None if amount is None else str(amount))
         price.append(np.nan if amount is None else float(amount))
         available.append(avail)
@@ -241,6 +250,7 @@ def _build(organisation, version: int) -> Snapshot:
         embedder=np.asarray(codes, dtype=np.int64),
         models=list(models),
         vectors=matrix,
+        category_rows={c: np.asarray(rows, dtype=np.int32) for c, rows in in_category.items()},
     )
 
 
