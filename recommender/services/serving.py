@@ -63,6 +63,8 @@ MAX_K = 100
 MAX_SESSION_ITEMS = 100
 MAX_EXCLUDE = 1_000
 MAX_TEXT_CANDIDATES = 1_000  # text neighbours asked of the vector index per request
+# a large catalogue's hybrid scores every item of an asked category up to this many with its candidates
+CATEGORY_CANDIDATES_MAX = 5_000
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ def _rank(
     text_models: dict[str, str] | None = None,
     search_text: bool = False,
     more: np.ndarray | None = None,
+    searched: text.TextNeighbours | None = None,
 ) -> Ranked:
     """The model's scores, with the catalogue's text neighbours of the history merged in:
 
@@ -218,7 +221,8 @@ def _rank(
     - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
       and the other models rank as they are (text adds nothing to them). A hybrid of more than
       ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``), with
-      ``more`` of its items among them when given (``_filtered_pool``).
+      ``more`` of its items among them when given (``_filtered_pool``). ``searched``: the neighbours an
+      earlier ranking of the same request found (not searched again).
 
     A hybrid whose text and two-tower weights and cold slots are all 0 (as training may choose) is ranked
     without searching the neighbours unless ``search_text``: they could only add items scored at most
@@ -228,7 +232,9 @@ def _rank(
     if knows and not isinstance(model, hybrid.HybridModel):
         return Ranked(model.items, model.scores(history), set(), text.TextNeighbours([], {}), model)
     ceiling = None
-    if knows and not search_text and not model.text_neighbours_matter():
+    if searched is not None:
+        neighbours = searched
+    elif knows and not search_text and not model.text_neighbours_matter():
         neighbours = text.TextNeighbours([], {})  # not searched: ``Ranked.ceiling`` says when they count
         ceiling = model.text_neighbours_ceiling()
     else:
@@ -291,7 +297,7 @@ def _ranked_and_picked(
     items within the filters among the candidates when a candidate-scored ranking picked fewer than ``k``
     (a category of 2,000 items in a catalogue of 100,000 that the candidates barely reach)."""
 
-    def ranked_and_picked(search_text: bool, more: np.ndarray | None):
+    def ranked_and_picked(search_text: bool, more: np.ndarray | None, searched=None):
         ranked = _rank(
             organisation=organisation,
             snap=snap,
@@ -302,6 +308,7 @@ def _ranked_and_picked(
             text_models=text_models,
             search_text=search_text,
             more=more,
+            searched=searched,
         )
         if snap.version < catalogue_version:
             picked, live = _pick_live(
@@ -316,16 +323,49 @@ def _ranked_and_picked(
             return ranked, picked, live
         return ranked, _pick(snap=snap, ranked=ranked, k=k, filters=filters, skip=skip, limit=limit), None
 
-    more = None
+    more = _category_pool(snap=snap, model=model, filters=filters)
+    filled = more is not None
     for search_text in (False, True):
         ranked, picked, live = ranked_and_picked(search_text, more)
-        if len(picked) < k and more is None:
+        if len(picked) < k and not filled:
+            filled = True
             more = _filtered_pool(snap=snap, ranked=ranked, filters=filters)
             if more is not None:
-                ranked, picked, live = ranked_and_picked(search_text, more)
+                searched = None if ranked.ceiling is not None else ranked.neighbours
+                ranked, picked, live = ranked_and_picked(search_text, more, searched)
         if ranked.final(picked, k):
             break
     return ranked, picked, live
+
+
+def _servable_positions(snap, model, rows: np.ndarray, filters: Filters) -> np.ndarray:
+    """Of snapshot ``rows``, the positions in ``model.items`` of those it knows and may serve now within
+    ``filters``."""
+    positions = snap.model_positions(model)[rows]
+    ok = (positions >= 0) & snap.servable(
+        rows,
+        now=time.time(),
+        category=filters.category,
+        min_price=filters.min_price,
+        max_price=filters.max_price,
+        available_only=filters.available_only,
+    )
+    return positions[ok]
+
+
+def _category_pool(*, snap, model, filters: Filters) -> np.ndarray | None:
+    """For a hybrid that scores candidates only: the items of the asked category (at most
+    ``CATEGORY_CANDIDATES_MAX`` of them) within the filters, scored with the candidates from the start, so a
+    category the candidates barely reach is ranked in one pass as full scoring ranks it."""
+    if not filters.category or not isinstance(model, hybrid.HybridModel):
+        return None
+    if len(model.items) <= hybrid.FULL_SCORING_MAX:
+        return None
+    rows = snap.category_rows.get(filters.category)
+    if rows is None or len(rows) > CATEGORY_CANDIDATES_MAX:
+        return None
+    pool = _servable_positions(snap, model, rows, filters)
+    return pool if len(pool) else None
 
 
 def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | None:
@@ -334,16 +374,9 @@ def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | No
     pick the candidates left short. Everything within the filters is then scored, as full scoring would."""
     if ranked.positions is None or ranked.model is None:
         return None
-    ok = snap.servable(
-        snap.model_rows(ranked.model),
-        now=time.time(),
-        category=filters.category,
-        min_price=filters.min_price,
-        max_price=filters.max_price,
-        available_only=filters.available_only,
-    )
-    ok[ranked.positions] = False
-    pool = np.flatnonzero(ok)
+    rows = snap.model_rows(ranked.model)
+    pool = _servable_positions(snap, ranked.model, rows[rows >= 0], filters)
+    pool = pool[~np.isin(pool, ranked.positions, assume_unique=True)]
     return pool if len(pool) else None
 
 

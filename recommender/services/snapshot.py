@@ -91,6 +91,7 @@ class Snapshot:
     in_category: dict[str, np.ndarray] = field(default_factory=dict)  # category -> (n,) bool, built on demand
     indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
     known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
+    known_positions: tuple = (None, None)  # the last model asked, each row's index in its items (-1: none)
     # per (model, text model) asked: whether every item with a vector of that text model is the model's (a
     # few entries: the active version and an experiment's arms alternate on one snapshot)
     known_text: dict = field(default_factory=dict)
@@ -112,6 +113,18 @@ class Snapshot:
             rows = self.rows_of(model.items)
             self.known = (model, rows)
         return rows
+
+    def model_positions(self, model) -> np.ndarray:
+        """(n,) int64: each row's index in ``model.items`` (-1 for rows the model does not know), the inverse
+        of ``model_rows``, kept for the last model asked."""
+        last, positions = self.known_positions
+        if last is not model:
+            rows = self.model_rows(model)
+            positions = np.full(len(self.ids), -1, dtype=np.int64)
+            inside = rows >= 0
+            positions[rows[inside]] = np.flatnonzero(inside)
+            self.known_positions = (model, positions)
+        return positions
 
     def text_all_known(self, model, text_model: str) -> bool:
         """Whether every item with a ``text_model`` vector is one of ``model``'s items (``model.index``),

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -109,7 +110,10 @@ def test_a_filter_the_candidates_barely_reach_is_filled_as_full_scoring_fills_it
     org, _ = shop
     catalogue.items_upsert(
         organisation=org,
-        rows=[{"id": f"G{i}", "title": f"Birthday card {i}", "categories": ["cards"]} for i in range(4)],
+        rows=[
+            {"id": f"G{i}", "title": f"Birthday card {i}", "categories": ["cards"], "price": "2.5"}
+            for i in range(4)
+        ],
     )
     when = (timezone.now() - timedelta(hours=1)).isoformat()
     rows = [  # another crowd buys the cards: nothing u0 bought leads to them
@@ -120,18 +124,30 @@ def test_a_filter_the_candidates_barely_reach_is_filled_as_full_scoring_fills_it
     ]
     assert not events.events_ingest(organisation=org, rows=rows).rejected
     train_now(org, "hybrid")
-    full = _for(org, "u0", category="cards", max_per_category=0)
-    assert sorted(_ids(full)) == ["G0", "G1", "G2", "G3"]
+    asked = [  # a category (scored with the candidates from the start), a price range (filled after)
+        {"category": "cards", "max_per_category": 0},
+        {"min_price": Decimal("2"), "max_price": Decimal("3"), "max_per_category": 0},
+    ]
+    full = [_for(org, "u0", **filters) for filters in asked]
+    assert all(sorted(_ids(answer)) == ["G0", "G1", "G2", "G3"] for answer in full)
     monkeypatch.setattr(hybrid, "FULL_SCORING_MAX", 0)  # every catalogue is "large" now
     monkeypatch.setattr(hybrid, "BASE_CANDIDATES", 1)  # and the most popular items are one: not a card
     monkeypatch.setattr(serving, "MAX_TEXT_CANDIDATES", 1)  # and the text neighbours one: a mug
     model = loaded_model(version=active_version(org, "recommender", "ranking"))
     monkeypatch.delattr(model, "_base_top_cache", raising=False)
     assert not {model.index[f"G{i}"] for i in range(4)} & set(model._base_top().tolist())
-    by_candidates = _for(org, "u0", category="cards", max_per_category=0)
-    assert _ids(by_candidates) == _ids(full)
-    assert np.allclose([i["score"] for i in by_candidates["items"]], [i["score"] for i in full["items"]])
-    assert [i["why"] for i in by_candidates["items"]] == [i["why"] for i in full["items"]]
+    rankings: list[bool] = []
+    rank = serving._rank
+    monkeypatch.setattr(serving, "_rank", lambda **kw: rankings.append(kw["more"] is not None) or rank(**kw))
+    for filters, answer, passes in zip(asked, full, ([True], [False, True]), strict=True):
+        rankings.clear()
+        by_candidates = _for(org, "u0", **filters)
+        assert _ids(by_candidates) == _ids(answer), filters
+        assert rankings == passes, filters  # the category's items in the first pass; the range's in a second
+        assert np.allclose(
+            [i["score"] for i in by_candidates["items"]], [i["score"] for i in answer["items"]]
+        )
+        assert [i["why"] for i in by_candidates["items"]] == [i["why"] for i in answer["items"]]
     monkeypatch.delattr(model, "_base_top_cache", raising=False)
 
 
