@@ -63,8 +63,9 @@ MAX_K = 100
 MAX_SESSION_ITEMS = 100
 MAX_EXCLUDE = 1_000
 MAX_TEXT_CANDIDATES = 1_000  # text neighbours asked of the vector index per request
-# a large catalogue's hybrid scores every item of an asked category up to this many with its candidates
-CATEGORY_CANDIDATES_MAX = 5_000
+# a large catalogue's hybrid adds this many items within a request's filters to its candidates (the best by
+# its user-independent part, as ``hybrid.BASE_CANDIDATES`` over the whole catalogue) where they are needed
+FILTER_CANDIDATES = 500
 
 
 @dataclass(frozen=True)
@@ -338,9 +339,10 @@ def _ranked_and_picked(
     return ranked, picked, live
 
 
-def _servable_positions(snap, model, rows: np.ndarray, filters: Filters) -> np.ndarray:
-    """Of snapshot ``rows``, the positions in ``model.items`` of those it knows and may serve now within
-    ``filters``."""
+def _best_within(snap, model, rows: np.ndarray, filters: Filters, leave: np.ndarray | None = None):
+    """Of snapshot ``rows``, the ``FILTER_CANDIDATES`` items of ``model`` it may serve now within ``filters``
+    (not in ``leave``) with the best user-independent part (``HybridModel.base``), as positions in its
+    items; None when there are none."""
     positions = snap.model_positions(model)[rows]
     ok = (positions >= 0) & snap.servable(
         rows,
@@ -350,34 +352,34 @@ def _servable_positions(snap, model, rows: np.ndarray, filters: Filters) -> np.n
         max_price=filters.max_price,
         available_only=filters.available_only,
     )
-    return positions[ok]
+    pool = positions[ok]
+    if leave is not None:
+        pool = pool[~np.isin(pool, leave, assume_unique=True)]
+    if len(pool) > FILTER_CANDIDATES:
+        pool = pool[np.argpartition(-model.base(pool), FILTER_CANDIDATES - 1)[:FILTER_CANDIDATES]]
+    return pool if len(pool) else None
 
 
 def _category_pool(*, snap, model, filters: Filters) -> np.ndarray | None:
-    """For a hybrid that scores candidates only: the items of the asked category (at most
-    ``CATEGORY_CANDIDATES_MAX`` of them) within the filters, scored with the candidates from the start, so a
-    category the candidates barely reach is ranked in one pass as full scoring ranks it."""
+    """For a hybrid that scores candidates only: the asked category's best items by their user-independent
+    part (``_best_within``, from the snapshot's rows of that category), scored with the candidates from the
+    start, so a category the candidates barely reach is ranked in one pass with candidates of its own, as the
+    whole catalogue is."""
     if not filters.category or not isinstance(model, hybrid.HybridModel):
         return None
     if len(model.items) <= hybrid.FULL_SCORING_MAX:
         return None
     rows = snap.category_rows.get(filters.category)
-    if rows is None or len(rows) > CATEGORY_CANDIDATES_MAX:
-        return None
-    pool = _servable_positions(snap, model, rows, filters)
-    return pool if len(pool) else None
+    return None if rows is None else _best_within(snap, model, rows, filters)
 
 
 def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | None:
-    """For a ranking of candidates only (``Ranked.positions``): the model's items that the snapshot may serve
-    within ``filters`` and that were not among the candidates (None when there are none): what may fill a
-    pick the candidates left short. Everything within the filters is then scored, as full scoring would."""
+    """For a ranking of candidates only (``Ranked.positions``) that picked fewer than asked: the best items
+    within ``filters`` that were not among the candidates (``_best_within``), to rank again with them."""
     if ranked.positions is None or ranked.model is None:
         return None
     rows = snap.model_rows(ranked.model)
-    pool = _servable_positions(snap, ranked.model, rows[rows >= 0], filters)
-    pool = pool[~np.isin(pool, ranked.positions, assume_unique=True)]
-    return pool if len(pool) else None
+    return _best_within(snap, ranked.model, rows[rows >= 0], filters, leave=ranked.positions)
 
 
 def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:

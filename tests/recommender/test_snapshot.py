@@ -104,7 +104,9 @@ def test_hybrid_candidate_scoring_ranks_as_full_scoring(shop, monkeypatch):
 def test_a_filter_the_candidates_barely_reach_is_filled_as_full_scoring_fills_it(shop, monkeypatch):
     """A large catalogue's hybrid scores candidates only (what the history reaches, the text neighbours, the
     most popular): a category none of them is in would be answered with fewer items than asked, or none. The
-    items within the filters are then scored too: the same items, scores and order as full scoring."""
+    best items within the filters by their user-independent part (``serving.FILTER_CANDIDATES`` of them, as
+    the whole catalogue's most popular) join the candidates: here the same items, scores and order as full
+    scoring."""
     from recommender.services import events
 
     org, _ = shop
@@ -148,6 +150,9 @@ def test_a_filter_the_candidates_barely_reach_is_filled_as_full_scoring_fills_it
             [i["score"] for i in by_candidates["items"]], [i["score"] for i in answer["items"]]
         )
         assert [i["why"] for i in by_candidates["items"]] == [i["why"] for i in answer["items"]]
+    monkeypatch.setattr(serving, "FILTER_CANDIDATES", 2)  # of the four cards, the two best by their base
+    capped = _ids(_for(org, "u0", **asked[0]))
+    assert len(capped) == 2 and set(capped) <= {"G0", "G1", "G2", "G3"}
     monkeypatch.delattr(model, "_base_top_cache", raising=False)
 
 
