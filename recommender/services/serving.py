@@ -361,16 +361,42 @@ def _best_within(snap, model, rows: np.ndarray, filters: Filters, leave: np.ndar
 
 
 def _category_pool(*, snap, model, filters: Filters) -> np.ndarray | None:
-    """For a hybrid that scores candidates only: the asked category's best items by their user-independent
-    part (``_best_within``, from the snapshot's rows of that category), scored with the candidates from the
-    start, so a category the candidates barely reach is ranked in one pass with candidates of its own, as the
-    whole catalogue is."""
+    """For a hybrid that scores candidates only: the asked category's ``FILTER_CANDIDATES`` best items by
+    their user-independent part (``HybridModel.base``) that may be served within the filters, scored with the
+    candidates from the start, so a category the candidates barely reach is ranked in one pass with
+    candidates of its own, as the whole catalogue is. The category's items in that order are kept per model
+    on the snapshot (``Snapshot.kept``); a request checks them in chunks until it has enough."""
     if not filters.category or not isinstance(model, hybrid.HybridModel):
         return None
     if len(model.items) <= hybrid.FULL_SCORING_MAX:
         return None
     rows = snap.category_rows.get(filters.category)
-    return None if rows is None else _best_within(snap, model, rows, filters)
+    if rows is None:
+        return None
+
+    def by_base() -> tuple[np.ndarray, np.ndarray]:
+        positions = snap.model_positions(model)[rows]
+        known = positions >= 0
+        order = np.argsort(-model.base(positions[known]), kind="stable")
+        return rows[known][order], positions[known][order]
+
+    ordered_rows, ordered = snap.kept(("category by base", filters.category), model, by_base)
+    found: list[np.ndarray] = []
+    count, start, chunk, now = 0, 0, 2 * FILTER_CANDIDATES, time.time()
+    while count < FILTER_CANDIDATES and start < len(ordered):
+        ok = snap.servable(
+            ordered_rows[start : start + chunk],
+            now=now,
+            category=None,  # every row is of the category
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            available_only=filters.available_only,
+        )
+        found.append(ordered[start : start + chunk][ok])
+        count += int(ok.sum())
+        start, chunk = start + chunk, 4 * chunk
+    pool = np.concatenate(found)[:FILTER_CANDIDATES] if found else np.zeros(0, np.int64)
+    return pool if len(pool) else None
 
 
 def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | None:

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -95,6 +96,8 @@ class Snapshot:
     # per (model, text model) asked: whether every item with a vector of that text model is the model's (a
     # few entries: the active version and an experiment's arms alternate on one snapshot)
     known_text: dict = field(default_factory=dict)
+    # per (key, model) asked of ``kept``: what a caller derived once from this catalogue and that model
+    derived: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __len__(self) -> int:
@@ -125,6 +128,17 @@ class Snapshot:
             positions[rows[inside]] = np.flatnonzero(inside)
             self.known_positions = (model, positions)
         return positions
+
+    def kept(self, key, model, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per ``key`` and ``model`` for this catalogue (a few dozen entries kept): what
+        serving derives from the items and a model's fixed scores, such as a category's items in order."""
+        found = self.derived.get((key, id(model)))
+        if found is None or found[0] is not model:  # the model object kept: its id is not reused meanwhile
+            found = (model, make())
+            if len(self.derived) >= 64:
+                self.derived.clear()
+            self.derived[(key, id(model))] = found
+        return found[1]
 
     def text_all_known(self, model, text_model: str) -> bool:
         """Whether every item with a ``text_model`` vector is one of ``model``'s items (``model.index``),
