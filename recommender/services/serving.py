@@ -222,8 +222,8 @@ def _rank(
     - otherwise the hybrid scores the neighbours it was not trained on (items added since) by their text,
       and the other models rank as they are (text adds nothing to them). A hybrid of more than
       ``hybrid.FULL_SCORING_MAX`` items scores its candidates only (``HybridModel.candidate_scores``), with
-      ``more`` of its items among them when given (``_filtered_pool``). ``searched``: the neighbours an
-      earlier ranking of the same request found (not searched again).
+      ``more`` of its items among them when given (``_category_pool``, ``_filtered_pool``). ``searched``: the
+      neighbours an earlier ranking of the same request found (not searched again).
 
     A hybrid whose text and two-tower weights and cold slots are all 0 (as training may choose) is ranked
     without searching the neighbours unless ``search_text``: they could only add items scored at most
@@ -294,9 +294,10 @@ def _ranked_and_picked(
 ) -> tuple[Ranked, list[tuple[int, float]], dict[str, Any] | None]:
     """``_rank`` and ``_pick`` (``_pick_live`` while a newer catalogue version than the snapshot's is being
     built: the picks checked against the item table, and their rows as they are now); ranked again with the
-    text neighbours searched when the first ranking left them out and its picks are not final, and with the
-    items within the filters among the candidates when a candidate-scored ranking picked fewer than ``k``
-    (a category of 2,000 items in a catalogue of 100,000 that the candidates barely reach)."""
+    text neighbours searched when the first ranking left them out and its picks are not final. A ranking of
+    candidates only has an asked category's best items among them from the start (``_category_pool``), and is
+    ranked once more with the best items within the other filters when it picked fewer than ``k``
+    (``_filtered_pool``): the candidates alone could leave a filter of 2,000 items out of 100,000 short."""
 
     def ranked_and_picked(search_text: bool, more: np.ndarray | None, searched=None):
         ranked = _rank(
