@@ -340,12 +340,13 @@ def _ranked_and_picked(
     return ranked, picked, live
 
 
-def _best_within(snap, model, rows: np.ndarray, filters: Filters, leave: np.ndarray | None = None):
-    """Of snapshot ``rows``, the ``FILTER_CANDIDATES`` items of ``model`` it may serve now within ``filters``
-    (not in ``leave``) with the best user-independent part (``HybridModel.base``), as positions in its
-    items; None when there are none."""
-    positions = snap.model_positions(model)[rows]
-    ok = (positions >= 0) & snap.servable(
+def _best_within(
+    snap, model, rows: np.ndarray, positions: np.ndarray, filters: Filters, leave: np.ndarray | None = None
+):
+    """Of ``model``'s items at ``positions`` (snapshot ``rows``), the ``FILTER_CANDIDATES`` it may serve now
+    within ``filters`` (not in ``leave``) with the best user-independent part (``HybridModel.base``), as
+    positions in its items; None when there are none."""
+    ok = snap.servable(
         rows,
         now=time.time(),
         category=filters.category,
@@ -406,7 +407,8 @@ def _filtered_pool(*, snap, ranked: Ranked, filters: Filters) -> np.ndarray | No
     if ranked.positions is None or ranked.model is None:
         return None
     rows = snap.model_rows(ranked.model)
-    return _best_within(snap, ranked.model, rows[rows >= 0], filters, leave=ranked.positions)
+    positions = np.flatnonzero(rows >= 0)
+    return _best_within(snap, ranked.model, rows[positions], positions, filters, leave=ranked.positions)
 
 
 def _why(*, model, ranked: Ranked, snap, picked, history) -> dict[str, tuple[list[str], explain.Reason]]:

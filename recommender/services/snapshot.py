@@ -93,9 +93,6 @@ class Snapshot:
     indexes: dict[str, tuple[np.ndarray, VectorIndex]] = field(default_factory=dict)  # model -> rows, index
     known: tuple = (None, None)  # the last model whose items were looked up here, and their rows
     known_positions: tuple = (None, None)  # the last model asked, each row's index in its items (-1: none)
-    # per (model, text model) asked: whether every item with a vector of that text model is the model's (a
-    # few entries: the active version and an experiment's arms alternate on one snapshot)
-    known_text: dict = field(default_factory=dict)
     # per (key, model) asked of ``kept``: what a caller derived once from this catalogue and that model
     derived: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -142,16 +139,14 @@ class Snapshot:
 
     def text_all_known(self, model, text_model: str) -> bool:
         """Whether every item with a ``text_model`` vector is one of ``model``'s items (``model.index``),
-        kept per pair asked: a model that scores its whole catalogue then gets nothing from the text
-        neighbours (they only add the items it does not know)."""
-        found = self.known_text.get((id(model), text_model))
-        if found is None or found[0] is not model:  # the model object kept: its id is not reused meanwhile
+        kept per pair asked (``kept``): a model that scores its whole catalogue then gets nothing from the
+        text neighbours (they only add the items it does not know)."""
+
+        def all_known() -> bool:
             _rows, index = self.index(text_model)
-            found = (model, all(key in model.index for key in index.keys))
-            if len(self.known_text) >= 8:
-                self.known_text.clear()
-            self.known_text[(id(model), text_model)] = found
-        return found[1]
+            return all(key in model.index for key in index.keys)
+
+        return self.kept(("text all known", text_model), model, all_known)
 
     def servable(
         self, rows: np.ndarray, *, now: float, category, min_price, max_price, available_only
