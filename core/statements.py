@@ -51,6 +51,26 @@ def _converters(model: type[models.Model], vendor: str) -> tuple[tuple[int, tupl
     return tuple(out)
 
 
+def instance(model: type[M], row: tuple) -> M:
+    """The instance of a row read with :func:`select_list`'s columns, as a queryset makes it."""
+    return _instance(model, row)
+
+
+def select_list(model: type[models.Model], alias: str) -> str:
+    """The model's columns, each qualified by ``alias`` (a table or a ``WITH`` query of the statement), in
+    the order :func:`instance` reads them."""
+    return ", ".join(f"{alias}.{_q(f.column)}" for f in _columns(model)[0])
+
+
+def column(model: type[models.Model], name: str) -> str:
+    """The quoted column of field ``name`` (``pk``: the primary key)."""
+    return _q(_field(model, name).column)
+
+
+def table(model: type[models.Model]) -> str:
+    return _q(model._meta.db_table)
+
+
 def _instance(model: type[M], row: tuple) -> M:
     converters = _converters(model, connection.vendor)
     if converters:
@@ -100,16 +120,43 @@ def _insert_sql(model: type[models.Model], vendor: str) -> tuple[tuple[models.Fi
     return fields, f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {pk}"  # noqa: S608 - metadata
 
 
+@functools.cache
+def insert_select(model: type[models.Model], vendor: str) -> tuple[str, str]:
+    """The ``(columns, marks)`` of an ``INSERT INTO table (columns) SELECT marks FROM ... WHERE ...``: a row
+    of ``model`` stored only where the statement's own condition holds, its values those of
+    :func:`insert_values`, each mark typed (a parameter in a select list has no column to take its type
+    from)."""
+    fields = _insert_sql(model, vendor)[0]
+    columns = ", ".join(_q(f.column) for f in fields)
+    marks = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    return columns, marks
+
+
+def insert_values(obj: models.Model) -> list[Any]:
+    """``obj``'s values as :func:`insert` stores them (prepared as ``save()`` prepares them, ``auto_now``
+    times set on ``obj``), in :func:`insert_select`'s order."""
+    fields = _insert_sql(type(obj), connection.vendor)[0]
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def prep(model: type[models.Model], name: str, value: Any) -> Any:
+    """``value`` prepared for field ``name``'s column, as an update prepares it."""
+    return _prep(_field(model, name), value)
+
+
+def stored(obj: M, pk: Any) -> M:
+    """``obj`` marked stored, with the primary key its insert returned."""
+    obj.pk = pk
+    obj._state.adding, obj._state.db = False, connection.alias
+    return obj
+
+
 def insert(obj: M) -> M:
     """``obj`` stored as a new row (its primary key set from the database), as ``obj.save()`` would store it
     without signals: values prepared as ``save()`` prepares them (``auto_now_add`` and ``auto_now`` times set
     on ``obj``)."""
-    fields, sql = _insert_sql(type(obj), connection.vendor)
-    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    ((pk,),) = prepared.fetch_all(sql, values)
-    obj.pk = pk
-    obj._state.adding, obj._state.db = False, connection.alias
-    return obj
+    ((pk,),) = prepared.fetch_all(_insert_sql(type(obj), connection.vendor)[1], insert_values(obj))
+    return stored(obj, pk)
 
 
 @functools.cache

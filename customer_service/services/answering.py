@@ -38,7 +38,7 @@ from core import statements, vectors
 from core.billing import services as billing
 from core.billing.models import Meter
 from core.billing.streamed import metered_streamed
-from core.errors import QuotaExceeded
+from core.errors import NotFound, QuotaExceeded
 from core.ml.errors import MLError
 from core.registry import services as registry
 from customer_service.models import (
@@ -50,6 +50,7 @@ from customer_service.models import (
     Sender,
     UncertainMode,
 )
+from customer_service.services import writes
 from customer_service.services.bot import bot_settings_for, intent_threshold_for
 from customer_service.services.common import APP, RETRIEVAL_TASK
 from customer_service.services.conversations import (
@@ -338,6 +339,8 @@ def _bot_reply(
     """Give the bot's decision, unless an operator took the conversation over while the bot thought. While a
     hand-off waits for the visitor's e-mail address, only a sure answer is given (the conversation keeps
     waiting); otherwise the bot asks for the address again."""
+    if not waiting_for_email and decision.source != AnswerSource.HANDOFF and writes.one_statement():
+        return _bot_reply_one(conversation, message, decision)
     with transaction.atomic():
         organisation = conversation.organisation  # in hand: not read again through the locked row
         conversation = locked(conversation.pk)
@@ -365,10 +368,6 @@ def _bot_reply(
                 model_version_id=decision.model_version_id,
             )
             return [*said, reply]
-        suggestions: dict[str, Any] = {}
-        if decision.source == AnswerSource.SUGGESTIONS:
-            options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
-            suggestions = {"question": message.pk, "options": options, "chosen": ""}
         reply = _add_message(
             conversation,
             sender=Sender.BOT,
@@ -378,11 +377,45 @@ def _bot_reply(
             confidence=decision.confidence,
             article_id=decision.article_id,
             model_version_id=decision.model_version_id,
-            suggestions=suggestions,
+            suggestions=_suggestions(decision, message),
             citations=list(decision.citations),
         )
         _announce(conversation, reply, status=False)  # the bot answered: the status stays the bot's
     return [reply]
+
+
+def _bot_reply_one(conversation: Conversation, message: Message, decision: Decision) -> list[Message]:
+    """``_bot_reply``'s transaction for an answer (not a hand-off, not while waiting for an address) as one
+    statement (``writes``), the same rules."""
+    reply = Message(
+        organisation_id=conversation.organisation_id,
+        conversation=conversation,
+        sender=Sender.BOT,
+        text=decision.text,
+        source=decision.source,
+        intent=decision.intent,
+        confidence=decision.confidence,
+        article_id=decision.article_id,
+        model_version_id=decision.model_version_id,
+        suggestions=_suggestions(decision, message),
+        citations=list(decision.citations),
+    )
+    current, given = writes.reply_give(message, reply, decision.intent, decision.confidence)
+    if current is None:
+        raise NotFound("No such conversation.")
+    if given is None:  # an operator took over while the bot thought
+        return []
+    current.organisation = conversation.organisation  # in hand: not read again through the row
+    _announce(current, given, status=False)  # the bot answered: the status stays the bot's
+    return [given]
+
+
+def _suggestions(decision: Decision, message: Message) -> dict[str, Any]:
+    """What a reply keeps of the bot's suggestions (on ``suggestions``: the question, the options shown)."""
+    if decision.source != AnswerSource.SUGGESTIONS:
+        return {}
+    options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
+    return {"question": message.pk, "options": options, "chosen": ""}
 
 
 def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:

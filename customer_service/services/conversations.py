@@ -22,6 +22,7 @@ from customer_service.models import (
     Message,
     Sender,
 )
+from customer_service.services import writes
 from customer_service.services.visitors import page_check, visitor_hash
 
 MAX_MESSAGE_CHARS = 2000
@@ -253,6 +254,8 @@ def visitor_message_store(
     again."""
     text = _clean_text(text)
     client_id = client_id_check(client_id)
+    if writes.one_statement():
+        return _visitor_message_store_one(conversation, text, client_id)
     with transaction.atomic():
         conversation = locked(conversation.pk)
         if client_id:  # under the conversation's lock: two copies of a frame cannot both pass
@@ -264,6 +267,30 @@ def visitor_message_store(
         message = _add_message(conversation, sender=Sender.VISITOR, text=text, client_id=client_id)
         _announce(conversation, message, status=False)  # a message stored: the status stays
     return message, conversation.status == ConversationStatus.BOT or email_wanted(conversation)
+
+
+def _visitor_message_store_one(conversation: Conversation, text: str, client_id: str) -> tuple[Message, bool]:
+    """``visitor_message_store``'s transaction as one statement (``writes``), the same rules."""
+    message = Message(
+        organisation_id=conversation.organisation_id,
+        conversation=conversation,
+        sender=Sender.VISITOR,
+        text=text,
+        client_id=client_id,
+    )
+    current, earlier, stored = writes.message_store(message)
+    if current is None:
+        raise NotFound("No such conversation.")
+    if earlier is not None:
+        return earlier, False
+    if stored is None and current.status != ConversationStatus.CLOSED:  # a copy of the frame stored it
+        copy = statements.row_get(Message, conversation=current.pk, client_id=client_id)
+        if copy is not None:
+            return copy, False
+    if stored is None:
+        raise Conflict("This conversation is closed. Start a new one.")
+    _announce(current, stored, status=False)  # a message stored: the status stays
+    return stored, current.status == ConversationStatus.BOT or email_wanted(current)
 
 
 def _check_assignee(conversation: Conversation, user) -> None:
