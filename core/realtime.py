@@ -92,18 +92,27 @@ class Member(Protocol):
 
 
 async def _send_all(layer, messages: Sequence[Message], member: Member | None = None) -> None:
-    for group, message in messages:
-        local = member is not None and getattr(layer, "excludes", False) and group in member.local_groups()
+    """``messages`` to their groups, ``member``'s own copies handed to it; on a layer with
+    ``group_send_many`` (``core.channel_layer``'s) all of them in one call."""
+    own: tuple[str, ...] = ()
+    local: set[str] = set()
+    if member is not None and getattr(layer, "excludes", False):
+        own, local = (member.channel_name,), set(member.local_groups())
+    sends = [(group, message, own if group in local else ()) for group, message in messages]
+    if hasattr(layer, "group_send_many"):
         try:
-            if local:
-                await layer.group_send(group, message, exclude=(member.channel_name,))  # type: ignore[union-attr]
-            else:
-                await layer.group_send(group, message)
+            await layer.group_send_many(sends)
         except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
-            log.warning("broadcast to %s failed", group, exc_info=True)
-        if local:
+            log.warning("broadcast to %s failed", [group for group, _ in messages], exc_info=True)
+    for group, message, exclude in sends:
+        if not hasattr(layer, "group_send_many"):
             try:
-                await member.dispatch(message)  # type: ignore[union-attr]
+                await layer.group_send(group, message, **({"exclude": exclude} if exclude else {}))
+            except Exception:  # noqa: BLE001 - as above
+                log.warning("broadcast to %s failed", group, exc_info=True)
+        if exclude and member is not None:
+            try:
+                await member.dispatch(message)
             except Exception:  # noqa: BLE001 - as above (a socket closing meanwhile)
                 log.info("delivering %s's message to its own socket failed", group, exc_info=True)
 

@@ -65,7 +65,7 @@ from customer_service.services.grounded import NOT_FOUND, grounded_answer
 from customer_service.services.handoff import email_reply_locked, hand_off_locked
 from customer_service.services.knowledge import Hit, kb_search
 from customer_service.services.smalltalk import small_talk
-from customer_service.services.state import answering_state
+from customer_service.services.state import answering_state, answering_state_cache
 from customer_service.services.suggestions import suggestion_options, suggestions_text
 
 log = logging.getLogger(__name__)
@@ -318,9 +318,14 @@ def bot_answer(
         metadata = {"conversation": conversation.pk, "source": decision.source}
         return billing.Charge(replies, quantity=1 if answered else 0, metadata=metadata)
 
-    try:  # with Redis, through the ledger stream: no transaction of its own after the reply's
+    try:  # with Redis, through the ledger stream: no transaction of its own after the reply's; the quota's
+        # reservation reads the answering state's generation tokens in the same call
         return metered_streamed(
-            answer, organisation=organisation, meter=Meter.PREDICTIONS, metadata={"app": APP}
+            answer,
+            organisation=organisation,
+            meter=Meter.PREDICTIONS,
+            metadata={"app": APP},
+            prefetch=(answering_state_cache(),),
         )
     except QuotaExceeded:
         used_up = Decision(

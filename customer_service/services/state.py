@@ -30,6 +30,11 @@ _answering: GenerationCache[AnsweringState] = GenerationCache(SCOPE, "registry")
 _bots: GenerationCache[BotSettings | None] = GenerationCache(SCOPE)
 
 
+def answering_state_cache() -> GenerationCache[AnsweringState]:
+    """The cache ``answering_state`` reads (its tokens may be read ahead: ``metered_streamed(prefetch=)``)."""
+    return _answering
+
+
 def answering_state(*, organisation) -> AnsweringState:
     def load() -> AnsweringState:
         templates = AnswerTemplate.objects.for_org(organisation).filter(active=True)

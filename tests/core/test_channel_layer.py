@@ -85,3 +85,52 @@ def test_expired_members_are_dropped_and_capacity_holds():
 
 def test_the_project_serves_its_sockets_on_this_layer():
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "core.channel_layer.RedisChannelLayer"
+
+
+def test_sends_to_several_groups_are_two_round_trips_and_each_channel_gets_them_in_order(monkeypatch):
+    """``group_send_many``: one call for every group's members and one for every message (none where nobody
+    listens); a channel in several of the groups gets their messages in the order of the sends, read by
+    channels_redis's own class too; an excluded channel gets nothing."""
+    import redis.asyncio.client
+
+    prefix = f"layer-test-{time.time_ns()}"
+    commands: list[str] = []
+    original = redis.asyncio.client.Redis.execute_command
+
+    async def counting(self, *args, **kwargs):
+        commands.append(str(args[0]).upper())
+        return await original(self, *args, **kwargs)
+
+    async def scenario():
+        ours, theirs = _layers(prefix)
+        local = await ours.new_channel()
+        plain, other = f"plain.{time.time_ns()}", f"other.{time.time_ns()}"
+        for group, channel in (("g1", local), ("g1", plain), ("g2", plain), ("g2", other), ("g4", local)):
+            await ours.group_add(group, channel)
+        sends = [
+            ("g1", {"type": "test.event", "n": 1}, ()),
+            ("g2", {"type": "test.event", "n": 2}, ()),
+            ("g3", {"type": "test.event", "n": 3}, ()),  # nobody in it
+            ("g4", {"type": "test.event", "n": 4}, (local,)),  # its only member excluded
+            ("g1", {"type": "test.event", "n": 5}, ()),
+        ]
+        monkeypatch.setattr(redis.asyncio.client.Redis, "execute_command", counting)
+        await ours.group_send_many(sends)
+        sent = list(commands)
+        commands.clear()
+        await ours.group_send_many([("g3", {"type": "test.event", "n": 6}, ())])
+        empty = list(commands)
+        monkeypatch.setattr(redis.asyncio.client.Redis, "execute_command", original)
+        got = {}
+        readers = (("local", ours, local), ("plain", theirs, plain), ("other", ours, other))
+        for name, layer, channel in readers:
+            got[name] = []
+            while (message := await _received(layer, channel, timeout=0.5)) is not None:
+                got[name].append(message["n"])
+        await ours.flush()
+        await theirs.flush()
+        return sent, empty, got
+
+    sent, empty, got = asyncio.run(scenario())
+    assert got == {"local": [1, 5], "plain": [1, 2, 5], "other": [2]}
+    assert sent == ["EVALSHA", "EVALSHA"] and empty == ["EVALSHA"]

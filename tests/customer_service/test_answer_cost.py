@@ -40,6 +40,7 @@ ARTICLE_STATEMENTS = 15
 # intent, the insert, the conversation touched.
 IN_TRANSACTIONS = 10
 GROUP_SENDS = 4  # two announcements (the visitor's message, the bot's answer), each to the inbox and the chat
+LAYER_CALLS = [2, 2]  # each announcement's two groups in one call of the layer (``group_send_many``)
 
 
 @pytest.fixture
@@ -55,19 +56,22 @@ def answering(bot_org, monkeypatch, django_capture_on_commit_callbacks):
         organisation=organisation
     )  # as the socket
     layer = get_channel_layer()
-    sends: list[str] = []
-    real_send = layer.group_send
+    sends: list[str] = []  # the groups sent to
+    calls: list[int] = []  # the layer's calls, each with its number of groups
+    real_many = layer.group_send_many  # the Redis layer's group_send goes through it too
 
-    async def counted(group, message):
-        sends.append(group)
-        return await real_send(group, message)
+    async def counted(items):
+        sends.extend(group for group, _message, _exclude in items)
+        calls.append(len(items))
+        return await real_many(items)
 
-    monkeypatch.setattr(layer, "group_send", counted)
+    monkeypatch.setattr(layer, "group_send_many", counted)
 
     def answer(text: str, conversation=None):
         if conversation is None:
             conversation, _token, _greeting = services.conversation_start(bot=bot)
         sends.clear()
+        calls.clear()
         with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as queries:
             stored, bot_has_it = services.visitor_message_store(
                 conversation=conversation, text=text, client_id="c1"
@@ -78,6 +82,7 @@ def answering(bot_org, monkeypatch, django_capture_on_commit_callbacks):
             [services.message_payload(reply) for reply in replies]
         return replies[0].source, len(queries.captured_queries), len(sends), conversation
 
+    answer.calls = calls  # type: ignore[attr-defined]
     return organisation, answer
 
 
@@ -123,7 +128,7 @@ def _events(messages: list[dict]) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_an_answered_message_is_four_group_sends_carrying_the_same_events(answering):
+def test_an_answered_message_is_four_group_sends_in_two_calls_carrying_the_same_events(answering):
     organisation, answer = answering
     answer(_template_question())
     layer = get_channel_layer()
@@ -136,7 +141,7 @@ def test_an_answered_message_is_four_group_sends_carrying_the_same_events(answer
     try:
         source, _statements, sends, _ = answer(_template_question(), conversation)
         assert source == AnswerSource.TEMPLATE
-        assert sends == GROUP_SENDS
+        assert sends == GROUP_SENDS and answer.calls == LAYER_CALLS
         inbox_events = _events(async_to_sync(_drain)(layer, inbox_channel))
         chat_events = _events(async_to_sync(_drain)(layer, chat_channel))
     finally:
@@ -187,3 +192,25 @@ def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answer
         assert decision == services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)
     hits = services.kb_search(organisation=organisation, query=ARTICLE_QUESTION, k=3)
     assert hits[0].article_id == decision.article_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answers_state_tokens_come_with_the_quotas_reservation(make_org):
+    """Outside a transaction, as a server answers: the answer's Redis calls are the quota's reservation,
+    which reads the answering state's generation tokens too (no call of their own), the knowledge base's
+    (this organisation has no intent model: the question goes to its articles) and the settlement."""
+    from tests.redis_commands import redis_commands
+
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+    conversation, _token, _greeting = services.conversation_start(bot=bot)
+    calls = []
+    for text in ("Where is my parcel?", "Is anyone there?"):  # the first loads the state, the second is warm
+        stored, _answers = services.visitor_message_store(conversation=conversation, text=text)
+        with redis_commands() as commands:
+            services.visitor_message_answer(conversation=conversation, message=stored, bot=bot)
+        calls.append(commands)
+        conversation.refresh_from_db()
+        conversation.status = "bot"
+        conversation.save(update_fields=["status"])
+    assert calls[1] == ["EVALSHA", "MGET", "EVALSHA"], calls
