@@ -109,15 +109,18 @@ class Predictor:
         """(N, n_labels) probabilities in input order."""
         return self.head_proba(self.embed(texts), texts)
 
-    def predictions(self, embeddings: torch.Tensor, texts: Sequence[str]) -> list[Prediction]:
+    def predictions(
+        self, embeddings: torch.Tensor, texts: Sequence[str], *, in_scope: bool = True
+    ) -> list[Prediction]:
         """Predictions from (N, H) embeddings of ``texts``: :meth:`head_proba`, plus ``in_scope`` when the
-        version has an out-of-scope model."""
+        version has an out-of-scope model (``in_scope=False``: not scored, for a caller that does not read
+        it: the score compares each text with every training row)."""
         proba = self.head_proba(embeddings, texts)
-        in_scope = None
-        if self.ood is not None:
+        scopes = None
+        if self.ood is not None and in_scope:
             top = proba.max(dim=-1).values.numpy()
-            in_scope = self.ood.in_scope(embeddings.float().cpu().numpy(), top).tolist()
-        return to_predictions(proba, self.labels, self.version, in_scope)
+            scopes = self.ood.in_scope(embeddings.float().cpu().numpy(), top).tolist()
+        return to_predictions(proba, self.labels, self.version, scopes)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if isinstance(texts, str):

@@ -156,7 +156,8 @@ def _decide(*, organisation, bot: BotSettings, text: str) -> Decision:
         predictor = registry.predictor_for(version=version)
         # the encoder pass, shared with other visitors' at the same moment where the version serves float
         embeddings = registry.version_embed(version=version, texts=[text])
-        prediction = predictor.predictions(embeddings, [text])[0]  # what predictor.predict([text]) gives
+        # what predictor.predict([text]) gives; its in-scope score only where the rule reads it
+        prediction = predictor.predictions(embeddings, [text], in_scope=bot.out_of_scope_check)[0]
         intent, confidence, version_id = (
             prediction.label,
             float(prediction.probabilities[prediction.label]),

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from core.ml.ood import OutOfScope
 from core.registry import services as registry
 from core.registry.models import ModelVersion
 from customer_service import selectors, services
@@ -24,7 +25,7 @@ STRANGERS = [
 
 
 @pytest.mark.django_db
-def test_a_question_unlike_the_training_rows_is_answered_only_without_the_check(bot_org):
+def test_a_question_unlike_the_training_rows_is_answered_only_without_the_check(bot_org, monkeypatch):
     organisation, _owner, version_id = bot_org
     predictor = registry.predictor_for(version=ModelVersion.objects.for_org(organisation).get(pk=version_id))
     predictions = predictor.predict(STRANGERS)
@@ -41,13 +42,23 @@ def test_a_question_unlike_the_training_rows_is_answered_only_without_the_check(
     bot = services.bot_settings_update(organisation=organisation, intent_threshold=threshold)
     assert bot.out_of_scope_check is False  # off unless the tenant turns it on
 
+    scored = []  # the texts the out-of-scope model scored: only where the rule reads the score
+    real_in_scope = OutOfScope.in_scope
+
+    def counted(self, embeddings, top_probability):
+        scored.append(len(embeddings))
+        return real_in_scope(self, embeddings, top_probability)
+
+    monkeypatch.setattr(OutOfScope, "in_scope", counted)
     answered = decide(organisation=organisation, bot=bot, text=text)
     assert answered.source == AnswerSource.TEMPLATE and answered.confidence == pytest.approx(top)
+    assert scored == []  # the check is off: the question is not compared with every training row
 
     bot = services.bot_settings_update(
         organisation=organisation, out_of_scope_check=True, uncertain_mode="handoff"
     )
     refused = decide(organisation=organisation, bot=bot, text=text)
+    assert scored == [1]
     assert refused.source == AnswerSource.HANDOFF
     assert refused.confidence == pytest.approx(guess.in_scope)
     assert refused.reason.startswith("Unlike the questions the model was trained on: in scope"), (
