@@ -34,7 +34,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from core.consumers import OrganisationFeedConsumer, forward_batch
-from core.errors import TrellisError
+from core.errors import RateLimited, TrellisError
 from core.proxies import client_address
 from core.realtime import run_collecting
 from customer_service import selectors, services
@@ -171,10 +171,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """Sync (on a database thread): the key still valid and this visitor within the minute's allowance.
         A refused key is returned (the socket closes: ``_refused``); an exhausted allowance raises."""
         try:
-            self.bot = self._bot_now()
+            self.bot = services.widget_admit(
+                widget_key=self.widget_key,
+                origin=_header(self.scope, b"origin"),
+                host=_header(self.scope, b"host"),
+                known=self.bot,
+                client=self.client,
+                kind=kind,
+            )
+        except RateLimited:
+            raise
         except TrellisError as exc:
             return exc
-        services.widget_throttle(widget_key=self.widget_key, client=self.client, kind=kind)
         return None
 
     async def _refused(self, exc: TrellisError) -> None:

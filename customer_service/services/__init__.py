@@ -44,6 +44,7 @@ from customer_service.services.bot import (
     bot_settings_update,
     intent_threshold_for,
     intent_thresholds_check,
+    widget_admit,
     widget_key_rotate,
     widget_throttle,
 )
@@ -204,6 +205,7 @@ __all__ = [
     "visitor_message_answer",
     "visitor_message_store",
     "widget_key_rotate",
+    "widget_admit",
     "widget_throttle",
     "within_office_hours",
 ]

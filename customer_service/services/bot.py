@@ -2,13 +2,15 @@
 and the per-visitor throttle on that key (which is public, so it bounds what one client can cost a tenant)."""
 
 import math
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import InvalidInput, NotFound, RateLimited
-from core.ratelimit import rate_limit_hit
+from core.generations import prefetched
+from core.ratelimit import RateLimit, rate_limit_hit
 from customer_service.models import BotSettings, UncertainMode
-from customer_service.services.state import bot_settings_cached
+from customer_service.services.state import bot_settings_cached, bot_settings_token_keys
 
 
 def bot_settings_for(*, organisation) -> BotSettings:
@@ -155,14 +157,45 @@ WIDGET_LIMITS = {"start": "CS_WIDGET_STARTS_PER_MINUTE", "message": "CS_WIDGET_M
 
 def widget_throttle(*, widget_key: str, client: str, kind: str, now: float | None = None) -> None:
     """Count one ``kind`` action of a widget visitor; RateLimited past the allowance of the last minute."""
+    _throttled(_widget_hit(widget_key=widget_key, client=client, kind=kind, now=now), kind)
+
+
+def widget_admit(
+    *,
+    widget_key: str,
+    origin: str | None,
+    host: str | None,
+    known: BotSettings | None,
+    client: str,
+    kind: str,
+) -> BotSettings:
+    """A widget socket's frame admitted: the bot for the key and origin (``bot_for_widget``, which raises a
+    refusal) and one ``kind`` action of the visitor counted (``widget_throttle``: RateLimited past the
+    minute's allowance). Where the socket knows its bot and the settings are cached behind Redis tokens, the
+    tokens come with the count, in one Redis call (a refused key's frame is counted too: its socket
+    closes)."""
+    keys = bot_settings_token_keys(organisation=known.organisation) if known is not None else []
+    hit = _widget_hit(widget_key=widget_key, client=client, kind=kind, read=keys)
+    given = dict(zip(keys, hit.read, strict=True)) if keys and hit.read is not None else None
+    with prefetched(given) if given else nullcontext():
+        bot = bot_for_widget(widget_key=widget_key, origin=origin, host=host, known=known)
+    _throttled(hit, kind)
+    return bot
+
+
+def _widget_hit(*, widget_key: str, client: str, kind: str, now: float | None = None, read=()) -> RateLimit:
     from django.conf import settings
 
-    hit = rate_limit_hit(
+    return rate_limit_hit(
         key=f"cs-widget:{kind}:{widget_key}:{client}",
         limit=getattr(settings, WIDGET_LIMITS[kind]),
         window=60,
         now=now,
+        read=read,
     )
+
+
+def _throttled(hit: RateLimit, kind: str) -> None:
     if not hit.allowed:
         what = "new conversations" if kind == "start" else "messages"
         raise RateLimited(

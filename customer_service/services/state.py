@@ -11,7 +11,7 @@ The cached rows are shared by the threads of a process: callers read them and ne
 
 from dataclasses import dataclass
 
-from core.generations import GenerationCache, bump_for_row
+from core.generations import GenerationCache, bump_for_row, in_redis
 from core.registry.models import ModelVersion
 from core.registry.services.common import active_version
 from customer_service.models import AnswerTemplate, BotSettings
@@ -54,6 +54,12 @@ def bot_settings_cached(*, organisation) -> BotSettings | None:
         return rows.filter(organisation=organisation).first()
 
     return _bots.get(organisation, load)
+
+
+def bot_settings_token_keys(*, organisation) -> list[str]:
+    """The Redis keys of the tokens ``bot_settings_cached`` reads (none without Redis: they are rows), for a
+    call that reads them ahead (``core.generations.prefetched``)."""
+    return _bots.token_keys(organisation) if in_redis() else []
 
 
 def changed(sender, instance, **kwargs) -> None:

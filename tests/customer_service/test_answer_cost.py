@@ -214,3 +214,33 @@ def test_an_answers_state_tokens_come_with_the_quotas_reservation(make_org):
         conversation.status = "bot"
         conversation.save(update_fields=["status"])
     assert calls[1] == ["EVALSHA", "MGET", "EVALSHA"], calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_frames_admission_is_one_redis_call_that_sees_new_settings(make_org):
+    """A widget frame's admission (``widget_admit``): the visitor's count reads the bot settings' generation
+    tokens in the same Redis call, and a change to the settings is seen by the next frame."""
+    from core.errors import InvalidInput
+    from tests.redis_commands import redis_commands
+
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+    known = services.bot_for_widget(widget_key=bot.widget_key, origin=None)  # as the socket's connect reads it
+
+    def admit():
+        return services.widget_admit(
+            widget_key=bot.widget_key,
+            origin="https://shop.example.com",
+            host="trellis.example.com",
+            known=known,
+            client="10.0.0.1",
+            kind="message",
+        )
+
+    admit()  # the settings cached
+    with redis_commands() as commands:
+        again = admit()
+    assert again.pk == bot.pk and commands == ["EVALSHA"], commands
+    services.bot_settings_update(organisation=organisation, allowed_origins=["https://other.example.com"])
+    with pytest.raises(InvalidInput, match="may not use this chat widget"):
+        admit()
