@@ -161,17 +161,19 @@ def _classify_batch(organisation, wanted: int, versions, run: ClassifyRun) -> in
 
 
 def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
-    """Topic and sentiment of ``texts``, one encoder pass for both when they share an encoder."""
+    """Topic and sentiment of ``texts``, one encoder pass for both when they share an encoder; without the
+    models' out-of-scope scores (nothing here reads them)."""
     seconds: dict[str, float] = {}
     if settings.FM_SHARED_ENCODER_PASS:
         # both int8 (each passed its gate): one int8 pass; otherwise one float pass (see the module docstring)
         float_encoder = not all(serves_int8(v) for v in versions)
         topics, sentiments = predict_shared(
-            versions=versions, texts=texts, seconds=seconds, float_encoder=float_encoder
+            versions=versions, texts=texts, seconds=seconds, float_encoder=float_encoder, in_scope=False
         )
     else:  # the old path: each model its own encoder pass, as it serves online
         ((topics,), (sentiments,)) = (
-            predict_shared(versions=[version], texts=texts, seconds=seconds) for version in versions
+            predict_shared(versions=[version], texts=texts, seconds=seconds, in_scope=False)
+            for version in versions
         )
     run.seconds["encoder"] += seconds.get("encoder", 0.0)
     for task, version in zip((TOPIC_TASK, SENTIMENT_TASK), versions, strict=True):

@@ -225,7 +225,7 @@ def test_a_frames_admission_is_one_redis_call_that_sees_new_settings(make_org):
 
     organisation, _owner = make_org()
     bot = services.bot_settings_for(organisation=organisation)
-    known = services.bot_for_widget(widget_key=bot.widget_key, origin=None)  # as the socket's connect reads it
+    known = services.bot_for_widget(widget_key=bot.widget_key, origin=None)  # as the socket connects
 
     def admit():
         return services.widget_admit(

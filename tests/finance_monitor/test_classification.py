@@ -12,6 +12,7 @@ from core.billing.models import Plan, UsageEvent, plan_limits_write
 from core.errors import Conflict, InvalidInput
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
+from core.ml.ood import OutOfScope
 from core.realtime import org_group
 from core.registry import services as registry
 from core.registry.models import Dataset, ModelVersion, VersionStatus
@@ -76,7 +77,7 @@ def test_shipped_rows_are_capped_per_label_with_every_label_kept():
 
 @pytest.mark.django_db
 def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charged(
-    monitor_org, make_org, django_capture_on_commit_callbacks
+    monitor_org, make_org, django_capture_on_commit_callbacks, monkeypatch
 ):
     organisation, _ = monitor_org
     other, _ = make_org()
@@ -100,8 +101,15 @@ def test_pending_documents_are_classified_in_batches_counted_in_trends_and_charg
     mine, their_feed = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(org_group(organisation.pk, "documents"), mine)
     async_to_sync(layer.group_add)(org_group(other.pk, "documents"), their_feed)
+    scored = []  # the models' out-of-scope scores, which nothing here reads: not computed
+    real_in_scope = OutOfScope.in_scope
+    monkeypatch.setattr(OutOfScope, "in_scope", lambda *a: scored.append(1) or real_in_scope(*a))
     with django_capture_on_commit_callbacks(execute=True):
         run = classification.documents_classify_pending(organisation=organisation, batch_size=2)
+    assert scored == []
+    versions = [ModelVersion.objects.for_org(organisation).get(pk=pk) for pk in run.models.values()]
+    models = [registry.predictor_for(version=v) for v in versions]
+    assert len(models) == 2 and all(m.ood is not None for m in models)  # they have one to skip
     frames = [receive(layer, mine) for _ in range(3)]
     assert {f["event"] for f in frames} == {"fm.documents"}
     live = [d for f in frames for d in f["data"]["documents"]]

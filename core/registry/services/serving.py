@@ -155,6 +155,7 @@ def predict_shared(
     texts: list[str],
     seconds: dict[str, float] | None = None,
     float_encoder: bool = False,
+    in_scope: bool = True,
 ) -> list[Any]:
     """Every version's answer on ``texts`` (in the order of ``versions``), one encoder pass per encoder.
 
@@ -169,6 +170,9 @@ def predict_shared(
     serves every version from its float model, so head versions on the base share a pass whatever their
     int8 gates decided (float is the reference each gate measured int8 against): for batch work, where one
     float pass costs less than a float and an int8 pass.
+
+    ``in_scope=False``: classifiers' predictions without their out-of-scope score (``Predictor.predictions``),
+    for callers that do not read it: the score compares every text with every training row.
     """
     seconds = {} if seconds is None else seconds
     models = [loaded_model(version=v, quantized=False if float_encoder else None) for v in versions]
@@ -179,7 +183,7 @@ def predict_shared(
     answers: list[Any] = [None] * len(versions)
     for members in groups.values():
         first = models[members[0]]
-        if len(members) == 1 or not _shares_encoder(first):
+        if not _shares_encoder(first) or (len(members) == 1 and in_scope):
             for i in members:
                 started = time.perf_counter()
                 answers[i] = kind_of(versions[i]).run(model=models[i], texts=texts)
@@ -191,7 +195,7 @@ def predict_shared(
         for i in members:
             started = time.perf_counter()
             model = models[i]
-            answers[i] = model.predictions(embeddings, texts)
+            answers[i] = model.predictions(embeddings, texts, in_scope=in_scope)
             _add(seconds, str(versions[i].pk), started)
     return answers
 

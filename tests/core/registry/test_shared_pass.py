@@ -73,6 +73,12 @@ def test_two_heads_share_one_encoder_pass_and_a_fine_tuned_version_runs_its_own(
         probs = torch.tensor([[p.probabilities[label] for label in model.labels] for p in answers])
         assert torch.allclose(probs, alone, atol=1e-5), version.task
         assert [p.label for p in answers] == [model.labels[i] for i in alone.argmax(1).tolist()]
+    # without the out-of-scope score (a caller that does not read it): the same answers, nothing scored
+    assert all(p.in_scope is not None for answers in shared for p in answers)  # scored by default
+    unscored = predict_shared(versions=versions, texts=TEXTS, in_scope=False)
+    for answers, bare in zip(shared, unscored, strict=True):
+        assert [p.in_scope for p in bare] == [None] * len(TEXTS)
+        assert [(p.label, p.probabilities) for p in bare] == [(p.label, p.probabilities) for p in answers]
     # two different heads (other rows and labels, no blend): each answers with its own labels
     assert len(models[0].labels) == 8 and len(models[1].labels) == 5
 
