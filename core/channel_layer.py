@@ -39,10 +39,10 @@ return out
 """
 
 # KEYS: channel keys (one may come more than once: several messages for it); ARGV: their messages, their
-# capacities and their scores (the time, made to increase along the call: a channel's messages are popped
-# lowest score first), then the expiry and the oldest message time kept. Drops each channel's expired
-# messages, then adds the message where the channel is under capacity (the rule of channels_redis's group
-# send). Returns how many messages found their channel over capacity.
+# capacities and their scores (the time, made to increase along a key's messages in the call: a channel's
+# messages are popped lowest score first), then the expiry and the oldest message time kept. Drops each
+# channel's expired messages, then adds the message where the channel is under capacity (the rule of
+# channels_redis's group send). Returns how many messages found their channel over capacity.
 PUSH = """
 local n = #KEYS
 local expiry = ARGV[3 * n + 1]
@@ -60,7 +60,7 @@ end
 return over
 """
 
-# the scores of one call's messages step by this much (a double holds a time of day to about 2.4e-7 s)
+# the scores of one key's messages in a call step by this much (a double holds the time to about 2.4e-7 s)
 STEP_S = 1e-5
 
 Send = tuple[str, dict, Collection[str]]  # a group, its message, the channels that do not get it
@@ -109,7 +109,11 @@ class RedisChannelLayer(ChannelsRedisLayer):
         for index, items in pushes.items():
             now = time.time()
             args = [m for _k, m, _c in items] + [c for _k, _m, c in items]
-            args += [now + n * STEP_S for n in range(len(items))] + [self.expiry, int(now) - int(self.expiry)]
+            seen: dict[str, int] = defaultdict(int)  # per channel key: its messages so far in this call
+            for key, _m, _c in items:
+                args.append(now + seen[key] * STEP_S)
+                seen[key] += 1
+            args += [self.expiry, int(now) - int(self.expiry)]
             over = await self._script(self.connection(index), PUSH)([k for k, _m, _c in items], args)
             if over > 0:
                 groups = sorted({group for group, _m, _e in sends})

@@ -16,6 +16,7 @@ a request.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -128,7 +129,10 @@ def insert_select(model: type[models.Model], vendor: str) -> tuple[str, str]:
     from)."""
     fields = _insert_sql(model, vendor)[0]
     columns = ", ".join(_q(f.column) for f in fields)
-    marks = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    # a string's type without its length: the column's own assignment refuses a value too long for it, as
+    # an INSERT ... VALUES does, where a cast to varchar(n) would cut it silently
+    types = [re.sub(r"^varchar\(\d+\)$", "varchar", str(f.db_type(connection))) for f in fields]
+    marks = ", ".join(f"CAST(%s AS {t})" for t in types)
     return columns, marks
 
 

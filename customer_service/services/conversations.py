@@ -283,12 +283,17 @@ def _visitor_message_store_one(conversation: Conversation, text: str, client_id:
         raise NotFound("No such conversation.")
     if earlier is not None:
         return earlier, False
-    if stored is None and current.status != ConversationStatus.CLOSED:  # a copy of the frame stored it
-        copy = statements.row_get(Message, conversation=current.pk, client_id=client_id)
+    if stored is None:
+        # a copy of the frame stored it after this statement's snapshot (it waited for that copy's lock): the
+        # unique constraint refused this one; as the transaction's check would, return that message
+        copy = None
+        if client_id:
+            copy = statements.row_get(Message, conversation=current.pk, client_id=client_id)
         if copy is not None:
             return copy, False
-    if stored is None:
-        raise Conflict("This conversation is closed. Start a new one.")
+        if current.status == ConversationStatus.CLOSED:
+            raise Conflict("This conversation is closed. Start a new one.")
+        raise Conflict("The message was not stored: send it again.")  # nothing else refuses an insert
     _announce(current, stored, status=False)  # a message stored: the status stays
     return stored, current.status == ConversationStatus.BOT or email_wanted(current)
 

@@ -114,6 +114,10 @@ def test_sends_to_several_groups_are_two_round_trips_and_each_channel_gets_them_
             ("g4", {"type": "test.event", "n": 4}, (local,)),  # its only member excluded
             ("g1", {"type": "test.event", "n": 5}, ()),
         ]
+        await ours.group_send_many([("g0", {"type": "test.event", "n": 0}, ())])  # the scripts loaded
+        await ours.group_add("g5", plain)
+        await ours.group_send_many([("g5", {"type": "test.event", "n": 0}, ())])
+        assert (await _received(theirs, plain))["n"] == 0
         monkeypatch.setattr(redis.asyncio.client.Redis, "execute_command", counting)
         await ours.group_send_many(sends)
         sent = list(commands)

@@ -7,13 +7,16 @@ a change that adds a statement or a send to every chat message fails here. One t
 """
 
 import asyncio
+import operator
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from core import generations
 from core.consumers import forward_batch
 from core.realtime import org_group
 from customer_service import services
@@ -27,6 +30,9 @@ HOURS = (
     "They are closed on Sundays and public holidays."
 )
 ARTICLE_QUESTION = "What time do your branches open on Saturday?"
+
+POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+IN_REDIS = pytest.mark.skipif(not generations.in_redis(), reason="Redis calls counted (REDIS_URL)")
 
 # Statements per answered message inside the test's transaction: the message stored (one statement on
 # PostgreSQL: ``services.writes``), the conversation re-read, the quota, the active intent model, the
@@ -91,19 +97,25 @@ def _template_question() -> str:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("one_statement", [True, False], ids=["one-statement", "transactions"])
+@pytest.mark.parametrize(
+    "one_statement",
+    [pytest.param(True, marks=pytest.mark.skipif(not POSTGRES, reason="one statement on PostgreSQL")), False],
+    ids=["one-statement", "transactions"],
+)
 def test_template_and_article_answers_keep_to_their_sql_statements(answering, one_statement, monkeypatch):
     _organisation, answer = answering
     monkeypatch.setattr(writes, "ONE_STATEMENT", one_statement)
+    assert writes.one_statement() is one_statement
     answer(_template_question())  # the model loaded, the plan read: what every later message finds
     answer(ARTICLE_QUESTION)
     source, statements, _sends, _ = answer(_template_question())
     assert source == AnswerSource.TEMPLATE
     more = 0 if one_statement else IN_TRANSACTIONS
-    assert statements == TEMPLATE_STATEMENTS + more, f"a template answer took {statements} SQL statements"
+    same = operator.eq if POSTGRES else operator.le  # SQLite's counts: at most these (no FOR UPDATE there)
+    assert same(statements, TEMPLATE_STATEMENTS + more), f"a template answer took {statements} statements"
     source, statements, _sends, _ = answer(ARTICLE_QUESTION)
     assert source == AnswerSource.ARTICLE
-    assert statements == ARTICLE_STATEMENTS + more, f"an article answer took {statements} SQL statements"
+    assert same(statements, ARTICLE_STATEMENTS + more), f"an article answer took {statements} statements"
 
 
 async def _drain(layer, channel: str, quiet_s: float = 0.5) -> list[dict]:
@@ -194,6 +206,7 @@ def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answer
     assert hits[0].article_id == decision.article_id
 
 
+@IN_REDIS
 @pytest.mark.django_db(transaction=True)
 def test_an_answers_state_tokens_come_with_the_quotas_reservation(make_org):
     """Outside a transaction, as a server answers: the answer's Redis calls are the quota's reservation,
@@ -216,6 +229,7 @@ def test_an_answers_state_tokens_come_with_the_quotas_reservation(make_org):
     assert calls[1] == ["EVALSHA", "MGET", "EVALSHA"], calls
 
 
+@IN_REDIS
 @pytest.mark.django_db(transaction=True)
 def test_a_frames_admission_is_one_redis_call_that_sees_new_settings(make_org):
     """A widget frame's admission (``widget_admit``): the visitor's count reads the bot settings' generation

@@ -5,7 +5,8 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.conf import settings
+from django.db import DataError, connection, connections, transaction
 
 from core import statements
 from core.errors import Conflict, NotFound
@@ -14,6 +15,10 @@ from customer_service.models import AnswerSource, Conversation, ConversationStat
 from customer_service.services import writes
 from customer_service.services.answering import Decision, _bot_reply
 
+pytestmark = pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="one statement on PostgreSQL (elsewhere both ways are the transactions)",
+)
 BOTH = pytest.mark.parametrize("one_statement", [True, False], ids=["one-statement", "transactions"])
 SKIPPED = ("id", "created_at", "updated_at", "public_id", "token_hash", "conversation_id", "last_message_at")
 
@@ -29,6 +34,7 @@ def _kept(obj) -> dict:
 def _exchange(bot, one_statement: bool, monkeypatch) -> dict:
     """Every branch of the two writes on a new conversation; what each returned and what the rows hold."""
     monkeypatch.setattr(writes, "ONE_STATEMENT", one_statement)
+    assert writes.one_statement() is one_statement
     conversation, _token, _greeting = services.conversation_start(bot=bot)
     seen: dict = {}
     question, answers = services.visitor_message_store(
@@ -96,13 +102,15 @@ def _waiting_for_a_lock(pid: int) -> bool:
 
 
 @BOTH
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed-meanwhile"])
 @pytest.mark.django_db(transaction=True)
 def test_a_copy_of_a_frame_held_at_the_lock_returns_the_message_the_first_copy_stored(
-    make_org, monkeypatch, one_statement
+    make_org, monkeypatch, one_statement, closed
 ):
     """The widget sends a frame again while the first copy's transaction holds the conversation: the
     second waits for the lock, then finds the message stored (the one-statement store's duplicate check
-    read its snapshot from before the wait: the unique constraint and a read after it catch it)."""
+    read its snapshot from before the wait: the unique constraint and a read after it catch it), also
+    where the conversation was closed before the second got the lock (the copy is not refused)."""
     monkeypatch.setattr(writes, "ONE_STATEMENT", one_statement)
     organisation, _owner = make_org()
     bot = services.bot_settings_for(organisation=organisation)
@@ -120,6 +128,10 @@ def test_a_copy_of_a_frame_held_at_the_lock_returns_the_message_the_first_copy_s
                     text="once",
                     client_id="dup",
                 )
+                if closed:
+                    Conversation.all_tenants.filter(pk=conversation.pk).update(
+                        status=ConversationStatus.CLOSED
+                    )
                 first_locked.set()
                 release.wait(30)
         finally:
@@ -155,3 +167,22 @@ def test_a_copy_of_a_frame_held_at_the_lock_returns_the_message_the_first_copy_s
     assert (message.text, message.client_id, answers) == ("once", "dup", False)
     assert Message.all_tenants.filter(conversation=conversation, client_id="dup").count() == 1
     assert message.pk == Message.all_tenants.get(conversation=conversation, client_id="dup").pk
+
+
+@pytest.mark.django_db
+def test_a_value_too_long_for_its_column_is_refused_as_an_insert_refuses_it(make_org):
+    """The one-statement insert types its values without a string's length, so the column refuses what is
+    too long for it (a cast to the column's own type would have cut it to fit)."""
+    organisation, _owner = make_org()
+    bot = services.bot_settings_for(organisation=organisation)
+    conversation, _token, _greeting = services.conversation_start(bot=bot)
+    message = Message(
+        organisation_id=organisation.pk,
+        conversation=conversation,
+        sender=Sender.VISITOR,
+        text="hello",
+        client_id="c" * 65,  # the column holds 64 (the service checks it first: this bypasses the check)
+    )
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        writes.message_store(message)
+    assert not Message.all_tenants.filter(conversation=conversation, sender=Sender.VISITOR).exists()
