@@ -99,13 +99,14 @@ async def _send_all(layer, messages: Sequence[Message], member: Member | None = 
     if member is not None and getattr(layer, "excludes", False):
         own, local = (member.channel_name,), set(member.local_groups())
     sends = [(group, message, own if group in local else ()) for group, message in messages]
-    if hasattr(layer, "group_send_many"):
+    many = getattr(layer, "group_send_many", None)
+    if many is not None:
         try:
-            await layer.group_send_many(sends)
+            await many(sends)
         except Exception:  # noqa: BLE001 - a broadcast must never break the write that caused it
             log.warning("broadcast to %s failed", [group for group, _ in messages], exc_info=True)
     for group, message, exclude in sends:
-        if not hasattr(layer, "group_send_many"):
+        if many is None:
             try:
                 await layer.group_send(group, message, **({"exclude": exclude} if exclude else {}))
             except Exception:  # noqa: BLE001 - as above

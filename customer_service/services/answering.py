@@ -59,6 +59,7 @@ from customer_service.services.conversations import (
     _clean_text,
     email_wanted,
     locked,
+    new_message,
     visitor_message_store,
 )
 from customer_service.services.grounded import NOT_FOUND, grounded_answer
@@ -374,18 +375,7 @@ def _bot_reply(
                 model_version_id=decision.model_version_id,
             )
             return [*said, reply]
-        reply = _add_message(
-            conversation,
-            sender=Sender.BOT,
-            text=decision.text,
-            source=decision.source,
-            intent=decision.intent,
-            confidence=decision.confidence,
-            article_id=decision.article_id,
-            model_version_id=decision.model_version_id,
-            suggestions=_suggestions(decision, message),
-            citations=list(decision.citations),
-        )
+        reply = _add_message(conversation, **_reply_fields(decision, message))
         _announce(conversation, reply, status=False)  # the bot answered: the status stays the bot's
     return [reply]
 
@@ -393,19 +383,7 @@ def _bot_reply(
 def _bot_reply_one(conversation: Conversation, message: Message, decision: Decision) -> list[Message]:
     """``_bot_reply``'s transaction for an answer (not a hand-off, not while waiting for an address) as one
     statement (``writes``), the same rules."""
-    reply = Message(
-        organisation_id=conversation.organisation_id,
-        conversation=conversation,
-        sender=Sender.BOT,
-        text=decision.text,
-        source=decision.source,
-        intent=decision.intent,
-        confidence=decision.confidence,
-        article_id=decision.article_id,
-        model_version_id=decision.model_version_id,
-        suggestions=_suggestions(decision, message),
-        citations=list(decision.citations),
-    )
+    reply = new_message(conversation, **_reply_fields(decision, message))
     current, given = writes.reply_give(message, reply, decision.intent, decision.confidence)
     if current is None:
         raise NotFound("No such conversation.")
@@ -416,12 +394,24 @@ def _bot_reply_one(conversation: Conversation, message: Message, decision: Decis
     return [given]
 
 
-def _suggestions(decision: Decision, message: Message) -> dict[str, Any]:
-    """What a reply keeps of the bot's suggestions (on ``suggestions``: the question, the options shown)."""
-    if decision.source != AnswerSource.SUGGESTIONS:
-        return {}
-    options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
-    return {"question": message.pk, "options": options, "chosen": ""}
+def _reply_fields(decision: Decision, message: Message) -> dict[str, Any]:
+    """The bot's reply to ``message`` as ``decision`` words it (an answer, not a hand-off): its fields; on
+    ``suggestions`` it keeps the question and the options shown."""
+    suggestions: dict[str, Any] = {}
+    if decision.source == AnswerSource.SUGGESTIONS:
+        options = [{"intent": o["intent"], "label": o["label"]} for o in decision.suggestions]
+        suggestions = {"question": message.pk, "options": options, "chosen": ""}
+    return {
+        "sender": Sender.BOT,
+        "text": decision.text,
+        "source": decision.source,
+        "intent": decision.intent,
+        "confidence": decision.confidence,
+        "article_id": decision.article_id,
+        "model_version_id": decision.model_version_id,
+        "suggestions": suggestions,
+        "citations": list(decision.citations),
+    }
 
 
 def answer_preview(*, organisation, text: Any, api_key=None, idempotency_key: str | None = None) -> Decision:

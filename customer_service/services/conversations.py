@@ -135,12 +135,15 @@ def email_wanted(conversation: Conversation) -> bool:
     )
 
 
+def new_message(conversation: Conversation, **fields: Any) -> Message:
+    """An unsaved message of the conversation (its organisation the conversation's)."""
+    return Message(organisation_id=conversation.organisation_id, conversation=conversation, **fields)
+
+
 def _add_message(conversation: Conversation, **fields: Any) -> Message:
     """A new message of the conversation, its time the conversation's ``last_message_at`` (the chat's hot
     path: statements built once, ``core.statements``; neither model has signal receivers)."""
-    message = statements.insert(
-        Message(organisation_id=conversation.organisation_id, conversation=conversation, **fields)
-    )
+    message = statements.insert(new_message(conversation, **fields))
     conversation.last_message_at, conversation.updated_at = message.created_at, timezone.now()
     statements.row_update(
         Conversation,
@@ -271,13 +274,7 @@ def visitor_message_store(
 
 def _visitor_message_store_one(conversation: Conversation, text: str, client_id: str) -> tuple[Message, bool]:
     """``visitor_message_store``'s transaction as one statement (``writes``), the same rules."""
-    message = Message(
-        organisation_id=conversation.organisation_id,
-        conversation=conversation,
-        sender=Sender.VISITOR,
-        text=text,
-        client_id=client_id,
-    )
+    message = new_message(conversation, sender=Sender.VISITOR, text=text, client_id=client_id)
     current, earlier, stored = writes.message_store(message)
     if current is None:
         raise NotFound("No such conversation.")

@@ -82,10 +82,16 @@ def message_store(message: Message) -> tuple[Conversation | None, Message | None
     rows = prepared.fetch_all(_store_sql(connection.vendor), params)
     if not rows:
         return None, None, None
-    n = len(Conversation._meta.concrete_fields)
-    current, earlier, stored = statements.instance(Conversation, rows[0][:n]), rows[0][n:-1], rows[0][-1]
+    current, rest = _locked(rows[0])
+    earlier, stored = rest[:-1], rest[-1]
     found = statements.instance(Message, earlier) if earlier[0] is not None else None
     return current, found, _stored(current, message, stored, now)
+
+
+def _locked(row: tuple) -> tuple[Conversation, tuple]:
+    """A statement's row: the conversation as locked (its columns first), and the rest."""
+    n = len(Conversation._meta.concrete_fields)
+    return statements.instance(Conversation, row[:n]), row[n:]
 
 
 def _stored(conversation: Conversation, message: Message, pk, now) -> Message | None:
@@ -131,6 +137,5 @@ def reply_give(
     rows = prepared.fetch_all(_reply_sql(connection.vendor, bool(intent)), params)
     if not rows:
         return None, None
-    n = len(Conversation._meta.concrete_fields)
-    current = statements.instance(Conversation, rows[0][:n])
-    return current, _stored(current, reply, rows[0][n], now)
+    current, (stored,) = _locked(rows[0])
+    return current, _stored(current, reply, stored, now)
