@@ -64,13 +64,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--train-rows", type=int, default=1000, help="rows per default model (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the worker and the peer")
-    parser.add_argument("--classify-batch", type=int, default=64, help="the worker's FM_CLASSIFY_BATCH")
+    parser.add_argument("--classify-batch", type=int, default=256, help="the worker's FM_CLASSIFY_BATCH")
     parser.add_argument(
         "--paths",
         nargs="+",
         default=["shared"],
-        choices=["shared", "old", "shared-int8"],
-        help="pipelines to run, in order (shared-int8: both models serve int8 for the run, gates aside)",
+        choices=["shared", "old", "shared-int8", "shared-nobf16"],
+        help="pipelines to run, in order (shared-int8: both models serve int8 for the run, gates aside;"
+        " shared-nobf16: the shared pass with ML_BF16=off, as before bf16 batch work)",
     )
     parser.add_argument(
         "--reuse", action="store_true", help="keep the database and models of the previous run (no training)"
@@ -231,6 +232,7 @@ def run_path(name: str, args, org, secret: str, texts: list[str], env: dict[str,
         "ML_SERVE_THREADS": str(args.threads),
         "FM_SHARED_ENCODER_PASS": str(name != "old"),
         "FM_CLASSIFY_BATCH": str(args.classify_batch),
+        **({"ML_BF16": "off"} if name == "shared-nobf16" else {}),
     }
     worker = start_worker(worker_env)
     port = free_port()
@@ -252,8 +254,11 @@ def run_path(name: str, args, org, secret: str, texts: list[str], env: dict[str,
 
     originals = Document.objects.for_org(org).filter(duplicate_of__isnull=True)
     stored_texts = [document_text(d) for d in originals.order_by("pk")]
-    ceiling = peer(org, stored_texts, args.threads, shared=name != "old")
+    ceiling = peer(org, stored_texts, args.threads, shared=name != "old", bf16=name == "shared")
     int8 = {v.pk: v.quantized for v in active_versions(org)}  # what served
+    from core.registry.services import serves_bf16
+
+    bf16 = {v.pk: name == "shared" and serves_bf16(v) for v in active_versions(org)}
     serve_int8(org, None)  # back to the gates' decisions
     runs = worker_runs(worker.log_path)  # type: ignore[attr-defined]
     busy = sum(d for d, _ in runs)
@@ -281,6 +286,7 @@ def run_path(name: str, args, org, secret: str, texts: list[str], env: dict[str,
         "parts": parts,
         "peer_per_s": ceiling,
         "int8": int8,
+        "bf16": bf16,
     }
 
 
@@ -305,7 +311,7 @@ def serve_int8(org, on: bool | None) -> dict[int, bool]:
     return {v.pk: serves_int8(v) for v in active_versions(org)}
 
 
-def peer(org, texts: list[str], threads: int, shared: bool) -> float:
+def peer(org, texts: list[str], threads: int, shared: bool, bf16: bool) -> float:
     """The bare predictors in this process on the same texts, as the worker's path runs them (one pass for
     both heads, or a pass per model) without the database, Celery or HTTP: documents per second."""
     from core.ml.runtime import Runtime, apply_threads
@@ -313,11 +319,14 @@ def peer(org, texts: list[str], threads: int, shared: bool) -> float:
 
     apply_threads(Runtime(base_model_path=None, device="cpu", threads=threads))
     versions = active_versions(org)
-    float_encoder = not all(v.quantized for v in versions)
+    from core.registry.services import serves_bf16, serves_int8
+
+    bf16 = bf16 and all(serves_bf16(v) for v in versions)  # as the worker decides (classification._predict)
+    float_encoder = not bf16 and not all(serves_int8(v) for v in versions)
 
     def run(some: list[str]) -> None:
         if shared:
-            predict_shared(versions=versions, texts=some, float_encoder=float_encoder)
+            predict_shared(versions=versions, texts=some, float_encoder=float_encoder, bf16=bf16)
         else:
             for version in versions:
                 predict_shared(versions=[version], texts=some)
@@ -359,13 +368,13 @@ def main() -> None:
         f" API batches of {args.batch}, FM_CLASSIFY_BATCH {args.classify_batch}"
     )
     print(
-        "path        pushed created  dup  stored counted accepted/s classified/s end-to-end/s  peer/s"
+        "path          pushed created  dup  stored counted accepted/s classified/s end-to-end/s  peer/s"
         "  encoder s  heads s"
     )
     for r in results:
         c = r["counts"]
         print(
-            f"{r['path']:<11} {r['pushed']:>6} {c.get('created', 0):>7} {c.get('duplicate', 0):>4}"
+            f"{r['path']:<13} {r['pushed']:>6} {c.get('created', 0):>7} {c.get('duplicate', 0):>4}"
             f" {r['stored']:>7}"
             f" {r['counted']:>7} {r['accepted_per_s']:>11.1f} {r['classified_per_s']:>12.1f}"
             f" {r['end_to_end_per_s']:>12.1f} {r['peer_per_s']:>7.1f} {r['parts']['encoder']:>10.1f}"
@@ -373,7 +382,8 @@ def main() -> None:
         )
         print(
             f"        accept {r['accepted_s']:.1f} s, worker busy {r['busy_s']:.1f} s in {r['runs']} runs,"
-            f" first push to last counted {r['end_to_end_s']:.1f} s; int8 served: {r['int8']}"
+            f" first push to last counted {r['end_to_end_s']:.1f} s; int8 served: {r['int8']},"
+            f" bf16 encoder: {r['bf16']}"
         )
     print(
         "peer/s: the same path's bare predictors in this process on the same texts (no database, queue, HTTP)"

@@ -274,7 +274,9 @@ CS_GROUNDED_PASSAGES = env.int("CS_GROUNDED_PASSAGES", default=1)
 # cosine of the best passage; at or above it the bot sends the passage itself (bench/grounded.py).
 CS_GROUNDED_CONFIDENT = env.float("CS_GROUNDED_CONFIDENT", default=0.6)
 # Finance monitor: documents per classification batch (one transaction) and per run of the infer task.
-FM_CLASSIFY_BATCH = env.int("FM_CLASSIFY_BATCH", default=64)
+# 256: the encoder's batches of 32 are sorted by token count within a classification batch, and a larger one
+# pads less (the bf16 encoder 3.3 against 4.6 ms a document with 64; BENCHMARKS.md section 16).
+FM_CLASSIFY_BATCH = env.int("FM_CLASSIFY_BATCH", default=256)
 FM_CLASSIFY_MAX_PER_RUN = env.int("FM_CLASSIFY_MAX_PER_RUN", default=5000)
 # One encoder pass feeds the topic and sentiment heads when they share an encoder (off: a pass per model,
 # the old path, kept for bench/fm_ingest.py's comparison).
@@ -307,6 +309,10 @@ ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
 # the faster (no AVX-512 VNNI or AMX: fifty times slower), versions serve their float model
 # (core.registry.services.serving.serves_int8); "int" or "float" serve int8 on that kernel (core.ml.quantize).
 ML_INT8_KERNEL = env.str("ML_INT8_KERNEL", default="auto")
+# Batch work (the finance monitor's classification) runs a version's bf16 encoder where it passed its bf16
+# gate and ML_BF16 allows: "auto" where bf16 is clearly the fastest product (AMX: 2.5x the int8 path),
+# "on", "off" (core.registry.services.serving.serves_bf16, core.ml.bf16).
+ML_BF16 = env.str("ML_BF16", default="auto")
 # None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.
 ML_BASE_MODEL = env.str("ML_BASE_MODEL", default="") or None
 ML_PREDICTOR_CACHE_SIZE = env.int("ML_PREDICTOR_CACHE_SIZE", default=8)

@@ -1,7 +1,8 @@
 """The one per-process cache of loaded models, for every kind.
 
 Keys are ``(artifact, variant)``: ``artifact`` names the artifact by its hash (the registry's
-``artifact_key``: ids alone are reused by SQLite), ``variant`` how it is served (``True``: the int8 path).
+``artifact_key``: ids alone are reused by SQLite), ``variant`` how it is served (``True``: the int8 path;
+``"bf16"``: the bf16 encoder, ``core.ml.bf16``).
 Thread-safe; each key is loaded once even when many threads ask at the same time (other keys load in
 parallel); least recently used entries are evicted beyond ``max_size``. A *pinned* entry (the base encoder,
 which knowledge-base search uses before an organisation has its own model) is never evicted and does not
@@ -19,7 +20,7 @@ from typing import Any
 from core.ml.batching import MicroBatcher
 from core.ml.errors import MLError
 
-Key = tuple[str, bool]
+Key = tuple[str, bool | str]
 
 
 class ModelCache:

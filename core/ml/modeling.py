@@ -105,8 +105,9 @@ class TextClassifier(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, H), unit length."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
-        return nn.functional.normalize(pooled.float(), dim=-1)
+        # pooled in float32 (a bf16 encoder's states too: ``core.ml.bf16``); a no-op for a float32 encoder
+        pooled = mean_pool(out.last_hidden_state.float(), attention_mask)
+        return nn.functional.normalize(pooled, dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask))

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from core.ml.artifact import WEIGHTS, load_lexical, load_model, load_ood, load_temperature
+from core.ml.bf16 import bf16_encoder
 from core.ml.calibration import apply_temperature
 from core.ml.errors import MLError
 from core.ml.lexical import LexicalModel, blend
@@ -55,9 +56,14 @@ class Predictor:
         encoder_key: str = "",
         ood: OutOfScope | None = None,
         temperature: float = 1.0,
+        bf16: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
+        # a bf16 copy of the encoder (``core.ml.bf16``: batch work where AMX makes it the fastest), batched as
+        # float is (sorted by token count, padded to each batch's longest): AMX pays on whole batches, and a
+        # job's 64 documents held texts of one token count two at a time (bf16 then ran slower than int8)
+        self.bf16 = bf16
         # The int8 path scales each row (token) by its own range (``core.ml.quantize``), and a quantized
         # predictor batches only texts of one token length (no padding): every text gets exactly the
         # vectors it gets alone, so answers do not depend on micro-batching or file order, and the gate
@@ -213,9 +219,10 @@ def encoder_key(manifest: dict, *, device: str, quantized: bool) -> str:
     return f"weights:{manifest['files'][WEIGHTS]}:{path}"
 
 
-def _int8_key(key: str) -> str:
-    """The encoder key of a float predictor's int8 copy (a hand-built predictor's copy shares with nobody)."""
-    return "" if key.startswith("own:") else f"{key.rsplit(':', 1)[0]}:int8@cpu"
+def _copy_key(key: str, path: str) -> str:
+    """The encoder key of a float predictor's int8 or bf16 copy (``path``: "int8@cpu", "bf16@cpu"; a
+    hand-built predictor's copy shares with nobody)."""
+    return "" if key.startswith("own:") else f"{key.rsplit(':', 1)[0]}:{path}"
 
 
 def int8_copy(predictor: Predictor, *, kernel: str = "auto") -> Predictor:
@@ -231,7 +238,27 @@ def int8_copy(predictor: Predictor, *, kernel: str = "auto") -> Predictor:
         quantized=True,
         lexical=predictor.lexical,
         blend_weight=predictor.blend_weight,
-        encoder_key=_int8_key(predictor.encoder_key),
+        encoder_key=_copy_key(predictor.encoder_key, "int8@cpu"),
         ood=predictor.ood,
         temperature=predictor.temperature,
+    )
+
+
+def bf16_copy(predictor: Predictor) -> Predictor:
+    """The same version with its encoder in bf16 on CPU (``core.ml.bf16``): what the gate measures against
+    the float model, and what batch work runs where bf16 pays."""
+    return Predictor(
+        model=bf16_encoder(predictor.model),  # type: ignore[arg-type]
+        tokenizer=predictor.tokenizer,
+        labels=predictor.labels,
+        version=predictor.version,
+        device="cpu",
+        max_length=predictor.max_length,
+        batch_size=predictor.batch_size,
+        lexical=predictor.lexical,
+        blend_weight=predictor.blend_weight,
+        encoder_key=_copy_key(predictor.encoder_key, "bf16@cpu"),
+        ood=predictor.ood,
+        temperature=predictor.temperature,
+        bf16=True,
     )

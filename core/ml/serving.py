@@ -92,7 +92,7 @@ class PredictorCache:
         load = self._load(version, directory, runtime, quantized)
         return self.models.batcher((version, quantized), load, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
-    def keys(self) -> list[tuple[str, bool]]:
+    def keys(self) -> list[tuple[str, bool | str]]:
         """Cached keys, least recently used first."""
         return self.models.keys()
 
@@ -120,10 +120,35 @@ def int8_within(float_accuracy: float, quantized_accuracy: float, tolerance: flo
     return float_accuracy - quantized_accuracy <= tolerance + 1e-9
 
 
+def _bf16_gate(
+    float_predictor: Predictor,
+    rows: Sequence[tuple[str, str]],
+    float_accuracy: float,
+    float_labels: list[str],
+    tolerance: float,
+) -> dict:
+    """The bf16 encoder's accuracy on the gate's rows (``core.ml.bf16``), measured only where bf16 pays on
+    this host (elsewhere it is a slow reference loop, and a version trained there serves int8 or float)."""
+    from core.ml.bf16 import bf16_pays  # torch: with the gate's first predictor
+
+    if not bf16_pays():
+        return {"use_bf16": False, "bf16": "not measured: bf16 is not the fastest product on this host"}
+    started = time.perf_counter()
+    bf16_acc, bf16_f1, bf16_labels = _accuracy_and_f1(_torch_side().bf16_copy(float_predictor), rows)
+    return {
+        "bf16_accuracy": bf16_acc,
+        "bf16_macro_f1": bf16_f1,
+        "bf16_agreement": sum(a == b for a, b in zip(float_labels, bf16_labels, strict=True)) / len(rows),
+        "bf16_seconds": time.perf_counter() - started,
+        "use_bf16": int8_within(float_accuracy, bf16_acc, tolerance),
+    }
+
+
 def quantization_gate(
     *, directory: Path, rows: Sequence[tuple[str, str]], runtime: Runtime, tolerance: float = 0.005
 ) -> dict:
-    """Float vs int8 accuracy on held-out ``rows``; int8 is used when it loses at most ``tolerance``.
+    """Float vs int8 accuracy on held-out ``rows``; int8 is used when it loses at most ``tolerance``. Where
+    bf16 pays on this host, bf16's too (``use_bf16``: batch work may run the bf16 encoder, ``core.ml.bf16``).
 
     ``tolerance`` is in accuracy units (0.005 = half a point). Being more accurate never disqualifies int8.
     """
@@ -139,6 +164,7 @@ def quantization_gate(
     quant_s = time.perf_counter() - started
     agreement = sum(a == b for a, b in zip(float_labels, quant_labels, strict=True)) / len(rows)
     return {
+        **_bf16_gate(float_predictor, rows, float_acc, float_labels, tolerance),
         "method": QUANTIZATION_METHOD,
         "n": len(rows),
         "float_accuracy": float_acc,

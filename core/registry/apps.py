@@ -9,7 +9,7 @@ def _warm_worker_process(**_kwargs) -> None:
     ``core.celery``: the warm-up reads the products, and ``core.products`` reads the Celery app."""
     from core.registry.services.warmup import warmup_at_start
 
-    warmup_at_start(with_products=False)
+    warmup_at_start(with_products=False, batch=True)
 
 
 class RegistryConfig(AppConfig):

@@ -17,7 +17,8 @@ for every version on the same encoder (the default models are heads on the froze
 each head on those embeddings; a fine-tuned version (its own encoder) makes its own pass. When both versions
 serve int8 (each passed its gate) the pass is int8; when one did not, both are served by their float models
 (``float_encoder``) rather than split into an int8 and a float pass: one float pass costs less than the two
-(bench/fm_ingest.py), and float is what each gate measured int8 against.
+(bench/fm_ingest.py), and float is what each gate measured int8 against. On a CPU with AMX, where both
+versions passed their bf16 gates, the pass is bf16 (``core.ml.bf16``: 2.5x the int8 encoder there).
 The job's result reports the seconds of the encoder passes and of each head (``seconds``).
 
 Without an active topic or sentiment model the documents stay pending; the first time that happens, the
@@ -36,7 +37,7 @@ from core.billing import services as billing
 from core.celery import app as celery_app
 from core.errors import QuotaExceeded
 from core.jobs.queues import Queue
-from core.registry.services import predict_shared, serves_int8
+from core.registry.services import predict_shared, serves_bf16, serves_int8
 from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
 from finance_monitor.services.dashboard import documents_classified_broadcast
@@ -165,10 +166,17 @@ def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
     models' out-of-scope scores (nothing here reads them)."""
     seconds: dict[str, float] = {}
     if settings.FM_SHARED_ENCODER_PASS:
-        # both int8 (each passed its gate): one int8 pass; otherwise one float pass (see the module docstring)
-        float_encoder = not all(serves_int8(v) for v in versions)
+        # both may run bf16 here (AMX, each passed its bf16 gate): one bf16 pass; else both int8 (each passed
+        # its gate): one int8 pass; otherwise one float pass (see the module docstring)
+        bf16 = all(serves_bf16(v) for v in versions)
+        float_encoder = not bf16 and not all(serves_int8(v) for v in versions)
         topics, sentiments = predict_shared(
-            versions=versions, texts=texts, seconds=seconds, float_encoder=float_encoder, in_scope=False
+            versions=versions,
+            texts=texts,
+            seconds=seconds,
+            float_encoder=float_encoder,
+            bf16=bf16,
+            in_scope=False,
         )
     else:  # the old path: each model its own encoder pass, as it serves online
         ((topics,), (sentiments,)) = (

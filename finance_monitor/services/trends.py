@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound
+from core.statements import rows_update
 from finance_monitor.models import Alert, Document, Mention, Sentiment, TrendBucket
 
 GRANULARITIES = ("hour", "day")
@@ -100,7 +101,7 @@ def documents_classified(*, organisation, items: Sequence[Classified]) -> list[i
             document.counted = contribution
             changed.append(document)
         _upsert(organisation.pk, deltas)
-        Document.all_tenants.bulk_update(changed, RECORDED_FIELDS)
+        rows_update(changed, RECORDED_FIELDS)  # one UPDATE ... FROM (VALUES ...) on PostgreSQL
     return [d.pk for d in changed]
 
 

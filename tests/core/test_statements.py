@@ -7,7 +7,8 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+import pytest
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from core import statements
@@ -61,6 +62,32 @@ def round_trips(organisation, owner) -> dict:
     by_fields = statements.row_get(TrainingJob, organisation=organisation.pk, kind="other")
     if by_fields is None or by_fields.pk != other.pk:
         failed["row_get by fields"] = by_fields.pk if by_fields else None
+    failed.update(rows_updated(organisation))
+    return failed
+
+
+def rows_updated(organisation) -> dict:
+    """``rows_update`` writes each object's fields, as ``bulk_update`` would, and nothing else."""
+    failed = {}
+    jobs = [TrainingJob.all_tenants.create(organisation=organisation, kind=f"batch{i}") for i in range(3)]
+    bystander = TrainingJob.all_tenants.create(organisation=organisation, kind="bystander", message="keep")
+    when = datetime(2026, 7, 8, 9, 10, 11, 12, tzinfo=UTC)
+    for i, job in enumerate(jobs):
+        job.status, job.progress, job.message = "running", i / 4, f"row {i}"
+        job.result = {"i": i, "probabilities": {"a": 0.25 * i}} if i else {}
+        job.heartbeat_at = when if i != 1 else None
+        job.kind = "not written"  # not among the names: stays as stored
+    statements.rows_update(jobs, ["status", "progress", "message", "result", "heartbeat_at"])
+    statements.rows_update([], ["status"])  # nothing to write: no statement
+    for i, job in enumerate(jobs):
+        orm = TrainingJob.all_tenants.get(pk=job.pk)
+        got = (orm.status, orm.progress, orm.message, orm.result, orm.heartbeat_at, orm.kind)
+        want = ("running", i / 4, f"row {i}", job.result, job.heartbeat_at, f"batch{i}")
+        if got != want:
+            failed[f"rows_update {i}"] = [got, want]
+    untouched = TrainingJob.all_tenants.get(pk=bystander.pk)
+    if (untouched.status, untouched.message) != ("queued", "keep"):
+        failed["rows_update bystander"] = [untouched.status, untouched.message]
     return failed
 
 
@@ -79,6 +106,24 @@ def test_the_statements_are_logged_and_a_locked_read_locks(make_org):
     assert queries.captured_queries[0]["sql"].endswith("FOR UPDATE")
     assert queries.captured_queries[1]["sql"].startswith('UPDATE "jobs_trainingjob" SET "message" = ')
     assert TrainingJob.all_tenants.get(pk=job.pk).message == "seen"
+
+
+def test_rows_update_is_one_statement_on_postgresql_and_refuses_a_value_too_long(make_org):
+    org, _owner = make_org()
+    jobs = [TrainingJob.all_tenants.create(organisation=org, kind="train") for _ in range(4)]
+    for job in jobs:
+        job.message, job.progress = f"done {job.pk}", 1.0
+    with CaptureQueriesContext(connection) as queries:
+        statements.rows_update(jobs, ["message", "progress"])
+    assert len(queries.captured_queries) == 1
+    sql = queries.captured_queries[0]["sql"]
+    assert sql.startswith('UPDATE "jobs_trainingjob" SET "message" = v."message"') and "FROM (VALUES" in sql
+    stored = TrainingJob.all_tenants.filter(pk__in=[j.pk for j in jobs]).values_list("message", "progress")
+    assert sorted(stored) == sorted((f"done {j.pk}", 1.0) for j in jobs)
+    jobs[1].message = "x" * 301  # the column holds 300: refused, as an ORM update refuses it, not cut
+    with pytest.raises(DataError), transaction.atomic():
+        statements.rows_update(jobs, ["message"])
+    assert TrainingJob.all_tenants.get(pk=jobs[1].pk).message == f"done {jobs[1].pk}"
 
 
 SQLITE = """

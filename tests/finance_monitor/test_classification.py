@@ -16,6 +16,8 @@ from core.ml.ood import OutOfScope
 from core.realtime import org_group
 from core.registry import services as registry
 from core.registry.models import Dataset, ModelVersion, VersionStatus
+from core.registry.services.common import active_version, artifact_key
+from core.registry.services.serving import model_cache
 from core.tenancy.models import Organisation
 from finance_monitor.models import Document, TrendBucket
 from finance_monitor.services import classification, corrections, defaults, trends
@@ -249,3 +251,38 @@ def test_a_fast_default_queues_its_calibrated_fine_tune_as_an_uncounted_default_
     assert version.method == "full" and version.manifest["calibration"]["temperature"] > 0
     assert version.manifest["hyperparameters"]["calibrate"] is True
     assert not UsageEvent.objects.for_org(organisation).filter(meter="training_jobs").exists()
+
+
+@pytest.mark.django_db
+def test_batches_run_one_bf16_pass_where_both_models_passed_their_bf16_gates(
+    monitor_org, settings, monkeypatch
+):
+    organisation, _ = monitor_org
+    settings.ML_BF16 = "on"  # as where bf16 pays (an AMX CPU), whatever this machine is
+    versions = [
+        active_version(organisation, classification.APP, task)
+        for task in (classification.TOPIC_TASK, classification.SENTIMENT_TASK)
+    ]
+    for v in versions:  # as when training measured bf16 within half a point of float
+        ModelVersion.all_tenants.filter(pk=v.pk).update(quantization={**v.quantization, "use_bf16": True})
+    passes: list[dict] = []
+    real = classification.predict_shared
+    monkeypatch.setattr(classification, "predict_shared", lambda **kw: passes.append(kw) or real(**kw))
+    ids = push(organisation)
+    run = classification.documents_classify_pending(organisation=organisation, batch_size=10)
+    assert run.classified == 5 and run.seconds["encoder"] > 0
+    assert [(p["bf16"], p["float_encoder"]) for p in passes] == [(True, False)]
+    assert all((artifact_key(v), "bf16") in model_cache() for v in versions)
+    floats = [registry.predictor_for(version=v) for v in versions]
+    stored = Document.objects.for_org(organisation).filter(pk__in=ids).order_by("pk")
+    reference = floats[1].predict_proba([d.text for d in stored])
+    for document, expected in zip(stored, reference, strict=True):
+        got = [document.sentiment_probabilities[label] for label in floats[1].labels]
+        assert max(abs(a - b) for a, b in zip(got, expected.tolist(), strict=True)) < 0.05
+    # one model without a passed bf16 gate: no bf16 pass (one shared pass as the int8 gates decide)
+    ModelVersion.all_tenants.filter(pk=versions[0].pk).update(
+        quantization={**versions[0].quantization, "use_bf16": False}
+    )
+    push(organisation, ["Nvidia raises its revenue forecast"])
+    classification.documents_classify_pending(organisation=organisation, batch_size=10)
+    assert passes[-1]["bf16"] is False

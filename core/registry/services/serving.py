@@ -71,6 +71,35 @@ def serves_int8(version: ModelVersion) -> bool:
     return matmul_kernel("auto") == "int"
 
 
+def serves_bf16(version: ModelVersion) -> bool:
+    """Whether batch work may run ``version``'s bf16 encoder in this process (``core.ml.bf16``): it passed its
+    bf16 gate (measured where training ran on a CPU with fast bf16), and ``ML_BF16`` allows: ``auto`` where
+    bf16 is clearly the fastest product here (AMX; timed once per process), ``on`` always, ``off`` never."""
+    if not (version.quantization or {}).get("use_bf16") or settings.ML_BF16 == "off":
+        return False
+    if settings.ML_BF16 == "on":
+        return True
+    from core.ml.bf16 import bf16_pays  # torch: loaded with the first bf16 version
+
+    return bf16_pays()
+
+
+def loaded_bf16(*, version: ModelVersion):
+    """The version's predictor with its encoder in bf16 (``core.ml.predictor.bf16_copy`` of its float model),
+    cached beside its other variants."""
+    kind, key = kind_of(version), artifact_key(version)
+    rt = runtime(threads=settings.ML_SERVE_THREADS)
+
+    def load():
+        from core.ml.predictor import bf16_copy  # torch: with the first bf16 load
+
+        return bf16_copy(
+            kind.load(directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=False)
+        )
+
+    return model_cache().fetch((key, "bf16"), load)
+
+
 def _key(version: ModelVersion, quantized: bool | None = None) -> tuple[str, bool]:
     return artifact_key(version), serves_int8(version) if quantized is None else quantized
 
@@ -155,6 +184,7 @@ def predict_shared(
     texts: list[str],
     seconds: dict[str, float] | None = None,
     float_encoder: bool = False,
+    bf16: bool = False,
     in_scope: bool = True,
 ) -> list[Any]:
     """Every version's answer on ``texts`` (in the order of ``versions``), one encoder pass per encoder.
@@ -169,13 +199,19 @@ def predict_shared(
     An int8 version's encoder differs from the float one. ``float_encoder``
     serves every version from its float model, so head versions on the base share a pass whatever their
     int8 gates decided (float is the reference each gate measured int8 against): for batch work, where one
-    float pass costs less than a float and an int8 pass.
+    float pass costs less than a float and an int8 pass. ``bf16``: the versions that may run their bf16
+    encoder here (``serves_bf16``: batch work on a CPU with AMX) do, the others as ``float_encoder`` says.
 
     ``in_scope=False``: classifiers' predictions without their out-of-scope score (``Predictor.predictions``),
     for callers that do not read it: the score compares every text with every training row.
     """
     seconds = {} if seconds is None else seconds
-    models = [loaded_model(version=v, quantized=False if float_encoder else None) for v in versions]
+    models = [
+        loaded_bf16(version=v)
+        if bf16 and serves_bf16(v)
+        else loaded_model(version=v, quantized=False if float_encoder else None)
+        for v in versions
+    ]
     groups: dict[str, list[int]] = {}
     for i, model in enumerate(models):
         key = model.encoder_key if _shares_encoder(model) else f"alone:{i}"

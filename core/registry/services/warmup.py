@@ -29,7 +29,7 @@ from core.heap import heap_settle
 from core.products import products
 from core.registry.models import ModelVersion, VersionStatus
 from core.registry.services.embedding import base_embedder
-from core.registry.services.serving import model_is_loaded, version_run
+from core.registry.services.serving import loaded_bf16, model_is_loaded, serves_bf16, version_run
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,17 @@ def version_is_warm(*, version: ModelVersion) -> bool:
     return model_is_loaded(version=version)
 
 
-def version_warm(*, version: ModelVersion) -> None:
+def version_warm(*, version: ModelVersion, batch: bool = False) -> None:
     """Load a version into this process's cache and run one text through it as online requests do (first
-    calls are slow too)."""
+    calls are slow too); ``batch``: also its bf16 copy where batch work runs that here (``serves_bf16``)."""
     version_run(version=version, texts=[WARM_TEXT])
+    if batch and serves_bf16(version):
+        loaded_bf16(version=version).predict([WARM_TEXT])
 
 
-def active_versions_warm(*, limit: int, activated_since: datetime | None = None) -> list[int]:
+def active_versions_warm(
+    *, limit: int, activated_since: datetime | None = None, batch: bool = False
+) -> list[int]:
     """Load the ``limit`` most recently activated versions of all organisations (only those activated since
     ``activated_since`` when given) that this process has not loaded; returns the ids loaded. A version
     that fails to load is logged and skipped: its first request will report the error."""
@@ -62,7 +66,7 @@ def active_versions_warm(*, limit: int, activated_since: datetime | None = None)
         if version_is_warm(version=version):
             continue
         try:
-            version_warm(version=version)
+            version_warm(version=version, batch=batch)
         except Exception:  # noqa: BLE001 - one broken version must not keep the others cold
             log.warning("could not warm model version %s", version.pk, exc_info=True)
             continue
@@ -155,11 +159,16 @@ def _warm_products() -> None:
 
 
 def _warm_loop(
-    limit: int, interval_s: float, first_pass: threading.Event, stop: threading.Event, with_products: bool
+    limit: int,
+    interval_s: float,
+    first_pass: threading.Event,
+    stop: threading.Event,
+    with_products: bool,
+    batch: bool,
 ) -> None:
     look = timezone.now()
     try:
-        loaded = active_versions_warm(limit=limit)
+        loaded = active_versions_warm(limit=limit, batch=batch)
         _warm_base_embedder()
         log.info("warmed %d active model versions at start-up", len(loaded))
     except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet
@@ -174,7 +183,7 @@ def _warm_loop(
     while interval_s > 0 and not stop.wait(interval_s):
         since, look = look - LOOK_BACK, timezone.now()
         try:
-            active_versions_warm(limit=limit, activated_since=since)
+            active_versions_warm(limit=limit, activated_since=since, batch=batch)
         except Exception:  # noqa: BLE001 - try again next time
             log.warning("warm-up pass failed", exc_info=True)
         finally:
@@ -199,9 +208,10 @@ def _import_ml_modules() -> None:
         importlib.import_module(name)
 
 
-def warmup_at_start(*, with_products: bool = True) -> threading.Thread | None:
+def warmup_at_start(*, with_products: bool = True, batch: bool = False) -> threading.Thread | None:
     """This process's warm-up thread (started once; none when ``ML_WARMUP`` is off). ``with_products``: the
-    products' own warm-ups too (web processes, which serve them; workers pass False)."""
+    products' own warm-ups too (web processes, which serve them; workers pass False). ``batch``: the
+    versions' batch-work variants too (workers: the bf16 copies where ``serves_bf16``)."""
     global _looper
     if not settings.ML_WARMUP:
         return None
@@ -211,7 +221,7 @@ def warmup_at_start(*, with_products: bool = True) -> threading.Thread | None:
             limit = min(settings.ML_WARMUP_VERSIONS, settings.ML_PREDICTOR_CACHE_SIZE)
             _looper = threading.Thread(
                 target=_warm_loop,
-                args=(limit, settings.ML_WARMUP_INTERVAL_S, _first_pass, _stop, with_products),
+                args=(limit, settings.ML_WARMUP_INTERVAL_S, _first_pass, _stop, with_products, batch),
                 name="trellis-warmup-loop",
                 daemon=True,
             )

@@ -10,7 +10,10 @@ import torch
 from django.core.management import call_command
 
 from core.registry.models import ModelVersion
-from core.registry.services import predict_shared, predictor_for
+from core.registry.services import predict_shared, predictor_for, serves_bf16
+from core.registry.services.common import artifact_key
+from core.registry.services.serving import loaded_bf16, model_cache
+from core.registry.services.warmup import version_warm
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "banking77"
 TEXTS = [
@@ -112,3 +115,44 @@ def test_two_heads_share_one_encoder_pass_and_a_fine_tuned_version_runs_its_own(
     for model, answers, expected in zip(both, shared, alone, strict=True):
         probs = torch.tensor([[p.probabilities[label] for label in model.labels] for p in answers])
         assert torch.allclose(probs, expected, atol=1e-5)
+
+
+@pytest.mark.django_db
+def test_batch_work_runs_one_bf16_pass_where_both_versions_passed_their_bf16_gates(
+    make_org, tmp_path, settings
+):
+    organisation, _ = make_org()
+    first = train(organisation, tmp_path, "intent", method="head", rows=120)
+    second = train(organisation, tmp_path, "urgency", method="head", lexical=False, rows=100)
+    versions = [first, second]
+    floats = [predictor_for(version=v) for v in versions]
+    expected = [m.predict_proba(TEXTS) for m in floats]
+    settings.ML_BF16 = "on"
+    for use in (False, True):  # the bf16 gate failed (or was not measured); then passed, as measured by
+        for v in versions:  # training within half a point of float on the held-out rows
+            ModelVersion.all_tenants.filter(pk=v.pk).update(quantization={**v.quantization, "use_bf16": use})
+            v.refresh_from_db()
+        assert [serves_bf16(v) for v in versions] == [use, use]
+    # a worker's warm-up loads the bf16 copies its batch work runs; a web process's does not
+    version_warm(version=first)
+    assert (artifact_key(first), "bf16") not in model_cache()
+    version_warm(version=first, batch=True)
+    assert (artifact_key(first), "bf16") in model_cache()
+    models = [loaded_bf16(version=v) for v in versions]
+    assert all(m.bf16 for m in models) and models[0].encoder_key == models[1].encoder_key
+    assert models[0].encoder_key.endswith(":bf16@cpu")
+    assert all((artifact_key(v), "bf16") in model_cache() for v in versions)
+    calls = [EncoderCalls(m) for m in models]
+    float_calls = [EncoderCalls(m) for m in floats]
+    shared = predict_shared(versions=versions, texts=TEXTS, bf16=True)
+    # one bf16 pass for both (one padded batch, as float batches), none of the float models
+    assert [c.calls for c in calls] == [1, 0] and [c.calls for c in float_calls] == [0, 0]
+    for model, answers, reference in zip(models, shared, expected, strict=True):
+        probs = torch.tensor([[p.probabilities[label] for label in model.labels] for p in answers])
+        assert torch.allclose(probs, reference, atol=0.05)
+    # without bf16=True (online work), or with ML_BF16=off, the float models answer
+    predict_shared(versions=versions, texts=TEXTS)
+    settings.ML_BF16 = "off"
+    assert not serves_bf16(first)
+    predict_shared(versions=versions, texts=TEXTS, bf16=True)
+    assert [c.calls for c in calls] == [1, 0] and [c.calls for c in float_calls] == [2, 0]
