@@ -6,8 +6,10 @@ from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from core.api.fields import text_field
@@ -237,12 +239,14 @@ class DocumentBatchView(APIView):
         raw = _valid(BatchIn, request)["documents"]
         items: list[docs.DocumentIn | None] = []
         rejected: dict[int, str] = {}
+        one = DocumentIn()  # one serializer validates every entry, as a ``many=True`` list does: a serializer
+        # per entry copied its fields each time (a tenth of a batch's time)
         for index, entry in enumerate(raw):
-            one = DocumentIn(data=entry)
-            if one.is_valid():
-                items.append(_document_in(one.validated_data))
-            else:
-                field, errors = next(iter(one.errors.items()))
+            one.initial_data = entry  # what ``validate_published_at`` reads
+            try:
+                items.append(_document_in(one.run_validation(entry)))
+            except ValidationError as exc:
+                field, errors = next(iter(as_serializer_error(exc).items()))
                 rejected[index] = f"{field}: {errors[0]}"
                 items.append(None)
         valid = [(i, item) for i, item in enumerate(items) if item is not None]

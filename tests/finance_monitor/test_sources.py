@@ -152,6 +152,8 @@ def test_batch_reports_each_document(make_org, user_client):
         {"text": "Another take", "url": "https://n.example.com/1"},  # same url within the batch
         {"text": ""},  # rejected
         {"text": "ok", "colour": "red"},  # unknown field: rejected
+        {"text": "Naive time", "published_at": "2026-01-02T03:04:05"},  # no time zone: rejected
+        {"text": "Aware time", "published_at": "2026-01-02T03:04:05+01:00"},  # each entry's own time read
     ]
     answer = client.post(f"{BASE}/documents/batch", {"documents": documents}, format="json")
     assert answer.status_code == 200, answer.json()
@@ -163,21 +165,28 @@ def test_batch_reports_each_document(make_org, user_client):
         "duplicate",
         "rejected",
         "rejected",
+        "rejected",
+        "created",
     ]
     assert answer.json()["counts"] == {
-        "created": 6,
+        "created": 7,
         "existing": 0,
         "duplicate": 3,
-        "rejected": 2,
+        "rejected": 3,
         "copies": 1,
     }
     results = answer.json()["results"]
+    assert [r["reason"] for r in results[9:12]] == [
+        "text: This field may not be blank.",
+        "colour: Unknown field.",
+        "published_at: published_at needs a time zone.",
+    ]
     copy_id, original_id = results[6]["document_id"], results[1]["document_id"]
     assert results[6]["copy"] and results[6]["duplicate_of"] == original_id
     assert not results[5]["copy"] and results[5]["document_id"] is None  # the same id twice in a batch
     again = client.post(f"{BASE}/documents/batch", {"documents": documents[:5]}, format="json")
     assert [r["status"] for r in again.json()["results"]] == ["existing"] * 5
-    assert Document.objects.for_org(organisation).count() == 7
+    assert Document.objects.for_org(organisation).count() == 8
     too_many = client.post(f"{BASE}/documents/batch", {"documents": [{"text": "x"}] * 1001}, format="json")
     assert too_many.status_code == 400
     # the list hides copies unless asked; an original says how many it has; copy_of lists them
