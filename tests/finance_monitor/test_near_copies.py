@@ -163,6 +163,12 @@ def test_near_copies_in_one_batch_and_their_exact_copies_follow_the_first(make_o
     assert result.counts()["copies"] == 2 and len(result.created) == 2
     bands = DocumentBand.objects.for_org(organisation)
     assert set(bands.values_list("document_id", flat=True)) == set(result.created)
+    # each original's bands are its fingerprint's, numbered, stored now
+    first = near_copies.near_copies_fingerprint(organisation=organisation, texts=[STORY])[STORY]
+    assert first is not None
+    stored_bands = sorted(bands.filter(document_id=original).values_list("band", "hash"))
+    assert stored_bands == list(enumerate(first.bands))
+    assert all(timezone.now() - b.created_at < timedelta(minutes=1) for b in bands)
 
 
 @pytest.mark.django_db
