@@ -310,7 +310,7 @@ ML_SERVE_THREADS = env.int("ML_SERVE_THREADS", default=1)
 # (core.registry.services.serving.serves_int8); "int" or "float" serve int8 on that kernel (core.ml.quantize).
 ML_INT8_KERNEL = env.str("ML_INT8_KERNEL", default="auto")
 # Batch work (the finance monitor's classification) runs a version's bf16 encoder where it passed its bf16
-# gate and ML_BF16 allows: "auto" where bf16 is clearly the fastest product (AMX: 2.5x the int8 path),
+# gate and ML_BF16 allows: "auto" where bf16 is clearly the fastest product (AMX: about twice the int8 path),
 # "on", "off" (core.registry.services.serving.serves_bf16, core.ml.bf16).
 ML_BF16 = env.str("ML_BF16", default="auto")
 # None: the packaged all-MiniLM-L6-v2; "all-mpnet-base-v2" (the mpnet extra); or a local model folder.

@@ -18,7 +18,7 @@ each head on those embeddings; a fine-tuned version (its own encoder) makes its 
 serve int8 (each passed its gate) the pass is int8; when one did not, both are served by their float models
 (``float_encoder``) rather than split into an int8 and a float pass: one float pass costs less than the two
 (bench/fm_ingest.py), and float is what each gate measured int8 against. On a CPU with AMX, where both
-versions passed their bf16 gates, the pass is bf16 (``core.ml.bf16``: 2.5x the int8 encoder there).
+versions passed their bf16 gates, the pass is bf16 (``core.ml.bf16``: about twice the int8 encoder there).
 The job's result reports the seconds of the encoder passes and of each head (``seconds``).
 
 Without an active topic or sentiment model the documents stay pending; the first time that happens, the
