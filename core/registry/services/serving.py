@@ -73,9 +73,14 @@ def serves_int8(version: ModelVersion) -> bool:
 
 def serves_bf16(version: ModelVersion) -> bool:
     """Whether batch work may run ``version``'s bf16 encoder in this process (``core.ml.bf16``): it passed its
-    bf16 gate (measured where training ran on a CPU with fast bf16), and ``ML_BF16`` allows: ``auto`` where
-    bf16 is clearly the fastest product here (AMX; timed once per process), ``on`` always, ``off`` never."""
+    bf16 gate (measured where training ran on a CPU with fast bf16), this process runs on CPU (not a GPU
+    host), and ``ML_BF16`` allows: ``auto`` where bf16 is clearly the fastest product here (AMX; timed once
+    per process), ``on`` always, ``off`` never."""
     if not (version.quantization or {}).get("use_bf16") or settings.ML_BF16 == "off":
+        return False
+    from core.ml.runtime import resolve_device
+
+    if resolve_device(runtime()) != "cpu":  # a GPU host runs batch work on its GPU
         return False
     if settings.ML_BF16 == "on":
         return True

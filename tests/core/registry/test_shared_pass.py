@@ -119,7 +119,7 @@ def test_two_heads_share_one_encoder_pass_and_a_fine_tuned_version_runs_its_own(
 
 @pytest.mark.django_db
 def test_batch_work_runs_one_bf16_pass_where_both_versions_passed_their_bf16_gates(
-    make_org, tmp_path, settings
+    make_org, tmp_path, settings, monkeypatch
 ):
     organisation, _ = make_org()
     first = train(organisation, tmp_path, "intent", method="head", rows=120)
@@ -133,6 +133,10 @@ def test_batch_work_runs_one_bf16_pass_where_both_versions_passed_their_bf16_gat
             ModelVersion.all_tenants.filter(pk=v.pk).update(quantization={**v.quantization, "use_bf16": use})
             v.refresh_from_db()
         assert [serves_bf16(v) for v in versions] == [use, use]
+    with monkeypatch.context() as patch:  # a GPU host runs batch work on its GPU, not in bf16 on its CPU
+        patch.setattr("core.ml.runtime.resolve_device", lambda rt: "cuda")
+        assert not serves_bf16(first)
+    assert serves_bf16(first)
     # a worker's warm-up loads the bf16 copies its batch work runs; a web process's does not
     version_warm(version=first)
     assert (artifact_key(first), "bf16") not in model_cache()
