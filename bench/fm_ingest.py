@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import gzip
 import json
@@ -319,14 +320,16 @@ def peer(org, texts: list[str], threads: int, shared: bool, bf16: bool) -> float
 
     apply_threads(Runtime(base_model_path=None, device="cpu", threads=threads))
     versions = active_versions(org)
-    from core.registry.services import serves_bf16, serves_int8
+    from django.test import override_settings
 
-    bf16 = bf16 and all(serves_bf16(v) for v in versions)  # as the worker decides (classification._predict)
-    float_encoder = not bf16 and not all(serves_int8(v) for v in versions)
+    from finance_monitor.services.classification import encoder_pass
+
+    with contextlib.nullcontext() if bf16 else override_settings(ML_BF16="off"):
+        options = encoder_pass(versions)  # as the worker decides (shared-nobf16: as with ML_BF16=off)
 
     def run(some: list[str]) -> None:
         if shared:
-            predict_shared(versions=versions, texts=some, float_encoder=float_encoder, bf16=bf16)
+            predict_shared(versions=versions, texts=some, **options)
         else:
             for version in versions:
                 predict_shared(versions=[version], texts=some)

@@ -129,10 +129,7 @@ def insert_select(model: type[models.Model], vendor: str) -> tuple[str, str]:
     from)."""
     fields = _insert_sql(model, vendor)[0]
     columns = ", ".join(_q(f.column) for f in fields)
-    # a string's type without its length: the column's own assignment refuses a value too long for it, as
-    # an INSERT ... VALUES does, where a cast to varchar(n) would cut it silently
-    types = [re.sub(r"^varchar\(\d+\)$", "varchar", str(f.db_type(connection))) for f in fields]
-    marks = ", ".join(f"CAST(%s AS {t})" for t in types)
+    marks = ", ".join(f"CAST(%s AS {_typed(f)})" for f in fields)
     return columns, marks
 
 
@@ -191,7 +188,9 @@ def row_update_returning(model: type[M], pk: Any, **values: Any) -> M | None:
 
 
 def _typed(field: models.Field) -> str:
-    """``field``'s column type for a cast, a string's without its length (see :func:`insert_select`)."""
+    """``field``'s column type for a cast, a string's without its length: the column's own assignment refuses
+    a value too long for it, as an ``INSERT ... VALUES`` does, where a cast to varchar(n) would cut it
+    silently."""
     return re.sub(r"^varchar\(\d+\)$", "varchar", str(field.db_type(connection)))
 
 

@@ -22,7 +22,7 @@ import threading
 import torch
 from torch import nn
 
-from core.ml.quantize import RowInt8Linear, _best_of, matmul_kernel
+from core.ml.quantize import RowInt8Linear, _best_of, matmul_kernel, per_thread_count
 
 MARGIN = 0.67  # bf16 pays when its product takes at most two thirds of the fastest other kernel's time
 
@@ -36,27 +36,23 @@ def bf16_pays() -> bool:
     ``_int_mm``), its rows' quantisation included: the products alone are close (0.45 against 0.69 ms on one
     thread), the layers not (0.63 against 1.65). Timed once per process and thread count: a few milliseconds
     where bf16 is fast, up to a second where it is a reference loop."""
-    threads = torch.get_num_threads()
-    known = _pays.get(threads)
-    if known is not None:
-        return known
-    with _lock:
-        known = _pays.get(threads)
-        if known is None:
-            generator = torch.Generator().manual_seed(0)
-            layer = nn.Linear(384, 1536)
-            with torch.no_grad():
-                layer.weight.normal_(0.0, 0.05, generator=generator)
-            rows = torch.randn((400, 384), generator=generator)
-            layer_bf16, rows_bf16 = copy.deepcopy(layer).bfloat16(), rows.bfloat16()
-            with torch.inference_mode():
-                as_bf16 = _best_of(lambda: layer_bf16(rows_bf16))
-                others = [_best_of(lambda: layer(rows))]
-                if matmul_kernel("auto") == "int":
-                    row_int8 = RowInt8Linear(layer, kernel="int")
-                    others.append(_best_of(lambda: row_int8(rows)))
-            known = _pays[threads] = as_bf16 <= MARGIN * min(others)
-    return known
+    return per_thread_count(_pays, _lock, _bf16_clearly_fastest)
+
+
+def _bf16_clearly_fastest() -> bool:
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(384, 1536)
+    with torch.no_grad():
+        layer.weight.normal_(0.0, 0.05, generator=generator)
+    rows = torch.randn((400, 384), generator=generator)
+    layer_bf16, rows_bf16 = copy.deepcopy(layer).bfloat16(), rows.bfloat16()
+    with torch.inference_mode():
+        as_bf16 = _best_of(lambda: layer_bf16(rows_bf16))
+        others = [_best_of(lambda: layer(rows))]
+        if matmul_kernel("auto") == "int":
+            row_int8 = RowInt8Linear(layer, kernel="int")
+            others.append(_best_of(lambda: row_int8(rows)))
+    return as_bf16 <= MARGIN * min(others)
 
 
 def bf16_encoder(model: nn.Module) -> nn.Module:

@@ -30,12 +30,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 from torch import nn
 
 M = TypeVar("M", bound=nn.Module)
+T = TypeVar("T")
 
 LEVELS = 254.0  # steps between a row's min and max: the rounded extremes stay inside int8 (-128 .. 126/127)
 KERNELS = ("auto", "int", "float")  # how the int8 product is computed: chosen by timing, ``_int_mm``, float32
@@ -62,22 +64,32 @@ def matmul_kernel(kernel: str = "auto") -> str:
         raise ValueError(f"Unknown int8 kernel {kernel!r}; use one of {', '.join(KERNELS)}.")
     if kernel != "auto":
         return kernel
+    return per_thread_count(_kernel_choice, _kernel_lock, _faster_kernel)
+
+
+def _faster_kernel() -> str:
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randint(-127, 128, (32, 384), dtype=torch.int8, generator=generator)
+    weight_t = torch.randint(-127, 128, (384, 384), dtype=torch.int8, generator=generator)
+    q_float, weight_float = q.float(), weight_t.float()
+    with torch.inference_mode():
+        as_int = _best_of(lambda: torch._int_mm(q, weight_t))
+        as_float = _best_of(lambda: torch.mm(q_float, weight_float))
+    return "int" if as_int <= as_float else "float"
+
+
+def per_thread_count(known: dict[int, T], lock: threading.Lock, measure: Callable[[], T]) -> T:
+    """``known``'s answer for torch's current thread count, ``measure()``d once per process and count: the
+    first callers wait on ``lock``, later ones read without it (every request asks)."""
     threads = torch.get_num_threads()
-    chosen = _kernel_choice.get(threads)  # every request asks (``serves_int8``): no lock once it is known
-    if chosen is not None:
-        return chosen
-    with _kernel_lock:
-        chosen = _kernel_choice.get(threads)
-        if chosen is None:
-            generator = torch.Generator().manual_seed(0)
-            q = torch.randint(-127, 128, (32, 384), dtype=torch.int8, generator=generator)
-            weight_t = torch.randint(-127, 128, (384, 384), dtype=torch.int8, generator=generator)
-            q_float, weight_float = q.float(), weight_t.float()
-            with torch.inference_mode():
-                as_int = _best_of(lambda: torch._int_mm(q, weight_t))
-                as_float = _best_of(lambda: torch.mm(q_float, weight_float))
-            chosen = _kernel_choice[threads] = "int" if as_int <= as_float else "float"
-    return chosen
+    found = known.get(threads)
+    if found is not None:
+        return found
+    with lock:
+        found = known.get(threads)
+        if found is None:
+            found = known[threads] = measure()
+    return found
 
 
 class RowInt8Linear(nn.Module):

@@ -161,22 +161,21 @@ def _classify_batch(organisation, wanted: int, versions, run: ClassifyRun) -> in
         return 0
 
 
+def encoder_pass(versions) -> dict[str, bool]:
+    """``predict_shared``'s options for one shared pass over ``versions``: bf16 where every one may run it
+    here (AMX, each passed its bf16 gate); else int8 where every one serves int8 (each passed its gate);
+    otherwise float (see the module docstring)."""
+    bf16 = all(serves_bf16(v) for v in versions)
+    return {"bf16": bf16, "float_encoder": not bf16 and not all(serves_int8(v) for v in versions)}
+
+
 def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
     """Topic and sentiment of ``texts``, one encoder pass for both when they share an encoder; without the
     models' out-of-scope scores (nothing here reads them)."""
     seconds: dict[str, float] = {}
     if settings.FM_SHARED_ENCODER_PASS:
-        # both may run bf16 here (AMX, each passed its bf16 gate): one bf16 pass; else both int8 (each passed
-        # its gate): one int8 pass; otherwise one float pass (see the module docstring)
-        bf16 = all(serves_bf16(v) for v in versions)
-        float_encoder = not bf16 and not all(serves_int8(v) for v in versions)
         topics, sentiments = predict_shared(
-            versions=versions,
-            texts=texts,
-            seconds=seconds,
-            float_encoder=float_encoder,
-            bf16=bf16,
-            in_scope=False,
+            versions=versions, texts=texts, seconds=seconds, in_scope=False, **encoder_pass(versions)
         )
     else:  # the old path: each model its own encoder pass, as it serves online
         ((topics,), (sentiments,)) = (

@@ -92,17 +92,14 @@ def serves_bf16(version: ModelVersion) -> bool:
 def loaded_bf16(*, version: ModelVersion):
     """The version's predictor with its encoder in bf16 (``core.ml.predictor.bf16_copy`` of its float model),
     cached beside its other variants."""
-    kind, key = kind_of(version), artifact_key(version)
-    rt = runtime(threads=settings.ML_SERVE_THREADS)
+    float_model = _loader(version, quantized=False)
 
     def load():
         from core.ml.predictor import bf16_copy  # torch: with the first bf16 load
 
-        return bf16_copy(
-            kind.load(directory=plaintext_model_dir(version), name=key, runtime=rt, quantized=False)
-        )
+        return bf16_copy(float_model())
 
-    return model_cache().fetch((key, "bf16"), load)
+    return model_cache().fetch((artifact_key(version), "bf16"), load)
 
 
 def _key(version: ModelVersion, quantized: bool | None = None) -> tuple[str, bool]:

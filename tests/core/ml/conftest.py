@@ -60,6 +60,14 @@ def lora_artifact(lora_model, tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def predictor(lora_artifact, runtime):
+    """The LoRA artifact loaded for serving as version "v7" (one per test module)."""
+    from core.ml.serving import load_predictor
+
+    return load_predictor(directory=lora_artifact, version="v7", runtime=runtime)
+
+
 @pytest.fixture(scope="session")
 def head_artifact(head_model, tmp_path_factory) -> Path:
     from core.ml.artifact import save_artifact

@@ -3,17 +3,11 @@ decides whether bf16 pays on this machine."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from core.ml import bf16 as bf16_module
 from core.ml.predictor import bf16_copy
-from core.ml.serving import load_predictor, quantization_gate
-
-
-@pytest.fixture(scope="module")
-def predictor(lora_artifact, runtime):
-    return load_predictor(directory=lora_artifact, version="v7", runtime=runtime)
+from core.ml.serving import quantization_gate
 
 
 def test_a_bf16_copy_agrees_with_float_and_leaves_the_float_model_alone(predictor, test_rows):

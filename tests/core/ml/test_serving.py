@@ -14,11 +14,6 @@ from core.ml.predictions import Prediction
 from core.ml.serving import MicroBatcher, PredictorCache, load_predictor, quantization_gate
 
 
-@pytest.fixture(scope="module")
-def predictor(lora_artifact, runtime):
-    return load_predictor(directory=lora_artifact, version="v7", runtime=runtime)
-
-
 def test_prediction_has_label_probabilities_and_version(predictor, test_rows):
     texts = [t for t, _ in test_rows[:12]]
     predictions = predictor.predict(texts)
