@@ -7,8 +7,16 @@ signed in, 4403 no organisation where the role has the permission. A frame from 
 not a JSON object (malformed, nested too deep) gets an ``{"type": "error", "error": {"code", "message"}}``
 frame, as on the chat sockets, and the socket stays open; a JSON object goes to ``receive_json`` (ignored
 unless a subclass takes frames).
+
+``DirectDispatch``: Channels (4.2 on) hops to its one shared sync thread before every message a consumer
+handles (each frame, each group event, connect and disconnect) to run ``close_old_connections`` there, for
+consumers that use the database through plain ``sync_to_async``. These consumers use it only through
+``database_sync_to_async``, which closes old connections before and after each call itself; the hop was a
+queue every socket of the process waited in (50 chat visitors: about 7% of the web process's Python time,
+BENCHMARKS.md section 14).
 """
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -36,7 +44,18 @@ def _organisation_id(user, wanted, permission: str):
     return memberships[0].organisation_id if memberships else None
 
 
-class OrganisationFeedConsumer(AsyncJsonWebsocketConsumer):
+class DirectDispatch:
+    """A consumer's messages to their handlers without Channels' hop to the shared sync thread (see the module
+    docstring). Only for consumers whose database work goes through ``database_sync_to_async``."""
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class OrganisationFeedConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     topic = ""
     permission = "org.view"
 

@@ -33,7 +33,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from core.consumers import OrganisationFeedConsumer, forward_batch
+from core.consumers import DirectDispatch, OrganisationFeedConsumer, forward_batch
 from core.errors import RateLimited, TrellisError
 from core.proxies import client_address
 from core.realtime import run_collecting
@@ -139,7 +139,7 @@ class _Held:
             await self.consumer.dispatch(message)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     """``/ws/chat/<widget_key>/``. Frames in: start (with the visitor's ``page`` and widget ``visitor`` id),
     resume (with ``page``), message (``text``, ``client_id``), choose (a suggestion, by position, or "none"),
     rate, close, typing, transcript (``email``). Out: conversation, message, ack, typing, status, transcript,
@@ -304,9 +304,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return None, message, bot_has_it, services.message_payload(message)
 
         # its broadcasts (to the inbox and the conversation) sent from here after: no hop back to this loop;
-        # this socket's own copy held until its ack has gone
+        # this socket's own copy held until its ack has gone; on any database thread, not the one shared by
+        # every socket's thread-sensitive calls (a queue at many visitors: BENCHMARKS.md section 14)
         held = _Held(self)
-        refused, message, bot_has_it, payload = await run_collecting(admit_and_store, member=held)
+        refused, message, bot_has_it, payload = await run_collecting(
+            admit_and_store, member=held, thread_sensitive=False
+        )
         if refused is not None:
             await self._refused(refused)
             return

@@ -181,3 +181,56 @@ def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_o
     stored = _visitor_then_answer(conversation.pk)
     assert [sender for sender, _t, _i in stored[-3:]] == [Sender.VISITOR, Sender.VISITOR, Sender.SYSTEM]
     assert Message.objects.for_org(organisation).filter(sender=Sender.BOT).count() == 4 + 1  # greeting too
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_is_stored_shown_and_answered_while_the_shared_sync_thread_is_busy(
+    bot_org, make_member, channel_layer
+):
+    """Channels hops to the process's one shared sync thread before every message a consumer handles, and
+    ``database_sync_to_async`` runs there by default: one busy call held every socket of the process. The
+    chat's frames, its message's store and answer, and the inbox's events no longer wait on that thread."""
+    organisation, _owner, _version_id = bot_org
+    services.bot_settings_update(
+        organisation=organisation, allowed_origins=[SITE.decode()], intent_threshold=0.0
+    )
+    for intent in {label for _text, label in banking_rows("train_slice.csv")}:
+        services.template_save(organisation=organisation, intent=intent, body=f"answer: {intent}")
+    operator = make_member(organisation, Role.OPERATOR)
+    text = _texts()["change_pin"]
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_the_shared_thread() -> None:
+        entered.set()
+        release.wait(timeout=60)
+
+    async def scenario():
+        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
+        assert (await inbox.connect())[0]
+        widget = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+        assert (await widget.connect())[0]
+        await widget.send_json_to({"type": "start"})
+        await _receive_until(widget, "conversation")
+        await _receive_until(widget, "message")  # the greeting
+        holder = asyncio.ensure_future(sync_to_async(hold_the_shared_thread)())  # thread_sensitive=True
+        try:
+            assert await asyncio.to_thread(entered.wait, 10)
+            await widget.send_json_to({"type": "message", "text": text, "client_id": "c-1"})
+            ack = await _receive_until(widget, "ack", timeout=10)
+            echo = await _receive_until(widget, "message", timeout=10)
+            answer = await _receive_until(widget, "message", timeout=30)
+            seen = (await _receive_until(inbox, "cs.message", timeout=10))["data"]["text"]
+            assert not holder.done()  # all of it while the shared thread was still held
+        finally:
+            release.set()
+            await holder
+        assert ack["data"]["client_id"] == "c-1" and echo["data"]["text"] == text and seen == text
+        assert answer["data"]["sender"] == "bot" and answer["data"]["text"].startswith("answer: ")
+        await _answers_settled()
+        await widget.disconnect()
+        await inbox.disconnect()
+
+    bot_key = services.bot_settings_for(organisation=organisation).widget_key
+    run_sockets(scenario)
+    stored = _visitor_then_answer(Conversation.objects.for_org(organisation).get().pk)
+    assert [sender for sender, _t, _i in stored] == [Sender.VISITOR, Sender.BOT]
