@@ -13,7 +13,8 @@ handles (each frame, each group event, connect and disconnect) to run ``close_ol
 consumers that use the database through plain ``sync_to_async``. These consumers use it only through
 ``database_sync_to_async``, which closes old connections before and after each call itself; the hop was a
 queue every socket of the process waited in (50 chat visitors: about 7% of the web process's Python time,
-BENCHMARKS.md section 14).
+BENCHMARKS.md section 14). Their database calls (``on_db_thread``) run on any of the loop's threads, not on
+that one either: a socket's frames are still handled one at a time, so its own calls stay in order.
 """
 
 from channels.consumer import get_handler_name
@@ -25,6 +26,12 @@ from core.tenancy.roles import role_can
 from core.tenancy.selectors import memberships_for_user
 
 
+def on_db_thread(func):
+    """``database_sync_to_async(func)`` on any of the event loop's threads (``thread_sensitive=False``): the
+    call waits for no other socket's call on the shared sync thread (see the module docstring)."""
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
 async def forward_batch(consumer, message: dict) -> None:
     """An ``event.batch`` message (``core.realtime.broadcast_groups``): each of its events through the
     consumer's ``event_forward``, in order, as if each had come alone."""
@@ -34,7 +41,7 @@ async def forward_batch(consumer, message: dict) -> None:
         )
 
 
-@database_sync_to_async
+@on_db_thread
 def _organisation_id(user, wanted, permission: str):
     """The session's organisation if the member may use the feed there, else their first such one."""
     memberships = [m for m in memberships_for_user(user=user) if role_can(m.role, permission)]
@@ -72,7 +79,12 @@ class OrganisationFeedConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         self.organisation_id = org_id
         self.group = org_group(org_id, self.topic)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.joined()
         await self.accept()
+
+    async def joined(self) -> None:
+        """Called once the member may use the feed, before the socket is accepted: what a subclass records
+        here (an operator's presence) holds by the time the client sees the socket open."""
 
     @classmethod
     async def decode_json(cls, text_data):

@@ -29,11 +29,10 @@ import logging
 import time
 from collections import deque
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from core.consumers import DirectDispatch, OrganisationFeedConsumer, forward_batch
+from core.consumers import DirectDispatch, OrganisationFeedConsumer, forward_batch, on_db_thread
 from core.errors import RateLimited, TrellisError
 from core.proxies import client_address
 from core.realtime import run_collecting
@@ -194,7 +193,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def _check_bot(self) -> bool:
         """(Re)load the bot for the key and origin; a rotated key or a refused site closes the socket."""
         try:
-            self.bot = await database_sync_to_async(self._bot_now)()
+            self.bot = await on_db_thread(self._bot_now)()
         except TrellisError as exc:
             await self._refused(exc)
             return False
@@ -202,7 +201,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
 
     async def _admit(self, kind: str) -> bool:
         """The key still valid (else the socket closes) and this visitor within the minute's allowance."""
-        refused = await database_sync_to_async(self._admitted)(kind)
+        refused = await on_db_thread(self._admitted)(kind)
         if refused is not None:
             await self._refused(refused)
             return False
@@ -267,7 +266,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         if token:
             data["token"] = token
         await self.send_json({"type": "conversation", "data": data})
-        history = await database_sync_to_async(
+        history = await on_db_thread(
             lambda: [services.message_payload(m) for m in selectors.message_list(conversation=conversation)]
         )()
         for payload in history:
@@ -276,7 +275,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def _start(self, content):
         if not await self._admit("start"):
             return
-        conversation, token, _greeting = await database_sync_to_async(services.conversation_start)(
+        conversation, token, _greeting = await on_db_thread(services.conversation_start)(
             bot=self.bot,
             origin=_header(self.scope, b"origin") or "",
             page=content.get("page"),
@@ -285,7 +284,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         await self._join(conversation, token)
 
     async def _resume(self, content):
-        conversation = await database_sync_to_async(services.conversation_resume)(
+        conversation = await on_db_thread(services.conversation_resume)(
             bot=self.bot,
             public_id=str(content.get("conversation", "")),
             token=str(content.get("token", "")),
@@ -372,14 +371,14 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         if now - self.typed_at < TYPING_EVERY_S:
             return
         self.typed_at = now
-        await database_sync_to_async(services.visitor_typing)(conversation=self.conversation)
+        await on_db_thread(services.visitor_typing)(conversation=self.conversation)
 
     async def _transcript(self, content):
         """The visitor asks for the transcript by e-mail (checked and throttled; a task sends it). It counts
         as one of the visitor's messages too: the address given receives mail, so asking is not free."""
         if not await self._admit("message"):
             return
-        email = await database_sync_to_async(services.transcript_request)(
+        email = await on_db_thread(services.transcript_request)(
             conversation=self.conversation, email=content.get("email")
         )
         await self.send_json({"type": "transcript", "data": {"email": email, "status": "queued"}})
@@ -388,7 +387,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         """The visitor picked one of the bot's suggestions (or none of them): stored, then answered."""
         if not await self._admit("message"):
             return
-        replies = await database_sync_to_async(
+        replies = await on_db_thread(
             lambda: [
                 services.message_payload(m)
                 for m in services.suggestion_choose(
@@ -402,15 +401,13 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             await self._send_message(payload)
 
     async def _rate(self, content):
-        await database_sync_to_async(services.conversation_rate)(
+        await on_db_thread(services.conversation_rate)(
             conversation=self.conversation, rating=content.get("rating")
         )
         await self.send_json({"type": "rated", "data": {"rating": content.get("rating")}})
 
     async def _close(self, content):
-        await database_sync_to_async(services.conversation_close)(
-            conversation=self.conversation, by="the visitor"
-        )
+        await on_db_thread(services.conversation_close)(conversation=self.conversation, by="the visitor")
 
     async def _send_message(self, payload: dict) -> None:
         if payload["id"] in self.sent:
@@ -451,11 +448,12 @@ class InboxConsumer(OrganisationFeedConsumer):
     async def connect(self):
         self.typed_at: dict[int, float] = {}
         await super().connect()
-        if getattr(self, "organisation_id", None) is not None:
-            await self._present()
+
+    async def joined(self) -> None:
+        await self._present()  # online once the socket is open
 
     async def _present(self) -> None:
-        await database_sync_to_async(services.operator_presence_mark)(
+        await on_db_thread(services.operator_presence_mark)(
             organisation_id=self.organisation_id, user_id=self.scope["user"].pk, channel=self.channel_name
         )
 
@@ -484,7 +482,7 @@ class InboxConsumer(OrganisationFeedConsumer):
         if now - self.typed_at.get(key, -TYPING_EVERY_S) < TYPING_EVERY_S:
             return
         try:
-            await database_sync_to_async(services.operator_typing)(
+            await on_db_thread(services.operator_typing)(
                 organisation=self.organisation_id, conversation_id=conversation_id, user=self.scope["user"]
             )
         except TrellisError as exc:
@@ -494,7 +492,7 @@ class InboxConsumer(OrganisationFeedConsumer):
 
     async def disconnect(self, code):
         if getattr(self, "organisation_id", None) is not None:
-            await database_sync_to_async(services.operator_presence_clear)(
+            await on_db_thread(services.operator_presence_clear)(
                 organisation_id=self.organisation_id, user_id=self.scope["user"].pk, channel=self.channel_name
             )
         await super().disconnect(code)

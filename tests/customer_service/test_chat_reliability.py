@@ -189,7 +189,8 @@ def test_a_message_is_stored_shown_and_answered_while_the_shared_sync_thread_is_
 ):
     """Channels hops to the process's one shared sync thread before every message a consumer handles, and
     ``database_sync_to_async`` runs there by default: one busy call held every socket of the process. The
-    chat's frames, its message's store and answer, and the inbox's events no longer wait on that thread."""
+    chat's frames, its message's store and answer, its typing, and the inbox's events and presence no longer
+    wait on that thread."""
     organisation, _owner, _version_id = bot_org
     services.bot_settings_update(
         organisation=organisation, allowed_origins=[SITE.decode()], intent_threshold=0.0
@@ -220,12 +221,17 @@ def test_a_message_is_stored_shown_and_answered_while_the_shared_sync_thread_is_
             echo = await _receive_until(widget, "message", timeout=10)
             answer = await _receive_until(widget, "message", timeout=30)
             seen = (await _receive_until(inbox, "cs.message", timeout=10))["data"]["text"]
+            await widget.send_json_to({"type": "typing"})  # the sockets' other calls do not wait either
+            typing = await _receive_until(inbox, "cs.typing", timeout=10)
+            await inbox.send_json_to({"type": "presence"})
+            presence = await _receive_until(inbox, "presence", timeout=10)
             assert not holder.done()  # all of it while the shared thread was still held
         finally:
             release.set()
             await holder
         assert ack["data"]["client_id"] == "c-1" and echo["data"]["text"] == text and seen == text
         assert answer["data"]["sender"] == "bot" and answer["data"]["text"].startswith("answer: ")
+        assert typing["data"]["conversation"] and presence["data"]["ttl"] > 0
         await _answers_settled()
         await widget.disconnect()
         await inbox.disconnect()
