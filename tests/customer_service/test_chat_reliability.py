@@ -86,28 +86,41 @@ def _visitor_then_answer(conversation_id: int) -> list[tuple[str, str, str]]:
     return [(m.sender, m.text, m.intent) for m in messages if m.source != AnswerSource.GREETING]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_order(
-    bot_org, make_member, model_load_gate, channel_layer
-):
-    organisation, _owner, _version_id = bot_org
+def _answering_bot_and_operator(organisation, make_member):
+    """The bot on the test site answering every intent from a template (``answer: <intent>``) whatever its
+    confidence; returns an operator of the organisation."""
     services.bot_settings_update(
         organisation=organisation, allowed_origins=[SITE.decode()], intent_threshold=0.0
     )
     for intent in {label for _text, label in banking_rows("train_slice.csv")}:  # a template for each
         services.template_save(organisation=organisation, intent=intent, body=f"answer: {intent}")
-    operator = make_member(organisation, Role.OPERATOR)
+    return make_member(organisation, Role.OPERATOR)
+
+
+async def _inbox_and_started_chat(operator, bot_key: str):
+    """The operator's inbox socket and a visitor's widget socket with a conversation started (its
+    ``conversation`` frame returned) and the greeting read."""
+    inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
+    assert (await inbox.connect())[0]
+    widget = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
+    assert (await widget.connect())[0]
+    await widget.send_json_to({"type": "start"})
+    started = await _receive_until(widget, "conversation")
+    await _receive_until(widget, "message")  # the greeting
+    return inbox, widget, started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_typed_while_the_bot_is_slow_are_stored_shown_and_answered_in_order(
+    bot_org, make_member, model_load_gate, channel_layer
+):
+    organisation, _owner, _version_id = bot_org
+    operator = _answering_bot_and_operator(organisation, make_member)
     texts = _texts()
     model_load_gate.close()
 
     async def scenario():
-        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
-        assert (await inbox.connect())[0]
-        widget = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
-        assert (await widget.connect())[0]
-        await widget.send_json_to({"type": "start"})
-        started = await _receive_until(widget, "conversation")
-        await _receive_until(widget, "message")  # the greeting
+        inbox, widget, started = await _inbox_and_started_chat(operator, bot_key)
         conversation = await sync_to_async(Conversation.all_tenants.get)(public_id=started["data"]["id"])
 
         # 1. the first message's answer waits for the model to load; two more typed meanwhile
@@ -192,12 +205,7 @@ def test_a_message_is_stored_shown_and_answered_while_the_shared_sync_thread_is_
     chat's frames, its message's store and answer, its typing, and the inbox's events and presence no longer
     wait on that thread."""
     organisation, _owner, _version_id = bot_org
-    services.bot_settings_update(
-        organisation=organisation, allowed_origins=[SITE.decode()], intent_threshold=0.0
-    )
-    for intent in {label for _text, label in banking_rows("train_slice.csv")}:
-        services.template_save(organisation=organisation, intent=intent, body=f"answer: {intent}")
-    operator = make_member(organisation, Role.OPERATOR)
+    operator = _answering_bot_and_operator(organisation, make_member)
     text = _texts()["change_pin"]
     entered, release = threading.Event(), threading.Event()
 
@@ -206,13 +214,7 @@ def test_a_message_is_stored_shown_and_answered_while_the_shared_sync_thread_is_
         release.wait(timeout=60)
 
     async def scenario():
-        inbox = Socket(application, "/ws/inbox/", headers=await sync_to_async(member_headers)(operator))
-        assert (await inbox.connect())[0]
-        widget = Socket(application, f"/ws/chat/{bot_key}/", headers=[(b"origin", SITE)])
-        assert (await widget.connect())[0]
-        await widget.send_json_to({"type": "start"})
-        await _receive_until(widget, "conversation")
-        await _receive_until(widget, "message")  # the greeting
+        inbox, widget, _started = await _inbox_and_started_chat(operator, bot_key)
         holder = asyncio.ensure_future(sync_to_async(hold_the_shared_thread)())  # thread_sensitive=True
         try:
             assert await asyncio.to_thread(entered.wait, 10)
