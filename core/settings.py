@@ -261,6 +261,10 @@ CS_BOT_TYPING_AFTER_S = env.float("CS_BOT_TYPING_AFTER_S", default=0.3)
 # An operator counts as online this long after their inbox socket last said so (it does every third of it),
 # so a killed browser stops counting within this time (customer_service.services.availability).
 CS_PRESENCE_TTL_S = env.int("CS_PRESENCE_TTL_S", default=60)
+# A question's vector from the intent model's row int8 pass searches vectors the base encoder made in float
+# (core.vectors.embedding_reuse): the float pass it saves cost 8-11 ms of CPU, and the search kept its recall
+# and 98% of the bot's decisions (the rest at the threshold's edge; bench/int8_queries.py).
+VECTOR_INT8_QUERIES = env.bool("VECTOR_INT8_QUERIES", default=True)
 # Knowledge-base search: "hybrid" (BM25 and cosine rankings fused), "dense" (cosine) or "lexical" (BM25).
 CS_KB_SEARCH = env.str("CS_KB_SEARCH", default="hybrid")
 # Grounded answers (a tenant's ``grounded_answers``): the generator's GGUF file (empty: the packaged

@@ -136,23 +136,27 @@ class Predictor:
         return self.predictions(self.embed(texts), texts)
 
 
-def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str]) -> bool:
+def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str], *, int8: bool = False) -> bool:
     """Whether ``predictor.embed(texts)`` gives the vectors ``embedder.embed(texts)`` gives, so that one pass
     can serve both (a chat message classified, then searched for in the knowledge base): ``embedder`` is the
     base encoder (``core.ml.embedder.BaseEmbedder``: it has an ``identity``), the predictor's encoder is that
     frozen base (a "head" version: ``encoder_key``) served in float on the same device, and no text is cut
-    by either's token limit (beyond it the two truncate differently). A quantised encoder computes other
-    vectors. Float noise aside: a traced encoder agrees with the eager one to 1e-5 (``trace_for_cpu``)."""
+    by either's token limit (beyond it the two truncate differently). Float noise aside: a traced encoder
+    agrees with the eager one to 1e-5 (``trace_for_cpu``).
+
+    A quantised encoder computes other vectors: its row int8 copy of the same base is within about 0.993
+    cosine of float (``bench/int8_queries.py``). ``int8`` accepts them as the float ones (a knowledge-base
+    question searched with the intent model's int8 pass: the same recall, 98% of the bot's decisions the
+    same, the rest within a threshold's hair of it; measured there)."""
     identity = getattr(embedder, "identity", None)
-    if (
-        predictor.quantized
-        or not isinstance(identity, dict)
-        or getattr(embedder, "device", None) != predictor.device
-    ):
+    if (predictor.quantized and not int8) or not isinstance(identity, dict):
         return False
+    if getattr(embedder, "device", None) != predictor.device:
+        return False
+    path = f"int8@{predictor.device}" if predictor.quantized else f"float@{predictor.device}"
     if not predictor.encoder_key.startswith(
         f"base:{identity.get('sha256')}:"
-    ) or not predictor.encoder_key.endswith(f":float@{predictor.device}"):
+    ) or not predictor.encoder_key.endswith(f":{path}"):
         return False
     limit = min(predictor.max_length, int(getattr(embedder, "max_length", 0)))
     with predictor._tokenizer_lock:

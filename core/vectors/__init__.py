@@ -9,7 +9,11 @@ fields hold the key, the vector bytes and the model reference, and how to rebuil
   the organisation's active embedding version for the source's app/task, else the base encoder) and get
   the reference naming that model, stored beside every vector;
 - ``embedding_reuse`` to search with vectors a classifier already computed for the query, when the source's
-  model computes the same ones (the base encoder under a "head" classifier, in float);
+  model computes the same ones (the base encoder under a "head" classifier, in float; its row int8 copy's
+  too where ``VECTOR_INT8_QUERIES`` allows);
+- ``row_shapes`` for the fingerprint of a source's rows per model (one aggregate query), which a product
+  may key caches of its own on (``shapes_fingerprint``: all models' rows together) and hand to
+  ``vector_search`` (``shapes``) instead of a second query;
 - ``vectors_fill`` to put those vectors and that reference on unsaved rows before it saves them;
 - ``vector_search`` for the ``k`` closest rows to a query. Rows made by another model than the current one
   are stale: the search first has the source rebuild them (``VectorSource.rebuild``) and never mixes
@@ -34,6 +38,8 @@ from core.vectors.services import (
     VectorSource,
     current_model,
     embedding_reuse,
+    row_shapes,
+    shapes_fingerprint,
     texts_embed,
     vector_bytes,
     vector_index,
@@ -49,6 +55,8 @@ __all__ = [
     "VectorSource",
     "current_model",
     "embedding_reuse",
+    "row_shapes",
+    "shapes_fingerprint",
     "texts_embed",
     "vector_bytes",
     "vector_index",

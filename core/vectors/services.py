@@ -87,11 +87,13 @@ def embedding_reuse(
 ) -> Embedded | None:
     """``vectors``, which the classifier ``predictor`` computed for ``texts`` (``Predictor.embed``), as this
     app/task's embedding of them when its current model computes the same (``core.ml.predictor.embeds_like``:
-    the base encoder, served in float), else None (the caller embeds them itself)."""
-    if predictor.quantized or not predictor.encoder_key.startswith("base:"):
+    the base encoder, served in float; or its row int8 copy where ``VECTOR_INT8_QUERIES`` allows), else None
+    (the caller embeds them itself)."""
+    int8 = bool(settings.VECTOR_INT8_QUERIES)
+    if (predictor.quantized and not int8) or not predictor.encoder_key.startswith("base:"):
         return None  # its vectors are no embedder's: no need to look up which one serves
     embedder, reference = registry.text_embedder(organisation=organisation, app=app, task=task)
-    if not embeds_like(predictor, embedder, texts):
+    if not embeds_like(predictor, embedder, texts, int8=int8):
         return None
     return Embedded(np.asarray(vectors, dtype=np.float32), reference)
 
@@ -133,6 +135,23 @@ def _load(rows: QuerySet, source: VectorSource) -> VectorIndex:
 
 
 Shape = tuple[int, Any, Any]  # (rows, sum of keys, last change): a row set's fingerprint
+
+
+def row_shapes(*, source: VectorSource, organisation) -> dict[str, Shape]:
+    """The fingerprint of the organisation's rows per model reference (rows, sum of keys, last change), in one
+    query: whether there are rows at all, whether any are stale, what the current model's rows look like.
+    Any insert, delete or save of a row changes it; a product may key a cache of its own on it."""
+    return _shapes(source, organisation)
+
+
+def shapes_fingerprint(shapes: dict[str, Shape]) -> Shape:
+    """The fingerprint of all the rows of ``shapes`` together, whatever model made them."""
+    changed = [shape[2] for shape in shapes.values() if shape[2] is not None]
+    return (
+        sum(shape[0] for shape in shapes.values()),
+        sum(shape[1] or 0 for shape in shapes.values()),
+        max(changed, default=None),
+    )
 
 
 def _shapes(source: VectorSource, organisation) -> dict[str, Shape]:
@@ -178,16 +197,23 @@ def vector_index(*, source: VectorSource, organisation, model: str) -> VectorInd
 
 
 def vector_search(
-    *, source: VectorSource, organisation, query: str | Embedded, k: int
+    *,
+    source: VectorSource,
+    organisation,
+    query: str | Embedded,
+    k: int,
+    shapes: dict[str, Shape] | None = None,
 ) -> tuple[list[VectorHit], Embedded | None]:
     """The ``k`` rows closest to ``query`` (cosine), best first, and the query's embedding (None when the
     organisation has no rows: nothing is embedded then). Stale rows are rebuilt first (``source.rebuild``),
-    and only rows made by the query's model are ranked."""
+    and only rows made by the query's model are ranked. ``shapes``: what ``row_shapes`` just gave for the
+    same source and organisation (else it is read here)."""
     if isinstance(query, str) and len(query) > MAX_QUERY_CHARS:
         raise InvalidInput(f"The query is over {MAX_QUERY_CHARS} characters.", details={"field": "query"})
     if k < 1:
         raise InvalidInput("k must be at least 1.", details={"field": "k"})
-    shapes = _shapes(source, organisation)
+    if shapes is None:
+        shapes = _shapes(source, organisation)
     if not shapes:
         return [], None
     embedded = (

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Sum
 
 from core import vectors
 from core.billing import services as billing
@@ -209,12 +208,13 @@ def kb_search(
     if mode == "dense":
         return _dense_search(organisation, embedded or query, k)
     pool = max(k * 4, KB_POOL)
+    shapes = vectors.row_shapes(source=KB_VECTORS, organisation=organisation)  # the BM25's key too
     dense, embedded = vectors.vector_search(
-        source=KB_VECTORS, organisation=organisation, query=embedded or query, k=pool
+        source=KB_VECTORS, organisation=organisation, query=embedded or query, k=pool, shapes=shapes
     )
     if embedded is None:
         return []
-    lexical = [key for key, _score in _bm25(organisation).top(query, pool)]
+    lexical = [key for key, _score in _bm25(organisation, shapes).top(query, pool)]
     fused = rrf_fuse([[hit.key for hit in dense], lexical] if mode == "hybrid" else [lexical])
     cosine = {hit.key: hit.score for hit in dense}
     cosine |= _cosines(organisation, [key for key, _ in fused if key not in cosine], embedded)
@@ -251,11 +251,12 @@ _bm25_lock = threading.Lock()
 BM25_CACHE_SIZE = 16
 
 
-def _bm25(organisation) -> BM25:
-    """BM25 over the organisation's published passages, built once per process while they stay the same."""
+def _bm25(organisation, shapes: dict) -> BM25:
+    """BM25 over the organisation's published passages, built once per process while they stay the same:
+    keyed on their fingerprint (``shapes``: ``vectors.row_shapes`` of ``KB_VECTORS``, read for the search
+    anyway; a passage's text changes with its row, which changes the fingerprint)."""
     rows = _kb_rows(organisation)
-    shape = rows.aggregate(n=Count("pk"), pks=Sum("pk"), changed=Max("updated_at"))
-    key = (organisation.pk, shape["n"], shape["pks"], shape["changed"])
+    key = (organisation.pk, *vectors.shapes_fingerprint(shapes))
     with _bm25_lock:
         if key in _bm25_cache:
             _bm25_cache.move_to_end(key)

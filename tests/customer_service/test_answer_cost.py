@@ -36,10 +36,10 @@ IN_REDIS = pytest.mark.skipif(not generations.in_redis(), reason="Redis calls co
 
 # Statements per answered message inside the test's transaction: the message stored (one statement on
 # PostgreSQL: ``services.writes``), the conversation re-read, the quota, the active intent model, the
-# template; an article answer adds the knowledge base's fingerprint queries, the passages and the article's
-# title; the reply written (one statement) and metered.
+# template; an article answer adds the knowledge base's fingerprint query (the vectors' and the BM25's key),
+# the passages and the article's title; the reply written (one statement) and metered.
 TEMPLATE_STATEMENTS = 10
-ARTICLE_STATEMENTS = 15
+ARTICLE_STATEMENTS = 14
 # Where the writes are transactions (SQLite, the embedded default; here with ``writes.ONE_STATEMENT`` off),
 # each is six statements instead of one (an atomic block is a SAVEPOINT and a RELEASE inside the test's
 # transaction, where a server has BEGIN and COMMIT): the lock, the duplicate check or the question's
@@ -178,14 +178,18 @@ def test_a_batch_reaches_the_socket_as_the_events_one_by_one():
 
 
 @pytest.mark.django_db
-def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answering, monkeypatch):
+@pytest.mark.parametrize("int8_queries", [True, False], ids=["int8-queries", "float-queries-only"])
+def test_the_intent_models_pass_is_lent_to_the_knowledge_base(answering, monkeypatch, settings, int8_queries):
     """Served in float on the frozen base encoder, the intent model's vector of the question is the one the
     knowledge base would compute: it is searched with it, to the same passages, and the base encoder is not
-    run again. Served in int8 (what the gate gives on CPU), its vector is another, and it is not lent."""
+    run again. Served in int8 (what the gate gives on CPU), its vector is the row int8 copy's: lent too where
+    ``VECTOR_INT8_QUERIES`` allows (the same article, no base pass), else the base encoder embeds the question
+    in float."""
     from core.ml.embedder import BaseEmbedder
     from core.registry.models import ModelVersion
     from core.registry.services.common import active_version
 
+    settings.VECTOR_INT8_QUERIES = int8_queries
     organisation, answer = answering
     version = active_version(organisation, services.APP, services.INTENT_TASK)
     bot = services.bot_settings_for(organisation=organisation)
@@ -194,7 +198,8 @@ def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answer
     monkeypatch.setattr(
         BaseEmbedder, "embed", lambda self, texts: base_calls.append(1) or real_embed(self, texts)
     )
-    for quantized, base_passes in ((True, 1), (False, 0)):
+    decisions = []
+    for quantized, base_passes in ((True, 0 if int8_queries else 1), (False, 0)):
         ModelVersion.all_tenants.filter(pk=version.pk).update(quantized=quantized)
         services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)  # loaded, warm
         base_calls.clear()
@@ -202,8 +207,9 @@ def test_a_float_served_intent_model_lends_its_pass_to_the_knowledge_base(answer
         assert decision.source == AnswerSource.ARTICLE
         assert len(base_calls) == base_passes
         assert decision == services.decide(organisation=organisation, bot=bot, text=ARTICLE_QUESTION)
+        decisions.append(decision)
     hits = services.kb_search(organisation=organisation, query=ARTICLE_QUESTION, k=3)
-    assert hits[0].article_id == decision.article_id
+    assert {d.article_id for d in decisions} == {hits[0].article_id}
 
 
 @IN_REDIS

@@ -52,6 +52,48 @@ def test_hybrid_search_finds_exact_words_and_stays_in_its_tenant(make_org):
 
 
 @pytest.mark.django_db
+def test_the_search_follows_an_article_edited_unpublished_and_deleted(make_org):
+    """The BM25 index and the vectors are kept per process on the passages' fingerprint: each change to an
+    article is searched as it is now, by words and by meaning."""
+    organisation, _owner = make_org()
+    _knowledge_base(organisation)
+
+    def titles(query: str, mode: str) -> list[str]:
+        return [hit.title for hit in services.kb_search(organisation=organisation, query=query, mode=mode)]
+
+    body = "Zephyrine couriers deliver parcels to the islands every Tuesday."
+    article = services.article_save(organisation=organisation, title="Island delivery", body=body)
+    assert titles("zephyrine", "lexical") == ["Island delivery"]  # read once: the index is now cached
+    assert titles("zephyrine", "hybrid")[0] == "Island delivery"
+    services.article_save(
+        organisation=organisation,
+        title="Island delivery",
+        body="Quokkaline boats bring parcels to the islands on Fridays.",
+        article_id=article.pk,
+    )
+    assert titles("zephyrine", "lexical") == []
+    assert titles("quokkaline", "lexical") == ["Island delivery"]
+    hits = services.kb_search(organisation=organisation, query="quokkaline boats", mode="hybrid")
+    assert hits[0].title == "Island delivery" and "Fridays" in hits[0].passage
+    services.article_save(
+        organisation=organisation,
+        title="Island delivery",
+        body="Quokkaline boats bring parcels to the islands on Fridays.",
+        published=False,
+        article_id=article.pk,
+    )
+    assert titles("quokkaline", "lexical") == []
+    assert "Island delivery" not in titles("quokkaline boats to the islands", "hybrid")
+    services.article_save(
+        organisation=organisation, title="Island delivery", body=body, article_id=article.pk
+    )
+    assert titles("zephyrine", "lexical") == ["Island delivery"]
+    services.article_delete(organisation=organisation, article_id=article.pk)
+    assert titles("zephyrine", "lexical") == []
+    assert "Island delivery" not in titles("zephyrine couriers", "hybrid")
+
+
+@pytest.mark.django_db
 def test_setting_off_answers_with_the_article_as_before(make_org):
     organisation, _owner = make_org()
     _knowledge_base(organisation)
