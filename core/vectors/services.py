@@ -92,7 +92,10 @@ def embedding_reuse(
     int8 = bool(settings.VECTOR_INT8_QUERIES)
     if (predictor.quantized and not int8) or not predictor.encoder_key.startswith("base:"):
         return None  # its vectors are no embedder's: no need to look up which one serves
-    embedder, reference = registry.text_embedder(organisation=organisation, app=app, task=task)
+    reference = current_model(organisation=organisation, app=app, task=task)  # cached, as a search asks
+    if not reference.startswith("base:"):
+        return None  # the organisation's own embedding model embeds for this app/task
+    embedder = registry.base_embedder()
     if not embeds_like(predictor, embedder, texts, int8=int8):
         return None
     return Embedded(np.asarray(vectors, dtype=np.float32), reference)

@@ -210,6 +210,23 @@ def test_the_intent_models_pass_is_lent_to_the_knowledge_base(answering, monkeyp
         decisions.append(decision)
     hits = services.kb_search(organisation=organisation, query=ARTICLE_QUESTION, k=3)
     assert {d.article_id for d in decisions} == {hits[0].article_id}
+    # an organisation with an embedding model of its own for the knowledge base: its vectors are that
+    # model's, never the intent model's
+    from core import vectors
+    from core.registry import services as registry
+    from core.registry.models import VersionStatus
+
+    version.refresh_from_db()
+    predictor = registry.predictor_for(version=version)
+    embedded = registry.version_embed(version=version, texts=[ARTICLE_QUESTION])
+    asked = {"organisation": organisation, "app": services.APP, "task": services.RETRIEVAL_TASK}
+    reuse = {**asked, "texts": [ARTICLE_QUESTION], "predictor": predictor, "vectors": embedded.numpy()}
+    assert vectors.embedding_reuse(**reuse) is not None
+    ModelVersion.all_tenants.create(
+        **asked, version=1, kind="embedding", status=VersionStatus.ACTIVE, method="contrastive"
+    )
+    assert vectors.current_model(**asked).startswith("version:")
+    assert vectors.embedding_reuse(**reuse) is None
 
 
 @IN_REDIS

@@ -12,7 +12,12 @@ from core.registry.services.datasets import (
     dataset_upload,
     split_fractions,
 )
-from core.registry.services.embedding import model_embed, text_embedder, text_embedder_reference
+from core.registry.services.embedding import (
+    base_embedder,
+    model_embed,
+    text_embedder,
+    text_embedder_reference,
+)
 from core.registry.services.promotion import (
     model_archive,
     model_promote,
@@ -58,6 +63,7 @@ __all__ = [
     "model_embed",
     "model_fine_tune_start",
     "model_evaluate",
+    "base_embedder",
     "text_embedder",
     "text_embedder_reference",
     "model_predict",

@@ -5,6 +5,7 @@ Trained by the same ``ml.train`` job when the dataset is a pairs dataset; scored
 encoder serves as the embedder of an organisation that has not trained one (``text_embedder``).
 """
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,14 @@ def model_embed(
 
 
 def _base_key() -> tuple[str, bool]:
-    return f"base:{base_model_identity(settings.ML_BASE_MODEL)['sha256'][:16]}", False
+    return _base_key_of(settings.ML_BASE_MODEL)
+
+
+@functools.lru_cache(maxsize=8)
+def _base_key_of(path: str | None) -> tuple[str, bool]:
+    """The base encoder's cache key, worked out once per process and setting: its identity reads the
+    package's metadata (a knowledge-base question asked for it twice)."""
+    return f"base:{base_model_identity(path)['sha256'][:16]}", False
 
 
 def base_embedder():

@@ -9,7 +9,7 @@ from ml_helpers import small_split
 
 from core.ml.artifact import read_manifest, save_artifact
 from core.ml.evaluate import evaluate_classifier
-from core.ml.lexical import LexicalModel, choose_blend_weight, fit_lexical
+from core.ml.lexical import FEW_TEXTS, LexicalModel, choose_blend_weight, fit_lexical
 from core.ml.serving import load_predictor
 from core.ml.train import TrainConfig, train_classifier
 
@@ -96,5 +96,9 @@ def test_features_are_what_the_fitted_vectorizers_give():
     logits = np.asarray(expected @ model.coef.T) + model.intercept
     reference = np.exp(logits - logits.max(axis=1, keepdims=True))
     reference /= reference.sum(axis=1, keepdims=True)
+    assert len(asked) <= FEW_TEXTS  # a few texts: the weights of each text's columns, no sparse matrix
     assert np.allclose(model.predict_proba(asked), reference, atol=1e-6)
+    many = asked * 2  # more than a few: the sparse product
+    assert len(many) > FEW_TEXTS
+    assert np.allclose(model.predict_proba(many), np.vstack([reference, reference]), atol=1e-6)
     assert model.predict_proba([]).shape == (0, 3)
