@@ -140,13 +140,6 @@ def _load(rows: QuerySet, source: VectorSource) -> VectorIndex:
 Shape = tuple[int, Any, Any]  # (rows, sum of keys, last change): a row set's fingerprint
 
 
-def row_shapes(*, source: VectorSource, organisation) -> dict[str, Shape]:
-    """The fingerprint of the organisation's rows per model reference (rows, sum of keys, last change), in one
-    query: whether there are rows at all, whether any are stale, what the current model's rows look like.
-    Any insert, delete or save of a row changes it; a product may key a cache of its own on it."""
-    return _shapes(source, organisation)
-
-
 def shapes_fingerprint(shapes: dict[str, Shape]) -> Shape:
     """The fingerprint of all the rows of ``shapes`` together, whatever model made them."""
     changed = [shape[2] for shape in shapes.values() if shape[2] is not None]
@@ -157,9 +150,10 @@ def shapes_fingerprint(shapes: dict[str, Shape]) -> Shape:
     )
 
 
-def _shapes(source: VectorSource, organisation) -> dict[str, Shape]:
-    """The fingerprint of the organisation's rows per model reference, in one query: whether there are rows
-    at all, whether any are stale, and what the current model's rows look like."""
+def row_shapes(*, source: VectorSource, organisation) -> dict[str, Shape]:
+    """The fingerprint of the organisation's rows per model reference (rows, sum of keys, last change), in one
+    query: whether there are rows at all, whether any are stale, what the current model's rows look like.
+    Any insert, delete or save of a row changes it; a product may key a cache of its own on it."""
     rows = (
         _rows(source, organisation)
         .values(source.model_field)
@@ -196,7 +190,9 @@ def vector_index(*, source: VectorSource, organisation, model: str) -> VectorInd
     """The index over the organisation's rows made by ``model``, kept per process (exact numpy top-k below
     ``VECTOR_ANN_MIN_VECTORS`` rows, faiss above) while the row set stays the same: one aggregate query
     checks that it does, where reading every vector again cost a question more than ranking them."""
-    return _index(source, organisation, model, _shapes(source, organisation).get(model))
+    return _index(
+        source, organisation, model, row_shapes(source=source, organisation=organisation).get(model)
+    )
 
 
 def vector_search(
@@ -216,7 +212,7 @@ def vector_search(
     if k < 1:
         raise InvalidInput("k must be at least 1.", details={"field": "k"})
     if shapes is None:
-        shapes = _shapes(source, organisation)
+        shapes = row_shapes(source=source, organisation=organisation)
     if not shapes:
         return [], None
     embedded = (
@@ -226,7 +222,7 @@ def vector_search(
     )
     if any(model != embedded.model for model in shapes):  # rows of another model (or none): stale
         source.rebuild(organisation, embedded.model)
-        shapes = _shapes(source, organisation)
+        shapes = row_shapes(source=source, organisation=organisation)
     index = _index(source, organisation, embedded.model, shapes.get(embedded.model))
     if not len(index):
         return [], embedded
