@@ -119,11 +119,12 @@ async def _send_all(layer, messages: Sequence[Message], member: Member | None = 
 
 
 async def run_collecting(
-    func: Callable[[], T], *, thread_sensitive: bool = True, member: Member | None = None
+    func: Callable[[], T], *, thread_sensitive: bool = False, member: Member | None = None
 ) -> T:
     """``await database_sync_to_async(func, thread_sensitive=...)()``, the broadcasts ``func`` makes sent
     from this event loop after it returns or raises, ``member``'s copy handed to it here (see the module
-    docstring)."""
+    docstring). On any of the loop's threads unless ``thread_sensitive``: not on the one sync thread every
+    socket's thread-sensitive calls share (``core.consumers.on_db_thread`` says why)."""
     collected: list[Message] = []
 
     def call() -> T:

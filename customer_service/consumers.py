@@ -306,9 +306,7 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         # this socket's own copy held until its ack has gone; on any database thread, not the one shared by
         # every socket's thread-sensitive calls (a queue at many visitors: BENCHMARKS.md section 14)
         held = _Held(self)
-        refused, message, bot_has_it, payload = await run_collecting(
-            admit_and_store, member=held, thread_sensitive=False
-        )
+        refused, message, bot_has_it, payload = await run_collecting(admit_and_store, member=held)
         if refused is not None:
             await self._refused(refused)
             return
@@ -337,7 +335,6 @@ class ChatConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
                         services.message_payload(a)
                         for a in services.visitor_message_answer(conversation=c, message=m, bot=self.bot)
                     ],
-                    thread_sensitive=False,
                     member=self,
                 )
             except Exception:  # noqa: BLE001 - the message stays stored, for an operator; go on
