@@ -46,27 +46,19 @@ import django  # noqa: E402
 django.setup()
 
 from bench.common import machine_note  # noqa: E402
-from bench.grounded import knowledge_base, per_article  # noqa: E402
+from bench.grounded import knowledge_base, per_article, rankings  # noqa: E402
 from core.ml.embedder import embed_all  # noqa: E402
-from core.ml.grounding import BM25, rrf_fuse  # noqa: E402
+from core.ml.grounding import BM25  # noqa: E402
 from core.ml.quantize import matmul_kernel, quantize_rows_int8  # noqa: E402
 from core.ml.retrieval import load_base_embedder  # noqa: E402
 from core.ml.runtime import Runtime  # noqa: E402
 from customer_service.demo import ANSWERS, bitext_dataset_csv  # noqa: E402
 
 QUESTIONS = ROOT / "bench" / "grounded_questions.json"
-POOL = 20  # the product's KB_POOL: candidates each ranking gives the fusion
 
 
 def title_of(intent: str) -> str:
     return intent.replace("_", " ").capitalize()  # as bench/grounded.py's knowledge base titles templates
-
-
-def ranked(question: str, qvec: np.ndarray, matrix: np.ndarray, bm25: BM25) -> dict[str, list[int]]:
-    cos = matrix @ qvec
-    dense = [int(i) for i in np.argsort(-cos, kind="stable")[:POOL]]
-    lexical = [int(key) for key, _ in bm25.top(question, POOL)]
-    return {"hybrid": [int(k) for k, _ in rrf_fuse([dense, lexical])], "dense": dense}
 
 
 def decision(
@@ -138,8 +130,8 @@ def main() -> None:
             choices: list[int | None] = []
             answerable = 0
             for (text, article), qvec in zip(rows, qvecs, strict=True):
-                ranks = ranked(text, qvec, matrix, bm25)
-                tops = {mode: per_article(ranks[mode], passages, 3) for mode in ranks}
+                ranks = rankings(text, qvec, matrix, bm25)
+                tops = {mode: per_article(ranks[mode], passages, 3) for mode in ("hybrid", "dense")}
                 chosen, _ = decision(tops["hybrid"], qvec, matrix, args.threshold)
                 choices.append(chosen)
                 answered += chosen is not None
