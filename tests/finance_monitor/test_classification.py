@@ -19,6 +19,7 @@ from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.registry.services.common import active_version, artifact_key
 from core.registry.services.serving import model_cache
 from core.tenancy.models import Organisation
+from finance_monitor.links import model_text
 from finance_monitor.models import Document, TrendBucket
 from finance_monitor.services import classification, corrections, defaults, trends
 from finance_monitor.services import documents as docs
@@ -75,6 +76,42 @@ def test_shipped_rows_are_capped_per_label_with_every_label_kept():
     topic = defaults.default_rows(task="topic", cap=200)
     assert 190 <= len(topic) <= 220 and len({label for _, label in topic}) == 20
     assert topic == defaults.default_rows(task="topic", cap=200)  # seeded
+
+
+def test_the_models_read_a_link_as_one_word():
+    assert model_text("$ALLY - Ally Financial pulls outlook https://t.co/G9Zdi1boy5") == (
+        "$ALLY - Ally Financial pulls outlook link"
+    )
+    two = model_text("see:http://x.io/a?b=1 and  https://t.co/q\n now")
+    assert two == "see: link and link now"
+    assert model_text("http://t.co/only") == "link"
+    assert model_text("No link in  this one") == "No link in this one"
+    rows = defaults.default_rows(task="sentiment")  # trained on what classification reads
+    assert not any("http" in text for text, _ in rows)
+    assert sum(" link" in text for text, _ in rows) > 1000
+
+
+@pytest.mark.django_db
+def test_classification_reads_the_title_and_text_with_links_as_words(monitor_org):
+    organisation, _ = monitor_org
+    raw = "Tesla stock falls after disappointing deliveries https://t.co/Ab3xYz9QwE https://t.co/K2"
+    (doc_id,) = docs.documents_ingest(
+        organisation=organisation, items=[docs.DocumentIn(title="Tesla slides", text=raw)]
+    ).created
+    run = classification.documents_classify_pending(organisation=organisation)
+    document = Document.objects.for_org(organisation).get(pk=doc_id)
+    assert document.text == raw  # stored as it came
+    read = classification.document_text(document)
+    assert read == "Tesla slides. Tesla stock falls after disappointing deliveries link link"
+    sentiment = ModelVersion.objects.for_org(organisation).get(pk=run.models["sentiment"])
+    model = registry.predictor_for(version=sentiment)
+
+    def distance(text: str) -> float:
+        (answer,) = model.predict([text])
+        return max(abs(answer.probabilities[k] - v) for k, v in document.sentiment_probabilities.items())
+
+    assert distance(read) < 1e-4
+    assert distance(f"Tesla slides. {raw}") > 1e-3  # the raw text's answer is another
 
 
 @pytest.mark.django_db
