@@ -24,9 +24,9 @@ The job's result reports the seconds of the encoder passes and of each head (``s
 What the models read of a document is :func:`document_text`: its title and text with each web link replaced
 by the word "link" (:func:`model_text`; the default models are trained on the same). A shortened link is a
 random string that the encoder's tokeniser cuts into a dozen pieces: a third of a tweet's tokens. Replaced,
-the fast defaults classified the validation tweets in 26% (sentiment) and 33% (topic) less CPU time, at
+the fast defaults classified the validation tweets in 29% (sentiment) and 37% (topic) less CPU time, at
 0.08 and 0.83 points more accuracy; links removed altogether were as fast but lost the hint that a text
-carries one (sentiment 0.2 points below keeping them): BENCHMARKS.md section 16, fifteenth-session
+carries one (sentiment 0.21 points below keeping them): BENCHMARKS.md section 16, fifteenth-session
 addendum. The stored document keeps its text as it came.
 
 Without an active topic or sentiment model the documents stay pending; the first time that happens, the
