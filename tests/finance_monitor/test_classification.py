@@ -112,6 +112,22 @@ def test_classification_reads_the_title_and_text_with_links_as_words(monitor_org
 
     assert distance(read) < 1e-4
     assert distance(f"Tesla slides. {raw}") > 1e-3  # the raw text's answer is another
+    # a default dataset stored before the models read links as one word is retrained in the new form
+    old_form = [
+        (text.replace("link", "https://t.co/Zq81xPw"), label)
+        for text, label in defaults.default_rows(task="sentiment", cap=40)
+    ]
+    assert sum("https://" in text for text, _ in old_form) > 5
+    stored = registry.dataset_from_rows(
+        organisation=organisation, name="old form", task="classification", rows=old_form, source="test"
+    )
+    ModelVersion.objects.for_org(organisation).filter(pk=sentiment.pk).update(dataset=stored)
+    corrections.document_correct(organisation=organisation, document_id=doc_id, sentiment="positive")
+    (job,) = corrections.corrections_retrain(organisation=organisation, tasks=("sentiment",))
+    dataset = Dataset.objects.for_org(organisation).get(pk=job.params["dataset_id"])
+    rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
+    assert (read, "positive") in rows and not any("http" in text for text, _ in rows)
+    assert len(rows) == len({model_text(text) for text, _ in old_form} | {read})
 
 
 @pytest.mark.django_db
