@@ -26,6 +26,7 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,25 +51,28 @@ BUILD = _build()
 SETS, normalise = BUILD.SETS, BUILD.normalise
 
 
-def shipped(task: str) -> list[tuple[str, str]]:
-    """The shipped training rows, their texts as the monitor's models read a document
-    (``finance_monitor.links.model_text``: links as the word "link"), for the models and the peer alike."""
+def shipped(task: str, form: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
+    """The shipped training rows, their texts in ``form`` (by default as the monitor's models read a
+    document: ``finance_monitor.links.model_text``, links as the word "link"), for the models and the peer
+    alike."""
     import gzip
 
     from finance_monitor.links import model_text
 
+    form = form or model_text
     path = ROOT / "finance_monitor" / "data" / "twitter_financial_news" / f"{task}_train.csv.gz"
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
-        return [(model_text(r["text"]), r["label"]) for r in csv.DictReader(handle)]
+        return [(form(r["text"]), r["label"]) for r in csv.DictReader(handle)]
 
 
-def validation(data: Path, task: str) -> list[tuple[str, str]]:
-    """The original validation split, in the models' form as ``shipped``."""
+def validation(data: Path, task: str, form: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
+    """The original validation split, its texts in ``form`` as ``shipped``."""
     from finance_monitor.links import model_text
 
+    form = form or model_text
     folder, _train, valid, names = SETS[task]
     with (data / folder / valid).open(newline="", encoding="utf-8") as handle:
-        return [(model_text(r["text"]), names[r["label"].strip()]) for r in csv.DictReader(handle)]
+        return [(form(r["text"]), names[r["label"].strip()]) for r in csv.DictReader(handle)]
 
 
 def unique_rows(rows: list[tuple[str, str]]) -> list[int]:

@@ -21,7 +21,6 @@ organisation whose models were trained before the change). Peer: the ``raw`` row
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,11 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LINK = re.compile(r"https?://\S+")
-
 
 def forms():
-    from finance_monitor.links import model_text
+    from finance_monitor.links import LINK, model_text
 
     def removed(text: str) -> str:
         return " ".join(LINK.sub(" ", text).split()) or text
@@ -41,24 +38,9 @@ def forms():
     return {"raw": lambda text: text, "word": model_text, "removed": removed}
 
 
-def raw_rows(task: str, data: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """The shipped training rows and the validation split, texts as they came."""
-    import csv
-    import gzip
-
-    from bench.finance_classification import SETS
-
-    path = ROOT / "finance_monitor" / "data" / "twitter_financial_news" / f"{task}_train.csv.gz"
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
-        train = [(r["text"], r["label"]) for r in csv.DictReader(handle)]
-    folder, _train, valid, names = SETS[task]
-    with (data / folder / valid).open(newline="", encoding="utf-8") as handle:
-        validation = [(r["text"], names[r["label"].strip()]) for r in csv.DictReader(handle)]
-    return train, validation
-
-
 def main() -> None:
     from bench.common import machine_note, stratified_split
+    from bench.finance_classification import shipped, validation
     from core.ml.runtime import Runtime
     from core.ml.train import TrainConfig, train_classifier
 
@@ -77,7 +59,8 @@ def main() -> None:
     header = "| task | trained on | scored on | accuracy | CPU ms a text | tokens a text | train s |"
     print(f"{header}\n|{'---|' * 7}")
     for task in args.tasks:
-        train, valid = raw_rows(task, args.data)
+        # the texts as they came: each pair puts them in its own form
+        train, valid = shipped(task, form=shape["raw"]), validation(args.data, task, form=shape["raw"])
         if args.limit:
             train, valid = train[: args.limit], valid[: args.limit]
         fit, held = stratified_split(train, 0.1, seed=0)

@@ -46,7 +46,7 @@ def model_retrain_from_feedback(
     rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
     if text is not None:
         rows = [(text(row_text), label) for row_text, label in rows]
-    kept = [(text, label) for text, label in rows if text not in corrections]
+    kept = [(row_text, label) for row_text, label in rows if row_text not in corrections]
     new = registry.dataset_from_rows(
         organisation=organisation,
         name=dataset.name,
