@@ -40,7 +40,7 @@ def forms():
 
 def main() -> None:
     from bench.common import machine_note, stratified_split
-    from bench.finance_classification import shipped, validation
+    from bench.finance_classification import shipped, smoke_slice, validation
     from core.ml.runtime import Runtime
     from core.ml.train import TrainConfig, train_classifier
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", default=["sentiment", "topic"])
-    parser.add_argument("--limit", type=int, default=0, help="smoke run: first N rows of each set")
+    parser.add_argument("--limit", type=int, default=0, help="smoke run: N rows of each set")
     args = parser.parse_args()
     import torch
 
@@ -62,7 +62,7 @@ def main() -> None:
         # the texts as they came: each pair puts them in its own form
         train, valid = shipped(task, form=shape["raw"]), validation(args.data, task, form=shape["raw"])
         if args.limit:
-            train, valid = train[: args.limit], valid[: args.limit]
+            train, valid = smoke_slice(train, args.limit), smoke_slice(valid, args.limit)
         fit, held = stratified_split(train, 0.1, seed=0)
         gold = [label for _, label in valid]
         models = {}

@@ -41,6 +41,7 @@ from django.core.exceptions import ImproperlyConfigured
 from core.billing.meters import MeterSpec, register_meter
 from core.celery import app as celery_app
 from core.jobs.handlers import JobKind, register_job_kind
+from core.ml.textforms import AS_GIVEN, TextForm, register_text_form
 from core.registry.kinds import kind_names
 from core.tenancy.permissions import PERMISSIONS
 
@@ -109,6 +110,9 @@ class ModelTask:
     # active one has committed (promotion, forced or automatic, and rollback): what the product rebuilds with
     # the new model (stored vectors of another model, for one); errors are logged, the activation stands
     on_activate: Callable[..., None] | None = None
+    # what this task's models read of a text (``core.ml.textforms``): registered with the product; a version
+    # trained from now on records its name and reads every text in it, wherever it is asked (None: as given)
+    text_form: TextForm | None = None
 
 
 class DemoLog(Protocol):
@@ -221,6 +225,9 @@ def register_product(product: Product) -> None:
         return
     for meter in product.meters:  # first: a clashing meter leaves the product unregistered
         register_meter(meter, owner=product.name)
+    for task in product.model_tasks:  # so does a text form whose name another form took
+        if task.text_form is not None:
+            register_text_form(task.text_form)
     _PRODUCTS[product.name] = product
     for kind in product.job_kinds:
         register_job_kind(
@@ -243,6 +250,11 @@ def _check(product: Product) -> None:
         raise ImproperlyConfigured(
             f"Product '{product.name}' declares model tasks of unknown kind {unknown}; "
             f"registered kinds: {', '.join(kind_names())}."
+        )
+    formed = sorted(t.name for t in product.model_tasks if t.text_form is not None and t.kind != "classifier")
+    if formed:  # the classifier kind trains and serves in a text form; the others read texts as given
+        raise ImproperlyConfigured(
+            f"Product '{product.name}' declares a text form on {formed}: only classifier tasks read one."
         )
     previous = _PRODUCTS.get(product.name)
     if previous is not None and previous != product:
@@ -294,6 +306,12 @@ def model_task(app: str, task: str) -> ModelTask | None:
     """The declared model task ``task`` of product ``app`` (None: not declared)."""
     spec = _PRODUCTS.get(app)
     return next((t for t in spec.model_tasks if t.name == task), None) if spec else None
+
+
+def text_form_name(app: str, task: str) -> str:
+    """The name of the text form the product's models of ``task`` are trained to read ("": as given)."""
+    declared = model_task(app, task)
+    return declared.text_form.name if declared and declared.text_form else AS_GIVEN
 
 
 def products_training(task: str) -> list[Product]:

@@ -24,6 +24,7 @@ from core.products import (
 from core.registry.describe import train_job_sentence
 from core.tenancy.models import Role
 from finance_monitor import demo
+from finance_monitor.links import LINKS_AS_WORD
 from finance_monitor.services.trends import trend_buckets_remap
 
 
@@ -185,10 +186,18 @@ PRODUCT = Product(
     onboarding=onboarding_checklist,
     model_tasks=(
         ModelTask(
-            "topic", kind="classifier", description="The topic of a news item or post", examples="posts"
+            "topic",
+            kind="classifier",
+            description="The topic of a news item or post",
+            examples="posts",
+            text_form=LINKS_AS_WORD,
         ),
         ModelTask(
-            "sentiment", kind="classifier", description="Positive, neutral or negative", examples="posts"
+            "sentiment",
+            kind="classifier",
+            description="Positive, neutral or negative",
+            examples="posts",
+            text_form=LINKS_AS_WORD,
         ),
     ),
     meters=(

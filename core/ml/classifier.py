@@ -46,6 +46,7 @@ from core.ml.modeling import (
 from core.ml.ood import OutOfScope, fit_out_of_scope
 from core.ml.predictions import Prediction, to_predictions
 from core.ml.runtime import Runtime, base_model_identity
+from core.ml.textforms import in_form, text_form
 from core.ml.types import Progress, TrainConfig, TrainStats
 
 EMBED_CHUNK = 512  # rows embedded between cancellation checks
@@ -68,6 +69,7 @@ class TrainedClassifier:
     temperature: float = 1.0  # applied to the (blended) probabilities; 1 = uncalibrated
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = in_form(text_form(self.config.text_form), texts)
         self.model.eval()
         kwargs = {"max_length": self.config.max_length, "batch_size": self.config.eval_batch_size}
         neural = predict_proba(self.model, self.tokenizer, texts, device=self.device, **kwargs)
@@ -76,6 +78,7 @@ class TrainedClassifier:
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if self.ood is None:
             return to_predictions(self.predict_proba(texts), self.labels, "unsaved")
+        texts = in_form(text_form(self.config.text_form), texts)
         self.model.eval()
         kwargs = {"max_length": self.config.max_length, "batch_size": self.config.eval_batch_size}
         embeddings = embed_texts(self.model, self.tokenizer, texts, device=self.device, **kwargs)
@@ -289,12 +292,13 @@ def run_training(
     """Build the model from the base encoder, train it per ``config.method`` and return it merged."""
     device, folder = start(runtime, config.seed)
     index = {label: i for i, label in enumerate(labels)}
+    form = text_form(config.text_form)  # every row as the model will read texts (``core.ml.textforms``)
     job = Job(
         config=config,
         labels=labels,
-        train_texts=[t for t, _ in train],
+        train_texts=in_form(form, [t for t, _ in train]),
         train_targets=torch.tensor([index[label] for _, label in train], dtype=torch.long),
-        val_texts=[t for t, _ in validation],
+        val_texts=in_form(form, [t for t, _ in validation]),
         val_gold=[label for _, label in validation],
         tokenizer=load_tokenizer(folder),
         device=device,

@@ -11,6 +11,10 @@ Every answer is two steps, exposed so that several heads can share one encoder p
 mean-pool, normalise; the costly part) and :meth:`Predictor.head_proba` (the linear head, softmax and the
 lexical blend; a few percent of the time). ``encoder_key`` names the encoder's weights: two predictors with
 the same key compute the same embeddings, so one's ``embed`` feeds the other's ``head_proba``.
+
+A version trained with a text form (``core.ml.textforms``: named in its manifest's hyper-parameters) reads
+every text in that form: :meth:`Predictor.embed` and :meth:`Predictor.head_proba` each put the raw texts they
+are given in it, so every caller passes texts as they came; the form is part of ``encoder_key``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from core.ml import textforms
 from core.ml.artifact import WEIGHTS, load_lexical, load_model, load_ood, load_temperature
 from core.ml.bf16 import bf16_encoder
 from core.ml.calibration import apply_temperature
@@ -57,6 +62,7 @@ class Predictor:
         ood: OutOfScope | None = None,
         temperature: float = 1.0,
         bf16: bool = False,
+        text_form: str = "",
     ) -> None:
         self.model, self.tokenizer, self.labels = model, tokenizer, list(labels)
         self.version, self.device, self.quantized = version, device, quantized
@@ -77,10 +83,18 @@ class Predictor:
         # a predictor built by hand shares with nobody
         self.encoder_key = encoder_key or f"own:{id(self)}"
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to call concurrently
+        # what the version reads of a text (``core.ml.textforms``; an unknown name fails the load)
+        self.text_form = text_form
+        self.form = textforms.text_form(text_form)
+
+    def model_texts(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` as this version reads them (its text form; as given without one)."""
+        return textforms.in_form(self.form, texts)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, H) unit-length sentence embeddings in input order: the encoder pass, length-sorted batches."""
         out = torch.empty((len(texts), self.model.head.in_features), dtype=torch.float32)
+        texts = self.model_texts(texts)
         with self._tokenizer_lock:  # tokenised at once (batched by token count: little or no padding)
             batches = list(
                 token_batches(
@@ -109,7 +123,9 @@ class Predictor:
         with torch.inference_mode():
             logits = self.model.head(embeddings.to(self.device))  # an int8 head scales each row alone
             out = torch.softmax(logits.float(), dim=-1).cpu()
-        return apply_temperature(blend(out, self.lexical, self.blend_weight, texts), self.temperature)
+        if self.lexical is not None:
+            out = blend(out, self.lexical, self.blend_weight, self.model_texts(texts))
+        return apply_temperature(out, self.temperature)
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, n_labels) probabilities in input order."""
@@ -153,6 +169,8 @@ def embeds_like(predictor: Predictor, embedder: Any, texts: Sequence[str], *, in
         return False
     if getattr(embedder, "device", None) != predictor.device:
         return False
+    if predictor.form is not None and any(predictor.form(text) != text for text in texts):
+        return False  # the predictor embedded the texts in its form; the embedder reads them as given
     path = f"int8@{predictor.device}" if predictor.quantized else f"float@{predictor.device}"
     if not predictor.encoder_key.startswith(
         f"base:{identity.get('sha256')}:"
@@ -193,6 +211,7 @@ def load_predictor(
     model = quantize_rows_int8(model, kernel=runtime.int8_kernel) if quantized else model.to(device)
     lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     max_length = int(manifest["hyperparameters"]["max_length"])
+    form = str(manifest["hyperparameters"].get("text_form") or "")  # absent before text forms existed
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
     return Predictor(
         ood=load_ood(directory=Path(directory), manifest=manifest),
@@ -208,6 +227,7 @@ def load_predictor(
         blend_weight=blend_weight,
         traced=traced,
         temperature=load_temperature(manifest),
+        text_form=form,
     )
 
 
@@ -215,12 +235,16 @@ def encoder_key(manifest: dict, *, device: str, quantized: bool) -> str:
     """What identifies a version's encoder as served: a "head" version runs the frozen base model (its
     artifact holds the head alone, and loading checked the base's hash), so every head version on the same
     base, tokenisation length and serving path (device, int8) computes the same embeddings; a fine-tuned
-    ("full", or LoRA merged into it) version's encoder is its own weights file."""
+    ("full", or LoRA merged into it) version's encoder is its own weights file. A version with a text form
+    embeds texts in that form: its form joins the key (``/<form>``), so it shares a pass only with versions
+    that read texts alike."""
     path = f"{'int8' if quantized else 'float'}@{device}"
+    form = manifest["hyperparameters"].get("text_form") or ""
+    form = f"/{form}" if form else ""
     if manifest.get("weights") == "head":
         base = manifest["base_model"]["sha256"]
-        return f"base:{base}:{manifest['hyperparameters']['max_length']}:{path}"
-    return f"weights:{manifest['files'][WEIGHTS]}:{path}"
+        return f"base:{base}:{manifest['hyperparameters']['max_length']}{form}:{path}"
+    return f"weights:{manifest['files'][WEIGHTS]}{form}:{path}"
 
 
 def _copy_key(key: str, path: str) -> str:
@@ -245,6 +269,7 @@ def int8_copy(predictor: Predictor, *, kernel: str = "auto") -> Predictor:
         encoder_key=_copy_key(predictor.encoder_key, "int8@cpu"),
         ood=predictor.ood,
         temperature=predictor.temperature,
+        text_form=predictor.text_form,
     )
 
 
@@ -265,4 +290,5 @@ def bf16_copy(predictor: Predictor) -> Predictor:
         ood=predictor.ood,
         temperature=predictor.temperature,
         bf16=True,
+        text_form=predictor.text_form,
     )

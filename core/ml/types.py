@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.ml import textforms
 from core.ml.errors import MLError
 
 METHODS = ("head", "lora", "full")
@@ -81,6 +82,9 @@ class TrainConfig:
     # fit a temperature on the validation rows after training (``core.ml.calibration``); stored with the
     # version and applied to its probabilities (argmax, so accuracy, unchanged)
     calibrate: bool = False
+    # the registered form the model reads texts in (``core.ml.textforms``; "": as given): applied to every
+    # training row and, from the manifest, to every text the version is asked about
+    text_form: str = ""
 
     @property
     def effective_learning_rate(self) -> float:
@@ -106,6 +110,10 @@ class TrainConfig:
             (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be positive"),
             (self.evals_per_epoch >= 1 and self.progress_every >= 1, "evals_per_epoch/progress_every >= 1"),
             (isinstance(self.calibrate, bool), "calibrate must be true or false"),
+            (
+                isinstance(self.text_form, str) and textforms.known(self.text_form),
+                f"text_form {self.text_form!r} is not a registered text form",
+            ),
         ]
         _check(checks, "training")
 

@@ -21,13 +21,15 @@ serve int8 (each passed its gate) the pass is int8; when one did not, both are s
 versions passed their bf16 gates, the pass is bf16 (``core.ml.bf16``: about twice the int8 encoder there).
 The job's result reports the seconds of the encoder passes and of each head (``seconds``).
 
-What the models read of a document is :func:`document_text`: its title and text with each web link replaced
-by the word "link" (:func:`model_text`; the default models are trained on the same). A shortened link is a
-random string that the encoder's tokeniser cuts into a dozen pieces: a third of a tweet's tokens. Replaced,
-the fast defaults classified the validation tweets in 29% (sentiment) and 37% (topic) less CPU time, at
-0.08 and 0.83 points more accuracy; links removed altogether were as fast but lost the hint that a text
-carries one (sentiment 0.21 points below keeping them): BENCHMARKS.md section 16, fifteenth-session
-addendum. The stored document keeps its text as it came.
+What the models are given of a document is :func:`document_text`: its title and text. They read it in the
+tasks' text form, each web link as the word "link" (``finance_monitor.links.LINKS_AS_WORD``, declared on
+the model tasks: a version trained since records it, the predictor applies it, and a version trained before
+reads texts as given, as it was trained to). A shortened link is a random string that the encoder's
+tokeniser cuts into a dozen pieces: a third of a tweet's tokens. Replaced, the fast defaults classified the
+validation tweets in 29% (sentiment) and 37% (topic) less CPU time, at 0.08 and 0.83 points more accuracy;
+links removed altogether were as fast but lost the hint that a text carries one (sentiment 0.21 points below
+keeping them): BENCHMARKS.md section 16, fifteenth-session addendum. The stored document keeps its text as it
+came.
 
 Without an active topic or sentiment model the documents stay pending; the first time that happens, the
 organisation's default models are trained (``services.defaults``, when ``FM_DEFAULT_MODELS_ON_FIRST_USE``),
@@ -47,7 +49,6 @@ from core.errors import QuotaExceeded
 from core.jobs.queues import Queue
 from core.registry.services import predict_shared, serves_bf16, serves_int8
 from core.registry.services.common import active_version
-from finance_monitor.links import model_text
 from finance_monitor.models import Document, Sentiment
 from finance_monitor.services.dashboard import documents_classified_broadcast
 from finance_monitor.services.trends import Classified, documents_classified
@@ -81,10 +82,10 @@ def classify_started(*, organisation_id: int) -> None:
 
 
 def document_text(document: Document) -> str:
-    """What the topic and sentiment models read of ``document`` (classification and the analysts'
-    corrections alike): the title and the text, in :func:`model_text`'s form."""
+    """What the topic and sentiment models are given of ``document`` (classification and the analysts'
+    corrections alike): the title and the text (each version reads it in its text form)."""
     title, text = document.title.strip(), document.text.strip()
-    return model_text(f"{title}. {text}" if title and not text.startswith(title) else text)
+    return f"{title}. {text}" if title and not text.startswith(title) else text
 
 
 @dataclass

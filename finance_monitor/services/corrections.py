@@ -9,9 +9,9 @@ corrected values in ``corrected_topic``/``corrected_sentiment``. A corrected sen
 ``corrections_retrain`` hands the corrected documents of a task to the platform's retrain-from-feedback
 (``core.registry.feedback``): a new version of the active model's dataset with the corrections, and a
 training job on it; the promotion rule decides whether the new model replaces the active one. The corrected
-documents are read as classification reads them (``classification.document_text``), and so are the
-dataset's rows (``finance_monitor.links.model_text``: a default dataset stored before the models read links
-as one word is retrained in the new form).
+documents are given as classification gives them to the models (``classification.document_text``); the
+platform compares them with the dataset's rows in the tasks' text form (links as one word), so a default
+dataset stored before the models read that form is retrained in it and a correction replaces its row.
 """
 
 from django.db import transaction
@@ -20,7 +20,6 @@ from django.utils import timezone
 from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import feedback
 from core.registry.services.common import active_version
-from finance_monitor.links import model_text
 from finance_monitor.models import Document, Sentiment
 from finance_monitor.services.classification import APP, SENTIMENT_TASK, TOPIC_TASK, document_text
 from finance_monitor.services.trends import document_classified
@@ -129,7 +128,6 @@ def corrections_retrain(*, organisation, tasks: tuple[str, ...] = TASKS, created
                 source="with-analyst-corrections",
                 config=None,  # the fast model, as the defaults are trained
                 created_by=created_by,
-                text=model_text,
             )
         )
     if not queued:

@@ -40,7 +40,6 @@ from core.jobs.models import ACTIVE_STATUSES, TrainingJob
 from core.registry import services as registry
 from core.registry.services.classifier import classifier_settings_check
 from core.registry.services.common import active_version
-from finance_monitor.links import model_text
 from finance_monitor.services.classification import APP, SENTIMENT_TASK, TOPIC_TASK, classify_enqueue
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "twitter_financial_news"
@@ -65,11 +64,11 @@ FINE_TUNED_CONFIG: dict[str, Any] = {
 
 
 def default_rows(*, task: str, cap: int | None = None) -> list[tuple[str, str]]:
-    """The shipped training rows of ``task`` (``(text, label)``, the text as the models read a
-    document's: ``finance_monitor.links.model_text``), at most ``cap`` (0/None: all), sampled per label in
-    proportion (every label keeps at least one row) with a fixed seed."""
+    """The shipped training rows of ``task`` (``(text, label)``, the text as shipped: training reads it in the
+    task's text form, ``finance_monitor.links.LINKS_AS_WORD``), at most ``cap`` (0/None: all), sampled per
+    label in proportion (every label keeps at least one row) with a fixed seed."""
     with gzip.open(DATA / FILES[task], "rt", encoding="utf-8", newline="") as handle:
-        rows = [(model_text(r["text"]), r["label"]) for r in csv.DictReader(handle)]
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(handle)]
     if not cap or cap >= len(rows):
         return rows
     by_label: dict[str, list[tuple[str, str]]] = defaultdict(list)

@@ -231,3 +231,16 @@ def test_the_product_registry_refuses_a_conflicting_declaration():
         with pytest.raises(ImproperlyConfigured):
             register_product(bad)
     assert product("recommender").display_name == "Recommender"
+    # a text form: on a classifier task only, and under a name no other form has taken (else not registered)
+    from core.ml.errors import MLError
+    from core.ml.textforms import TextForm
+    from core.products import ModelTask
+
+    upper = TextForm("links-as-word", str.upper)  # the finance monitor's name, another function
+    for task, error in (
+        (ModelTask("pairs", kind="embedding", text_form=TextForm("lower", str.lower)), ImproperlyConfigured),
+        (ModelTask("label", kind="classifier", text_form=upper), MLError),
+    ):
+        with pytest.raises(error):
+            register_product(Product(name="web", display_name="X", url_prefix="x", model_tasks=(task,)))
+        assert product("web") is None

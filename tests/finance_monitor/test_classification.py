@@ -3,6 +3,7 @@ from the shipped sets (not counted as training jobs), batches with trends and th
 meter, documents waiting for a model, and a batch that fails half-way keeping nothing."""
 
 import asyncio
+import copy
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -12,14 +13,17 @@ from core.billing.models import Plan, UsageEvent, plan_limits_write
 from core.errors import Conflict, InvalidInput
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
+from core.ml import textforms
 from core.ml.ood import OutOfScope
+from core.products import text_form_name
 from core.realtime import org_group
 from core.registry import services as registry
+from core.registry.describe import version_sentences
 from core.registry.models import Dataset, ModelVersion, VersionStatus
 from core.registry.services.common import active_version, artifact_key
 from core.registry.services.serving import model_cache
 from core.tenancy.models import Organisation
-from finance_monitor.links import model_text
+from finance_monitor.links import LINKS_AS_WORD, model_text
 from finance_monitor.models import Document, TrendBucket
 from finance_monitor.services import classification, corrections, defaults, trends
 from finance_monitor.services import documents as docs
@@ -86,13 +90,15 @@ def test_the_models_read_a_link_as_one_word():
     assert two == "see: link and link now"
     assert model_text("http://t.co/only") == "link"
     assert model_text("No link in  this one") == "No link in this one"
-    rows = defaults.default_rows(task="sentiment")  # trained on what classification reads
-    assert not any("http" in text for text, _ in rows)
-    assert sum(" link" in text for text, _ in rows) > 1000
+    # the monitor's model tasks declare the form: training and every prediction read texts in it
+    assert textforms.text_form(LINKS_AS_WORD.name) is model_text
+    assert {text_form_name("finance_monitor", task) for task in ("topic", "sentiment")} == {"links-as-word"}
+    rows = defaults.default_rows(task="sentiment")  # shipped as they came: training puts them in the form
+    assert sum("https://t.co/" in text for text, _ in rows) > 1000
 
 
 @pytest.mark.django_db
-def test_classification_reads_the_title_and_text_with_links_as_words(monitor_org):
+def test_classification_reads_the_title_and_text_with_links_as_words(monitor_org, make_key, key_client):
     organisation, _ = monitor_org
     raw = "Tesla stock falls after disappointing deliveries https://t.co/Ab3xYz9QwE https://t.co/K2"
     (doc_id,) = docs.documents_ingest(
@@ -101,33 +107,48 @@ def test_classification_reads_the_title_and_text_with_links_as_words(monitor_org
     run = classification.documents_classify_pending(organisation=organisation)
     document = Document.objects.for_org(organisation).get(pk=doc_id)
     assert document.text == raw  # stored as it came
-    read = classification.document_text(document)
-    assert read == "Tesla slides. Tesla stock falls after disappointing deliveries link link"
+    given = classification.document_text(document)
+    assert given == f"Tesla slides. {raw}"
+    read = "Tesla slides. Tesla stock falls after disappointing deliveries link link"
+    assert model_text(given) == read
     sentiment = ModelVersion.objects.for_org(organisation).get(pk=run.models["sentiment"])
+    assert sentiment.manifest["hyperparameters"]["text_form"] == "links-as-word"  # recorded with the version
+    said = 'It reads every text with each web link as the word "link", as it was trained.'
+    assert said in version_sentences(sentiment)  # the model page says so
     model = registry.predictor_for(version=sentiment)
 
-    def distance(text: str) -> float:
-        (answer,) = model.predict([text])
-        return max(abs(answer.probabilities[k] - v) for k, v in document.sentiment_probabilities.items())
+    def distance(probabilities: dict[str, float]) -> float:
+        return max(abs(probabilities[k] - v) for k, v in document.sentiment_probabilities.items())
 
-    assert distance(read) < 1e-4
-    assert distance(f"Tesla slides. {raw}") > 1e-3  # the raw text's answer is another
-    # a default dataset stored before the models read links as one word is retrained in the new form
-    old_form = [
-        (text.replace("link", "https://t.co/Zq81xPw"), label)
-        for text, label in defaults.default_rows(task="sentiment", cap=40)
-    ]
-    assert sum("https://" in text for text, _ in old_form) > 5
+    def answer(predictor, text: str) -> dict[str, float]:
+        (prediction,) = predictor.predict([text])
+        return prediction.probabilities
+
+    assert distance(answer(model, read)) < 1e-4 and distance(answer(model, given)) < 1e-4
+    as_given = copy.copy(model)  # the same weights reading texts as given: another answer to the raw text
+    as_given.form = None
+    assert distance(answer(as_given, read)) < 1e-4 and distance(answer(as_given, given)) > 1e-3
+    # the platform's own path to the version (its predict endpoint) reads the raw text in the form too
+    client = key_client(make_key(organisation, scopes=["predict"])[1])
+    response = client.post(f"/api/models/{sentiment.pk}/predict", {"texts": [given]}, format="json")
+    assert response.status_code == 200, response.content
+    assert distance(response.json()["predictions"][0]["probabilities"]) < 1e-4
+    # the default dataset is stored as shipped (links and all); a retrain with corrections stores its rows in
+    # the form, where the correction replaces the row it corrects
+    shipped = [row for split in registry.dataset_rows(dataset=sentiment.dataset).values() for row in split]
+    assert sum("https://" in text for text, _ in shipped) > 5
+    shipped.append((given, "negative"))  # the document itself, as an old dataset may hold it
     stored = registry.dataset_from_rows(
-        organisation=organisation, name="old form", task="classification", rows=old_form, source="test"
+        organisation=organisation, name="old form", task="classification", rows=shipped, source="test"
     )
     ModelVersion.objects.for_org(organisation).filter(pk=sentiment.pk).update(dataset=stored)
     corrections.document_correct(organisation=organisation, document_id=doc_id, sentiment="positive")
     (job,) = corrections.corrections_retrain(organisation=organisation, tasks=("sentiment",))
     dataset = Dataset.objects.for_org(organisation).get(pk=job.params["dataset_id"])
     rows = [row for split in registry.dataset_rows(dataset=dataset).values() for row in split]
-    assert (read, "positive") in rows and not any("http" in text for text, _ in rows)
-    assert len(rows) == len({model_text(text) for text, _ in old_form} | {read})
+    assert (read, "positive") in rows and (read, "negative") not in rows
+    assert not any("http" in text for text, _ in rows)
+    assert len(rows) == len({model_text(text) for text, _ in shipped})  # the correction replaced
 
 
 @pytest.mark.django_db

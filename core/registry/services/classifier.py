@@ -5,6 +5,7 @@ trains and is scored on the held-out split (accuracy, what promotion compares), 
 before promotion, and how it loads and answers (``core.ml.serving.Predictor``, micro-batched online).
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from core.ml.evaluate import evaluate_classifier
 from core.ml.search import SearchSpace, search_hyperparameters
 from core.ml.serving import load_predictor, quantization_gate
 from core.ml.train import TrainConfig, train_classifier
+from core.products import text_form_name
 from core.registry.kinds import Trained
 from core.registry.models import ModelVersion
 from core.registry.services.common import plaintext_model_dir, runtime
@@ -144,7 +146,9 @@ class ClassifierKind:
         return classifier_settings_check(config=config, search=search, follow_up=follow_up)
 
     def train(self, *, job, rows, config, search, runtime, progress, reporter) -> Trained:
-        cfg = train_config(config or {})
+        # the product's text form for the task (``ModelTask.text_form``), recorded with the version
+        form = text_form_name(job.params["app"], job.params["task"])
+        cfg = replace(train_config(config or {}), text_form=form)
         validation = rows["validation"] or rows["train"]
         trials: list[dict[str, Any]] = []
         if search:
