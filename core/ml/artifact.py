@@ -145,10 +145,14 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return {p.name: _sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file()}
 
 
+def manifest_text(manifest: dict) -> str:
+    """``manifest.json``'s text: sorted keys, no NaN."""
+    return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_manifest(manifest: dict, folder: Path) -> None:
-    """Write ``manifest.json`` (sorted keys, no NaN) into ``folder``."""
-    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
-    (Path(folder) / MANIFEST).write_text(text + "\n", encoding="utf-8")
+    """Write ``manifest.json`` into ``folder``."""
+    (Path(folder) / MANIFEST).write_text(manifest_text(manifest), encoding="utf-8")
 
 
 def sync_folder(folder: Path) -> None:

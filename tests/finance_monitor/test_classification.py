@@ -4,6 +4,9 @@ meter, documents waiting for a model, and a batch that fails half-way keeping no
 
 import asyncio
 import copy
+import importlib
+import json
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -360,3 +363,48 @@ def test_batches_run_one_bf16_pass_where_both_models_passed_their_bf16_gates(
     push(organisation, ["Nvidia raises its revenue forecast"])
     classification.documents_classify_pending(organisation=organisation, batch_size=10)
     assert passes[-1]["bf16"] is False
+
+
+@pytest.mark.django_db
+def test_versions_trained_on_links_as_words_before_forms_were_recorded_get_theirs(monitor_org, settings):
+    """Migration 0011: the 2026-12-07 code trained the monitor's versions on rows with links as the word
+    "link" and recorded no form; those versions get theirs, in the manifest file (encrypted again if it was)
+    and row, and a version trained on raw links keeps reading texts as given."""
+    from cryptography.fernet import Fernet
+    from django.apps import apps as django_apps
+
+    from core.privacy import crypto
+
+    organisation, _ = monitor_org
+    migration = importlib.import_module("finance_monitor.migrations.0011_record_links_text_form")
+    settings.TRELLIS_ENCRYPT_AT_REST, settings.TRELLIS_MASTER_KEY = True, Fernet.generate_key().decode()
+    raw = defaults.default_rows(task="topic", cap=60)
+    formed = [(model_text(text), label) for text, label in defaults.default_rows(task="sentiment", cap=40)]
+    assert any("https://" in text for text, _ in raw) and not any("https://" in text for text, _ in formed)
+    versions = {}
+    for task, rows in (("sentiment", formed), ("topic", raw)):
+        version = active_version(organisation, "finance_monitor", task)
+        dataset = registry.dataset_from_rows(
+            organisation=organisation, name=task, task="classification", rows=rows, source="test"
+        )
+        path = Path(version.artifact_path) / "manifest.json"
+        manifest = json.loads(path.read_text())
+        del manifest["hyperparameters"]["text_form"]  # as that code stored it: sealed, in the old form
+        path.write_bytes(crypto.encrypt_for(organisation.pk, json.dumps(manifest).encode()))
+        ModelVersion.all_tenants.filter(pk=version.pk).update(dataset=dataset, manifest=manifest)
+        versions[task] = version
+    migration.record(django_apps, None)
+    crypto.forget_plaintext(f"{organisation.pk}:")
+    for version in versions.values():
+        model_cache().evict(artifact_key(version))
+    for task, form in (("sentiment", "links-as-word"), ("topic", "")):
+        version = ModelVersion.objects.for_org(organisation).get(pk=versions[task].pk)
+        sealed = (Path(version.artifact_path) / "manifest.json").read_bytes()
+        assert crypto.is_encrypted(sealed)
+        stored = json.loads(crypto.decrypt_for(organisation.pk, sealed))
+        assert (
+            stored["hyperparameters"].get("text_form", "")
+            == form
+            == version.manifest["hyperparameters"].get("text_form", "")
+        )
+        assert registry.predictor_for(version=version).text_form == form  # what serves reads it

@@ -2,12 +2,13 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Max
 
-from core.ml.artifact import sweep_temp_folders
+from core.ml.artifact import MANIFEST, manifest_text, sweep_temp_folders
 from core.ml.runtime import Runtime
 from core.registry.models import ModelVersion, VersionStatus
 
@@ -66,3 +67,20 @@ def encrypt_model_dir(directory: Path, organisation_id: int) -> None:
     from core.privacy.crypto import encrypt_tree
 
     encrypt_tree(directory, organisation_id)
+
+
+def artifact_text_form_record(*, directory: Path, organisation_id: int, name: str) -> dict:
+    """Record in a stored artifact's manifest file that its model was trained on texts in the text form
+    ``name`` (``core.ml.textforms``), for a version trained before forms were recorded; the manifest, which
+    the caller stores on the version's row too. The file is replaced atomically, encrypted again if it was."""
+    from core.privacy.crypto import decrypt_for, encrypt_for, is_encrypted
+
+    path = Path(directory) / MANIFEST
+    data = path.read_bytes()
+    manifest = json.loads(decrypt_for(organisation_id, data))
+    manifest["hyperparameters"]["text_form"] = name
+    out = manifest_text(manifest).encode("utf-8")
+    tmp = path.with_name(f".{MANIFEST}.form-tmp")
+    tmp.write_bytes(encrypt_for(organisation_id, out) if is_encrypted(data) else out)
+    os.replace(tmp, path)
+    return manifest
