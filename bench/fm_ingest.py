@@ -41,6 +41,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -342,7 +343,10 @@ def peer(org, texts: list[str], threads: int, shared: bool, bf16: bool) -> float
 
 def main() -> None:
     args = parse_args()
-    store = str(Path(tempfile.gettempdir()) / "trellis-bench-fm")  # the models, kept for --reuse
+    # the models, kept for --reuse: one folder per database, so that a run on another database (a peer's, in
+    # the same session) does not replace the artifacts this database's versions point at
+    database = urlparse(args.database_url).path.strip("/") or "default"
+    store = str(Path(tempfile.gettempdir()) / f"trellis-bench-fm-{database}")
     if not args.reuse:
         ensure_database(args.database_url)
         shutil.rmtree(store, ignore_errors=True)
