@@ -5,12 +5,14 @@ Accepting documents queues ``finance_monitor.classify_documents`` for the organi
 (:func:`classify_enqueue`, at most one waiting per organisation); beat's ``finance_monitor.classify_pending``
 queues it again for every organisation with pending documents, so documents that waited for a model, for the
 quota, or for a worker that died are picked up. :func:`documents_classify_pending` takes the pending documents
-(``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time, each batch in one transaction that
-locks its rows (``SKIP LOCKED``: two workers never take the same rows): both models predict, the batch is
-recorded and counted in the trends (``trends.documents_classified``: one upsert per batch), charged to the
-``documents_classified`` meter, and its documents go to the organisation's live feed (``fm.documents``,
-sent after commit: ``services.dashboard``). A worker that dies mid-batch commits nothing of it; the next run
-takes the same rows again and the trends count them once.
+(``classified_at`` null) in id order, ``FM_CLASSIFY_BATCH`` at a time: both models predict on a batch read
+without locks, outside any transaction (a push counting a near copy on one of its documents does not wait for
+the encoder), then one short transaction locks the batch's rows still pending (``SKIP LOCKED``) and records
+those: counted in the trends (``trends.documents_classified``: one upsert per batch), charged to the
+``documents_classified`` meter, and sent to the organisation's live feed (``fm.documents``, after commit:
+``services.dashboard``). Two runs on the same rows record them once (the second finds them locked or no
+longer pending and stops); a worker that dies mid-batch commits nothing of it, and the next run takes the same
+rows again and the trends count them once.
 
 One encoder pass per document feeds both heads: the registry's ``predict_shared`` embeds the batch once
 for every version on the same encoder (the default models are heads on the frozen base encoder) and runs
@@ -201,22 +203,39 @@ def _predict(versions, texts: list[str], run: ClassifyRun) -> tuple[list, list]:
 
 
 def _classify_locked_batch(organisation, wanted: int, versions, run: ClassifyRun) -> int:
-    with transaction.atomic():
-        batch = list(
-            pending_documents(organisation=organisation)
-            .select_for_update(skip_locked=True)
-            .order_by("pk")[:wanted]
-        )
-        if not batch:
+    # The models run outside any transaction, on the next pending documents read without locks: a push that
+    # counts a near copy on one of them (``copies``) never waits for the encoder. The batch's rows are locked
+    # afterwards, for the write alone, and only those still pending that no other run holds are recorded:
+    # a run that another worker overtook on the same rows stops (its predictions are dropped), none is counted
+    # twice, and a worker that dies commits nothing.
+    candidates = list(
+        pending_documents(organisation=organisation).order_by("pk").only("pk", "title", "text")[:wanted]
+    )
+    if not candidates:
+        return 0
+    allowed, why = _allowance(organisation, len(candidates))
+    if allowed < len(candidates):
+        run.stopped = why
+        candidates = candidates[:allowed]
+        if not candidates:
             return 0
-        allowed, why = _allowance(organisation, len(batch))
-        if allowed < len(batch):
-            run.stopped = why
-            batch = batch[:allowed]
-            if not batch:
-                return 0
-        texts = [document_text(d) for d in batch]
-        topics, sentiments = _predict(versions, texts, run)
+    topics, sentiments = _predict(versions, [document_text(d) for d in candidates], run)
+    with transaction.atomic():
+        mine = set(
+            pending_documents(organisation=organisation)
+            .filter(pk__in=[d.pk for d in candidates])
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        answers = [
+            (document, topic, sentiment)
+            for document, topic, sentiment in zip(candidates, topics, sentiments, strict=True)
+            if document.pk in mine
+        ]
+        if not answers:
+            run.stopped = "another run classified these documents first"
+            return 0
+        batch = [document for document, _, _ in answers]
         documents_classified(
             organisation=organisation,
             items=[
@@ -226,7 +245,7 @@ def _classify_locked_batch(organisation, wanted: int, versions, run: ClassifyRun
                     topic_probability=float(topic.probabilities[topic.label]),
                     probabilities={s: float(sentiment.probabilities[s]) for s in Sentiment.values},
                 )
-                for document, topic, sentiment in zip(batch, topics, sentiments, strict=True)
+                for document, topic, sentiment in answers
             ],
         )
         billing.usage_record(

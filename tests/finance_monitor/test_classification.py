@@ -6,11 +6,13 @@ import asyncio
 import copy
 import importlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import connection
 
 from core.billing.models import Plan, UsageEvent, plan_limits_write
 from core.errors import Conflict, InvalidInput
@@ -270,6 +272,45 @@ def test_a_batch_that_fails_half_way_keeps_nothing_and_the_next_run_counts_once(
     organisation = fresh(organisation)
     assert classification.documents_classify_pending(organisation=organisation).classified == 2
     assert TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="hour").volume == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_encoder_runs_outside_the_batch_lock_and_an_overtaken_run_records_none(monitor_org, monkeypatch):
+    """While the models predict, a push counting a near copy on a document of the batch goes through (another
+    connection: it would wait on the rows' lock if the encoder ran inside the batch's transaction), and when
+    another run records the same documents first, this run records and charges nothing of them."""
+    organisation, _ = monitor_org
+    ids = push(organisation)
+    real_predict, seen = classification._predict, {}
+
+    def push_a_copy() -> None:
+        try:
+            seen["copies"] = docs.documents_ingest(
+                organisation=organisation, items=[docs.DocumentIn(text=f"RT @desk: {TEXTS[1].upper()}!")]
+            ).copies
+        finally:
+            connection.close()
+
+    def predict_while_others_work(versions, texts, run):
+        if seen:  # the other run's own prediction
+            return real_predict(versions, texts, run)
+        seen["predicting"] = True
+        pusher = threading.Thread(target=push_a_copy)
+        pusher.start()
+        pusher.join(timeout=20)
+        seen["pushed"] = not pusher.is_alive()
+        seen["other"] = classification.documents_classify_pending(organisation=organisation)
+        return real_predict(versions, texts, run)
+
+    monkeypatch.setattr(classification, "_predict", predict_while_others_work)
+    run = classification.documents_classify_pending(organisation=organisation)
+    assert seen["pushed"] and len(seen["copies"]) == 1  # the push did not wait for the encoder
+    assert Document.objects.for_org(organisation).get(pk=ids[1]).copies == 1
+    assert seen["other"].classified == 5 and run.classified == 0
+    assert run.stopped == "another run classified these documents first"
+    assert TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="hour").volume == 5
+    charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
+    assert sum(e.quantity for e in charged) == 5
 
 
 @pytest.mark.django_db
