@@ -196,9 +196,14 @@ class AlertRuleForm(forms.Form):
         max_length=2000, required=False, assume_scheme="https", label="Webhook address"
     )
 
-    def __init__(self, *args, entities: list, **kwargs) -> None:
+    def __init__(self, *args, entities: list, topics: list[str] | tuple[str, ...] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["entity"].choices = [("", "none")] + [(e.pk, e.name) for e in entities]
+        if topics:  # the topic model's topics to pick from (a rule on another topic could never fire)
+            choices = [("", "none")] + [(t, t) for t in topics]
+            self.fields["topic"] = forms.ChoiceField(
+                choices=choices, required=False, help_text="For a topic rule."
+            )
 
     def clean_email_recipients(self):
         recipients = [r.strip() for r in self.cleaned_data["email_recipients"].split(",") if r.strip()]

@@ -358,7 +358,12 @@ def document_correct(request, document_id: int):
 
 
 def _rule_form(request, data=None) -> AlertRuleForm:
-    return AlertRuleForm(data, entities=list(selectors.entity_list(organisation=request.organisation)))
+    organisation = request.organisation
+    return AlertRuleForm(
+        data,
+        entities=list(selectors.entity_list(organisation=organisation)),
+        topics=dashboard.topic_choices(organisation=organisation),
+    )
 
 
 def _alerts_page(request, rule_form: AlertRuleForm | None = None):

@@ -29,6 +29,7 @@ class DatasetOut(serializers.Serializer):
     labels = serializers.ListField(child=serializers.CharField())
     split_counts = serializers.DictField()
     source_filename = serializers.CharField()
+    shipped = serializers.BooleanField()  # the product's own rows: not counted in the stored records
     created_at = serializers.DateTimeField()
 
 

@@ -32,7 +32,8 @@ class RegistryConfig(AppConfig):
             return ModelVersion.objects.for_org(organisation).filter(status__in=live).count()
 
         def dataset_rows(organisation) -> int:
-            return Dataset.objects.for_org(organisation).aggregate(n=Sum("row_count"))["n"] or 0
+            own = Dataset.objects.for_org(organisation).filter(shipped=False)  # shipped rows are not counted
+            return own.aggregate(n=Sum("row_count"))["n"] or 0
 
         from core.jobs.handlers import register_job_kind
         from core.jobs.queues import Queue

@@ -69,6 +69,9 @@ class Dataset(TenantModel):
     path = models.CharField(max_length=500)
     report_path = models.CharField(max_length=500, blank=True, default="")
     source_filename = models.CharField(max_length=255, blank=True, default="")
+    # rows the platform ships (a product's default training set, made for the organisation without asking),
+    # not the organisation's own: not counted in its stored records
+    shipped = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

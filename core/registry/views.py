@@ -12,6 +12,7 @@ from core.registry.describe import version_sentences
 from core.registry.files import dataset_report_response
 from core.registry.paths import PLATFORM_APP, model_apps
 from core.registry.services import trying
+from core.registry.services.promotion import rollback_target
 from core.tenancy.roles import role_can
 from core.web.views import member_required
 
@@ -150,6 +151,8 @@ def _model_page(request, version, *, status: int = 200, **extra):
         "labels": labels,
         "per_class": sorted(version.metrics.get("per_class", {}).items()),
         "can_promote": role_can(request.role, "models.promote"),
+        # what a rollback would re-activate (the active version only; None: nothing earlier to go back to)
+        "rollback_to": rollback_target(version) if version.status == "active" else None,
         "retrieval": [(k, v) for k, v in version.metrics.items() if k.startswith("recall@")],
         "sentences": version_sentences(version),
         "can_try": role_can(request.role, "models.predict"),

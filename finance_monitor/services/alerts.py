@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput
 from core.outbound import outbound_url_check
+from core.registry.services.common import active_version
 from finance_monitor import surge
 from finance_monitor.models import (
     Alert,
@@ -31,6 +32,7 @@ from finance_monitor.models import (
     TrendBucket,
 )
 from finance_monitor.services.caps import cap_check
+from finance_monitor.services.classification import APP, TOPIC_TASK
 from finance_monitor.services.trends import bucket_start
 
 EVIDENCE_CAP = 200  # documents linked to one alert; ``evidence_count`` says how many there were
@@ -59,9 +61,18 @@ RULE_FIELDS = (
 # --- rules --------------------------------------------------------------------------------------------
 
 
-def _check_rule(*, organisation, rule: AlertRule) -> None:
+def _check_rule(*, organisation, rule: AlertRule, topic_given: bool = True) -> None:
     if rule.target == AlertTarget.TOPIC and not rule.topic:
         raise InvalidInput("A topic rule needs its topic.", details={"field": "topic"})
+    if rule.target == AlertTarget.TOPIC and topic_given:
+        # one of the active topic model's topics (a rule on another could never fire); before the
+        # organisation has a topic model, any topic is taken
+        version = active_version(organisation, APP, TOPIC_TASK)
+        if version is not None and version.labels and rule.topic not in version.labels:
+            raise InvalidInput(
+                f"'{rule.topic[:100]}' is not a topic of the active topic model: pick one of its topics.",
+                details={"field": "topic", "topics": list(version.labels)},
+            )
     if rule.target == AlertTarget.ENTITY:
         if rule.entity_id is None:
             raise InvalidInput("A watch-list rule needs its entry.", details={"field": "entity"})
@@ -104,7 +115,7 @@ def alert_rule_save(*, organisation, rule: AlertRule | None = None, **fields) ->
     rule = rule or AlertRule(organisation=organisation)
     for name, value in fields.items():
         setattr(rule, name, value)
-    _check_rule(organisation=organisation, rule=rule)
+    _check_rule(organisation=organisation, rule=rule, topic_given=rule.pk is None or "topic" in fields)
     if AlertRule.objects.for_org(organisation).filter(name=rule.name).exclude(pk=rule.pk).exists():
         raise InvalidInput("A rule with this name exists.", details={"field": "name"})
     if rule.webhook_url and not rule.webhook_secret:

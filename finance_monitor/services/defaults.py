@@ -110,6 +110,7 @@ def monitor_defaults_install(*, organisation, created_by=None) -> list[TrainingJ
             task="classification",
             rows=default_rows(task=task, cap=settings.FM_DEFAULT_TRAIN_ROWS),
             source=f"finance_monitor/data/twitter_financial_news/{FILES[task]} (MIT)",
+            shipped=True,  # the monitor's own rows: not the organisation's stored records
         )
         params: dict[str, Any] = {
             "dataset_id": dataset.pk,

@@ -201,3 +201,49 @@ def test_hour_rules_expect_the_hours_own_volume_and_day_rules_the_weekdays(make_
     ]
     assert history[-1].volume == 100 and history[-2].volume == 100
     assert not any(f.significant for f in detect(history, hourly))  # a busy hour is not a surge
+
+
+@pytest.mark.django_db
+def test_a_topic_rule_takes_a_topic_of_the_active_topic_model(make_org, client):
+    """A rule on a topic the model never answers could never fire: refused with the topics, and the page
+    offers them to pick from; before the organisation has a topic model any topic is taken, and a rule saved
+    then keeps its topic when another of its fields changes."""
+    from core.errors import InvalidInput
+    from core.registry.models import ModelVersion, VersionStatus
+
+    organisation, owner = make_org()
+    before = topic_rule(organisation, topic="Bananas")  # no topic model yet
+    ModelVersion.all_tenants.create(
+        organisation=organisation,
+        app="finance_monitor",
+        task="topic",
+        version=1,
+        kind="classifier",
+        status=VersionStatus.ACTIVE,
+        labels=["Earnings", "Macro"],
+        manifest={},
+        artifact_path="",
+    )
+    with pytest.raises(InvalidInput) as refused:
+        topic_rule(organisation, name="fruit", topic="Bananas")
+    assert "'Bananas' is not a topic of the active topic model" in refused.value.message
+    assert refused.value.details == {"field": "topic", "topics": ["Earnings", "Macro"]}
+    assert topic_rule(organisation, name="macro", topic="Macro").topic == "Macro"
+    assert alerts.alert_rule_save(organisation=organisation, rule=before, min_volume=20).topic == "Bananas"
+    client.force_login(owner)
+    page = client.get("/finance-monitor/alerts/").content.decode()
+    assert '<select name="topic"' in page and '<option value="Macro">Macro</option>' in page
+    refused_page = client.post(
+        "/finance-monitor/alerts/rules/",
+        {
+            "name": "x",
+            "target": "topic",
+            "topic": "Bananas",
+            "granularity": "hour",
+            "baseline_buckets": 24,
+            "min_volume": 10,
+            "significance": 0.01,
+            "test_share": "on",
+        },
+    )
+    assert refused_page.status_code == 400 and "Select a valid choice" in refused_page.content.decode()

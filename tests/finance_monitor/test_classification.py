@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 
 from core.billing.models import Plan, UsageEvent, plan_limits_write
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, QuotaExceeded
 from core.jobs import services as jobs
 from core.jobs.models import JobStatus, TrainingJob
 from core.ml import textforms
@@ -311,6 +311,31 @@ def test_the_encoder_runs_outside_the_batch_lock_and_an_overtaken_run_records_no
     assert TrendBucket.objects.for_org(organisation).get(dimension="all", granularity="hour").volume == 5
     charged = UsageEvent.objects.for_org(organisation).filter(meter="documents_classified")
     assert sum(e.quantity for e in charged) == 5
+
+
+@pytest.mark.django_db
+def test_the_default_datasets_are_shipped_rows_not_counted_in_the_stored_records(make_org, settings):
+    """A trial's stored records are the organisation's own: the monitor's default datasets (4,000 rows each
+    in production, made without asking) neither count in them nor are refused by them."""
+    from core.billing.services import meter_used
+
+    organisation, _ = make_org()
+    settings.FM_DEFAULT_TRAIN_ROWS = 40
+    plan_limits_write(Plan.objects.get(code="trial").pk, {"stored_records": 30})  # less than one default set
+    organisation = fresh(organisation)
+    queued = defaults.monitor_defaults_install(organisation=organisation)
+    made = Dataset.objects.for_org(organisation).filter(pk__in=[j.params["dataset_id"] for j in queued])
+    assert len(queued) == 2 and made.count() == 2 and all(d.shipped and d.row_count >= 35 for d in made)
+    assert meter_used(organisation=organisation, meter="stored_records") == 0
+    for job in queued:  # cancelled: installing again makes two more shipped sets, still not counted
+        jobs.job_cancel(organisation=organisation, job_id=job.pk)
+    assert len(defaults.monitor_defaults_install(organisation=organisation)) == 2
+    assert meter_used(organisation=organisation, meter="stored_records") == 0
+    own = [(f"my own text number {i}", "positive" if i % 2 else "negative") for i in range(31)]
+    with pytest.raises(QuotaExceeded):  # the organisation's own rows are still counted and capped
+        registry.dataset_from_rows(organisation=organisation, name="mine", task="classification", rows=own)
+    registry.dataset_from_rows(organisation=organisation, name="mine", task="classification", rows=own[:30])
+    assert meter_used(organisation=organisation, meter="stored_records") == 30
 
 
 @pytest.mark.django_db

@@ -110,10 +110,13 @@ def dataset_from_rows(
     rows: Iterable[Sequence[str]],
     source: str = "",
     split: str | None = None,
+    shipped: bool = False,
 ) -> Dataset:
     """A new version of ``name`` from rows a product holds (``(text, label)`` or ``(query, positive)``),
     under the same rules as an upload (validated, scrubbed, de-duplicated, split, quota-checked) and with
-    no file in between; ``source`` is what the datasets page shows as its origin."""
+    no file in between; ``source`` is what the datasets page shows as its origin. ``shipped``: rows the
+    platform ships (a product's default training set), neither checked against nor counted in the
+    organisation's stored records."""
     name = _checked(name, task)
     fractions = split_fractions(split or DEFAULT_SPLIT)
     parsed = _parse(rows=rows, task=task)
@@ -125,6 +128,7 @@ def dataset_from_rows(
         test_parsed=None,
         fractions=fractions,
         source=source,
+        shipped=shipped,
     )
 
 
@@ -139,7 +143,9 @@ def _checked(name: str, task: str) -> str:
     return name
 
 
-def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: str) -> Dataset:
+def _store(
+    *, organisation, name, task, parsed, test_parsed, fractions, source: str, shipped: bool = False
+) -> Dataset:
     """Split, charge and write a parsed dataset (and a caller's parsed test file) as the next version."""
     validation, test = fractions
     held_out = test_parsed.rows if test_parsed is not None else ()
@@ -150,7 +156,8 @@ def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: 
         rows=train_rows, validation=validation, test=test, stratify=task == "classification"
     )
     all_rows = [*train_rows, *held_out]
-    billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(all_rows))
+    if not shipped:
+        billing.quota_check(organisation=organisation, meter=Meter.STORED_RECORDS, quantity=len(all_rows))
     rejected = len(parsed.rejected) + (len(test_parsed.rejected) if test_parsed else 0)
     counts = {
         "train": len(split_.train),
@@ -174,6 +181,7 @@ def _store(*, organisation, name, task, parsed, test_parsed, fractions, source: 
             split_counts=counts,
             path="",
             source_filename=source[:255],
+            shipped=shipped,
         )
         folder = dataset_dir(organisation_id=organisation.pk, dataset_id=dataset.pk)
         folder.mkdir(parents=True, exist_ok=True)

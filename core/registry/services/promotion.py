@@ -108,18 +108,24 @@ def model_promote(
 
 
 @transaction.atomic
+def rollback_target(active: ModelVersion) -> ModelVersion | None:
+    """The version a rollback from the active ``active`` re-activates: the most recently promoted before it
+    (None: there is none, and the model page offers no rollback)."""
+    return (
+        ModelVersion.objects.for_org(active.organisation_id)
+        .filter(app=active.app, task=active.task, status=VersionStatus.READY, promoted_at__isnull=False)
+        .exclude(pk=active.pk)
+        .order_by("-promoted_at")
+        .first()
+    )
+
+
 def model_rollback(*, organisation, app: str, task: str, actor: object = None) -> ModelVersion:
     """Re-activate the most recently promoted version before the active one."""
     active = active_version(organisation, app, task)
     if active is None:
         raise Conflict("Nothing is active to roll back.")
-    previous = (
-        ModelVersion.objects.for_org(organisation)
-        .filter(app=app, task=task, status=VersionStatus.READY, promoted_at__isnull=False)
-        .exclude(pk=active.pk)
-        .order_by("-promoted_at")
-        .first()
-    )
+    previous = rollback_target(active)
     if previous is None:
         raise Conflict("There is no earlier promoted version to roll back to.")
     active.status = VersionStatus.READY

@@ -44,7 +44,19 @@ def test_upload_page_and_model_page(client, make_org, make_member, tmp_path):
     version = ModelVersion.objects.for_org(org).get(pk=json.loads(out.getvalue())["model_version"])
     page = client.get(f"/models/{version.pk}/")
     assert page.status_code == 200 and b"Confusion matrix" in page.content and b"card_arrival" in page.content
-    assert b"Roll back" in page.content
+    assert b"Roll back" not in page.content  # the first version: nothing earlier to go back to
+    from django.utils import timezone
+
+    from core.registry.models import VersionStatus
+
+    second = ModelVersion.objects.for_org(org).get(pk=version.pk)
+    ModelVersion.objects.for_org(org).filter(pk=version.pk).update(status=VersionStatus.READY)
+    second.pk, second.version, second.promoted_at = None, 2, timezone.now()
+    second.save()  # a later promoted version, active
+    assert b"Roll back to version 1" in client.get(f"/models/{second.pk}/").content
+    assert b"Roll back" not in client.get(f"/models/{version.pk}/").content  # not the active one
+    ModelVersion.objects.for_org(org).filter(pk=second.pk).delete()
+    ModelVersion.objects.for_org(org).filter(pk=version.pk).update(status=VersionStatus.ACTIVE)
     assert b"customer_service/intent v1" in client.get("/models/").content
     viewer = make_member(org)
     client.force_login(viewer)
