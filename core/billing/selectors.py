@@ -66,6 +66,27 @@ def usage_events_recent(*, organisation, limit: int = 50) -> QuerySet[UsageEvent
     )
 
 
+def usage_detail(metadata: object) -> str:
+    """A ledger line's metadata in words for the usage page: a request as "GET /api/... -> 200", a range of
+    ids as "documents 1-120", a flag as its name, every other key as "<key> <value>" (products write their
+    own keys); "" when there is none."""
+    if not isinstance(metadata, dict) or not metadata:
+        return ""
+    if metadata.get("path"):
+        return f"{metadata.get('method', '')} {metadata['path']} → {metadata.get('status', '')}".strip()
+    parts = []
+    for key, value in metadata.items():
+        name = str(key).replace("_", " ")
+        if value is True:
+            parts.append(name)
+        elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            first, last = value
+            parts.append(f"{name} {first}" if first == last else f"{name} {first}–{last}")
+        elif isinstance(value, str | int | float) and value is not False:
+            parts.append(f"{name} {str(value).replace('_', ' ')}")
+    return " · ".join(parts)
+
+
 def usage_event_list(*, organisation, meter: str | None = None) -> QuerySet[UsageEvent]:
     qs = UsageEvent.objects.for_org(organisation).select_related("api_key").order_by("-created_at", "-id")
     return qs.filter(meter=meter) if meter else qs

@@ -242,10 +242,10 @@ def api_key_revoke(request, key_id: int):
 
 @member_required()
 def usage(request):
-    context = {
-        "summary": billing_selectors.usage_summary(organisation=request.organisation),
-        "events": billing_selectors.usage_events_recent(organisation=request.organisation),
-    }
+    events = list(billing_selectors.usage_events_recent(organisation=request.organisation))
+    for event in events:
+        event.detail = billing_selectors.usage_detail(event.metadata)  # type: ignore[attr-defined]
+    context = {"summary": billing_selectors.usage_summary(organisation=request.organisation), "events": events}
     return render(request, "web/usage.html", context)
 
 

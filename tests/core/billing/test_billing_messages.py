@@ -94,3 +94,25 @@ def test_monthly_refusals_name_the_month_and_what_remains(make_org):
 def test_stock_refusal_for_models(make_org):
     refusal = billing.quota_refusal(meter="models", limit=2, used=2, period="2026-12", quantity=1)
     assert refusal.message == "All 2 models on your plan are in use." and refusal.details["period"] is None
+
+
+def test_a_ledger_lines_metadata_reads_in_words_on_the_usage_page(client, make_org):
+    from core.billing import services as billing
+    from core.billing.selectors import usage_detail
+
+    assert usage_detail({"method": "GET", "path": "/api/organisation/", "status": 200}) == (
+        "GET /api/organisation/ → 200"
+    )
+    assert usage_detail({"source": 2, "documents": [1, 120]}) == "source 2 · documents 1–120"
+    assert usage_detail({"documents": [7, 7], "topic": 4}) == "documents 7 · topic 4"
+    assert usage_detail({"job": 3, "refund": True, "app": "customer_service"}) == (
+        "job 3 · refund · app customer service"
+    )
+    assert usage_detail({}) == usage_detail(None) == ""
+    org, owner = make_org()
+    billing.usage_record(
+        organisation=org, meter="predictions", quantity=2, metadata={"model_version": 9, "nested": {"x": 1}}
+    )
+    client.force_login(owner)
+    page = client.get("/usage/").content.decode()
+    assert "model version 9" in page and "{" not in page.split('id="usage-events"')[1].split("</table>")[0]
