@@ -245,8 +245,8 @@ def usage(request):
     events = list(billing_selectors.usage_events_recent(organisation=request.organisation))
     for event in events:
         event.detail = billing_selectors.usage_detail(event.metadata)  # type: ignore[attr-defined]
-    context = {"summary": billing_selectors.usage_summary(organisation=request.organisation), "events": events}
-    return render(request, "web/usage.html", context)
+    summary = billing_selectors.usage_summary(organisation=request.organisation)
+    return render(request, "web/usage.html", {"summary": summary, "events": events})
 
 
 @member_required()
