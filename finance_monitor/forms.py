@@ -16,8 +16,14 @@ class ChartForm(forms.Form):
     granularity = forms.ChoiceField(choices=[("hour", "Hour"), ("day", "Day")], required=False)
     span = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
 
-    def __init__(self, *args, targets: list[ChartTarget], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, data=None, *args, targets: list[ChartTarget], **kwargs) -> None:
+        if data is not None and not (data.get("granularity") and data.get("span")):
+            # what the chart draws without a choice, shown as chosen (a select shows its first option else)
+            data = data.copy()
+            granularity = data.get("granularity") or "hour"
+            data["granularity"] = granularity
+            data["span"] = data.get("span") or str(SPANS.get(granularity, SPANS["hour"])[0])
+        super().__init__(data, *args, **kwargs)
         self.targets = {t.value: t for t in targets}
         self.fields["series"].choices = [(t.value, t.label) for t in targets]
         spans = sorted({s for values in SPANS.values() for s in values})

@@ -73,6 +73,11 @@ def test_dashboard_charts_by_topic_and_watchlist_in_hour_and_day_buckets(monitor
     assert [s["topic"] for s in topics["series"]] == ["macro", "stocks"]
     assert topics["series"][1]["volume"][-1] == 3
     assert b'id="chart-data"' in answer.content and b"chart.umd.min.js" in answer.content
+    # the form shows what the chart draws: 48 hourly buckets, not the select's first option
+    assert b'<option value="48" selected>' in answer.content
+    assert b'<option value="hour" selected>' in answer.content
+    # a source's last poll is a feed's; a pushed source shows its last document
+    assert b"Last poll or document" in answer.content and b"(last document)" in answer.content
     # by watch-list entry, per day over 30 days: the two-day-old positive documents count in their day
     answer = client.get(f"/finance-monitor/?series=entity:{apple.pk}&granularity=day&span=30")
     chart = answer.context["chart"]
