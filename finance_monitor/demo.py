@@ -6,7 +6,8 @@ queue, and the surge's alert fires a few minutes after ``make run`` starts."""
 
 from core.products import DemoLog
 from finance_monitor.models import AlertRule, Entity, EntityKind, Replay
-from finance_monitor.services import alerts, entities, replay
+from finance_monitor.services import entities, replay
+from finance_monitor.services.sample import RULE, default_rule_save
 
 WATCHLIST = (
     (EntityKind.COMPANY, "Apple", "AAPL", ["iPhone"]),
@@ -15,7 +16,6 @@ WATCHLIST = (
     (EntityKind.COMPANY, "Amazon", "AMZN", []),
     (EntityKind.KEYWORD, "interest rate", "", ["rate hike", "rate cut"]),
 )
-RULE = "Negative surge (all documents)"
 
 
 def seed(organisation, log: DemoLog) -> str:
@@ -28,9 +28,7 @@ def seed(organisation, log: DemoLog) -> str:
                 organisation=organisation, kind=kind, name=name, ticker=ticker, aliases=aliases
             )
     if not AlertRule.objects.for_org(organisation).filter(name=RULE).exists():
-        alerts.alert_rule_save(
-            organisation=organisation, name=RULE, granularity="hour", baseline_buckets=24, min_volume=30
-        )
+        default_rule_save(organisation=organisation)
     started = replay.replay_start(organisation=organisation)
     plan = replay.ReplayPlan(**started.plan)
     log.info(

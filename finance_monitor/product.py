@@ -42,9 +42,6 @@ def _warm_ingest() -> None:
     name_words()
 
 
-SAMPLE_SOURCE = "Sample: twitter financial news"  # the source of the page's sample replay
-
-
 def onboarding_checklist(*, organisation) -> list[OnboardingStep]:
     """The monitor's four steps for a new organisation, each done or not as its data says: documents (the
     sample or its own), the default topic and sentiment models, a first classified document, a watch-list

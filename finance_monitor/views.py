@@ -8,7 +8,6 @@ import dataclasses
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -31,23 +30,19 @@ from finance_monitor.forms import (
     FeedForm,
     UploadForm,
 )
-from finance_monitor.models import Replay
-from finance_monitor.product import SAMPLE_SOURCE, onboarding_checklist
+from finance_monitor.product import onboarding_checklist
 from finance_monitor.services import alerts as alert_rules
-from finance_monitor.services import corrections, dashboard, defaults, entities, feeds, replay, uploads
+from finance_monitor.services import (
+    corrections,
+    dashboard,
+    defaults,
+    entities,
+    feeds,
+    sample,
+    uploads,
+)
 
 PAGE_SIZE = 50
-# "Try it with sample data": a modest replay of the shipped twitter financial news texts (MIT): 120 documents
-# of the past day at once, 2 a minute for 10 minutes, then a planted surge of 30 negative ones (170 in all,
-# metered as documents_ingested like any other).
-SAMPLE_PLAN = replay.ReplayPlan(
-    baseline_hours=24,
-    baseline_per_hour=5,
-    live_per_minute=2,
-    live_minutes=10,
-    surge_after_s=120,
-    surge_size=30,
-)
 
 
 def _models_status(organisation, pending: int) -> dict:
@@ -150,27 +145,29 @@ def _form_error(request, form, exc: TrellisError, **forms):
 @require_POST
 @member_required("monitor.ingest")
 def sample_load(request):
-    """ "Try it with sample data": a modest replay of the shipped texts (``services.replay``) into a source of
-    its own; its first tick runs here (a day of past documents, and the default models' training when the
-    organisation has none), beat's ticks push the rest."""
+    """ "Try it with sample data" (``services.sample``): a modest replay of the shipped texts, and the demo's
+    alert rule where the organisation has none and the person may manage the monitor."""
     organisation = request.organisation
-    if Replay.objects.for_org(organisation).filter(source__name=SAMPLE_SOURCE).exists():
+    if sample.sample_loaded(organisation=organisation):
         messages.info(request, "The sample data was loaded already; nothing was added.")
         return _back()
     try:
-        with transaction.atomic():
-            run = replay.replay_start(organisation=organisation, plan=SAMPLE_PLAN, source_name=SAMPLE_SOURCE)
-            done = replay.replay_tick(replay=run)
+        loaded = sample.sample_load(
+            organisation=organisation, with_rule=role_can(request.role, "monitor.manage")
+        )
     except TrellisError as exc:  # over the plan's documents, for one: nothing was stored
         messages.error(request, f"The sample data was not loaded: {exc.message}")
         return _back()
-    plan = SAMPLE_PLAN
+    plan = sample.PLAN
     live = plan.live_per_minute * plan.live_minutes
+    rule = ""
+    if loaded.rule:
+        rule = f" The alert rule '{loaded.rule.name}' watches for it: its alert appears under Alerts."
     messages.success(
         request,
-        f"Sample data loaded: {done['baseline']} documents of the past day from twitter financial news"
+        f"Sample data loaded: {loaded.backfilled} documents of the past day from twitter financial news"
         f" (MIT). {live} more arrive over the next {plan.live_minutes} minutes, and a surge of"
-        f" {plan.surge_size} negative ones after two minutes.",
+        f" {plan.surge_size} negative ones after two minutes.{rule}",
     )
     return _back()
 

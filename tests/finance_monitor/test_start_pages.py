@@ -9,9 +9,9 @@ from django.test import Client
 
 from core.billing.models import UsageEvent
 from core.tenancy.models import Role
-from finance_monitor.models import Document, Entity, Replay, Source
-from finance_monitor.product import SAMPLE_SOURCE
+from finance_monitor.models import AlertRule, Document, Entity, Replay, Source
 from finance_monitor.services import defaults
+from finance_monitor.services.sample import SOURCE as SAMPLE_SOURCE
 from tests.conftest import PASSWORD, flash_text, logged_in_client
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,11 @@ def test_the_sample_data_replays_a_modest_metered_set_once(make_org, settings):
     answer = client.post("/finance-monitor/sample/", follow=True)
     assert answer.redirect_chain == [(PAGE, 302)]
     assert "Sample data loaded: 120 documents of the past day" in flash_text(answer)
+    # the surge it plants is watched for: the demo's rule, added where the organisation had none
+    assert "The alert rule 'Negative surge (all documents)' watches for it" in flash_text(answer)
+    assert list(AlertRule.objects.for_org(organisation).values_list("name", "target")) == [
+        ("Negative surge (all documents)", "all")
+    ]
     documents = Document.objects.for_org(organisation)
     assert documents.count() == 120 and set(documents.values_list("source__name", flat=True)) == {
         SAMPLE_SOURCE
@@ -44,6 +49,14 @@ def test_the_sample_data_replays_a_modest_metered_set_once(make_org, settings):
     again = client.post("/finance-monitor/sample/", follow=True)
     assert "already" in flash_text(again)
     assert documents.count() == 120 and Replay.objects.for_org(organisation).count() == 1
+    # an organisation with rules of its own gets none added
+    other, other_owner = make_org()
+    from finance_monitor.services import alerts
+
+    alerts.alert_rule_save(organisation=other, name="mine", granularity="hour")
+    loaded = logged_in_client(other_owner).post("/finance-monitor/sample/", follow=True)
+    assert "watches for it" not in flash_text(loaded)
+    assert list(AlertRule.objects.for_org(other).values_list("name", flat=True)) == ["mine"]
 
 
 def test_viewers_see_the_page_without_the_forms_and_cannot_post(make_org, make_member):
