@@ -416,7 +416,7 @@ class SourceDetailView(APIView):
 
     @extend_schema(responses=None)
     def delete(self, request, source_id: int):
-        _source(request, source_id).delete()
+        feeds.source_delete(source=_source(request, source_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -509,7 +509,7 @@ class EntityDetailView(APIView):
 
     @extend_schema(responses=None)
     def delete(self, request, entity_id: int):
-        _entity(request, entity_id).delete()
+        entities.entity_delete(entity=_entity(request, entity_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

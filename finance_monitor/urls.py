@@ -16,6 +16,8 @@ urlpatterns = [
     path("sample/", views.sample_load, name="sample"),
     path("upload/", views.upload, name="upload"),
     path("watch-list/", views.entity_add, name="entity-add"),
+    path("watch-list/<int:entity_id>/delete", views.entity_delete, name="entity-delete"),
+    path("sources/<int:source_id>/delete", views.source_delete, name="source-delete"),
     path("feeds/", views.feed_add, name="feed-add"),
     path("models/defaults/", views.models_default, name="models-default"),
 ]

@@ -215,6 +215,32 @@ def entity_add(request):
 
 @require_POST
 @member_required("monitor.manage")
+def entity_delete(request, entity_id: int):
+    """Take an entry off the watch-list (the API's DELETE): its rules go with it, the documents stay."""
+    entity = selectors.entity_get(organisation=request.organisation, entity_id=entity_id)
+    if entity is None:
+        raise Http404("No such watch-list entry.")
+    name = entity.name
+    entities.entity_delete(entity=entity)
+    messages.success(request, f"'{name}' is off the watch-list; its documents stay.")
+    return _back("watch-list")
+
+
+@require_POST
+@member_required("monitor.manage")
+def source_delete(request, source_id: int):
+    """Remove a source (the API's DELETE): its documents stay, without a source."""
+    source = selectors.source_get(organisation=request.organisation, source_id=source_id)
+    if source is None:
+        raise Http404("No such source.")
+    name = source.name
+    feeds.source_delete(source=source)
+    messages.success(request, f"Source '{name}' removed; its documents stay.")
+    return _back("sources")
+
+
+@require_POST
+@member_required("monitor.manage")
 def feed_add(request):
     """An RSS/Atom feed to poll (``services.feeds.feed_create``, the API's, with its address checks)."""
     form = FeedForm(request.POST)

@@ -252,6 +252,12 @@ def entity_save(*, organisation, kind: str, name: str, ticker: str = "", aliases
     return entity
 
 
+def entity_delete(*, entity: Entity) -> None:
+    """Take ``entity`` off the watch-list, with its mentions and the alert rules that watch it (and their
+    alerts); the documents stay."""
+    entity.delete()
+
+
 def documents_tag(*, organisation, document_ids: list[int]) -> int:
     """Record which watch-list entries these documents mention; returns the mentions added."""
     entities = [spec(e) for e in Entity.objects.for_org(organisation)]

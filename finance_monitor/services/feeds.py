@@ -328,6 +328,12 @@ def feeds_due(*, now: datetime | None = None, limit: int = 100) -> list[int]:
     return [s.pk for s in due]
 
 
+def source_delete(*, source: Source) -> None:
+    """Remove a source (a feed stops being polled; a replay into it stops); its documents stay, without a
+    source."""
+    source.delete()
+
+
 def source_update(*, source: Source, **changes) -> Source:
     for name, value in changes.items():
         setattr(source, name, value)

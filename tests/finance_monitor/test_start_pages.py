@@ -219,3 +219,39 @@ def test_the_watch_list_and_feed_forms_say_the_caps(make_org):
     assert "at most 100 feeds: delete one to add another." in answer.content.decode()
     assert Entity.objects.for_org(organisation).count() == MAX_ENTRIES
     assert Source.objects.for_org(organisation).count() == MAX_FEEDS
+
+
+def test_a_manager_removes_a_watch_list_entry_and_a_source_from_the_page(make_org, make_member):
+    """The page's Remove buttons (the API's DELETEs): an entry goes with the rules that watch it, a source's
+    documents stay; another organisation's ids are 404, a viewer is refused."""
+    from finance_monitor.services import alerts, entities
+    from finance_monitor.services import documents as docs
+
+    organisation, owner = make_org()
+    client = logged_in_client(owner)
+    typo = entities.entity_save(organisation=organisation, kind="company", name="Aple", ticker="APLE")
+    alerts.alert_rule_save(organisation=organisation, name="aple", target="entity", entity_id=typo.pk)
+    kept = entities.entity_save(organisation=organisation, kind="company", name="Tesla", ticker="TSLA")
+    wire = docs.source_for(organisation=organisation, kind="api", name="Wire")
+    docs.documents_ingest(
+        organisation=organisation, items=[docs.DocumentIn(text="Tesla delivers")], source=wire
+    )
+    page = client.get(PAGE).content.decode()
+    assert f"/finance-monitor/watch-list/{typo.pk}/delete" in page
+    assert f"/finance-monitor/sources/{wire.pk}/delete" in page
+    other, other_owner = make_org()
+    intruder = logged_in_client(other_owner)
+    assert intruder.post(f"/finance-monitor/watch-list/{typo.pk}/delete").status_code == 404
+    assert intruder.post(f"/finance-monitor/sources/{wire.pk}/delete").status_code == 404
+    viewer = logged_in_client(make_member(organisation, Role.VIEWER))
+    assert viewer.post(f"/finance-monitor/watch-list/{typo.pk}/delete").status_code == 403
+    assert f"/watch-list/{typo.pk}/delete" not in viewer.get(PAGE).content.decode()
+    removed = client.post(f"/finance-monitor/watch-list/{typo.pk}/delete", follow=True)
+    assert "'Aple' is off the watch-list" in flash_text(removed)
+    assert list(Entity.objects.for_org(organisation).values_list("pk", flat=True)) == [kept.pk]
+    assert not AlertRule.objects.for_org(organisation).exists()  # the rule that watched it went with it
+    removed = client.post(f"/finance-monitor/sources/{wire.pk}/delete", follow=True)
+    assert "Source 'Wire' removed" in flash_text(removed)
+    assert not Source.objects.for_org(organisation).filter(name="Wire").exists()
+    assert Document.objects.for_org(organisation).get().source_id is None  # the document stays
+    assert client.get(f"/finance-monitor/sources/{wire.pk}/delete").status_code == 405
