@@ -105,7 +105,10 @@ def switch_organisation(request):
 @member_required()
 def dashboard(request):
     summary = billing_selectors.usage_summary(organisation=request.organisation)
-    recent_jobs = job_selectors.job_list(organisation=request.organisation)[:5]
+    # each in a sentence, as on the jobs page (not its internal kind and a raw progress fraction)
+    recent_jobs = [
+        (job, job_sentence(job)) for job in job_selectors.job_list(organisation=request.organisation)[:5]
+    ]
     memberships = tenancy_selectors.memberships_for_user(user=request.user)
     context = {
         "summary": summary,

@@ -129,3 +129,19 @@ def test_django_admin_is_for_staff_only(client, make_org):
         "/admin/registry/modelversion/",
     ):
         assert client.get(path).status_code == 200, path
+
+
+def test_the_dashboards_recent_jobs_read_as_sentences_with_their_progress_in_percent(client, make_org):
+    from core.jobs import services as jobs
+    from core.jobs.describe import job_sentence
+    from core.jobs.models import TrainingJob
+
+    org, owner = make_org()
+    job = jobs.job_create(organisation=org, kind="finance_monitor.train_default", params={"task": "topic"})
+    TrainingJob.objects.for_org(org).filter(pk=job.pk).update(progress=0.39)
+    job.refresh_from_db()
+    client.force_login(owner)
+    html = client.get("/dashboard/").content.decode()
+    row = html.split('id="recent-jobs"')[1].split("</table>")[0]
+    assert "39%" in row and "0.39" not in row
+    assert "finance_monitor.train_default" not in row and job_sentence(job)[:40] in row
