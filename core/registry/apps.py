@@ -29,7 +29,9 @@ class RegistryConfig(AppConfig):
 
         def models_count(organisation) -> int:
             live = (VersionStatus.READY, VersionStatus.ACTIVE, VersionStatus.TRAINING)
-            return ModelVersion.objects.for_org(organisation).filter(status__in=live).count()
+            versions = ModelVersion.objects.for_org(organisation).filter(status__in=live)
+            # a version trained on a product's shipped rows (its default model) is the product's, as they are
+            return versions.exclude(dataset__shipped=True).count()
 
         def dataset_rows(organisation) -> int:
             own = Dataset.objects.for_org(organisation).filter(shipped=False)  # shipped rows are not counted

@@ -14,9 +14,11 @@ on the held-out rows (BENCHMARKS.md section 18: its accuracy and PhraseBank cali
 The jobs are the platform's training (the same handler as ``ml.train``) under the product's own job kind
 ``finance_monitor.train_default``, registered with ``metered=False``: they are not counted against the
 organisation's training-job quota (core charges that meter only for kinds registered as metered, in
-``core.jobs.services.job_create``). The datasets do count as stored records (a stock meter that counts every
-dataset row) and the two versions as models: ``FM_DEFAULT_TRAIN_ROWS`` caps the rows per task (4,000 each by
-default, a stratified sample, so both fit the trial plan's 10,000 records; 0 trains on every shipped row).
+``core.jobs.services.job_create``). The datasets are the product's shipped rows (``Dataset.shipped``): they
+are neither counted in nor refused by the organisation's stored records, and the versions trained on them
+are not counted in its models (the registry's counters leave them out), so a trial keeps its records and
+model slots for its own. ``FM_DEFAULT_TRAIN_ROWS`` caps the rows per task (4,000 each by default, a
+stratified sample, to keep the fast training short; 0 trains on every shipped row).
 
 When: the first time a document waits for classification with no active model (``classification``), when
 ``FM_DEFAULT_MODELS_ON_FIRST_USE`` is on (the default), or on request (``POST
@@ -32,8 +34,6 @@ from typing import Any
 
 from django.conf import settings
 
-from core.billing import services as billing
-from core.billing.models import Meter
 from core.errors import Conflict, TrellisError
 from core.jobs import services as jobs
 from core.jobs.models import ACTIVE_STATUSES, TrainingJob
@@ -100,7 +100,6 @@ def monitor_defaults_install(*, organisation, created_by=None) -> list[TrainingJ
         started.append(task)
     if not started:
         raise Conflict("The topic and sentiment models are active or their default training is under way.")
-    billing.quota_check(organisation=organisation, meter=Meter.MODELS, quantity=len(started))
     config = classifier_settings_check(config=None)
     queued = []
     for task in started:
@@ -152,11 +151,10 @@ def default_train_job_handler(job, reporter) -> dict[str, Any]:
 
 
 def _fine_tune_start(job) -> dict[str, Any]:
-    """Queue the fine-tuned default on the fast job's dataset (same kind: not counted as a training job); a
-    refusal (the plan's model quota, a bad config) is reported in the fast job's result, which stays
-    succeeded."""
+    """Queue the fine-tuned default on the fast job's dataset (same kind: not counted as a training job, and
+    its version, on shipped rows, not counted in the plan's models); a refusal (a bad config) is reported in
+    the fast job's result, which stays succeeded."""
     try:
-        billing.quota_check(organisation=job.organisation, meter=Meter.MODELS)
         config = classifier_settings_check(config=dict(job.params["fine_tune"]))
         params = {**job.params, "config": config, "fine_tune": None}
         follow = jobs.job_create(

@@ -334,8 +334,23 @@ def test_the_default_datasets_are_shipped_rows_not_counted_in_the_stored_records
     own = [(f"my own text number {i}", "positive" if i % 2 else "negative") for i in range(31)]
     with pytest.raises(QuotaExceeded):  # the organisation's own rows are still counted and capped
         registry.dataset_from_rows(organisation=organisation, name="mine", task="classification", rows=own)
-    registry.dataset_from_rows(organisation=organisation, name="mine", task="classification", rows=own[:30])
+    mine = registry.dataset_from_rows(
+        organisation=organisation, name="mine", task="classification", rows=own[:30]
+    )
     assert meter_used(organisation=organisation, meter="stored_records") == 30
+    # a version trained on shipped rows is the product's too: not counted in the plan's models; one trained
+    # on the organisation's own rows is
+    for version, dataset in enumerate((made.first(), mine), start=1):
+        ModelVersion.all_tenants.create(
+            organisation=organisation,
+            app="finance_monitor",
+            task=f"t{version}",
+            version=1,
+            status=VersionStatus.READY,
+            dataset=dataset,
+            artifact_path="",
+        )
+    assert meter_used(organisation=organisation, meter="models") == 1
 
 
 @pytest.mark.django_db
