@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from core.errors import InvalidInput
 from core.outbound import outbound_url_check
-from core.registry.services.common import active_version
 from finance_monitor import surge
 from finance_monitor.models import (
     Alert,
@@ -32,7 +31,7 @@ from finance_monitor.models import (
     TrendBucket,
 )
 from finance_monitor.services.caps import cap_check
-from finance_monitor.services.classification import APP, TOPIC_TASK
+from finance_monitor.services.classification import topic_check
 from finance_monitor.services.trends import bucket_start
 
 EVIDENCE_CAP = 200  # documents linked to one alert; ``evidence_count`` says how many there were
@@ -64,15 +63,8 @@ RULE_FIELDS = (
 def _check_rule(*, organisation, rule: AlertRule, topic_given: bool = True) -> None:
     if rule.target == AlertTarget.TOPIC and not rule.topic:
         raise InvalidInput("A topic rule needs its topic.", details={"field": "topic"})
-    if rule.target == AlertTarget.TOPIC and topic_given:
-        # one of the active topic model's topics (a rule on another could never fire); before the
-        # organisation has a topic model, any topic is taken
-        version = active_version(organisation, APP, TOPIC_TASK)
-        if version is not None and version.labels and rule.topic not in version.labels:
-            raise InvalidInput(
-                f"'{rule.topic[:100]}' is not a topic of the active topic model: pick one of its topics.",
-                details={"field": "topic", "topics": list(version.labels)},
-            )
+    if rule.target == AlertTarget.TOPIC and topic_given:  # a rule on another topic could never fire
+        topic_check(organisation=organisation, topic=rule.topic)
     if rule.target == AlertTarget.ENTITY:
         if rule.entity_id is None:
             raise InvalidInput("A watch-list rule needs its entry.", details={"field": "entity"})

@@ -47,7 +47,7 @@ from django.db import transaction
 
 from core.billing import services as billing
 from core.celery import app as celery_app
-from core.errors import QuotaExceeded
+from core.errors import InvalidInput, QuotaExceeded
 from core.jobs.queues import Queue
 from core.registry.services import predict_shared, serves_bf16, serves_int8
 from core.registry.services.common import active_version
@@ -88,6 +88,17 @@ def document_text(document: Document) -> str:
     corrections alike): the title and the text (each version reads it in its text form)."""
     title, text = document.title.strip(), document.text.strip()
     return f"{title}. {text}" if title and not text.startswith(title) else text
+
+
+def topic_check(*, organisation, topic: str) -> None:
+    """Refuse a topic the organisation's active topic model does not answer (an analyst's correction, an alert
+    rule's topic), naming its topics; before there is a topic model any topic is taken."""
+    version = active_version(organisation, APP, TOPIC_TASK)
+    if version is not None and version.labels and topic not in version.labels:
+        raise InvalidInput(
+            f"'{topic[:100]}' is not a topic of the active topic model.",
+            details={"field": "topic", "topics": list(version.labels)},
+        )
 
 
 @dataclass

@@ -19,9 +19,14 @@ from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import feedback
-from core.registry.services.common import active_version
 from finance_monitor.models import Document, Sentiment
-from finance_monitor.services.classification import APP, SENTIMENT_TASK, TOPIC_TASK, document_text
+from finance_monitor.services.classification import (
+    APP,
+    SENTIMENT_TASK,
+    TOPIC_TASK,
+    document_text,
+    topic_check,
+)
 from finance_monitor.services.trends import document_classified
 
 TASKS = (TOPIC_TASK, SENTIMENT_TASK)
@@ -43,12 +48,7 @@ def document_correct(
             f"sentiment must be one of: {', '.join(Sentiment.values)}.", details={"field": "sentiment"}
         )
     if topic is not None:
-        version = active_version(organisation, APP, TOPIC_TASK)
-        if version is not None and version.labels and topic not in version.labels:
-            raise InvalidInput(
-                f"'{topic[:100]}' is not a topic of the active topic model.",
-                details={"field": "topic", "topics": list(version.labels)},
-            )
+        topic_check(organisation=organisation, topic=topic)
         if len(topic) > 100:
             raise InvalidInput("topic must be 1 to 100 characters.", details={"field": "topic"})
     with transaction.atomic():
