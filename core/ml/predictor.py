@@ -211,7 +211,6 @@ def load_predictor(
     model = quantize_rows_int8(model, kernel=runtime.int8_kernel) if quantized else model.to(device)
     lexical, blend_weight = load_lexical(directory=Path(directory), manifest=manifest)
     max_length = int(manifest["hyperparameters"]["max_length"])
-    form = str(manifest["hyperparameters"].get("text_form") or "")  # absent before text forms existed
     traced = trace_for_cpu(model, tokenizer, max_length) if trace and device == "cpu" else None
     return Predictor(
         ood=load_ood(directory=Path(directory), manifest=manifest),
@@ -227,7 +226,7 @@ def load_predictor(
         blend_weight=blend_weight,
         traced=traced,
         temperature=load_temperature(manifest),
-        text_form=form,
+        text_form=textforms.manifest_form(manifest),
     )
 
 
@@ -239,7 +238,7 @@ def encoder_key(manifest: dict, *, device: str, quantized: bool) -> str:
     embeds texts in that form: its form joins the key (``/<form>``), so it shares a pass only with versions
     that read texts alike."""
     path = f"{'int8' if quantized else 'float'}@{device}"
-    form = manifest["hyperparameters"].get("text_form") or ""
+    form = textforms.manifest_form(manifest)
     form = f"/{form}" if form else ""
     if manifest.get("weights") == "head":
         base = manifest["base_model"]["sha256"]

@@ -42,6 +42,12 @@ def register_text_form(form: TextForm) -> None:
     _FORMS[form.name] = form
 
 
+def manifest_form(manifest: dict | None) -> str:
+    """The name of the form a version's manifest records ("": none, as every version trained before forms
+    were recorded)."""
+    return str(((manifest or {}).get("hyperparameters") or {}).get("text_form") or AS_GIVEN)
+
+
 def known(name: str) -> bool:
     return name == AS_GIVEN or name in _FORMS
 

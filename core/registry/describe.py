@@ -12,7 +12,7 @@ from typing import Any
 from core import products
 from core.jobs.describe import generic_sentence
 from core.jobs.models import JobStatus
-from core.ml.textforms import described
+from core.ml.textforms import described, manifest_form
 from core.products import model_task
 
 VERBS = {"head": "Training", "lora": "Fine-tuning", "full": "Fully fine-tuning"}
@@ -171,7 +171,7 @@ def version_sentences(version) -> list[str]:
             f"On {metrics['n']:,} held-out {examples} it put the right answer first for "
             f"{_pct(metrics['recall@1'])}."
         )
-    form = described(str(((version.manifest or {}).get("hyperparameters") or {}).get("text_form") or ""))
+    form = described(manifest_form(version.manifest))
     if form:
         lines.append(f"It reads every text with {form}, as it was trained.")
     if getattr(version, "quantized", False):
