@@ -245,9 +245,11 @@ def api_key_revoke(request, key_id: int):
 
 @member_required()
 def usage(request):
-    events = list(billing_selectors.usage_events_recent(organisation=request.organisation))
-    for event in events:
-        event.detail = billing_selectors.usage_detail(event.metadata)  # type: ignore[attr-defined]
+    # each line with its detail in words, as the jobs pages pair a job with its sentence
+    events = [
+        (event, billing_selectors.usage_detail(event.metadata))
+        for event in billing_selectors.usage_events_recent(organisation=request.organisation)
+    ]
     summary = billing_selectors.usage_summary(organisation=request.organisation)
     return render(request, "web/usage.html", {"summary": summary, "events": events})
 
